@@ -1,0 +1,21 @@
+# Quick start: `make run` (the main job) and `make test` (every test, real Kafka and Redis).
+.PHONY: run test test-unit lint stack-up stack-down
+
+run:
+	scripts/run
+
+test:
+	scripts/test
+
+test-unit:
+	scripts/test -m "not integration and not e2e"
+
+lint:
+	uv run ruff check . && uv run ruff format --check . && \
+	uv run mypy libs/common/src services/*/src tools/*/src tests bench
+
+stack-up:
+	scripts/stack up
+
+stack-down:
+	scripts/stack down

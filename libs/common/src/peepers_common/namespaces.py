@@ -1,0 +1,63 @@
+"""Redis connections confined to one service's key namespace.
+
+Each service connects as its own ACL user (``~<service>:*``, set up by scripts/stack), so
+Redis itself refuses a write into another service's keys. `Namespace` builds keys and
+checks them on our side too, with a clear error before a command is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from peepers_common.errors import ConfigurationError, NamespaceViolation
+from peepers_common.settings import RedisSettings
+
+SERVICES: Final = ("ingest", "auth", "orders", "catalog", "messages")
+# Shared by every service's ML client: the outbound rate limiter's state.
+RATE_LIMIT_PREFIX: Final = "ratelimit:"
+
+
+class Namespace:
+    """Keys under ``<service>:`` (or ``<service>:<scope>:``, which tests use for isolation)."""
+
+    def __init__(self, service: str, *, scope: str | None = None) -> None:
+        if service not in SERVICES:
+            msg = f"unknown service namespace {service!r}; expected one of {SERVICES}"
+            raise ConfigurationError(msg)
+        if scope is not None and (not scope or ":" in scope):
+            msg = f"a namespace scope must be non-empty and contain no ':' (got {scope!r})"
+            raise ConfigurationError(msg)
+        self.service = service
+        self.prefix = f"{service}:" if scope is None else f"{service}:{scope}:"
+
+    def key(self, *parts: str | int) -> str:
+        if not parts:
+            msg = "a key needs at least one part"
+            raise ValueError(msg)
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    def owns(self, key: str) -> bool:
+        return key.startswith(self.prefix)
+
+    def check(self, key: str) -> str:
+        if not self.owns(key):
+            msg = f"key {key!r} is outside the {self.prefix!r} namespace"
+            raise NamespaceViolation(msg)
+        return key
+
+
+def connect_redis(settings: RedisSettings) -> aioredis.Redis:
+    """A client that logs in as the service's ACL user (bytes in, bytes out).
+
+    Call it in a lifecycle hook and ``await client.aclose()`` at shutdown.
+    """
+    return aioredis.Redis.from_url(
+        settings.url,
+        username=settings.username,
+        password=settings.password.get_secret_value() if settings.password else None,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.socket_timeout_s,
+        health_check_interval=30,
+    )

@@ -1,0 +1,113 @@
+"""Every Kafka topic Peepers uses: name, partitions and config, in one place.
+
+Topic names live only here. Adapters take a topic as a parameter, so tests can pass
+their own uuid-named topic instead of these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from peepers_common.errors import UnknownTopicError
+
+_DAY_MS: Final = 24 * 60 * 60 * 1000
+
+# ML topics Peepers consumes (FACTS.md 1.4). post_purchase carries claims.
+ML_TOPICS: Final = (
+    "orders_v2",
+    "items",
+    "items_prices",
+    "questions",
+    "messages",
+    "shipments",
+    "payments",
+    "post_purchase",
+)
+
+NOTIFICATIONS_PREFIX: Final = "ml.notifications."
+NOTIFICATIONS_UNROUTED: Final = "ml.notifications.unrouted"
+PEEPERS_ORDERS: Final = "peepers.orders.v1"
+PEEPERS_CATALOG: Final = "peepers.catalog.v1"
+PEEPERS_MESSAGES: Final = "peepers.messages.v1"
+PEEPERS_SELLERS: Final = "peepers.sellers.v1"
+DLQ_SUFFIX: Final = ".dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    description: str
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def notification_topic(ml_topic: str) -> str:
+    """The Kafka topic for an ML notification topic; unknown ML topics go to unrouted."""
+    if ml_topic in ML_TOPICS:
+        return NOTIFICATIONS_PREFIX + ml_topic
+    return NOTIFICATIONS_UNROUTED
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic of a consumed topic."""
+    return topic + DLQ_SUFFIX
+
+
+# Partition counts bound how many consumer replicas can share a topic's work (the k8s
+# autoscalers never go above them). Six leaves room to scale on a busy seller base;
+# raising them later is safe for new keys but moves existing keys to other partitions.
+_NOTIFICATION_PARTITIONS: Final = 6
+_DOMAIN_PARTITIONS: Final = 6
+_RETENTION_NOTIFICATIONS: Final = {"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS)}
+# Domain topics are other teams' public API: keep a month so a consumer can rebuild.
+_RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
+_RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
+
+
+def _registry() -> dict[str, TopicSpec]:
+    specs: list[TopicSpec] = []
+    for ml_topic in ML_TOPICS:
+        name = notification_topic(ml_topic)
+        specs.append(
+            TopicSpec(
+                name,
+                _NOTIFICATION_PARTITIONS,
+                f"ML '{ml_topic}' notifications as received, keyed <user_id>:<resource>",
+                _RETENTION_NOTIFICATIONS,
+            )
+        )
+        specs.append(
+            TopicSpec(dlq_topic(name), 1, f"records of {name} that failed", _RETENTION_DLQ)
+        )
+    specs.append(
+        TopicSpec(
+            NOTIFICATIONS_UNROUTED,
+            1,
+            "ML notifications of topics Peepers does not know yet (accepted, kept for replay)",
+            _RETENTION_NOTIFICATIONS,
+        )
+    )
+    for name, what in (
+        (PEEPERS_ORDERS, "order domain events"),
+        (PEEPERS_CATALOG, "catalog (item) domain events"),
+        (PEEPERS_MESSAGES, "questions, messages and claims domain events"),
+        (PEEPERS_SELLERS, "seller connection lifecycle events"),
+    ):
+        specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
+    specs.append(
+        TopicSpec(dlq_topic(PEEPERS_SELLERS), 1, "seller events that failed", _RETENTION_DLQ)
+    )
+    return {spec.name: spec for spec in specs}
+
+
+TOPICS: Final[Mapping[str, TopicSpec]] = _registry()
+
+
+def topic_spec(name: str) -> TopicSpec:
+    try:
+        return TOPICS[name]
+    except KeyError:
+        msg = f"unknown topic {name!r}: add it to peepers_common.topics"
+        raise UnknownTopicError(msg) from None

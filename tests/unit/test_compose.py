@@ -1,0 +1,95 @@
+"""docker-compose.yml cannot run here (no Docker engine), so check that it agrees with
+the code: every service present, env var names that the Settings read, matching ports,
+and the same Kafka version and Redis ACLs as scripts/stack."""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+
+from peepers_auth.settings import Settings as AuthSettings
+from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.settings import Settings as MessagesSettings
+from peepers_orders.settings import Settings as OrdersSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES: dict[str, type[BaseSettings]] = {
+    "ingest": IngestSettings,
+    "auth": AuthSettings,
+    "orders": OrdersSettings,
+    "catalog": CatalogSettings,
+    "messages": MessagesSettings,
+}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _field_exists(model: type[BaseModel], path: list[str]) -> bool:
+    name, rest = path[0].lower(), path[1:]
+    field = model.model_fields.get(name)
+    if field is None:
+        return False
+    if not rest:
+        return True
+    annotation = field.annotation
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and _field_exists(annotation, rest)
+    )
+
+
+def test_every_service_and_dependency_is_in_compose(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) >= {*SERVICES, "kafka", "redis", "sandbox", "topics"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_env_vars_are_names_its_settings_read(
+    compose: dict[str, Any], service: str
+) -> None:
+    settings = SERVICES[service]
+    prefix = settings.model_config.get("env_prefix", "")
+    env = compose["services"][service]["environment"]
+    assert env, f"{service} has no environment"
+    for name in env:
+        assert name.startswith(prefix), f"{name} lacks the {prefix} prefix"
+        path = name.removeprefix(prefix).split("__")
+        assert _field_exists(settings, path), f"{service}: {name} is not a Settings field"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_port_matches_its_settings(compose: dict[str, Any], service: str) -> None:
+    port = SERVICES[service]().http_port  # type: ignore[attr-defined]
+    spec = compose["services"][service]
+    assert spec["environment"][f"{service.upper()}_HTTP_PORT"] == str(port)
+    assert f"{port}:{port}" in spec["ports"]
+
+
+def test_kafka_version_matches_the_local_stack(compose: dict[str, Any]) -> None:
+    stack = (ROOT / "scripts" / "stack").read_text()
+    version = re.search(r"KAFKA_VERSION=\$\{KAFKA_VERSION:-([0-9.]+)\}", stack)
+    assert version is not None
+    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{version[1]}"
+
+
+def test_redis_acl_users_match_the_local_stack(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    users = [command[i + 1] for i, arg in enumerate(command) if arg == "--user"]
+    assert sorted(u.split()[0] for u in users) == sorted(SERVICES)
+    stack = (ROOT / "scripts" / "stack").read_text()
+    setuser = re.search(r'ACL SETUSER "\$svc" reset on ">\$pw" \\\n\s*(.+?) >/dev/null', stack)
+    assert setuser is not None
+    stack_rules = setuser[1].replace('"', "").split()
+    for user in users:
+        name = user.split()[0]
+        assert user.split()[3:] == [rule.replace("$svc", name) for rule in stack_rules]
