@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
 from uuid import uuid4
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from pydantic import SecretStr
 
-from peepers_common.settings import KafkaSettings
+from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.ml import (
+    HttpMlApi,
+    MlOAuthClient,
+    OAuthTokenProvider,
+    OutboundLimiter,
+    TokenSet,
+    ml_session,
+)
+from peepers_common.namespaces import connect_redis
+from peepers_common.settings import KafkaSettings, MlApiSettings
 from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import TopicSpec
+from peepers_sandbox.app import Sandbox
+from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 
 
 def unique(prefix: str = "test") -> str:
@@ -74,3 +89,38 @@ async def consume(
     finally:
         await consumer.stop()
     return records
+
+
+@asynccontextmanager
+async def ml_client(
+    sandbox: Sandbox, sellers: Sequence[int], **overrides: Any
+) -> AsyncIterator[tuple[HttpMlApi, OAuthTokenProvider]]:
+    """An ML client aimed at an in-process sandbox, as one replica would build it.
+
+    Tokens come from the sandbox's admin API; the limiter uses Redis as the catalog
+    service's ACL user, under a scope of its own unless `limiter_scope` is given (replicas
+    of one app share a scope).
+    """
+    scope = overrides.pop("limiter_scope", unique("ml"))
+    fields: dict[str, Any] = {
+        "base_url": sandbox.url,
+        "app_id": DEMO_APP_ID,
+        "client_secret": SecretStr(DEMO_CLIENT_SECRET),
+        "backoff_initial_s": 0.02,
+        "backoff_max_s": 0.2,
+        "call_budget_s": 5.0,
+        "app_limit": None,
+        "family_limits": {},
+        **overrides,
+    }
+    settings = MlApiSettings(**fields)
+    async with ml_session(settings) as session:
+        tokens = OAuthTokenProvider(MlOAuthClient(session, settings))
+        for seller in sellers:
+            tokens.add(seller, TokenSet.model_validate(await sandbox.admin.mint_token(seller)))
+        redis = connect_redis(CatalogSettings().redis)
+        try:
+            limiter = OutboundLimiter(redis, settings, scope=scope)
+            yield HttpMlApi(session, settings, tokens, limiter), tokens
+        finally:
+            await redis.aclose()

@@ -29,6 +29,37 @@ class RedisSettings(BaseModel):
     socket_timeout_s: float = Field(default=2.0, gt=0)
 
 
+class MlLimit(BaseModel):
+    """At most `amount` requests per `per_s` seconds, shared by every replica."""
+
+    amount: int = Field(ge=1)
+    per_s: int = Field(ge=1)
+
+
+class MlApiSettings(BaseModel):
+    """How services reach Mercado Libre (or the sandbox: change the URLs, nothing else)."""
+
+    base_url: str = "https://api.mercadolibre.com"
+    app_id: int = 0
+    client_secret: SecretStr = SecretStr("")
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    read_timeout_s: float = Field(default=10.0, gt=0)
+    # Total time one call may take, retries and waits for our own limiter included.
+    call_budget_s: float = Field(default=60.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=16.0, gt=0)
+    max_connections: int = Field(default=64, ge=1)
+    multiget_concurrency: int = Field(default=8, ge=1)
+    # Outbound limits. ML publishes none but messaging's 500 rpm; these defaults stay under
+    # what integrators report (5-7 req/s per app). Families: users, items, orders,
+    # shipments, questions, answers, messages, claims, missed_feeds, oauth.
+    app_limit: MlLimit | None = MlLimit(amount=300, per_s=60)
+    seller_limit: MlLimit | None = None
+    family_limits: dict[str, MlLimit] = Field(
+        default_factory=lambda: {"messages": MlLimit(amount=500, per_s=60)}
+    )
+
+
 class StackSettings(BaseSettings):
     """Operator settings for tools that act on the whole stack (topic admin, tests).
 

@@ -1,0 +1,463 @@
+"""The Mercado Libre REST client every service uses: `MlApi` and its aiohttp adapter.
+
+Error classification follows the original design: 401 → one token refresh, then retry
+once; 400/403/404 → a typed error, no retry; 429 → back off (exponential with jitter,
+``Retry-After`` honoured) and retry; 5xx, dropped connections and timeouts → retry with
+backoff. Every retry stays inside the call's budget; past it the last typed error is
+raised, so no call hangs. Outbound limits are taken before each attempt leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeVar
+
+import aiohttp
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from peepers_common.errors import (
+    MlApiError,
+    MlBadRequest,
+    MlForbidden,
+    MlNotFound,
+    MlRateLimited,
+    MlUnauthorized,
+    MlUnavailable,
+)
+from peepers_common.metrics import LATENCY_BUCKETS_S
+from peepers_common.ml.models import (
+    MlClaim,
+    MlItem,
+    MlMessagePage,
+    MlMissedFeed,
+    MlMissedFeedsPage,
+    MlOrder,
+    MlOrderPage,
+    MlQuestion,
+    MlShipment,
+    MlUser,
+)
+from peepers_common.ml.ratelimit import OutboundLimiter
+from peepers_common.ml.tokens import TokenProvider
+from peepers_common.settings import MlApiSettings
+
+MULTIGET_MAX_IDS: Final = 20
+SCAN_PAGE_SIZE: Final = 100
+
+ML_REQUESTS: Final = Counter(
+    "peepers_ml_requests_total",
+    "Requests sent to ML, by endpoint family and outcome",
+    ["family", "outcome"],
+)
+ML_LATENCY: Final = Histogram(
+    "peepers_ml_request_duration_seconds",
+    "ML request latency, by endpoint family",
+    ["family"],
+    buckets=LATENCY_BUCKETS_S,
+)
+ML_RETRIES: Final = Counter(
+    "peepers_ml_retries_total",
+    "Retries of ML calls, by endpoint family and reason",
+    ["family", "reason"],
+)
+ML_LIMITER_WAIT: Final = Counter(
+    "peepers_ml_limiter_wait_seconds_total",
+    "Time spent waiting on our own outbound rate limiter, by endpoint family",
+    ["family"],
+)
+
+_FAMILIES: Final = {
+    "users": "users",
+    "items": "items",
+    "orders": "orders",
+    "shipments": "shipments",
+    "questions": "questions",
+    "answers": "answers",
+    "messages": "messages",
+    "post-purchase": "claims",
+    "missed_feeds": "missed_feeds",
+    "myfeeds": "missed_feeds",
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def endpoint_family(path: str) -> str:
+    """The rate-limit family of a path: its first segment (``/post-purchase`` → claims).
+
+    A seller's item search (``/users/{id}/items/search``) is its own family, as at ML.
+    """
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    if len(parts) == 4 and parts[0] == "users" and parts[2:] == ["items", "search"]:
+        return "items_search"
+    return _FAMILIES.get(parts[0], parts[0] or "root")
+
+
+@dataclass(frozen=True)
+class Multiget:
+    items: list[MlItem]
+    missing: list[str] = field(default_factory=list)
+
+
+class MlApi(Protocol):
+    """Mercado Libre's REST API as the services see it. Every call acts for one seller."""
+
+    async def get_me(self, *, seller_id: int) -> MlUser: ...
+    async def get_item(self, item_id: str, *, seller_id: int) -> MlItem: ...
+    async def multiget_items(self, ids: Sequence[str], *, seller_id: int) -> Multiget: ...
+    def iter_item_ids(self, *, seller_id: int, status: str | None = None) -> AsyncIterator[str]: ...
+    async def get_order(self, order_id: int, *, seller_id: int) -> MlOrder: ...
+    async def search_orders(
+        self, *, seller_id: int, offset: int = 0, limit: int = 50, sort: str = "date_desc"
+    ) -> MlOrderPage: ...
+    async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment: ...
+    async def get_question(self, question_id: int, *, seller_id: int) -> MlQuestion: ...
+    async def answer_question(
+        self, question_id: int, text: str, *, seller_id: int
+    ) -> MlQuestion: ...
+    async def get_pack_messages(self, pack_id: int, *, seller_id: int) -> MlMessagePage: ...
+    async def get_claim(self, claim_id: int, *, seller_id: int) -> MlClaim: ...
+    async def missed_feeds(
+        self,
+        *,
+        seller_id: int,
+        topic: str | None = None,
+        site_id: str | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> list[MlMissedFeed]: ...
+    async def get(self, resource: str, *, seller_id: int) -> Any: ...
+
+
+def ml_session(settings: MlApiSettings) -> aiohttp.ClientSession:
+    """The one ClientSession a process uses for ML; its lifecycle hook closes it."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.max_connections),
+        timeout=aiohttp.ClientTimeout(
+            connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
+        ),
+        headers={"accept": "application/json"},
+        raise_for_status=False,
+    )
+
+
+class _MlErrorBody(BaseModel):
+    message: str | None = None
+    error: str | None = None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+def _classify(status: int, body: bytes, headers: Mapping[str, str], path: str) -> MlApiError:
+    try:
+        parsed = _MlErrorBody.model_validate_json(body)
+    except ValidationError:
+        parsed = _MlErrorBody()
+    detail = parsed.message or parsed.error or body[:200].decode("utf-8", "replace")
+    msg = f"ML answered {status} for {path}: {detail}"
+    kwargs: dict[str, Any] = {"status": status, "error": parsed.error, "path": path}
+    if status == 429:
+        return MlRateLimited(msg, retry_after_s=_retry_after(headers), path=path)
+    if status >= 500:
+        return MlUnavailable(msg, **kwargs)
+    return {400: MlBadRequest, 401: MlUnauthorized, 403: MlForbidden, 404: MlNotFound}.get(
+        status, MlApiError
+    )(msg, **kwargs)
+
+
+class HttpMlApi:
+    """`MlApi` over one shared aiohttp session, the outbound limiter and a token provider."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: MlApiSettings,
+        tokens: TokenProvider,
+        limiter: OutboundLimiter,
+    ) -> None:
+        self._session = session
+        self._settings = settings
+        self._tokens = tokens
+        self._limiter = limiter
+        self._base = settings.base_url.rstrip("/")
+        self._backoff = wait_exponential_jitter(
+            multiplier=settings.backoff_initial_s,
+            max=settings.backoff_max_s,
+            jitter=settings.backoff_initial_s,
+        )
+
+    # ------------------------------------------------------------------ core
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, MlRateLimited) and error.retry_after_s is not None:
+            return min(error.retry_after_s, self._settings.backoff_max_s)
+        return float(self._backoff(state))
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        seller_id: int,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
+        family = endpoint_family(path)
+        deadline = time.monotonic() + self._settings.call_budget_s
+        token = await self._tokens.access_token(seller_id)
+        refreshed = False
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            reason = "rate_limited" if isinstance(error, MlRateLimited) else "unavailable"
+            ML_RETRIES.labels(family, reason).inc()
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type((MlRateLimited, MlUnavailable)),
+            wait=self._wait,
+            stop=stop_before_delay(self._settings.call_budget_s),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                while True:
+                    try:
+                        return await self._attempt(
+                            method,
+                            path,
+                            family,
+                            token,
+                            seller_id,
+                            deadline,
+                            params=params,
+                            json=json,
+                            headers=headers,
+                        )
+                    except MlUnauthorized:
+                        if refreshed:
+                            raise
+                        # One refresh per call: ML said the token is no longer valid.
+                        token = await self._tokens.refresh(seller_id, token)
+                        refreshed = True
+        msg = "unreachable: tenacity either returns or raises"
+        raise AssertionError(msg)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        family: str,
+        token: str,
+        seller_id: int,
+        deadline: float,
+        *,
+        params: Mapping[str, str | int] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+    ) -> bytes:
+        ML_LIMITER_WAIT.labels(family).inc(await self._limiter.acquire(family, seller_id))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            msg = f"the call's budget ran out waiting for the rate limiter ({path})"
+            raise MlUnavailable(msg, path=path)
+        start = time.monotonic()
+        try:
+            async with self._session.request(
+                method,
+                self._base + path,
+                params=params,
+                json=json,
+                headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                timeout=aiohttp.ClientTimeout(
+                    total=remaining,
+                    connect=self._settings.connect_timeout_s,
+                    sock_read=self._settings.read_timeout_s,
+                ),
+            ) as response:
+                body = await response.read()
+                status, response_headers = response.status, response.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            ML_REQUESTS.labels(family, "connection_error").inc()
+            msg = f"ML did not answer {path}: {exc!r}"
+            raise MlUnavailable(msg, path=path) from exc
+        finally:
+            ML_LATENCY.labels(family).observe(time.monotonic() - start)
+        ML_REQUESTS.labels(family, str(status)).inc()
+        if status < 300:
+            return body
+        raise _classify(status, body, response_headers, path)
+
+    async def _model(self, model: type[M], path: str, *, seller_id: int, **kwargs: Any) -> M:
+        body = await self._call("GET", path, seller_id=seller_id, **kwargs)
+        try:
+            return model.model_validate_json(body)
+        except ValidationError as exc:
+            msg = f"ML answered {path} with a body that is not a {model.__name__}: {exc}"
+            raise MlApiError(msg, status=200, path=path) from exc
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def get(self, resource: str, *, seller_id: int) -> Any:
+        """GET the resource named in a notification, as parsed JSON."""
+        path = resource if resource.startswith("/") else "/" + resource
+        body = await self._call("GET", path, seller_id=seller_id)
+        return TypeAdapter(Any).validate_json(body)
+
+    async def get_me(self, *, seller_id: int) -> MlUser:
+        return await self._model(MlUser, "/users/me", seller_id=seller_id)
+
+    async def get_item(self, item_id: str, *, seller_id: int) -> MlItem:
+        return await self._model(MlItem, f"/items/{item_id}", seller_id=seller_id)
+
+    async def multiget_items(self, ids: Sequence[str], *, seller_id: int) -> Multiget:
+        """Items by id, in batches of at most 20 (ML's cap), several batches at once."""
+        unique_ids = list(dict.fromkeys(ids))
+        batches = [
+            unique_ids[i : i + MULTIGET_MAX_IDS]
+            for i in range(0, len(unique_ids), MULTIGET_MAX_IDS)
+        ]
+        gate = asyncio.Semaphore(self._settings.multiget_concurrency)
+
+        async def one(batch: list[str]) -> Multiget:
+            async with gate:
+                body = await self._call(
+                    "GET", "/items", seller_id=seller_id, params={"ids": ",".join(batch)}
+                )
+            entries = _MULTIGET.validate_json(body)
+            items = [MlItem.model_validate(e.body) for e in entries if e.code == 200]
+            found = {item.id for item in items}
+            return Multiget(items, [i for i in batch if i not in found])
+
+        results = await asyncio.gather(*(one(batch) for batch in batches))
+        return Multiget(
+            [item for r in results for item in r.items], [i for r in results for i in r.missing]
+        )
+
+    async def iter_item_ids(
+        self, *, seller_id: int, status: str | None = None
+    ) -> AsyncIterator[str]:
+        """Every item id of the seller, each exactly once (``search_type=scan``).
+
+        A scroll that expires midway (ML keeps one for 5 minutes) is restarted from the
+        beginning, skipping the ids already yielded.
+        """
+        seen: set[str] = set()
+        path = f"/users/{seller_id}/items/search"
+        base: dict[str, str | int] = {"search_type": "scan", "limit": SCAN_PAGE_SIZE}
+        if status is not None:
+            base["status"] = status
+        scroll_id: str | None = None
+        while True:
+            params = dict(base) if scroll_id is None else {**base, "scroll_id": scroll_id}
+            try:
+                page = await self._model(_ScanPage, path, seller_id=seller_id, params=params)
+            except (MlBadRequest, MlNotFound):
+                if scroll_id is None:
+                    raise
+                scroll_id = None  # the scroll expired: start a new one
+                continue
+            if not page.results:
+                return
+            for item_id in page.results:
+                if item_id not in seen:
+                    seen.add(item_id)
+                    yield item_id
+            scroll_id = page.scroll_id
+
+    async def get_order(self, order_id: int, *, seller_id: int) -> MlOrder:
+        return await self._model(MlOrder, f"/orders/{order_id}", seller_id=seller_id)
+
+    async def search_orders(
+        self, *, seller_id: int, offset: int = 0, limit: int = 50, sort: str = "date_desc"
+    ) -> MlOrderPage:
+        params = {"seller": seller_id, "offset": offset, "limit": limit, "sort": sort}
+        return await self._model(MlOrderPage, "/orders/search", seller_id=seller_id, params=params)
+
+    async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment:
+        # The new shipment format is mandatory since October 2025 (FACTS.md 6).
+        return await self._model(
+            MlShipment,
+            f"/shipments/{shipment_id}",
+            seller_id=seller_id,
+            headers={"x-format-new": "true"},
+        )
+
+    async def get_question(self, question_id: int, *, seller_id: int) -> MlQuestion:
+        return await self._model(MlQuestion, f"/questions/{question_id}", seller_id=seller_id)
+
+    async def answer_question(self, question_id: int, text: str, *, seller_id: int) -> MlQuestion:
+        body = await self._call(
+            "POST", "/answers", seller_id=seller_id, json={"question_id": question_id, "text": text}
+        )
+        return MlQuestion.model_validate_json(body)
+
+    async def get_pack_messages(self, pack_id: int, *, seller_id: int) -> MlMessagePage:
+        return await self._model(
+            MlMessagePage,
+            f"/messages/packs/{pack_id}/sellers/{seller_id}",
+            seller_id=seller_id,
+            params={"tag": "post_sale"},
+        )
+
+    async def get_claim(self, claim_id: int, *, seller_id: int) -> MlClaim:
+        return await self._model(
+            MlClaim, f"/post-purchase/v1/claims/{claim_id}", seller_id=seller_id
+        )
+
+    async def missed_feeds(
+        self,
+        *,
+        seller_id: int,
+        topic: str | None = None,
+        site_id: str | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> list[MlMissedFeed]:
+        params: dict[str, str | int] = {
+            "app_id": self._settings.app_id,
+            "offset": offset,
+            "limit": limit,
+        }
+        if topic is not None:
+            params["topic"] = topic
+        if site_id is not None:
+            params["site_id"] = site_id
+        page = await self._model(
+            MlMissedFeedsPage, "/missed_feeds", seller_id=seller_id, params=params
+        )
+        return page.messages
+
+
+class _MultigetEntry(BaseModel):
+    code: int
+    body: Any = None
+
+
+_MULTIGET: Final = TypeAdapter(list[_MultigetEntry])
+
+
+class _ScanPage(BaseModel):
+    results: list[str]
+    scroll_id: str | None = None

@@ -1,0 +1,184 @@
+"""What Peepers reads from Mercado Libre, as pydantic models.
+
+Models keep only the fields services use and ignore the rest, so ML adding fields never
+breaks us. Shapes follow ../shared/ml-api/FACTS.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+
+class MlModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class MlUser(MlModel):
+    id: int
+    nickname: str
+    site_id: str | None = None
+    country_id: str | None = None
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    permalink: str | None = None
+
+
+class MlAttribute(MlModel):
+    id: str
+    name: str | None = None
+    value_name: str | None = None
+
+
+class MlVariation(MlModel):
+    id: int
+    price: float | None = None
+    available_quantity: int = 0
+    sold_quantity: int = 0
+    seller_custom_field: str | None = None
+    attribute_combinations: list[dict[str, Any]] = []
+
+
+class MlItem(MlModel):
+    id: str
+    seller_id: int
+    site_id: str | None = None
+    title: str
+    category_id: str | None = None
+    price: float
+    currency_id: str = "BRL"
+    available_quantity: int = 0
+    sold_quantity: int = 0
+    status: str
+    sub_status: list[str] = []
+    permalink: str | None = None
+    thumbnail: str | None = None
+    seller_custom_field: str | None = None
+    attributes: list[MlAttribute] = []
+    variations: list[MlVariation] = []
+    date_created: datetime | None = None
+    last_updated: datetime
+
+    @property
+    def sku(self) -> str | None:
+        for attribute in self.attributes:
+            if attribute.id == "SELLER_SKU" and attribute.value_name:
+                return attribute.value_name
+        return self.seller_custom_field
+
+
+class MlOrderItem(MlModel):
+    item: dict[str, Any]
+    quantity: int
+    unit_price: float
+    currency_id: str | None = None
+
+
+class MlOrderParty(MlModel):
+    id: int
+    nickname: str | None = None
+
+
+class MlOrder(MlModel):
+    id: int
+    status: str
+    status_detail: Any = None
+    date_created: datetime
+    date_closed: datetime | None = None
+    last_updated: datetime | None = Field(
+        default=None, validation_alias=AliasChoices("last_updated", "date_last_updated")
+    )
+    total_amount: float
+    paid_amount: float | None = None
+    currency_id: str | None = None
+    buyer: MlOrderParty
+    seller: MlOrderParty
+    order_items: list[MlOrderItem] = []
+    payments: list[dict[str, Any]] = []
+    shipping: dict[str, Any] = {}
+    pack_id: int | None = None
+    tags: list[str] = []
+
+
+class MlPaging(MlModel):
+    total: int = 0
+    offset: int = 0
+    limit: int = 0
+
+
+class MlOrderPage(MlModel):
+    results: list[MlOrder]
+    paging: MlPaging
+
+
+class MlShipment(MlModel):
+    id: int
+    status: str
+    substatus: str | None = None
+    tracking_number: str | None = None
+    last_updated: datetime | None = None
+    date_created: datetime | None = None
+
+
+class MlAnswer(MlModel):
+    text: str
+    status: str | None = None
+    date_created: datetime | None = None
+
+
+class MlQuestion(MlModel):
+    id: int
+    seller_id: int
+    item_id: str
+    status: str
+    text: str
+    date_created: datetime
+    answer: MlAnswer | None = None
+    from_: dict[str, Any] | None = Field(default=None, alias="from")
+
+
+class MlMessage(MlModel):
+    id: str
+    text: str | None = None
+    status: str | None = None
+    from_: dict[str, Any] | None = Field(default=None, alias="from")
+    to: dict[str, Any] | None = None
+    message_date: dict[str, Any] | None = None
+
+
+class MlMessagePage(MlModel):
+    messages: list[MlMessage]
+    paging: dict[str, Any] | None = None
+
+
+class MlClaim(MlModel):
+    id: int
+    resource_id: int | None = None
+    status: str
+    type: str | None = None
+    stage: str | None = None
+    resource: str | None = None
+    reason_id: str | None = None
+    date_created: datetime | None = None
+    last_updated: datetime | None = None
+    players: list[dict[str, Any]] = []
+
+
+class MlMissedFeed(MlModel):
+    """A notification ML gave up delivering (``/missed_feeds``)."""
+
+    id: str = Field(validation_alias=AliasChoices("_id", "id"))
+    resource: str
+    user_id: int | str
+    topic: str
+    application_id: int | None = None
+    attempts: int | None = None
+    sent: datetime | None = None
+    received: datetime | None = None
+
+
+class MlMissedFeedsPage(MlModel):
+    messages: list[MlMissedFeed]

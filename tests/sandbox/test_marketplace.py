@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import aiohttp
+
+from peepers_sandbox import DEMO_SELLER_ID, Sandbox
+from peepers_sandbox.__main__ import build_config
+from tests.sandbox.support import SmallSandbox, bearer
+
+
+class TestAdminEvents:
+    async def test_an_order_walks_from_confirmed_to_delivered_with_later_stamps(
+        self, small_sandbox: SmallSandbox
+    ):
+        sb: Sandbox = await small_sandbox()
+        token = (await sb.admin.mint_token(DEMO_SELLER_ID))["access_token"]
+        order = await sb.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+        assert order["status"] == "confirmed"
+        stamps = [order["last_updated"]]
+        async with aiohttp.ClientSession(sb.url, headers=bearer(token)) as http:
+            for kind, shipment_status in (
+                ("payment", "ready_to_ship"),
+                ("shipment", "shipped"),
+                ("delivery", "delivered"),
+            ):
+                await sb.admin.event(kind, order_id=order["id"])
+                async with http.get(f"/shipments/{order['shipping']['id']}") as resp:
+                    assert (await resp.json())["status"] == shipment_status
+                async with http.get(f"/orders/{order['id']}") as resp:
+                    stamps.append((await resp.json())["last_updated"])
+        assert stamps[1] > stamps[0]
+        assert stamps[-1] >= stamps[1]
+
+    async def test_an_event_on_an_object_in_the_wrong_state_is_refused(
+        self, small_sandbox: SmallSandbox
+    ):
+        sb: Sandbox = await small_sandbox()
+        order = await sb.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+        async with (
+            aiohttp.ClientSession(sb.url) as http,
+            http.post("/_admin/events/delivery", json={"order_id": order["id"]}) as resp,
+        ):
+            assert resp.status == 400
+
+    async def test_stock_to_zero_pauses_and_stock_back_reactivates(
+        self, small_sandbox: SmallSandbox
+    ):
+        sb: Sandbox = await small_sandbox()
+        item_id = next(
+            i
+            for i in sb.state.market.items_by_seller[DEMO_SELLER_ID]
+            if sb.state.market.items[i]["status"] == "active"
+        )
+        paused = await sb.admin.event("stock_change", item_id=item_id, available_quantity=0)
+        assert (paused["status"], paused["sub_status"]) == ("paused", ["out_of_stock"])
+        active = await sb.admin.event("stock_change", item_id=item_id, available_quantity=9)
+        assert (active["status"], active["available_quantity"]) == ("active", 9)
+        closed = await sb.admin.event("close", item_id=item_id)
+        assert closed["status"] == "closed"
+
+
+class TestCommandLine:
+    def test_flags_build_the_config(self):
+        config = build_config(
+            [
+                "--port",
+                "9123",
+                "--seed",
+                "7",
+                "--sellers",
+                "4",
+                "--items-per-seller",
+                "300",
+                "--callback-url",
+                "http://127.0.0.1:9999/ml",
+                "--activity-rate",
+                "500",
+                "--token-ttl",
+                "30",
+                "--auto-approve",
+            ]
+        )
+        assert config.port == 9123
+        assert (config.marketplace.seed, config.marketplace.sellers) == (7, 4)
+        assert config.marketplace.items_per_seller == 300
+        assert config.apps[0].callback_url == "http://127.0.0.1:9999/ml"
+        assert config.activity_rate == 500
+        assert config.api.access_token_ttl_s == 30
+        assert config.api.auto_approve is True
