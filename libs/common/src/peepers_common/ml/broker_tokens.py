@@ -61,7 +61,12 @@ class BrokerTokenProvider:
         self._session = session
         self._settings = settings
         self._base = settings.url.rstrip("/")
-        self._auth = aiohttp.BasicAuth(settings.service, settings.secret.get_secret_value())
+        self._headers = {
+            "Authorization": aiohttp.encode_basic_auth(
+                settings.service, settings.secret.get_secret_value()
+            ),
+            "accept": "application/json",
+        }
         self._cache: dict[int, _Cached] = {}
 
     async def access_token(self, seller_id: int) -> str:
@@ -86,7 +91,7 @@ class BrokerTokenProvider:
             async with self._session.request(
                 method,
                 self._base + path,
-                auth=self._auth,
+                headers=self._headers,
                 json=json,
                 timeout=aiohttp.ClientTimeout(total=self._settings.timeout_s),
             ) as response:

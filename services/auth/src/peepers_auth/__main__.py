@@ -1,0 +1,50 @@
+"""Composition root of the auth service.
+
+``python -m peepers_auth`` serves; ``generate-key`` and ``rotate-keys`` help operators with
+the token encryption keys (docs/auth.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from aiohttp import web
+
+from peepers_auth.adapters.redis_store import RedisSellerStore
+from peepers_auth.app import create_app
+from peepers_auth.crypto import TokenCipher
+from peepers_auth.settings import Settings
+from peepers_common.logs import configure_logging
+from peepers_common.namespaces import Namespace, connect_redis
+
+
+async def _rotate_keys(settings: Settings) -> int:
+    redis = connect_redis(settings.redis)
+    try:
+        store = RedisSellerStore(redis, Namespace("auth"), TokenCipher(settings.token_keys))
+        return await store.rotate_keys()
+    finally:
+        await redis.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="peepers_auth", description=__doc__)
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "generate-key", "rotate-keys"]
+    )
+    args = parser.parse_args(argv)
+    if args.command == "generate-key":
+        print(TokenCipher.generate_key())
+        return
+    settings = Settings()
+    configure_logging("auth", settings.log_level)
+    if args.command == "rotate-keys":
+        count = asyncio.run(_rotate_keys(settings))
+        print(f"re-encrypted {count} seller record(s) with the first key")
+        return
+    web.run_app(create_app(settings), port=settings.http_port, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

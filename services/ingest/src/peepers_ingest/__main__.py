@@ -1,0 +1,30 @@
+"""The composition root: ``python -m peepers_ingest``."""
+
+from __future__ import annotations
+
+import uvloop
+from aiohttp import web
+
+from peepers_common.logs import configure_logging
+from peepers_ingest.app import create_app
+from peepers_ingest.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging("ingest", settings.log_level)
+    web.run_app(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        # Finish in-flight requests before the cleanup flushes the producer.
+        shutdown_timeout=settings.shutdown_timeout_s,
+        access_log=None,
+        print=None,
+        # libuv's loop roughly halves the CPU the event loop itself costs per request.
+        loop=uvloop.new_event_loop(),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Typed aiohttp state: what create_app puts on the application and the request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from peepers_common.inbound_limits import InboundRateLimit
+from peepers_ingest.handlers import Intake
+from peepers_ingest.ports import Spool
+from peepers_ingest.security import Allowlist
+from peepers_ingest.settings import Settings
+
+__all__ = [
+    "allowlist_key",
+    "client_ip_key",
+    "intake_key",
+    "publisher_state_key",
+    "rate_limit_key",
+    "settings_key",
+    "spool_key",
+]
+
+settings_key = web.AppKey("settings_key", Settings)
+intake_key = web.AppKey("intake_key", Intake)
+spool_key = web.AppKey[Spool]("spool_key")
+rate_limit_key = web.AppKey[InboundRateLimit | None]("rate_limit_key")
+# Whether the Kafka producer is connected (for /readyz).
+publisher_state_key = web.AppKey[Callable[[], bool]]("publisher_state_key")
+allowlist_key = web.AppKey("allowlist_key", Allowlist)
+client_ip_key = web.RequestKey("client_ip_key", str)

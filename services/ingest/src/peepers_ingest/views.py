@@ -1,0 +1,217 @@
+"""HTTP views: the webhook pipeline, probes and metrics.
+
+The webhook refuses, in this order (issue 5), each refusal counted by reason:
+size (413) and content type (415); source IP (403); HMAC signature when configured (401);
+JSON and schema (400) and our application_id (403); rate limit per source (429). Then
+the notification goes to Kafka or the spool (200), or nowhere (503).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any, Final, NoReturn
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from peepers_common.notifications import Notification
+from peepers_common.tracing import TraceContext, bind_trace, current_trace
+from peepers_ingest import metrics
+from peepers_ingest.errors import SpoolUnavailable
+from peepers_ingest.handlers import build_record
+from peepers_ingest.keys import (
+    allowlist_key,
+    client_ip_key,
+    intake_key,
+    publisher_state_key,
+    rate_limit_key,
+    settings_key,
+    spool_key,
+)
+from peepers_ingest.security import client_address, signature_valid
+
+__all__ = ["healthz", "readyz", "webhook"]
+
+log = logging.getLogger(__name__)
+
+# ML's body is flat; a few levels leave room for what ML may add, not for a parser bomb.
+MAX_JSON_DEPTH: Final = 16
+_MAX_REPORTED_ERRORS: Final = 10
+
+
+class _Refused(Exception):
+    def __init__(
+        self, status: int, reason: str, detail: Any, headers: dict[str, str] | None = None
+    ):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.detail = detail
+        self.headers = headers
+
+
+def _refuse(status: int, reason: str, detail: Any) -> NoReturn:
+    raise _Refused(status, reason, detail)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    msg = f"{name} is not valid JSON"
+    raise ValueError(msg)
+
+
+def _too_deep(value: Any) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers malformed JSON, invalid UTF-8 and over-long integers.
+        _refuse(400, "invalid_json", f"the body is not valid JSON: {type(exc).__name__}")
+    if not isinstance(parsed, dict):
+        _refuse(400, "invalid_json", "the body must be a JSON object")
+    if _too_deep(parsed):
+        _refuse(400, "invalid_json", f"the body is nested deeper than {MAX_JSON_DEPTH} levels")
+    return parsed
+
+
+def _path_token_ok(request: web.Request) -> bool:
+    expected = request.app[settings_key].webhook_path_token
+    given = request.match_info.get("token")
+    if expected is None:
+        return given is None
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode(), expected.get_secret_value().encode())
+
+
+async def webhook(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    trace = TraceContext.parse(request.headers.get("traceparent")) or TraceContext.new()
+    token = bind_trace(trace)
+    outcome = "rejected"
+    try:
+        response, outcome = await _webhook(request, trace)
+    except _Refused as refused:
+        metrics.REJECTED.labels(refused.reason).inc()
+        outcome = "unavailable" if refused.status == 503 else "rejected"
+        if refused.status >= 500:
+            log.error("refused a notification: %s (%s)", refused.reason, refused.detail)
+        response = web.json_response(
+            {"error": refused.reason, "detail": refused.detail},
+            status=refused.status,
+            headers=refused.headers,
+        )
+    finally:
+        current_trace.reset(token)
+        metrics.ACK_LATENCY.labels(outcome).observe(time.perf_counter() - started)
+    return response
+
+
+async def _webhook(request: web.Request, trace: TraceContext) -> tuple[web.Response, str]:
+    settings = request.app[settings_key]
+    if not _path_token_ok(request):
+        _refuse(404, "unknown_path", "no webhook here")
+
+    # 1. Size and content type, before reading a byte of the body.
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        _refuse(413, "too_large", f"the body is larger than {settings.max_body_bytes} bytes")
+    if request.content_type != "application/json":
+        _refuse(415, "unsupported_media_type", "the body must be application/json")
+
+    # 2. Source address, through trusted proxies only.
+    address = client_address(
+        request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies
+    )
+    if address not in request.app[allowlist_key]:
+        _refuse(403, "forbidden_source", "this source address may not post notifications")
+    request[client_ip_key] = str(address)
+
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        _refuse(413, "too_large", f"the body is larger than {settings.max_body_bytes} bytes")
+
+    # 3. Optional signature (ML does not sign; for deployments behind a signing relay).
+    if settings.hmac_secret is not None and not signature_valid(
+        body,
+        request.headers.get(settings.hmac_header),
+        settings.hmac_secret.get_secret_value().encode(),
+    ):
+        _refuse(401, "bad_signature", f"missing or wrong {settings.hmac_header}")
+
+    # 4. Parse and validate.
+    raw = _parse_body(body)
+    try:
+        notification = Notification.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+            for error in exc.errors(include_url=False, include_input=False, include_context=False)
+        ]
+        _refuse(400, "invalid_notification", errors[:_MAX_REPORTED_ERRORS])
+    if (
+        settings.application_id is not None
+        and notification.application_id != settings.application_id
+    ):
+        _refuse(403, "foreign_application", "this notification is for another ML application")
+
+    # 5. Rate limit per source.
+    limit = request.app[rate_limit_key]
+    if limit is not None and (refused := await limit.check(request)) is not None:
+        metrics.REJECTED.labels("rate_limited").inc()
+        return refused, "rejected"
+
+    # 6-7. Kafka (or the spool), exactly once per notification id.
+    intake = request.app[intake_key]
+    record = build_record(
+        notification,
+        raw,
+        topic_for=intake.topic_for,
+        received_at=datetime.now(UTC),
+        traceparent=trace.child().traceparent,
+    )
+    try:
+        outcome = await intake.accept(record)
+    except SpoolUnavailable as exc:
+        raise _Refused(
+            503, "unavailable", f"could not store the notification: {exc}", {"Retry-After": "1"}
+        ) from exc
+    return (
+        web.json_response({"status": "accepted", "id": record.notification_id, "outcome": outcome}),
+        outcome.value,
+    )
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when a notification can be made durable: Kafka connected, or the spool writable."""
+    intake = request.app[intake_key]
+    spool = request.app[spool_key]
+    kafka_connected = request.app[publisher_state_key]()
+    ready = kafka_connected or spool.writable
+    return web.json_response(
+        {
+            "status": "ready" if ready else "unavailable",
+            "kafka": {"connected": kafka_connected, "publishing_directly": intake.kafka_healthy},
+            "spool": {"writable": spool.writable, "depth": spool.depth},
+        },
+        status=200 if ready else 503,
+    )

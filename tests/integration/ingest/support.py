@@ -1,0 +1,145 @@
+"""Helpers for ingest's integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from peepers_common.notifications import parse_cloudevent_headers
+from peepers_common.settings import KafkaSettings
+from peepers_ingest.app import create_app
+from peepers_ingest.settings import Settings as IngestSettings
+from tests.support import unique
+from tests.unit.ingest.fakes import APP_ID, loopback_settings
+
+JSON = {"Content-Type": "application/json"}
+URL = "/webhooks/mercadolibre"
+
+
+@asynccontextmanager
+async def running_ingest(
+    kafka: KafkaSettings, spool_dir: Path, topic_prefix: str, **overrides: Any
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The real ingest in-process: real Kafka, real Redis (ACL user ingest), scoped keys."""
+    settings = loopback_settings(
+        spool_dir,
+        kafka=KafkaSettings(
+            bootstrap_servers=kafka.bootstrap_servers,
+            client_id="peepers-ingest-test",
+            request_timeout_ms=kafka.request_timeout_ms,
+        ),
+        topic_prefix=topic_prefix,
+        kafka_connect_wait_s=10,
+        **overrides,
+    )
+    app = create_app(settings, redis_scope=unique())
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def read_all(
+    kafka: KafkaSettings, topics: Sequence[str]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record now in `topics`, up to their end offsets (so extras would show)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            described = await admin.describe_topics(list(topics))
+        finally:
+            await admin.close()
+        partitions = [
+            TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+        ]
+        assert len({tp.topic for tp in partitions}) == len(topics), "a topic is missing"
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp, end in ends.items() if end > 0}
+        deadline = asyncio.get_running_loop().time() + 20
+        while remaining:
+            assert asyncio.get_running_loop().time() < deadline, "records did not arrive"
+            batch = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, items in batch.items():
+                records.extend(items)
+                if items and items[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def ce_id(record: ConsumerRecord[bytes, bytes]) -> str:
+    return parse_cloudevent_headers(record.headers).id
+
+
+def value(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    assert record.value is not None
+    parsed: dict[str, Any] = json.loads(record.value)
+    return parsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def ingest_process(
+    port: int,
+    spool_dir: Path,
+    bootstrap: str,
+    prefix: str,
+    log: Path,
+    *,
+    application_id: int = APP_ID,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    redis = IngestSettings().redis
+    assert redis.password is not None, "source .stack/env"
+    env = {
+        "INGEST_HTTP_HOST": "127.0.0.1",
+        "INGEST_HTTP_PORT": str(port),
+        "INGEST_ALLOWED_CIDRS": '["127.0.0.0/8"]',
+        "INGEST_APPLICATION_ID": str(application_id),
+        "INGEST_SPOOL_DIR": str(spool_dir),
+        "INGEST_TOPIC_PREFIX": prefix,
+        "INGEST_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "INGEST_KAFKA_CONNECT_WAIT_S": "5",
+        "INGEST_RATE_LIMIT_ENABLED": "false",
+        "INGEST_DEDUP_TTL_S": "300",
+        "INGEST_REDIS__URL": redis.url,
+        "INGEST_REDIS__USERNAME": redis.username or "ingest",
+        "INGEST_REDIS__PASSWORD": redis.password.get_secret_value(),
+        **(extra_env or {}),
+    }
+    """``python -m peepers_ingest`` on loopback, configured through its environment only."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "peepers_ingest"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

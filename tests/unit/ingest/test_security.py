@@ -1,0 +1,64 @@
+import hashlib
+import hmac
+from ipaddress import ip_address, ip_network
+
+from peepers_ingest.security import Allowlist, client_address, is_allowed, signature_valid
+from peepers_ingest.settings import Settings
+
+PROXY = [ip_network("10.0.0.0/8")]
+ML = "54.88.218.97"
+
+
+def test_without_a_trusted_proxy_forwarded_for_is_ignored() -> None:
+    assert client_address("203.0.113.9", [ML], []) == ip_address("203.0.113.9")
+
+
+def test_a_trusted_proxy_vouches_for_the_hop_it_saw() -> None:
+    assert client_address("10.1.2.3", [f"198.51.100.1, {ML}"], PROXY) == ip_address(ML)
+
+
+def test_a_client_cannot_smuggle_an_allowed_address_through_a_proxy() -> None:
+    # The proxy appends what it saw (the attacker); the attacker's own entry is left of it.
+    assert client_address("10.1.2.3", [f"{ML}, 203.0.113.9"], PROXY) == ip_address("203.0.113.9")
+
+
+def test_chained_trusted_proxies_are_walked_from_the_right() -> None:
+    assert client_address("10.1.2.3", [ML, "10.9.9.9"], PROXY) == ip_address(ML)
+
+
+def test_a_garbled_hop_from_a_trusted_proxy_identifies_nobody() -> None:
+    assert client_address("10.1.2.3", ["not-an-ip"], PROXY) is None
+
+
+def test_an_ipv4_mapped_peer_is_matched_as_ipv4() -> None:
+    address = client_address(f"::ffff:{ML}", [], [])
+    assert is_allowed(address, Settings().allowed_cidrs)
+
+
+def test_the_default_allowlist_is_mls_published_addresses_only() -> None:
+    allowed = Settings().allowed_cidrs
+    assert len(allowed) == 92
+    assert is_allowed(ip_address(ML), allowed)
+    assert not is_allowed(ip_address("127.0.0.1"), allowed)
+    assert not is_allowed(None, allowed)
+
+
+def test_a_signature_is_the_hex_hmac_of_the_raw_body() -> None:
+    body, secret = b'{"a":1}', b"s3cret"
+    good = hmac.new(secret, body, hashlib.sha256).hexdigest()
+    assert signature_valid(body, good, secret)
+    assert signature_valid(body, "sha256=" + good.upper(), secret)
+    assert not signature_valid(body + b" ", good, secret)
+    assert not signature_valid(body, None, secret)
+    assert not signature_valid(body, "ünïcode", secret)
+
+
+def test_the_allowlist_matches_single_hosts_and_ranges() -> None:
+    allow = Allowlist(
+        [ip_network("54.88.218.97/32"), ip_network("10.0.0.0/8"), ip_network("::1/128")]
+    )
+    assert ip_address("54.88.218.97") in allow
+    assert ip_address("10.200.1.1") in allow
+    assert ip_address("::1") in allow
+    assert ip_address("54.88.218.98") not in allow
+    assert None not in allow
