@@ -8,7 +8,7 @@ test:
 	scripts/test
 
 test-unit:
-	scripts/test -m "not integration and not e2e"
+	scripts/bootstrap && uv run pytest -m "not integration and not e2e"
 
 lint:
 	uv run ruff check . && uv run ruff format --check . && \
