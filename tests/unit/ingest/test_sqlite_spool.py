@@ -74,12 +74,12 @@ async def test_the_database_is_in_wal_mode_with_full_sync(tmp_path: Path) -> Non
 async def test_a_second_process_cannot_open_the_same_spool(tmp_path: Path) -> None:
     async with SqliteSpool(tmp_path):
         with pytest.raises(SpoolUnavailable, match="another process"):
-            await SqliteSpool(tmp_path).open()
+            await SqliteSpool(tmp_path).start()
 
 
 async def test_an_unwritable_spool_refuses_appends(tmp_path: Path) -> None:
     spool = SqliteSpool(tmp_path)
-    await spool.open()
+    await spool.start()
     await spool.aclose()
     assert not spool.writable
     with pytest.raises(SpoolUnavailable):

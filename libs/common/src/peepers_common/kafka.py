@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from peepers_common.errors import PublishError
+from peepers_common.lifecycle import AsyncResource
 from peepers_common.settings import KafkaSettings
 
 Headers = Sequence[tuple[str, bytes]]
@@ -39,7 +39,7 @@ class EventPublisher(Protocol):
         ...
 
 
-class AIOKafkaEventPublisher:
+class AIOKafkaEventPublisher(AsyncResource):
     """`EventPublisher` over aiokafka. Use as ``async with`` or call start()/aclose()."""
 
     def __init__(self, settings: KafkaSettings, *, linger_ms: int = 2) -> None:
@@ -87,15 +87,3 @@ class AIOKafkaEventPublisher:
         if self._started:
             await self._producer.flush()
         await self._producer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
-from typing import Self
 
 from peepers_common.errors import PublishError
 from peepers_common.kafka import AIOKafkaEventPublisher, Headers, Published
+from peepers_common.lifecycle import AsyncResource
 from peepers_common.settings import KafkaSettings
 
 __all__ = ["ReconnectingPublisher"]
@@ -22,7 +21,7 @@ __all__ = ["ReconnectingPublisher"]
 log = logging.getLogger(__name__)
 
 
-class ReconnectingPublisher:
+class ReconnectingPublisher(AsyncResource):
     """`EventPublisher` that connects in the background, retrying with backoff."""
 
     def __init__(
@@ -87,15 +86,3 @@ class ReconnectingPublisher:
                 await self._connect_task
         if self._publisher is not None:
             await self._publisher.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

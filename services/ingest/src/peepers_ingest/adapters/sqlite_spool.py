@@ -19,9 +19,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final, ParamSpec, Self, TypeVar
+from typing import IO, Final, ParamSpec, TypeVar
 
+from peepers_common.lifecycle import AsyncResource
 from peepers_ingest.errors import SpoolUnavailable
 from peepers_ingest.ports import OutboundRecord, SpooledRecord
 
@@ -55,7 +55,7 @@ def _decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
     return tuple((name, bytes.fromhex(value)) for name, value in json.loads(text))
 
 
-class SqliteSpool:
+class SqliteSpool(AsyncResource):
     """`Spool` on a SQLite file under ``directory``. Use as ``async with``."""
 
     def __init__(self, directory: Path, *, filename: str = "spool.sqlite3") -> None:
@@ -73,7 +73,7 @@ class SqliteSpool:
         self._writer: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    async def open(self) -> None:
+    async def start(self) -> None:
         try:
             await self._run(self._open_sync)
         except BaseException:
@@ -123,18 +123,6 @@ class SqliteSpool:
             self._lock_file.close()
             self._lock_file = None
         self._executor.shutdown(wait=True)
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ------------------------------------------------------------------ state
     @property
