@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
@@ -91,6 +91,7 @@ _FAMILIES: Final = {
 }
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def endpoint_family(path: str) -> str:
@@ -309,13 +310,11 @@ class HttpMlApi:
             return body
         raise _classify(status, body, response_headers, path)
 
-    async def _model(self, model: type[M], path: str, *, seller_id: int, **kwargs: Any) -> M:
-        body = await self._call("GET", path, seller_id=seller_id, **kwargs)
-        try:
-            return model.model_validate_json(body)
-        except ValidationError as exc:
-            msg = f"ML answered {path} with a body that is not a {model.__name__}: {exc}"
-            raise MlApiError(msg, status=200, path=path) from exc
+    async def _model(
+        self, model: type[M], path: str, *, seller_id: int, method: str = "GET", **kwargs: Any
+    ) -> M:
+        body = await self._call(method, path, seller_id=seller_id, **kwargs)
+        return _validated(path, f"a {model.__name__}", lambda: model.model_validate_json(body))
 
     # ------------------------------------------------------------------ endpoints
 
@@ -323,7 +322,7 @@ class HttpMlApi:
         """GET the resource named in a notification, as parsed JSON."""
         path = resource if resource.startswith("/") else "/" + resource
         body = await self._call("GET", path, seller_id=seller_id)
-        return TypeAdapter(Any).validate_json(body)
+        return _validated(path, "JSON", lambda: _ANY_JSON.validate_json(body))
 
     async def get_me(self, *, seller_id: int) -> MlUser:
         return await self._model(MlUser, "/users/me", seller_id=seller_id)
@@ -345,8 +344,15 @@ class HttpMlApi:
                 body = await self._call(
                     "GET", "/items", seller_id=seller_id, params={"ids": ",".join(batch)}
                 )
-            entries = _MULTIGET.validate_json(body)
-            items = [MlItem.model_validate(e.body) for e in entries if e.code == 200]
+            items = _validated(
+                "/items",
+                "a multiget answer",
+                lambda: [
+                    MlItem.model_validate(e.body)
+                    for e in _MULTIGET.validate_json(body)
+                    if e.code == 200
+                ],
+            )
             found = {item.id for item in items}
             return Multiget(items, [i for i in batch if i not in found])
 
@@ -408,10 +414,13 @@ class HttpMlApi:
         return await self._model(MlQuestion, f"/questions/{question_id}", seller_id=seller_id)
 
     async def answer_question(self, question_id: int, text: str, *, seller_id: int) -> MlQuestion:
-        body = await self._call(
-            "POST", "/answers", seller_id=seller_id, json={"question_id": question_id, "text": text}
+        return await self._model(
+            MlQuestion,
+            "/answers",
+            seller_id=seller_id,
+            method="POST",
+            json={"question_id": question_id, "text": text},
         )
-        return MlQuestion.model_validate_json(body)
 
     async def get_pack_messages(self, pack_id: int, *, seller_id: int) -> MlMessagePage:
         return await self._model(
@@ -456,6 +465,16 @@ class _MultigetEntry(BaseModel):
 
 
 _MULTIGET: Final = TypeAdapter(list[_MultigetEntry])
+_ANY_JSON: Final = TypeAdapter(Any)
+
+
+def _validated(path: str, what: str, parse: Callable[[], T]) -> T:
+    """Run `parse`; a body ML should never send becomes an `MlApiError`, not a crash."""
+    try:
+        return parse()
+    except ValidationError as exc:
+        msg = f"ML answered {path} with a body that is not {what}: {exc}"
+        raise MlApiError(msg, status=200, path=path) from exc
 
 
 class _ScanPage(BaseModel):
