@@ -32,21 +32,21 @@ from peepers_auth.errors import (
     SessionRequired,
     SiteUnknown,
 )
-from peepers_auth.events import (
-    SellerConnected,
-    SellerDisconnected,
-    SellerEvent,
-    SellerReauthRequired,
-    SellerReconnected,
-    event_id,
-    event_key,
-    occurred,
-)
 from peepers_auth.models import LoginState, SealedTokens, SellerRecord, Session
 from peepers_auth.pkce import Pkce, random_urlsafe
 from peepers_auth.ports import LoginStates, MlOAuth, SellerStore, Sessions
 from peepers_auth.settings import Settings
 from peepers_common.errors import PublishError, ReauthRequired
+from peepers_common.events import (
+    SellerConnected,
+    SellerDisconnected,
+    SellerEvent,
+    SellerReauthRequired,
+    SellerReconnected,
+    occurred,
+    seller_event_id,
+    seller_event_key,
+)
 from peepers_common.kafka import EventPublisher
 from peepers_common.ml import TokenSet
 from peepers_common.ml.models import MlUser
@@ -225,7 +225,7 @@ async def _store_login(
         event: SellerEvent
         if current is None:
             event = SellerConnected(
-                event_id=event_id(user.id, "seller.connected", version),
+                event_id=seller_event_id(user.id, "seller.connected", version),
                 occurred_at=occurred(now),
                 seller_id=user.id,
                 nickname=user.nickname,
@@ -233,7 +233,7 @@ async def _store_login(
             )
         else:
             event = SellerReconnected(
-                event_id=event_id(user.id, "seller.reconnected", version),
+                event_id=seller_event_id(user.id, "seller.reconnected", version),
                 occurred_at=occurred(now),
                 seller_id=user.id,
                 nickname=user.nickname,
@@ -281,7 +281,7 @@ async def flush_outbox(deps: AuthDeps, record: SellerRecord) -> None:
                 headers.append(("traceparent", trace.child().traceparent.encode()))
             await deps.publisher.publish(
                 deps.topic,
-                key=event_key(event),
+                key=seller_event_key(event),
                 value=event.model_dump_json().encode(),
                 headers=headers,
             )
@@ -340,7 +340,7 @@ async def disconnect(deps: AuthDeps, session_id: str | None, csrf_token: str | N
         now = deps.clock()
         version = current.version + 1
         event = SellerDisconnected(
-            event_id=event_id(seller_id, "seller.disconnected", version),
+            event_id=seller_event_id(seller_id, "seller.disconnected", version),
             occurred_at=occurred(now),
             seller_id=seller_id,
         )
@@ -517,7 +517,7 @@ async def _mark_reauth_required(deps: AuthDeps, record: SellerRecord, lock: str)
     now = deps.clock()
     version = record.version + 1
     event = SellerReauthRequired(
-        event_id=event_id(record.seller_id, "seller.reauth_required", version),
+        event_id=seller_event_id(record.seller_id, "seller.reauth_required", version),
         occurred_at=occurred(now),
         seller_id=record.seller_id,
         reason="invalid_grant",

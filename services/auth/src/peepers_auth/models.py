@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from peepers_auth.events import SellerEvent
+from peepers_common.events import SellerEvent
 
 SellerStatus = Literal["connected", "reauth_required", "disconnected"]
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from peepers_common.settings import KafkaSettings, RedisSettings
@@ -14,3 +15,5 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     kafka: KafkaSettings = KafkaSettings(client_id="peepers-catalog")
     redis: RedisSettings = RedisSettings(username="catalog")
+    # Services allowed to call the read API: name -> shared secret (HTTP Basic), as at auth.
+    service_credentials: dict[str, SecretStr] = Field(default_factory=dict)

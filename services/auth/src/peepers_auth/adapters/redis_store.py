@@ -31,9 +31,9 @@ from pydantic import TypeAdapter
 from redis.exceptions import RedisError
 
 from peepers_auth.crypto import TokenCipher
-from peepers_auth.events import SellerEvent
 from peepers_auth.models import LoginState, SellerRecord, Session
 from peepers_common.errors import CacheUnavailable
+from peepers_common.events import SellerEvent
 from peepers_common.namespaces import Namespace
 
 _OUTBOX: Final[TypeAdapter[tuple[SellerEvent, ...]]] = TypeAdapter(tuple[SellerEvent, ...])

@@ -1,0 +1,194 @@
+"""Domain events: the public wire contract of the ``peepers.<domain>.v1`` topics.
+
+Other teams build on these models, so a ``v1`` model only ever gains optional fields.
+Every event carries a deterministic ``event_id`` (uuid5 of what produced it), so an
+event republished after a crash or a redelivery has the same id and consumers
+deduplicate on it. ``docs/events.asyncapi.yaml`` is generated from these models.
+
+Record keys keep the order that matters: seller events are keyed by the seller id,
+catalog events by ``<seller_id>:<item_id>`` (every change of one item on one partition).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid5
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+# Fixed namespace for uuid5 event ids, so ids are stable across processes and releases.
+_EVENT_NS = UUID("6f5c1c2e-5b7e-4f0a-9a56-2f1d8a3c9e11")
+
+
+def stable_event_id(*parts: object) -> UUID:
+    """The event id of whatever ``parts`` identify (source id, event type, version)."""
+    return uuid5(_EVENT_NS, ":".join(str(part) for part in parts))
+
+
+def occurred(now: float) -> datetime:
+    return datetime.fromtimestamp(now, tz=UTC)
+
+
+class DomainEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: UUID
+    occurred_at: AwareDatetime
+    seller_id: int
+
+
+# --- peepers.sellers.v1 -------------------------------------------------------------
+
+
+class SellerConnected(DomainEvent):
+    """A seller authorised Peepers for the first time (catalog starts a full sync)."""
+
+    type: Literal["seller.connected"] = "seller.connected"
+    nickname: str
+    site_id: str
+
+
+class SellerReconnected(DomainEvent):
+    """A seller known before (disconnected or needing re-authorisation) logged in again."""
+
+    type: Literal["seller.reconnected"] = "seller.reconnected"
+    nickname: str
+    site_id: str
+
+
+class SellerDisconnected(DomainEvent):
+    """The seller asked Peepers to forget their tokens."""
+
+    type: Literal["seller.disconnected"] = "seller.disconnected"
+
+
+class SellerReauthRequired(DomainEvent):
+    """ML refused the seller's refresh token; nothing works until they log in again."""
+
+    type: Literal["seller.reauth_required"] = "seller.reauth_required"
+    reason: str
+
+
+SellerEvent = Annotated[
+    SellerConnected | SellerReconnected | SellerDisconnected | SellerReauthRequired,
+    Field(discriminator="type"),
+]
+SELLER_EVENT: TypeAdapter[SellerEvent] = TypeAdapter(SellerEvent)
+
+
+def seller_event_id(seller_id: int, event_type: str, version: int) -> UUID:
+    """One id per transition: the seller, what happened, and the record version it made."""
+    return stable_event_id(seller_id, event_type, version)
+
+
+def seller_event_key(event: DomainEvent) -> bytes:
+    return str(event.seller_id).encode()
+
+
+# --- peepers.catalog.v1 -------------------------------------------------------------
+
+
+class ItemSnapshot(BaseModel):
+    """An item as Peepers mirrors it: the fields other teams read, never ML's whole body."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    seller_id: int
+    title: str
+    category_id: str | None = None
+    price: Decimal
+    currency_id: str
+    available_quantity: int
+    sold_quantity: int
+    status: str
+    sub_status: tuple[str, ...] = ()
+    sku: str | None = None
+    permalink: str | None = None
+    thumbnail: str | None = None
+    last_updated: AwareDatetime
+
+
+class FieldChange(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    old: Any
+    new: Any
+
+
+class ItemEvent(DomainEvent):
+    """Every catalog event names the item and the ML version (``last_updated``) it saw."""
+
+    item_id: str
+    last_updated: AwareDatetime
+
+
+class ItemCreated(ItemEvent):
+    """Peepers saw the item for the first time (webhook or full sync)."""
+
+    type: Literal["item.created"] = "item.created"
+    item: ItemSnapshot
+
+
+class ItemUpdated(ItemEvent):
+    """Fields other than price, stock and status changed (title, category, SKU, ...)."""
+
+    type: Literal["item.updated"] = "item.updated"
+    changes: dict[str, FieldChange]
+
+
+class ItemPriceChanged(ItemEvent):
+    type: Literal["item.price_changed"] = "item.price_changed"
+    old_price: Decimal
+    new_price: Decimal
+    currency_id: str
+
+
+class ItemStockChanged(ItemEvent):
+    type: Literal["item.stock_changed"] = "item.stock_changed"
+    old_quantity: int
+    new_quantity: int
+
+
+class ItemStatusEvent(ItemEvent):
+    old_status: str
+    new_status: str
+    sub_status: tuple[str, ...] = ()
+
+
+class ItemPaused(ItemStatusEvent):
+    type: Literal["item.paused"] = "item.paused"
+
+
+class ItemClosed(ItemStatusEvent):
+    type: Literal["item.closed"] = "item.closed"
+
+
+class ItemReactivated(ItemStatusEvent):
+    """A paused or closed item is active again."""
+
+    type: Literal["item.reactivated"] = "item.reactivated"
+
+
+CatalogEvent = Annotated[
+    ItemCreated
+    | ItemUpdated
+    | ItemPriceChanged
+    | ItemStockChanged
+    | ItemPaused
+    | ItemClosed
+    | ItemReactivated,
+    Field(discriminator="type"),
+]
+CATALOG_EVENT: TypeAdapter[CatalogEvent] = TypeAdapter(CatalogEvent)
+
+
+def item_event_id(item_id: str, event_type: str, last_updated: datetime) -> UUID:
+    """One id per (item, kind of change, ML version): a redelivery yields the same id."""
+    return stable_event_id(item_id, event_type, last_updated.isoformat())
+
+
+def item_event_key(event: ItemEvent) -> bytes:
+    return f"{event.seller_id}:{event.item_id}".encode()

@@ -1,0 +1,71 @@
+"""The small ports catalog's handlers talk through; adapters live in ``adapters/``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal, Protocol
+
+from peepers_common.events import ItemSnapshot
+
+SortKey = Literal["price", "-price", "updated", "-updated", "sold", "-sold"]
+
+
+class ItemStore(Protocol):
+    """The item cache and its search index, written together so they never disagree."""
+
+    async def get(self, item_id: str) -> ItemSnapshot | None: ...
+
+    async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemSnapshot]: ...
+
+    async def put(self, item: ItemSnapshot, *, expected: datetime | None) -> bool:
+        """Write ``item`` and its index entries atomically, compare-and-set on the version.
+
+        The write happens only while the cached copy's ``last_updated`` still equals
+        ``expected`` (``None``: nothing cached, or the item is marked gone). Returns False,
+        changing nothing, when another writer got there first; the caller re-reads.
+        Writing the same item twice leaves the same state (idempotent).
+        """
+        ...
+
+    async def seller_item_ids(self, seller_id: int) -> set[str]:
+        """Ids of the seller's cached items that are not marked gone."""
+        ...
+
+    async def mark_gone(self, seller_id: int, item_ids: Iterable[str]) -> int:
+        """Flag items that vanished from ML: out of search and facets, kept for reads.
+
+        Returns how many were newly marked. A later ``put`` of the item clears the flag.
+        """
+        ...
+
+    async def is_gone(self, item_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    seller_id: int
+    q: str | None = None
+    status: str | None = None
+    category: str | None = None
+    price_min: Decimal | None = None
+    price_max: Decimal | None = None
+    sort: SortKey = "-updated"
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    items: list[ItemSnapshot]
+    total: int
+    next_cursor: str | None
+    facets: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+
+class ItemSearch(Protocol):
+    """Search over one seller's items; Redis today, a search engine tomorrow."""
+
+    async def search(self, query: SearchQuery) -> SearchPage: ...
