@@ -10,9 +10,9 @@ from peepers_auth.app import create_app
 from peepers_auth.crypto import TokenCipher
 from peepers_auth.settings import OAuthSettings, Settings
 from peepers_common.settings import MlApiSettings
+from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.auth.fakes import (
     FakeMlOAuth,
-    InMemoryEventPublisher,
     InMemoryLoginStates,
     InMemorySellerStore,
     InMemorySessions,

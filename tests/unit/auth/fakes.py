@@ -11,28 +11,8 @@ from pydantic import SecretStr
 from peepers_auth.models import LoginState, SellerRecord, Session
 from peepers_auth.pkce import code_challenge
 from peepers_common.errors import ReauthRequired
-from peepers_common.kafka import Headers, Published
 from peepers_common.ml import TokenSet
 from peepers_common.ml.models import MlUser
-
-
-@dataclass
-class PublishedRecord:
-    topic: str
-    key: bytes
-    value: bytes
-    headers: list[tuple[str, bytes]]
-
-
-class InMemoryEventPublisher:
-    def __init__(self) -> None:
-        self.records: list[PublishedRecord] = []
-
-    async def publish(
-        self, topic: str, *, key: bytes, value: bytes, headers: Headers = ()
-    ) -> Published:
-        self.records.append(PublishedRecord(topic, key, value, list(headers)))
-        return Published(topic, 0, len(self.records) - 1)
 
 
 class InMemoryLoginStates:

@@ -9,9 +9,9 @@ from peepers_auth.app import create_app
 from peepers_auth.settings import Settings
 from peepers_common.errors import PublishError
 from peepers_common.kafka import Headers, Published
+from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.auth.fakes import (
     FakeMlOAuth,
-    InMemoryEventPublisher,
     InMemoryLoginStates,
     InMemorySellerStore,
     InMemorySessions,

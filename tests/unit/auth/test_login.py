@@ -4,7 +4,8 @@ import pytest
 
 from peepers_auth.pkce import code_challenge
 from peepers_auth.settings import Settings
-from tests.unit.auth.fakes import FakeMlOAuth, InMemoryEventPublisher
+from peepers_common.testing import InMemoryEventPublisher
+from tests.unit.auth.fakes import FakeMlOAuth
 from tests.unit.auth.flows import Client, login, start
 
 

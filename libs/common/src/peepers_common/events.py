@@ -37,6 +37,8 @@ class DomainEvent(BaseModel):
     event_id: UUID
     occurred_at: AwareDatetime
     seller_id: int
+    # Each concrete event narrows it to its Literal name ("item.paused", ...).
+    type: str
 
 
 # --- peepers.sellers.v1 -------------------------------------------------------------

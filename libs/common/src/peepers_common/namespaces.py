@@ -7,11 +7,14 @@ checks them on our side too, with a clear error before a command is sent.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Final
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from peepers_common.errors import ConfigurationError, NamespaceViolation
+from peepers_common.errors import CacheUnavailable, ConfigurationError, NamespaceViolation
 from peepers_common.settings import RedisSettings
 
 SERVICES: Final = ("ingest", "auth", "orders", "catalog", "messages")
@@ -61,3 +64,13 @@ def connect_redis(settings: RedisSettings) -> aioredis.Redis:
         socket_connect_timeout=settings.socket_timeout_s,
         health_check_interval=30,
     )
+
+
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Translate redis-py's failures into `CacheUnavailable` at the adapter boundary."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        msg = f"Redis failed while {what}: {exc}"
+        raise CacheUnavailable(msg) from exc

@@ -33,6 +33,7 @@ PEEPERS_CATALOG: Final = "peepers.catalog.v1"
 PEEPERS_MESSAGES: Final = "peepers.messages.v1"
 PEEPERS_SELLERS: Final = "peepers.sellers.v1"
 DLQ_SUFFIX: Final = ".dlq"
+RETRY_SUFFIX: Final = ".retry"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ def dlq_topic(topic: str) -> str:
     return topic + DLQ_SUFFIX
 
 
+def retry_topic(topic: str) -> str:
+    """Where consumers park records of ``topic`` that failed for a transient reason."""
+    return topic + RETRY_SUFFIX
+
+
 # Partition counts bound how many consumer replicas can share a topic's work (the k8s
 # autoscalers never go above them). Six leaves room to scale on a busy seller base;
 # raising them later is safe for new keys but moves existing keys to other partitions.
@@ -64,6 +70,23 @@ _RETENTION_NOTIFICATIONS: Final = {"cleanup.policy": "delete", "retention.ms": s
 # Domain topics are other teams' public API: keep a month so a consumer can rebuild.
 _RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 _RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
+
+
+def _failure_topics(consumed: str) -> list[TopicSpec]:
+    """A consumed topic's retry path and dead-letter queue (see peepers_common.consuming).
+
+    One partition each: failures are rare, and the retry agent holds each parked record
+    until it is due, so ordering by due time matters more than parallelism.
+    """
+    return [
+        TopicSpec(
+            retry_topic(consumed),
+            1,
+            f"records of {consumed} parked after a transient failure",
+            _RETENTION_DLQ,
+        ),
+        TopicSpec(dlq_topic(consumed), 1, f"records of {consumed} that failed", _RETENTION_DLQ),
+    ]
 
 
 def _registry() -> dict[str, TopicSpec]:
@@ -78,9 +101,7 @@ def _registry() -> dict[str, TopicSpec]:
                 _RETENTION_NOTIFICATIONS,
             )
         )
-        specs.append(
-            TopicSpec(dlq_topic(name), 1, f"records of {name} that failed", _RETENTION_DLQ)
-        )
+        specs += _failure_topics(name)
     specs.append(
         TopicSpec(
             NOTIFICATIONS_UNROUTED,
@@ -96,9 +117,7 @@ def _registry() -> dict[str, TopicSpec]:
         (PEEPERS_SELLERS, "seller connection lifecycle events"),
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
-    specs.append(
-        TopicSpec(dlq_topic(PEEPERS_SELLERS), 1, "seller events that failed", _RETENTION_DLQ)
-    )
+    specs += _failure_topics(PEEPERS_SELLERS)
     return {spec.name: spec for spec in specs}
 
 

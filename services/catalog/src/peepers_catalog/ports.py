@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
 
 from peepers_common.events import ItemSnapshot
+from peepers_common.ml import Multiget
+from peepers_common.ml.models import MlItem
 
 SortKey = Literal["price", "-price", "updated", "-updated", "sold", "-sold"]
+
+
+class ItemSource(Protocol):
+    """The part of `peepers_common.ml.MlApi` the catalog reads items through."""
+
+    async def get_item(self, item_id: str, *, seller_id: int) -> MlItem: ...
+
+    async def multiget_items(self, ids: Sequence[str], *, seller_id: int) -> Multiget: ...
+
+    def iter_item_ids(self, *, seller_id: int, status: str | None = None) -> AsyncIterator[str]: ...
 
 
 class ItemStore(Protocol):
@@ -69,3 +81,33 @@ class ItemSearch(Protocol):
     """Search over one seller's items; Redis today, a search engine tomorrow."""
 
     async def search(self, query: SearchQuery) -> SearchPage: ...
+
+
+@dataclass
+class SyncState:
+    """Where a seller's full sync is: ``scanning`` ids, ``applying`` them, or ``done``."""
+
+    seller_id: int
+    run_id: str
+    phase: Literal["scanning", "applying", "done"]
+    total: int = 0
+    next_index: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float | None = None
+
+
+class SyncCheckpoints(Protocol):
+    """A full sync's durable progress, so a crashed sync resumes where it stopped."""
+
+    async def load(self, seller_id: int) -> SyncState | None: ...
+
+    async def save(self, state: SyncState) -> None: ...
+
+    async def reset_ids(self, seller_id: int) -> None: ...
+
+    async def append_ids(self, seller_id: int, item_ids: list[str]) -> None: ...
+
+    async def ids(self, seller_id: int, start: int, stop: int) -> list[str]:
+        """Scanned ids ``[start, stop)`` in scan order."""
+        ...

@@ -1,9 +1,22 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from peepers_common.settings import KafkaSettings, RedisSettings
+from peepers_common.ml.broker_tokens import TokenBrokerSettings
+from peepers_common.settings import KafkaSettings, MlApiSettings, RedisSettings
+
+
+class RetrySettings(BaseModel):
+    """A failing record is retried in place, then parked (see peepers_common.consuming)."""
+
+    in_place_attempts: int = Field(default=3, ge=1)
+    park_delays_s: list[float] = Field(default_factory=lambda: [10.0, 60.0, 300.0])
+
+
+class SyncSettings(BaseModel):
+    chunk: int = Field(default=200, ge=20)
+    apply_concurrency: int = Field(default=20, ge=1)
 
 
 class Settings(BaseSettings):
@@ -11,9 +24,20 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CATALOG_", env_nested_delimiter="__")
 
+    http_host: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
     http_port: int = 8083
     log_level: str = "INFO"
     kafka: KafkaSettings = KafkaSettings(client_id="peepers-catalog")
     redis: RedisSettings = RedisSettings(username="catalog")
+    ml: MlApiSettings = MlApiSettings()
+    token_broker: TokenBrokerSettings = TokenBrokerSettings(service="catalog")
+    retry: RetrySettings = RetrySettings()
+    sync: SyncSettings = SyncSettings()
+    # The Kafka consumer group; replicas of one deployment share it.
+    app_id: str = "peepers-catalog"
+    # Prepended to every topic name (tests and side-by-side stacks; empty in production).
+    topic_prefix: str = ""
+    # Isolates Redis keys under catalog:<scope>: (tests); the rate limiter's too.
+    redis_scope: str | None = None
     # Services allowed to call the read API: name -> shared secret (HTTP Basic), as at auth.
     service_credentials: dict[str, SecretStr] = Field(default_factory=dict)

@@ -1,0 +1,318 @@
+"""What every consumer does with a record it cannot process: retry, park, dead-letter.
+
+A Faust agent only decodes, calls a handler and acks; `RecordProcessor` wraps the handler
+call with the failure policy of ARCHITECTURE.md:
+
+* **Transient** failures (ML 5xx or 429 past the client's budget, Kafka or Redis down, the
+  token source down) are retried in place with backoff for a few seconds. If they persist
+  the record is **parked** on ``<topic>.retry`` with a ``not-before`` time and an attempt
+  number; the service's retry agent picks it up when it is due. After the last parking
+  round it goes to ``<topic>.dlq``.
+* **Permanent** failures (a malformed record, 403 because the seller revoked us, an
+  unknown seller, a bug) go straight to ``<topic>.dlq``.
+
+Either way the record is acked and the partition moves on: one bad record never stalls
+the ones behind it. Parking and dead-lettering are themselves retried until Kafka takes
+the record, because acking a record that is nowhere would lose it.
+
+Retry and dead-letter topics can be shared by several consumer groups of the same source
+topic, so every record carries the consumer's name in ``x-peepers-consumer``; retry agents
+skip records of other consumers and ``peepers-dlq replay`` sends a record back to the
+retry topic for one consumer only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from peepers_common.errors import (
+    InfrastructureError,
+    MlRateLimited,
+    MlUnavailable,
+    TokenUnavailable,
+)
+from peepers_common.kafka import EventPublisher, Headers
+from peepers_common.metrics import LATENCY_BUCKETS_S
+from peepers_common.topics import dlq_topic, retry_topic
+
+log = logging.getLogger(__name__)
+
+H_CONSUMER: Final = "x-peepers-consumer"
+H_SOURCE_TOPIC: Final = "x-peepers-source-topic"
+H_SOURCE_PARTITION: Final = "x-peepers-source-partition"
+H_SOURCE_OFFSET: Final = "x-peepers-source-offset"
+H_ATTEMPT: Final = "x-peepers-attempt"
+H_NOT_BEFORE: Final = "x-peepers-not-before-ms"
+H_ERROR_KIND: Final = "x-peepers-error-kind"
+H_ERROR: Final = "x-peepers-error"
+H_ERROR_DETAIL: Final = "x-peepers-error-detail"
+H_FAILED_AT: Final = "x-peepers-failed-at-ms"
+_POLICY_HEADERS: Final = frozenset(
+    {
+        H_CONSUMER,
+        H_SOURCE_TOPIC,
+        H_SOURCE_PARTITION,
+        H_SOURCE_OFFSET,
+        H_ATTEMPT,
+        H_NOT_BEFORE,
+        H_ERROR_KIND,
+        H_ERROR,
+        H_ERROR_DETAIL,
+        H_FAILED_AT,
+    }
+)
+_MAX_DETAIL: Final = 500
+
+TRANSIENT_ERRORS: Final = (MlRateLimited, MlUnavailable, InfrastructureError, TokenUnavailable)
+
+RECORDS: Final = Counter(
+    "peepers_consumer_records_total",
+    "Records consumed, by consumer, source topic and outcome",
+    ["consumer", "topic", "outcome"],
+)
+FAILURES: Final = Counter(
+    "peepers_consumer_failures_total",
+    "Records parked or dead-lettered, by consumer, source topic, fate and error",
+    ["consumer", "topic", "fate", "error"],
+)
+PROCESSING: Final = Histogram(
+    "peepers_consumer_processing_seconds",
+    "Time from taking a record to acking it, by consumer and source topic",
+    ["consumer", "topic"],
+    buckets=LATENCY_BUCKETS_S,
+)
+
+
+class Fate(StrEnum):
+    DONE = "done"
+    PARKED = "parked"
+    DEAD_LETTERED = "dead_lettered"
+    SKIPPED = "skipped"  # a retry-topic record of another consumer
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def error_kind(exc: BaseException) -> str:
+    if is_transient(exc):
+        return "transient"
+    if isinstance(exc, ValidationError):
+        return "malformed"
+    return "permanent"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """In-place retries first (seconds), then parking rounds (delays in seconds)."""
+
+    in_place_attempts: int = 3
+    in_place_initial_s: float = 0.2
+    in_place_max_s: float = 2.0
+    park_delays_s: Sequence[float] = (10.0, 60.0, 300.0)
+    # Parking or dead-lettering needs Kafka; without it the record waits, unacked.
+    republish_max_wait_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, bytes]
+
+    @classmethod
+    def from_kafka(
+        cls,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None,
+    ) -> InboundRecord:
+        pairs = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        return cls(topic, partition, offset, key, value or b"", dict(pairs))
+
+    @property
+    def source_topic(self) -> str:
+        """The topic the record was first consumed from (itself unless it was parked)."""
+        raw = self.headers.get(H_SOURCE_TOPIC)
+        return raw.decode() if raw else self.topic
+
+    @property
+    def attempt(self) -> int:
+        """0 on the first delivery; n after n parking rounds."""
+        return _int_header(self.headers, H_ATTEMPT, 0)
+
+    @property
+    def not_before_ms(self) -> int:
+        return _int_header(self.headers, H_NOT_BEFORE, 0)
+
+    @property
+    def consumer(self) -> str | None:
+        raw = self.headers.get(H_CONSUMER)
+        return raw.decode() if raw else None
+
+    def passthrough_headers(self) -> list[tuple[str, bytes]]:
+        """The record's own headers (CloudEvents, traceparent), without the policy's."""
+        return [(k, v) for k, v in self.headers.items() if k not in _POLICY_HEADERS]
+
+
+def _int_header(headers: Mapping[str, bytes], name: str, default: int) -> int:
+    raw = headers.get(name)
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
+Handler = Callable[[InboundRecord], Awaitable[str]]
+
+
+class RecordProcessor:
+    """Runs a handler on one record under the retry policy; never raises for the record.
+
+    The handler returns an outcome label for metrics (``"updated"``, ``"skipped"``, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        consumer: str,
+        publisher: EventPublisher,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.consumer = consumer
+        self._publisher = publisher
+        self._policy = policy or RetryPolicy()
+        self._clock = clock
+
+    async def process(self, record: InboundRecord, handler: Handler) -> Fate:
+        started = time.perf_counter()
+        source = record.source_topic
+        try:
+            if record.consumer not in (None, self.consumer):
+                return Fate.SKIPPED
+            try:
+                outcome = await self._run(record, handler)
+            except Exception as exc:
+                return await self._fail(record, exc)
+            RECORDS.labels(self.consumer, source, outcome).inc()
+            return Fate.DONE
+        finally:
+            PROCESSING.labels(self.consumer, source).observe(time.perf_counter() - started)
+
+    def due_in_s(self, record: InboundRecord) -> float:
+        """How long a parked record must still wait before it is retried."""
+        return max(0.0, record.not_before_ms / 1000 - self._clock())
+
+    async def _run(self, record: InboundRecord, handler: Handler) -> str:
+        policy = self._policy
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(policy.in_place_attempts),
+            wait=wait_exponential_jitter(
+                initial=policy.in_place_initial_s, max=policy.in_place_max_s
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                return await handler(record)
+        msg = "unreachable: tenacity either returns or reraises"
+        raise AssertionError(msg)
+
+    async def _fail(self, record: InboundRecord, exc: Exception) -> Fate:
+        kind = error_kind(exc)
+        parked_rounds = record.attempt
+        if kind == "transient" and parked_rounds < len(self._policy.park_delays_s):
+            delay_s = self._policy.park_delays_s[parked_rounds]
+            await self._republish(
+                retry_topic(record.source_topic),
+                record,
+                exc,
+                kind,
+                attempt=parked_rounds + 1,
+                not_before_ms=int((self._clock() + delay_s) * 1000),
+            )
+            fate = Fate.PARKED
+        else:
+            await self._republish(
+                dlq_topic(record.source_topic),
+                record,
+                exc,
+                kind,
+                attempt=parked_rounds,
+                not_before_ms=0,
+            )
+            fate = Fate.DEAD_LETTERED
+        FAILURES.labels(self.consumer, record.source_topic, fate.value, type(exc).__name__).inc()
+        log.warning(
+            "record %s[%d]@%d %s: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            fate.value,
+            type(exc).__name__,
+            exc,
+        )
+        return fate
+
+    async def _republish(
+        self,
+        topic: str,
+        record: InboundRecord,
+        exc: Exception,
+        kind: str,
+        *,
+        attempt: int,
+        not_before_ms: int,
+    ) -> None:
+        source_partition = record.headers.get(H_SOURCE_PARTITION, str(record.partition).encode())
+        source_offset = record.headers.get(H_SOURCE_OFFSET, str(record.offset).encode())
+        headers: Headers = [
+            *record.passthrough_headers(),
+            (H_CONSUMER, self.consumer.encode()),
+            (H_SOURCE_TOPIC, record.source_topic.encode()),
+            (H_SOURCE_PARTITION, source_partition),
+            (H_SOURCE_OFFSET, source_offset),
+            (H_ATTEMPT, str(attempt).encode()),
+            (H_NOT_BEFORE, str(not_before_ms).encode()),
+            (H_ERROR_KIND, kind.encode()),
+            (H_ERROR, type(exc).__name__.encode()),
+            (H_ERROR_DETAIL, str(exc)[:_MAX_DETAIL].encode("utf-8", "replace")),
+            (H_FAILED_AT, str(int(self._clock() * 1000)).encode()),
+        ]
+        async for retrying in AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, InfrastructureError)),
+            wait=wait_exponential_jitter(initial=0.5, max=self._policy.republish_max_wait_s),
+        ):
+            with retrying:
+                await self._publisher.publish(
+                    topic, key=record.key or b"", value=record.value, headers=headers
+                )
+
+
+async def sleep_until_due(processor: RecordProcessor, record: InboundRecord) -> None:
+    """Hold a parked record until its ``not-before`` time (retry agents call this)."""
+    delay = processor.due_in_s(record)
+    if delay > 0:
+        await asyncio.sleep(delay)

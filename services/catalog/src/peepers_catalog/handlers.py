@@ -1,0 +1,119 @@
+"""Catalog use cases: plain async functions over the ports in `Catalog`.
+
+Order of effects for one change, and why: the domain events are published first and the
+cache is written second, compare-and-set on the version that the events were computed
+from. A crash between the two leaves the old version cached, so the redelivered
+notification computes the same change again and republishes the same events with the
+same deterministic ids (consumers deduplicate on ``event_id``); the opposite order would
+lose the events for good. A compare-and-set that loses to a concurrent writer (the
+``items`` and ``items_prices`` agents can see the same item) re-reads and recomputes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+from peepers_catalog import metrics
+from peepers_catalog.domain import changes, is_newer, same_content, snapshot
+from peepers_catalog.ports import ItemSource, ItemStore
+from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
+from peepers_common.events import ItemEvent, item_event_key, occurred
+from peepers_common.kafka import EventPublisher
+from peepers_common.ml.models import MlItem
+from peepers_common.notifications import Notification
+
+log = logging.getLogger(__name__)
+
+# /items/MLB123, /items/MLB123/prices, /items/MLB123/price_to_win, ... (FACTS.md 1.4)
+_ITEM_RESOURCE: Final = re.compile(r"^/items/([A-Z]{3}\d{1,20})(?:/[A-Za-z0-9_/-]*)?$")
+_CAS_ATTEMPTS: Final = 5
+
+
+class InvalidItemNotification(PeepersError, ValueError):
+    """A notification on an items topic that does not name an item of its seller."""
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"  # same content, newer stamp: nothing to write or tell
+    STALE = "stale"  # not newer than the cached version: never go back in time
+    GONE = "gone"  # ML no longer has the item
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything the handlers need, built by the composition root (or a test)."""
+
+    ml: ItemSource
+    store: ItemStore
+    publisher: EventPublisher
+    events_topic: str
+    clock: Callable[[], float] = time.time
+
+
+def item_id_of(notification: Notification) -> str:
+    match = _ITEM_RESOURCE.match(notification.resource_path)
+    if match is None:
+        msg = f"resource {notification.resource_path!r} does not name an item"
+        raise InvalidItemNotification(msg)
+    return match.group(1)
+
+
+async def on_item_notification(notification: Notification, catalog: Catalog) -> Outcome:
+    """An ``items`` or ``items_prices`` notification: fetch the item and apply it."""
+    item_id = item_id_of(notification)
+    seller_id = notification.user_id
+    try:
+        item = await catalog.ml.get_item(item_id, seller_id=seller_id)
+    except MlNotFound:
+        marked = await catalog.store.mark_gone(seller_id, [item_id])
+        metrics.ITEMS_GONE.inc(marked)
+        return Outcome.GONE
+    if item.seller_id != seller_id:
+        msg = f"item {item_id} belongs to seller {item.seller_id}, not {seller_id}"
+        raise InvalidItemNotification(msg)
+    return await apply_item(item, catalog)
+
+
+async def apply_item(item: MlItem, catalog: Catalog) -> Outcome:
+    """Bring the cache, the index and the event stream up to ``item``, at most once each."""
+    new = snapshot(item)
+    for _ in range(_CAS_ATTEMPTS):
+        cached = await catalog.store.get(new.id)
+        gone = cached is not None and await catalog.store.is_gone(new.id)
+        if not gone and cached is not None:
+            if not is_newer(new, cached):
+                return _counted(Outcome.STALE)
+            if same_content(cached, new):
+                return _counted(Outcome.UNCHANGED)
+        events = changes(cached, new, now=occurred(catalog.clock()))
+        await publish_events(events, catalog)
+        expected = None if cached is None or gone else cached.last_updated
+        if await catalog.store.put(new, expected=expected):
+            return _counted(Outcome.CREATED if cached is None else Outcome.UPDATED)
+        metrics.CAS_CONFLICTS.inc()
+    msg = f"item {new.id}: the cache kept changing under {_CAS_ATTEMPTS} writes"
+    raise CacheUnavailable(msg)
+
+
+async def publish_events(events: list[ItemEvent], catalog: Catalog) -> None:
+    for event in events:
+        await catalog.publisher.publish(
+            catalog.events_topic,
+            key=item_event_key(event),
+            value=event.model_dump_json().encode(),
+            headers=[("ce_id", str(event.event_id).encode()), ("ce_type", event.type.encode())],
+        )
+        metrics.EVENTS.labels(event.type).inc()
+
+
+def _counted(outcome: Outcome) -> Outcome:
+    metrics.APPLIED.labels(outcome.value).inc()
+    return outcome
