@@ -126,6 +126,7 @@ class RetryPolicy:
     in_place_max_s: float = 2.0
     park_delays_s: Sequence[float] = (10.0, 60.0, 300.0)
     # Parking or dead-lettering needs Kafka; without it the record waits, unacked.
+    republish_initial_s: float = 0.5
     republish_max_wait_s: float = 30.0
 
 
@@ -231,7 +232,9 @@ class RecordProcessor:
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(policy.in_place_attempts),
             wait=wait_exponential_jitter(
-                initial=policy.in_place_initial_s, max=policy.in_place_max_s
+                multiplier=policy.in_place_initial_s,
+                max=policy.in_place_max_s,
+                jitter=policy.in_place_initial_s,
             ),
             reraise=True,
         ):
@@ -303,7 +306,11 @@ class RecordProcessor:
         ]
         async for retrying in AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, InfrastructureError)),
-            wait=wait_exponential_jitter(initial=0.5, max=self._policy.republish_max_wait_s),
+            wait=wait_exponential_jitter(
+                multiplier=self._policy.republish_initial_s,
+                max=self._policy.republish_max_wait_s,
+                jitter=self._policy.republish_initial_s,
+            ),
         ):
             with retrying:
                 await self._publisher.publish(

@@ -21,15 +21,23 @@ class PublishedRecord:
 
 
 class InMemoryEventPublisher:
-    """`EventPublisher` that keeps what it acked; set ``failure`` to make publishes fail."""
+    """`EventPublisher` that keeps what it acked.
+
+    Publishes raise each of ``failures`` once, in order, then ``failure`` while it is set.
+    """
 
     def __init__(self) -> None:
         self.records: list[PublishedRecord] = []
+        self.failures: list[Exception] = []
         self.failure: Exception | None = None
+        self.attempts = 0
 
     async def publish(
         self, topic: str, *, key: bytes, value: bytes, headers: Headers = ()
     ) -> Published:
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
         if self.failure is not None:
             raise self.failure
         self.records.append(PublishedRecord(topic, key, value, list(headers)))
