@@ -147,8 +147,10 @@ async def auth_stack(
     replicas: int = 1,
     auto_approve: bool = True,
     extra_redirect_paths: Sequence[str] = (),
+    topic: str | None = None,
 ) -> AsyncIterator[AuthStack]:
-    """Sandbox + ``replicas`` auth apps on one Redis namespace and one uuid topic."""
+    """Sandbox + ``replicas`` auth apps on one Redis namespace and one topic (uuid-named
+    unless ``topic`` names an existing one)."""
     sockets = [bound_socket() for _ in range(replicas + len(extra_redirect_paths))]
     urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
     public_url = urls[0]
@@ -172,7 +174,7 @@ async def auth_stack(
         for sock in sockets:
             stack.callback(sock.close)
         sandbox = await stack.enter_async_context(run_sandbox(config))
-        topic = await create_topic(kafka)
+        topic = topic or await create_topic(kafka)
         namespace = Namespace("auth", scope=unique())
         clock = MovableClock()
         key = TokenCipher.generate_key()

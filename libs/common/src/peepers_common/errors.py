@@ -6,6 +6,9 @@
     ├── ConfigurationError (ValueError)      settings that cannot work
     ├── UnknownTopicError (KeyError)         a topic name the registry does not hold
     ├── NamespaceViolation (ValueError)      a Redis key outside the service's namespace
+    ├── InvalidQuery (ValueError)            a read API's parameters cannot be answered (400)
+    ├── ServiceUnauthorized                  an internal API called without valid service
+    │                                        credentials (401)
     ├── InfrastructureError                  Kafka or Redis failed (translated at the adapter)
     │   ├── PublishError                     Kafka did not acknowledge a record
     │   └── CacheUnavailable                 Redis did not answer
@@ -42,6 +45,14 @@ class UnknownTopicError(PeepersError, KeyError):
 
 class NamespaceViolation(PeepersError, ValueError):
     """A Redis key outside the calling service's namespace."""
+
+
+class InvalidQuery(PeepersError, ValueError):
+    """A read API's parameters cannot be answered: a bad filter, sort, limit or cursor."""
+
+
+class ServiceUnauthorized(PeepersError):
+    """An internal API was called without valid service credentials (HTTP Basic)."""
 
 
 class InfrastructureError(PeepersError):

@@ -13,12 +13,12 @@
         ├── SiteUnknown (400)             /auth/login?site= names no configured site
         ├── SessionRequired (401)         no valid session cookie
         ├── CsrfRejected (403)            a form post without the session's CSRF token
-        ├── ServiceUnauthorized (401)     internal API without valid service credentials
         ├── SellerNotConnected (404)      the broker has no tokens for that seller
         ├── ReauthNeeded (409)            ML refused the refresh token: the seller must log in
         └── RefreshTimeout (503)          another replica's refresh did not finish in time
 
-From ``peepers_common.errors`` the middleware also maps ``TokenUnavailable`` (503: ML's
+From ``peepers_common.errors`` the middleware also maps ``ServiceUnauthorized`` (401:
+the internal API without valid service credentials), ``TokenUnavailable`` (503: ML's
 token endpoint failed), ``MlApiError`` (502) and ``CacheUnavailable`` (503). The ML
 adapter's ``ReauthRequired`` (invalid_grant) never escapes: the handlers turn it into
 ``MlCodeRejected`` at login and into ``SellerReauthRequired`` in the broker.
@@ -92,11 +92,6 @@ class CsrfRejected(AuthError):
     status = 403
     code = "csrf_rejected"
     title = "This form has expired"
-
-
-class ServiceUnauthorized(AuthError):
-    status = 401
-    code = "unauthorized"
 
 
 class SellerNotConnected(AuthError):

@@ -9,8 +9,14 @@ from aiohttp.typedefs import Handler
 
 from peepers_auth import pages
 from peepers_auth.crypto import TokenDecryptionFailed
-from peepers_auth.errors import AuthError, ServiceUnauthorized
-from peepers_common.errors import CacheUnavailable, MlApiError, ReauthRequired, TokenUnavailable
+from peepers_auth.errors import AuthError
+from peepers_common.errors import (
+    CacheUnavailable,
+    MlApiError,
+    ReauthRequired,
+    ServiceUnauthorized,
+    TokenUnavailable,
+)
 from peepers_common.tracing import TraceContext, bind_trace, current_trace
 
 log = logging.getLogger(__name__)
@@ -22,6 +28,8 @@ def _describe(exc: Exception) -> tuple[int, str, str]:
     """(status, code, title) of an error the service expects to happen."""
     if isinstance(exc, AuthError):
         return exc.status, exc.code, exc.title
+    if isinstance(exc, ServiceUnauthorized):
+        return 401, "unauthorized", "Something went wrong"
     if isinstance(exc, ReauthRequired):
         return 409, "reauth_required", "Mercado Livre refused the authorization"
     if isinstance(exc, TokenUnavailable):
@@ -41,7 +49,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except web.HTTPException:
         raise
-    except (AuthError, ReauthRequired, TokenUnavailable, MlApiError) as exc:
+    except (AuthError, ServiceUnauthorized, ReauthRequired, TokenUnavailable, MlApiError) as exc:
         status, code, title = _describe(exc)
         detail = str(exc)
     except (CacheUnavailable, TokenDecryptionFailed) as exc:
@@ -52,7 +60,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.warning("%s %s -> %s %s", request.method, request.path, status, code)
     if request.path.startswith(INTERNAL_PREFIX):
         headers = {"Cache-Control": "no-store"}
-        if status == ServiceUnauthorized.status:
+        if status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="peepers-internal"'
         return web.json_response({"error": code, "detail": detail}, status=status, headers=headers)
     return web.Response(text=pages.error(title, detail), status=status, content_type="text/html")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import urlsplit
@@ -13,10 +10,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from peepers_auth import handlers, pages
-from peepers_auth.errors import CsrfRejected, SellerNotConnected, ServiceUnauthorized
+from peepers_auth.errors import CsrfRejected, SellerNotConnected
 from peepers_auth.handlers import AuthDeps
 from peepers_auth.settings import Settings
 from peepers_common.metrics import metrics_view
+from peepers_common.service_auth import authenticate_service
 
 SESSION_COOKIE: Final = "peepers_session"
 LOGIN_COOKIE: Final = "peepers_login"
@@ -155,28 +153,6 @@ async def disconnect(request: web.Request) -> web.StreamResponse:
 
 # --------------------------------------------------------------------------- token broker
 
-# Compared against when the caller names an unknown service, so a wrong name costs the
-# same time as a wrong secret.
-_DUMMY_SECRET: Final = b"\x00" * 32
-
-
-def authenticate_service(settings: Settings, authorization: str | None) -> str:
-    """The calling service's name from HTTP Basic credentials, or ServiceUnauthorized."""
-    msg = "the internal token API needs valid service credentials (HTTP Basic)"
-    if authorization is None or not authorization.startswith("Basic "):
-        raise ServiceUnauthorized(msg)
-    try:
-        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        raise ServiceUnauthorized(msg) from None
-    name, sep, secret = decoded.partition(":")
-    expected = settings.service_credentials.get(name)
-    wanted = expected.get_secret_value().encode() if expected is not None else _DUMMY_SECRET
-    matches = hmac.compare_digest(wanted, secret.encode())
-    if not sep or expected is None or not matches or not secret:
-        raise ServiceUnauthorized(msg)
-    return name
-
 
 def _seller_id(request: web.Request) -> int:
     raw = request.match_info["seller_id"]
@@ -201,7 +177,7 @@ def _token_response(grant: handlers.TokenGrant, now: float) -> web.Response:
 
 async def get_token(request: web.Request) -> web.StreamResponse:
     deps = _deps(request)
-    authenticate_service(deps.settings, request.headers.get("Authorization"))
+    authenticate_service(deps.settings.service_credentials, request.headers.get("Authorization"))
     grant = await handlers.access_token(deps, _seller_id(request))
     return _token_response(grant, deps.clock())
 
@@ -212,7 +188,7 @@ class _RefreshBody(BaseModel):
 
 async def refresh_token(request: web.Request) -> web.StreamResponse:
     deps = _deps(request)
-    authenticate_service(deps.settings, request.headers.get("Authorization"))
+    authenticate_service(deps.settings.service_credentials, request.headers.get("Authorization"))
     seller_id = _seller_id(request)
     body = _RefreshBody()
     if request.can_read_body:

@@ -1,0 +1,238 @@
+"""The composition root of the catalog worker: a Faust app, its agents and owned clients.
+
+Agents run at concurrency 1 (faust issue #606: with more, acks can commit offsets of
+records still in flight, so a crash loses them). Each agent only turns a Kafka message
+into an `InboundRecord` and hands it to the `RecordProcessor`, which calls a handler and
+decides the fate of failures; the handlers know nothing of Faust.
+
+Topics (``settings.topic_prefix`` prepended to each):
+
+* ``ml.notifications.items`` and ``…items_prices`` → `on_item_notification`
+* ``peepers.sellers.v1`` → a full sync on ``seller.connected`` / ``seller.reconnected``
+* the ``.retry`` topics of all three → the same handlers once a parked record is due
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from aiohttp import web
+from mode import Service
+
+from peepers_catalog.adapters.redis_store import RedisItemStore
+from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
+from peepers_catalog.api import create_api
+from peepers_catalog.handlers import Catalog, on_item_notification
+from peepers_catalog.settings import Settings
+from peepers_catalog.sync import SyncOptions, full_sync
+from peepers_common.consuming import (
+    InboundRecord,
+    RecordProcessor,
+    RetryPolicy,
+    sleep_until_due,
+)
+from peepers_common.events import SELLER_EVENT, SellerConnected, SellerReconnected
+from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
+from peepers_common.ml.broker_tokens import BrokerTokenProvider
+from peepers_common.namespaces import Namespace, connect_redis, redis_errors
+from peepers_common.notifications import decode_value
+from peepers_common.topics import (
+    PEEPERS_CATALOG,
+    PEEPERS_SELLERS,
+    notification_topic,
+    retry_topic,
+)
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "catalog"
+ITEM_TOPICS = (notification_topic("items"), notification_topic("items_prices"))
+
+RecordHandler = Callable[[InboundRecord], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    catalog: Catalog
+    store: RedisItemStore
+    checkpoints: RedisSyncCheckpoints
+    processor: RecordProcessor
+    ping: Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
+    """Every client the catalog uses, opened together and closed in reverse (LIFO)."""
+    async with AsyncExitStack() as stack:
+        redis = connect_redis(settings.redis)
+        stack.push_async_callback(redis.aclose)
+        session = ml_session(settings.ml)
+        stack.push_async_callback(session.close)
+        publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
+        namespace = Namespace("catalog", scope=settings.redis_scope)
+        store = RedisItemStore(redis, namespace)
+        ml = HttpMlApi(
+            session,
+            settings.ml,
+            BrokerTokenProvider(session, settings.token_broker),
+            OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml"),
+        )
+
+        async def ping() -> None:
+            with redis_errors("answering a ping"):
+                await redis.ping()
+
+        yield Wiring(
+            catalog=Catalog(
+                ml=ml,
+                store=store,
+                publisher=publisher,
+                events_topic=settings.topic_prefix + PEEPERS_CATALOG,
+            ),
+            store=store,
+            checkpoints=RedisSyncCheckpoints(redis, namespace),
+            processor=RecordProcessor(
+                consumer=CONSUMER,
+                publisher=publisher,
+                policy=RetryPolicy(
+                    in_place_attempts=settings.retry.in_place_attempts,
+                    park_delays_s=tuple(settings.retry.park_delays_s),
+                ),
+            ),
+            ping=ping,
+        )
+
+
+def sync_options(settings: Settings, **overrides: Any) -> SyncOptions:
+    return SyncOptions(
+        chunk=settings.sync.chunk, apply_concurrency=settings.sync.apply_concurrency, **overrides
+    )
+
+
+class Runtime(Service):
+    """The worker's clients and read API, started before the agents take records."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.ready = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._wiring: Wiring | None = None
+
+    async def on_start(self) -> None:
+        settings = self.settings
+        self._wiring = wiring = await self._stack.enter_async_context(open_wiring(settings))
+        api = web.AppRunner(
+            create_api(settings, store=wiring.store, search=wiring.store, ping=wiring.ping),
+            access_log=None,
+        )
+        await api.setup()
+        self._stack.push_async_callback(api.cleanup)
+        await web.TCPSite(api, settings.http_host, settings.http_port).start()
+        self.ready.set()
+        log.info("catalog worker ready; read API on port %d", settings.http_port)
+
+    async def on_stop(self) -> None:
+        await self._stack.aclose()
+
+    @property
+    def wiring(self) -> Wiring:
+        if self._wiring is None:
+            msg = "the catalog runtime is not started"
+            raise RuntimeError(msg)
+        return self._wiring
+
+    async def handle_item(self, record: InboundRecord) -> str:
+        notification = decode_value(record.value)
+        return (await on_item_notification(notification, self.wiring.catalog)).value
+
+    async def handle_seller(self, record: InboundRecord) -> str:
+        event = SELLER_EVENT.validate_json(record.value)
+        if not isinstance(event, SellerConnected | SellerReconnected):
+            return "ignored"
+        state = await full_sync(
+            event.seller_id,
+            self.wiring.catalog,
+            self.wiring.checkpoints,
+            options=sync_options(self.settings, run_id=str(event.event_id)),
+        )
+        log.info("full sync of seller %d: %s", event.seller_id, state.counts)
+        return "synced"
+
+    def handler_for(self, source_topic: str) -> RecordHandler:
+        if source_topic.endswith(PEEPERS_SELLERS):
+            return self.handle_seller
+        return self.handle_item
+
+
+def create_app(settings: Settings) -> faust.App:
+    prefix = settings.topic_prefix
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        web_enabled=False,  # the runtime serves the read API, health and metrics
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        # A full sync holds its record for minutes; rebalances must not wait for it.
+        stream_wait_empty=False,
+        broker_commit_livelock_soft_timeout=3600.0,
+    )
+    runtime = Runtime(settings, loop=app.loop, beacon=app.beacon)
+    app.service(runtime)  # type: ignore[arg-type]  # faust accepts instances too
+
+    def topic(*names: str) -> faust.TopicT:
+        return app.topic(
+            *(prefix + name for name in names),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    async def items(stream: faust.StreamT[bytes]) -> None:
+        await runtime.ready.wait()
+        async for event in stream.events():
+            record = _record(event)
+            await runtime.wiring.processor.process(record, runtime.handle_item)
+
+    async def sellers(stream: faust.StreamT[bytes]) -> None:
+        await runtime.ready.wait()
+        async for event in stream.events():
+            record = _record(event)
+            await runtime.wiring.processor.process(record, runtime.handle_seller)
+
+    async def retries(stream: faust.StreamT[bytes]) -> None:
+        await runtime.ready.wait()
+        async for event in stream.events():
+            record = _record(event)
+            if record.consumer != CONSUMER:
+                continue
+            await sleep_until_due(runtime.wiring.processor, record)
+            handler = runtime.handler_for(record.source_topic)
+            await runtime.wiring.processor.process(record, handler)
+
+    app.agent(topic(*ITEM_TOPICS), name="catalog.items", concurrency=1)(items)
+    app.agent(topic(PEEPERS_SELLERS), name="catalog.sellers", concurrency=1)(sellers)
+    retry_names = [retry_topic(name) for name in (*ITEM_TOPICS, PEEPERS_SELLERS)]
+    app.agent(topic(*retry_names), name="catalog.retries", concurrency=1)(retries)
+    return app
+
+
+def _record(event: faust.EventT[bytes]) -> InboundRecord:
+    message = event.message
+    return InboundRecord.from_kafka(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        message.headers,
+    )

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+import redis.asyncio as aioredis
+
+from peepers_catalog.adapters import RedisItemStore
+from peepers_catalog.ports import SearchQuery
+from peepers_common.namespaces import Namespace
+from tests.integration.catalog.conftest import SELLER, MakeItem
+from tests.support import unique
+
+
+class TestPut:
+    async def test_a_new_item_is_written_when_nothing_is_cached(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        item = make_item("MLB1")
+        assert await store.put(item, expected=None)
+        assert await store.get("MLB1") == item
+        assert await store.seller_item_ids(SELLER) == {"MLB1"}
+
+    async def test_a_write_against_a_stale_version_changes_nothing(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        first = make_item("MLB1")
+        await store.put(first, expected=None)
+        newer = make_item("MLB1", price=Decimal("12.00"), minutes=1)
+        assert await store.put(newer, expected=first.last_updated)
+        assert not await store.put(make_item("MLB1", minutes=2), expected=first.last_updated)
+        assert not await store.put(make_item("MLB1", minutes=2), expected=None)
+        assert await store.get("MLB1") == newer
+
+    async def test_putting_the_same_item_twice_leaves_the_same_state(
+        self, store: RedisItemStore, make_item: MakeItem, catalog_redis: aioredis.Redis
+    ) -> None:
+        item = make_item("MLB1", title="Café")
+        await store.put(item, expected=None)
+        before = await store.search(SearchQuery(SELLER, q="cafe"))
+        assert await store.put(item, expected=item.last_updated)
+        after = await store.search(SearchQuery(SELLER, q="cafe"))
+        assert after == before
+        assert after.total == 1
+
+    async def test_a_changed_item_leaves_its_old_index_entries(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        old = make_item("MLB1", title="Mesa azul", status="active", category_id="A")
+        await store.put(old, expected=None)
+        new = make_item("MLB1", title="Cadeira", status="paused", category_id="B", minutes=1)
+        await store.put(new, expected=old.last_updated)
+        page = await store.search(SearchQuery(SELLER))
+        assert page.facets == {"status": {"paused": 1}, "category": {"B": 1}}
+        assert (await store.search(SearchQuery(SELLER, q="mesa"))).total == 0
+        assert (await store.search(SearchQuery(SELLER, status="active"))).total == 0
+
+    async def test_one_sellers_items_never_reach_another_sellers_index(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        await store.put(make_item("MLB1"), expected=None)
+        await store.put(make_item("MLB2", seller_id=SELLER + 1), expected=None)
+        assert await store.seller_item_ids(SELLER) == {"MLB1"}
+        assert [i.id for i in (await store.search(SearchQuery(SELLER + 1))).items] == ["MLB2"]
+
+    async def test_get_many_returns_the_cached_ones_only(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        await store.put(make_item("MLB1"), expected=None)
+        await store.put(make_item("MLB2"), expected=None)
+        assert set(await store.get_many(["MLB1", "MLB2", "MLB9", "MLB1"])) == {"MLB1", "MLB2"}
+
+
+class TestGone:
+    async def test_a_gone_item_leaves_search_and_facets_but_stays_readable(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        await store.put(make_item("MLB1", title="Café"), expected=None)
+        await store.put(make_item("MLB2", title="Café"), expected=None)
+        assert await store.mark_gone(SELLER, ["MLB1", "MLB404"]) == 1
+        page = await store.search(SearchQuery(SELLER, q="cafe"))
+        assert [i.id for i in page.items] == ["MLB2"]
+        assert page.facets["status"] == {"active": 1}
+        assert (await store.search(SearchQuery(SELLER))).total == 1
+        assert await store.is_gone("MLB1")
+        assert await store.get("MLB1") is not None
+        assert await store.seller_item_ids(SELLER) == {"MLB2"}
+
+    async def test_marking_twice_counts_once(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        await store.put(make_item("MLB1"), expected=None)
+        assert await store.mark_gone(SELLER, ["MLB1"]) == 1
+        assert await store.mark_gone(SELLER, ["MLB1"]) == 0
+
+    async def test_another_sellers_item_is_not_marked(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        await store.put(make_item("MLB1"), expected=None)
+        assert await store.mark_gone(SELLER + 1, ["MLB1"]) == 0
+        assert not await store.is_gone("MLB1")
+
+    async def test_a_put_with_no_expected_version_brings_a_gone_item_back(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        item = make_item("MLB1")
+        await store.put(item, expected=None)
+        await store.mark_gone(SELLER, ["MLB1"])
+        assert not await store.put(make_item("MLB1", minutes=1), expected=item.last_updated)
+        assert await store.put(make_item("MLB1", minutes=1), expected=None)
+        assert not await store.is_gone("MLB1")
+        assert await store.seller_item_ids(SELLER) == {"MLB1"}
+
+
+async def test_a_search_leaves_no_scratch_keys_behind(
+    catalog_redis: aioredis.Redis, make_item: MakeItem, redis_admin: aioredis.Redis
+) -> None:
+    namespace = Namespace("catalog", scope=unique("catalog"))
+    store = RedisItemStore(catalog_redis, namespace)
+    for n in range(30):
+        await store.put(make_item(f"MLB{n}", title="Niño", status=f"s{n % 10}"), expected=None)
+    await store.search(SearchQuery(SELLER, q="nino ni", status="s1"))
+    await store.search(SearchQuery(SELLER, status="s1", category="MLB1000"))
+    scratch = namespace.key("seller", SELLER, "tmp") + "*"
+    assert [key async for key in redis_admin.scan_iter(match=scratch)] == []

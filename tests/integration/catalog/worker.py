@@ -1,0 +1,134 @@
+"""Run the real catalog worker (``python -m peepers_catalog worker``) against the stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from peepers_catalog.app import ITEM_TOPICS
+from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.settings import KafkaSettings
+from peepers_common.topic_admin import ensure_topics
+from peepers_common.topics import (
+    PEEPERS_CATALOG,
+    PEEPERS_SELLERS,
+    TOPICS,
+    TopicSpec,
+    dlq_topic,
+    retry_topic,
+)
+from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
+from tests.integration.ingest.support import free_port
+from tests.support import unique
+
+READER = ("reader", "reader-secret-0123456789")
+
+
+async def catalog_topics(kafka: KafkaSettings) -> str:
+    """Registry-shaped topics for the catalog behind a fresh prefix; returns the prefix."""
+    prefix = f"{unique('test')}."
+    consumed = [*ITEM_TOPICS, PEEPERS_SELLERS]
+    names = [PEEPERS_CATALOG, *consumed]
+    names += [retry_topic(n) for n in consumed] + [dlq_topic(n) for n in consumed]
+    await ensure_topics(
+        kafka,
+        [
+            TopicSpec(prefix + n, TOPICS[n].partitions, TOPICS[n].description, TOPICS[n].config)
+            for n in names
+        ],
+    )
+    return prefix
+
+
+@dataclass
+class WorkerRun:
+    """One worker deployment: its topics, consumer group, Redis scope and port."""
+
+    prefix: str
+    kafka: KafkaSettings
+    sandbox_url: str
+    broker_url: str
+    broker_service: str
+    broker_secret: str
+    log: Path
+    scope: str = field(default_factory=lambda: unique("cat"))
+    app_id: str = field(default_factory=lambda: unique("catalog"))
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def env(self) -> dict[str, str]:
+        redis = CatalogSettings().redis
+        assert redis.password is not None, "source .stack/env"
+        return {
+            "CATALOG_HTTP_HOST": "127.0.0.1",
+            "CATALOG_HTTP_PORT": str(self.port),
+            "CATALOG_LOG_LEVEL": "INFO",
+            "CATALOG_APP_ID": self.app_id,
+            "CATALOG_TOPIC_PREFIX": self.prefix,
+            "CATALOG_REDIS_SCOPE": self.scope,
+            "CATALOG_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "CATALOG_REDIS__URL": redis.url,
+            "CATALOG_REDIS__USERNAME": redis.username or "catalog",
+            "CATALOG_REDIS__PASSWORD": redis.password.get_secret_value(),
+            "CATALOG_ML__BASE_URL": self.sandbox_url,
+            "CATALOG_ML__APP_ID": str(DEMO_APP_ID),
+            "CATALOG_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "CATALOG_ML__BACKOFF_INITIAL_S": "0.05",
+            "CATALOG_ML__BACKOFF_MAX_S": "0.2",
+            "CATALOG_ML__CALL_BUDGET_S": "3",
+            "CATALOG_TOKEN_BROKER__URL": self.broker_url,
+            "CATALOG_TOKEN_BROKER__SERVICE": self.broker_service,
+            "CATALOG_TOKEN_BROKER__SECRET": self.broker_secret,
+            "CATALOG_RETRY__IN_PLACE_ATTEMPTS": "2",
+            "CATALOG_RETRY__PARK_DELAYS_S": "[1.0]",
+            "CATALOG_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]}),
+            **self.extra_env,
+        }
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    async def ready(self) -> bool:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{self.url}/readyz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+
+@contextmanager
+def worker_process(run: WorkerRun) -> Iterator[subprocess.Popen[bytes]]:
+    with run.log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "peepers_catalog", "worker"],
+            env=run.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
