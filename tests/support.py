@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import SecretStr
 
@@ -91,6 +92,19 @@ async def consume(
     return records
 
 
+async def sandbox_tokens(
+    sandbox: Sandbox,
+    session: aiohttp.ClientSession,
+    settings: MlApiSettings,
+    sellers: Sequence[int],
+) -> OAuthTokenProvider:
+    """Tokens for `sellers`, minted by the sandbox's admin API (no browser login)."""
+    tokens = OAuthTokenProvider(MlOAuthClient(session, settings))
+    for seller in sellers:
+        tokens.add(seller, TokenSet.model_validate(await sandbox.admin.mint_token(seller)))
+    return tokens
+
+
 @asynccontextmanager
 async def ml_client(
     sandbox: Sandbox, sellers: Sequence[int], **overrides: Any
@@ -115,9 +129,7 @@ async def ml_client(
     }
     settings = MlApiSettings(**fields)
     async with ml_session(settings) as session:
-        tokens = OAuthTokenProvider(MlOAuthClient(session, settings))
-        for seller in sellers:
-            tokens.add(seller, TokenSet.model_validate(await sandbox.admin.mint_token(seller)))
+        tokens = await sandbox_tokens(sandbox, session, settings, sellers)
         redis = connect_redis(CatalogSettings().redis)
         try:
             limiter = OutboundLimiter(redis, settings, scope=scope)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,10 +14,10 @@ from tests.support import unique
 ML_TOPICS_USED = ("items", "orders_v2")
 
 
-async def make_topics(kafka: KafkaSettings) -> str:
+async def make_topics(kafka: KafkaSettings, ml_topics: Sequence[str] = ML_TOPICS_USED) -> str:
     """Registry-shaped notification topics behind a fresh prefix; returns the prefix."""
     prefix = f"{unique('test')}."
-    names = [notification_topic(t) for t in ML_TOPICS_USED] + [notification_topic("unknown")]
+    names = [notification_topic(t) for t in ml_topics] + [notification_topic("unknown")]
     specs = [
         TopicSpec(
             prefix + name, TOPICS[name].partitions, TOPICS[name].description, TOPICS[name].config

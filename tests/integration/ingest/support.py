@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from peepers_common.ml import TokenProvider
 from peepers_common.notifications import parse_cloudevent_headers
 from peepers_common.settings import KafkaSettings
 from peepers_ingest.app import create_app
@@ -29,9 +30,17 @@ URL = "/webhooks/mercadolibre"
 
 @asynccontextmanager
 async def running_ingest(
-    kafka: KafkaSettings, spool_dir: Path, topic_prefix: str, **overrides: Any
+    kafka: KafkaSettings,
+    spool_dir: Path,
+    topic_prefix: str,
+    *,
+    tokens: TokenProvider | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[TestClient[Any, Any]]:
-    """The real ingest in-process: real Kafka, real Redis (ACL user ingest), scoped keys."""
+    """The real ingest in-process: real Kafka, real Redis (ACL user ingest), scoped keys.
+
+    `overrides` are settings; `tokens` stands in for the auth service's token broker.
+    """
     settings = loopback_settings(
         spool_dir,
         kafka=KafkaSettings(
@@ -43,7 +52,7 @@ async def running_ingest(
         kafka_connect_wait_s=10,
         **overrides,
     )
-    app = create_app(settings, redis_scope=unique())
+    app = create_app(settings, redis_scope=unique(), tokens=tokens)
     async with TestClient(TestServer(app)) as client:
         yield client
 

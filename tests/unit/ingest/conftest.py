@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from peepers_ingest.app import create_app
+from peepers_ingest.ports import MissedFeedsSource
 from tests.unit.ingest.fakes import FakeDedup, FakePublisher, FakeSpool, loopback_settings
 
 AppFactory = Callable[..., Any]
@@ -33,10 +34,16 @@ def harness(tmp_path: Path):
     """An ingest over fakes (no servers), loopback allowed; settings overridable."""
 
     @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Harness]:
+    async def start(
+        *, missed_feeds: MissedFeedsSource | None = None, **overrides: Any
+    ) -> AsyncIterator[Harness]:
         publisher, spool, dedup = FakePublisher(), FakeSpool(), FakeDedup()
         app = create_app(
-            loopback_settings(tmp_path, **overrides), publisher=publisher, spool=spool, dedup=dedup
+            loopback_settings(tmp_path, **overrides),
+            publisher=publisher,
+            spool=spool,
+            dedup=dedup,
+            missed_feeds=missed_feeds,
         )
         async with TestClient(TestServer(app)) as client:
             yield Harness(client, publisher, spool, dedup)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -22,6 +22,8 @@ from peepers_common.inbound_limits import (
 )
 from peepers_common.kafka import EventPublisher
 from peepers_common.metrics import http_metrics_middleware, metrics_view
+from peepers_common.ml import HttpMlApi, OutboundLimiter, TokenProvider, ml_session
+from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_ingest import metrics
 from peepers_ingest.adapters import (
@@ -30,6 +32,7 @@ from peepers_ingest.adapters import (
     RedisDeduplicator,
     SqliteSpool,
 )
+from peepers_ingest.adapters.ml_missed_feeds import MlMissedFeedsSource
 from peepers_ingest.drainer import drain_forever, stop_draining
 from peepers_ingest.handlers import Intake, prefixed_topics
 from peepers_ingest.keys import (
@@ -38,6 +41,7 @@ from peepers_ingest.keys import (
     intake_key,
     publisher_state_key,
     rate_limit_key,
+    reconciler_key,
     settings_key,
     spool_key,
 )
@@ -46,7 +50,7 @@ from peepers_ingest.ports import Deduplicator, MissedFeedsSource, Spool
 from peepers_ingest.reconciler import Reconciler
 from peepers_ingest.security import Allowlist
 from peepers_ingest.settings import Settings
-from peepers_ingest.views import healthz, readyz, webhook
+from peepers_ingest.views import healthz, readyz, reconcile, webhook
 
 __all__ = ["WEBHOOK_PATHS", "create_app", "reconciler_key"]
 
@@ -54,7 +58,6 @@ log = logging.getLogger(__name__)
 
 # The path ML is configured with, and the one of the original design.
 WEBHOOK_PATHS = ("/webhooks/mercadolibre", "/api/webhook/mercado-livre")
-reconciler_key = web.AppKey[Reconciler | None]("reconciler_key")
 
 
 def create_app(
@@ -67,11 +70,14 @@ def create_app(
     topic_for: Callable[[str], str] | None = None,
     redis_scope: str | None = None,
     missed_feeds: MissedFeedsSource | None = None,
+    tokens: TokenProvider | None = None,
 ) -> web.Application:
     """Build the ingest app; adapters not given are created (and owned) by the app.
 
     ``topic_for`` maps an ML topic to a Kafka topic (default: the registry, behind
-    ``settings.topic_prefix``); ``redis_scope`` isolates Redis keys (tests).
+    ``settings.topic_prefix``); ``redis_scope`` isolates Redis keys and outbound rate
+    limits (tests). ``missed_feeds`` replaces the ML source of the reconciler; ``tokens``
+    replaces the token broker behind the real one.
     """
     app = web.Application(
         middlewares=[error_middleware, http_metrics_middleware("ingest")],
@@ -82,11 +88,12 @@ def create_app(
     app[rate_limit_key] = None
     app[reconciler_key] = None
     topics = topic_for or prefixed_topics(settings.topic_prefix)
+    build_source = missed_feeds is None and _reconciler_wanted(settings, tokens)
 
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             client = redis
-            if client is None and (dedup is None or settings.rate_limit_enabled):
+            if client is None and (dedup is None or settings.rate_limit_enabled or build_source):
                 client = connect_redis(settings.redis)
                 stack.push_async_callback(client.aclose)
             batcher = None if client is None else RedisBatcher(client)
@@ -133,10 +140,14 @@ def create_app(
             stack.push_async_callback(_final_drain, intake, settings.shutdown_timeout_s)
             stack.push_async_callback(stop_draining, drainer)
 
-            if missed_feeds is not None:
-                reconciler = Reconciler(
-                    missed_feeds, intake, application_id=settings.application_id
+            source = missed_feeds
+            if build_source:
+                assert client is not None  # noqa: S101 - connected above for this case
+                source = await stack.enter_async_context(
+                    _ml_missed_feeds(settings, client, tokens, limiter_scope=redis_scope)
                 )
+            if source is not None:
+                reconciler = Reconciler(source, intake, application_id=settings.application_id)
                 app[reconciler_key] = reconciler
                 task = asyncio.create_task(
                     reconciler.run_forever(settings.reconcile_interval_s), name="reconciler"
@@ -150,10 +161,51 @@ def create_app(
     for path in WEBHOOK_PATHS:
         app.router.add_post(path, webhook)
     app.router.add_post(WEBHOOK_PATHS[0] + "/{token}", webhook)
+    app.router.add_post("/internal/reconcile", reconcile)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     return app
+
+
+def _reconciler_wanted(settings: Settings, tokens: TokenProvider | None) -> bool:
+    missing = settings.reconciler_missing()
+    if tokens is not None:
+        missing = [name for name in missing if not name.startswith("INGEST_TOKEN_BROKER")]
+    if not missing:
+        log.info(
+            "missed_feeds reconciler on: every %.0f s, with seller tokens of %s",
+            settings.reconcile_interval_s,
+            settings.reconcile_seller_ids,
+        )
+        return True
+    if settings.token_broker is not None or settings.reconcile_seller_ids:
+        log.warning("missed_feeds reconciler off: %s unset", ", ".join(missing))
+    else:
+        log.info("missed_feeds reconciler off: %s unset", ", ".join(missing))
+    return False
+
+
+@asynccontextmanager
+async def _ml_missed_feeds(
+    settings: Settings,
+    redis: aioredis.Redis,
+    tokens: TokenProvider | None,
+    *,
+    limiter_scope: str | None,
+) -> AsyncIterator[MlMissedFeedsSource]:
+    # One ClientSession for ML and the token broker, closed when the app stops.
+    async with ml_session(settings.ml) as session:
+        if tokens is None:
+            assert settings.token_broker is not None  # noqa: S101 - _reconciler_wanted checked
+            tokens = BrokerTokenProvider(session, settings.token_broker)
+        # Replicas of every service share the application's outbound limits ("ml").
+        limiter = OutboundLimiter(redis, settings.ml, scope=limiter_scope or "ml")
+        yield MlMissedFeedsSource(
+            HttpMlApi(session, settings.ml, tokens, limiter),
+            settings.reconcile_seller_ids,
+            page_size=settings.reconcile_page_size,
+        )
 
 
 def _rate_limit(

@@ -17,6 +17,8 @@ __all__ = [
     "DRAINED",
     "NOTIFICATIONS",
     "RECONCILED",
+    "RECONCILE_LAST_SUCCESS",
+    "RECONCILE_ROUNDS",
     "REJECTED",
     "SPOOL_DEPTH",
     "SPOOL_OLDEST_AGE",
@@ -50,6 +52,15 @@ RECONCILED: Final = Counter(
     "peepers_ingest_reconciled_total",
     "missed_feeds entries handled by the reconciler, by outcome",
     ["outcome"],
+)
+RECONCILE_ROUNDS: Final = Counter(
+    "peepers_ingest_reconcile_rounds_total",
+    "missed_feeds rounds, by result: ok, or failed (ML or the token source failed)",
+    ["result"],
+)
+RECONCILE_LAST_SUCCESS: Final = Gauge(
+    "peepers_ingest_reconcile_last_success_timestamp_seconds",
+    "Unix time the last missed_feeds round read every page (0: none yet)",
 )
 SPOOL_DEPTH: Final = Gauge(
     "peepers_ingest_spool_depth",

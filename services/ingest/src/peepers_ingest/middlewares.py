@@ -7,6 +7,8 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from peepers_common.errors import ServiceUnauthorized
+
 __all__ = ["error_middleware"]
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             {"error": exc.reason.lower().replace(" ", "_"), "detail": exc.text},
             status=exc.status,
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
+    except ServiceUnauthorized as exc:
+        return web.json_response(
+            {"error": "unauthorized", "detail": str(exc)},
+            status=401,
+            headers={"WWW-Authenticate": 'Basic realm="peepers-internal"'},
         )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.rel_url.path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -88,9 +88,12 @@ class Deduplicator(Protocol):
 
 
 class MissedFeedsSource(Protocol):
-    """What ML failed to deliver (GET /missed_feeds), one raw notification body each.
+    """What ML failed to deliver (GET /missed_feeds), one raw entry each, as ML sent it."""
 
-    The real adapter sits on the shared ML API client (libs/common, issue 4).
-    """
+    def missed_notifications(self) -> AsyncIterator[dict[str, Any]]:
+        """Every entry ML holds now, page after page.
 
-    async def missed_notifications(self) -> Sequence[dict[str, Any]]: ...
+        Raises:
+            PeepersError: ML or the token source failed (what came before stays valid).
+        """
+        ...

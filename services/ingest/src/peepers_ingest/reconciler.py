@@ -1,10 +1,9 @@
 """The second safety net: replaying what ML says it failed to deliver.
 
 Entries of GET /missed_feeds go through the same intake as a webhook, deduplicated like
-everything else.
-
-The ML API adapter behind `MissedFeedsSource` comes with the shared ML client (issue 4);
-until then the reconciler runs only when a source is passed to `create_app`.
+everything else. A round that cannot read missed_feeds (ML down, a refused token) reports
+the failure with what it did before, and the next round starts over: nothing is lost,
+because an entry stays in missed_feeds for two days and a replayed one is a duplicate.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from peepers_common.errors import InfrastructureError
+from peepers_common.errors import InfrastructureError, PeepersError
 from peepers_common.notifications import Notification
 from peepers_ingest import metrics
 from peepers_ingest.handlers import Intake, Outcome, build_record
@@ -34,11 +33,17 @@ _DELIVERY_FIELDS = ("request", "response")
 
 @dataclass
 class ReconcileReport:
+    """What one round did: entries by outcome, and why it stopped early, if it did."""
+
     outcomes: dict[str, int] = field(default_factory=dict)
+    failure: str | None = None
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         metrics.RECONCILED.labels(outcome).inc()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"outcomes": self.outcomes, "failure": self.failure}
 
 
 class Reconciler:
@@ -49,20 +54,31 @@ class Reconciler:
         self._intake = intake
         self._application_id = application_id
         self._trigger = asyncio.Event()
+        # One round at a time: an on-demand round waits for the periodic one, then runs.
+        self._round = asyncio.Lock()
+        self.last_report: ReconcileReport | None = None
 
     def trigger(self) -> None:
         """Run a round now instead of at the next period."""
         self._trigger.set()
 
     async def run_once(self) -> ReconcileReport:
-        report = ReconcileReport()
-        for entry in await self._source.missed_notifications():
-            body = {k: v for k, v in entry.items() if k not in _DELIVERY_FIELDS}
-            outcome = await self._reconcile(body)
-            report.count(outcome)
-        return report
+        async with self._round:
+            report = ReconcileReport()
+            try:
+                async for entry in self._source.missed_notifications():
+                    report.count(await self._reconcile(entry))
+            except PeepersError as exc:
+                report.failure = f"{type(exc).__name__}: {exc}"
+                log.warning("missed_feeds round stopped early: %s", report.failure)
+            metrics.RECONCILE_ROUNDS.labels("failed" if report.failure else "ok").inc()
+            if report.failure is None:
+                metrics.RECONCILE_LAST_SUCCESS.set_to_current_time()
+            self.last_report = report
+            return report
 
-    async def _reconcile(self, body: dict[str, Any]) -> str:
+    async def _reconcile(self, entry: dict[str, Any]) -> str:
+        body = {k: v for k, v in entry.items() if k not in _DELIVERY_FIELDS}
         try:
             notification = Notification.model_validate(body)
         except ValidationError:
@@ -87,7 +103,7 @@ class Reconciler:
         while True:
             try:
                 report = await self.run_once()
-            except Exception:  # a failing ML API must not stop the periodic safety net
+            except Exception:  # even a bug must not stop the periodic safety net
                 log.exception("missed_feeds reconciliation failed")
             else:
                 if report.outcomes:

@@ -4,10 +4,12 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Final
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from peepers_common.settings import KafkaSettings, RedisSettings
+from peepers_common.errors import ConfigurationError
+from peepers_common.ml.broker_tokens import TokenBrokerSettings
+from peepers_common.settings import KafkaSettings, MlApiSettings, RedisSettings
 
 # The addresses ML sends notifications from (FACTS.md 1.5, ML's page of 14/09/2026).
 ML_NOTIFIER_IPS: Final = """
@@ -83,7 +85,35 @@ class Settings(BaseSettings):
     rate_limit_per_ip_per_s: int = Field(default=500, ge=1)
     rate_limit_total_per_s: int = Field(default=5000, ge=1)
 
-    # The missed_feeds reconciler's period; it runs only when an ML API source is wired.
+    # The missed_feeds reconciler: on when the broker, the sellers and application_id are
+    # set. missed_feeds lists the whole application's losses, whichever seller's token
+    # asks, so one seller is enough; the next ones stand in when its token is refused.
+    ml: MlApiSettings = MlApiSettings()
+    token_broker: TokenBrokerSettings | None = None
+    reconcile_seller_ids: list[int] = Field(default_factory=list)
     reconcile_interval_s: float = Field(default=300.0, gt=0)
+    reconcile_page_size: int = Field(default=50, ge=1, le=1000)
+    # Services allowed to call /internal/* (HTTP Basic): name -> shared secret.
+    service_credentials: dict[str, SecretStr] = Field(default_factory=dict)
     # In-flight requests get this long to finish at shutdown.
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_application(self) -> Settings:
+        # The application is named once: INGEST_APPLICATION_ID is also the app_id the
+        # reconciler asks missed_feeds about.
+        if self.application_id is not None:
+            if self.ml.app_id not in (0, self.application_id):
+                msg = "INGEST_ML__APP_ID and INGEST_APPLICATION_ID name different applications"
+                raise ConfigurationError(msg)
+            self.ml = self.ml.model_copy(update={"app_id": self.application_id})
+        return self
+
+    def reconciler_missing(self) -> list[str]:
+        """The settings the missed_feeds reconciler still needs (empty: it can run)."""
+        needed = {
+            "INGEST_APPLICATION_ID": self.application_id is not None,
+            "INGEST_TOKEN_BROKER__*": self.token_broker is not None,
+            "INGEST_RECONCILE_SELLER_IDS": bool(self.reconcile_seller_ids),
+        }
+        return [name for name, present in needed.items() if not present]

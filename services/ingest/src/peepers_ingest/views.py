@@ -1,5 +1,8 @@
 """HTTP views: the webhook pipeline, probes and metrics.
 
+`POST /internal/reconcile` runs a missed_feeds round now, for services and operators
+holding service credentials.
+
 The webhook refuses, in this order (issue 5), each refusal counted by reason:
 size (413) and content type (415); source IP (403); HMAC signature when configured (401);
 JSON and schema (400) and our application_id (403); rate limit per source (429). Then
@@ -19,6 +22,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from peepers_common.notifications import Notification
+from peepers_common.service_auth import authenticate_service
 from peepers_common.tracing import TraceContext, bind_trace, current_trace
 from peepers_ingest import metrics
 from peepers_ingest.errors import SpoolUnavailable
@@ -29,12 +33,13 @@ from peepers_ingest.keys import (
     intake_key,
     publisher_state_key,
     rate_limit_key,
+    reconciler_key,
     settings_key,
     spool_key,
 )
 from peepers_ingest.security import client_address, signature_valid
 
-__all__ = ["healthz", "readyz", "webhook"]
+__all__ = ["healthz", "readyz", "reconcile", "webhook"]
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +220,19 @@ async def readyz(request: web.Request) -> web.Response:
         },
         status=200 if ready else 503,
     )
+
+
+async def reconcile(request: web.Request) -> web.Response:
+    """Run a missed_feeds round now; 200 with the report, 502 when ML could not be read."""
+    caller = authenticate_service(
+        request.app[settings_key].service_credentials, request.headers.get("Authorization")
+    )
+    reconciler = request.app[reconciler_key]
+    if reconciler is None:
+        return web.json_response(
+            {"error": "reconciler_off", "detail": "the missed_feeds reconciler is not configured"},
+            status=503,
+        )
+    log.info("missed_feeds round requested by %s", caller)
+    report = await reconciler.run_once()
+    return web.json_response(report.as_json(), status=200 if report.failure is None else 502)

@@ -40,7 +40,6 @@ from peepers_common.ml.models import (
     MlClaim,
     MlItem,
     MlMessagePage,
-    MlMissedFeed,
     MlMissedFeedsPage,
     MlOrder,
     MlOrderPage,
@@ -137,7 +136,7 @@ class MlApi(Protocol):
         site_id: str | None = None,
         offset: int = 0,
         limit: int = 10,
-    ) -> list[MlMissedFeed]: ...
+    ) -> list[dict[str, Any]]: ...
     async def get(self, resource: str, *, seller_id: int) -> Any: ...
 
 
@@ -443,7 +442,8 @@ class HttpMlApi:
         site_id: str | None = None,
         offset: int = 0,
         limit: int = 10,
-    ) -> list[MlMissedFeed]:
+    ) -> list[dict[str, Any]]:
+        """One page of what ML failed to deliver to this application, entries as ML sent them."""
         params: dict[str, str | int] = {
             "app_id": self._settings.app_id,
             "offset": offset,

@@ -167,18 +167,14 @@ class MlClaim(MlModel):
     players: list[dict[str, Any]] = []
 
 
-class MlMissedFeed(MlModel):
-    """A notification ML gave up delivering (``/missed_feeds``)."""
-
-    id: str = Field(validation_alias=AliasChoices("_id", "id"))
-    resource: str
-    user_id: int | str
-    topic: str
-    application_id: int | None = None
-    attempts: int | None = None
-    sent: datetime | None = None
-    received: datetime | None = None
-
-
 class MlMissedFeedsPage(MlModel):
-    messages: list[MlMissedFeed]
+    """A page of ``/missed_feeds``: notifications ML gave up delivering.
+
+    Entries stay as ML sent them (the notification plus ``request`` and ``response``, the
+    failed delivery): they are notifications to take in again verbatim, so the receiver's
+    notification model judges each one. A typed entry here would drop fields the receiver
+    must keep (``actions``) and let one odd entry (an ``orders_v2`` without ``_id``, as in
+    ML's own sample) fail the whole page.
+    """
+
+    messages: list[dict[str, Any]]

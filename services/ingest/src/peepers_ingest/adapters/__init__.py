@@ -1,8 +1,15 @@
-"""Adapters behind ingest's ports: Kafka, the SQLite spool, Redis dedup marks."""
+"""Adapters behind ingest's ports: Kafka, the SQLite spool, Redis dedup marks, missed_feeds."""
 
 from peepers_ingest.adapters.kafka import ReconnectingPublisher
+from peepers_ingest.adapters.ml_missed_feeds import MlMissedFeedsSource
 from peepers_ingest.adapters.redis_batch import RedisBatcher
 from peepers_ingest.adapters.redis_dedup import RedisDeduplicator
 from peepers_ingest.adapters.sqlite_spool import SqliteSpool
 
-__all__ = ["ReconnectingPublisher", "RedisBatcher", "RedisDeduplicator", "SqliteSpool"]
+__all__ = [
+    "MlMissedFeedsSource",
+    "ReconnectingPublisher",
+    "RedisBatcher",
+    "RedisDeduplicator",
+    "SqliteSpool",
+]
