@@ -84,10 +84,15 @@ async def test_notifications_acked_before_a_kill_9_are_all_in_kafka_after_restar
     for record in records:
         assert record.key is not None
         by_key[record.key].append(value(record)["_id"])
-    assert sum(len(ids) for ids in by_key.values()) == 80, log.read_text()[-3000:]
+    # Nothing acked is lost. A kill -9 between Kafka's ack of a record and the spool's
+    # removal of it (or of a timed-out direct publish that Kafka took after all) means
+    # that record goes out again after the restart, with the same ce_id: at-least-once,
+    # and consumers deduplicate on the id. So compare ids, first occurrences in order.
+    unique_by_key = {key: list(dict.fromkeys(ids)) for key, ids in by_key.items()}
+    assert sum(len(ids) for ids in unique_by_key.values()) == 80, log.read_text()[-3000:]
     for key, ids in sent.items():
-        assert sorted(by_key[key]) == sorted(ids)
+        assert sorted(unique_by_key[key]) == sorted(ids)
     # The first 40 went through the spool one process ago: their order per key holds.
     for key, ids in sent.items():
         first = [i for i in ids if int(i.rsplit("-", 1)[1]) < 40]
-        assert by_key[key][: len(first)] == first
+        assert unique_by_key[key][: len(first)] == first
