@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 
 import faust
@@ -26,15 +27,21 @@ from peepers_common.logs import configure_logging
 cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
 
+class _Worker(faust.Worker):
+    """Faust's worker, logging JSON lines like every other Peepers service."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        configure_logging("catalog", logging.getLevelName(level))
+
+
 @cli.command()
 def worker() -> None:
     """Consume item notifications and seller events; serve the read API."""
     settings = Settings()
-    configure_logging("catalog", settings.log_level)
     app = create_app(settings)
-    faust.Worker(
-        app, loglevel=settings.log_level, redirect_stdouts=False
-    ).execute_from_commandline()
+    runner = _Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    runner.execute_from_commandline()
 
 
 @cli.command()
