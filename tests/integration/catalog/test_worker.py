@@ -14,10 +14,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from peepers_catalog.adapters.redis_store import RedisItemStore
-from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.consuming import H_ERROR_KIND
 from peepers_common.kafka import AIOKafkaEventPublisher
-from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.namespaces import Namespace
 from peepers_common.notifications import Notification, cloudevent_headers, encode_value
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_SELLERS, dlq_topic, retry_topic
@@ -33,13 +32,6 @@ from tests.integration.auth.harness import (
 )
 from tests.integration.catalog.worker import WorkerRun, catalog_topics, worker_process
 from tests.support import unique, wait_until
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(CatalogSettings().redis)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -67,7 +59,7 @@ def sandbox_items(auth: AuthStack) -> dict[str, dict[str, Any]]:
     return {i: market.items[i] for i in market.items_by_seller[SELLER]}
 
 
-def store(run: WorkerRun, redis: aioredis.Redis) -> RedisItemStore:
+def item_store(run: WorkerRun, redis: aioredis.Redis) -> RedisItemStore:
     return RedisItemStore(redis, Namespace("catalog", scope=run.scope))
 
 
@@ -77,7 +69,7 @@ async def connect_and_sync(auth: AuthStack, run: WorkerRun, redis: aioredis.Redi
     items = sandbox_items(auth)
 
     async def all_cached() -> bool:
-        return set(await store(run, redis).get_many(items)) == set(items)
+        return set(await item_store(run, redis).get_many(items)) == set(items)
 
     await wait_until(all_cached, timeout_s=30, every_s=0.2)
 
@@ -106,19 +98,22 @@ async def events(kafka: KafkaSettings, run: WorkerRun) -> list[dict[str, Any]]:
 
 
 async def cached_price(run: WorkerRun, redis: aioredis.Redis, item_id: str) -> Decimal | None:
-    item = await store(run, redis).get(item_id)
+    item = await item_store(run, redis).get(item_id)
     return None if item is None else item.price
 
 
 class TestCatalogWorker:
     async def test_a_connected_seller_is_synced_and_each_item_announced_once(
-        self, deployed: tuple[AuthStack, WorkerRun], redis: aioredis.Redis, kafka: KafkaSettings
+        self,
+        deployed: tuple[AuthStack, WorkerRun],
+        catalog_redis: aioredis.Redis,
+        kafka: KafkaSettings,
     ) -> None:
         auth, run = deployed
-        await connect_and_sync(auth, run, redis)
+        await connect_and_sync(auth, run, catalog_redis)
         items = sandbox_items(auth)
         for item_id, item in items.items():
-            cached = await store(run, redis).get(item_id)
+            cached = await item_store(run, catalog_redis).get(item_id)
             assert cached is not None
             assert (cached.title, cached.status) == (item["title"], item["status"])
             assert cached.price == Decimal(str(item["price"]))
@@ -132,17 +127,20 @@ class TestCatalogWorker:
         assert {e["type"] for e in published} == {"item.created"}
 
     async def test_a_price_notification_updates_the_cache_and_announces_one_change(
-        self, deployed: tuple[AuthStack, WorkerRun], redis: aioredis.Redis, kafka: KafkaSettings
+        self,
+        deployed: tuple[AuthStack, WorkerRun],
+        catalog_redis: aioredis.Redis,
+        kafka: KafkaSettings,
     ) -> None:
         auth, run = deployed
-        await connect_and_sync(auth, run, redis)
+        await connect_and_sync(auth, run, catalog_redis)
         item_id = next(iter(sandbox_items(auth)))
         await auth.sandbox.admin.event("price_change", item_id=item_id, price=1234.5)
         for _ in range(2):  # ML redelivers: the second changes nothing
             await notify(kafka, run, "items_prices", f"/items/{item_id}/prices")
 
         async def repriced() -> bool:
-            return await cached_price(run, redis, item_id) == Decimal("1234.5")
+            return await cached_price(run, catalog_redis, item_id) == Decimal("1234.5")
 
         await wait_until(repriced, timeout_s=15)
         changes = [e for e in await events(kafka, run) if e["type"] == "item.price_changed"]
@@ -150,10 +148,13 @@ class TestCatalogWorker:
         assert changes[0]["new_price"] in ("1234.5", 1234.5)
 
     async def test_a_malformed_record_is_dead_lettered_and_the_partition_moves_on(
-        self, deployed: tuple[AuthStack, WorkerRun], redis: aioredis.Redis, kafka: KafkaSettings
+        self,
+        deployed: tuple[AuthStack, WorkerRun],
+        catalog_redis: aioredis.Redis,
+        kafka: KafkaSettings,
     ) -> None:
         auth, run = deployed
-        await connect_and_sync(auth, run, redis)
+        await connect_and_sync(auth, run, catalog_redis)
         item_id = next(iter(sandbox_items(auth)))
         async with AIOKafkaEventPublisher(kafka) as publisher:
             await publisher.publish(
@@ -165,17 +166,20 @@ class TestCatalogWorker:
         await notify(kafka, run, "items", f"/items/{item_id}")
 
         async def repriced() -> bool:
-            return await cached_price(run, redis, item_id) == Decimal("77.0")
+            return await cached_price(run, catalog_redis, item_id) == Decimal("77.0")
 
         await wait_until(repriced, timeout_s=15)
         [dead] = await read_all(kafka, dlq_topic(run.topic("ml.notifications.items")))
         assert dict(dead.headers)[H_ERROR_KIND] == b"malformed"
 
     async def test_a_record_ml_fails_for_is_parked_and_applied_when_due(
-        self, deployed: tuple[AuthStack, WorkerRun], redis: aioredis.Redis, kafka: KafkaSettings
+        self,
+        deployed: tuple[AuthStack, WorkerRun],
+        catalog_redis: aioredis.Redis,
+        kafka: KafkaSettings,
     ) -> None:
         auth, run = deployed
-        await connect_and_sync(auth, run, redis)
+        await connect_and_sync(auth, run, catalog_redis)
         item_id = next(iter(sandbox_items(auth)))
         await auth.sandbox.admin.set_faults(
             error_rate=1.0, error_statuses=[503], families=["items"]
@@ -191,7 +195,7 @@ class TestCatalogWorker:
         await auth.sandbox.admin.clear_faults()
 
         async def restocked() -> bool:
-            item = await store(run, redis).get(item_id)
+            item = await item_store(run, catalog_redis).get(item_id)
             return item is not None and item.available_quantity == 42
 
         await wait_until(restocked, timeout_s=20)

@@ -28,23 +28,6 @@ def ml() -> FakeItemSource:
     return FakeItemSource([ml_item(ITEM, seller_id=SELLER)])
 
 
-@pytest.fixture
-def store() -> InMemoryItemStore:
-    return InMemoryItemStore()
-
-
-@pytest.fixture
-def publisher() -> InMemoryEventPublisher:
-    return InMemoryEventPublisher()
-
-
-@pytest.fixture
-def catalog(
-    ml: FakeItemSource, store: InMemoryItemStore, publisher: InMemoryEventPublisher
-) -> Catalog:
-    return Catalog(ml=ml, store=store, publisher=publisher, events_topic=TOPIC, clock=lambda: 0)
-
-
 def notification(resource: str = f"/items/{ITEM}", user_id: int = SELLER) -> Notification:
     return Notification.model_validate(
         {"resource": resource, "user_id": user_id, "topic": "items", "application_id": 1}

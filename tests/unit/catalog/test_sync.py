@@ -31,25 +31,8 @@ def ml() -> FakeItemSource:
 
 
 @pytest.fixture
-def store() -> InMemoryItemStore:
-    return InMemoryItemStore()
-
-
-@pytest.fixture
-def publisher() -> InMemoryEventPublisher:
-    return InMemoryEventPublisher()
-
-
-@pytest.fixture
 def checkpoints() -> InMemorySyncCheckpoints:
     return InMemorySyncCheckpoints()
-
-
-@pytest.fixture
-def catalog(
-    ml: FakeItemSource, store: InMemoryItemStore, publisher: InMemoryEventPublisher
-) -> Catalog:
-    return Catalog(ml=ml, store=store, publisher=publisher, events_topic="t", clock=lambda: 0)
 
 
 async def test_a_full_sync_caches_every_item_and_announces_each_once(
