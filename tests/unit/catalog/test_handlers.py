@@ -18,7 +18,6 @@ from peepers_common.notifications import Notification
 from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.catalog.fakes import T0, FakeItemSource, InMemoryItemStore, ml_item
 
-TOPIC = "peepers.catalog.v1"
 ITEM = "MLB1000000001"
 SELLER = 7
 
