@@ -3,7 +3,9 @@
 Other teams build on these models, so a ``v1`` model only ever gains optional fields.
 Every event carries a deterministic ``event_id`` (uuid5 of what produced it), so an
 event republished after a crash or a redelivery has the same id and consumers
-deduplicate on it. ``docs/events.asyncapi.yaml`` is generated from these models.
+deduplicate on it. ``docs/events.asyncapi.yaml`` is generated from these models
+(``uv run peepers-asyncapi generate``, see `peepers_common.asyncapi`), and
+``docs/events.v1-baseline.json`` records what v1 promised: a test fails on a breaking change.
 
 Record keys keep the order that matters: seller events are keyed by the seller id,
 catalog events by ``<seller_id>:<item_id>`` (every change of one item on one partition).
@@ -29,6 +31,34 @@ def stable_event_id(*parts: object) -> UUID:
 
 def occurred(now: float) -> datetime:
     return datetime.fromtimestamp(now, tz=UTC)
+
+
+def event_headers(
+    event: DomainEvent, *, source: str, traceparent: str | None = None
+) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode Kafka headers of a domain event (and W3C ``traceparent``)."""
+    headers = [
+        ("ce_id", str(event.event_id).encode()),
+        ("ce_type", event.type.encode()),
+        ("ce_source", source.encode()),
+        ("ce_specversion", b"1.0"),
+        ("content-type", b"application/json"),
+    ]
+    if traceparent is not None:
+        headers.append(("traceparent", traceparent.encode()))
+    return headers
+
+
+class _Typed(BaseModel):
+    type: str
+
+
+def event_type_of(raw: bytes) -> str:
+    """The ``type`` of an encoded event: consumers skip the types they do not know.
+
+    A v1 topic gains event types over time. Raises `pydantic.ValidationError` on garbage.
+    """
+    return _Typed.model_validate_json(raw).type
 
 
 class DomainEvent(BaseModel):

@@ -43,6 +43,7 @@ from peepers_common.events import (
     SellerEvent,
     SellerReauthRequired,
     SellerReconnected,
+    event_headers,
     occurred,
     seller_event_id,
     seller_event_key,
@@ -269,16 +270,12 @@ async def flush_outbox(deps: AuthDeps, record: SellerRecord) -> None:
         return
     try:
         for event in record.outbox:
-            headers = [
-                ("ce_id", str(event.event_id).encode()),
-                ("ce_type", event.type.encode()),
-                ("ce_source", b"peepers-auth"),
-                ("ce_specversion", b"1.0"),
-                ("content-type", b"application/json"),
-            ]
             trace = current_trace.get()
-            if trace is not None:
-                headers.append(("traceparent", trace.child().traceparent.encode()))
+            headers = event_headers(
+                event,
+                source="peepers-auth",
+                traceparent=None if trace is None else trace.child().traceparent,
+            )
             await deps.publisher.publish(
                 deps.topic,
                 key=seller_event_key(event),

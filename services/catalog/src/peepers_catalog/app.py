@@ -37,7 +37,7 @@ from peepers_common.consuming import (
     RetryPolicy,
     sleep_until_due,
 )
-from peepers_common.events import SELLER_EVENT, SellerConnected, SellerReconnected
+from peepers_common.events import SELLER_EVENT, event_type_of
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "catalog"
 ITEM_TOPICS = (notification_topic("items"), notification_topic("items_prices"))
+
+_SYNC_TRIGGERS = frozenset({"seller.connected", "seller.reconnected"})
 
 RecordHandler = Callable[[InboundRecord], Awaitable[str]]
 
@@ -154,9 +156,9 @@ class Runtime(Service):
         return (await on_item_notification(notification, self.wiring.catalog)).value
 
     async def handle_seller(self, record: InboundRecord) -> str:
+        if event_type_of(record.value) not in _SYNC_TRIGGERS:
+            return "ignored"  # other transitions, and types newer than this code
         event = SELLER_EVENT.validate_json(record.value)
-        if not isinstance(event, SellerConnected | SellerReconnected):
-            return "ignored"
         state = await full_sync(
             event.seller_id,
             self.wiring.catalog,

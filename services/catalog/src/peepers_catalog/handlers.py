@@ -23,7 +23,7 @@ from peepers_catalog import metrics
 from peepers_catalog.domain import changes, is_newer, same_content, snapshot
 from peepers_catalog.ports import ItemSource, ItemStore
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
-from peepers_common.events import ItemEvent, item_event_key, occurred
+from peepers_common.events import ItemEvent, event_headers, item_event_key, occurred
 from peepers_common.kafka import EventPublisher
 from peepers_common.ml.models import MlItem
 from peepers_common.notifications import Notification
@@ -109,7 +109,7 @@ async def publish_events(events: list[ItemEvent], catalog: Catalog) -> None:
             catalog.events_topic,
             key=item_event_key(event),
             value=event.model_dump_json().encode(),
-            headers=[("ce_id", str(event.event_id).encode()), ("ce_type", event.type.encode())],
+            headers=event_headers(event, source="peepers-catalog"),
         )
         metrics.EVENTS.labels(event.type).inc()
 
