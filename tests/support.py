@@ -6,12 +6,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 from uuid import uuid4
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
 
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.ml import (
@@ -136,3 +139,44 @@ async def ml_client(
             yield HttpMlApi(session, settings, tokens, limiter), tokens
         finally:
             await redis.aclose()
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The settings group behind a field's annotation (`KafkaSettings`, `X | None`)."""
+    if isinstance(annotation, type):
+        return annotation if issubclass(annotation, BaseModel) else None
+    if get_origin(annotation) in (Union, UnionType):
+        groups = [m for m in map(_nested_model, get_args(annotation)) if m is not None]
+        return groups[0] if len(groups) == 1 else None
+    return None
+
+
+def settings_field(settings: type[BaseSettings], env_name: str) -> FieldInfo | None:
+    """The field an env var sets (`INGEST_REDIS__URL` -> `redis.url`), or None if none.
+
+    Follows pydantic-settings: the class's `env_prefix`, then field names nested with
+    `env_nested_delimiter`, case-insensitively; a group may be optional (`X | None`).
+    """
+    prefix = settings.model_config.get("env_prefix", "")
+    delimiter = settings.model_config.get("env_nested_delimiter") or "__"
+    if not env_name.upper().startswith(prefix.upper()):
+        return None
+    model: type[BaseModel] | None = settings
+    field: FieldInfo | None = None
+    for part in env_name[len(prefix) :].lower().split(delimiter):
+        if model is None:
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        model = _nested_model(field.annotation)
+    return field
+
+
+def holds_secret(field: FieldInfo) -> bool:
+    """Whether a field's value is secret (`SecretStr`, alone or inside a list or dict)."""
+
+    def secret(annotation: Any) -> bool:
+        return annotation is SecretStr or any(secret(arg) for arg in get_args(annotation))
+
+    return secret(field.annotation)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from peepers_sandbox import DEMO_SELLER_ID, Sandbox
+from peepers_sandbox import DEMO_REDIRECT_URI, DEMO_SELLER_ID, Sandbox
 from peepers_sandbox.__main__ import build_config
 from tests.sandbox.support import SmallSandbox, bearer
 
@@ -86,3 +86,20 @@ class TestCommandLine:
         assert config.activity_rate == 500
         assert config.api.access_token_ttl_s == 30
         assert config.api.auto_approve is True
+
+    def test_redirect_uri_flags_replace_the_demo_apps_redirect_uris(self):
+        config = build_config(
+            [
+                "--redirect-uri",
+                "http://localhost:8081/auth/callback",
+                "--redirect-uri",
+                "http://127.0.0.1:18081/auth/callback",
+            ]
+        )
+        assert config.apps[0].redirect_uris == [
+            "http://localhost:8081/auth/callback",
+            "http://127.0.0.1:18081/auth/callback",
+        ]
+
+    def test_without_redirect_uri_flags_the_demo_redirect_uri_stays(self):
+        assert build_config([]).apps[0].redirect_uris == [DEMO_REDIRECT_URI]

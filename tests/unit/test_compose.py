@@ -2,13 +2,13 @@
 the code: every service present, env var names that the Settings read, matching ports,
 and the same Kafka version and Redis ACLs as scripts/stack."""
 
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from peepers_auth.settings import Settings as AuthSettings
@@ -16,6 +16,7 @@ from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_ingest.settings import Settings as IngestSettings
 from peepers_messages.settings import Settings as MessagesSettings
 from peepers_orders.settings import Settings as OrdersSettings
+from tests.support import settings_field
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES: dict[str, type[BaseSettings]] = {
@@ -34,21 +35,6 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def _field_exists(model: type[BaseModel], path: list[str]) -> bool:
-    name, rest = path[0].lower(), path[1:]
-    field = model.model_fields.get(name)
-    if field is None:
-        return False
-    if not rest:
-        return True
-    annotation = field.annotation
-    return (
-        isinstance(annotation, type)
-        and issubclass(annotation, BaseModel)
-        and _field_exists(annotation, rest)
-    )
-
-
 def test_every_service_and_dependency_is_in_compose(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) >= {*SERVICES, "kafka", "redis", "sandbox", "topics"}
 
@@ -63,8 +49,8 @@ def test_service_env_vars_are_names_its_settings_read(
     assert env, f"{service} has no environment"
     for name in env:
         assert name.startswith(prefix), f"{name} lacks the {prefix} prefix"
-        path = name.removeprefix(prefix).split("__")
-        assert _field_exists(settings, path), f"{service}: {name} is not a Settings field"
+        field = settings_field(settings, name)
+        assert field is not None, f"{service}: {name} is not a Settings field"
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -93,3 +79,25 @@ def test_redis_acl_users_match_the_local_stack(compose: dict[str, Any]) -> None:
     for user in users:
         name = user.split()[0]
         assert user.split()[3:] == [rule.replace("$svc", name) for rule in stack_rules]
+
+
+def test_auths_callback_is_a_redirect_uri_the_sandbox_registers(compose: dict[str, Any]) -> None:
+    command = compose["services"]["sandbox"]["command"]
+    registered = [command[i + 1] for i, arg in enumerate(command) if arg == "--redirect-uri"]
+    auth = compose["services"]["auth"]["environment"]
+    assert auth["AUTH_OAUTH__REDIRECT_URI"] in registered
+    port = AuthSettings().http_port
+    assert auth["AUTH_OAUTH__REDIRECT_URI"].startswith(f"http://localhost:{port}/")
+
+
+def test_the_catalog_runs_its_worker_with_broker_credentials_auth_accepts(
+    compose: dict[str, Any],
+) -> None:
+    catalog = compose["services"]["catalog"]
+    assert catalog["command"][-2:] == ["peepers_catalog", "worker"]
+    env = catalog["environment"]
+    accepted = json.loads(compose["services"]["auth"]["environment"]["AUTH_SERVICE_CREDENTIALS"])
+    assert accepted[env["CATALOG_TOKEN_BROKER__SERVICE"]] == env["CATALOG_TOKEN_BROKER__SECRET"]
+    assert env["CATALOG_TOKEN_BROKER__URL"] == f"http://auth:{AuthSettings().http_port}"
+    assert env["CATALOG_ML__BASE_URL"] == "http://sandbox:8090"
+    assert "auth" in catalog["depends_on"]

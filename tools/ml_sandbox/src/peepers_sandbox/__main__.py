@@ -28,6 +28,12 @@ def build_config(argv: Sequence[str] | None = None) -> SandboxConfig:
     parser.add_argument("--items-per-seller", type=int, default=None)
     parser.add_argument("--orders-per-seller", type=int, default=None)
     parser.add_argument("--callback-url", default=None, help="callback URL of the default app")
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=None,
+        help="a redirect URI of the default app (repeat for several; replaces the demo one)",
+    )
     parser.add_argument("--source-address", default=None, help="local address the notifier binds")
     parser.add_argument("--activity-rate", type=float, default=None, help="changes per second")
     parser.add_argument("--activity-mix", default=None, help='JSON weights, e.g. {"new_order": 1}')
@@ -57,6 +63,8 @@ def build_config(argv: Sequence[str] | None = None) -> SandboxConfig:
             setattr(market, name, value)
     if args.callback_url is not None:
         config.apps[0].callback_url = args.callback_url
+    if args.redirect_uri:
+        config.apps[0].redirect_uris = list(args.redirect_uri)
     if args.no_pkce:
         config.apps[0].pkce_required = False
     if args.source_address is not None:

@@ -1,0 +1,101 @@
+"""End to end: the orchestrator behind `make run`, as a process, against the local stack.
+
+It must start every child, connect the sandbox's seller through auth's login, see the
+catalog worker's full sync through, then show live numbers that move; after SIGINT it
+must stop every child, newest first, and exit 0 with nothing left running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from peepers_sandbox.config import DEMO_SELLER_ID
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+ITEMS = 300
+CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+), log (\S+)\)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _fields(line: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in line.split()[1:])
+
+
+def _moving(frame: dict[str, str]) -> bool:
+    return (
+        int(frame["acked"]) > 0
+        and int(frame["ingest_published"]) > 0
+        and frame["items_cached"] == str(ITEMS)
+        and int(frame["events"]) > ITEMS  # the sync's item.created, then live changes
+        and int(frame.get("search_hits", "0")) > 0
+        and frame["p99_ms"] != "-"
+    )
+
+
+async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
+    tmp_path: Path,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "peepers_devstack",
+        "--port-base", "0",
+        "--isolate",
+        "--items", str(ITEMS),
+        "--activity-rate", "40",
+        "--exit-after", "90",
+        "--log-dir", str(tmp_path / "logs"),
+        "--work-dir", str(tmp_path / "run"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(75):
+            while True:
+                raw = await process.stdout.readline()
+                assert raw, "the orchestrator ended early:\n" + "\n".join(lines)
+                line = raw.decode().rstrip()
+                lines.append(line)
+                if line.startswith("summary ") and _moving(_fields(line)):
+                    break
+        os.killpg(process.pid, signal.SIGINT)
+        async with asyncio.timeout(40):
+            rest = await process.stdout.read()
+            status = await process.wait()
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    lines += rest.decode().splitlines()
+    output = "\n".join(lines)
+    assert status == 0, output
+
+    children = {m[1]: (int(m[2]), Path(m[3])) for m in map(CHILD.search, lines) if m}
+    assert list(children) == ["sandbox", "auth", "ingest", "catalog"], output
+    assert f"seller {DEMO_SELLER_ID} connected through auth's PKCE login" in output
+    assert f"full sync of seller {DEMO_SELLER_ID} done by the catalog worker: {ITEMS}" in output
+    assert "SIGINT received" in output
+    stops = [m[1] for m in re.finditer(r"run: stopped (\w+) \(pid", output)]
+    assert stops == ["catalog", "ingest", "auth", "sandbox"], output
+    for name, (pid, log) in children.items():
+        assert not _alive(pid), f"{name} (pid {pid}) still runs"
+        assert log.exists(), name
+    assert not (tmp_path / "run" / "children.pids").exists()

@@ -1,0 +1,130 @@
+"""The orchestrator's plan: what each child is told must be what its Settings read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic_settings import BaseSettings
+
+from peepers_auth.settings import Settings as AuthSettings
+from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_devstack.__main__ import parse_options
+from peepers_devstack.metrics import Scrape, percentiles
+from peepers_devstack.plan import Plan, Ports, Secrets
+from peepers_ingest.settings import Settings as IngestSettings
+from peepers_sandbox.__main__ import build_config
+from peepers_sandbox.config import DEMO_APP_ID
+from tests.support import settings_field
+
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "auth": AuthSettings,
+    "ingest": IngestSettings,
+    "catalog": CatalogSettings,
+}
+
+
+def _plan(tmp_path: Path, isolation: str | None = None) -> Plan:
+    return Plan(
+        ports=Ports.from_base(18080),
+        secrets=Secrets.load_or_create(tmp_path / "secrets.json"),
+        spool_dir=tmp_path / "spool",
+        items=300,
+        ml_requests_per_minute=600,
+        isolation=isolation,
+    )
+
+
+@pytest.mark.parametrize("service", SETTINGS)
+def test_every_variable_a_child_gets_is_a_field_its_settings_read(
+    tmp_path: Path, service: str
+) -> None:
+    spec = next(s for s in _plan(tmp_path, "run-x").children() if s.name == service)
+    for name in spec.env:
+        assert settings_field(SETTINGS[service], name) is not None, name
+
+
+@pytest.mark.parametrize("service", SETTINGS)
+def test_every_childs_settings_accept_its_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: str
+) -> None:
+    plan = _plan(tmp_path, "run-x")
+    spec = next(s for s in plan.children() if s.name == service)
+    for name, value in spec.env.items():
+        monkeypatch.setenv(name, value)
+    port = SETTINGS[service]().model_dump()["http_port"]
+    assert port == {"auth": plan.ports.auth, "ingest": plan.ports.ingest}.get(
+        service, plan.ports.catalog
+    )
+
+
+def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
+    tmp_path: Path,
+) -> None:
+    plan = _plan(tmp_path)
+    config = build_config(plan.sandbox().argv[3:])
+    app = config.apps[0]
+    assert app.app_id == DEMO_APP_ID
+    assert app.redirect_uris == [plan.redirect_uri]
+    assert app.callback_url == f"{plan.ingest_url}/webhooks/mercadolibre"
+    assert config.api.auto_approve is True
+    assert config.marketplace.sellers == 1
+    assert config.marketplace.items_per_seller == 300
+    auth = dict(plan.auth().env)
+    assert auth["AUTH_OAUTH__REDIRECT_URI"] == plan.redirect_uri
+
+
+def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    credentials = json.loads(plan.auth().env["AUTH_SERVICE_CREDENTIALS"])
+    catalog, ingest = plan.catalog().env, plan.ingest().env
+    assert (
+        credentials[catalog["CATALOG_TOKEN_BROKER__SERVICE"]]
+        == catalog["CATALOG_TOKEN_BROKER__SECRET"]
+    )
+    assert (
+        credentials[ingest["INGEST_TOKEN_BROKER__SERVICE"]] == ingest["INGEST_TOKEN_BROKER__SECRET"]
+    )
+
+
+def test_an_isolated_run_has_its_own_consumer_group_and_redis_scope(tmp_path: Path) -> None:
+    shared, isolated = _plan(tmp_path).catalog().env, _plan(tmp_path, "run-1").catalog().env
+    assert shared["CATALOG_APP_ID"] == "peepers-catalog"
+    assert "CATALOG_REDIS_SCOPE" not in shared
+    assert isolated["CATALOG_APP_ID"] == "peepers-catalog-run-1"
+    assert isolated["CATALOG_REDIS_SCOPE"] == "run-1"
+
+
+def test_secrets_are_generated_once_and_kept_private(tmp_path: Path) -> None:
+    path = tmp_path / "secrets" / "devstack.json"
+    first = Secrets.load_or_create(path)
+    assert Secrets.load_or_create(path) == first
+    assert path.stat().st_mode & 0o077 == 0
+
+
+def test_default_ports_stay_clear_of_the_services_own_defaults() -> None:
+    ports = Ports.from_base(parse_options([]).port_base)
+    defaults = {8080, 8081, 8082, 8083, 8084, 8090, 9092, 9093, 6379}
+    assert not {ports.sandbox, ports.auth, ports.ingest, ports.catalog} & defaults
+
+
+def test_metrics_are_summed_over_matching_labels() -> None:
+    scrape = Scrape.parse(
+        "# TYPE peepers_catalog_items_applied_total counter\n"
+        'peepers_catalog_items_applied_total{outcome="created"} 3.0\n'
+        'peepers_catalog_items_applied_total{outcome="stale"} 0.0\n'
+        'peepers_catalog_items_applied_total{outcome="updated"} 2.0\n'
+    )
+    assert scrape.total("peepers_catalog_items_applied_total") == 5
+    assert scrape.total("peepers_catalog_items_applied_total", outcome="updated") == 2
+    assert scrape.by("peepers_catalog_items_applied_total", "outcome") == {
+        "created": 3,
+        "updated": 2,
+    }
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentiles(values, [50.0, 99.0, 100.0]) == {50.0: 50.0, 99.0: 99.0, 100.0: 100.0}
+    assert percentiles([], [50.0]) == {}

@@ -1,0 +1,103 @@
+"""The live summary: a rich panel on a terminal, one ``key=value`` line per refresh otherwise."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from peepers_devstack.watch import Summary
+
+
+def _n(value: float | None) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+def _ms(summary: Summary, point: float) -> str:
+    value = summary.latency_ms.get(point)
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def render(summary: Summary, *, seller: str, footer: str) -> RenderableType:
+    ml = Table(title="ML notifier -> ingest", title_justify="left", show_header=False, box=None)
+    ml.add_column(style="dim")
+    ml.add_column(justify="right")
+    ml.add_row("changes made (activity)", f"{_n(summary.changes)} at {summary.activity_rate:g}/s")
+    ml.add_row("notifications sent", _n(summary.notifications))
+    ml.add_row("acked 200 by ingest", _n(summary.delivered))
+    ml.add_row(
+        "failed attempts / pending", f"{_n(summary.failed_attempts)} / {_n(summary.pending)}"
+    )
+    ml.add_row(
+        f"ack latency p50 / p95 (last {summary.latency_sample:,})",
+        f"{_ms(summary, 50.0)} / {_ms(summary, 95.0)}",
+    )
+    ml.add_row("ack latency p99 / max", f"{_ms(summary, 99.0)} / {_ms(summary, 100.0)}")
+    outcomes = ", ".join(f"{k} {_n(v)}" for k, v in sorted(summary.ingest.items())) or "-"
+    ml.add_row("ingest: accepted", outcomes)
+    ml.add_row(
+        "ingest: rejected / spooled now", f"{_n(summary.rejected)} / {_n(summary.spool_depth)}"
+    )
+
+    catalog = Table(title="catalog", title_justify="left", show_header=False, box=None)
+    catalog.add_column(style="dim")
+    catalog.add_column(justify="right")
+    catalog.add_row("items cached (live)", _n(summary.items_cached))
+    catalog.add_row("item versions applied", _n(sum(summary.applied.values())))
+    catalog.add_row("events published", _n(summary.events_total))
+    catalog.add_row("parked / dead-lettered", f"{_n(summary.parked)} / {_n(summary.dead_lettered)}")
+
+    tables = Table.grid(padding=(0, 6))
+    tables.add_row(ml, catalog)
+    applied = ", ".join(f"{k} {_n(v)}" for k, v in sorted(summary.applied.items())) or "-"
+    top = sorted(summary.events.items(), key=lambda kv: -kv[1])
+    events = ", ".join(f"{k} {_n(v)}" for k, v in top) or "-"
+    breakdown = Text.assemble(
+        ("applied ", "bold"), applied, "\n", ("events ", "bold"), events, style="dim"
+    )
+    search = summary.search
+    if search is None:
+        line = Text("search: waiting for cached items", style="dim")
+    else:
+        titles = "; ".join(search.titles) or "no match"
+        line = Text.assemble(
+            ("search ", "bold"),
+            f"q={search.query!r}: {search.total:,} matches in {search.took_ms:.1f} ms",
+            (f"  {titles}", "dim"),
+        )
+    title = f"Peepers: seller {seller} connected, up {int(summary.uptime_s)} s"
+    body = Group(tables, Text(""), breakdown, line, Text(footer, style="dim"))
+    return Panel(body, title=title)
+
+
+def plain(summary: Summary) -> str:
+    """One summary frame as ``key=value`` pairs (logs, tests, a non-terminal stdout)."""
+    fields: dict[str, object] = {
+        "uptime_s": int(summary.uptime_s),
+        "changes": summary.changes,
+        "notifications": summary.notifications,
+        "acked": summary.delivered,
+        "failed_attempts": summary.failed_attempts,
+        "pending": summary.pending,
+        "p50_ms": _num(summary.latency_ms.get(50.0)),
+        "p95_ms": _num(summary.latency_ms.get(95.0)),
+        "p99_ms": _num(summary.latency_ms.get(99.0)),
+        "max_ms": _num(summary.latency_ms.get(100.0)),
+        "ingest_published": int(summary.ingest.get("published", 0)),
+        "ingest_spooled": int(summary.ingest.get("spooled", 0)),
+        "ingest_rejected": int(summary.rejected),
+        "items_cached": summary.items_cached if summary.items_cached is not None else "-",
+        "items_applied": int(sum(summary.applied.values())),
+        "events": summary.events_total,
+        "dead_lettered": int(summary.dead_lettered),
+    }
+    if summary.search is not None:
+        fields["search_q"] = summary.search.query
+        fields["search_hits"] = summary.search.total
+        fields["search_ms"] = _num(summary.search.took_ms)
+    return "summary " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -1,0 +1,318 @@
+"""``make run``: the services against the ML sandbox, a real login, a full sync, live numbers.
+
+Steps, each bounded in time; a child that exits or is not ready in time stops the run
+with its log tail:
+
+1. start the sandbox (notifier aimed at ingest's webhook, auth's callback registered,
+   consent auto-approved), auth, ingest and the catalog worker, each ready on its probe;
+2. log the sandbox's demo seller in through auth's PKCE flow over HTTP (redirects
+   followed with a cookie jar, as a browser would);
+3. follow the full sync the worker runs on the ``seller.connected`` (or
+   ``seller.reconnected``) event auth publishes, from the worker's sync metrics and the
+   line it logs when done. The sync is not started a second time from here:
+   ``python -m peepers_catalog sync`` would begin another run beside the worker's;
+4. turn on the sandbox's scripted activity;
+5. refresh a summary every ``refresh_s`` until interrupted (or ``exit_after_s``).
+
+Children are stopped in reverse start order by whoever owns the `Orchestrator`
+(``shutdown``), also after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from uuid import uuid4
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from peepers_common.settings import KafkaSettings
+from peepers_common.topics import PEEPERS_SELLERS, notification_topic, retry_topic
+from peepers_devstack.display import plain, render
+from peepers_devstack.errors import PreflightFailed, StepFailed
+from peepers_devstack.plan import ChildSpec, Plan, Ports, Secrets
+from peepers_devstack.processes import Child, Supervisor
+from peepers_devstack.settings import Settings, inherited_environment, missing_stack_vars
+from peepers_devstack.watch import (
+    SummaryCollector,
+    SyncProgress,
+    SyncWatcher,
+    answers_200,
+)
+from peepers_sandbox.client import SandboxAdmin, SandboxAdminError
+
+# What the catalog worker consumes (peepers_catalog.app): an isolated run's consumer
+# group starts at these topics' current end, not at their first record.
+CATALOG_SOURCES = (notification_topic("items"), notification_topic("items_prices"), PEEPERS_SELLERS)
+READY_PATHS = {
+    "sandbox": "/_admin/health",
+    "auth": "/readyz",
+    "ingest": "/readyz",
+    "catalog": "/readyz",
+}
+# A seller event is picked up within seconds; much longer means it never came.
+SYNC_START_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Options:
+    port_base: int = 18080
+    items: int = 2000
+    activity_rate: float = 20.0
+    refresh_s: float = 1.0
+    ready_timeout_s: float = 90.0
+    sync_timeout_s: float = 600.0
+    exit_after_s: float | None = None
+    isolate: bool = False
+    ml_requests_per_minute: int = 6000
+    log_dir: Path | None = None
+    work_dir: Path | None = None
+
+
+class Orchestrator:
+    def __init__(self, options: Options, settings: Settings, console: Console) -> None:
+        self.options = options
+        self.settings = settings
+        self.console = console
+        stack = settings.stack_dir
+        self.log_dir = options.log_dir or stack / "logs"
+        work_dir = options.work_dir or stack / "run"
+        self.plan = Plan(
+            ports=Ports.from_base(options.port_base),
+            secrets=Secrets.load_or_create(stack / "secrets" / "devstack.json"),
+            spool_dir=work_dir / "ingest-spool",
+            items=options.items,
+            ml_requests_per_minute=options.ml_requests_per_minute,
+            isolation=f"run-{uuid4().hex[:8]}" if options.isolate else None,
+        )
+        self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
+        self.started = time.monotonic()
+
+    def say(self, message: str) -> None:
+        self.console.print(f"[bold cyan]run:[/] {message}", highlight=False)
+
+    async def run(self) -> None:
+        missing = missing_stack_vars()
+        if missing:
+            msg = (
+                f"the stack's variables are not set ({', '.join(missing[:3])}, ...): "
+                "start it with scripts/stack up and source .stack/env (make run does both)"
+            )
+            raise PreflightFailed(msg)
+        await self.supervisor.stop_leftovers(self.say)
+        taken = self.plan.ports.taken()
+        if taken:
+            msg = (
+                f"port(s) {', '.join(map(str, taken))} on 127.0.0.1 already in use "
+                "(another make run?); stop it or pick other ports with --port-base"
+            )
+            raise PreflightFailed(msg)
+        if self.plan.isolation is not None:
+            await start_group_at_end(self.settings.kafka, self.plan.catalog_group)
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            urls = {
+                "sandbox": self.plan.sandbox_url,
+                "auth": self.plan.auth_url,
+                "ingest": self.plan.ingest_url,
+                "catalog": self.plan.catalog_url,
+            }
+            started: dict[str, Child] = {}
+            for spec in self.plan.children():
+                started[spec.name] = await self._start(session, spec, urls[spec.name])
+            await self._connect(session)
+            await self._follow_sync(session, started["catalog"])
+            admin = SandboxAdmin(self.plan.sandbox_url, session)
+            await admin.start_activity(self.options.activity_rate)
+            self.say(f"sandbox activity on: {self.options.activity_rate:g} changes/s")
+            await self._summarise(session, admin)
+
+    async def shutdown(self) -> None:
+        if self.supervisor.children:
+            self.say("stopping the children, newest first")
+        await self.supervisor.stop_all(self.say)
+
+    async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec, url: str) -> Child:
+        name = spec.name
+        child = await self.supervisor.start(spec)
+        probe_url = url + READY_PATHS[name]
+
+        async def ready() -> bool:
+            return await answers_200(session, probe_url)
+
+        took = await self.supervisor.wait_ready(
+            child, ready, timeout_s=self.options.ready_timeout_s
+        )
+        self.say(f"{name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
+        return child
+
+    async def _connect(self, session: aiohttp.ClientSession) -> None:
+        """The seller's login as a browser does it: auth -> ML consent -> auth's callback."""
+        seller = self.plan.seller_id
+        # unsafe: keep cookies for an IP host (127.0.0.1), as a browser does.
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with (
+            aiohttp.ClientSession(cookie_jar=jar, timeout=session.timeout) as browser,
+            browser.get(f"{self.plan.auth_url}/auth/login", params={"site": "MLB"}) as page,
+        ):
+            body = await page.text()
+            landed = urlsplit(str(page.url)).path
+            if page.status != 200 or landed != "/auth/dashboard" or str(seller) not in body:
+                msg = (
+                    f"the login of seller {seller} did not reach the dashboard "
+                    f"(HTTP {page.status} at {landed}); see {self.log_dir / 'auth.log'}"
+                )
+                raise StepFailed(msg)
+        self.say(
+            f"seller {seller} connected through auth's PKCE login "
+            f"(dashboard: {self.plan.auth_url}/auth/dashboard)"
+        )
+
+    async def _follow_sync(self, session: aiohttp.ClientSession, worker: Child) -> None:
+        watcher = SyncWatcher(self.plan, session, worker.log)
+        started = time.monotonic()
+        if self.console.is_terminal:
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=self.console) as bar:
+                task = bar.add_task("waiting for the worker's full sync", total=None)
+
+                def show(p: SyncProgress) -> None:
+                    if p.expected:
+                        bar.update(task, description="syncing items", total=p.expected,
+                                   completed=min(p.processed, p.expected))  # fmt: skip
+                    elif p.running:
+                        bar.update(task, description="scanning item ids")
+
+                progress = await self._wait_sync(watcher, started, show)
+        else:
+            last = [""]
+
+            def show(p: SyncProgress) -> None:
+                line = f"sync: {p.processed}/{p.expected or '?'} items"
+                if line != last[0]:
+                    last[0] = line
+                    print(line, flush=True)
+
+            progress = await self._wait_sync(watcher, started, show)
+        took = time.monotonic() - started
+        counts = _sync_counts(progress.finished_line)
+        self.say(
+            f"full sync of seller {self.plan.seller_id} done by the catalog worker: "
+            f"{progress.expected or progress.processed} items in {took:.1f} s{counts}"
+        )
+
+    async def _wait_sync(
+        self, watcher: SyncWatcher, started: float, show: Callable[[SyncProgress], None]
+    ) -> SyncProgress:
+        seen_start = False
+        while True:
+            self.supervisor.check()
+            progress = await watcher.poll()
+            show(progress)
+            if progress.done:
+                show(progress)
+                return progress
+            seen_start = seen_start or progress.running or progress.expected > 0
+            waited = time.monotonic() - started
+            catalog_log = self.log_dir / "catalog.log"
+            if not seen_start and waited > SYNC_START_TIMEOUT_S:
+                msg = (
+                    f"the catalog worker started no sync within {SYNC_START_TIMEOUT_S:.0f} s "
+                    f"of the login; see {catalog_log} and {self.log_dir / 'auth.log'}"
+                )
+                raise StepFailed(msg)
+            if waited > self.options.sync_timeout_s:
+                msg = (
+                    f"the full sync did not finish within {self.options.sync_timeout_s:.0f} s; "
+                    f"see {catalog_log}"
+                )
+                raise StepFailed(msg)
+            await asyncio.sleep(0.25)
+
+    async def _summarise(self, session: aiohttp.ClientSession, admin: SandboxAdmin) -> None:
+        collector = SummaryCollector(self.plan, session, admin, self.started)
+        logs = ", ".join(str(c.log) for c in self.supervisor.children)
+        footer = (
+            f"logs: {logs}\nCtrl-C stops the services; Kafka and Redis stay up "
+            "(scripts/stack down stops them)"
+        )
+        seller = str(self.plan.seller_id)
+        began = time.monotonic()
+        live = Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
+        if live is None:
+            self.say(f"logs: {logs}")
+        try:
+            if live is not None:
+                live.start()
+            while True:
+                self.supervisor.check()
+                try:
+                    summary = await collector.collect()
+                except (aiohttp.ClientError, TimeoutError, SandboxAdminError, KeyError):
+                    summary = None  # a child too busy to answer: the next frame catches up
+                if summary is not None:
+                    if live is not None:
+                        live.update(render(summary, seller=seller, footer=footer), refresh=True)
+                    else:
+                        print(plain(summary), flush=True)
+                exit_after = self.options.exit_after_s
+                if exit_after is not None and time.monotonic() - began >= exit_after:
+                    self.say(f"--exit-after {exit_after:g} s reached")
+                    return
+                await asyncio.sleep(self.options.refresh_s)
+        finally:
+            if live is not None:
+                live.stop()
+
+
+def _sync_counts(line: str | None) -> str:
+    if line is None:
+        return ""
+    try:
+        message = str(json.loads(line)["message"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f" ({message.partition(': ')[2]})" if ": " in message else ""
+
+
+async def start_group_at_end(kafka: KafkaSettings, group: str) -> None:
+    """Commit the current end of every topic ``group`` consumes, before it first joins."""
+    topics = [*CATALOG_SOURCES, *(retry_topic(t) for t in CATALOG_SOURCES)]
+    # Without a group: learns the partitions and their ends, joins nothing.
+    reader = AIOKafkaConsumer(*topics, bootstrap_servers=kafka.bootstrap_servers)
+    await reader.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(reader.partitions_for_topic(topic) or ())
+        ]
+        if not partitions:
+            msg = f"none of {topics} exist; run peepers-topics ensure"
+            raise PreflightFailed(msg)
+        ends = await reader.end_offsets(partitions)
+    finally:
+        await reader.stop()
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await committer.start()
+    try:
+        committer.assign(partitions)
+        await committer.commit(dict(ends))
+    finally:
+        await committer.stop()

@@ -1,0 +1,171 @@
+"""The children: each in its own session, logging to a file, stopped in reverse order.
+
+A child runs in a new session, so a Ctrl-C at the terminal reaches only the
+orchestrator, which then stops the children one by one, newest first (the catalog
+worker before the auth service it gets tokens from, the sandbox last). Their pids are
+kept in a file: a run that was killed outright (SIGKILL) leaves it behind, and the next
+run stops those leftovers before it starts anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peepers_devstack.errors import ChildFailed
+from peepers_devstack.plan import ChildSpec
+
+Probe = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class Child:
+    spec: ChildSpec
+    log: Path
+    process: asyncio.subprocess.Process
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def failed(self, reason: str) -> ChildFailed:
+        return ChildFailed(self.name, reason, self.log, self.tail())
+
+
+@dataclass
+class Supervisor:
+    log_dir: Path
+    work_dir: Path
+    base_env: dict[str, str]
+    stop_timeout_s: float = 20.0
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.work_dir / "children.pids"
+
+    async def start(self, spec: ChildSpec) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{spec.name}.log"
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                env={**self.base_env, **spec.env},
+                # The catalog worker's Faust keeps a data directory in its cwd.
+                cwd=self.work_dir,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        child = Child(spec, log, process)
+        self.children.append(child)
+        self._write_pids()
+        return child
+
+    def check(self) -> None:
+        """Raise if a child has exited: nothing here is meant to stop on its own."""
+        for child in self.children:
+            code = child.process.returncode
+            if code is not None:
+                reason = f"exited with code {code}"
+                raise child.failed(reason)
+
+    async def wait_ready(self, child: Child, probe: Probe, *, timeout_s: float) -> float:
+        """Poll ``probe`` until it answers true; returns the seconds it took."""
+        started = time.monotonic()
+        while True:
+            self.check()
+            if await probe():
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                reason = f"did not become ready within {timeout_s:.0f} s"
+                raise child.failed(reason)
+            await asyncio.sleep(0.2)
+
+    async def stop_all(self, report: Callable[[str], None]) -> None:
+        for child in reversed(self.children):
+            await self._stop(child, report)
+        self.children.clear()
+        self.pid_file.unlink(missing_ok=True)
+
+    async def kill_all(self) -> None:
+        """A second interrupt: no more waiting."""
+        for child in self.children:
+            _signal_group(child.pid, signal.SIGKILL)
+
+    async def _stop(self, child: Child, report: Callable[[str], None]) -> None:
+        process = child.process
+        if process.returncode is None:
+            started = time.monotonic()
+            _signal_group(child.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), self.stop_timeout_s)
+                took = time.monotonic() - started
+                report(f"stopped {child.name} (pid {child.pid}) in {took:.1f} s")
+            except TimeoutError:
+                _signal_group(child.pid, signal.SIGKILL)
+                await process.wait()
+                waited = f"{self.stop_timeout_s:.0f} s"
+                report(
+                    f"killed {child.name} (pid {child.pid}): still running {waited} after SIGTERM"
+                )
+        else:
+            report(f"{child.name} (pid {child.pid}) had already exited ({process.returncode})")
+        # Anything the child itself started shares its process group.
+        _signal_group(child.pid, signal.SIGKILL)
+
+    def _write_pids(self) -> None:
+        self.pid_file.write_text("".join(f"{c.pid} {c.name}\n" for c in self.children))
+
+    async def stop_leftovers(self, report: Callable[[str], None]) -> None:
+        """Stop the children of a previous run that was killed before it could."""
+        if not self.pid_file.exists():
+            return
+        for line in self.pid_file.read_text().splitlines():
+            pid_text, _, name = line.partition(" ")
+            pid = int(pid_text)
+            if _is_ours(pid):
+                report(f"stopping {name} (pid {pid}) left by a previous run")
+                _signal_group(pid, signal.SIGTERM)
+                for _ in range(int(self.stop_timeout_s * 10)):
+                    if not _is_ours(pid):
+                        break
+                    await asyncio.sleep(0.1)
+                _signal_group(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # The child leads its own session and process group (start_new_session), so its
+    # pgid is its pid, even after it has exited while others of its group live on.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _is_ours(pid: int) -> bool:
+    """A live process (not a zombie) whose command line is one of our children's."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z" and b"peepers_" in cmdline
