@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> None:
         count = asyncio.run(_rotate_keys(settings))
         print(f"re-encrypted {count} seller record(s) with the first key")
         return
-    web.run_app(create_app(settings), port=settings.http_port, access_log=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        access_log=None,
+    )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AUTH_", env_nested_delimiter="__")
 
+    http_host: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
     http_port: int = 8081
     log_level: str = "INFO"
     kafka: KafkaSettings = KafkaSettings(client_id="peepers-auth")

@@ -153,6 +153,7 @@ class Plan:
 
     def auth(self) -> ChildSpec:
         env = {
+            "AUTH_HTTP_HOST": LOOPBACK,
             "AUTH_HTTP_PORT": str(self.ports.auth),
             "AUTH_ML__BASE_URL": self.sandbox_url,
             "AUTH_ML__APP_ID": str(DEMO_APP_ID),
