@@ -119,6 +119,7 @@ class InMemorySyncCheckpoints:
         self.states: dict[int, SyncState] = {}
         self.scanned: dict[int, list[str]] = {}
         self.saves = 0
+        self.claims: dict[int, str] = {}
 
     async def load(self, seller_id: int) -> SyncState | None:
         state = self.states.get(seller_id)
@@ -136,3 +137,11 @@ class InMemorySyncCheckpoints:
 
     async def ids(self, seller_id: int, start: int, stop: int) -> list[str]:
         return self.scanned.get(seller_id, [])[start:stop]
+
+    async def claim(self, seller_id: int, owner: str, ttl_s: float) -> str | None:
+        holder = self.claims.setdefault(seller_id, owner)
+        return None if holder == owner else holder
+
+    async def release(self, seller_id: int, owner: str) -> None:
+        if self.claims.get(seller_id) == owner:
+            del self.claims[seller_id]

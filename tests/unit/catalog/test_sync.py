@@ -8,7 +8,7 @@ from peepers_catalog.domain import snapshot
 from peepers_catalog.handlers import Catalog
 from peepers_catalog.ports import SyncState
 from peepers_catalog.sync import SyncOptions, full_sync
-from peepers_common.errors import MlUnavailable
+from peepers_common.errors import MlUnavailable, ResourceBusy
 from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.catalog.fakes import (
     FakeItemSource,
@@ -138,3 +138,24 @@ async def test_a_redelivered_seller_event_does_not_sync_twice(
     state = await full_sync(SELLER, catalog, checkpoints, options=options)
     assert state.phase == "done"
     assert len(ml.multiget_calls) == calls
+
+
+async def test_a_sync_running_elsewhere_is_left_alone(
+    catalog: Catalog, store: InMemoryItemStore, checkpoints: InMemorySyncCheckpoints
+) -> None:
+    checkpoints.claims[SELLER] = "cli-on-another-host"
+    with pytest.raises(ResourceBusy, match="cli-on-another-host"):
+        await full_sync(SELLER, catalog, checkpoints, options=OPTIONS)
+    assert store.items == {}
+    assert checkpoints.saves == 0
+
+
+async def test_a_redelivered_seller_event_takes_over_the_claim_of_a_dead_worker(
+    catalog: Catalog, checkpoints: InMemorySyncCheckpoints
+) -> None:
+    checkpoints.claims[SELLER] = "event-1"  # the worker that had it died mid-sync
+    state = await full_sync(
+        SELLER, catalog, checkpoints, options=SyncOptions(chunk=20, run_id="event-1")
+    )
+    assert state.phase == "done"
+    assert checkpoints.claims == {}

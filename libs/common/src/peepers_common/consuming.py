@@ -44,6 +44,7 @@ from peepers_common.errors import (
     InfrastructureError,
     MlRateLimited,
     MlUnavailable,
+    ResourceBusy,
     TokenUnavailable,
 )
 from peepers_common.kafka import EventPublisher, Headers
@@ -78,7 +79,13 @@ _POLICY_HEADERS: Final = frozenset(
 )
 _MAX_DETAIL: Final = 500
 
-TRANSIENT_ERRORS: Final = (MlRateLimited, MlUnavailable, InfrastructureError, TokenUnavailable)
+TRANSIENT_ERRORS: Final = (
+    MlRateLimited,
+    MlUnavailable,
+    InfrastructureError,
+    TokenUnavailable,
+    ResourceBusy,
+)
 
 RECORDS: Final = Counter(
     "peepers_consumer_records_total",

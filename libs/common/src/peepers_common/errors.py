@@ -9,6 +9,8 @@
     ├── InvalidQuery (ValueError)            a read API's parameters cannot be answered (400)
     ├── ServiceUnauthorized                  an internal API called without valid service
     │                                        credentials (401)
+    ├── ResourceBusy                         another worker holds it (e.g. a seller's sync);
+    │                                        retry later
     ├── InfrastructureError                  Kafka or Redis failed (translated at the adapter)
     │   ├── PublishError                     Kafka did not acknowledge a record
     │   └── CacheUnavailable                 Redis did not answer
@@ -53,6 +55,10 @@ class InvalidQuery(PeepersError, ValueError):
 
 class ServiceUnauthorized(PeepersError):
     """An internal API was called without valid service credentials (HTTP Basic)."""
+
+
+class ResourceBusy(PeepersError):
+    """Another worker holds the resource right now; retrying later may work."""
 
 
 class InfrastructureError(PeepersError):

@@ -111,3 +111,14 @@ class SyncCheckpoints(Protocol):
     async def ids(self, seller_id: int, start: int, stop: int) -> list[str]:
         """Scanned ids ``[start, stop)`` in scan order."""
         ...
+
+    async def claim(self, seller_id: int, owner: str, ttl_s: float) -> str | None:
+        """Hold (or keep holding) the seller's sync for ``owner`` for ``ttl_s`` seconds.
+
+        Returns None when ``owner`` holds it now, else the other holder's name.
+        """
+        ...
+
+    async def release(self, seller_id: int, owner: str) -> None:
+        """Let go of the seller's sync if ``owner`` still holds it."""
+        ...

@@ -26,6 +26,7 @@ from uuid import uuid4
 from peepers_catalog import metrics
 from peepers_catalog.handlers import Catalog, Outcome, apply_item
 from peepers_catalog.ports import SyncCheckpoints, SyncState
+from peepers_common.errors import ResourceBusy
 from peepers_common.ml import Multiget
 
 _ID_PAGE: Final = 5_000
@@ -38,8 +39,10 @@ class SyncOptions:
     scan_flush: int = 1_000
     restart: bool = False  # start over even if an unfinished run exists
     # Names the run (the seller event's id when an event triggered it): a finished run
-    # of the same id is not repeated when the event is redelivered.
+    # of the same id is not repeated when the event is redelivered, and the redelivery
+    # takes over the claim of a worker that died holding it.
     run_id: str | None = None
+    claim_ttl_s: float = 300.0
 
 
 Progress = Callable[[SyncState], None]
@@ -55,6 +58,47 @@ async def full_sync(
 ) -> SyncState:
     """Run (or resume) the seller's full sync; returns the finished state with counts."""
     opts = options or SyncOptions()
+    owner = opts.run_id or f"run-{uuid4().hex}"
+    holder = await checkpoints.claim(seller_id, owner, opts.claim_ttl_s)
+    if holder is not None:
+        msg = f"seller {seller_id}'s catalog sync is running elsewhere ({holder})"
+        raise ResourceBusy(msg)
+    try:
+        claimed = _Claimed(checkpoints, owner, opts.claim_ttl_s)
+        return await _run(seller_id, catalog, claimed, opts, progress)
+    finally:
+        await checkpoints.release(seller_id, owner)
+
+
+class _Claimed:
+    """The checkpoints, with every save extending the claim: a live sync keeps it."""
+
+    def __init__(self, checkpoints: SyncCheckpoints, owner: str, ttl_s: float) -> None:
+        self._inner = checkpoints
+        self._owner = owner
+        self._ttl_s = ttl_s
+        self.load = checkpoints.load
+        self.reset_ids = checkpoints.reset_ids
+        self.append_ids = checkpoints.append_ids
+        self.ids = checkpoints.ids
+        self.claim = checkpoints.claim
+        self.release = checkpoints.release
+
+    async def save(self, state: SyncState) -> None:
+        holder = await self._inner.claim(state.seller_id, self._owner, self._ttl_s)
+        if holder is not None:
+            msg = f"seller {state.seller_id}'s sync was taken over by {holder}"
+            raise ResourceBusy(msg)
+        await self._inner.save(state)
+
+
+async def _run(
+    seller_id: int,
+    catalog: Catalog,
+    checkpoints: SyncCheckpoints,
+    opts: SyncOptions,
+    progress: Progress | None,
+) -> SyncState:
     report = progress or (lambda _state: None)
     label = str(seller_id)
     state = await checkpoints.load(seller_id)
