@@ -3,35 +3,30 @@ through Kafka, reading ML (the sandbox) with tokens from the auth service's brok
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_common.consuming import H_ERROR_KIND
 from peepers_common.kafka import AIOKafkaEventPublisher
-from peepers_common.namespaces import Namespace
-from peepers_common.notifications import Notification, cloudevent_headers, encode_value
 from peepers_common.settings import KafkaSettings
-from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_SELLERS, dlq_topic, retry_topic
-from peepers_sandbox.config import DEMO_APP_ID
-from tests.integration.auth.harness import (
-    SELLER,
-    SERVICE,
-    SERVICE_SECRET,
-    AuthStack,
-    auth_stack,
-    login,
-    read_all,
+from peepers_common.topics import PEEPERS_SELLERS, dlq_topic, retry_topic
+from tests.integration.auth.harness import SELLER, AuthStack, auth_stack, read_all
+from tests.integration.catalog.worker import (
+    WorkerRun,
+    catalog_topics,
+    connect_and_sync,
+    events,
+    item_store,
+    notify,
+    ready_worker,
+    sandbox_items,
+    worker_run,
 )
-from tests.integration.catalog.worker import WorkerRun, catalog_topics, worker_process
-from tests.support import unique, wait_until
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -40,61 +35,9 @@ async def deployed(
 ) -> AsyncIterator[tuple[AuthStack, WorkerRun]]:
     prefix = await catalog_topics(kafka)
     async with auth_stack(kafka, topic=prefix + PEEPERS_SELLERS) as auth:
-        run = WorkerRun(
-            prefix=prefix,
-            kafka=kafka,
-            sandbox_url=auth.sandbox.url,
-            broker_url=auth.url,
-            broker_service=SERVICE,
-            broker_secret=SERVICE_SECRET,
-            log=tmp_path / "catalog.log",
-        )
-        with worker_process(run):
-            await wait_until(run.ready, timeout_s=40, every_s=0.2)
+        run = worker_run(auth, prefix, kafka, tmp_path / "catalog.log")
+        async with ready_worker(run):
             yield auth, run
-
-
-def sandbox_items(auth: AuthStack) -> dict[str, dict[str, Any]]:
-    market = auth.sandbox.state.market
-    return {i: market.items[i] for i in market.items_by_seller[SELLER]}
-
-
-def item_store(run: WorkerRun, redis: aioredis.Redis) -> RedisItemStore:
-    return RedisItemStore(redis, Namespace("catalog", scope=run.scope))
-
-
-async def connect_and_sync(auth: AuthStack, run: WorkerRun, redis: aioredis.Redis) -> None:
-    async with auth.browser() as browser:
-        await login(auth, browser)
-    items = sandbox_items(auth)
-
-    async def all_cached() -> bool:
-        return set(await item_store(run, redis).get_many(items)) == set(items)
-
-    await wait_until(all_cached, timeout_s=30, every_s=0.2)
-
-
-async def notify(kafka: KafkaSettings, run: WorkerRun, topic: str, resource: str) -> None:
-    body = {
-        "_id": unique("n"),
-        "resource": resource,
-        "user_id": SELLER,
-        "topic": topic,
-        "application_id": DEMO_APP_ID,
-        "attempts": 1,
-    }
-    now = datetime.now(UTC)
-    async with AIOKafkaEventPublisher(kafka) as publisher:
-        await publisher.publish(
-            run.topic(f"ml.notifications.{topic}"),
-            key=f"{SELLER}:{resource}".encode(),
-            value=encode_value(body, now),
-            headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
-        )
-
-
-async def events(kafka: KafkaSettings, run: WorkerRun) -> list[dict[str, Any]]:
-    return [json.loads(r.value or b"{}") for r in await read_all(kafka, run.topic(PEEPERS_CATALOG))]
 
 
 async def cached_price(run: WorkerRun, redis: aioredis.Redis, item_id: str) -> Decimal | None:

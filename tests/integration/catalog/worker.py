@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
+from peepers_catalog.adapters.redis_store import RedisItemStore
+from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.app import ITEM_TOPICS
 from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.namespaces import Namespace
+from peepers_common.notifications import Notification, cloudevent_headers, encode_value
 from peepers_common.settings import KafkaSettings
 from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import (
@@ -25,8 +33,16 @@ from peepers_common.topics import (
     retry_topic,
 )
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
+from tests.integration.auth.harness import (
+    SELLER,
+    SERVICE,
+    SERVICE_SECRET,
+    AuthStack,
+    login,
+    read_all,
+)
 from tests.integration.ingest.support import free_port
-from tests.support import unique
+from tests.support import unique, wait_until
 
 READER = ("reader", "reader-secret-0123456789")
 
@@ -121,6 +137,7 @@ def worker_process(run: WorkerRun) -> Iterator[subprocess.Popen[bytes]]:
             env=run.env(),
             stdout=out,
             stderr=subprocess.STDOUT,
+            cwd=run.log.parent,  # Faust makes a data folder in its working directory
         )
     try:
         yield process
@@ -132,3 +149,76 @@ def worker_process(run: WorkerRun) -> Iterator[subprocess.Popen[bytes]]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def worker_run(
+    auth: AuthStack, prefix: str, kafka: KafkaSettings, log: Path, **fields: Any
+) -> WorkerRun:
+    """A worker deployment reading ML through `auth`'s sandbox, with tokens from its broker."""
+    return WorkerRun(
+        prefix=prefix,
+        kafka=kafka,
+        sandbox_url=auth.sandbox.url,
+        broker_url=auth.url,
+        broker_service=SERVICE,
+        broker_secret=SERVICE_SECRET,
+        log=log,
+        **fields,
+    )
+
+
+@asynccontextmanager
+async def ready_worker(run: WorkerRun) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`worker_process`, entered once its read API answers ready."""
+    with worker_process(run) as process:
+        await wait_until(run.ready, timeout_s=40, every_s=0.2)
+        yield process
+
+
+def sandbox_items(auth: AuthStack) -> dict[str, dict[str, Any]]:
+    market = auth.sandbox.state.market
+    return {i: market.items[i] for i in market.items_by_seller[SELLER]}
+
+
+def item_store(run: WorkerRun, redis: aioredis.Redis) -> RedisItemStore:
+    return RedisItemStore(redis, Namespace("catalog", scope=run.scope))
+
+
+async def connect_and_sync(auth: AuthStack, run: WorkerRun, redis: aioredis.Redis) -> None:
+    """Log the seller in (seller.connected) and wait until its full sync is done."""
+    async with auth.browser() as browser:
+        await login(auth, browser)
+    items = sandbox_items(auth)
+    checkpoints = RedisSyncCheckpoints(redis, Namespace("catalog", scope=run.scope))
+
+    async def synced() -> bool:
+        state = await checkpoints.load(SELLER)
+        if state is None or state.phase != "done":
+            return False
+        return set(await item_store(run, redis).get_many(items)) == set(items)
+
+    await wait_until(synced, timeout_s=30, every_s=0.2)
+
+
+async def notify(kafka: KafkaSettings, run: WorkerRun, topic: str, resource: str) -> None:
+    """Put an ML-shaped notification straight on the worker's notification topic."""
+    body = {
+        "_id": unique("n"),
+        "resource": resource,
+        "user_id": SELLER,
+        "topic": topic,
+        "application_id": DEMO_APP_ID,
+        "attempts": 1,
+    }
+    now = datetime.now(UTC)
+    async with AIOKafkaEventPublisher(kafka) as publisher:
+        await publisher.publish(
+            run.topic(f"ml.notifications.{topic}"),
+            key=f"{SELLER}:{resource}".encode(),
+            value=encode_value(body, now),
+            headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
+        )
+
+
+async def events(kafka: KafkaSettings, run: WorkerRun) -> list[dict[str, Any]]:
+    return [json.loads(r.value or b"{}") for r in await read_all(kafka, run.topic(PEEPERS_CATALOG))]

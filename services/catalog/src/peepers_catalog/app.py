@@ -186,6 +186,8 @@ def create_app(settings: Settings) -> faust.App:
         # A full sync holds its record for minutes; rebalances must not wait for it.
         stream_wait_empty=False,
         broker_commit_livelock_soft_timeout=3600.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
     )
     runtime = Runtime(settings, loop=app.loop, beacon=app.beacon)
     app.service(runtime)  # type: ignore[arg-type]  # faust accepts instances too

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     sync: SyncSettings = SyncSettings()
     # The Kafka consumer group; replicas of one deployment share it.
     app_id: str = "peepers-catalog"
+    # How fast the group notices a dead replica and hands its partitions on. Kafka's 45 s
+    # default leaves a partition unserved that long after a crash; the heartbeat must stay
+    # well under the timeout (a third is Kafka's rule of thumb).
+    session_timeout_s: float = Field(default=10.0, ge=6.0)
+    heartbeat_interval_s: float = Field(default=3.0, gt=0)
     # Prepended to every topic name (tests and side-by-side stacks; empty in production).
     topic_prefix: str = ""
     # Isolates Redis keys under catalog:<scope>: (tests); the rate limiter's too.
