@@ -51,7 +51,11 @@ async def test_every_acked_notification_is_in_kafka_exactly_once_across_redelive
     outcomes: dict[str, int] = defaultdict(int)
     for _, answer in answers:
         outcomes[answer["outcome"]] += 1
-    assert outcomes == {"published": 200, "duplicate": 400}
+    # A first delivery is published, or spooled when Kafka's ack takes longer than the
+    # budget (a busy machine); either way it must reach Kafka exactly once below.
+    assert outcomes["duplicate"] == 400
+    assert outcomes["published"] + outcomes["spooled"] == 200
+    assert set(outcomes) <= {"published", "spooled", "duplicate"}
 
     topics = [topic_prefix + notification_topic(t) for t in ("items", "orders_v2", "unrouted")]
     records = await read_all(kafka, topics)
