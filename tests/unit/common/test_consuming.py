@@ -18,6 +18,7 @@ from peepers_common.consuming import (
 )
 from peepers_common.errors import MlForbidden, MlUnavailable, PublishError
 from peepers_common.testing import InMemoryEventPublisher
+from peepers_common.tracing import TraceContext, current_trace
 
 TOPIC = "ml.notifications.items"
 NOW = 1_000_000.0
@@ -150,3 +151,23 @@ def test_a_parked_record_knows_when_it_is_due(processor: RecordProcessor) -> Non
     due = record(**{H_NOT_BEFORE: str(int((NOW + 5) * 1000)).encode()})
     assert processor.due_in_s(due) == pytest.approx(5.0)
     assert processor.due_in_s(record()) == 0.0
+
+
+async def test_the_handler_runs_in_a_child_span_of_the_records_trace(
+    processor: RecordProcessor,
+) -> None:
+    cause = TraceContext.new()
+    seen: list[TraceContext | None] = []
+
+    async def handler(_record: InboundRecord) -> str:
+        seen.append(current_trace.get())
+        return "ok"
+
+    await processor.process(record(traceparent=cause.traceparent.encode()), handler)
+    await processor.process(record(), handler)
+    first, second = seen
+    assert first is not None
+    assert (first.trace_id, first.span_id != cause.span_id) == (cause.trace_id, True)
+    assert second is not None
+    assert second.trace_id != cause.trace_id
+    assert current_trace.get() is None

@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from peepers_common.events import SellerDisconnected, event_headers, event_type_of, seller_event_id
+from peepers_common.tracing import TraceContext, bind_trace, current_trace
 
 
 def test_the_type_of_an_event_is_read_without_knowing_its_model() -> None:
@@ -24,13 +25,19 @@ def test_event_headers_are_cloudevents_binary_mode() -> None:
         occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
         seller_id=7,
     )
-    headers = dict(event_headers(event, source="peepers-auth", traceparent="00-ab-cd-01"))
-    assert headers == {
+    assert dict(event_headers(event, source="peepers-auth")) == {
         "ce_id": str(event.event_id).encode(),
         "ce_type": b"seller.disconnected",
         "ce_source": b"peepers-auth",
         "ce_specversion": b"1.0",
         "content-type": b"application/json",
-        "traceparent": b"00-ab-cd-01",
     }
-    assert "traceparent" not in dict(event_headers(event, source="x"))
+    cause = TraceContext.new()
+    token = bind_trace(cause)
+    try:
+        sent = TraceContext.parse(dict(event_headers(event, source="x"))["traceparent"].decode())
+    finally:
+        current_trace.reset(token)
+    assert sent is not None
+    assert sent.trace_id == cause.trace_id
+    assert sent.span_id != cause.span_id

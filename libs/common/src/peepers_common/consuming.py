@@ -50,6 +50,7 @@ from peepers_common.errors import (
 from peepers_common.kafka import EventPublisher, Headers
 from peepers_common.metrics import LATENCY_BUCKETS_S
 from peepers_common.topics import dlq_topic, retry_topic
+from peepers_common.tracing import TraceContext, bind_trace, current_trace
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,9 @@ class RecordProcessor:
     async def process(self, record: InboundRecord, handler: Handler) -> Fate:
         started = time.perf_counter()
         source = record.source_topic
+        # Log lines and the events this record causes carry the trace it came with.
+        parent = TraceContext.parse(record.headers.get("traceparent", b"").decode("latin-1"))
+        trace = bind_trace(parent.child() if parent is not None else TraceContext.new())
         try:
             if record.consumer not in (None, self.consumer):
                 return Fate.SKIPPED
@@ -228,6 +232,7 @@ class RecordProcessor:
             return Fate.DONE
         finally:
             PROCESSING.labels(self.consumer, source).observe(time.perf_counter() - started)
+            current_trace.reset(trace)
 
     def due_in_s(self, record: InboundRecord) -> float:
         """How long a parked record must still wait before it is retried."""

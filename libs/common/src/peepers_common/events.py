@@ -20,6 +20,8 @@ from uuid import UUID, uuid5
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from peepers_common.tracing import current_trace
+
 # Fixed namespace for uuid5 event ids, so ids are stable across processes and releases.
 _EVENT_NS = UUID("6f5c1c2e-5b7e-4f0a-9a56-2f1d8a3c9e11")
 
@@ -33,10 +35,12 @@ def occurred(now: float) -> datetime:
     return datetime.fromtimestamp(now, tz=UTC)
 
 
-def event_headers(
-    event: DomainEvent, *, source: str, traceparent: str | None = None
-) -> list[tuple[str, bytes]]:
-    """CloudEvents binary-mode Kafka headers of a domain event (and W3C ``traceparent``)."""
+def event_headers(event: DomainEvent, *, source: str) -> list[tuple[str, bytes]]:
+    """CloudEvents binary-mode Kafka headers of a domain event.
+
+    Inside a trace (`peepers_common.tracing.current_trace`, bound from the notification
+    that caused the event) a ``traceparent`` of a child span goes along.
+    """
     headers = [
         ("ce_id", str(event.event_id).encode()),
         ("ce_type", event.type.encode()),
@@ -44,8 +48,9 @@ def event_headers(
         ("ce_specversion", b"1.0"),
         ("content-type", b"application/json"),
     ]
-    if traceparent is not None:
-        headers.append(("traceparent", traceparent.encode()))
+    trace = current_trace.get()
+    if trace is not None:
+        headers.append(("traceparent", trace.child().traceparent.encode()))
     return headers
 
 

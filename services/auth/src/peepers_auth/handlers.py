@@ -51,7 +51,6 @@ from peepers_common.events import (
 from peepers_common.kafka import EventPublisher
 from peepers_common.ml import TokenSet
 from peepers_common.ml.models import MlUser
-from peepers_common.tracing import current_trace
 
 log = logging.getLogger(__name__)
 
@@ -270,12 +269,7 @@ async def flush_outbox(deps: AuthDeps, record: SellerRecord) -> None:
         return
     try:
         for event in record.outbox:
-            trace = current_trace.get()
-            headers = event_headers(
-                event,
-                source="peepers-auth",
-                traceparent=None if trace is None else trace.child().traceparent,
-            )
+            headers = event_headers(event, source="peepers-auth")
             await deps.publisher.publish(
                 deps.topic,
                 key=seller_event_key(event),
