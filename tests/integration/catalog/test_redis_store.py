@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import redis.asyncio as aioredis
 
 from peepers_catalog.adapters import RedisItemStore
+from peepers_catalog.adapters.redis_store import SET_LIMIT
 from peepers_catalog.ports import SearchQuery
 from peepers_common.namespaces import Namespace
-from tests.integration.catalog.conftest import SELLER, MakeItem
+from tests.integration.catalog.conftest import SELLER, T0, MakeItem
 from tests.support import unique
 
 
@@ -122,3 +124,67 @@ async def test_a_search_leaves_no_scratch_keys_behind(
     await store.search(SearchQuery(SELLER, status="s1", category="MLB1000"))
     scratch = namespace.key("seller", SELLER, "tmp") + "*"
     assert [key async for key in redis_admin.scan_iter(match=scratch)] == []
+
+
+async def test_an_emptied_index_leaves_only_its_counters(
+    catalog_redis: aioredis.Redis, make_item: MakeItem, redis_admin: aioredis.Redis
+) -> None:
+    namespace = Namespace("catalog", scope=unique("catalog"))
+    store = RedisItemStore(catalog_redis, namespace)
+    items = [
+        make_item(
+            f"MLB{n}",
+            title=f"Garrafa térmica {n % 7}",
+            sku=f"GAR-{n:04d}",
+            price=Decimal(n % 50),
+            status=("active", "paused")[n % 2],
+            category_id=(None, "A", "B")[n % 3],
+        )
+        for n in range(SET_LIMIT + 20)
+    ]
+    for item in items:
+        await store.put(item, expected=None)
+    for item in items[::3]:
+        changed = item.model_copy(
+            update={"title": "Copo", "price": Decimal(99), "last_updated": T0 + timedelta(days=1)}
+        )
+        assert await store.put(changed, expected=item.last_updated)
+    await store.mark_gone(SELLER, [item.id for item in items])
+    seller = namespace.key("seller", SELLER)
+    left = {key.decode() async for key in redis_admin.scan_iter(match=f"{seller}:*")}
+    assert left == {f"{seller}:version", f"{seller}:last", f"{seller}:free"}
+    assert await store.put(items[0], expected=None)
+    assert await store.seller_item_ids(SELLER) == {items[0].id}
+    assert await redis_admin.zcard(f"{seller}:free") == len(items) - 1
+
+
+async def test_an_item_of_the_earlier_key_layout_is_indexed_again_by_its_next_put(
+    catalog_redis: aioredis.Redis, make_item: MakeItem
+) -> None:
+    namespace = Namespace("catalog", scope=unique("catalog"))
+    store = RedisItemStore(catalog_redis, namespace)
+    seller = namespace.key("seller", SELLER)
+    old = [make_item("MLB1", title="Café"), make_item("MLB2", title="Café")]
+    for item in old:
+        # What the earlier layout wrote: no item number, index entries under other keys.
+        await catalog_redis.hset(
+            namespace.key("item", item.id),
+            mapping={
+                "v": str(int(item.last_updated.timestamp() * 1_000_000)),
+                "doc": item.model_dump_json(),
+                "index": seller,
+                "meta": "active\tMLB1000",
+                "terms": "cafe",
+            },
+        )
+        await catalog_redis.sadd(f"{seller}:word:cafe", item.id)
+    newer = make_item("MLB1", title="Café", minutes=1)
+    assert await store.put(newer, expected=old[0].last_updated)
+    assert await _ids(store, SearchQuery(SELLER, q="cafe")) == ["MLB1"]
+    assert await store.mark_gone(SELLER, ["MLB2"]) == 1
+    assert await store.is_gone("MLB2")
+    assert await store.seller_item_ids(SELLER) == {"MLB1"}
+
+
+async def _ids(store: RedisItemStore, query: SearchQuery) -> list[str]:
+    return [item.id for item in (await store.search(query)).items]

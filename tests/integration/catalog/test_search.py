@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
+from bench.catalog_search import naive_search
 from peepers_catalog.adapters import RedisItemStore
+from peepers_catalog.adapters.redis_store import SET_LIMIT
 from peepers_catalog.ports import SearchQuery, SortKey
 from peepers_common.errors import InvalidQuery
+from peepers_common.events import ItemSnapshot
 from tests.integration.catalog.conftest import SELLER, MakeItem
 
 
@@ -101,29 +105,43 @@ class TestFilters:
 
 class TestSortAndPaging:
     @pytest.mark.parametrize("sort", ["price", "-price", "updated", "-updated", "sold", "-sold"])
-    @pytest.mark.parametrize("q", [None, "bolsa"])
+    @pytest.mark.parametrize(
+        ("every", "q", "status"),
+        [(1, None, None), (1, "bolsa", None), (20, "bolsa", None), (20, None, "paused")],
+    )
     async def test_paging_yields_every_match_once_in_sort_order_ties_by_id(
-        self, store: RedisItemStore, make_item: MakeItem, sort: SortKey, q: str | None
+        self,
+        store: RedisItemStore,
+        make_item: MakeItem,
+        sort: SortKey,
+        every: int,
+        q: str | None,
+        status: str | None,
     ) -> None:
+        # every=20: so few matches that a page picks them from the matches, not the order.
         items = [
             make_item(
-                f"MLB{n:02d}",
-                title="Bolsa",
+                f"MLB{n:03d}",
+                title="Bolsa" if n % every == 0 else "Mesa",
+                status="paused" if n % every == 0 else "active",
                 price=Decimal(n % 3),
                 sold_quantity=n % 2,
                 minutes=n % 4,
             )
-            for n in range(23)
+            for n in range(23 * every)
         ]
         for item in items:
             await store.put(item, expected=None)
         field = sort.lstrip("-")
         value = {"price": "price", "updated": "last_updated", "sold": "sold_quantity"}[field]
         expected = sorted(
-            items, key=lambda i: (getattr(i, value), i.id), reverse=sort.startswith("-")
+            (i for i in items if i.status == "paused"),
+            key=lambda i: (getattr(i, value), i.id),
+            reverse=sort.startswith("-"),
         )
-        got = await _all_pages(store, SearchQuery(SELLER, q=q, sort=sort, limit=5))
-        assert got == [item.id for item in expected]
+        query = SearchQuery(SELLER, q=q, status=status, sort=sort, limit=5)
+        assert await _all_pages(store, query) == [item.id for item in expected]
+        assert await _ids(store, replace(query, limit=4)) == [i.id for i in expected[:4]]
 
     @pytest.mark.parametrize("status", ["active", "paused"])
     async def test_filtered_pages_cover_every_match_once(
@@ -170,3 +188,144 @@ async def test_a_cached_text_result_is_not_served_after_the_index_changed(
     assert (await store.search(SearchQuery(SELLER, q="cafe"))).total == 1
     await store.put(make_item("MLB2", title="Cafeteira"), expected=None)
     assert await _ids(store, SearchQuery(SELLER, q="cafe", sort="updated")) == ["MLB1", "MLB2"]
+
+
+def _expected(
+    items: dict[str, ItemSnapshot], query: SearchQuery
+) -> tuple[list[str], int, dict[str, dict[str, int]]]:
+    """What a search must answer: the bench's baseline, filtering a list in Python."""
+    return naive_search(list(items.values()), replace(query, sort="price", limit=len(items)))
+
+
+async def _answer(
+    store: RedisItemStore, query: SearchQuery
+) -> tuple[list[str], int, dict[str, dict[str, int]]]:
+    page = await store.search(replace(query, sort="price", limit=200))
+    ids = [item.id for item in page.items]
+    if page.next_cursor is not None:
+        ids += await _all_pages(store, replace(query, sort="price", cursor=page.next_cursor))
+    facets = {name: dict(counts) for name, counts in page.facets.items()}
+    return ids, page.total, facets
+
+
+class TestIndexStaysExact:
+    """The precomputed prefix postings, word postings and price buckets against a model."""
+
+    WORDS = ("ca", "cafe", "cafeteira", "caneca", "c", "mesa", "me", "mesinha", "azul", "az")
+
+    async def test_after_puts_updates_gone_marks_and_returns(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        rng = random.Random(11)
+        live: dict[str, ItemSnapshot] = {}
+        versions: dict[str, ItemSnapshot] = {}
+
+        def random_item(item_id: str, minutes: int) -> ItemSnapshot:
+            return make_item(
+                item_id,
+                title=" ".join(rng.sample(self.WORDS, 2)),
+                sku=rng.choice([None, f"CA-{rng.randint(0, 999):03d}"]),
+                price=Decimal(rng.randint(0, 3000)) / 100,
+                status=rng.choice(["active", "paused"]),
+                category_id=rng.choice(["A", "B", None]),
+                minutes=minutes,
+            )
+
+        queries = [
+            SearchQuery(SELLER, q=q)
+            for q in ("c", "ca", "caf", "cafe", "cafet", "m", "mes", "mesi", "az", "ca-0", "1")
+        ] + [
+            SearchQuery(SELLER, q="ca", status="active", category="A"),
+            SearchQuery(SELLER, q="me azu", price_min=Decimal("5.5")),
+            SearchQuery(SELLER, price_min=Decimal("3.20"), price_max=Decimal("3.35")),
+            SearchQuery(SELLER, price_max=Decimal(12), status="paused"),
+            SearchQuery(SELLER, price_min=Decimal(0), price_max=Decimal(30), category="B"),
+        ]
+        for step in range(4):
+            for n in range(40):
+                item_id = f"MLB{n:02d}"
+                roll = rng.random()
+                if item_id in versions and roll < 0.25:
+                    await store.mark_gone(SELLER, [item_id])
+                    live.pop(item_id, None)
+                    continue
+                item = random_item(item_id, minutes=step)
+                previous = versions.get(item_id)
+                expected = None if previous is None or item_id not in live else previous
+                assert await store.put(
+                    item, expected=None if expected is None else expected.last_updated
+                )
+                versions[item_id] = live[item_id] = item
+            for query in queries:
+                assert await _answer(store, query) == _expected(live, query), (step, query)
+            assert await store.seller_item_ids(SELLER) == set(live)
+
+    async def test_a_posting_grown_past_the_set_limit_stays_exact_as_it_shrinks(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        count = SET_LIMIT + 20
+        items = {
+            f"MLB{n:04d}": make_item(f"MLB{n:04d}", title=f"Garrafa {n}", price=Decimal(n % 97))
+            for n in range(count)
+        }
+        for item in items.values():
+            await store.put(item, expected=None)
+        query = SearchQuery(SELLER, q="garrafa", price_max=Decimal(50))
+        assert await _answer(store, query) == _expected(items, query)
+        gone = [f"MLB{n:04d}" for n in range(0, count, 2)]
+        await store.mark_gone(SELLER, gone)
+        for item_id in gone:
+            del items[item_id]
+        for q in ("garrafa", "gar", "g", "1"):
+            query = SearchQuery(SELLER, q=q)
+            assert await _answer(store, query) == _expected(items, query)
+        await store.mark_gone(SELLER, list(items))
+        assert (await store.search(SearchQuery(SELLER, q="garrafa"))).total == 0
+        assert (await store.search(SearchQuery(SELLER, q="garr"))).total == 0
+        await store.put(make_item("MLB9999", title="Garrafa"), expected=None)
+        assert await _ids(store, SearchQuery(SELLER, q="garrafa")) == ["MLB9999"]
+
+    @pytest.mark.parametrize(
+        ("low", "high"),
+        [
+            ("1.00", "1.01"),
+            ("0", "0"),
+            ("0.99", "100"),
+            (None, "7.77"),
+            ("7.77", None),
+            ("49.99", "50.01"),
+            ("10", "10.5"),
+            ("20.1", "1000"),
+        ],
+    )
+    async def test_price_ranges_are_exact_at_any_bound(
+        self, store: RedisItemStore, make_item: MakeItem, low: str | None, high: str | None
+    ) -> None:
+        rng = random.Random(5)
+        items = {}
+        for n in range(150):
+            price = Decimal(rng.choice([rng.randint(0, 12000), 100, 777, 1000, 1050])) / 100
+            items[f"MLB{n:03d}"] = make_item(f"MLB{n:03d}", title="Vaso", price=price)
+        for item in items.values():
+            await store.put(item, expected=None)
+        for q in (None, "vaso"):
+            query = SearchQuery(
+                SELLER,
+                q=q,
+                price_min=None if low is None else Decimal(low),
+                price_max=None if high is None else Decimal(high),
+            )
+            assert await _answer(store, query) == _expected(items, query)
+
+    async def test_an_item_moved_to_another_seller_leaves_the_first_index(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        first = make_item("MLB1", title="Cafeteira")
+        await store.put(first, expected=None)
+        await store.put(make_item("MLB2", title="Mesa"), expected=None)
+        moved = make_item("MLB1", title="Cafeteira", seller_id=SELLER + 1, minutes=1)
+        assert await store.put(moved, expected=first.last_updated)
+        assert (await store.search(SearchQuery(SELLER, q="caf"))).total == 0
+        assert (await store.search(SearchQuery(SELLER))).facets["status"] == {"active": 1}
+        assert await _ids(store, SearchQuery(SELLER + 1, q="cafet")) == ["MLB1"]
+        assert await store.seller_item_ids(SELLER) == {"MLB2"}

@@ -5,21 +5,35 @@ Keys (``<ns>`` is ``catalog:``, or ``catalog:<scope>:`` in tests; ``<s>`` is
 
 - ``<ns>item:<id>``: hash ``doc`` (the snapshot's JSON), ``v`` (``last_updated`` in epoch
   microseconds, the compare-and-set version), ``index`` (the ``<s>`` prefix it is indexed
-  under), ``meta`` (``status<TAB>category``), ``terms`` (its folded words) and ``gone``.
+  under), ``n`` (its number in that seller's index), ``meta`` (``status<TAB>category``),
+  ``terms`` (its folded words) and ``gone``.
 - ``<s>:version``: bumped in the same script as every change of the seller's index, so
   anything cached from the index is keyed by it (``<s>:cache:<version>:...``, short TTL).
-- ``<s>:by:price``, ``<s>:by:updated``, ``<s>:by:sold``: sorted sets of the live item ids,
-  scored by the sort key; equal scores order by id, the stable tiebreak.
-- ``<s>:status:<status>``, ``<s>:category:<category>``: sets of live ids.
-- ``<s>:meta``: hash id -> ``status<TAB>category``, to group candidates in one HMGET.
-- ``<s>:facets``: hash ``status<TAB>category`` -> live count, so unfiltered totals and
+- ``<s>:docs``: hash number -> sorted-set member (below) of the live items. Numbers are
+  small integers, reused (``<s>:free``, a sorted set, lowest first; ``<s>:last`` counts
+  the ones ever handed out), so every bitmap below is about one bit per item of the
+  seller.
+- ``<s>:sort:price``, ``<s>:sort:updated``, ``<s>:sort:sold``: sorted sets of the live
+  items scored by the sort key, member ``<id>``, a NUL byte, ``<number>``: equal scores
+  order by id (NUL sorts below any character of an id), and a page walk reads the number
+  without a lookup.
+- ``<s>:bits:status:<status>``, ``<s>:bits:category:<category>``: bitmaps of the live
+  items by number.
+- ``<s>:bits:price:<bucket>``: bitmaps of the live items whose price falls in a bucket
+  (``floor(ln(1 + price) * 20)``, about 5% wide); ``<s>:buckets``: the non-empty buckets.
+- ``<s>:post:prefix:<p>``: the items having a word that starts with ``p``, for every
+  ``p`` of 1 to 3 bytes; ``<s>:post:word:<word>``: the items having ``word``, for words
+  longer than that; ``<s>:longwords``: lexicographic sorted set of those words (prefix
+  lookup by ZRANGEBYLEX). Each is a set of numbers while it has at most 512 members and a
+  bitmap once it grows past that (it stays one until it empties).
+- ``<s>:counts``: hash ``status<TAB>category`` -> live count, so unfiltered totals and
   facets are one HGETALL.
-- ``<s>:words``: lexicographic sorted set of the seller's distinct words (prefix lookup by
-  ZRANGEBYLEX); ``<s>:word:<word>``: set of the live ids having that word.
 - ``<s>:tmp:*``: scratch keys a search script creates and deletes before it returns.
 
 Every write is one Lua script, so the cache and the index never disagree and a reader never
-sees half a write. Nothing here uses KEYS, SCAN or a pattern.
+sees half a write. Nothing here uses KEYS, SCAN or a pattern. Keys of the earlier layout
+(``<s>:by:*``, ``<s>:word:*``, ``<s>:meta``, ...) are neither read nor written: an item
+written by it is indexed again by its next put.
 """
 
 from __future__ import annotations
@@ -38,73 +52,156 @@ from peepers_common.errors import ConfigurationError
 from peepers_common.events import ItemSnapshot
 from peepers_common.namespaces import Namespace, redis_errors
 
-__all__ = ["RedisItemStore"]
+__all__ = ["PREFIX_BYTES", "SET_LIMIT", "RedisItemStore"]
 
 _ITEM: Final = "item"
 _SELLER: Final = "seller"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-# Totals and facets of a text or price query, and its sorted ids, are reused by the next
-# pages while the seller's index is unchanged, for this long.
+# Totals and facets of a filtered query, its matches and its sorted matches are reused by
+# the next pages while the seller's index is unchanged, for this long.
 _CACHE_TTL_S: Final = 30
+# Query words of up to this many bytes read one precomputed prefix posting; longer ones
+# union the postings of the (few) longer words they start.
+PREFIX_BYTES: Final = 3
+# A posting is a set of item numbers up to this many members (an intset, 2 or 4 bytes
+# each), a bitmap (one bit per item of the seller) above.
+SET_LIMIT: Final = 512
+# Price buckets per unit of ln(1 + price): each bucket is e^(1/20), about 5%, wide.
+_PRICE_BUCKETS_PER_E: Final = 20
 
-# Shared by the scripts: take an item out of / put it into the seller index under prefix s.
-_INDEX_LUA: Final = """
+
+# Shared by every script.
+_COMMON_LUA: Final = rf"""
+local K, SET_LIMIT, R, SEP = {PREFIX_BYTES}, {SET_LIMIT}, {_PRICE_BUCKETS_PER_E}, '\0'
 local function split(meta)
-  local tab = string.find(meta, '\\t', 1, true)
+  local tab = string.find(meta, '\t', 1, true)
   return string.sub(meta, 1, tab - 1), string.sub(meta, tab + 1)
 end
-local function unindex(s, id, meta, terms)
-  local status, category = split(meta)
-  redis.call('ZREM', s .. ':by:price', id)
-  redis.call('ZREM', s .. ':by:updated', id)
-  redis.call('ZREM', s .. ':by:sold', id)
-  redis.call('SREM', s .. ':status:' .. status, id)
-  if category ~= '' then redis.call('SREM', s .. ':category:' .. category, id) end
-  redis.call('HDEL', s .. ':meta', id)
-  if redis.call('HINCRBY', s .. ':facets', meta, -1) <= 0 then
-    redis.call('HDEL', s .. ':facets', meta)
-  end
-  for word in string.gmatch(terms, '%S+') do
-    local key = s .. ':word:' .. word
-    redis.call('SREM', key, id)
-    if redis.call('SCARD', key) == 0 then redis.call('ZREM', s .. ':words', word) end
-  end
-end
-local function index(s, id, meta, terms, price, updated, sold)
-  local status, category = split(meta)
-  redis.call('ZADD', s .. ':by:price', price, id)
-  redis.call('ZADD', s .. ':by:updated', updated, id)
-  redis.call('ZADD', s .. ':by:sold', sold, id)
-  redis.call('SADD', s .. ':status:' .. status, id)
-  if category ~= '' then redis.call('SADD', s .. ':category:' .. category, id) end
-  redis.call('HSET', s .. ':meta', id, meta)
-  redis.call('HINCRBY', s .. ':facets', meta, 1)
-  for word in string.gmatch(terms, '%S+') do
-    redis.call('SADD', s .. ':word:' .. word, id)
-    redis.call('ZADD', s .. ':words', 0, word)
-  end
+-- Monotone in the price, so every item of a bucket between two others' lies between them.
+local function bucket(price)
+  local p = tonumber(price)
+  if not p or p <= 0 then return 0 end
+  return math.floor(math.log(1 + p) * R)
 end
 """
+
+# Shared by the write scripts: put an item's number into / take it out of seller s's index.
+_INDEX_LUA: Final = (
+    _COMMON_LUA
+    + r"""
+-- Everything an item is found under, key suffix -> {kind, what the kind needs}.
+local function postings(meta, terms, price)
+  local status, category = split(meta)
+  local out, b = {}, bucket(price)
+  out['bits:status:' .. status] = {'bits'}
+  if category ~= '' then out['bits:category:' .. category] = {'bits'} end
+  out['bits:price:' .. b] = {'price', b}
+  for word in string.gmatch(terms, '%S+') do
+    for n = 1, math.min(K, #word) do out['post:prefix:' .. string.sub(word, 1, n)] = {'post'} end
+    if #word > K then out['post:word:' .. word] = {'word', word} end
+  end
+  return out
+end
+local function is_bitmap(key, kind)
+  return kind == 'bits' or kind == 'price' or redis.call('TYPE', key).ok == 'string'
+end
+local function add(s, name, what, n)
+  local key, kind = s .. ':' .. name, what[1]
+  if kind == 'price' and redis.call('EXISTS', key) == 0 then
+    redis.call('ZADD', s .. ':buckets', what[2], what[2])
+  end
+  if is_bitmap(key, kind) then
+    redis.call('SETBIT', key, n, 1)
+    return
+  end
+  if redis.call('SADD', key, n) == 0 then return end
+  local card = redis.call('SCARD', key)
+  if card == 1 and kind == 'word' then redis.call('ZADD', s .. ':longwords', 0, what[2]) end
+  if card > SET_LIMIT then
+    local members = redis.call('SMEMBERS', key)
+    redis.call('DEL', key)
+    for _, member in ipairs(members) do redis.call('SETBIT', key, member, 1) end
+  end
+end
+local function remove(s, name, what, n)
+  local key, kind = s .. ':' .. name, what[1]
+  local empty
+  if is_bitmap(key, kind) then
+    redis.call('SETBIT', key, n, 0)
+    -- Stops at the first set bit: quick unless the bitmap is (nearly) empty.
+    empty = redis.call('BITPOS', key, 1) == -1
+    if empty then redis.call('DEL', key) end
+  else
+    redis.call('SREM', key, n)
+    empty = redis.call('EXISTS', key) == 0
+  end
+  if empty and kind == 'price' then redis.call('ZREM', s .. ':buckets', what[2]) end
+  if empty and kind == 'word' then redis.call('ZREM', s .. ':longwords', what[2]) end
+end
+local function count(s, meta, by)
+  if redis.call('HINCRBY', s .. ':counts', meta, by) <= 0 then
+    redis.call('HDEL', s .. ':counts', meta)
+  end
+end
+-- The price an indexed item is filed under.
+local function price_of(s, id, n)
+  return redis.call('ZSCORE', s .. ':sort:price', id .. SEP .. n)
+end
+-- Take item id (number n) out of seller s's index entirely and free its number.
+local function drop(s, id, n, meta, terms)
+  local member = id .. SEP .. n
+  for name, what in pairs(postings(meta, terms, price_of(s, id, n))) do remove(s, name, what, n) end
+  redis.call('ZREM', s .. ':sort:price', member)
+  redis.call('ZREM', s .. ':sort:updated', member)
+  redis.call('ZREM', s .. ':sort:sold', member)
+  count(s, meta, -1)
+  redis.call('HDEL', s .. ':docs', n)
+  redis.call('ZADD', s .. ':free', n, n)
+end
+"""
+)
 
 # KEYS: item, seller prefix. ARGV: id, expected version ('' = none or gone), version, doc,
 # meta, terms, price, updated, sold.
 _PUT_LUA: Final = (
     _INDEX_LUA
-    + """
+    + r"""
 local item, s, id = KEYS[1], KEYS[2], ARGV[1]
-local cur = redis.call('HMGET', item, 'v', 'gone', 'doc', 'index', 'meta', 'terms')
+local meta, terms, price = ARGV[5], ARGV[6], ARGV[7]
+local cur = redis.call('HMGET', item, 'v', 'gone', 'doc', 'index', 'n', 'meta', 'terms')
 local version = cur[1]
 if cur[2] then version = false end
 if (version or '') ~= ARGV[2] then return 0 end
-if version and cur[3] == ARGV[4] and cur[4] == s then return 1 end
-if version then
-  unindex(cur[4], id, cur[5], cur[6])
-  if cur[4] ~= s then redis.call('INCR', cur[4] .. ':version') end
+-- n is missing for an item written by the earlier key layout: index it afresh.
+local n, old = version and cur[5], {}
+if n and cur[3] == ARGV[4] and cur[4] == s then return 1 end
+if n and cur[4] == s then
+  old = postings(cur[6], cur[7], price_of(s, id, n))
+  if cur[6] ~= meta then
+    count(s, cur[6], -1)
+    count(s, meta, 1)
+  end
+elseif n then
+  drop(cur[4], id, n, cur[6], cur[7])
+  redis.call('INCR', cur[4] .. ':version')
+  n = false
 end
-index(s, id, ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9])
+if not n then
+  n = redis.call('ZPOPMIN', s .. ':free')[1] or (redis.call('INCR', s .. ':last') - 1)
+  redis.call('HSET', s .. ':docs', n, id .. SEP .. n)
+  count(s, meta, 1)
+end
+-- Only what changed: a new price touches two buckets, not every word.
+local new = postings(meta, terms, price)
+for name, what in pairs(old) do if not new[name] then remove(s, name, what, n) end end
+for name, what in pairs(new) do if not old[name] then add(s, name, what, n) end end
+local member = id .. SEP .. n
+redis.call('ZADD', s .. ':sort:price', price, member)
+redis.call('ZADD', s .. ':sort:updated', ARGV[8], member)
+redis.call('ZADD', s .. ':sort:sold', ARGV[9], member)
 redis.call('HDEL', item, 'gone')
-redis.call('HSET', item, 'v', ARGV[3], 'doc', ARGV[4], 'index', s, 'meta', ARGV[5],
-  'terms', ARGV[6])
+redis.call('HSET', item, 'v', ARGV[3], 'doc', ARGV[4], 'index', s, 'n', n, 'meta', meta,
+  'terms', terms)
 redis.call('INCR', s .. ':version')
 return 1
 """
@@ -113,13 +210,14 @@ return 1
 # KEYS: seller prefix, then the items. ARGV: their ids.
 _MARK_GONE_LUA: Final = (
     _INDEX_LUA
-    + """
+    + r"""
 local s, marked = KEYS[1], 0
 for i = 2, #KEYS do
-  local cur = redis.call('HMGET', KEYS[i], 'index', 'gone', 'meta', 'terms')
+  local cur = redis.call('HMGET', KEYS[i], 'index', 'gone', 'n', 'meta', 'terms')
   if cur[1] == s and not cur[2] then
-    unindex(s, ARGV[i - 1], cur[3], cur[4])
+    if cur[3] then drop(s, ARGV[i - 1], cur[3], cur[4], cur[5]) end
     redis.call('HSET', KEYS[i], 'gone', '1')
+    redis.call('HDEL', KEYS[i], 'n')
     marked = marked + 1
   end
 end
@@ -131,22 +229,46 @@ return marked
 # KEYS: seller prefix, item prefix. ARGV: sort field, desc ('1'/'0'), limit, status,
 # category, price min, price max ('' = none for the four), cursor score, cursor id ('' =
 # first page), cache ttl, query digest, then the query's words.
-_SEARCH_LUA: Final = """
+_SEARCH_LUA: Final = (
+    _COMMON_LUA
+    + r"""
 local s, items = KEYS[1], KEYS[2]
-local sortkey, desc, limit = s .. ':by:' .. ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local field, desc, limit = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3])
+local sortkey = s .. ':sort:' .. field
 local fstatus, fcategory, pmin, pmax = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local cscore, cid, ttl, digest = ARGV[8], ARGV[9], tonumber(ARGV[10]), ARGV[11]
 local words = {}
 for i = 12, #ARGV do words[#words + 1] = ARGV[i] end
+local cache = s .. ':cache:' .. (redis.call('GET', s .. ':version') or '0') .. ':' .. digest
 local tmps = {}
 local function tmp(name)
   local key = s .. ':tmp:' .. name
   tmps[#tmps + 1] = key
   return key
 end
-local function split(meta)
-  local tab = string.find(meta, '\\t', 1, true)
-  return string.sub(meta, 1, tab - 1), string.sub(meta, tab + 1)
+local function bits_of(kind, value) return s .. ':bits:' .. kind .. ':' .. value end
+local function id_of(member) return string.sub(member, 1, string.find(member, SEP, 1, true) - 1) end
+local function number_of(member)
+  return tonumber(string.sub(member, string.find(member, SEP, 1, true) + 1))
+end
+-- Whether bit n is set in bitmap (a string as GET returns it; bit 0 is the first byte's
+-- high bit, as SETBIT numbers them).
+local function has(bitmap, n)
+  local byte = string.byte(bitmap, math.floor(n / 8) + 1)
+  return byte ~= nil and bit.band(byte, bit.rshift(128, n % 8)) ~= 0
+end
+-- The numbers set in bitmap, ascending; skips zero bytes in C.
+local function numbers_in(bitmap)
+  local out, at = {}, 1
+  while true do
+    at = string.find(bitmap, '[^%z]', at)
+    if not at then return out end
+    local byte, base = string.byte(bitmap, at), (at - 1) * 8
+    for j = 0, 7 do
+      if bit.band(byte, bit.rshift(128, j)) ~= 0 then out[#out + 1] = base + j end
+    end
+    at = at + 1
+  end
 end
 -- Byte order, as Redis orders members of equal score (Lua's < follows the locale).
 local function before(a, b)
@@ -165,6 +287,11 @@ local function chunked(cmd, key, list, from_reply)
   end
   return out
 end
+local function bitop(op, dest, keys)
+  for i = 1, #keys, 1000 do
+    redis.call('BITOP', op, dest, dest, unpack(keys, i, math.min(i + 999, #keys)))
+  end
+end
 local function wanted(status, category)
   return (fstatus == '' or status == fstatus), (fcategory == '' or category == fcategory)
 end
@@ -174,6 +301,84 @@ local function flat(map)
   return out
 end
 
+-- OR the postings at keys (bitmaps, or sets of numbers) into one bitmap: its key, nil when
+-- they hold nothing. A lone bitmap is used where it is (read only).
+local function union(keys, name)
+  local bitmaps, sets = {}, {}
+  for _, key in ipairs(keys) do
+    local kind = redis.call('TYPE', key).ok
+    if kind == 'string' then bitmaps[#bitmaps + 1] = key
+    elseif kind == 'set' then sets[#sets + 1] = key end
+  end
+  if #bitmaps == 1 and #sets == 0 then return bitmaps[1] end
+  if #bitmaps == 0 and #sets == 0 then return nil end
+  local dest = tmp(name)
+  bitop('OR', dest, bitmaps)
+  for i = 1, #sets, 1000 do
+    for _, n in ipairs(redis.call('SUNION', unpack(sets, i, math.min(i + 999, #sets)))) do
+      redis.call('SETBIT', dest, n, 1)
+    end
+  end
+  return dest
+end
+-- The items having, for every query word, a word it starts: a bitmap key or nil.
+local function text_bits()
+  local each = {}
+  for i, word in ipairs(words) do
+    local keys
+    if #word <= K then
+      keys = {s .. ':post:prefix:' .. word}
+    else
+      keys = redis.call('ZRANGEBYLEX', s .. ':longwords', '[' .. word, '[' .. word .. '\255')
+      for j, w in ipairs(keys) do keys[j] = s .. ':post:word:' .. w end
+    end
+    each[i] = union(keys, 'word' .. i)
+    if not each[i] then return nil end
+  end
+  if #each == 1 then return each[1] end
+  local dest = tmp('text')
+  redis.call('BITOP', 'AND', dest, unpack(each))
+  return dest
+end
+-- The items of base (a bitmap key; nil: all) priced within [pmin, pmax]: the buckets
+-- strictly between the bounds' buckets whole, then the bounds' own buckets item by item,
+-- walking the price order from each bound until the bucket changes.
+local function price_bits(base)
+  local low, high = tonumber(pmin), tonumber(pmax)
+  local lowb, highb = low and bucket(low), high and bucket(high)
+  local dest = tmp('price')
+  local inner = redis.call('ZRANGE', s .. ':buckets', lowb and '(' .. lowb or '-inf',
+    highb and '(' .. highb or '+inf', 'BYSCORE')
+  for i, b in ipairs(inner) do inner[i] = bits_of('price', b) end
+  bitop('OR', dest, inner)
+  if base then redis.call('BITOP', 'AND', dest, dest, base) end
+  local within = base and (redis.call('GET', base) or '')
+  local function edge(from, to, b, rev)
+    local offset = 0
+    while true do
+      local got
+      if rev then
+        got = redis.call('ZRANGE', s .. ':sort:price', from, to, 'BYSCORE', 'REV', 'LIMIT',
+          offset, 256, 'WITHSCORES')
+      else
+        got = redis.call('ZRANGE', s .. ':sort:price', from, to, 'BYSCORE', 'LIMIT', offset,
+          256, 'WITHSCORES')
+      end
+      for i = 1, #got, 2 do
+        if bucket(got[i + 1]) ~= b then return end
+        local n = number_of(got[i])
+        if not within or has(within, n) then redis.call('SETBIT', dest, n, 1) end
+      end
+      if #got < 512 then return end
+      offset = offset + 256
+    end
+  end
+  if low then edge(pmin, high and pmax or '+inf', lowb, false) end
+  if high and lowb ~= highb then edge(pmax, low and pmin or '-inf', highb, true) end
+  if redis.call('EXISTS', dest) == 0 then return nil end
+  return dest
+end
+
 -- Positions in z around the cursor item (score cscore, id cid), in ascending order:
 -- how many elements sort before it, and how many sort before or at it.
 local function around(z)
@@ -181,10 +386,10 @@ local function around(z)
   local hi = redis.call('ZCOUNT', z, '-inf', cscore)
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
-    if before(redis.call('ZRANGE', z, mid, mid)[1], cid) then lo = mid + 1 else hi = mid end
+    if before(id_of(redis.call('ZRANGE', z, mid, mid)[1]), cid) then lo = mid + 1 else hi = mid end
   end
   local at = redis.call('ZRANGE', z, lo, lo)[1]
-  if at == cid then return lo, lo + 1 end
+  if at and id_of(at) == cid then return lo, lo + 1 end
   return lo, lo
 end
 -- Where a page of z starts (ascending) or ends, exclusive (descending).
@@ -197,8 +402,9 @@ local function start_of(z)
   if desc then return before end
   return through
 end
--- The next page of z, the elements keep(ids) accepts (keep == nil: all), as id, score
--- pairs; and whether more may follow. Walks z in chunks sized by the share that matches.
+-- The next page of z, the elements keep(members) accepts (keep == nil: all), as member,
+-- score pairs; and whether more may follow. Walks z in chunks sized by the share that
+-- matches, reading scores only for the page.
 local function page(z, keep, share)
   local out, pos = {}, start_of(z)
   local size = math.max(64, math.min(4096, math.ceil((limit + 1) / share * 1.25)))
@@ -213,19 +419,14 @@ local function page(z, keep, share)
       first, last = pos, pos + size - 1
       pos = last + 1
     end
-    local got = redis.call('ZRANGE', z, first, last, 'WITHSCORES')
-    local n = #got / 2
+    local got = redis.call('ZRANGE', z, first, last)
+    local n = #got
     if n == 0 then break end
-    local accepted
-    if keep then
-      local ids = {}
-      for i = 1, n do ids[i] = got[2 * i - 1] end
-      accepted = keep(ids)
-    end
+    local accepted = keep and keep(got)
     for j = 1, n do
       local i = desc and (n - j + 1) or j
       if keep == nil or accepted[i] then
-        out[#out + 1] = {got[2 * i - 1], got[2 * i]}
+        out[#out + 1] = {got[i]}
         if #out > limit then break end
       end
     end
@@ -233,13 +434,68 @@ local function page(z, keep, share)
   end
   local more = #out > limit
   if more then out[#out] = nil end
+  if #out > 0 then
+    local members = {}
+    for i, pair in ipairs(out) do members[i] = pair[1] end
+    for i, score in ipairs(redis.call('ZMSCORE', z, unpack(members))) do out[i][2] = score end
+  end
   return out, more
 end
+-- The members of the matches (bitmap key) and their scores, in two lists.
+local function scored(matches)
+  local numbers = numbers_in(redis.call('GET', matches) or '')
+  local members = {}
+  for _, member in ipairs(chunked('HMGET', s .. ':docs', numbers, true)) do
+    if member then members[#members + 1] = member end
+  end
+  return members, chunked('ZMSCORE', sortkey, members, true)
+end
+-- The first page of a few matches without sorting them all: one pass keeping the best
+-- limit + 1 in page order.
+local function first_page(matches)
+  local members, scores = scored(matches)
+  local function ahead(a, ascore, b)
+    local bscore = tonumber(b[2])
+    if ascore ~= bscore then
+      if desc then return ascore > bscore end
+      return ascore < bscore
+    end
+    if desc then return before(b[1], a) end
+    return before(a, b[1])
+  end
+  local best = {}
+  for i, member in ipairs(members) do
+    local score = tonumber(scores[i])
+    if #best <= limit or ahead(member, score, best[#best]) then
+      if #best > limit then best[#best] = nil end
+      local j = #best + 1
+      while j > 1 and ahead(member, score, best[j - 1]) do
+        best[j] = best[j - 1]
+        j = j - 1
+      end
+      best[j] = {member, scores[i]}
+    end
+  end
+  local more = #best > limit
+  if more then best[#best] = nil end
+  return best, more
+end
+-- The matches (bitmap key) as a sorted set scored by the sort key, at z.
+local function sort_matches(matches, z)
+  local members, scores = scored(matches)
+  local args = {}
+  for i, member in ipairs(members) do
+    args[#args + 1] = scores[i]
+    args[#args + 1] = member
+  end
+  chunked('ZADD', z, args, false)
+  redis.call('EXPIRE', z, ttl)
+end
 
-local total, by_status, by_category, z, keep, share = 0, {}, {}, sortkey, nil, 1
+local total, by_status, by_category, matches = 0, {}, {}, nil
 if #words == 0 and pmin == '' and pmax == '' then
   -- Only status and category: totals and facets come from the kept counts.
-  local joint = redis.call('HGETALL', s .. ':facets')
+  local joint = redis.call('HGETALL', s .. ':counts')
   for i = 1, #joint, 2 do
     local status, category = split(joint[i])
     local count = tonumber(joint[i + 1])
@@ -250,121 +506,125 @@ if #words == 0 and pmin == '' and pmax == '' then
     end
     if status_ok and category_ok then total = total + count end
   end
-  if fstatus ~= '' or fcategory ~= '' then
-    local all = redis.call('ZCARD', sortkey)
-    if total == 0 then
-      z = nil
-    elseif (limit + 1) * all <= total * total then
-      -- Common enough that walking the sorted ids finds a page quickly.
-      share = total / all
-      keep = function(ids)
-        local metas = redis.call('HMGET', s .. ':meta', unpack(ids))
-        for i, meta in ipairs(metas) do
-          local status_ok, category_ok = wanted(split(meta))
-          metas[i] = status_ok and category_ok
-        end
-        return metas
-      end
-    else
-      -- Rare: sort just the matches.
-      z = tmp('sorted')
-      local keys = {sortkey}
-      if fstatus ~= '' then keys[#keys + 1] = s .. ':status:' .. fstatus end
-      if fcategory ~= '' then keys[#keys + 1] = s .. ':category:' .. fcategory end
-      local args = {z, #keys}
-      for _, key in ipairs(keys) do args[#args + 1] = key end
-      args[#args + 1] = 'WEIGHTS'
-      for i = 1, #keys do args[#args + 1] = i == 1 and 1 or 0 end
-      redis.call('ZINTERSTORE', unpack(args))
-    end
+  if total > 0 and fstatus ~= '' and fcategory ~= '' then
+    matches = tmp('matches')
+    redis.call('BITOP', 'AND', matches, bits_of('status', fstatus), bits_of('category', fcategory))
+  elseif total > 0 and fstatus ~= '' then
+    matches = bits_of('status', fstatus)
+  elseif total > 0 and fcategory ~= '' then
+    matches = bits_of('category', fcategory)
   end
 else
-  local version = redis.call('GET', s .. ':version') or '0'
-  local cache = s .. ':cache:' .. version .. ':' .. digest
   local cached = redis.call('GET', cache .. ':facets')
   if cached then
     cached = cjson.decode(cached)
     -- Its matches may have expired a moment before it.
-    if cached[1] > 0 and redis.call('EXISTS', cache .. ':matches') == 0 then cached = nil end
+    if cached[1] > 0 and redis.call('EXISTS', cache .. ':bits') == 0 then cached = nil end
   end
   if cached then
     total, by_status, by_category = cached[1], cached[2], cached[3]
+    if total > 0 then matches = cache .. ':bits' end
   else
-    -- The words and the price range make the base set; each facet counts it with the
-    -- other facet's filter applied (a facet ignores its own filter).
-    local base
+    -- The words and the price range make the base bitmap; each facet counts it with the
+    -- other facet's filter applied (a facet ignores its own filter), one BITOP AND and
+    -- one BITCOUNT per value.
+    local base = nil
+    local empty = false
     if #words > 0 then
-      local sets = {}
-      for i, word in ipairs(words) do
-        local found = redis.call('ZRANGEBYLEX', s .. ':words', '[' .. word, '[' .. word .. '\\255')
-        if #found == 0 then sets = nil; break end
-        for j, w in ipairs(found) do found[j] = s .. ':word:' .. w end
-        sets[i] = tmp('word' .. i)
-        for j = 1, #found, 4000 do
-          redis.call('SUNIONSTORE', sets[i], sets[i], unpack(found, j, math.min(j + 3999, #found)))
-        end
-      end
-      base = sets and redis.call('SINTER', unpack(sets)) or {}
-      if (pmin ~= '' or pmax ~= '') and #base > 0 then
-        local prices = chunked('ZMSCORE', s .. ':by:price', base, true)
-        local low, high = tonumber(pmin) or -math.huge, tonumber(pmax) or math.huge
-        local kept = {}
-        for i, id in ipairs(base) do
-          local price = tonumber(prices[i])
-          if price and price >= low and price <= high then kept[#kept + 1] = id end
-        end
-        base = kept
-      end
-    else
-      base = redis.call('ZRANGE', s .. ':by:price', pmin ~= '' and pmin or '-inf',
-        pmax ~= '' and pmax or '+inf', 'BYSCORE')
+      base = text_bits()
+      empty = base == nil
     end
-    local metas = chunked('HMGET', s .. ':meta', base, true)
-    local matches = {}
-    for i, id in ipairs(base) do
-      local status, category = split(metas[i])
-      local status_ok, category_ok = wanted(status, category)
-      if category_ok then by_status[status] = (by_status[status] or 0) + 1 end
-      if status_ok and category ~= '' then
-        by_category[category] = (by_category[category] or 0) + 1
-      end
-      if status_ok and category_ok then matches[#matches + 1] = id end
+    if not empty and (pmin ~= '' or pmax ~= '') then
+      base = price_bits(base)
+      empty = base == nil
     end
-    total = #matches
-    if total > 0 then
-      chunked('SADD', cache .. ':matches', matches, false)
-      redis.call('EXPIRE', cache .. ':matches', ttl)
+    if not empty then
+      local statuses, categories, joint = {}, {}, redis.call('HGETALL', s .. ':counts')
+      for i = 1, #joint, 2 do
+        local status, category = split(joint[i])
+        local status_ok, category_ok = wanted(status, category)
+        if category_ok then statuses[status] = true end
+        if status_ok and category ~= '' then categories[category] = true end
+      end
+      local in_category, in_status = base, base
+      if fcategory ~= '' then
+        in_category = tmp('incategory')
+        redis.call('BITOP', 'AND', in_category, base, bits_of('category', fcategory))
+      end
+      if fstatus ~= '' then
+        in_status = tmp('instatus')
+        redis.call('BITOP', 'AND', in_status, base, bits_of('status', fstatus))
+      end
+      local scratch = tmp('count')
+      local function count_in(from, key)
+        redis.call('BITOP', 'AND', scratch, from, key)
+        return redis.call('BITCOUNT', scratch)
+      end
+      for status in pairs(statuses) do
+        local count = count_in(in_category, bits_of('status', status))
+        if count > 0 then by_status[status] = count end
+      end
+      for category in pairs(categories) do
+        local count = count_in(in_status, bits_of('category', category))
+        if count > 0 then by_category[category] = count end
+      end
+      matches = cache .. ':bits'
+      if fcategory ~= '' then
+        redis.call('BITOP', 'AND', matches, in_status, bits_of('category', fcategory))
+      else
+        redis.call('BITOP', 'OR', matches, in_status)
+      end
+      total = redis.call('BITCOUNT', matches)
+      if total > 0 then
+        redis.call('EXPIRE', matches, ttl)
+      else
+        redis.call('DEL', matches)
+        matches = nil
+      end
     end
     redis.call('SET', cache .. ':facets', cjson.encode({total, by_status, by_category}), 'EX', ttl)
   end
-  if total == 0 then
-    z = nil
-  elseif (limit + 1) * redis.call('ZCARD', sortkey) <= total * total then
-    -- Common enough that walking the sorted ids finds a page quickly.
-    share = total / redis.call('ZCARD', sortkey)
-    keep = function(ids)
-      local found = redis.call('SMISMEMBER', cache .. ':matches', unpack(ids))
-      for i, member in ipairs(found) do found[i] = member == 1 end
-      return found
+end
+
+-- Walking costs about (limit + 1) / share members, picking `total` matches at about WALK
+-- times the cost of a walked member: walk when that is cheaper.
+local WALK = 4
+local z, keep, share, pick = sortkey, nil, 1, nil
+if total == 0 then
+  z = nil
+elseif matches then
+  local all = redis.call('ZCARD', sortkey)
+  if (limit + 1) * all <= WALK * total * total then
+    -- Common enough that walking the sorted items finds a page quickly.
+    share = total / all
+    local bitmap = redis.call('GET', matches) or ''
+    keep = function(members)
+      local out = {}
+      for i, member in ipairs(members) do out[i] = has(bitmap, number_of(member)) end
+      return out
     end
   else
-    -- Rare: sort just the matches, once per sort while the index is unchanged.
-    z = cache .. ':' .. ARGV[1]
-    if redis.call('EXISTS', z) == 0 then
-      redis.call('ZINTERSTORE', z, 2, sortkey, cache .. ':matches', 'WEIGHTS', 1, 0)
-      redis.call('EXPIRE', z, ttl)
-    end
+    -- Rare: the first page picks from the matches directly; later pages sort them, once
+    -- per sort while the index is unchanged.
+    z = cache .. ':by:' .. field
+    if cid ~= '' and redis.call('EXISTS', z) == 0 then sort_matches(matches, z) end
+    if cid == '' and redis.call('EXISTS', z) == 0 then z, pick = nil, matches end
   end
 end
 
 local found, more = {}, false
-if z then found, more = page(z, keep, share) end
+if z then
+  found, more = page(z, keep, share)
+elseif pick then
+  found, more = first_page(pick)
+end
 if #tmps > 0 then redis.call('DEL', unpack(tmps)) end
 local docs = {}
-for i, pair in ipairs(found) do docs[i] = redis.call('HGET', items .. pair[1], 'doc') end
-local last = more and found[#found] or {'', ''}
+for i, pair in ipairs(found) do docs[i] = redis.call('HGET', items .. id_of(pair[1]), 'doc') end
+local last = more and {id_of(found[#found][1]), found[#found][2]} or {'', ''}
 return {total, flat(by_status), flat(by_category), docs, last[2], last[1]}
 """
+)
 
 
 def _micros(moment: datetime) -> int:
@@ -452,9 +712,9 @@ class RedisItemStore:
 
     async def seller_item_ids(self, seller_id: int) -> set[str]:
         with redis_errors("listing a seller's items"):
-            ids = await self._redis.zrange(f"{self._seller(seller_id)}:by:updated", 0, -1)
-        # Members come back as bytes: the client does not decode responses.
-        return {item_id.decode() for item_id in cast("list[bytes]", ids)}
+            ids = await self._redis.hvals(f"{self._seller(seller_id)}:docs")
+        # Members (``<id>`` NUL ``<number>``) come back as bytes: no response decoding.
+        return {member.split(b"\0")[0].decode() for member in cast("list[bytes]", ids)}
 
     async def mark_gone(self, seller_id: int, item_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(item_ids))
