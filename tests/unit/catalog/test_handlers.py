@@ -11,6 +11,7 @@ from peepers_catalog.handlers import (
     InvalidItemNotification,
     Outcome,
     apply_item,
+    item_of_record_key,
     on_item_notification,
 )
 from peepers_common.errors import CacheUnavailable
@@ -135,3 +136,18 @@ class TestApplyItem:
         await store.mark_gone(SELLER, [ITEM])
         assert await apply_item(ml_item(ITEM, seller_id=SELLER), catalog) == Outcome.UPDATED
         assert not await store.is_gone(ITEM)
+
+
+@pytest.mark.parametrize(
+    ("key", "item"),
+    [
+        (b"7:/items/MLB1000000001", b"MLB1000000001"),
+        (b"7:/items/MLB1000000001/prices", b"MLB1000000001"),
+        (b"7:/orders/123", b"7:/orders/123"),
+        (None, None),
+    ],
+)
+def test_items_and_prices_records_of_one_item_share_a_batch_key(
+    key: bytes | None, item: bytes | None
+) -> None:
+    assert item_of_record_key(key) == item

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pydantic import BaseModel
 
@@ -15,6 +17,7 @@ from peepers_common.consuming import (
     InboundRecord,
     RecordProcessor,
     RetryPolicy,
+    process_batch,
 )
 from peepers_common.errors import MlForbidden, MlUnavailable, PublishError
 from peepers_common.testing import InMemoryEventPublisher
@@ -171,3 +174,32 @@ async def test_the_handler_runs_in_a_child_span_of_the_records_trace(
     assert second is not None
     assert second.trace_id != cause.trace_id
     assert current_trace.get() is None
+
+
+async def test_a_batch_runs_keys_side_by_side_and_each_key_in_order(
+    processor: RecordProcessor,
+) -> None:
+    records = [
+        InboundRecord.from_kafka(TOPIC, 0, offset, key, b"{}", [])
+        for offset, key in enumerate([b"a", b"b", b"a", b"c", b"b", b"a"])
+    ]
+    running = 0
+    most_at_once = 0
+    order: list[tuple[bytes | None, int]] = []
+
+    async def handler(record: InboundRecord) -> str:
+        nonlocal running, most_at_once
+        running += 1
+        most_at_once = max(most_at_once, running)
+        await asyncio.sleep(0)  # a network wait: other keys may run meanwhile
+        order.append((record.key, record.offset))
+        running -= 1
+        return "ok"
+
+    fates = await process_batch(processor, records, handler)
+    assert fates == [Fate.DONE] * 6
+    assert most_at_once == 3
+    for key in (b"a", b"b", b"c"):
+        offsets = [offset for k, offset in order if k == key]
+        assert offsets == sorted(offsets)
+    assert len(order) == 6

@@ -330,6 +330,39 @@ class RecordProcessor:
                 )
 
 
+def record_key(record: InboundRecord) -> bytes | None:
+    return record.key
+
+
+async def process_batch(
+    processor: RecordProcessor,
+    records: Sequence[InboundRecord],
+    handler: Handler,
+    *,
+    key: Callable[[InboundRecord], object] = record_key,
+) -> list[Fate]:
+    """Process a batch concurrently across keys, in order within each key.
+
+    Agents stay at concurrency 1 (faust issue #606) and take a batch with Faust's
+    ``take_events``, which acks the batch only after this returns: nothing is acked
+    before it is processed, and one key's records keep their order, while the network
+    waits of different keys (ML, Redis, Kafka acks) overlap. ``key`` names what must
+    not be handled twice at once (the record key by default; catalog uses the item,
+    which ``items`` and ``items_prices`` records share).
+    """
+    by_key: dict[object, list[int]] = {}
+    for index, record in enumerate(records):
+        by_key.setdefault(key(record), []).append(index)
+    fates: list[Fate] = [Fate.DONE] * len(records)
+
+    async def one_key(indexes: list[int]) -> None:
+        for index in indexes:
+            fates[index] = await processor.process(records[index], handler)
+
+    await asyncio.gather(*(one_key(indexes) for indexes in by_key.values()))
+    return fates
+
+
 async def sleep_until_due(processor: RecordProcessor, record: InboundRecord) -> None:
     """Hold a parked record until its ``not-before`` time (retry agents call this)."""
     delay = processor.due_in_s(record)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiohttp import web
@@ -28,13 +28,14 @@ from mode import Service
 from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.api import create_api
-from peepers_catalog.handlers import Catalog, on_item_notification
+from peepers_catalog.handlers import Catalog, item_of_record_key, on_item_notification
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import SyncOptions, full_sync
 from peepers_common.consuming import (
     InboundRecord,
     RecordProcessor,
     RetryPolicy,
+    process_batch,
     sleep_until_due,
 )
 from peepers_common.events import SELLER_EVENT, event_type_of
@@ -203,9 +204,18 @@ def create_app(settings: Settings) -> faust.App:
 
     async def items(stream: faust.StreamT[bytes]) -> None:
         await runtime.ready.wait()
-        async for event in stream.events():
-            record = _record(event)
-            await runtime.wiring.processor.process(record, runtime.handle_item)
+        # StreamT does not declare take_events; the Stream Faust passes has it.
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_max, within=settings.batch_within_s
+        )
+        async for events in batches:
+            records = [_record(event) for event in events]
+            await process_batch(
+                runtime.wiring.processor,
+                records,
+                runtime.handle_item,
+                key=lambda record: item_of_record_key(record.key),
+            )
 
     async def sellers(stream: faust.StreamT[bytes]) -> None:
         await runtime.ready.wait()

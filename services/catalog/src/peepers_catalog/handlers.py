@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # /items/MLB123, /items/MLB123/prices, /items/MLB123/price_to_win, ... (FACTS.md 1.4)
 _ITEM_RESOURCE: Final = re.compile(r"^/items/([A-Z]{3}\d{1,20})(?:/[A-Za-z0-9_/-]*)?$")
+_ITEM_IN_KEY: Final = re.compile(rb":/items/([A-Z]{3}\d{1,20})(?:/|$)")
 _CAS_ATTEMPTS: Final = 5
 
 
@@ -64,6 +65,16 @@ def item_id_of(notification: Notification) -> str:
         msg = f"resource {notification.resource_path!r} does not name an item"
         raise InvalidItemNotification(msg)
     return match.group(1)
+
+
+def item_of_record_key(key: bytes | None) -> bytes | None:
+    """The item a notification record is about, from its ``<user_id>:<resource>`` key.
+
+    ``items`` and ``items_prices`` records of one item have different keys; this names
+    what they share, so a batch never handles one item twice at once.
+    """
+    match = _ITEM_IN_KEY.search(key or b"")
+    return key if match is None else match.group(1)
 
 
 async def on_item_notification(notification: Notification, catalog: Catalog) -> Outcome:

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     token_broker: TokenBrokerSettings = TokenBrokerSettings(service="catalog")
     retry: RetrySettings = RetrySettings()
     sync: SyncSettings = SyncSettings()
+    # Item notifications are taken in batches of up to this many (waiting at most
+    # batch_within_s for one to fill) and processed concurrently across keys.
+    batch_max: int = Field(default=64, ge=1)
+    batch_within_s: float = Field(default=0.005, gt=0)
     # The Kafka consumer group; replicas of one deployment share it.
     app_id: str = "peepers-catalog"
     # How fast the group notices a dead replica and hands its partitions on. Kafka's 45 s

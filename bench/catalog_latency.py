@@ -1,0 +1,497 @@
+"""Webhook-to-cache latency of the catalog at a fixed rate of item changes, ML fetch included.
+
+Real processes on loopback: the sandbox (one seller with ``--pool`` items, no notifier),
+ingest (``python -m peepers_ingest``, acks=all) and the catalog worker (``python -m
+peepers_catalog worker``), on scratch topics and a scratch Redis scope; tokens come from
+a stand-in broker in this process (see bench.catalog_support). The worker first syncs
+the seller (``seller.connected``), so every item is cached before the clock starts.
+
+Then, for ``--duration`` seconds at ``--rate`` changes a second (open loop, on
+schedule): change the price of the next item of the pool at the sandbox (admin event,
+price = 100000 + sequence number, so each change is recognisable), and at t0 POST the
+``items_prices`` webhook to ingest. The worker fetches the item from the sandbox and
+publishes ``item.price_changed`` on ``<prefix>peepers.catalog.v1`` right before its
+cache write (compare-and-set). This process consumes that topic, with no Redis polling:
+
+* t1 (event made) = the record's Kafka timestamp, set when the worker hands it to its
+  producer; the cache write follows once Kafka acks (acks=all), so this is a lower bound;
+* t1 (event read) = when this process receives the record: an upper bound (it adds the
+  ack and the consumer's fetch).
+
+Baseline, in the same run and at the same rate: GET /items/{id} from the sandbox alone.
+
+    uv run python -m bench.catalog_latency [--rate 200] [--duration 20] [--pool 5000]
+
+``--workers N`` runs N worker replicas in one consumer group (the items topics have 6
+partitions); ``--keep-logs DIR`` keeps the processes' logs and every change's times.
+
+Needs the stack (``scripts/stack up``) with ``.stack/env`` sourced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer
+
+from bench.catalog_support import (
+    cleanup_scope,
+    connect_seller,
+    cpu_seconds,
+    kafka_settings,
+    log,
+    percentile,
+    sandbox_process,
+    seller_item_ids,
+    sync_state,
+    token_broker,
+    wait_ready,
+    worker_run,
+)
+from bench.ingest import APP_ID, PATH, start_ingest
+from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.namespaces import connect_redis
+from peepers_common.topics import PEEPERS_CATALOG
+from peepers_sandbox.client import SandboxAdmin
+from tests.integration.catalog.worker import WorkerRun, catalog_topics, worker_process
+from tests.integration.ingest.support import free_port
+from tests.support import unique
+
+PRICE_BASE: Final = 100_000
+TARGET_P99_MS: Final = 250.0
+
+
+def webhook(run: str, seq: int, seller: int, item_id: str) -> bytes:
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps(
+        {
+            "_id": f"{run}-{seq}",
+            "resource": f"/items/{item_id}/prices",
+            "user_id": seller,
+            "topic": "items_prices",
+            "application_id": APP_ID,
+            "attempts": 1,
+            "sent": now,
+            "received": now,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def seq_of(price: str | float, total: int) -> int | None:
+    """The change a ``new_price`` announces, or None for a price this run did not set."""
+    seq = int(Decimal(str(price))) - PRICE_BASE
+    return seq if 0 <= seq < total else None
+
+
+def metric(text: str, name: str, label: str) -> float:
+    """The sum of a Prometheus text exposition's samples of `name` whose labels hold `label`."""
+    found = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line.split("}", 1)[0]:
+            found += float(line.rsplit(" ", 1)[1])
+    return found
+
+
+@dataclass
+class WorkerCosts:
+    """Means over the driven changes, from the worker's own /metrics (before and after)."""
+
+    records: float = 0.0
+    processing_s: float = 0.0
+    fetches: float = 0.0
+    fetch_s: float = 0.0
+    limiter_s: float = 0.0
+    cpu_s: float = 0.0  # the worker processes' CPU time (from /proc, not /metrics)
+
+    @classmethod
+    def scrape(cls, text: str) -> WorkerCosts:
+        return cls(
+            records=metric(text, "peepers_consumer_processing_seconds_count", "items_prices"),
+            processing_s=metric(text, "peepers_consumer_processing_seconds_sum", "items_prices"),
+            fetches=metric(text, "peepers_ml_request_duration_seconds_count", 'family="items"'),
+            fetch_s=metric(text, "peepers_ml_request_duration_seconds_sum", 'family="items"'),
+            limiter_s=metric(text, "peepers_ml_limiter_wait_seconds_total", 'family="items"'),
+        )
+
+    def plus(self, other: WorkerCosts) -> WorkerCosts:
+        return WorkerCosts(
+            self.records + other.records,
+            self.processing_s + other.processing_s,
+            self.fetches + other.fetches,
+            self.fetch_s + other.fetch_s,
+            self.limiter_s + other.limiter_s,
+            self.cpu_s + other.cpu_s,
+        )
+
+    def minus(self, before: WorkerCosts) -> WorkerCosts:
+        return WorkerCosts(
+            self.records - before.records,
+            self.processing_s - before.processing_s,
+            self.fetches - before.fetches,
+            self.fetch_s - before.fetch_s,
+            self.limiter_s - before.limiter_s,
+            self.cpu_s - before.cpu_s,
+        )
+
+
+async def scrape(http: aiohttp.ClientSession, run: WorkerRun) -> WorkerCosts:
+    async with http.get(f"{run.url}/metrics") as response:
+        return WorkerCosts.scrape(await response.text())
+
+
+@dataclass
+class Changes:
+    total: int
+    pool: int
+    sent_at: dict[int, float] = field(default_factory=dict)  # seq -> t0 (epoch s)
+    made_at: dict[int, float] = field(default_factory=dict)  # seq -> Kafka timestamp
+    read_at: dict[int, float] = field(default_factory=dict)  # seq -> consumed
+    rejected: int = 0
+    # What the worker's own steps cost meanwhile, seen from here (10 probes a second).
+    redis_ms: list[float] = field(default_factory=list)
+    kafka_ms: list[float] = field(default_factory=list)
+    sending_done: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def latencies_ms(self, ends: dict[int, float]) -> list[float]:
+        """t1 - t0 per change; a change overtaken by a later one of the same item (the
+        worker fetched the item after both) ends when that later version was cached."""
+        found = []
+        for seq, t0 in self.sent_at.items():
+            end = next((ends[s] for s in range(seq, self.total, self.pool) if s in ends), None)
+            if end is not None:
+                found.append((end - t0) * 1000)
+        return found
+
+    def superseded(self) -> int:
+        return sum(
+            1
+            for seq in self.sent_at
+            if seq not in self.made_at
+            and any(s in self.made_at for s in range(seq + self.pool, self.total, self.pool))
+        )
+
+
+async def collect(consumer: AIOKafkaConsumer, changes: Changes, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=100)
+        now = time.time()
+        for records in batches.values():
+            for record in records:
+                event = json.loads(record.value or b"{}")
+                if event.get("type") != "item.price_changed":
+                    continue
+                seq = seq_of(event["new_price"], changes.total)
+                if seq is not None and seq not in changes.made_at:
+                    changes.made_at[seq] = record.timestamp / 1000
+                    changes.read_at[seq] = now
+        if changes.sending_done and len(changes.made_at) >= len(changes.sent_at):
+            changes.drained.set()
+
+
+async def probe(run: WorkerRun, changes: Changes, stop: asyncio.Event) -> None:
+    """Time a Redis PING (as the catalog user) and an acks=all publish to the events topic
+    (a record the collector ignores) every 100 ms while the changes run."""
+    redis = connect_redis(CatalogSettings().redis)
+    try:
+        async with AIOKafkaEventPublisher(run.kafka) as publisher:
+            while not stop.is_set():
+                start = time.perf_counter()
+                await redis.ping()
+                changes.redis_ms.append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                await publisher.publish(
+                    run.topic(PEEPERS_CATALOG), key=b"probe", value=b'{"type": "bench.probe"}'
+                )
+                changes.kafka_ms.append((time.perf_counter() - start) * 1000)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+    finally:
+        await redis.aclose()
+
+
+async def open_loop(
+    rate: float, total: int, one: Callable[[int], Coroutine[Any, Any, None]]
+) -> float:
+    """Start ``one(seq)`` for each seq at its scheduled time; returns the achieved rate."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+    start = loop.time() + 0.05
+    for seq in range(total):
+        delay = start + seq / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(seq))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks)
+    return total / (loop.time() - start)
+
+
+async def fetch_baseline(
+    http: aiohttp.ClientSession, url: str, token: str, pool: list[str], rate: float, seconds: float
+) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def one(seq: int) -> None:
+        nonlocal errors
+        t0 = time.perf_counter()
+        async with http.get(f"{url}/items/{pool[seq % len(pool)]}", headers=headers) as response:
+            await response.read()
+            if response.status != 200:
+                errors += 1
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+    achieved = await open_loop(rate, int(rate * seconds), one)
+    return latencies, errors, achieved
+
+
+@dataclass
+class Baseline:
+    latencies_ms: list[float]
+    errors: int
+    achieved: float
+
+
+async def main(
+    rate: float,
+    duration: float,
+    pool_size: int,
+    baseline_s: float,
+    workers: int,
+    keep_logs: Path | None,
+) -> None:
+    kafka = kafka_settings()
+    prefix = await catalog_topics(kafka)
+    total = int(rate * duration)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        ingest_port = free_port()
+        log(f"starting the sandbox ({pool_size:,} items), ingest and the catalog worker")
+        with sandbox_process(workdir, pool_size) as sandbox:
+            ingest = start_ingest(ingest_port, prefix, workdir / "spool", workdir / "ingest.log")
+            async with (
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512)) as http,
+                token_broker(SandboxAdmin(sandbox.url, http)) as broker_url,
+            ):
+                admin = SandboxAdmin(sandbox.url, http)
+                run = worker_run(
+                    prefix,
+                    sandbox.url,
+                    broker_url,
+                    workdir,
+                    # Far above the offered load: the limiter's check runs on every fetch.
+                    CATALOG_ML__APP_LIMIT=json.dumps({"amount": 60_000, "per_s": 60}),
+                )
+                # Replicas share the consumer group, the Redis scope and the topics.
+                runs = [run] + [
+                    replace(run, port=free_port(), log=workdir / f"catalog-{n}.log")
+                    for n in range(1, workers)
+                ]
+                try:
+                    with ExitStack() as stack:
+                        processes = [stack.enter_context(worker_process(r)) for r in runs]
+                        for r, process in zip(runs, processes, strict=True):
+                            await wait_ready(r, process, timeout_s=60)
+                        await _synced(run, sandbox.seller)
+                        token = (await admin.mint_token(sandbox.seller))["access_token"]
+                        ids = await seller_item_ids(http, sandbox.url, sandbox.seller, token)
+                        pool = ids[:pool_size]
+                        log(f"baseline: GET /items/{{id}} at {rate:g}/s for {baseline_s:g} s")
+                        base = Baseline(
+                            *await fetch_baseline(http, sandbox.url, token, pool, rate, baseline_s)
+                        )
+                        before = [await scrape(http, r) for r in runs]
+                        cpu_before = sum(cpu_seconds(p.pid) for p in processes)
+                        log(f"driving {total:,} changes at {rate:g}/s, {workers} worker(s)")
+                        changes, achieved = await _drive(
+                            http, admin, run, ingest_port, sandbox.seller, pool, rate, total
+                        )
+                        costs = WorkerCosts(
+                            cpu_s=sum(cpu_seconds(p.pid) for p in processes) - cpu_before
+                        )
+                        for r, earlier in zip(runs, before, strict=True):
+                            costs = costs.plus((await scrape(http, r)).minus(earlier))
+                        for r, process in zip(runs, processes, strict=True):
+                            if process.poll() is not None:
+                                msg = f"a worker died:\n{r.log_tail()}"
+                                raise SystemExit(msg)
+                finally:
+                    ingest.terminate()
+                    ingest.wait()
+                    if keep_logs is not None:
+                        _keep(workdir, keep_logs)
+                    log(f"cleaned up {await cleanup_scope(run.scope):,} keys")
+    if keep_logs is not None:
+        (keep_logs / "changes.json").write_text(
+            json.dumps(
+                {
+                    seq: [t0, changes.made_at.get(seq), changes.read_at.get(seq)]
+                    for seq, t0 in changes.sent_at.items()
+                }
+            )
+        )
+    _report(rate, duration, base, changes, achieved, costs, workers)
+
+
+def _keep(workdir: Path, keep_logs: Path) -> None:
+    keep_logs.mkdir(parents=True, exist_ok=True)
+    for path in workdir.glob("*.log"):
+        (keep_logs / path.name).write_bytes(path.read_bytes())
+
+
+async def _synced(run: WorkerRun, seller: int) -> None:
+    await connect_seller(run, seller)
+    deadline = time.monotonic() + 300
+    while True:
+        state = await sync_state(run, seller)
+        if state is not None and state.phase == "done":
+            log(f"worker synced the seller first: {state.counts}")
+            return
+        if time.monotonic() > deadline:
+            msg = f"the initial sync did not finish:\n{run.log_tail()}"
+            raise SystemExit(msg)
+        await asyncio.sleep(0.5)
+
+
+async def _drive(
+    http: aiohttp.ClientSession,
+    admin: SandboxAdmin,
+    run: WorkerRun,
+    ingest_port: int,
+    seller: int,
+    pool: list[str],
+    rate: float,
+    total: int,
+) -> tuple[Changes, float]:
+    changes = Changes(total, len(pool))
+    run_id = unique("lat")
+    consumer = AIOKafkaConsumer(
+        run.topic(PEEPERS_CATALOG),
+        bootstrap_servers=run.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    stop = asyncio.Event()
+    collector = asyncio.create_task(collect(consumer, changes, stop))
+    prober = asyncio.create_task(probe(run, changes, stop))
+    target = f"http://127.0.0.1:{ingest_port}{PATH}"
+    shown = [time.monotonic()]
+
+    async def one(seq: int) -> None:
+        item_id = pool[seq % len(pool)]
+        await admin.event("price_change", item_id=item_id, price=PRICE_BASE + seq)
+        body = webhook(run_id, seq, seller, item_id)
+        t0 = time.time()
+        async with http.post(
+            target, data=body, headers={"Content-Type": "application/json"}
+        ) as response:
+            await response.read()
+            if response.status != 200:
+                changes.rejected += 1
+                return
+        changes.sent_at[seq] = t0
+        if time.monotonic() - shown[0] >= 5:
+            shown[0] = time.monotonic()
+            log(f"  sent {seq + 1:,}/{total:,}; {len(changes.made_at):,} reached the cache")
+
+    try:
+        achieved = await open_loop(rate, total, one)
+        changes.sending_done = True
+        deadline = time.monotonic() + 180
+        while not changes.drained.is_set() and time.monotonic() < deadline:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(changes.drained.wait(), timeout=5)
+            log(f"  all sent; {len(changes.made_at):,}/{total:,} reached the cache")
+    finally:
+        stop.set()
+        await collector
+        await prober
+        await consumer.stop()
+    return changes, achieved
+
+
+def _report(
+    rate: float,
+    duration: float,
+    base: Baseline,
+    changes: Changes,
+    achieved: float,
+    costs: WorkerCosts,
+    workers: int,
+) -> None:
+    made, read = changes.latencies_ms(changes.made_at), changes.latencies_ms(changes.read_at)
+
+    def row(name: str, values: list[float], achieved: float, count: int) -> str:
+        cells = " | ".join(f"{percentile(values, q):,.1f}" for q in (0.5, 0.99, 0.999))
+        return f"| {name} | {count:,} | {achieved:,.0f} | {cells} | {max(values, default=0):,.1f} |"
+
+    print()
+    print("| measured | samples | achieved /s | p50 ms | p99 ms | p99.9 ms | max ms |")
+    print("|---|---|---|---|---|---|---|")
+    fetches = base.latencies_ms
+    print(row("baseline: sandbox GET /items/{id}", fetches, base.achieved, len(fetches)))
+    print(row("webhook -> event made (Kafka timestamp)", made, achieved, len(made)))
+    print(row("webhook -> event read by the bench", read, achieved, len(read)))
+    print(row("meanwhile: Redis PING", changes.redis_ms, 10, len(changes.redis_ms)))
+    print(row("meanwhile: Kafka publish, acks=all", changes.kafka_ms, 10, len(changes.kafka_ms)))
+    print()
+    superseded = changes.superseded()
+    lost = len(changes.sent_at) - len(made)
+    print(
+        f"{rate:g} changes/s for {duration:g} s: {len(changes.sent_at):,} webhooks accepted, "
+        f"{changes.rejected} refused, {superseded} overtaken by a later change of the same "
+        f"item, {lost} never reached the cache; {base.errors} baseline fetch errors"
+    )
+    if len(changes.made_at) > 1:
+        first, last = min(changes.made_at.values()), max(changes.made_at.values())
+        print(
+            f"worker throughput: {len(changes.made_at):,} changes applied in {last - first:.1f} s "
+            f"= {(len(changes.made_at) - 1) / max(last - first, 1e-9):,.0f}/s"
+        )
+    if costs.records:
+        print(
+            f"worker, per record (its /metrics): {costs.processing_s / costs.records * 1000:.1f} ms"
+            f" from taking the record to acking it, of which ML fetch "
+            f"{costs.fetch_s / max(costs.fetches, 1) * 1000:.1f} ms and limiter "
+            f"{costs.limiter_s / costs.records * 1000:.1f} ms ({costs.records:,.0f} records; "
+            f"records of different items overlap within a batch); "
+            f"worker CPU {costs.cpu_s / costs.records * 1000:.1f} ms per record"
+        )
+    p99 = percentile(read, 0.99)
+    verdict = "met" if p99 < TARGET_P99_MS and not lost else "NOT met"
+    print(f"target p99 < {TARGET_P99_MS:g} ms (upper bound, event read): {verdict}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=200.0, help="changes per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of changes")
+    parser.add_argument("--pool", type=int, default=5000, help="items of the seller")
+    parser.add_argument("--baseline-s", type=float, default=10.0, help="seconds of plain GETs")
+    parser.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
+    parser.add_argument("--workers", type=int, default=1, help="worker replicas (one group)")
+    args = parser.parse_args()
+    asyncio.run(
+        main(args.rate, args.duration, args.pool, args.baseline_s, args.workers, args.keep_logs)
+    )

@@ -1,0 +1,50 @@
+"""The pure arithmetic of the catalog benches (no stack, nothing timed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.catalog_latency import PRICE_BASE, seq_of
+from bench.catalog_support import percentile
+from bench.catalog_sync import minimum_s, multiget_requests, scan_requests
+
+
+@pytest.mark.parametrize(
+    ("items", "pages"), [(0, 1), (1, 2), (100, 2), (101, 3), (10_000, 101), (10_050, 102)]
+)
+def test_a_scan_reads_every_page_then_the_empty_one_that_ends_it(items: int, pages: int) -> None:
+    assert scan_requests(items) == pages
+
+
+@pytest.mark.parametrize(
+    ("items", "chunk", "requests"),
+    [(0, 200, 0), (10_000, 200, 500), (10_010, 200, 501), (250, 200, 13), (250, 30, 17)],
+)
+def test_multigets_are_counted_per_chunk_in_batches_of_twenty(
+    items: int, chunk: int, requests: int
+) -> None:
+    # 250 ids in chunks of 30: eight chunks of 30 (two batches each) and one of 10.
+    assert multiget_requests(items, chunk) == requests
+
+
+def test_the_minimum_spreads_the_requests_evenly_over_the_limit() -> None:
+    assert minimum_s(601, 300) == pytest.approx(120.2)
+    assert minimum_s(300, 300) == pytest.approx(60.0)
+
+
+def test_percentiles_by_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.999) == 100.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_a_price_names_the_change_that_set_it_and_nothing_else() -> None:
+    assert seq_of(f"{PRICE_BASE + 12}.0", 100) == 12
+    assert seq_of(PRICE_BASE + 99.0, 100) == 99
+    assert seq_of(PRICE_BASE + 100, 100) is None
+    assert seq_of("12.5", 100) is None
