@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -188,3 +190,44 @@ async def test_an_item_of_the_earlier_key_layout_is_indexed_again_by_its_next_pu
 
 async def _ids(store: RedisItemStore, query: SearchQuery) -> list[str]:
     return [item.id for item in (await store.search(query)).items]
+
+
+async def test_an_item_indexed_before_the_sort_buckets_gets_them_from_its_next_put(
+    catalog_redis: aioredis.Redis, make_item: MakeItem, redis_admin: aioredis.Redis
+) -> None:
+    namespace = Namespace("catalog", scope=unique("catalog"))
+    store = RedisItemStore(catalog_redis, namespace)
+    seller = namespace.key("seller", SELLER)
+    # A tenth paused: few enough matches that a first page would come from the buckets.
+    items = [
+        make_item(
+            f"MLB{n:03d}",
+            status="paused" if n % 10 == 0 else "active",
+            sold_quantity=n,
+            minutes=n * 600,
+        )
+        for n in range(200)
+    ]
+    for item in items:
+        await store.put(item, expected=None)
+    # What the previous layout wrote: price buckets only, no `sorted` flag or count.
+    for field in ("updated", "sold"):
+        listed = cast("list[bytes]", await redis_admin.zrange(f"{seller}:buckets:{field}", 0, -1))
+        for b in listed:
+            await redis_admin.delete(f"{seller}:bits:{field}:{b.decode()}")
+        await redis_admin.delete(f"{seller}:buckets:{field}")
+    await redis_admin.delete(f"{seller}:sorted")
+    for item in items:
+        await redis_admin.hdel(namespace.key("item", item.id), "sorted")
+    paused = [item.id for item in items if item.status == "paused"]
+    query = SearchQuery(SELLER, status="paused", limit=3)
+    # Not every item is in the buckets: the search does without them.
+    assert await _ids(store, query) == paused[::-1][:3]
+    for item in items[:-1]:
+        assert await store.put(item, expected=item.last_updated)
+        assert await _ids(store, query) == paused[::-1][:3]
+    assert await store.put(items[-1], expected=items[-1].last_updated)
+    assert int(await redis_admin.get(f"{seller}:sorted") or 0) == len(items)
+    assert await redis_admin.zcard(f"{seller}:buckets:updated") > 1
+    assert await _ids(store, replace(query, sort="sold")) == paused[:3]
+    assert await _ids(store, query) == paused[::-1][:3]

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 import pytest
+import redis.asyncio as aioredis
 
 from bench.catalog_search import naive_search
 from peepers_catalog.adapters import RedisItemStore
@@ -12,7 +16,9 @@ from peepers_catalog.adapters.redis_store import SET_LIMIT
 from peepers_catalog.ports import SearchQuery, SortKey
 from peepers_common.errors import InvalidQuery
 from peepers_common.events import ItemSnapshot
+from peepers_common.namespaces import Namespace
 from tests.integration.catalog.conftest import SELLER, MakeItem
+from tests.support import unique
 
 
 async def _ids(store: RedisItemStore, query: SearchQuery) -> list[str]:
@@ -329,3 +335,114 @@ class TestIndexStaysExact:
         assert (await store.search(SearchQuery(SELLER))).facets["status"] == {"active": 1}
         assert await _ids(store, SearchQuery(SELLER + 1, q="cafet")) == ["MLB1"]
         assert await store.seller_item_ids(SELLER) == {"MLB2"}
+
+
+SORTS: tuple[SortKey, ...] = ("price", "-price", "updated", "-updated", "sold", "-sold")
+
+
+def _bucket(field: str, score: float) -> int:
+    """The score bucket redis_store.py files an item under, for a sort field."""
+    if field == "updated":
+        return math.floor(score / 86_400_000_000)
+    return 0 if score <= 0 else math.floor(math.log(1 + score) * 20)
+
+
+def _scores(item: ItemSnapshot) -> dict[str, float]:
+    micros = (item.last_updated - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return {"price": float(item.price), "updated": micros, "sold": item.sold_quantity}
+
+
+class TestSortBuckets:
+    """First pages taken from the score buckets of the sort key, against a model."""
+
+    async def test_buckets_and_first_pages_stay_exact_as_items_move_and_leave(
+        self,
+        catalog_redis: aioredis.Redis,
+        redis_admin: aioredis.Redis,
+        make_item: MakeItem,
+    ) -> None:
+        namespace = Namespace("catalog", scope=unique("catalog"))
+        store = RedisItemStore(catalog_redis, namespace)
+        seller = namespace.key("seller", SELLER)
+        rng = random.Random(3)
+        live: dict[str, ItemSnapshot] = {}
+
+        def random_item(n: int, day: int) -> ItemSnapshot:
+            return make_item(
+                f"MLB{n:03d}",
+                title="Vaso",
+                # Ties in every sort key, so the id order inside a bucket matters.
+                price=Decimal(rng.choice([0, 1, 250, 999, rng.randint(0, 50_000)])) / 100,
+                sold_quantity=rng.choice([0, 0, 1, 2, 40, rng.randint(0, 5000)]),
+                status=rng.choice(["active", "paused", "closed"]),
+                category_id=rng.choice(["A", "B", "C", "D", "E", None]),
+                minutes=(day + rng.randint(0, 40)) * 1440
+                + rng.choice([0, 0, rng.randint(0, 1439)]),
+            )
+
+        for n in range(400):
+            item = random_item(n, 0)
+            assert await store.put(item, expected=None)
+            live[item.id] = item
+        queries = [
+            SearchQuery(SELLER, status="paused", category="B"),
+            SearchQuery(SELLER, category="C"),
+            SearchQuery(SELLER, q="vaso", status="closed", price_min=Decimal(1)),
+            SearchQuery(SELLER, price_min=Decimal("2.50"), price_max=Decimal(300)),
+        ]
+        for step in range(3):
+            assert await self._buckets(redis_admin, seller) == self._model(live)
+            assert int(await redis_admin.get(f"{seller}:sorted") or 0) == len(live)
+            for query in queries:
+                for sort in SORTS:
+                    for limit in (1, 3, 7):
+                        asked = replace(query, sort=sort, limit=limit)
+                        expected, total, facets = naive_search(list(live.values()), asked)
+                        page = await store.search(asked)
+                        got = ([i.id for i in page.items], page.total, page.facets)
+                        assert got == (expected, total, facets), (step, asked)
+                    every = naive_search(list(live.values()), replace(query, sort=sort, limit=500))
+                    assert await _all_pages(store, replace(query, sort=sort, limit=7)) == every[0]
+            # Move a third between buckets, mark a tenth gone, bring some back.
+            for item_id in rng.sample(sorted(live), len(live) // 3):
+                old = live[item_id]
+                new = random_item(int(item_id[3:]), step + 1)
+                assert await store.put(new, expected=old.last_updated)
+                live[item_id] = new
+            gone = rng.sample(sorted(live), len(live) // 10)
+            assert await store.mark_gone(SELLER, gone) == len(gone)
+            for item_id in gone[::2]:
+                item = random_item(int(item_id[3:]), step + 2)
+                assert await store.put(item, expected=None)
+                live[item_id] = item
+            for item_id in gone[1::2]:
+                del live[item_id]
+
+    @staticmethod
+    def _model(live: dict[str, ItemSnapshot]) -> dict[str, dict[int, set[str]]]:
+        model: dict[str, dict[int, set[str]]] = {
+            field: {} for field in ("price", "updated", "sold")
+        }
+        for item in live.values():
+            for field, score in _scores(item).items():
+                model[field].setdefault(_bucket(field, score), set()).add(item.id)
+        return model
+
+    @staticmethod
+    async def _buckets(redis: aioredis.Redis, seller: str) -> dict[str, dict[int, set[str]]]:
+        """Every sort key's bucket bitmaps, as item ids."""
+        members = cast("dict[bytes, bytes]", await redis.hgetall(f"{seller}:docs"))
+        docs = {int(n): member.split(b"\0")[0].decode() for n, member in members.items()}
+        out: dict[str, dict[int, set[str]]] = {}
+        for field in ("price", "updated", "sold"):
+            listed = f"{seller}:buckets" if field == "price" else f"{seller}:buckets:{field}"
+            out[field] = {}
+            for b in cast("list[bytes]", await redis.zrange(listed, 0, -1)):
+                bitmap = cast("bytes", await redis.get(f"{seller}:bits:{field}:{int(b)}") or b"")
+                out[field][int(b)] = {
+                    docs[i * 8 + j]
+                    for i, byte in enumerate(bitmap)
+                    for j in range(8)
+                    if byte & (128 >> j)
+                }
+        return out

@@ -6,7 +6,8 @@ Keys (``<ns>`` is ``catalog:``, or ``catalog:<scope>:`` in tests; ``<s>`` is
 - ``<ns>item:<id>``: hash ``doc`` (the snapshot's JSON), ``v`` (``last_updated`` in epoch
   microseconds, the compare-and-set version), ``index`` (the ``<s>`` prefix it is indexed
   under), ``n`` (its number in that seller's index), ``meta`` (``status<TAB>category``),
-  ``terms`` (its folded words) and ``gone``.
+  ``terms`` (its folded words), ``sorted`` (set once it is in every sort key's buckets,
+  below) and ``gone``.
 - ``<s>:version``: bumped in the same script as every change of the seller's index, so
   anything cached from the index is keyed by it (``<s>:cache:<version>:...``, short TTL).
 - ``<s>:docs``: hash number -> sorted-set member (below) of the live items. Numbers are
@@ -21,6 +22,12 @@ Keys (``<ns>`` is ``catalog:``, or ``catalog:<scope>:`` in tests; ``<s>`` is
   items by number.
 - ``<s>:bits:price:<bucket>``: bitmaps of the live items whose price falls in a bucket
   (``floor(ln(1 + price) * 20)``, about 5% wide); ``<s>:buckets``: the non-empty buckets.
+- ``<s>:bits:updated:<bucket>``, ``<s>:bits:sold:<bucket>``: the same for the other sort
+  keys, ``last_updated`` by day (``floor(micros / 86400e6)``) and ``sold_quantity`` on the
+  price's log scale; ``<s>:buckets:updated``, ``<s>:buckets:sold``: their non-empty
+  buckets. ``<s>:sorted``: how many live items are in every sort key's buckets (a search
+  uses them only when that is all; items indexed before they existed join on their next
+  put).
 - ``<s>:post:prefix:<p>``: the items having a word that starts with ``p``, for every
   ``p`` of 1 to 3 bytes; ``<s>:post:word:<word>``: the items having ``word``, for words
   longer than that; ``<s>:longwords``: lexicographic sorted set of those words (prefix
@@ -68,11 +75,14 @@ PREFIX_BYTES: Final = 3
 SET_LIMIT: Final = 512
 # Price buckets per unit of ln(1 + price): each bucket is e^(1/20), about 5%, wide.
 _PRICE_BUCKETS_PER_E: Final = 20
+# last_updated buckets: one per day (scores are epoch microseconds).
+_DAY_MICROS: Final = 86_400_000_000
 
 
 # Shared by every script.
 _COMMON_LUA: Final = rf"""
 local K, SET_LIMIT, R, SEP = {PREFIX_BYTES}, {SET_LIMIT}, {_PRICE_BUCKETS_PER_E}, '\0'
+local DAY = {_DAY_MICROS}
 local function split(meta)
   local tab = string.find(meta, '\t', 1, true)
   return string.sub(meta, 1, tab - 1), string.sub(meta, tab + 1)
@@ -83,19 +93,39 @@ local function bucket(price)
   if not p or p <= 0 then return 0 end
   return math.floor(math.log(1 + p) * R)
 end
+-- The score bucket of a sort key: monotone in the score, so a bucket's items sort between
+-- those of the buckets before and after it. Price and sold quantity on a log scale,
+-- last_updated by day.
+local function bucket_of(field, score)
+  if field == 'updated' then return math.floor(tonumber(score) / DAY) end
+  return bucket(score)
+end
+-- The sorted set of a sort key's non-empty buckets (price keeps its earlier name).
+local function buckets_of(s, field)
+  if field == 'price' then return s .. ':buckets' end
+  return s .. ':buckets:' .. field
+end
 """
 
 # Shared by the write scripts: put an item's number into / take it out of seller s's index.
 _INDEX_LUA: Final = (
     _COMMON_LUA
     + r"""
--- Everything an item is found under, key suffix -> {kind, what the kind needs}.
-local function postings(meta, terms, price)
+local SORTS = {'price', 'updated', 'sold'}
+-- Everything an item is found under, key suffix -> {kind, what the kind needs}. scores:
+-- sort field -> score; an item indexed before the updated and sold buckets existed has
+-- only its price bucket.
+local function postings(meta, terms, scores)
   local status, category = split(meta)
-  local out, b = {}, bucket(price)
+  local out = {}
   out['bits:status:' .. status] = {'bits'}
   if category ~= '' then out['bits:category:' .. category] = {'bits'} end
-  out['bits:price:' .. b] = {'price', b}
+  for _, field in ipairs(SORTS) do
+    if scores[field] then
+      local b = bucket_of(field, scores[field])
+      out['bits:' .. field .. ':' .. b] = {'bucket', field, b}
+    end
+  end
   for word in string.gmatch(terms, '%S+') do
     for n = 1, math.min(K, #word) do out['post:prefix:' .. string.sub(word, 1, n)] = {'post'} end
     if #word > K then out['post:word:' .. word] = {'word', word} end
@@ -103,12 +133,12 @@ local function postings(meta, terms, price)
   return out
 end
 local function is_bitmap(key, kind)
-  return kind == 'bits' or kind == 'price' or redis.call('TYPE', key).ok == 'string'
+  return kind == 'bits' or kind == 'bucket' or redis.call('TYPE', key).ok == 'string'
 end
 local function add(s, name, what, n)
   local key, kind = s .. ':' .. name, what[1]
-  if kind == 'price' and redis.call('EXISTS', key) == 0 then
-    redis.call('ZADD', s .. ':buckets', what[2], what[2])
+  if kind == 'bucket' and redis.call('EXISTS', key) == 0 then
+    redis.call('ZADD', buckets_of(s, what[2]), what[3], what[3])
   end
   if is_bitmap(key, kind) then
     redis.call('SETBIT', key, n, 1)
@@ -135,7 +165,7 @@ local function remove(s, name, what, n)
     redis.call('SREM', key, n)
     empty = redis.call('EXISTS', key) == 0
   end
-  if empty and kind == 'price' then redis.call('ZREM', s .. ':buckets', what[2]) end
+  if empty and kind == 'bucket' then redis.call('ZREM', buckets_of(s, what[2]), what[3]) end
   if empty and kind == 'word' then redis.call('ZREM', s .. ':longwords', what[2]) end
 end
 local function count(s, meta, by)
@@ -143,17 +173,30 @@ local function count(s, meta, by)
     redis.call('HDEL', s .. ':counts', meta)
   end
 end
--- The price an indexed item is filed under.
-local function price_of(s, id, n)
-  return redis.call('ZSCORE', s .. ':sort:price', id .. SEP .. n)
+-- The scores an indexed item is filed under (sorted: whether it has every sort key's
+-- bucket, else only its price bucket).
+local function scores_of(s, id, n, sorted)
+  local out = {}
+  for _, field in ipairs(SORTS) do
+    if sorted or field == 'price' then
+      out[field] = redis.call('ZSCORE', s .. ':sort:' .. field, id .. SEP .. n)
+    end
+  end
+  return out
+end
+-- <s>:sorted counts the live items filed under every sort key's bucket: a search uses the
+-- buckets only when that is all of them.
+local function count_sorted(s, by)
+  if redis.call('INCRBY', s .. ':sorted', by) <= 0 then redis.call('DEL', s .. ':sorted') end
 end
 -- Take item id (number n) out of seller s's index entirely and free its number.
-local function drop(s, id, n, meta, terms)
+local function drop(s, id, n, meta, terms, sorted)
   local member = id .. SEP .. n
-  for name, what in pairs(postings(meta, terms, price_of(s, id, n))) do remove(s, name, what, n) end
-  redis.call('ZREM', s .. ':sort:price', member)
-  redis.call('ZREM', s .. ':sort:updated', member)
-  redis.call('ZREM', s .. ':sort:sold', member)
+  for name, what in pairs(postings(meta, terms, scores_of(s, id, n, sorted))) do
+    remove(s, name, what, n)
+  end
+  for _, field in ipairs(SORTS) do redis.call('ZREM', s .. ':sort:' .. field, member) end
+  if sorted then count_sorted(s, -1) end
   count(s, meta, -1)
   redis.call('HDEL', s .. ':docs', n)
   redis.call('ZADD', s .. ':free', n, n)
@@ -168,21 +211,24 @@ _PUT_LUA: Final = (
     + r"""
 local item, s, id = KEYS[1], KEYS[2], ARGV[1]
 local meta, terms, price = ARGV[5], ARGV[6], ARGV[7]
-local cur = redis.call('HMGET', item, 'v', 'gone', 'doc', 'index', 'n', 'meta', 'terms')
+local cur = redis.call('HMGET', item, 'v', 'gone', 'doc', 'index', 'n', 'meta', 'terms',
+  'sorted')
 local version = cur[1]
 if cur[2] then version = false end
 if (version or '') ~= ARGV[2] then return 0 end
--- n is missing for an item written by the earlier key layout: index it afresh.
-local n, old = version and cur[5], {}
-if n and cur[3] == ARGV[4] and cur[4] == s then return 1 end
+-- n is missing for an item written by the earlier key layout: index it afresh; sorted for
+-- one indexed before the updated and sold buckets: add them.
+local n, old, sorted = version and cur[5], {}, cur[8]
+if n and sorted and cur[3] == ARGV[4] and cur[4] == s then return 1 end
 if n and cur[4] == s then
-  old = postings(cur[6], cur[7], price_of(s, id, n))
+  old = postings(cur[6], cur[7], scores_of(s, id, n, sorted))
+  if not sorted then count_sorted(s, 1) end
   if cur[6] ~= meta then
     count(s, cur[6], -1)
     count(s, meta, 1)
   end
 elseif n then
-  drop(cur[4], id, n, cur[6], cur[7])
+  drop(cur[4], id, n, cur[6], cur[7], sorted)
   redis.call('INCR', cur[4] .. ':version')
   n = false
 end
@@ -190,9 +236,10 @@ if not n then
   n = redis.call('ZPOPMIN', s .. ':free')[1] or (redis.call('INCR', s .. ':last') - 1)
   redis.call('HSET', s .. ':docs', n, id .. SEP .. n)
   count(s, meta, 1)
+  count_sorted(s, 1)
 end
 -- Only what changed: a new price touches two buckets, not every word.
-local new = postings(meta, terms, price)
+local new = postings(meta, terms, {price = price, updated = ARGV[8], sold = ARGV[9]})
 for name, what in pairs(old) do if not new[name] then remove(s, name, what, n) end end
 for name, what in pairs(new) do if not old[name] then add(s, name, what, n) end end
 local member = id .. SEP .. n
@@ -201,7 +248,7 @@ redis.call('ZADD', s .. ':sort:updated', ARGV[8], member)
 redis.call('ZADD', s .. ':sort:sold', ARGV[9], member)
 redis.call('HDEL', item, 'gone')
 redis.call('HSET', item, 'v', ARGV[3], 'doc', ARGV[4], 'index', s, 'n', n, 'meta', meta,
-  'terms', terms)
+  'terms', terms, 'sorted', '1')
 redis.call('INCR', s .. ':version')
 return 1
 """
@@ -213,11 +260,11 @@ _MARK_GONE_LUA: Final = (
     + r"""
 local s, marked = KEYS[1], 0
 for i = 2, #KEYS do
-  local cur = redis.call('HMGET', KEYS[i], 'index', 'gone', 'n', 'meta', 'terms')
+  local cur = redis.call('HMGET', KEYS[i], 'index', 'gone', 'n', 'meta', 'terms', 'sorted')
   if cur[1] == s and not cur[2] then
-    if cur[3] then drop(s, ARGV[i - 1], cur[3], cur[4], cur[5]) end
+    if cur[3] then drop(s, ARGV[i - 1], cur[3], cur[4], cur[5], cur[6]) end
     redis.call('HSET', KEYS[i], 'gone', '1')
-    redis.call('HDEL', KEYS[i], 'n')
+    redis.call('HDEL', KEYS[i], 'n', 'sorted')
     marked = marked + 1
   end
 end
@@ -402,6 +449,9 @@ local function start_of(z)
   if desc then return before end
   return through
 end
+-- Relative costs, in walked members (ZRANGE and a bit test): picking a match (HMGET and
+-- ZMSCORE) and counting a bucket's matches (BITOP AND and BITCOUNT).
+local WALK, PROBE = 4, 4
 -- The next page of z, the elements keep(members) accepts (keep == nil: all), as member,
 -- score pairs; and whether more may follow. Walks z in chunks sized by the share that
 -- matches, reading scores only for the page.
@@ -479,6 +529,37 @@ local function first_page(matches)
   local more = #best > limit
   if more then best[#best] = nil end
   return best, more
+end
+-- The first page of the matches (bitmap key) from the sort key's score buckets: walks the
+-- buckets in page order, counting the matches in each (BITOP AND, BITCOUNT), until they
+-- hold limit + 1, then picks the page from those buckets' matches only. Every item of a
+-- bucket sorts before every item of the next, so the page is exact. Gives up (nil) once it
+-- has cost more than budget (in walked members: a bucket PROBE, a picked match WALK).
+local function bucket_page(matches, budget)
+  local need, got, spent, offset = limit + 1, 0, 0, 0
+  local listed, picked, scratch = buckets_of(s, field), tmp('picked'), tmp('bucket')
+  while got < need do
+    local chunk
+    if desc then
+      chunk = redis.call('ZRANGE', listed, offset, offset + 63, 'REV')
+    else
+      chunk = redis.call('ZRANGE', listed, offset, offset + 63)
+    end
+    for _, b in ipairs(chunk) do
+      redis.call('BITOP', 'AND', scratch, matches, bits_of(field, b))
+      local count = redis.call('BITCOUNT', scratch)
+      spent = spent + PROBE + WALK * count
+      if spent > budget then return nil end
+      if count > 0 then
+        redis.call('BITOP', 'OR', picked, picked, scratch)
+        got = got + count
+        if got >= need then break end
+      end
+    end
+    if #chunk < 64 then break end
+    offset = offset + 64
+  end
+  return first_page(picked)
 end
 -- The matches (bitmap key) as a sorted set scored by the sort key, at z.
 local function sort_matches(matches, z)
@@ -586,15 +667,26 @@ else
   end
 end
 
--- Walking costs about (limit + 1) / share members, picking `total` matches at about WALK
--- times the cost of a walked member: walk when that is cheaper.
-local WALK = 4
+local found, more = {}, false
 local z, keep, share, pick = sortkey, nil, 1, nil
 if total == 0 then
   z = nil
 elseif matches then
   local all = redis.call('ZCARD', sortkey)
-  if (limit + 1) * all <= WALK * total * total then
+  local sorted_z = cache .. ':by:' .. field
+  -- Walking costs about (limit + 1) / share members, picking `total` matches at about
+  -- WALK times the cost of a walked member. A first page tries the buckets first (when
+  -- every item is in them), giving up once they cost more than the cheaper of the two.
+  local budget = math.min((limit + 1) * all / total, WALK * total)
+  if cid == '' and total > limit + 1 and budget > 2 * WALK * (limit + 1)
+      and tonumber(redis.call('GET', s .. ':sorted') or '0') == all
+      and redis.call('EXISTS', sorted_z) == 0 then
+    found, more = bucket_page(matches, budget)
+    if found then z = nil else found, more = {}, false end
+  end
+  if not z then
+    -- Found in the buckets.
+  elseif (limit + 1) * all <= WALK * total * total then
     -- Common enough that walking the sorted items finds a page quickly.
     share = total / all
     local bitmap = redis.call('GET', matches) or ''
@@ -606,13 +698,12 @@ elseif matches then
   else
     -- Rare: the first page picks from the matches directly; later pages sort them, once
     -- per sort while the index is unchanged.
-    z = cache .. ':by:' .. field
+    z = sorted_z
     if cid ~= '' and redis.call('EXISTS', z) == 0 then sort_matches(matches, z) end
     if cid == '' and redis.call('EXISTS', z) == 0 then z, pick = nil, matches end
   end
 end
 
-local found, more = {}, false
 if z then
   found, more = page(z, keep, share)
 elseif pick then
