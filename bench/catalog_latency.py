@@ -9,14 +9,15 @@ the seller (``seller.connected``), so every item is cached before the clock star
 Then, for ``--duration`` seconds at ``--rate`` changes a second (open loop, on
 schedule): change the price of the next item of the pool at the sandbox (admin event,
 price = 100000 + sequence number, so each change is recognisable), and at t0 POST the
-``items_prices`` webhook to ingest. The worker fetches the item from the sandbox and
-publishes ``item.price_changed`` on ``<prefix>peepers.catalog.v1`` right before its
-cache write (compare-and-set). This process consumes that topic, with no Redis polling:
+``items_prices`` webhook to ingest. The worker fetches the item from the sandbox, writes
+the cache (compare-and-set, the event kept in its outbox) and then publishes
+``item.price_changed`` on ``<prefix>peepers.catalog.v1``. This process consumes that
+topic, with no Redis polling; both ends are at or after the cache write:
 
 * t1 (event made) = the record's Kafka timestamp, set when the worker hands it to its
-  producer; the cache write follows once Kafka acks (acks=all), so this is a lower bound;
-* t1 (event read) = when this process receives the record: an upper bound (it adds the
-  ack and the consumer's fetch).
+  producer, right after the cache write;
+* t1 (event read) = when this process receives the record (it adds the ack and the
+  consumer's fetch): the upper bound the target is judged on.
 
 Baseline, in the same run and at the same rate: GET /items/{id} from the sandbox alone.
 

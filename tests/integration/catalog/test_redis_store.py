@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from peepers_catalog.adapters import RedisItemStore
 from peepers_catalog.adapters.redis_store import SET_LIMIT
-from peepers_catalog.ports import SearchQuery
+from peepers_catalog.ports import CachedItem, SearchQuery
 from peepers_common.namespaces import Namespace
 from tests.integration.catalog.conftest import SELLER, T0, MakeItem
 from tests.support import unique
@@ -231,3 +231,30 @@ async def test_an_item_indexed_before_the_sort_buckets_gets_them_from_its_next_p
     assert await redis_admin.zcard(f"{seller}:buckets:updated") > 1
     assert await _ids(store, replace(query, sort="sold")) == paused[:3]
     assert await _ids(store, query) == paused[::-1][:3]
+
+
+class TestOutbox:
+    async def test_a_writes_events_are_kept_with_it_until_cleared(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        item = make_item("MLB1")
+        assert await store.put(item, expected=None, pending=b'[{"n": 1}]')
+        cached = await store.cached("MLB1")
+        assert (cached.snapshot, cached.gone, cached.pending) == (item, False, b'[{"n": 1}]')
+        await store.clear_pending("MLB1", b'[{"n": 0}]')  # not these events: kept
+        assert (await store.cached("MLB1")).pending == b'[{"n": 1}]'
+        await store.clear_pending("MLB1", b'[{"n": 1}]')
+        assert (await store.cached("MLB1")).pending is None
+
+    async def test_a_losing_write_leaves_no_events_behind(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        await store.put(make_item("MLB1"), expected=None)
+        stale = make_item("MLB1", minutes=5)
+        assert not await store.put(stale, expected=T0 - timedelta(days=1), pending=b"[1]")
+        cached = await store.cached("MLB1")
+        assert cached.pending is None
+        assert cached.snapshot == make_item("MLB1")
+
+    async def test_nothing_cached_reads_as_empty(self, store: RedisItemStore) -> None:
+        assert await store.cached("MLB404") == CachedItem(None)

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from peepers_catalog.ports import SyncState
-from peepers_common.errors import MlNotFound, MlUnavailable
+from peepers_catalog.ports import CachedItem, SyncState
+from peepers_common.errors import CacheUnavailable, MlNotFound, MlUnavailable
 from peepers_common.events import ItemSnapshot
 from peepers_common.ml import Multiget
 from peepers_common.ml.models import MlItem
@@ -79,6 +79,8 @@ class InMemoryItemStore:
         self.gone: set[str] = set()
         self.writes = 0
         self.interfere: ItemSnapshot | None = None  # written by "another replica" next put
+        self.pending: dict[str, bytes] = {}
+        self.fail_clear = False  # the process dies between the write and the clear
 
     async def get(self, item_id: str) -> ItemSnapshot | None:
         return self.items.get(item_id)
@@ -86,7 +88,19 @@ class InMemoryItemStore:
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemSnapshot]:
         return {i: self.items[i] for i in item_ids if i in self.items}
 
-    async def put(self, item: ItemSnapshot, *, expected: datetime | None) -> bool:
+    async def cached(self, item_id: str) -> CachedItem:
+        return CachedItem(self.items.get(item_id), item_id in self.gone, self.pending.get(item_id))
+
+    async def clear_pending(self, item_id: str, pending: bytes) -> None:
+        if self.fail_clear:
+            msg = "Redis went away"
+            raise CacheUnavailable(msg)
+        if self.pending.get(item_id) == pending:
+            del self.pending[item_id]
+
+    async def put(
+        self, item: ItemSnapshot, *, expected: datetime | None, pending: bytes | None = None
+    ) -> bool:
         if self.interfere is not None:
             self.items[self.interfere.id], self.interfere = self.interfere, None
         cached = self.items.get(item.id)
@@ -95,6 +109,8 @@ class InMemoryItemStore:
             return False
         self.items[item.id] = item
         self.gone.discard(item.id)
+        if pending is not None:
+            self.pending[item.id] = pending
         self.writes += 1
         return True
 

@@ -14,7 +14,7 @@ from peepers_catalog.handlers import (
     item_of_record_key,
     on_item_notification,
 )
-from peepers_common.errors import CacheUnavailable
+from peepers_common.errors import CacheUnavailable, PublishError
 from peepers_common.notifications import Notification
 from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.catalog.fakes import T0, FakeItemSource, InMemoryItemStore, ml_item
@@ -119,15 +119,43 @@ class TestApplyItem:
         assert cached is not None
         assert cached.price == 1
 
-    async def test_a_publish_failure_leaves_the_cache_untouched_so_a_retry_redoes_it(
+    async def test_events_kafka_refused_stay_pending_and_go_out_on_the_retry(
         self, catalog: Catalog, store: InMemoryItemStore, publisher: InMemoryEventPublisher
     ) -> None:
-        publisher.failure = CacheUnavailable("down")
+        publisher.failure = PublishError("Kafka is down")
+        with pytest.raises(PublishError):
+            await apply_item(ml_item(ITEM, seller_id=SELLER), catalog)
+        assert ITEM in store.items
+        assert ITEM in store.pending
+        publisher.failure = None
+        assert await apply_item(ml_item(ITEM, seller_id=SELLER), catalog) == Outcome.STALE
+        assert types(publisher) == ["item.created"]
+        assert store.pending == {}
+
+    async def test_a_crash_before_the_outbox_is_cleared_republishes_the_same_event_ids(
+        self, catalog: Catalog, store: InMemoryItemStore, publisher: InMemoryEventPublisher
+    ) -> None:
+        store.fail_clear = True
         with pytest.raises(CacheUnavailable):
             await apply_item(ml_item(ITEM, seller_id=SELLER), catalog)
-        assert store.items == {}
-        publisher.failure = None
-        assert await apply_item(ml_item(ITEM, seller_id=SELLER), catalog) == Outcome.CREATED
+        store.fail_clear = False
+        await apply_item(ml_item(ITEM, seller_id=SELLER), catalog)
+        ids = [json.loads(r.value)["event_id"] for r in publisher.records]
+        assert len(ids) == 2
+        assert len(set(ids)) == 1
+
+    async def test_events_describe_the_change_from_the_version_really_replaced(
+        self, catalog: Catalog, store: InMemoryItemStore, publisher: InMemoryEventPublisher
+    ) -> None:
+        await apply_item(ml_item(ITEM, seller_id=SELLER, price=10.0), catalog)
+        # Another writer (a full sync) caches a newer price between our read and write.
+        store.interfere = snapshot(
+            ml_item(ITEM, seller_id=SELLER, price=20.0, last_updated=T0 + timedelta(hours=1))
+        )
+        later = ml_item(ITEM, seller_id=SELLER, price=30.0, last_updated=T0 + timedelta(hours=2))
+        assert await apply_item(later, catalog) == Outcome.UPDATED
+        [change] = [json.loads(r.value) for r in publisher.records][1:]
+        assert (change["old_price"], change["new_price"]) == ("20.0", "30.0")
 
     async def test_a_gone_item_that_comes_back_is_cached_again(
         self, catalog: Catalog, store: InMemoryItemStore

@@ -1,12 +1,14 @@
 """Catalog use cases: plain async functions over the ports in `Catalog`.
 
-Order of effects for one change, and why: the domain events are published first and the
-cache is written second, compare-and-set on the version that the events were computed
-from. A crash between the two leaves the old version cached, so the redelivered
-notification computes the same change again and republishes the same events with the
-same deterministic ids (consumers deduplicate on ``event_id``); the opposite order would
-lose the events for good. A compare-and-set that loses to a concurrent writer (the
-``items`` and ``items_prices`` agents can see the same item) re-reads and recomputes.
+Order of effects for one change, and why (a transactional outbox): the cache write is a
+compare-and-set on the version the change's events were computed from, and it stores
+those events in the item's record in the same atomic step. Only the writer that wins
+publishes them, then clears them. So the events always describe the change from the
+version really replaced, even when a full sync, the ``items`` and the ``items_prices``
+records race on one item (the loser re-reads and recomputes); and a crash after the write
+leaves the events pending in the cache, where the next handling of the item (the
+redelivered record) publishes them first, with the same deterministic ids (consumers
+deduplicate on ``event_id``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,25 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
+
+from pydantic import TypeAdapter
 
 from peepers_catalog import metrics
 from peepers_catalog.domain import changes, is_newer, same_content, snapshot
 from peepers_catalog.ports import ItemSource, ItemStore
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
-from peepers_common.events import ItemEvent, event_headers, item_event_key, occurred
+from peepers_common.events import (
+    CATALOG_EVENT,
+    CatalogEvent,
+    ItemEvent,
+    event_headers,
+    item_event_key,
+    occurred,
+)
 from peepers_common.kafka import EventPublisher
 from peepers_common.ml.models import MlItem
 from peepers_common.notifications import Notification
@@ -34,6 +45,7 @@ log = logging.getLogger(__name__)
 _ITEM_RESOURCE: Final = re.compile(r"^/items/([A-Z]{3}\d{1,20})(?:/[A-Za-z0-9_/-]*)?$")
 _ITEM_IN_KEY: Final = re.compile(rb":/items/([A-Z]{3}\d{1,20})(?:/|$)")
 _CAS_ATTEMPTS: Final = 5
+_PENDING: Final = TypeAdapter(list[CatalogEvent])
 
 
 class InvalidItemNotification(PeepersError, ValueError):
@@ -97,24 +109,40 @@ async def apply_item(item: MlItem, catalog: Catalog) -> Outcome:
     """Bring the cache, the index and the event stream up to ``item``, at most once each."""
     new = snapshot(item)
     for _ in range(_CAS_ATTEMPTS):
-        cached = await catalog.store.get(new.id)
-        gone = cached is not None and await catalog.store.is_gone(new.id)
-        if not gone and cached is not None:
+        state = await catalog.store.cached(new.id)
+        if state.pending is not None:
+            await flush_pending(new.id, state.pending, catalog)
+        cached = state.snapshot
+        if not state.gone and cached is not None:
             if not is_newer(new, cached):
                 return _counted(Outcome.STALE)
             if same_content(cached, new):
                 return _counted(Outcome.UNCHANGED)
         events = changes(cached, new, now=occurred(catalog.clock()))
-        await publish_events(events, catalog)
-        expected = None if cached is None or gone else cached.last_updated
-        if await catalog.store.put(new, expected=expected):
+        pending = _encode(events)
+        expected = None if cached is None or state.gone else cached.last_updated
+        if await catalog.store.put(new, expected=expected, pending=pending):
+            if pending is not None:
+                await flush_pending(new.id, pending, catalog)
             return _counted(Outcome.CREATED if cached is None else Outcome.UPDATED)
         metrics.CAS_CONFLICTS.inc()
     msg = f"item {new.id}: the cache kept changing under {_CAS_ATTEMPTS} writes"
     raise CacheUnavailable(msg)
 
 
-async def publish_events(events: list[ItemEvent], catalog: Catalog) -> None:
+def _encode(events: list[ItemEvent]) -> bytes | None:
+    if not events:
+        return None
+    return _PENDING.dump_json([CATALOG_EVENT.validate_python(e) for e in events])
+
+
+async def flush_pending(item_id: str, pending: bytes, catalog: Catalog) -> None:
+    """Publish a write's events from the outbox, then clear them (at-least-once)."""
+    await publish_events(list(_PENDING.validate_json(pending)), catalog)
+    await catalog.store.clear_pending(item_id, pending)
+
+
+async def publish_events(events: Sequence[ItemEvent], catalog: Catalog) -> None:
     for event in events:
         await catalog.publisher.publish(
             catalog.events_topic,

@@ -25,21 +25,42 @@ class ItemSource(Protocol):
     def iter_item_ids(self, *, seller_id: int, status: str | None = None) -> AsyncIterator[str]: ...
 
 
+@dataclass(frozen=True)
+class CachedItem:
+    """What the cache holds for an item: its snapshot, the gone flag, unsent events."""
+
+    snapshot: ItemSnapshot | None
+    gone: bool = False
+    # The encoded domain events of the last write, until they are published (the outbox).
+    pending: bytes | None = None
+
+
 class ItemStore(Protocol):
     """The item cache and its search index, written together so they never disagree."""
 
     async def get(self, item_id: str) -> ItemSnapshot | None: ...
 
+    async def cached(self, item_id: str) -> CachedItem:
+        """Snapshot, gone flag and pending events in one read."""
+        ...
+
     async def get_many(self, item_ids: Iterable[str]) -> dict[str, ItemSnapshot]: ...
 
-    async def put(self, item: ItemSnapshot, *, expected: datetime | None) -> bool:
+    async def put(
+        self, item: ItemSnapshot, *, expected: datetime | None, pending: bytes | None = None
+    ) -> bool:
         """Write ``item`` and its index entries atomically, compare-and-set on the version.
 
         The write happens only while the cached copy's ``last_updated`` still equals
         ``expected`` (``None``: nothing cached, or the item is marked gone). Returns False,
         changing nothing, when another writer got there first; the caller re-reads.
-        Writing the same item twice leaves the same state (idempotent).
+        Writing the same item twice leaves the same state (idempotent). ``pending`` (the
+        write's encoded events) is stored with it, atomically, until `clear_pending`.
         """
+        ...
+
+    async def clear_pending(self, item_id: str, pending: bytes) -> None:
+        """Forget the pending events once published, if they are still these ones."""
         ...
 
     async def seller_item_ids(self, seller_id: int) -> set[str]:

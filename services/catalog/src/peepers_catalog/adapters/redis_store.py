@@ -52,7 +52,7 @@ from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 
-from peepers_catalog.ports import SearchPage, SearchQuery
+from peepers_catalog.ports import CachedItem, SearchPage, SearchQuery
 from peepers_catalog.search_query import Cursor, encode_cursor, validate
 from peepers_catalog.search_text import item_terms, terms
 from peepers_common.errors import ConfigurationError
@@ -205,7 +205,7 @@ end
 )
 
 # KEYS: item, seller prefix. ARGV: id, expected version ('' = none or gone), version, doc,
-# meta, terms, price, updated, sold.
+# meta, terms, price, updated, sold, pending events ('' = none).
 _PUT_LUA: Final = (
     _INDEX_LUA
     + r"""
@@ -216,6 +216,8 @@ local cur = redis.call('HMGET', item, 'v', 'gone', 'doc', 'index', 'n', 'meta', 
 local version = cur[1]
 if cur[2] then version = false end
 if (version or '') ~= ARGV[2] then return 0 end
+-- The write's events wait in the item's hash until published (the outbox).
+if ARGV[10] ~= '' then redis.call('HSET', item, 'pending', ARGV[10]) end
 -- n is missing for an item written by the earlier key layout: index it afresh; sorted for
 -- one indexed before the updated and sold buckets: add them.
 local n, old, sorted = version and cur[5], {}, cur[8]
@@ -253,6 +255,12 @@ redis.call('INCR', s .. ':version')
 return 1
 """
 )
+
+# KEYS: the item. ARGV: the pending events that were published.
+_CLEAR_PENDING_LUA: Final = r"""
+if redis.call('HGET', KEYS[1], 'pending') == ARGV[1] then redis.call('HDEL', KEYS[1], 'pending') end
+return 0
+"""
 
 # KEYS: seller prefix, then the items. ARGV: their ids.
 _MARK_GONE_LUA: Final = (
@@ -751,6 +759,7 @@ class RedisItemStore:
         self._ns = namespace
         self._put = redis.register_script(_PUT_LUA)
         self._mark_gone = redis.register_script(_MARK_GONE_LUA)
+        self._clear_pending = redis.register_script(_CLEAR_PENDING_LUA)
         self._search = redis.register_script(_SEARCH_LUA)
 
     async def ping(self) -> None:
@@ -782,9 +791,24 @@ class RedisItemStore:
             if doc is not None
         }
 
-    async def put(self, item: ItemSnapshot, *, expected: datetime | None) -> bool:
+    async def cached(self, item_id: str) -> CachedItem:
+        with redis_errors("reading an item"):
+            doc, gone, pending = await self._redis.hmget(
+                self._item(item_id), ["doc", "gone", "pending"]
+            )
+        snapshot = None if doc is None else ItemSnapshot.model_validate_json(doc)
+        # The client answers bytes (no response decoding).
+        return CachedItem(snapshot, gone=gone is not None, pending=cast("bytes | None", pending))
+
+    async def clear_pending(self, item_id: str, pending: bytes) -> None:
+        with redis_errors("clearing published events"):
+            await self._clear_pending(keys=[self._item(item_id)], args=[pending])
+
+    async def put(
+        self, item: ItemSnapshot, *, expected: datetime | None, pending: bytes | None = None
+    ) -> bool:
         meta = f"{item.status}\t{item.category_id or ''}"
-        args = [
+        args: list[str | bytes] = [
             item.id,
             "" if expected is None else str(_micros(expected)),
             str(_micros(item.last_updated)),
@@ -794,6 +818,7 @@ class RedisItemStore:
             str(item.price),
             str(_micros(item.last_updated)),
             str(item.sold_quantity),
+            pending or b"",
         ]
         with redis_errors("writing an item"):
             written = await self._put(
