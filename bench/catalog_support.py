@@ -62,10 +62,9 @@ class SandboxProcess:
     seller: int
 
 
-@contextmanager
-def sandbox_process(workdir: Path, items: int) -> Iterator[SandboxProcess]:
-    """``python -m peepers_sandbox``: one seller with `items` items, no notifier, no limits."""
-    config = SandboxConfig(
+def one_seller_catalog(items: int) -> SandboxConfig:
+    """A sandbox of one seller with ``items`` items and nothing else, notifier off."""
+    return SandboxConfig(
         marketplace=MarketplaceConfig(
             sellers=1,
             items_per_seller=items,
@@ -75,6 +74,12 @@ def sandbox_process(workdir: Path, items: int) -> Iterator[SandboxProcess]:
         ),
         notifier=NotifierConfig(enabled=False),
     )
+
+
+@contextmanager
+def sandbox_process(workdir: Path, items: int) -> Iterator[SandboxProcess]:
+    """``python -m peepers_sandbox``: one seller with `items` items, no notifier, no limits."""
+    config = one_seller_catalog(items)
     config.rate_limits.rules = []
     path = workdir / "sandbox.json"
     path.write_text(config.model_dump_json())

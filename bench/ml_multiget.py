@@ -20,9 +20,9 @@ import math
 import time
 from typing import Any
 
+from bench.catalog_support import one_seller_catalog
 from peepers_common.settings import MlLimit
 from peepers_sandbox.app import Sandbox, run_sandbox
-from peepers_sandbox.config import MarketplaceConfig, NotifierConfig, SandboxConfig
 from tests.support import ml_client
 
 
@@ -48,17 +48,7 @@ async def _items_counter(sb: Sandbox) -> dict[str, Any]:
 
 
 async def main(items: int, limit: int, window_s: int) -> None:
-    config = SandboxConfig(
-        marketplace=MarketplaceConfig(
-            sellers=1,
-            items_per_seller=items,
-            orders_per_seller=0,
-            questions_per_seller=0,
-            claims_per_seller=0,
-        ),
-        notifier=NotifierConfig(enabled=False),
-    )
-    async with run_sandbox(config) as sb:
+    async with run_sandbox(one_seller_catalog(items)) as sb:
         seller = sb.state.market.sellers[0]
         ids = list(sb.state.market.items_by_seller[seller])
         requests = math.ceil(len(ids) / 20)
