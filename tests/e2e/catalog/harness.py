@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from peepers_catalog.app import ITEM_TOPICS
@@ -31,6 +30,7 @@ from peepers_common.events import (
     ItemStockChanged,
     ItemUpdated,
 )
+from peepers_common.kafka import end_offsets
 from peepers_common.ml.models import MlItem
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_SELLERS
@@ -363,17 +363,7 @@ async def caught_up(kafka: KafkaSettings, group: str, topics: Sequence[str]) -> 
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=kafka.bootstrap_servers)
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in consumer.partitions_for_topic(topic) or ()
-        ]
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
+    ends = await end_offsets(kafka, topics)
     return all(
         tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end > 0
     )

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 from pydantic import SecretStr
 
 from peepers_auth.adapters.redis_store import RedisSellerStore
@@ -22,6 +22,7 @@ from peepers_auth.app import create_app
 from peepers_auth.crypto import TokenCipher
 from peepers_auth.models import SellerRecord
 from peepers_auth.settings import OAuthSettings, Settings
+from peepers_common.kafka import read_to_end
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings, MlApiSettings
 from peepers_sandbox.app import Sandbox, run_sandbox
@@ -34,7 +35,7 @@ from peepers_sandbox.config import (
     NotifierConfig,
     SandboxConfig,
 )
-from tests.support import consume, create_topic, unique
+from tests.support import create_topic, unique
 
 SERVICE = "catalog"
 SERVICE_SECRET = "catalog-broker-secret-0123456789"  # noqa: S105 - a test credential
@@ -225,19 +226,7 @@ async def authorization_redirect(stack: AuthStack, browser: aiohttp.ClientSessio
 
 async def read_all(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record in the topic right now: up to its end offsets, not up to a count."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        total = sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
-    return await consume(kafka, topic, total) if total else []
+    return await read_to_end(kafka, [topic])
 
 
 async def raw_values(admin: aioredis.Redis, namespace: Namespace) -> list[bytes]:

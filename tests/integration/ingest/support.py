@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import ConsumerRecord
 
+from peepers_common.kafka import read_to_end
 from peepers_common.ml import TokenProvider
 from peepers_common.notifications import parse_cloudevent_headers
 from peepers_common.settings import KafkaSettings
@@ -57,43 +56,8 @@ async def running_ingest(
         yield client
 
 
-async def read_all(
-    kafka: KafkaSettings, topics: Sequence[str]
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record now in `topics`, up to their end offsets (so extras would show)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-        await admin.start()
-        try:
-            described = await admin.describe_topics(list(topics))
-        finally:
-            await admin.close()
-        partitions = [
-            TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
-        ]
-        assert len({tp.topic for tp in partitions}) == len(topics), "a topic is missing"
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        remaining = {tp for tp, end in ends.items() if end > 0}
-        deadline = asyncio.get_running_loop().time() + 20
-        while remaining:
-            assert asyncio.get_running_loop().time() < deadline, "records did not arrive"
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, items in batch.items():
-                records.extend(items)
-                if items and items[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
-    return records
+# Every record now in the topics, up to their end offsets (so extras would show).
+read_all = read_to_end
 
 
 def ce_id(record: ConsumerRecord[bytes, bytes]) -> str:

@@ -17,9 +17,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from peepers_common.consuming import (
     H_ATTEMPT,
@@ -35,7 +32,7 @@ from peepers_common.consuming import (
     InboundRecord,
 )
 from peepers_common.errors import InfrastructureError
-from peepers_common.kafka import AIOKafkaEventPublisher, Headers
+from peepers_common.kafka import AIOKafkaEventPublisher, Headers, read_to_end
 from peepers_common.settings import KafkaSettings, StackSettings
 from peepers_common.topics import dlq_topic, retry_topic
 
@@ -68,59 +65,25 @@ async def read_dead_letters(
     kafka: KafkaSettings, topic: str, *, consumer: str | None = None
 ) -> list[DeadLetter]:
     """Every record of ``<topic>.dlq`` up to its end now (optionally one consumer's)."""
-    name = dlq_topic(topic)
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    letters: list[DeadLetter] = []
-    try:
-        await reader.start()
-        partitions = [TopicPartition(name, p) for p in (await _partitions(kafka, name))]
-        reader.assign(partitions)
-        ends = await reader.end_offsets(partitions)
-        await reader.seek_to_beginning(*partitions)
-        remaining = {tp for tp, end in ends.items() if end > 0}
-        while remaining:
-            batch = await reader.getmany(*remaining, timeout_ms=1000)
-            for tp, records in batch.items():
-                for message in records:
-                    record = InboundRecord.from_kafka(
-                        topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        message.value,
-                        list(message.headers),
-                    )
-                    letters.append(DeadLetter(message.offset, record))
-                if await reader.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    except KafkaError as exc:
-        msg = f"cannot read {name}: {exc}"
-        raise InfrastructureError(msg) from exc
-    finally:
-        await reader.stop()
+    letters = [
+        DeadLetter(
+            message.offset,
+            InboundRecord.from_kafka(
+                topic,
+                message.partition,
+                message.offset,
+                message.key,
+                message.value,
+                list(message.headers),
+            ),
+        )
+        for message in await read_to_end(kafka, [dlq_topic(topic)])
+    ]
     return [
         letter
         for letter in sorted(letters, key=lambda letter: letter.offset)
         if consumer is None or letter.record.consumer == consumer
     ]
-
-
-async def _partitions(kafka: KafkaSettings, name: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([name])
-    finally:
-        await admin.close()
-    partitions = [p["partition"] for p in described.get("partitions", [])]
-    if described.get("error_code") or not partitions:
-        msg = f"topic {name} does not exist (run peepers-topics ensure)"
-        raise InfrastructureError(msg)
-    return partitions
 
 
 def replay_headers(letter: DeadLetter) -> Headers:

@@ -30,11 +30,13 @@ from urllib.parse import urlsplit
 from uuid import uuid4
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from peepers_common.errors import InfrastructureError
+from peepers_common.kafka import end_offsets
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_SELLERS, notification_topic, retry_topic
 from peepers_devstack.display import plain, render
@@ -292,27 +294,16 @@ def _sync_counts(line: str | None) -> str:
 async def start_group_at_end(kafka: KafkaSettings, group: str) -> None:
     """Commit the current end of every topic ``group`` consumes, before it first joins."""
     topics = [*CATALOG_SOURCES, *(retry_topic(t) for t in CATALOG_SOURCES)]
-    # Without a group: learns the partitions and their ends, joins nothing.
-    reader = AIOKafkaConsumer(*topics, bootstrap_servers=kafka.bootstrap_servers)
-    await reader.start()
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(reader.partitions_for_topic(topic) or ())
-        ]
-        if not partitions:
-            msg = f"none of {topics} exist; run peepers-topics ensure"
-            raise PreflightFailed(msg)
-        ends = await reader.end_offsets(partitions)
-    finally:
-        await reader.stop()
+        ends = await end_offsets(kafka, topics)
+    except InfrastructureError as exc:
+        raise PreflightFailed(str(exc)) from exc
     committer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers, group_id=group, enable_auto_commit=False
     )
     await committer.start()
     try:
-        committer.assign(partitions)
+        committer.assign(list(ends))
         await committer.commit(dict(ends))
     finally:
         await committer.stop()
