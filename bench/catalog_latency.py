@@ -66,6 +66,7 @@ from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import connect_redis
 from peepers_common.topics import PEEPERS_CATALOG
+from peepers_devstack.metrics import Scrape
 from peepers_sandbox.client import SandboxAdmin
 from tests.integration.catalog.worker import WorkerRun, catalog_topics, worker_process
 from tests.integration.ingest.support import free_port
@@ -98,15 +99,6 @@ def seq_of(price: str | float, total: int) -> int | None:
     return seq if 0 <= seq < total else None
 
 
-def metric(text: str, name: str, label: str) -> float:
-    """The sum of a Prometheus text exposition's samples of `name` whose labels hold `label`."""
-    found = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and label in line.split("}", 1)[0]:
-            found += float(line.rsplit(" ", 1)[1])
-    return found
-
-
 @dataclass
 class WorkerCosts:
     """Means over the driven changes, from the worker's own /metrics (before and after)."""
@@ -120,12 +112,19 @@ class WorkerCosts:
 
     @classmethod
     def scrape(cls, text: str) -> WorkerCosts:
+        metrics = Scrape.parse(text)
+
+        def prices(name: str) -> float:
+            # The consumed topic carries the run's prefix: match it by its end.
+            by_topic = metrics.by(name, "topic")
+            return sum(v for topic, v in by_topic.items() if topic.endswith("items_prices"))
+
         return cls(
-            records=metric(text, "peepers_consumer_processing_seconds_count", "items_prices"),
-            processing_s=metric(text, "peepers_consumer_processing_seconds_sum", "items_prices"),
-            fetches=metric(text, "peepers_ml_request_duration_seconds_count", 'family="items"'),
-            fetch_s=metric(text, "peepers_ml_request_duration_seconds_sum", 'family="items"'),
-            limiter_s=metric(text, "peepers_ml_limiter_wait_seconds_total", 'family="items"'),
+            records=prices("peepers_consumer_processing_seconds_count"),
+            processing_s=prices("peepers_consumer_processing_seconds_sum"),
+            fetches=metrics.total("peepers_ml_request_duration_seconds_count", family="items"),
+            fetch_s=metrics.total("peepers_ml_request_duration_seconds_sum", family="items"),
+            limiter_s=metrics.total("peepers_ml_limiter_wait_seconds_total", family="items"),
         )
 
     def plus(self, other: WorkerCosts) -> WorkerCosts:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings, StackSettings
 from peepers_common.topics import PEEPERS_SELLERS
+from peepers_devstack.metrics import percentiles
 from peepers_sandbox.client import SandboxAdmin
 from peepers_sandbox.config import MarketplaceConfig, NotifierConfig, SandboxConfig
 from tests.integration.catalog.worker import WorkerRun
@@ -258,10 +258,7 @@ async def seller_item_ids(
 
 def percentile(values: list[float], q: float) -> float:
     """The `q` quantile (0..1) by nearest rank over the sorted values; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    return percentiles(values, [q * 100]).get(q * 100, float("nan"))
 
 
 def cpu_seconds(pid: int) -> float:
