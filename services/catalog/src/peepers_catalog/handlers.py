@@ -28,7 +28,6 @@ from peepers_catalog.domain import changes, is_newer, same_content, snapshot
 from peepers_catalog.ports import ItemSource, ItemStore
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
 from peepers_common.events import (
-    CATALOG_EVENT,
     CatalogEvent,
     ItemEvent,
     event_headers,
@@ -133,7 +132,8 @@ async def apply_item(item: MlItem, catalog: Catalog) -> Outcome:
 def _encode(events: list[ItemEvent]) -> bytes | None:
     if not events:
         return None
-    return _PENDING.dump_json([CATALOG_EVENT.validate_python(e) for e in events])
+    # Each event as its own model encodes it; the outbox reads them back as the union.
+    return b"[" + b",".join(event.model_dump_json().encode() for event in events) + b"]"
 
 
 async def flush_pending(item_id: str, pending: bytes, catalog: Catalog) -> None:
