@@ -84,7 +84,7 @@ class PrivateBroker:
             )
             + "\n"
         )
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         subprocess.run(  # noqa: S603 - our own fixed command line
             self._java(
                 "kafka.tools.StorageTool",
@@ -133,3 +133,12 @@ class PrivateBroker:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
+
+
+def _cluster_id() -> str:
+    # As Kafka's own Uuid.randomUuid: never one starting with "-", which StorageTool's
+    # command line would take for an option (one start in 64 failed that way).
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate

@@ -17,20 +17,20 @@ source-IP check).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import Counter
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
+from peepers_common.coalesce import Coalescer
 from peepers_common.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -52,30 +52,50 @@ LIMITER_ERRORS: Final = Counter(
     ["service"],
 )
 
-# KEYS[i]: one key per level, in order. ARGV[2i-1], ARGV[2i]: that level's emission
-# interval and burst tolerance, in microseconds. Returns {0, 0} when every level admits
-# the request (and charges all of them), else {i, microseconds until level i admits it}.
+# One call checks a batch of requests, in order, on one Redis clock. ARGV[1]: how many
+# requests; then for each request: its number of levels n, then n pairs (emission
+# interval, burst tolerance) in microseconds; its n keys follow the previous request's in
+# KEYS. A request is charged at every level or at none. Returns, per request, {0, 0} when
+# admitted, else {i, microseconds until level i admits it}. A key's new value is written
+# once per batch, however many of the batch's requests it counted.
 _GCRA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tats = {}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local new_tat = tat + interval
-  local wait = new_tat - tolerance - now
-  if wait > 0 then
-    return {i, math.ceil(wait)}
+local tat_of = {}
+local out = {}
+local k = 0
+local a = 2
+for _ = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  local new_tats = {}
+  local refused, wait = 0, 0
+  for i = 1, n do
+    local key = KEYS[k + i]
+    local tat = tat_of[key] or tonumber(redis.call('GET', key) or now)
+    if tat < now then tat = now end
+    local new_tat = tat + tonumber(ARGV[a + 2 * i - 1])
+    local w = new_tat - tonumber(ARGV[a + 2 * i]) - now
+    if w > 0 then
+      refused, wait = i, math.ceil(w)
+      break
+    end
+    new_tats[i] = new_tat
   end
-  tats[i] = new_tat
+  if refused == 0 then
+    for i = 1, n do
+      tat_of[KEYS[k + i]] = new_tats[i]
+    end
+  end
+  out[#out + 1] = refused
+  out[#out + 1] = wait
+  k = k + n
+  a = a + 2 * n + 1
 end
-for i = 1, #KEYS do
-  local ttl_ms = math.max(1, math.ceil((tats[i] - now) / 1000))
-  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', ttl_ms)
+for key, tat in pairs(tat_of) do
+  local ttl_ms = math.max(1, math.ceil((tat - now) / 1000))
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', ttl_ms)
 end
-return {0, 0}
+return out
 """
 
 
@@ -107,55 +127,62 @@ class Refusal:
     retry_after_s: float
 
 
-Execute = Callable[..., Awaitable[Any]]
+Check = tuple[str, str, Rate]
 
 
 class RedisRateLimiter:
     """Multi-level GCRA over one atomic Redis script.
 
-    ``execute`` sends one raw command (default: the client's ``execute_command``); a
-    service may pass one that pipelines concurrent commands together.
+    The checks of concurrent requests go to Redis together, one script call per event-loop
+    turn (`peepers_common.coalesce`), evaluated in arrival order. ``timeout_s`` caps what a
+    dead Redis adds to a request (redis-py's own retries take seconds).
     """
 
     def __init__(
-        self,
-        redis: aioredis.Redis,
-        *,
-        prefix: str = INBOUND_PREFIX,
-        execute: Execute | None = None,
+        self, redis: aioredis.Redis, *, prefix: str = INBOUND_PREFIX, timeout_s: float = 0.1
     ) -> None:
         if not prefix.startswith("ratelimit:"):
             msg = f"rate-limit keys must live under 'ratelimit:' (got prefix {prefix!r})"
             raise ConfigurationError(msg)
         self._prefix = prefix
-        self._execute: Execute = execute or redis.execute_command
-        self._sha = hashlib.sha1(_GCRA.encode(), usedforsecurity=False).hexdigest()
+        self._gcra = redis.register_script(_GCRA)
+        self._batches: Coalescer[Sequence[Check], Refusal | None] = Coalescer(
+            self._hit_batch, timeout_s=timeout_s
+        )
 
     def key(self, level: str, identity: str) -> str:
         if len(identity) > _MAX_IDENTITY:
             identity = "sha256-" + hashlib.sha256(identity.encode()).hexdigest()
         return f"{self._prefix}{level}:{identity}"
 
-    async def hit(self, checks: Sequence[tuple[str, str, Rate]]) -> Refusal | None:
+    async def hit(self, checks: Sequence[Check]) -> Refusal | None:
         """Charge one request to every ``(level, identity, rate)``; None when all admit it.
 
         Raises:
             redis.exceptions.RedisError: Redis did not answer.
+            TimeoutError: Redis did not answer within ``timeout_s``.
         """
         if not checks:
             return None
-        keys = [self.key(level, identity) for level, identity, _ in checks]
-        args: list[int] = []
-        for _, _, rate in checks:
-            args += [rate.interval_us, rate.tolerance_us]
-        try:
-            index, wait_us = await self._execute("EVALSHA", self._sha, len(keys), *keys, *args)
-        except NoScriptError:
-            # First use on this Redis (or it restarted): EVAL caches the script by its sha.
-            index, wait_us = await self._execute("EVAL", _GCRA, len(keys), *keys, *args)
-        if int(index) == 0:
-            return None
-        return Refusal(checks[int(index) - 1][0], int(wait_us) / 1_000_000)
+        return await self._batches.submit(checks)
+
+    async def _hit_batch(self, requests: list[Sequence[Check]]) -> list[Refusal | None]:
+        keys: list[str] = []
+        args: list[int] = [len(requests)]
+        for checks in requests:
+            args.append(len(checks))
+            for level, identity, rate in checks:
+                keys.append(self.key(level, identity))
+                args += [rate.interval_us, rate.tolerance_us]
+        # EVALSHA, loading the script first when Redis does not know it (or restarted).
+        flat = await self._gcra(keys, args)
+        refusals: list[Refusal | None] = []
+        for checks, index, wait_us in zip(requests, flat[::2], flat[1::2], strict=True):
+            refused = int(index)
+            refusals.append(
+                None if refused == 0 else Refusal(checks[refused - 1][0], int(wait_us) / 1e6)
+            )
+        return refusals
 
 
 Identify = Callable[[web.Request], str | None]
@@ -213,10 +240,9 @@ def too_many_requests(refusal: Refusal) -> web.Response:
 class InboundRateLimit:
     """The check for one service: its levels, in order, over a shared limiter.
 
-    ``fail_open``: when Redis does not answer within ``timeout_s``, let requests through
-    (and count it) rather than refuse them; for ingest a refused ML notification is worse
-    than a burst. The timeout also caps what a dead Redis adds to a request (redis-py's own
-    retries take seconds).
+    ``fail_open``: when Redis does not answer (within the limiter's timeout), let requests
+    through (and count it) rather than refuse them; for ingest a refused ML notification is
+    worse than a burst.
     """
 
     def __init__(
@@ -226,28 +252,25 @@ class InboundRateLimit:
         *,
         service: str,
         fail_open: bool = True,
-        timeout_s: float = 0.1,
         exempt: Callable[[web.Request], bool] = lambda _request: False,
     ) -> None:
         self._limiter = limiter
         self._levels = tuple(levels)
         self._service = service
         self._fail_open = fail_open
-        self._timeout_s = timeout_s
         self._exempt = exempt
 
     async def check(self, request: web.Request) -> web.Response | None:
         """The 429 response when a level refuses the request, else None (it was charged)."""
         if self._exempt(request):
             return None
-        checks: list[tuple[str, str, Rate]] = []
+        checks: list[Check] = []
         for level in self._levels:
             identity = level.identify(request)
             if identity is not None:
                 checks.append((level.name, f"{self._service}:{identity}", level.rate))
         try:
-            async with asyncio.timeout(self._timeout_s):
-                refusal = await self._limiter.hit(checks)
+            refusal = await self._limiter.hit(checks)
         except (RedisError, TimeoutError) as exc:
             LIMITER_ERRORS.labels(self._service).inc()
             if self._fail_open:

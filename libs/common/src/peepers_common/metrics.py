@@ -7,6 +7,7 @@ services share: bucket layouts, the HTTP middleware and the ``/metrics`` view.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Final
 
@@ -46,6 +47,9 @@ HTTP_LATENCY: Final = Histogram(
 
 def http_metrics_middleware(service: str) -> Middleware:
     """Count and time every request by its route template (never the raw path)."""
+    # Routes and statuses are few: look each series up once, not on every request.
+    latency = functools.cache(HTTP_LATENCY.labels)
+    requests = functools.cache(HTTP_REQUESTS.labels)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -61,8 +65,8 @@ def http_metrics_middleware(service: str) -> Middleware:
             status = exc.status
             raise
         finally:
-            HTTP_LATENCY.labels(service, name).observe(time.perf_counter() - start)
-            HTTP_REQUESTS.labels(service, name, str(status)).inc()
+            latency(service, name).observe(time.perf_counter() - start)
+            requests(service, name, status).inc()
 
     return middleware
 

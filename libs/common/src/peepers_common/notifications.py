@@ -20,12 +20,12 @@ A Kafka record carries:
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
+import orjson
 from pydantic import (
     AliasChoices,
     AwareDatetime,
@@ -139,8 +139,8 @@ def record_key(notification: Notification) -> bytes:
 
 def encode_value(body: Mapping[str, Any], received_at: datetime) -> bytes:
     """ML's JSON object as sent, plus ``received_at`` (ours overrides any sent by ML)."""
-    value = {**body, "received_at": _rfc3339(received_at)}
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    # orjson: compact UTF-8, no NaN; several times cheaper than json on ingest's hot path.
+    return orjson.dumps({**body, "received_at": _rfc3339(received_at)})
 
 
 def decode_value(value: bytes) -> Notification:

@@ -6,13 +6,20 @@ pick it up without passing it around.
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Final
 
 _TRACEPARENT: Final = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def _random_hex(bits: int) -> str:
+    # Ids must be unique, not secret: the process's PRNG (as OpenTelemetry's SDK does) is
+    # a few hundred ns, where secrets' os.urandom was a syscall on every request of ingest.
+    # Never all zeros, which W3C reserves as invalid.
+    return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
 
 
 @dataclass(frozen=True)
@@ -23,7 +30,7 @@ class TraceContext:
 
     @classmethod
     def new(cls) -> TraceContext:
-        return cls(secrets.token_hex(16), secrets.token_hex(8))
+        return cls(_random_hex(128), _random_hex(64))
 
     @classmethod
     def parse(cls, header: str | None) -> TraceContext | None:
@@ -37,7 +44,7 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """A new span in the same trace (what we send downstream)."""
-        return TraceContext(self.trace_id, secrets.token_hex(8), self.sampled)
+        return TraceContext(self.trace_id, _random_hex(64), self.sampled)
 
     @property
     def traceparent(self) -> str:

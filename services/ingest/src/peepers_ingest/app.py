@@ -28,7 +28,6 @@ from peepers_common.namespaces import Namespace, connect_redis
 from peepers_ingest import metrics
 from peepers_ingest.adapters import (
     ReconnectingPublisher,
-    RedisBatcher,
     RedisDeduplicator,
     SqliteSpool,
 )
@@ -96,14 +95,13 @@ def create_app(
             if client is None and (dedup is None or settings.rate_limit_enabled or build_source):
                 client = connect_redis(settings.redis)
                 stack.push_async_callback(client.aclose)
-            batcher = None if client is None else RedisBatcher(client)
-            if client is not None and batcher is not None and settings.rate_limit_enabled:
-                app[rate_limit_key] = _rate_limit(settings, client, batcher, redis_scope)
+            if client is not None and settings.rate_limit_enabled:
+                app[rate_limit_key] = _rate_limit(settings, client, redis_scope)
             deduplicator = dedup
             if deduplicator is None:
-                assert batcher is not None  # noqa: S101 - built just above for this case
+                assert client is not None  # noqa: S101 - connected above for this case
                 namespace = Namespace("ingest", scope=redis_scope)
-                deduplicator = RedisDeduplicator(batcher, namespace, ttl_s=settings.dedup_ttl_s)
+                deduplicator = RedisDeduplicator(client, namespace, ttl_s=settings.dedup_ttl_s)
 
             the_spool: Spool
             if spool is None:
@@ -208,12 +206,10 @@ async def _ml_missed_feeds(
         )
 
 
-def _rate_limit(
-    settings: Settings, client: aioredis.Redis, batcher: RedisBatcher, scope: str | None
-) -> InboundRateLimit:
+def _rate_limit(settings: Settings, client: aioredis.Redis, scope: str | None) -> InboundRateLimit:
     prefix = "ratelimit:inbound:" if scope is None else f"ratelimit:{scope}:inbound:"
     return InboundRateLimit(
-        RedisRateLimiter(client, prefix=prefix, execute=batcher.execute),
+        RedisRateLimiter(client, prefix=prefix),
         [
             application_level(Rate(settings.rate_limit_total_per_s), name="webhook"),
             user_level(Rate(settings.rate_limit_per_ip_per_s), lambda r: r.get(client_ip_key)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -65,6 +66,10 @@ def build_record(
             cloudevent_headers(notification, received_at=received_at, traceparent=traceparent)
         ),
     )
+
+
+# Three outcomes: each series is looked up once, not on every notification.
+_notifications = functools.cache(metrics.NOTIFICATIONS.labels)
 
 
 def _retrieve(task: asyncio.Task[Published]) -> None:
@@ -126,7 +131,7 @@ class Intake:
         finally:
             del self._accepting[nid]
             done.set()
-        metrics.NOTIFICATIONS.labels(outcome).inc()
+        _notifications(outcome).inc()
         return outcome
 
     async def _accept(self, record: OutboundRecord) -> Outcome:

@@ -2,14 +2,12 @@
 
 from peepers_ingest.adapters.kafka import ReconnectingPublisher
 from peepers_ingest.adapters.ml_missed_feeds import MlMissedFeedsSource
-from peepers_ingest.adapters.redis_batch import RedisBatcher
 from peepers_ingest.adapters.redis_dedup import RedisDeduplicator
 from peepers_ingest.adapters.sqlite_spool import SqliteSpool
 
 __all__ = [
     "MlMissedFeedsSource",
     "ReconnectingPublisher",
-    "RedisBatcher",
     "RedisDeduplicator",
     "SqliteSpool",
 ]

@@ -1,0 +1,86 @@
+"""Coalesce concurrent calls into one batched call per event-loop turn.
+
+A busy service handles many requests at once, and each used to send its own Redis command:
+redis-py then spends more CPU packing commands and parsing replies than the request's own
+logic costs. A `Coalescer` gathers what the concurrent callers submit during one turn of
+the event loop and hands the whole list to one ``flush`` (one ``MGET``, one script call),
+so the per-request cost is a list append and a future. Nobody waits for a batch to fill:
+the flush runs on the next turn, so a lone caller pays no added latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["Coalescer"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Coalescer(Generic[T, R]):
+    """``await coalescer.submit(item)``: one ``flush(items)`` per turn, results in order.
+
+    ``flush`` returns one result per item. If it raises (or outlives ``timeout_s``), every
+    caller of that batch gets the exception. A caller that is cancelled only loses its
+    own result. At most ``max_batch`` items go to one flush; more start another.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[Sequence[R]]],
+        *,
+        timeout_s: float | None = None,
+        max_batch: int = 512,
+    ) -> None:
+        self._flush_items = flush
+        self._timeout_s = timeout_s
+        self._max_batch = max_batch
+        self._items: list[T] = []
+        self._futures: list[asyncio.Future[R]] = []
+        self._scheduled = False
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._items.append(item)
+        self._futures.append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._start_flushes)
+        return await future
+
+    def _start_flushes(self) -> None:
+        self._scheduled = False
+        items, futures = self._items, self._futures
+        self._items, self._futures = [], []
+        for start in range(0, len(items), self._max_batch):
+            end = start + self._max_batch
+            task = asyncio.get_running_loop().create_task(
+                self._run(items[start:end], futures[start:end])
+            )
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _run(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                results = await self._flush_items(items)
+            if len(results) != len(items):
+                msg = f"flush returned {len(results)} results for {len(items)} items"
+                raise RuntimeError(msg)
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+        except Exception as exc:  # handed to every caller of the batch
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, result in zip(futures, results, strict=True):
+            if not future.done():
+                future.set_result(result)
