@@ -8,6 +8,7 @@ every in-sync replica has it, and retries never duplicate it within a producer s
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,6 +16,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from peepers_common.errors import InfrastructureError, PublishError
 from peepers_common.lifecycle import AsyncResource
@@ -42,6 +44,17 @@ class EventPublisher(Protocol):
         ...
 
 
+# aiokafka's murmur2 is pure Python (~5 us a key); keys repeat (one per resource), so
+# each is hashed once. Same hash as Java's default partitioner: same partition.
+_murmur2 = functools.lru_cache(maxsize=65_536)(murmur2)
+
+
+def _partition(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[(int(_murmur2(key)) & 0x7FFFFFFF) % len(all_partitions)]
+
+
 class AIOKafkaEventPublisher(AsyncResource):
     """`EventPublisher` over aiokafka. Use as ``async with`` or call start()/aclose()."""
 
@@ -54,6 +67,7 @@ class AIOKafkaEventPublisher(AsyncResource):
             enable_idempotence=True,
             linger_ms=linger_ms,
             request_timeout_ms=settings.request_timeout_ms,
+            partitioner=_partition,
         )
         self._started = False
         self._closed = False

@@ -64,11 +64,16 @@ class Allowlist:
     def __init__(self, networks: Sequence[Network]) -> None:
         self._hosts = frozenset(n.network_address for n in networks if n.num_addresses == 1)
         self._ranges = tuple(n for n in networks if n.num_addresses > 1)
+        # Notifications come from few addresses: a range is scanned once per address.
+        self._in_ranges = functools.lru_cache(maxsize=4096)(self._scan_ranges)
 
     def __contains__(self, address: Address | None) -> bool:
         if address is None:
             return False
-        return address in self._hosts or _within(address, self._ranges)
+        return address in self._hosts or self._in_ranges(address)
+
+    def _scan_ranges(self, address: Address) -> bool:
+        return _within(address, self._ranges)
 
 
 def signature_valid(body: bytes, header: str | None, secret: bytes) -> bool:

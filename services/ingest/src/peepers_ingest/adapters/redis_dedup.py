@@ -42,14 +42,14 @@ class RedisDeduplicator:
         self, redis: aioredis.Redis, namespace: Namespace, *, ttl_s: int, timeout_s: float = 0.1
     ) -> None:
         self._redis = redis
-        self._namespace = namespace
+        self._prefix = namespace.key("dedup", "")
         self._ttl_s = ttl_s
         self._mark_script = redis.register_script(_MARK)
         self._checks: Coalescer[str, bool] = Coalescer(self._seen_batch, timeout_s=timeout_s)
         self._marks: Coalescer[str, None] = Coalescer(self._mark_batch, timeout_s=timeout_s)
 
     def key(self, notification_id: str) -> str:
-        return self._namespace.key("dedup", notification_id)
+        return self._prefix + notification_id
 
     async def seen(self, notification_id: str) -> bool:
         try:
