@@ -21,7 +21,7 @@ from peepers_common.inbound_limits import (
     user_level,
 )
 from peepers_common.kafka import EventPublisher
-from peepers_common.metrics import http_metrics_middleware, metrics_view
+from peepers_common.metrics import metrics_view
 from peepers_common.ml import HttpMlApi, OutboundLimiter, TokenProvider, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis
@@ -44,7 +44,7 @@ from peepers_ingest.keys import (
     settings_key,
     spool_key,
 )
-from peepers_ingest.middlewares import error_middleware
+from peepers_ingest.middlewares import edge_middleware
 from peepers_ingest.ports import Deduplicator, MissedFeedsSource, Spool
 from peepers_ingest.reconciler import Reconciler
 from peepers_ingest.security import Allowlist
@@ -79,7 +79,7 @@ def create_app(
     replaces the token broker behind the real one.
     """
     app = web.Application(
-        middlewares=[error_middleware, http_metrics_middleware("ingest")],
+        middlewares=[edge_middleware("ingest")],
         client_max_size=settings.max_body_bytes,
     )
     app[settings_key] = settings
