@@ -79,15 +79,13 @@ class AIOKafkaEventPublisher(AsyncResource):
             linger_ms=linger_ms,
             request_timeout_ms=settings.request_timeout_ms,
             partitioner=_partition,
-            # Room for a turn's records of one partition in one batch (the broker takes
-            # up to 1 MiB per batch by default).
+            # Room for a round's records of one partition in one batch.
             max_batch_size=_MAX_BATCH_BYTES,
         )
         self._started = False
         self._closed = False
         self._queue: list[_Pending] = []
         self._enqueuing: asyncio.Task[None] | None = None
-        self._partitions: dict[str, list[int]] = {}
 
     async def start(self) -> None:
         try:
@@ -128,31 +126,57 @@ class AIOKafkaEventPublisher(AsyncResource):
             self._enqueuing = None
 
     async def _enqueue(self, records: list[_Pending]) -> None:
+        partitions = await self._partitions_by_topic({record.topic for record in records})
         batches: dict[tuple[str, int], _Batch] = {}
         for record in records:
-            try:
-                partition = _partition(record.key, await self._partitions_of(record.topic), [])
-            except KafkaError as exc:
-                _fail([record], exc)
+            known = partitions[record.topic]
+            if isinstance(known, BaseException):
+                _fail([record], known)
                 continue
+            if record.size > _MAX_BATCH_BYTES:
+                # Never sent: a record the broker refuses would still spend a sequence
+                # number, and the partition's later batches would fail as out of order.
+                _fail([record], ValueError(f"the record is over {_MAX_BATCH_BYTES} bytes"))
+                continue
+            partition = _partition(record.key, known, [])
             batch = batches.get((record.topic, partition))
             if batch is None:
                 batch = batches[(record.topic, partition)] = _Batch(self._producer.create_batch())
-            if not batch.add(record):
-                # Full: send it, and start the partition's next batch with this record.
-                await self._send(batch, record.topic, partition)
-                batch = batches[(record.topic, partition)] = _Batch(self._producer.create_batch())
+            try:
                 if not batch.add(record):
-                    _fail([record], ValueError("the record is too large"))
+                    # Full: send it, and start the partition's next batch with this record.
+                    await self._send(batch, record.topic, partition)
+                    batch = _Batch(self._producer.create_batch())
+                    batches[(record.topic, partition)] = batch
+                    batch.add(record)
+            except (TypeError, ValueError) as exc:  # a malformed record fails alone
+                _fail([record], exc)
         for (topic, partition), batch in batches.items():
             await self._send(batch, topic, partition)
 
-    async def _partitions_of(self, topic: str) -> list[int]:
-        known = self._partitions.get(topic)
-        if known is None:
-            # Waits for the topic's metadata (raises when the topic does not exist).
-            known = self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
-        return known
+    async def _partitions_by_topic(self, topics: set[str]) -> dict[str, list[int] | BaseException]:
+        """Each topic's partitions, from the producer's metadata (which aiokafka refreshes).
+
+        Topics it does not know yet are asked for together, so a missing topic costs a
+        round one request timeout, not one per record.
+        """
+        cluster = self._producer.client.cluster
+        found: dict[str, list[int] | BaseException] = {}
+        unknown: list[str] = []
+        for topic in topics:
+            known = cluster.partitions_for_topic(topic)
+            if known:
+                found[topic] = sorted(known)
+            else:
+                unknown.append(topic)
+        if unknown:
+            answers = await asyncio.gather(
+                *(self._producer.partitions_for(topic) for topic in unknown),
+                return_exceptions=True,
+            )
+            for topic, answer in zip(unknown, answers, strict=True):
+                found[topic] = answer if isinstance(answer, BaseException) else sorted(answer)
+        return found
 
     async def _send(self, batch: _Batch, topic: str, partition: int) -> None:
         if not batch.records:
@@ -176,7 +200,10 @@ class AIOKafkaEventPublisher(AsyncResource):
         await self._producer.stop()
 
 
-_MAX_BATCH_BYTES: Final = 512 * 1024
+# aiokafka's max_request_size and the broker's default max.message.bytes.
+_MAX_BATCH_BYTES: Final = 1024 * 1024
+# A record's framing in a batch, beyond its key, value and headers (generous).
+_RECORD_OVERHEAD: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +213,12 @@ class _Pending:
     value: bytes
     headers: Headers
     acked: asyncio.Future[Published]
+
+    @property
+    def size(self) -> int:
+        """An upper bound of the record's bytes in a batch."""
+        framing = _RECORD_OVERHEAD + sum(len(name) * 4 + len(value) for name, value in self.headers)
+        return len(self.key) + len(self.value) + framing
 
 
 class _Batch:
