@@ -43,17 +43,22 @@ class RedisDeduplicator:
     ) -> None:
         self._redis = redis
         self._prefix = namespace.key("dedup", "")
-        self._ttl_s = ttl_s
+        self._prefix_bytes = self._prefix.encode()
         self._mark_script = redis.register_script(_MARK)
-        self._checks: Coalescer[str, bool] = Coalescer(self._seen_batch, timeout_s=timeout_s)
-        self._marks: Coalescer[str, None] = Coalescer(self._mark_batch, timeout_s=timeout_s)
+        self._checks: Coalescer[bytes, bool] = Coalescer(self._seen_batch, timeout_s=timeout_s)
+        self._marks: Coalescer[bytes, None] = Coalescer(self._mark_batch, timeout_s=timeout_s)
+        self._ttl_arg = str(ttl_s).encode()
 
     def key(self, notification_id: str) -> str:
         return self._prefix + notification_id
 
+    def _key_bytes(self, notification_id: str) -> bytes:
+        # Bytes: redis-py sends them as they are instead of encoding each argument.
+        return self._prefix_bytes + notification_id.encode()
+
     async def seen(self, notification_id: str) -> bool:
         try:
-            return await self._checks.submit(self.key(notification_id))
+            return await self._checks.submit(self._key_bytes(notification_id))
         except (RedisError, TimeoutError) as exc:
             metrics.DEDUP_ERRORS.inc()
             log.warning("dedup check failed, treating the notification as new: %r", exc)
@@ -61,16 +66,16 @@ class RedisDeduplicator:
 
     async def mark(self, notification_id: str) -> None:
         try:
-            await self._marks.submit(self.key(notification_id))
+            await self._marks.submit(self._key_bytes(notification_id))
         except (RedisError, TimeoutError) as exc:
             metrics.DEDUP_ERRORS.inc()
             log.warning(
                 "could not mark a notification as seen (a redelivery may repeat it): %r", exc
             )
 
-    async def _seen_batch(self, keys: list[str]) -> list[bool]:
+    async def _seen_batch(self, keys: list[bytes]) -> list[bool]:
         return [value is not None for value in await self._redis.mget(keys)]
 
-    async def _mark_batch(self, keys: list[str]) -> list[None]:
-        await self._mark_script(keys, [self._ttl_s])
+    async def _mark_batch(self, keys: list[bytes]) -> list[None]:
+        await self._mark_script(keys, [self._ttl_arg])
         return [None] * len(keys)
