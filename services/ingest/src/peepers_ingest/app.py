@@ -15,8 +15,8 @@ from aiohttp import web
 from peepers_common.errors import PublishError
 from peepers_common.inbound_limits import (
     InboundRateLimit,
+    LocalRateLimiter,
     Rate,
-    RedisRateLimiter,
     application_level,
     user_level,
 )
@@ -84,7 +84,7 @@ def create_app(
     )
     app[settings_key] = settings
     app[allowlist_key] = Allowlist(settings.allowed_cidrs)
-    app[rate_limit_key] = None
+    app[rate_limit_key] = _rate_limit(settings) if settings.rate_limit_enabled else None
     app[reconciler_key] = None
     topics = topic_for or prefixed_topics(settings.topic_prefix)
     build_source = missed_feeds is None and _reconciler_wanted(settings, tokens)
@@ -92,11 +92,9 @@ def create_app(
     async def lifespan(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             client = redis
-            if client is None and (dedup is None or settings.rate_limit_enabled or build_source):
+            if client is None and (dedup is None or build_source):
                 client = connect_redis(settings.redis)
                 stack.push_async_callback(client.aclose)
-            if client is not None and settings.rate_limit_enabled:
-                app[rate_limit_key] = _rate_limit(settings, client, redis_scope)
             deduplicator = dedup
             if deduplicator is None:
                 assert client is not None  # noqa: S101 - connected above for this case
@@ -206,10 +204,11 @@ async def _ml_missed_feeds(
         )
 
 
-def _rate_limit(settings: Settings, client: aioredis.Redis, scope: str | None) -> InboundRateLimit:
-    prefix = "ratelimit:inbound:" if scope is None else f"ratelimit:{scope}:inbound:"
+def _rate_limit(settings: Settings) -> InboundRateLimit:
+    # Per replica, in the process: the limit protects this replica's capacity, and a Redis
+    # round trip per webhook cost 10-20% of its CPU (docs/ingest.md).
     return InboundRateLimit(
-        RedisRateLimiter(client, prefix=prefix),
+        LocalRateLimiter(),
         [
             application_level(Rate(settings.rate_limit_total_per_s), name="webhook"),
             user_level(Rate(settings.rate_limit_per_ip_per_s), lambda r: r.get(client_ip_key)),
