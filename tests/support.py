@@ -32,10 +32,13 @@ from peepers_common.topics import TopicSpec
 from peepers_sandbox.app import Sandbox
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 
+# In every name `unique` makes, so the session can delete its Kafka topics at the end.
+SESSION_TOKEN = uuid4().hex[:6]
+
 
 def unique(prefix: str = "test") -> str:
     """A name no other test uses: topics, groups, key scopes."""
-    return f"{prefix}-{uuid4().hex[:8]}"
+    return f"{prefix}-{SESSION_TOKEN}{uuid4().hex[:6]}"
 
 
 async def wait_until(
