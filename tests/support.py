@@ -7,14 +7,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, TypeVar, Union, get_args, get_origin
 from uuid import uuid4
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
+from redis.asyncio.client import MonitorCommandInfo
 
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.ml import (
@@ -183,3 +185,24 @@ def holds_secret(field: FieldInfo) -> bool:
         return annotation is SecretStr or any(secret(arg) for arg in get_args(annotation))
 
     return secret(field.annotation)
+
+
+T = TypeVar("T")
+
+
+async def redis_commands_during(
+    admin: aioredis.Redis, probe: aioredis.Redis, marker: str, action: Callable[[], Awaitable[T]]
+) -> tuple[T, list[MonitorCommandInfo]]:
+    """``action``'s result and every command Redis ran meanwhile (MONITOR, no mock).
+
+    ``probe`` sends ``GET marker`` after the action, which marks the end of its commands;
+    ``marker`` must be a key the probe's ACL user may read.
+    """
+    commands: list[MonitorCommandInfo] = []
+    async with admin.monitor() as monitor:
+        result = await action()
+        await probe.get(marker)
+        async with asyncio.timeout(5):  # other clients' commands stream by too
+            while (command := await monitor.next_command())["command"] != f"GET {marker}":
+                commands.append(command)
+    return result, commands

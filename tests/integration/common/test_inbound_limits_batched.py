@@ -7,19 +7,18 @@ decide exactly as the same hits one by one would (arrival order, all levels or n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TypeVar
 
 import pytest
 import redis.asyncio as aioredis
-from redis.asyncio.client import MonitorCommandInfo
 from redis.exceptions import RedisError
 
 from peepers_common.inbound_limits import Check, Rate, RedisRateLimiter, Refusal
 from peepers_common.namespaces import connect_redis
 from peepers_ingest.settings import Settings as IngestSettings
 from tests.integration.common.test_inbound_limits import limiter
-from tests.support import unique
+from tests.support import redis_commands_during, unique
 
 T = TypeVar("T")
 
@@ -38,24 +37,6 @@ async def hit_together(
     """All ``requests`` in one event-loop turn, so in one batch, in this order."""
     async with asyncio.timeout(2):
         return list(await asyncio.gather(*(rl.hit(checks) for checks in requests)))
-
-
-async def observed(
-    admin: aioredis.Redis, probe: aioredis.Redis, action: Callable[[], Awaitable[T]]
-) -> tuple[T, list[MonitorCommandInfo]]:
-    """``action``'s result and every command Redis ran meanwhile (MONITOR, no mock).
-
-    A ``GET`` of a unique key sent after the action marks the end of its commands.
-    """
-    marker = f"ratelimit:{unique('marker')}"
-    commands: list[MonitorCommandInfo] = []
-    async with admin.monitor() as monitor:
-        result = await action()
-        await probe.get(marker)
-        async with asyncio.timeout(5):  # other clients' commands stream by too
-            while (command := await monitor.next_command())["command"] != f"GET {marker}":
-                commands.append(command)
-    return result, commands
 
 
 async def test_a_burst_in_one_turn_admits_exactly_the_burst_in_arrival_order(
@@ -178,8 +159,9 @@ async def test_a_batch_is_one_script_call_that_writes_each_key_once(
     requests: list[list[Check]] = [
         [app, ("user", f"u{i % 3}", Rate(3, per_s=60))] for i in range(15)
     ]
-    results, commands = await observed(
-        redis_admin, service_redis, lambda: hit_together(rl, requests)
+    marker = f"ratelimit:{unique('marker')}"
+    results, commands = await redis_commands_during(
+        redis_admin, service_redis, marker, lambda: hit_together(rl, requests)
     )
     assert sum(r is None for r in results) == 9  # three users, three each
     prefix = rl.key("", "")[:-1]

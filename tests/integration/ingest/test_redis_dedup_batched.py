@@ -6,7 +6,7 @@ Real Redis as ingest's ACL user, keys under a namespace scope of the test's own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import pytest
@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_ingest.adapters import RedisDeduplicator
 from peepers_ingest.settings import Settings as IngestSettings
-from tests.support import unique
+from tests.support import redis_commands_during, unique
 
 T = TypeVar("T")
 TTL_S = 120
@@ -59,23 +59,6 @@ async def seen_all(dedup: RedisDeduplicator, notification_ids: list[str]) -> lis
 
 def dedup_errors() -> float:
     return REGISTRY.get_sample_value("peepers_ingest_dedup_errors_total") or 0.0
-
-
-async def observed(
-    admin: aioredis.Redis, probe: aioredis.Redis, marker: str, action: Callable[[], Awaitable[T]]
-) -> tuple[T, list[MonitorCommandInfo]]:
-    """``action``'s result and every command Redis ran meanwhile (MONITOR, no mock).
-
-    A ``GET marker`` sent after the action marks the end of its commands.
-    """
-    commands: list[MonitorCommandInfo] = []
-    async with admin.monitor() as monitor:
-        result = await action()
-        await probe.get(marker)
-        async with asyncio.timeout(5):  # other clients' commands stream by too
-            while (command := await monitor.next_command())["command"] != f"GET {marker}":
-                commands.append(command)
-    return result, commands
 
 
 async def test_concurrent_marks_are_all_seen_and_unmarked_ids_are_not(
@@ -120,7 +103,7 @@ async def test_a_turn_of_checks_is_one_mget_and_a_turn_of_marks_one_script_call(
     def ours(commands: list[MonitorCommandInfo]) -> list[list[str]]:
         return [c["command"].split() for c in commands if namespace.prefix in c["command"]]
 
-    _, during_marks = await observed(
+    _, during_marks = await redis_commands_during(
         redis_admin, ingest_redis, marker, lambda: mark_all(dedup, marked)
     )
     calls = [c for c in ours(during_marks) if c[0].upper() != "SET"]
@@ -131,7 +114,7 @@ async def test_a_turn_of_checks_is_one_mget_and_a_turn_of_marks_one_script_call(
     assert all(s[2:] == ["1", "EX", str(TTL_S)] for s in sets)
 
     checked = marked + ids(5, "new")
-    found, during_checks = await observed(
+    found, during_checks = await redis_commands_during(
         redis_admin, ingest_redis, marker, lambda: seen_all(dedup, checked)
     )
     assert found == [True] * 25 + [False] * 5

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -42,19 +43,31 @@ def _desired_config(spec: TopicSpec, replication_factor: int) -> dict[str, str]:
     return config
 
 
-async def ensure_topics(
-    settings: KafkaSettings, specs: Iterable[TopicSpec] | None = None
-) -> EnsureReport:
-    """Bring the cluster's topics in line with `specs` (the whole registry by default)."""
-    wanted = list(TOPICS.values() if specs is None else specs)
+@asynccontextmanager
+async def _admin(settings: KafkaSettings, refused: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client; Kafka's errors become `InfrastructureError` ("refused ...")."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.client_id}-topic-admin",
         request_timeout_ms=settings.request_timeout_ms,
     )
-    report = EnsureReport([], [], [], [], [])
     try:
         await admin.start()
+        yield admin
+    except KafkaError as exc:
+        msg = f"Kafka at {settings.bootstrap_servers} refused {refused}: {exc!r}"
+        raise InfrastructureError(msg) from exc
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(
+    settings: KafkaSettings, specs: Iterable[TopicSpec] | None = None
+) -> EnsureReport:
+    """Bring the cluster's topics in line with `specs` (the whole registry by default)."""
+    wanted = list(TOPICS.values() if specs is None else specs)
+    report = EnsureReport([], [], [], [], [])
+    async with _admin(settings, "the topic update") as admin:
         existing = set(await admin.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]
         if missing:
@@ -75,11 +88,6 @@ async def ensure_topics(
         present = [spec for spec in wanted if spec.name in existing]
         if present:
             await _update(admin, present, settings.replication_factor, report)
-    except KafkaError as exc:
-        msg = f"Kafka at {settings.bootstrap_servers} refused the topic update: {exc!r}"
-        raise InfrastructureError(msg) from exc
-    finally:
-        await admin.close()
     return report
 
 
@@ -89,21 +97,10 @@ async def delete_topics_containing(settings: KafkaSettings, marker: str) -> list
     For scratch topics (tests, benchmarks) named with a run's unique token: thousands of
     them left behind made the local broker several times slower per record.
     """
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-topic-admin",
-        request_timeout_ms=settings.request_timeout_ms,
-    )
-    try:
-        await admin.start()
+    async with _admin(settings, "to delete topics") as admin:
         doomed = sorted(name for name in await admin.list_topics() if marker in name)
         for start in range(0, len(doomed), 100):
             await admin.delete_topics(doomed[start : start + 100])
-    except KafkaError as exc:
-        msg = f"Kafka at {settings.bootstrap_servers} refused to delete topics: {exc!r}"
-        raise InfrastructureError(msg) from exc
-    finally:
-        await admin.close()
     return doomed
 
 
