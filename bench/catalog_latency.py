@@ -54,6 +54,7 @@ from bench.catalog_support import (
     kafka_settings,
     log,
     percentile,
+    run_then_delete_topics,
     sandbox_process,
     seller_item_ids,
     sync_state,
@@ -492,6 +493,6 @@ if __name__ == "__main__":
     parser.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
     parser.add_argument("--workers", type=int, default=1, help="worker replicas (one group)")
     args = parser.parse_args()
-    asyncio.run(
+    run_then_delete_topics(
         main(args.rate, args.duration, args.pool, args.baseline_s, args.workers, args.keep_logs)
     )

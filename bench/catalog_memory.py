@@ -33,6 +33,7 @@ from bench.catalog_support import (
     kafka_settings,
     log,
     memory_kib,
+    run_then_delete_topics,
     sampled_peak,
     sandbox_process,
     sync_state,
@@ -136,4 +137,4 @@ if __name__ == "__main__":
         "--idle-s", type=float, default=10.0, help="settle time before the baseline"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.items, args.idle_s))
+    run_then_delete_topics(main(args.items, args.idle_s))

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,13 +34,14 @@ from peepers_common.events import SellerConnected, seller_event_key
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings, StackSettings
+from peepers_common.topic_admin import delete_topics_containing
 from peepers_common.topics import PEEPERS_SELLERS
 from peepers_devstack.metrics import percentiles
 from peepers_sandbox.client import SandboxAdmin
 from peepers_sandbox.config import MarketplaceConfig, NotifierConfig, SandboxConfig
 from tests.integration.catalog.worker import WorkerRun
 from tests.integration.ingest.support import free_port
-from tests.support import unique
+from tests.support import SESSION_TOKEN, unique
 
 BROKER_SERVICE = "catalog"
 BROKER_SECRET = "bench-broker-secret"  # noqa: S105 - the stand-in checks no credentials
@@ -48,6 +49,18 @@ BROKER_SECRET = "bench-broker-secret"  # noqa: S105 - the stand-in checks no cre
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run_then_delete_topics(main: Coroutine[Any, Any, None]) -> None:
+    """Run a bench's ``main``, then delete the Kafka topics it named (even when it failed).
+
+    Every scratch name comes from `tests.support.unique`, which carries this process's
+    token: thousands of leftover topics slow the local broker down for every later run.
+    """
+    try:
+        asyncio.run(main)
+    finally:
+        asyncio.run(delete_topics_containing(kafka_settings(), f"-{SESSION_TOKEN}"))
 
 
 def kafka_settings() -> KafkaSettings:

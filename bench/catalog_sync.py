@@ -32,7 +32,13 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from bench.catalog_support import cleanup_scope, kafka_settings, log, sandbox_process
+from bench.catalog_support import (
+    cleanup_scope,
+    kafka_settings,
+    log,
+    run_then_delete_topics,
+    sandbox_process,
+)
 from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.app import sync_options
@@ -215,4 +221,4 @@ if __name__ == "__main__":
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--per-minute", type=int, default=300, help="outbound limit N per minute")
     args = parser.parse_args()
-    asyncio.run(main(args.items, args.per_minute))
+    run_then_delete_topics(main(args.items, args.per_minute))
