@@ -122,11 +122,12 @@ class Rate:
             msg = f"a rate needs requests >= 1, per_s > 0 and burst >= 1 (got {self})"
             raise ConfigurationError(msg)
 
-    @property
+    # Cached: read for every level of every request.
+    @functools.cached_property
     def interval_us(self) -> int:
         return max(1, round(self.per_s * 1_000_000 / self.requests))
 
-    @property
+    @functools.cached_property
     def tolerance_us(self) -> int:
         return self.interval_us * (self.burst if self.burst is not None else self.requests)
 

@@ -133,7 +133,8 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 async def _webhook(request: web.Request, trace: TraceContext) -> tuple[web.Response, str]:
-    settings = request.app[settings_key]
+    app = request.app
+    settings = app[settings_key]
     if not _path_token_ok(request):
         _refuse(404, "unknown_path", "no webhook here")
 
@@ -147,7 +148,7 @@ async def _webhook(request: web.Request, trace: TraceContext) -> tuple[web.Respo
     address = client_address(
         request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies
     )
-    if address not in request.app[allowlist_key]:
+    if address not in app[allowlist_key]:
         _refuse(403, "forbidden_source", "this source address may not post notifications")
     request[client_ip_key] = _address_text(address)
 
@@ -181,13 +182,13 @@ async def _webhook(request: web.Request, trace: TraceContext) -> tuple[web.Respo
         _refuse(403, "foreign_application", "this notification is for another ML application")
 
     # 5. Rate limit per source.
-    limit = request.app[rate_limit_key]
+    limit = app[rate_limit_key]
     if limit is not None and (refused := await limit.check(request)) is not None:
         metrics.REJECTED.labels("rate_limited").inc()
         return refused, "rejected"
 
     # 6-7. Kafka (or the spool), exactly once per notification id.
-    intake = request.app[intake_key]
+    intake = app[intake_key]
     record = build_record(
         notification,
         raw,
