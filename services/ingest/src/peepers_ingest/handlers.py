@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from peepers_common.errors import PublishError
-from peepers_common.kafka import EventPublisher, Published
+from peepers_common.kafka import EventPublisher, Headers, Published, RecordSender
 from peepers_common.notifications import (
     Notification,
     cloudevent_headers,
@@ -95,7 +95,18 @@ async def _settled_within(send: asyncio.Future[Any], budget_s: float) -> bool:
     return send.done()
 
 
-def _retrieve(task: asyncio.Task[Published]) -> None:
+def _as_task(publisher: EventPublisher) -> Callable[..., asyncio.Future[Published]]:
+    def send(
+        topic: str, *, key: bytes, value: bytes, headers: Headers = ()
+    ) -> asyncio.Future[Published]:
+        return asyncio.ensure_future(
+            publisher.publish(topic, key=key, value=value, headers=headers)
+        )
+
+    return send
+
+
+def _retrieve(task: asyncio.Future[Published]) -> None:
     # An orphaned send may fail after nobody awaits it any more; its record is in the
     # spool, so the failure is expected and must not be reported as unhandled.
     if not task.cancelled():
@@ -132,7 +143,9 @@ class Intake:
         self.spool_wakeup = asyncio.Event()
         # Sends that outlived their budget while their record went to the spool; the
         # drain waits for them before publishing the spooled copy (no duplicate).
-        self._orphans: dict[str, asyncio.Task[Published]] = {}
+        self._orphans: dict[str, asyncio.Future[Published]] = {}
+        # Kafka's publisher hands back its acknowledgement future: no task per webhook.
+        self._send = publisher.send if isinstance(publisher, RecordSender) else _as_task(publisher)
         # Ids being accepted right now: a concurrent redelivery waits for the first.
         self._accepting: dict[str, asyncio.Event] = {}
         if spool.depth:
@@ -162,10 +175,8 @@ class Intake:
         if await self._dedup.seen(nid):
             return Outcome.DUPLICATE
         if self.kafka_healthy and not self._spool.holds_key(record.key):
-            send = asyncio.ensure_future(
-                self._publisher.publish(
-                    record.topic, key=record.key, value=record.value, headers=record.headers
-                )
+            send = self._send(
+                record.topic, key=record.key, value=record.value, headers=record.headers
             )
             if not await _settled_within(send, self._budget_s):
                 send.add_done_callback(_retrieve)

@@ -75,6 +75,16 @@ class ReconnectingPublisher(AsyncResource):
             raise PublishError(msg)
         return await self._publisher.publish(topic, key=key, value=value, headers=headers)
 
+    def send(
+        self, topic: str, *, key: bytes, value: bytes, headers: Headers = ()
+    ) -> asyncio.Future[Published]:
+        if self._publisher is None:
+            failed: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
+            msg = f"not connected to Kafka at {self._settings.bootstrap_servers} yet"
+            failed.set_exception(PublishError(msg))
+            return failed
+        return self._publisher.send(topic, key=key, value=value, headers=headers)
+
     async def aclose(self) -> None:
         """Stop connecting; flush and stop the producer. Safe to call twice."""
         if self._closed:
