@@ -50,7 +50,6 @@ from aiokafka import AIOKafkaConsumer
 from bench.catalog_support import (
     cleanup_scope,
     connect_seller,
-    cpu_seconds,
     kafka_settings,
     log,
     percentile,
@@ -62,7 +61,7 @@ from bench.catalog_support import (
     wait_ready,
     worker_run,
 )
-from bench.ingest import APP_ID, PATH, start_ingest
+from bench.ingest import APP_ID, PATH, cpu_seconds, start_ingest
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import connect_redis

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -272,10 +271,3 @@ async def seller_item_ids(
 def percentile(values: list[float], q: float) -> float:
     """The `q` quantile (0..1) by nearest rank over the sorted values; NaN when empty."""
     return percentiles(values, [q * 100]).get(q * 100, float("nan"))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a live process has used, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -70,10 +70,7 @@ class ReconnectingPublisher(AsyncResource):
     async def publish(
         self, topic: str, *, key: bytes, value: bytes, headers: Headers = ()
     ) -> Published:
-        if self._publisher is None:
-            msg = f"not connected to Kafka at {self._settings.bootstrap_servers} yet"
-            raise PublishError(msg)
-        return await self._publisher.publish(topic, key=key, value=value, headers=headers)
+        return await self.send(topic, key=key, value=value, headers=headers)
 
     def send(
         self, topic: str, *, key: bytes, value: bytes, headers: Headers = ()

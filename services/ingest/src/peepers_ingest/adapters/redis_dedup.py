@@ -42,19 +42,18 @@ class RedisDeduplicator:
         self, redis: aioredis.Redis, namespace: Namespace, *, ttl_s: int, timeout_s: float = 0.1
     ) -> None:
         self._redis = redis
-        self._prefix = namespace.key("dedup", "")
-        self._prefix_bytes = self._prefix.encode()
+        self._prefix = namespace.key("dedup", "").encode()
         self._mark_script = redis.register_script(_MARK)
         self._checks: Coalescer[bytes, bool] = Coalescer(self._seen_batch, timeout_s=timeout_s)
         self._marks: Coalescer[bytes, None] = Coalescer(self._mark_batch, timeout_s=timeout_s)
         self._ttl_arg = str(ttl_s).encode()
 
     def key(self, notification_id: str) -> str:
-        return self._prefix + notification_id
+        return self._key_bytes(notification_id).decode()
 
     def _key_bytes(self, notification_id: str) -> bytes:
         # Bytes: redis-py sends them as they are instead of encoding each argument.
-        return self._prefix_bytes + notification_id.encode()
+        return self._prefix + notification_id.encode()
 
     async def seen(self, notification_id: str) -> bool:
         try:
