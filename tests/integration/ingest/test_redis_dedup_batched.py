@@ -1,4 +1,4 @@
-"""`RedisDeduplicator` under concurrency: one MGET per turn of checks, one script per turn of marks.
+"""`RedisDeduplicator`: a batch of checks is one MGET, a batch of marks one script call.
 
 Real Redis as ingest's ACL user, keys under a namespace scope of the test's own.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TypeVar
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,7 +20,6 @@ from peepers_ingest.adapters import RedisDeduplicator
 from peepers_ingest.settings import Settings as IngestSettings
 from tests.support import redis_commands_during, unique
 
-T = TypeVar("T")
 TTL_S = 120
 
 
@@ -49,19 +47,19 @@ def ids(count: int, tag: str = "n") -> list[str]:
 
 async def mark_all(dedup: RedisDeduplicator, notification_ids: list[str]) -> None:
     async with asyncio.timeout(2):
-        await asyncio.gather(*(dedup.mark(i) for i in notification_ids))
+        await dedup.mark(notification_ids)
 
 
 async def seen_all(dedup: RedisDeduplicator, notification_ids: list[str]) -> list[bool]:
     async with asyncio.timeout(2):
-        return list(await asyncio.gather(*(dedup.seen(i) for i in notification_ids)))
+        return await dedup.seen(notification_ids)
 
 
 def dedup_errors() -> float:
     return REGISTRY.get_sample_value("peepers_ingest_dedup_errors_total") or 0.0
 
 
-async def test_concurrent_marks_are_all_seen_and_unmarked_ids_are_not(
+async def test_marked_ids_are_all_seen_and_unmarked_ids_are_not(
     dedup: RedisDeduplicator,
 ) -> None:
     marked, unmarked = ids(60, "marked"), ids(40, "unmarked")
@@ -90,7 +88,7 @@ async def test_every_mark_lives_under_the_namespace_with_the_ttl(
     assert await redis_admin.exists(*(f"ingest:dedup:{i}" for i in marked)) == 0
 
 
-async def test_a_turn_of_checks_is_one_mget_and_a_turn_of_marks_one_script_call(
+async def test_a_batch_of_checks_is_one_mget_and_a_batch_of_marks_one_script_call(
     dedup: RedisDeduplicator,
     namespace: Namespace,
     ingest_redis: aioredis.Redis,
@@ -138,16 +136,11 @@ async def test_with_redis_down_checks_say_new_and_marks_do_not_raise_each_counte
         dedup = RedisDeduplicator(dead, Namespace("ingest", scope=unique("dead")), ttl_s=TTL_S)
         before = dedup_errors()
         async with asyncio.timeout(2):
-            checks, marks = await asyncio.gather(
-                asyncio.gather(*(dedup.seen(i) for i in ids(7))),
-                asyncio.gather(*(dedup.mark(i) for i in ids(4))),
-            )
+            checks, _ = await asyncio.gather(dedup.seen(ids(7)), dedup.mark(ids(4)))
             assert checks == [False] * 7
-            assert marks == [None] * 4
-            assert dedup_errors() - before == 11
-            # A lone caller in a later turn is counted too.
-            assert await dedup.seen("alone") is False
-            await dedup.mark("alone")
+            assert dedup_errors() - before == 11  # counted per notification
+            assert await dedup.seen(["alone"]) == [False]
+            await dedup.mark(["alone"])
         assert dedup_errors() - before == 13
     finally:
         await dead.aclose()

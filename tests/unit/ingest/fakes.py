@@ -99,11 +99,16 @@ class FakeSpool:
 class FakeDedup:
     marked: set[str] = field(default_factory=set)
 
-    async def seen(self, notification_id: str) -> bool:
-        return notification_id in self.marked
+    checks: list[list[str]] = field(default_factory=list)
+    marks: list[list[str]] = field(default_factory=list)
 
-    async def mark(self, notification_id: str) -> None:
-        self.marked.add(notification_id)
+    async def seen(self, notification_ids: Sequence[str]) -> list[bool]:
+        self.checks.append(list(notification_ids))
+        return [notification_id in self.marked for notification_id in notification_ids]
+
+    async def mark(self, notification_ids: Sequence[str]) -> None:
+        self.marks.append(list(notification_ids))
+        self.marked.update(notification_ids)
 
 
 def notification_body(n: int = 1, **overrides: Any) -> dict[str, Any]:

@@ -66,6 +66,50 @@ async def test_concurrent_redeliveries_publish_once(parts) -> None:
     assert len(publisher.acked) == 1
 
 
+async def test_the_notifications_of_one_turn_are_checked_and_marked_together(parts) -> None:
+    publisher, _, dedup = parts
+    subject = intake(parts)
+    dedup.marked.add(record(0).notification_id)
+    outcomes = await asyncio.gather(*(subject.accept(record(n)) for n in range(4)))
+    assert outcomes == [Outcome.DUPLICATE] + [Outcome.PUBLISHED] * 3
+    ids = [record(n).notification_id for n in range(4)]
+    assert dedup.checks == [ids]
+    assert dedup.marks == [ids[1:]]
+    assert [s.ce_id for s in publisher.acked] == ids[1:]
+
+
+async def test_a_redelivery_while_its_first_copy_waits_for_kafka_is_a_duplicate(parts) -> None:
+    publisher, _, _ = parts
+    publisher.stall = True
+    subject = intake(parts, budget_s=5)
+    first = asyncio.ensure_future(subject.accept(record()))
+    await wait_until(lambda: _async(publisher.attempts == 1))
+    second = asyncio.ensure_future(subject.accept(record(attempts=2)))
+    await asyncio.sleep(0.02)
+    assert not second.done()  # waits for the first copy's batch, not for Redis
+    publisher.release()
+    assert await first is Outcome.PUBLISHED
+    assert await second is Outcome.DUPLICATE
+    assert len(publisher.acked) == 1
+
+
+async def test_when_kafka_and_the_spool_both_fail_every_copy_of_a_turn_fails(parts) -> None:
+    publisher, spool, dedup = parts
+    publisher.fail = True
+    spool.broken = True
+    subject = intake(parts)
+    outcomes = await asyncio.gather(
+        *(subject.accept(record()) for _ in range(3)),
+        subject.accept(record(2)),
+        return_exceptions=True,
+    )
+    assert [type(outcome) for outcome in outcomes] == [SpoolUnavailable] * 4
+    assert dedup.marked == set()
+    # The next turn tries again, and stores what it can.
+    spool.broken = False
+    assert await subject.accept(record()) is Outcome.SPOOLED
+
+
 async def test_kafka_down_spools_and_the_drain_publishes_later_in_order(parts) -> None:
     publisher, spool, dedup = parts
     publisher.fail = True

@@ -15,8 +15,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
+from peepers_common.coalesce import Coalescer
 from peepers_common.errors import PublishError
 from peepers_common.kafka import EventPublisher, Headers, Published, RecordSender
 from peepers_common.notifications import (
@@ -27,6 +28,7 @@ from peepers_common.notifications import (
 )
 from peepers_common.topics import notification_topic
 from peepers_ingest import metrics
+from peepers_ingest.errors import SpoolUnavailable
 from peepers_ingest.ports import Deduplicator, OutboundRecord, Spool, SpooledRecord
 
 __all__ = ["Intake", "Outcome", "build_record", "prefixed_topics"]
@@ -72,29 +74,6 @@ def build_record(
 _notifications = functools.cache(metrics.NOTIFICATIONS.labels)
 
 
-async def _settled_within(send: asyncio.Future[Any], budget_s: float) -> bool:
-    """Wait up to ``budget_s`` for ``send``; True once it is done, False if it outlived it.
-
-    ``send`` itself is never cancelled. One timer and one future: a third of the CPU of
-    ``asyncio.timeout`` around ``asyncio.shield``, on every webhook.
-    """
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(budget_s, wake)
-    send.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        send.remove_done_callback(wake)
-    return send.done()
-
-
 def _as_task(publisher: EventPublisher) -> Callable[..., asyncio.Future[Published]]:
     def send(
         topic: str, *, key: bytes, value: bytes, headers: Headers = ()
@@ -113,8 +92,19 @@ def _retrieve(task: asyncio.Future[Published]) -> None:
         task.exception()
 
 
+_NEWLY_DURABLE: Final = frozenset({Outcome.PUBLISHED, Outcome.SPOOLED})
+# What one record of a batch came to: how it was made durable, or why it could not be.
+_Result = Outcome | SpoolUnavailable
+
+
 class Intake:
     """The use case behind the webhook (and the reconciler).
+
+    The records accepted during one turn of the event loop go through as one batch
+    (`peepers_common.coalesce`): one dedup check, their sends to Kafka, one wait for the
+    acknowledgements within the budget, the spool for what missed it, one dedup mark. A
+    webhook then costs one future and one suspension, where each of those steps used to
+    suspend it (issue 5's saturation target).
 
     ``kafka_healthy`` drops to False when a publish fails or outlives its budget; then
     every notification goes straight to the spool (fast, and in arrival order) until a
@@ -144,10 +134,11 @@ class Intake:
         # Sends that outlived their budget while their record went to the spool; the
         # drain waits for them before publishing the spooled copy (no duplicate).
         self._orphans: dict[str, asyncio.Future[Published]] = {}
-        # Kafka's publisher hands back its acknowledgement future: no task per webhook.
+        # Kafka's publisher hands back its acknowledgement future: no task per record.
         self._send = publisher.send if isinstance(publisher, RecordSender) else _as_task(publisher)
-        # Ids being accepted right now: a concurrent redelivery waits for the first.
-        self._accepting: dict[str, asyncio.Event] = {}
+        self._batches: Coalescer[OutboundRecord, _Result] = Coalescer(self._accept_batch)
+        # Ids whose batch is running: a redelivery in a later batch waits for the first.
+        self._accepting: dict[str, asyncio.Future[None]] = {}
         if spool.depth:
             self.kafka_healthy = False
             self.spool_wakeup.set()
@@ -158,44 +149,97 @@ class Intake:
         Raises:
             SpoolUnavailable: Kafka did not ack in time and the spool failed too.
         """
-        nid = record.notification_id
-        while (running := self._accepting.get(nid)) is not None:
-            await running.wait()
-        done = self._accepting[nid] = asyncio.Event()
-        try:
-            outcome = await self._accept(record)
-        finally:
-            del self._accepting[nid]
-            done.set()
-        _notifications(outcome).inc()
-        return outcome
+        result = await self._batches.submit(record)
+        if isinstance(result, SpoolUnavailable):
+            raise result
+        return result
 
-    async def _accept(self, record: OutboundRecord) -> Outcome:
-        nid = record.notification_id
-        if await self._dedup.seen(nid):
-            return Outcome.DUPLICATE
-        if self.kafka_healthy and not self._spool.holds_key(record.key):
-            send = self._send(
-                record.topic, key=record.key, value=record.value, headers=record.headers
-            )
-            if not await _settled_within(send, self._budget_s):
+    async def _accept_batch(self, records: list[OutboundRecord]) -> list[_Result]:
+        ids = [record.notification_id for record in records]
+        earlier = {self._accepting[nid] for nid in ids if nid in self._accepting}
+        running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for nid in ids:
+            self._accepting[nid] = running
+        try:
+            if earlier:
+                # A redelivery racing its original: its mark decides below.
+                await asyncio.wait(earlier)
+            results = await self._accept_new(records, ids)
+        finally:
+            for nid in ids:
+                if self._accepting.get(nid) is running:
+                    del self._accepting[nid]
+            running.set_result(None)
+        for result in results:
+            if isinstance(result, Outcome):
+                _notifications(result).inc()
+        return results
+
+    async def _accept_new(self, records: list[OutboundRecord], ids: list[str]) -> list[_Result]:
+        seen = await self._dedup.seen(ids)
+        results: list[_Result | None] = [None] * len(records)
+        first: dict[str, int] = {}  # id -> the index of its first record in the batch
+        sends: dict[int, asyncio.Future[Published]] = {}
+        spooled: list[int] = []
+        for index, (record, was_seen) in enumerate(zip(records, seen, strict=True)):
+            if was_seen:
+                results[index] = Outcome.DUPLICATE
+            elif record.notification_id in first:
+                continue  # settled with its first copy below
+            else:
+                first[record.notification_id] = index
+                if self.kafka_healthy and not self._spool.holds_key(record.key):
+                    sends[index] = self._send(
+                        record.topic, key=record.key, value=record.value, headers=record.headers
+                    )
+                else:
+                    spooled.append(index)
+        if sends:
+            await asyncio.wait(sends.values(), timeout=self._budget_s)
+        for index, send in sends.items():
+            if not send.done():
                 send.add_done_callback(_retrieve)
-                self._orphans[nid] = send
+                self._orphans[ids[index]] = send
                 self._degrade("Kafka did not acknowledge within the budget")
+                spooled.append(index)
             elif isinstance(error := send.exception(), PublishError):
                 self._degrade(str(error))
+                spooled.append(index)
             else:
                 send.result()  # any other failure is a bug: raised as it is
-                await self._dedup.mark(nid)
-                return Outcome.PUBLISHED
-        try:
-            await self._spool.append(record)
-        except BaseException:
-            self._orphans.pop(nid, None)
-            raise
-        self.spool_wakeup.set()
-        await self._dedup.mark(nid)
-        return Outcome.SPOOLED
+                results[index] = Outcome.PUBLISHED
+        if spooled:
+            await self._spool_all(records, sorted(spooled), results)
+        durable = [ids[i] for i, result in enumerate(results) if result in _NEWLY_DURABLE]
+        if durable:
+            await self._dedup.mark(durable)
+        settled: list[_Result] = []
+        for index, result in enumerate(results):
+            if result is None:  # a second copy within the batch shares the first's fate
+                original = results[first[ids[index]]]
+                failed = isinstance(original, SpoolUnavailable)
+                result = SpoolUnavailable(str(original)) if failed else Outcome.DUPLICATE
+            settled.append(result)
+        return settled
+
+    async def _spool_all(
+        self, records: list[OutboundRecord], indexes: list[int], results: list[_Result | None]
+    ) -> None:
+        # Appended in arrival order (the spool keeps the order of its append calls), and
+        # group-committed by the spool: one fsync for the lot.
+        appended = await asyncio.gather(
+            *(self._spool.append(records[i]) for i in indexes), return_exceptions=True
+        )
+        for index, error in zip(indexes, appended, strict=True):
+            if error is None:
+                results[index] = Outcome.SPOOLED
+            elif isinstance(error, SpoolUnavailable):
+                self._orphans.pop(records[index].notification_id, None)
+                results[index] = error
+            else:
+                raise error
+        if any(error is None for error in appended):
+            self.spool_wakeup.set()
 
     def _degrade(self, why: str) -> None:
         if self.kafka_healthy:

@@ -76,14 +76,18 @@ class Spool(Protocol):
 
 
 class Deduplicator(Protocol):
-    """Remembers accepted notification ids for a while (24 h by default)."""
+    """Remembers accepted notification ids for a while (24 h by default).
 
-    async def seen(self, notification_id: str) -> bool:
-        """True when the id was accepted before (False when unsure: duplicates over loss)."""
+    Both calls take a batch: ingest checks and marks the notifications of one event-loop
+    turn together.
+    """
+
+    async def seen(self, notification_ids: Sequence[str]) -> list[bool]:
+        """Per id, True when it was accepted before (False when unsure: duplicates over loss)."""
         ...
 
-    async def mark(self, notification_id: str) -> None:
-        """Remember the id; call only once the notification is in Kafka or the spool."""
+    async def mark(self, notification_ids: Sequence[str]) -> None:
+        """Remember the ids; call only once their notifications are in Kafka or the spool."""
         ...
 
 

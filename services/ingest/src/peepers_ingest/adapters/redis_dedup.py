@@ -1,19 +1,19 @@
 """Dedup marks in Redis: ``ingest:dedup:<notification id>``, set once the notification is safe.
 
-The checks of concurrent requests go to Redis as one ``MGET`` per event-loop turn, and
-their marks as one script call (`peepers_common.coalesce`): per request, a list append
-instead of a command packed, sent and parsed.
+Ingest checks the notifications of one event-loop turn together (`peepers_ingest.handlers`):
+one ``MGET`` for their checks, one script call for their marks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Final
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from peepers_common.coalesce import Coalescer
 from peepers_common.namespaces import Namespace
 from peepers_ingest import metrics
 
@@ -44,8 +44,7 @@ class RedisDeduplicator:
         self._redis = redis
         self._prefix = namespace.key("dedup", "").encode()
         self._mark_script = redis.register_script(_MARK)
-        self._checks: Coalescer[bytes, bool] = Coalescer(self._seen_batch, timeout_s=timeout_s)
-        self._marks: Coalescer[bytes, None] = Coalescer(self._mark_batch, timeout_s=timeout_s)
+        self._timeout_s = timeout_s
         self._ttl_arg = str(ttl_s).encode()
 
     def key(self, notification_id: str) -> str:
@@ -55,26 +54,26 @@ class RedisDeduplicator:
         # Bytes: redis-py sends them as they are instead of encoding each argument.
         return self._prefix + notification_id.encode()
 
-    async def seen(self, notification_id: str) -> bool:
+    async def seen(self, notification_ids: Sequence[str]) -> list[bool]:
+        keys = [self._key_bytes(notification_id) for notification_id in notification_ids]
         try:
-            return await self._checks.submit(self._key_bytes(notification_id))
+            async with asyncio.timeout(self._timeout_s):
+                values = await self._redis.mget(keys)
         except (RedisError, TimeoutError) as exc:
-            metrics.DEDUP_ERRORS.inc()
-            log.warning("dedup check failed, treating the notification as new: %r", exc)
-            return False
+            metrics.DEDUP_ERRORS.inc(len(keys))
+            log.warning("dedup check failed, treating %d notifications as new: %r", len(keys), exc)
+            return [False] * len(keys)
+        return [value is not None for value in values]
 
-    async def mark(self, notification_id: str) -> None:
+    async def mark(self, notification_ids: Sequence[str]) -> None:
+        keys = [self._key_bytes(notification_id) for notification_id in notification_ids]
         try:
-            await self._marks.submit(self._key_bytes(notification_id))
+            async with asyncio.timeout(self._timeout_s):
+                await self._mark_script(keys, [self._ttl_arg])
         except (RedisError, TimeoutError) as exc:
-            metrics.DEDUP_ERRORS.inc()
+            metrics.DEDUP_ERRORS.inc(len(keys))
             log.warning(
-                "could not mark a notification as seen (a redelivery may repeat it): %r", exc
+                "could not mark %d notifications as seen (a redelivery may repeat them): %r",
+                len(keys),
+                exc,
             )
-
-    async def _seen_batch(self, keys: list[bytes]) -> list[bool]:
-        return [value is not None for value in await self._redis.mget(keys)]
-
-    async def _mark_batch(self, keys: list[bytes]) -> list[None]:
-        await self._mark_script(keys, [self._ttl_arg])
-        return [None] * len(keys)
