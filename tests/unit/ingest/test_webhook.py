@@ -6,6 +6,7 @@ from ipaddress import ip_network
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from tests.unit.ingest.fakes import encoded, notification_body
@@ -221,3 +222,36 @@ async def test_an_unknown_route_answers_json_404(harness) -> None:
         response = await h.client.get("/nowhere")
         assert response.status == 404
         assert (await response.json())["error"] == "not_found"
+
+
+async def test_a_wrong_method_answers_json_405_with_allow(harness) -> None:
+    async with harness() as h:
+        response = await h.client.get(URL)
+        assert response.status == 405
+        assert response.headers["Allow"] == "POST"
+        assert (await response.json())["error"] == "method_not_allowed"
+        assert (await h.client.head("/healthz")).status == 200
+
+
+def http_requests(route: str, status: int) -> float:
+    labels = {"service": "ingest", "route": route, "status": str(status)}
+    return REGISTRY.get_sample_value("peepers_http_requests_total", labels) or 0.0
+
+
+async def test_requests_are_counted_by_route_template_and_unmatched_ones_together(
+    harness,
+) -> None:
+    before = {
+        "token": http_requests(URL + "/{token}", 200),
+        "webhook": http_requests(URL, 404),
+        "unmatched": http_requests("unmatched", 404),
+    }
+    async with harness(webhook_path_token=SecretStr("t0ken")) as h:
+        body = encoded(notification_body())
+        assert (await h.client.post(URL + "/t0ken", data=body, headers=JSON)).status == 200
+        assert (await h.client.post(URL, data=body)).status == 404  # the token is required
+        assert (await h.client.get("/nowhere/1")).status == 404
+        assert (await h.client.get("/nowhere/2")).status == 404
+    assert http_requests(URL + "/{token}", 200) - before["token"] == 1
+    assert http_requests(URL, 404) - before["webhook"] == 1
+    assert http_requests("unmatched", 404) - before["unmatched"] == 2

@@ -46,32 +46,29 @@ HTTP_LATENCY: Final = Histogram(
 )
 
 
-RecordRequest = Callable[[web.Request, int, float], None]
+RecordRoute = Callable[[int, float], None]
 
 
-def http_metrics_recorder(service: str) -> RecordRequest:
-    """``record(request, status, started)``: count and time one request by its route.
+def route_metrics_recorder(service: str, route: str) -> RecordRoute:
+    """``record(status, started)``: count and time one request of ``route`` (a template).
 
-    By the route template, never the raw path; ``started`` is a ``time.perf_counter()``.
-    For a service whose own outermost middleware times requests (ingest): one middleware
-    layer less on every request.
+    ``started`` is a ``time.perf_counter()``. The route's series are looked up once, here:
+    for a service that wraps each route's handler itself (ingest) instead of a middleware.
     """
-    # Routes and statuses are few: look each series up once, not on every request.
-    latency = functools.cache(HTTP_LATENCY.labels)
-    requests = functools.cache(HTTP_REQUESTS.labels)
+    latency = HTTP_LATENCY.labels(service, route)
+    # Statuses are few: each series is looked up once, not on every request.
+    requests = functools.cache(functools.partial(HTTP_REQUESTS.labels, service, route))
 
-    def record(request: web.Request, status: int, started: float) -> None:
-        route = request.match_info.route.resource
-        name = route.canonical if route is not None else "unmatched"
-        latency(service, name).observe(time.perf_counter() - started)
-        requests(service, name, status).inc()
+    def record(status: int, started: float) -> None:
+        latency.observe(time.perf_counter() - started)
+        requests(status).inc()
 
     return record
 
 
 def http_metrics_middleware(service: str) -> Middleware:
     """Count and time every request by its route template (never the raw path)."""
-    record = http_metrics_recorder(service)
+    by_route = functools.cache(functools.partial(route_metrics_recorder, service))
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -85,7 +82,8 @@ def http_metrics_middleware(service: str) -> Middleware:
             status = exc.status
             raise
         finally:
-            record(request, status, start)
+            route = request.match_info.route.resource
+            by_route(route.canonical if route is not None else "unmatched")(status, start)
 
     return middleware
 

@@ -33,6 +33,7 @@ from peepers_ingest.adapters import (
 )
 from peepers_ingest.adapters.ml_missed_feeds import MlMissedFeedsSource
 from peepers_ingest.drainer import drain_forever, stop_draining
+from peepers_ingest.edge import EdgeRoutes
 from peepers_ingest.handlers import Intake, prefixed_topics
 from peepers_ingest.keys import (
     allowlist_key,
@@ -44,7 +45,6 @@ from peepers_ingest.keys import (
     settings_key,
     spool_key,
 )
-from peepers_ingest.middlewares import edge_middleware
 from peepers_ingest.ports import Deduplicator, MissedFeedsSource, Spool
 from peepers_ingest.reconciler import Reconciler
 from peepers_ingest.security import Allowlist
@@ -78,10 +78,7 @@ def create_app(
     limits (tests). ``missed_feeds`` replaces the ML source of the reconciler; ``tokens``
     replaces the token broker behind the real one.
     """
-    app = web.Application(
-        middlewares=[edge_middleware("ingest")],
-        client_max_size=settings.max_body_bytes,
-    )
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
     app[allowlist_key] = Allowlist(settings.allowed_cidrs)
     app[rate_limit_key] = _rate_limit(settings) if settings.rate_limit_enabled else None
@@ -154,13 +151,15 @@ def create_app(
             yield
 
     app.cleanup_ctx.append(lifespan)
+    routes = EdgeRoutes(app, "ingest")
     for path in WEBHOOK_PATHS:
-        app.router.add_post(path, webhook)
-    app.router.add_post(WEBHOOK_PATHS[0] + "/{token}", webhook)
-    app.router.add_post("/internal/reconcile", reconcile)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
+        routes.add("POST", path, webhook)
+    routes.add("POST", WEBHOOK_PATHS[0] + "/{token}", webhook)
+    routes.add("POST", "/internal/reconcile", reconcile)
+    routes.add("GET", "/healthz", healthz)
+    routes.add("GET", "/readyz", readyz)
+    routes.add("GET", "/metrics", metrics_view)
+    routes.close()
     return app
 
 
