@@ -11,8 +11,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -28,8 +27,7 @@ log = logging.getLogger(__name__)
 Headers = Sequence[tuple[str, bytes]]
 
 
-@dataclass(frozen=True)
-class Published:
+class Published(NamedTuple):  # one per record acked: a named tuple is the cheapest to build
     topic: str
     partition: int
     offset: int
@@ -231,8 +229,7 @@ _MAX_BATCH_BYTES: Final = 1024 * 1024
 _RECORD_OVERHEAD: Final = 64
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
+class _Pending(NamedTuple):  # one per record: a named tuple is the cheapest to build
     topic: str
     key: bytes
     value: bytes

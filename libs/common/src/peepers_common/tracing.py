@@ -9,28 +9,32 @@ from __future__ import annotations
 import random
 import re
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 _TRACEPARENT: Final = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
-def _random_hex(bits: int) -> str:
+def _random_hex(size: int) -> str:
     # Ids must be unique, not secret: the process's PRNG (as OpenTelemetry's SDK does) is
     # a few hundred ns, where secrets' os.urandom was a syscall on every request of ingest.
     # Never all zeros, which W3C reserves as invalid.
-    return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
+    return "%0*x" % (size * 2, random.getrandbits(size * 8) or 1)  # noqa: UP031 - fastest
 
 
-@dataclass(frozen=True)
-class TraceContext:
+class TraceContext(NamedTuple):
+    """A trace id and a span id (hex), and whether the trace is sampled.
+
+    A named tuple: two are made on every webhook, and a frozen dataclass costs twice as
+    much to build.
+    """
+
     trace_id: str
     span_id: str
     sampled: bool = True
 
     @classmethod
     def new(cls) -> TraceContext:
-        return cls(_random_hex(128), _random_hex(64))
+        return cls(_random_hex(16), _random_hex(8))
 
     @classmethod
     def parse(cls, header: str | None) -> TraceContext | None:
@@ -44,7 +48,7 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """A new span in the same trace (what we send downstream)."""
-        return TraceContext(self.trace_id, _random_hex(64), self.sampled)
+        return TraceContext(self.trace_id, _random_hex(8), self.sampled)
 
     @property
     def traceparent(self) -> str:

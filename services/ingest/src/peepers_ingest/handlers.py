@@ -9,6 +9,7 @@ queue behind it, and the drain sends at most one record per key per round.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -170,9 +171,10 @@ class Intake:
                 if self._accepting.get(nid) is running:
                     del self._accepting[nid]
             running.set_result(None)
-        for result in results:
-            if isinstance(result, Outcome):
-                _notifications(result).inc()
+        for outcome, count in collections.Counter(
+            result for result in results if isinstance(result, Outcome)
+        ).items():
+            _notifications(outcome).inc(count)
         return results
 
     async def _accept_new(self, records: list[OutboundRecord], ids: list[str]) -> list[_Result]:
