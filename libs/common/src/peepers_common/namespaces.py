@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import RedisError
 
 from peepers_common.errors import CacheUnavailable, ConfigurationError, NamespaceViolation
@@ -51,19 +52,35 @@ class Namespace:
         return key
 
 
+class _HiredisPackedConnection(aioredis.Connection):
+    """redis-py's asyncio connection, packing commands with hiredis as its sync one does.
+
+    The asyncio client packs in Python, joining bytes argument by argument: 15 of the
+    ~100 µs of client CPU an MGET of 20 keys costs (ingest's dedup check, on every batch).
+    """
+
+    _serializer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
+
+
 def connect_redis(settings: RedisSettings) -> aioredis.Redis:
     """A client that logs in as the service's ACL user (bytes in, bytes out).
 
     Call it in a lifecycle hook and ``await client.aclose()`` at shutdown.
     """
-    return aioredis.Redis.from_url(
-        settings.url,
-        username=settings.username,
-        password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
-        health_check_interval=30,
-    )
+    options: dict[str, Any] = {
+        "username": settings.username,
+        "password": settings.password.get_secret_value() if settings.password else None,
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_timeout_s,
+        "health_check_interval": 30,
+    }
+    if settings.url.startswith("redis://"):  # TLS and unix sockets keep their own classes
+        options["connection_class"] = _HiredisPackedConnection
+    return aioredis.Redis.from_url(settings.url, **options)
 
 
 @contextmanager
