@@ -116,6 +116,16 @@ async def test_a_lone_caller_is_answered_without_waiting_for_a_batch_to_fill() -
     assert flush.batches == [[42]]
 
 
+async def test_the_flush_starts_on_the_turn_after_the_first_submit() -> None:
+    flush = Recorder()
+    coalescer: Coalescer[int, int] = Coalescer(flush)
+    caller = asyncio.ensure_future(coalescer.submit(1))
+    # The caller submits on the first turn; the flush must begin on the next one (a
+    # callback that only then created the flush task cost a turn more per batch).
+    assert await turns_until(lambda: bool(flush.batches), limit=10) == 2
+    await caller
+
+
 async def test_when_the_flush_raises_every_caller_of_the_batch_gets_the_exception() -> None:
     flush = Recorder(fail_if=lambda item: item == 2)
     coalescer: Coalescer[int, int] = Coalescer(flush)

@@ -49,21 +49,29 @@ class Coalescer(Generic[T, R]):
         self._items.append(item)
         self._futures.append(future)
         if not self._scheduled:
+            # The task's first step runs on the next turn, after every call of this one
+            # has been added: the batch starts a turn sooner than a callback that would
+            # then create the task.
             self._scheduled = True
-            loop.call_soon(self._start_flushes)
+            self._track(loop.create_task(self._flush_turn()))
         return await future
 
-    def _start_flushes(self) -> None:
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _flush_turn(self) -> None:
         self._scheduled = False
         items, futures = self._items, self._futures
         self._items, self._futures = [], []
-        for start in range(0, len(items), self._max_batch):
-            end = start + self._max_batch
-            task = asyncio.get_running_loop().create_task(
-                self._run(items[start:end], futures[start:end])
+        size = self._max_batch
+        for start in range(size, len(items), size):  # beyond the first batch: their own
+            self._track(
+                asyncio.create_task(
+                    self._run(items[start : start + size], futures[start : start + size])
+                )
             )
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+        await self._run(items[:size], futures[:size])
 
     async def _run(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
         try:
