@@ -238,13 +238,20 @@ def http_requests(route: str, status: int) -> float:
     return REGISTRY.get_sample_value("peepers_http_requests_total", labels) or 0.0
 
 
-async def test_requests_are_counted_by_route_template_and_unmatched_ones_together(
+def http_timed(route: str) -> float:
+    labels = {"service": "ingest", "route": route}
+    return REGISTRY.get_sample_value("peepers_http_request_duration_seconds_count", labels) or 0.0
+
+
+async def test_requests_are_counted_by_route_template_and_only_non_webhooks_timed(
     harness,
 ) -> None:
     before = {
         "token": http_requests(URL + "/{token}", 200),
         "webhook": http_requests(URL, 404),
         "unmatched": http_requests("unmatched", 404),
+        "timed webhooks": http_timed(URL + "/{token}"),
+        "timed probes": http_timed("/healthz"),
     }
     async with harness(webhook_path_token=SecretStr("t0ken")) as h:
         body = encoded(notification_body())
@@ -252,6 +259,10 @@ async def test_requests_are_counted_by_route_template_and_unmatched_ones_togethe
         assert (await h.client.post(URL, data=body)).status == 404  # the token is required
         assert (await h.client.get("/nowhere/1")).status == 404
         assert (await h.client.get("/nowhere/2")).status == 404
+        assert (await h.client.get("/healthz")).status == 200
+    assert http_timed("/healthz") - before["timed probes"] == 1
     assert http_requests(URL + "/{token}", 200) - before["token"] == 1
     assert http_requests(URL, 404) - before["webhook"] == 1
     assert http_requests("unmatched", 404) - before["unmatched"] == 2
+    # The webhook is timed by its ack histogram (by outcome), the other routes here.
+    assert http_timed(URL + "/{token}") == before["timed webhooks"]

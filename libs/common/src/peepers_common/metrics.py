@@ -49,11 +49,12 @@ HTTP_LATENCY: Final = Histogram(
 RecordRoute = Callable[[int, float], None]
 
 
-def route_metrics_recorder(service: str, route: str) -> RecordRoute:
+def route_metrics_recorder(service: str, route: str, *, timed: bool = True) -> RecordRoute:
     """``record(status, started)``: count and time one request of ``route`` (a template).
 
     ``started`` is a ``time.perf_counter()``. The route's series are looked up once, here:
     for a service that wraps each route's handler itself (ingest) instead of a middleware.
+    ``timed=False`` only counts, for a route whose service times it by a finer measure.
     """
     latency = HTTP_LATENCY.labels(service, route)
     # Statuses are few: each series is looked up once, not on every request.
@@ -63,7 +64,10 @@ def route_metrics_recorder(service: str, route: str) -> RecordRoute:
         latency.observe(time.perf_counter() - started)
         requests(status).inc()
 
-    return record
+    def count(status: int, _started: float) -> None:
+        requests(status).inc()
+
+    return record if timed else count
 
 
 def http_metrics_middleware(service: str) -> Middleware:

@@ -64,8 +64,10 @@ class EdgeRoutes:
         self._app = app
         self._service = service
 
-    def add(self, method: str, path: str, handler: Handler) -> None:
-        wrapped = _at_the_edge(handler, route_metrics_recorder(self._service, path))
+    def add(self, method: str, path: str, handler: Handler, *, timed: bool = True) -> None:
+        """``timed=False``: counted, not timed (the webhook's latency is its ack histogram)."""
+        record = route_metrics_recorder(self._service, path, timed=timed)
+        wrapped = _at_the_edge(handler, record)
         resource = self._app.router.add_resource(path)
         if method == "GET":  # as aiohttp's add_get does
             resource.add_route("HEAD", wrapped)
