@@ -41,10 +41,15 @@ class Coalescer(Generic[T, R]):
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R]] = []
         self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or not self._scheduled:
+            # Else the loop of this turn's flush: asyncio.get_running_loop() makes a getpid
+            # system call on Python 3.11, so once per batch, not once per call.
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._items.append(item)
         self._futures.append(future)

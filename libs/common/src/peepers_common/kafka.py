@@ -102,6 +102,7 @@ class AIOKafkaEventPublisher(AsyncResource):
         self._closed = False
         self._queue: list[_Pending] = []
         self._enqueuing: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         try:
@@ -111,6 +112,7 @@ class AIOKafkaEventPublisher(AsyncResource):
             msg = f"cannot connect to Kafka at {self._settings.bootstrap_servers}: {exc!r}"
             raise PublishError(msg) from exc
         self._started = True
+        self._loop = asyncio.get_running_loop()
 
     async def publish(
         self, topic: str, *, key: bytes, value: bytes, headers: Headers = ()
@@ -120,7 +122,9 @@ class AIOKafkaEventPublisher(AsyncResource):
     def send(
         self, topic: str, *, key: bytes, value: bytes, headers: Headers = ()
     ) -> asyncio.Future[Published]:
-        loop = asyncio.get_running_loop()
+        # The loop the producer started on: asyncio.get_running_loop() makes a getpid
+        # system call on Python 3.11, on every record.
+        loop = self._loop or asyncio.get_running_loop()
         acked: asyncio.Future[Published] = loop.create_future()
         if not self._started or self._closed:
             acked.set_exception(
@@ -239,7 +243,9 @@ class _Pending(NamedTuple):  # one per record: a named tuple is the cheapest to 
     @property
     def size(self) -> int:
         """An upper bound of the record's bytes in a batch."""
-        framing = _RECORD_OVERHEAD + sum(len(name) * 4 + len(value) for name, value in self.headers)
+        framing = _RECORD_OVERHEAD + sum(
+            [len(name) * 4 + len(value) for name, value in self.headers]
+        )
         return len(self.key) + len(self.value) + framing
 
 
