@@ -2,7 +2,13 @@ import hashlib
 import hmac
 from ipaddress import ip_address, ip_network
 
-from peepers_ingest.security import Allowlist, client_address, is_allowed, signature_valid
+from peepers_ingest.security import (
+    Allowlist,
+    SourceCheck,
+    client_address,
+    is_allowed,
+    signature_valid,
+)
 from peepers_ingest.settings import Settings
 
 PROXY = [ip_network("10.0.0.0/8")]
@@ -62,3 +68,17 @@ def test_the_allowlist_matches_single_hosts_and_ranges() -> None:
     assert ip_address("::1") in allow
     assert ip_address("54.88.218.98") not in allow
     assert None not in allow
+
+
+def test_the_source_check_admits_through_trusted_proxies_only_and_remembers() -> None:
+    check = SourceCheck(Allowlist([ip_network(f"{ML}/32")]), PROXY)
+    assert check.admitted(ML, ()) == ML
+    assert check.admitted(f"::ffff:{ML}", ()) == ML
+    assert check.admitted("10.1.2.3", (f"203.0.113.9, {ML}",)) == ML  # a trusted proxy
+    assert check.admitted("203.0.113.9", (ML,)) is None  # spoofed: the peer is no proxy
+    assert check.admitted("10.1.2.3", ()) is None  # the proxy itself is not allowed
+    assert check.admitted(None, ()) is None
+    assert check.admitted("not-an-ip", (ML,)) is None
+    hits = check.admitted.cache_info().hits
+    assert check.admitted("203.0.113.9", (ML,)) is None
+    assert check.admitted.cache_info().hits == hits + 1

@@ -36,18 +36,18 @@ from peepers_ingest.drainer import drain_forever, stop_draining
 from peepers_ingest.edge import EdgeRoutes
 from peepers_ingest.handlers import Intake, prefixed_topics
 from peepers_ingest.keys import (
-    allowlist_key,
     client_ip_key,
     intake_key,
     publisher_state_key,
     rate_limit_key,
     reconciler_key,
     settings_key,
+    source_check_key,
     spool_key,
 )
 from peepers_ingest.ports import Deduplicator, MissedFeedsSource, Spool
 from peepers_ingest.reconciler import Reconciler
-from peepers_ingest.security import Allowlist
+from peepers_ingest.security import Allowlist, SourceCheck
 from peepers_ingest.settings import Settings
 from peepers_ingest.views import healthz, readyz, reconcile, webhook
 
@@ -80,7 +80,7 @@ def create_app(
     """
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[settings_key] = settings
-    app[allowlist_key] = Allowlist(settings.allowed_cidrs)
+    app[source_check_key] = SourceCheck(Allowlist(settings.allowed_cidrs), settings.trusted_proxies)
     app[rate_limit_key] = _rate_limit(settings) if settings.rate_limit_enabled else None
     app[reconciler_key] = None
     topics = topic_for or prefixed_topics(settings.topic_prefix)

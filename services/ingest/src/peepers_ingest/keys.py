@@ -10,17 +10,17 @@ from peepers_common.inbound_limits import InboundRateLimit
 from peepers_ingest.handlers import Intake
 from peepers_ingest.ports import Spool
 from peepers_ingest.reconciler import Reconciler
-from peepers_ingest.security import Allowlist
+from peepers_ingest.security import SourceCheck
 from peepers_ingest.settings import Settings
 
 __all__ = [
-    "allowlist_key",
     "client_ip_key",
     "intake_key",
     "publisher_state_key",
     "rate_limit_key",
     "reconciler_key",
     "settings_key",
+    "source_check_key",
     "spool_key",
 ]
 
@@ -30,7 +30,7 @@ spool_key = web.AppKey[Spool]("spool_key")
 rate_limit_key = web.AppKey[InboundRateLimit | None]("rate_limit_key")
 # Whether the Kafka producer is connected (for /readyz).
 publisher_state_key = web.AppKey[Callable[[], bool]]("publisher_state_key")
-allowlist_key = web.AppKey("allowlist_key", Allowlist)
+source_check_key = web.AppKey("source_check_key", SourceCheck)
 # None while the missed_feeds reconciler is off (not configured).
 reconciler_key = web.AppKey[Reconciler | None]("reconciler_key")
 client_ip_key = web.RequestKey("client_ip_key", str)

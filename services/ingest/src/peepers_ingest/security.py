@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from peepers_ingest.settings import Network
 
-__all__ = ["Allowlist", "client_address", "is_allowed", "signature_valid"]
+__all__ = ["Allowlist", "SourceCheck", "client_address", "is_allowed", "signature_valid"]
 
 Address = IPv4Address | IPv6Address
 
@@ -74,6 +74,25 @@ class Allowlist:
 
     def _scan_ranges(self, address: Address) -> bool:
         return _within(address, self._ranges)
+
+
+class SourceCheck:
+    """The address a request comes from, as text, when the allowlist admits it; else None.
+
+    Cached by what the request says (its peer and its ``X-Forwarded-For`` headers): ML
+    posts from a few dozen addresses, and parsing, walking the proxies and hashing the
+    address object cost every webhook a few microseconds. A caller that varies its
+    headers only churns the bounded cache.
+    """
+
+    def __init__(self, allowlist: Allowlist, trusted_proxies: Sequence[Network]) -> None:
+        self._allowlist = allowlist
+        self._trusted_proxies = tuple(trusted_proxies)
+        self.admitted = functools.lru_cache(maxsize=4096)(self._admitted)
+
+    def _admitted(self, peer: str | None, forwarded_for: tuple[str, ...]) -> str | None:
+        address = client_address(peer, forwarded_for, self._trusted_proxies)
+        return str(address) if address in self._allowlist else None
 
 
 def signature_valid(body: bytes, header: str | None, secret: bytes) -> bool:

@@ -29,16 +29,16 @@ from peepers_ingest import metrics
 from peepers_ingest.errors import SpoolUnavailable
 from peepers_ingest.handlers import build_record
 from peepers_ingest.keys import (
-    allowlist_key,
     client_ip_key,
     intake_key,
     publisher_state_key,
     rate_limit_key,
     reconciler_key,
     settings_key,
+    source_check_key,
     spool_key,
 )
-from peepers_ingest.security import client_address, signature_valid
+from peepers_ingest.security import signature_valid
 
 __all__ = ["healthz", "readyz", "reconcile", "webhook"]
 
@@ -95,8 +95,6 @@ def _parse_body(body: bytes) -> dict[str, Any]:
 
 # A few outcomes: each series is looked up once, not on every request.
 _ack_latency = functools.cache(metrics.ACK_LATENCY.labels)
-# ML posts from a few dozen addresses: their text form is worth remembering.
-_address_text = functools.lru_cache(maxsize=4096)(str)
 
 
 def _path_token_ok(request: web.Request) -> bool:
@@ -145,12 +143,12 @@ async def _webhook(request: web.Request, trace: TraceContext) -> tuple[web.Respo
         _refuse(415, "unsupported_media_type", "the body must be application/json")
 
     # 2. Source address, through trusted proxies only.
-    address = client_address(
-        request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies
+    source = app[source_check_key].admitted(
+        request.remote, tuple(request.headers.getall("X-Forwarded-For", ()))
     )
-    if address not in app[allowlist_key]:
+    if source is None:
         _refuse(403, "forbidden_source", "this source address may not post notifications")
-    request[client_ip_key] = _address_text(address)
+    request[client_ip_key] = source
 
     try:
         body = await request.read()
