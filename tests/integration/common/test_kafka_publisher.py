@@ -284,19 +284,34 @@ async def test_publish_before_start_or_after_aclose_raises(kafka: KafkaSettings)
     assert [(r.offset, r.value) for r in records] == [(sent.offset, b"ok")]
 
 
+@pytest.mark.parametrize("size", [2 * MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES - 40])
 async def test_an_oversized_record_fails_alone_and_its_partition_keeps_working(
-    kafka: KafkaSettings,
+    kafka: KafkaSettings, size: int
 ) -> None:
     # Refused before it is sent: a record the broker refuses would spend an idempotence
     # sequence number and every later batch of the partition would fail as out of order.
+    # Just over the limit (its batch's header and framing push it over) as well as far.
     topic = await large_topic(kafka)
     async with AIOKafkaEventPublisher(kafka) as publisher:
         before = await publisher.publish(topic, key=b"k", value=b"before")
         with pytest.raises(PublishError):
-            await publisher.publish(topic, key=b"k", value=b"x" * (2 * MAX_MESSAGE_BYTES))
+            await publisher.publish(topic, key=b"k", value=b"x" * size)
         after = await publisher.publish(topic, key=b"k", value=b"after")
     records = await read_to_end(kafka, [topic])
     assert [(r.offset, r.value) for r in records] == [
         (before.offset, b"before"),
+        (after.offset, b"after"),
+    ]
+
+
+async def test_a_record_just_under_the_limit_is_published(kafka: KafkaSettings) -> None:
+    topic = await large_topic(kafka)
+    value = b"y" * (MAX_MESSAGE_BYTES - 200)
+    async with AIOKafkaEventPublisher(kafka) as publisher:
+        sent = await publisher.publish(topic, key=b"k", value=value, headers=[("h", b"1")])
+        after = await publisher.publish(topic, key=b"k", value=b"after")
+    records = await read_to_end(kafka, [topic])
+    assert [(r.offset, r.value) for r in records] == [
+        (sent.offset, value),
         (after.offset, b"after"),
     ]

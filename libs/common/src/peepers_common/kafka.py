@@ -160,24 +160,27 @@ class AIOKafkaEventPublisher(AsyncResource):
             if isinstance(known, BaseException):
                 _fail([record], known)
                 continue
-            if record.size > _MAX_BATCH_BYTES:
-                # Never sent: a record the broker refuses would still spend a sequence
-                # number, and the partition's later batches would fail as out of order.
-                _fail([record], ValueError(f"the record is over {_MAX_BATCH_BYTES} bytes"))
-                continue
             partition = _partition(record.key, known, [])
             batch = batches.get((record.topic, partition))
             if batch is None:
                 batch = batches[(record.topic, partition)] = _Batch(self._producer.create_batch())
             try:
                 if not batch.add(record):
-                    # Full: send it, and start the partition's next batch with this record.
+                    # Full: send it, and start the partition's next batch with this record
+                    # (a fresh batch takes its first record whatever its size).
                     await self._send(batch, record.topic, partition)
                     batch = _Batch(self._producer.create_batch())
                     batches[(record.topic, partition)] = batch
                     batch.add(record)
             except (TypeError, ValueError) as exc:  # a malformed record fails alone
                 _fail([record], exc)
+                continue
+            if batch.oversized:
+                # Only a record alone in its batch can be, and the batch is dropped unsent:
+                # a record the broker refuses would still spend a sequence number, and the
+                # partition's later batches would fail as out of order.
+                _fail([record], ValueError(f"the record is over {_MAX_RECORD_BYTES} bytes"))
+                batches[(record.topic, partition)] = _Batch(self._producer.create_batch())
         for (topic, partition), batch in batches.items():
             await self._send(batch, topic, partition)
 
@@ -229,8 +232,8 @@ class AIOKafkaEventPublisher(AsyncResource):
 
 # aiokafka's max_request_size and the broker's default max.message.bytes.
 _MAX_BATCH_BYTES: Final = 1024 * 1024
-# A record's framing in a batch, beyond its key, value and headers (generous).
-_RECORD_OVERHEAD: Final = 64
+# What a record may take in a batch: the limit less a record batch's own header.
+_MAX_RECORD_BYTES: Final = _MAX_BATCH_BYTES - 61
 
 
 class _Pending(NamedTuple):  # one per record: a named tuple is the cheapest to build
@@ -240,23 +243,18 @@ class _Pending(NamedTuple):  # one per record: a named tuple is the cheapest to 
     headers: Headers
     acked: asyncio.Future[Published]
 
-    @property
-    def size(self) -> int:
-        """An upper bound of the record's bytes in a batch."""
-        framing = _RECORD_OVERHEAD + sum(
-            [len(name) * 4 + len(value) for name, value in self.headers]
-        )
-        return len(self.key) + len(self.value) + framing
-
 
 class _Batch:
     """One partition's records of a round, in aiokafka's builder, with their offsets in it."""
 
-    __slots__ = ("builder", "records")
+    __slots__ = ("builder", "oversized", "records")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
         self.records: list[tuple[_Pending, int]] = []
+        # The last record appended is over the limit: measured as encoded, once appended
+        # (cheaper than summing every record's parts first, on every record).
+        self.oversized = False
 
     def add(self, record: _Pending) -> bool:
         appended = self.builder.append(
@@ -265,6 +263,7 @@ class _Batch:
         if appended is None:
             return False
         self.records.append((record, appended.offset))
+        self.oversized = appended.size > _MAX_RECORD_BYTES
         return True
 
 
