@@ -75,6 +75,38 @@ def build_record(
 _notifications = functools.cache(metrics.NOTIFICATIONS.labels)
 
 
+async def _settled_within(sends: list[asyncio.Future[Published]], budget_s: float) -> None:
+    """Wait until every send is done, or ``budget_s`` has passed; never cancel one.
+
+    `asyncio.wait` does this too, but checks each future for a coroutine, copies them into
+    a set and takes its callback off each one again: per record, on every webhook.
+    """
+    loop = sends[0].get_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    pending = len(sends)
+
+    def settled(_: object) -> None:
+        nonlocal pending
+        pending -= 1
+        if not pending and not waiter.done():
+            waiter.set_result(None)
+
+    def expired() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    for send in sends:
+        send.add_done_callback(settled)
+    timer = loop.call_later(budget_s, expired)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        if pending:  # the budget ran out first: the late ones keep no callback of ours
+            for send in sends:
+                send.remove_done_callback(settled)
+
+
 def _as_task(publisher: EventPublisher) -> Callable[..., asyncio.Future[Published]]:
     def send(
         topic: str, *, key: bytes, value: bytes, headers: Headers = ()
@@ -197,7 +229,7 @@ class Intake:
                 else:
                     spooled.append(index)
         if sends:
-            await asyncio.wait(sends.values(), timeout=self._budget_s)
+            await _settled_within(list(sends.values()), self._budget_s)
         for index, send in sends.items():
             if not send.done():
                 send.add_done_callback(_retrieve)
