@@ -32,18 +32,22 @@ class SentRecord:
 
 
 class FakePublisher:
-    """Acks at once, or never (``stall``), or fails (``fail``); records what it acked."""
+    """Acks at once, or never (``stall``, or ``stall_keys`` for some keys), or fails
+    (``fail``; ``broken_keys`` with an unexpected error); records what it acked."""
 
     def __init__(self) -> None:
         self.acked: list[SentRecord] = []
         self.fail = False
         self.stall = False
+        self.stall_keys: set[bytes] = set()
+        self.broken_keys: set[bytes] = set()
         self._released = asyncio.Event()
         self.attempts = 0
 
     def release(self) -> None:
         """Let stalled sends complete (Kafka came back)."""
         self.stall = False
+        self.stall_keys.clear()
         self._released.set()
 
     async def publish(
@@ -53,7 +57,10 @@ class FakePublisher:
         if self.fail:
             msg = "fake Kafka is down"
             raise PublishError(msg)
-        if self.stall:
+        if key in self.broken_keys:
+            msg = "a bug in the publisher"
+            raise RuntimeError(msg)
+        if self.stall or key in self.stall_keys:
             await self._released.wait()
         self.acked.append(SentRecord(topic, key, value, tuple(headers)))
         return Published(topic, 0, len(self.acked) - 1)
@@ -101,6 +108,7 @@ class FakeDedup:
 
     checks: list[list[str]] = field(default_factory=list)
     marks: list[list[str]] = field(default_factory=list)
+    lose_marks: bool = False  # Redis timed out: the marks never land
 
     async def seen(self, notification_ids: Sequence[str]) -> list[bool]:
         self.checks.append(list(notification_ids))
@@ -108,7 +116,8 @@ class FakeDedup:
 
     async def mark(self, notification_ids: Sequence[str]) -> None:
         self.marks.append(list(notification_ids))
-        self.marked.update(notification_ids)
+        if not self.lose_marks:
+            self.marked.update(notification_ids)
 
 
 def notification_body(n: int = 1, **overrides: Any) -> dict[str, Any]:

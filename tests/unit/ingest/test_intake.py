@@ -93,6 +93,68 @@ async def test_a_redelivery_while_its_first_copy_waits_for_kafka_is_a_duplicate(
     assert len(publisher.acked) == 1
 
 
+async def test_a_held_back_redelivery_does_not_hold_back_the_rest_of_its_turn(parts) -> None:
+    publisher, _, _ = parts
+    publisher.stall_keys.add(record(1).key)
+    subject = intake(parts, budget_s=5)
+    first = asyncio.ensure_future(subject.accept(record(1)))
+    await wait_until(lambda: _async(publisher.attempts == 1))
+    # One turn: a redelivery of 1 (whose first copy waits for Kafka) and a new 2.
+    redelivery = asyncio.ensure_future(subject.accept(record(1, attempts=2)))
+    other = asyncio.ensure_future(subject.accept(record(2)))
+    async with asyncio.timeout(1):
+        assert await other is Outcome.PUBLISHED
+    assert not redelivery.done()
+    publisher.release()
+    assert await first is Outcome.PUBLISHED
+    assert await redelivery is Outcome.DUPLICATE
+    assert [s.ce_id for s in publisher.acked] == [
+        record(2).notification_id,
+        record(1).notification_id,
+    ]
+
+
+async def test_a_redelivery_waiting_on_its_first_copy_is_a_duplicate_if_redis_lost_the_mark(
+    parts,
+) -> None:
+    publisher, _, dedup = parts
+    dedup.lose_marks = True
+    publisher.stall = True
+    subject = intake(parts, budget_s=5)
+    first = asyncio.ensure_future(subject.accept(record()))
+    await wait_until(lambda: _async(publisher.attempts == 1))
+    redelivery = asyncio.ensure_future(subject.accept(record(attempts=2)))
+    await asyncio.sleep(0.01)
+    publisher.release()
+    assert await first is Outcome.PUBLISHED
+    assert await redelivery is Outcome.DUPLICATE
+    assert len(publisher.acked) == 1
+
+
+async def test_an_unexpected_publish_failure_spools_that_record_only(parts) -> None:
+    publisher, spool, dedup = parts
+    publisher.broken_keys.add(record(2).key)
+    subject = intake(parts)
+    outcomes = await asyncio.gather(*(subject.accept(record(n)) for n in range(1, 4)))
+    assert outcomes == [Outcome.PUBLISHED, Outcome.SPOOLED, Outcome.PUBLISHED]
+    assert [s.record.notification_id for s in spool.records] == [record(2).notification_id]
+    assert dedup.marked == {record(n).notification_id for n in range(1, 4)}
+
+
+async def test_a_late_ack_after_a_503_still_marks_the_notification(parts) -> None:
+    publisher, spool, dedup = parts
+    publisher.stall = True
+    spool.broken = True
+    subject = intake(parts, budget_s=0.02)
+    with pytest.raises(SpoolUnavailable):
+        await subject.accept(record())
+    assert dedup.marked == set()
+    publisher.release()  # Kafka took it after all: ML's redelivery must be a duplicate
+    await wait_until(lambda: _async(record().notification_id in dedup.marked))
+    assert await subject.accept(record(attempts=2)) is Outcome.DUPLICATE
+    assert len(publisher.acked) == 1
+
+
 async def test_when_kafka_and_the_spool_both_fail_every_copy_of_a_turn_fails(parts) -> None:
     publisher, spool, dedup = parts
     publisher.fail = True

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from peepers_common.coalesce import Coalescer
 from peepers_common.errors import PublishError
@@ -130,6 +130,15 @@ _NEWLY_DURABLE: Final = frozenset({Outcome.PUBLISHED, Outcome.SPOOLED})
 _Result = Outcome | SpoolUnavailable
 
 
+class _HeldBack(NamedTuple):
+    """Not tried: the id is in an earlier batch that is still running.
+
+    ``earlier`` ends with the ids that batch made durable.
+    """
+
+    earlier: asyncio.Future[set[str]]
+
+
 class Intake:
     """The use case behind the webhook (and the reconciler).
 
@@ -169,9 +178,13 @@ class Intake:
         self._orphans: dict[str, asyncio.Future[Published]] = {}
         # Kafka's publisher hands back its acknowledgement future: no task per record.
         self._send = publisher.send if isinstance(publisher, RecordSender) else _as_task(publisher)
-        self._batches: Coalescer[OutboundRecord, _Result] = Coalescer(self._accept_batch)
-        # Ids whose batch is running: a redelivery in a later batch waits for the first.
-        self._accepting: dict[str, asyncio.Future[None]] = {}
+        self._batches: Coalescer[OutboundRecord, _Result | _HeldBack] = Coalescer(
+            self._accept_batch
+        )
+        # Ids whose batch is running, to the ids that batch made durable once it is done:
+        # a redelivery in a later batch waits for the first.
+        self._accepting: dict[str, asyncio.Future[set[str]]] = {}
+        self._late_marks: set[asyncio.Future[None]] = set()
         if spool.depth:
             self.kafka_healthy = False
             self.spool_wakeup.set()
@@ -183,43 +196,71 @@ class Intake:
             SpoolUnavailable: Kafka did not ack in time and the spool failed too.
         """
         result = await self._batches.submit(record)
+        while isinstance(result, _HeldBack):
+            # A redelivery racing its original: wait for the original's batch alone.
+            await asyncio.wait([result.earlier])  # never cancels the earlier batch's future
+            if record.notification_id in result.earlier.result():
+                # Durable there, so a duplicate here: even if Redis lost that mark.
+                _notifications(Outcome.DUPLICATE).inc()
+                return Outcome.DUPLICATE
+            result = await self._batches.submit(record)
         if isinstance(result, SpoolUnavailable):
             raise result
         return result
 
-    async def _accept_batch(self, records: list[OutboundRecord]) -> list[_Result]:
+    async def _accept_batch(self, records: list[OutboundRecord]) -> list[_Result | _HeldBack]:
         ids = [record.notification_id for record in records]
-        earlier = {self._accepting[nid] for nid in ids if nid in self._accepting}
-        running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for nid in ids:
-            self._accepting[nid] = running
+        results: list[_Result | _HeldBack | None] = [None] * len(records)
+        now: list[int] = []
+        for index, nid in enumerate(ids):
+            earlier = self._accepting.get(nid)
+            if earlier is None:
+                now.append(index)
+            else:  # still in an earlier, running batch: tried again once that one is done
+                results[index] = _HeldBack(earlier)
+        running: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
+        for index in now:
+            self._accepting[ids[index]] = running
+        durable: set[str] = set()
         try:
-            if earlier:
-                # A redelivery racing its original: its mark decides below.
-                await asyncio.wait(earlier)
-            results = await self._accept_new(records, ids)
+            await self._accept_group(records, now, results, durable)
         finally:
-            for nid in ids:
-                if self._accepting.get(nid) is running:
-                    del self._accepting[nid]
-            running.set_result(None)
+            for index in now:
+                if self._accepting.get(ids[index]) is running:
+                    del self._accepting[ids[index]]
+            running.set_result(durable)
+        settled = [result for result in results if result is not None]
         for outcome, count in collections.Counter(
-            result for result in results if isinstance(result, Outcome)
+            result for result in settled if isinstance(result, Outcome)
         ).items():
             _notifications(outcome).inc(count)
-        return results
+        return settled
 
-    async def _accept_new(self, records: list[OutboundRecord], ids: list[str]) -> list[_Result]:
-        seen = await self._dedup.seen(ids)
-        results: list[_Result | None] = [None] * len(records)
-        first: dict[str, int] = {}  # id -> the index of its first record in the batch
+    async def _accept_group(
+        self,
+        records: list[OutboundRecord],
+        indexes: list[int],
+        results: list[_Result | _HeldBack | None],
+        durable: set[str],
+    ) -> None:
+        """Settle ``records[i]`` for each of ``indexes`` into ``results``.
+
+        The ids made durable are added to ``durable``. A failure is one record's (spooled,
+        or refused with `SpoolUnavailable`), never the whole group's.
+        """
+        if not indexes:
+            return
+        seen = await self._dedup.seen([records[i].notification_id for i in indexes])
+        first: dict[str, int] = {}  # id -> the index of its first record in the group
+        copies: list[int] = []
         sends: dict[int, asyncio.Future[Published]] = {}
         spooled: list[int] = []
-        for index, (record, was_seen) in enumerate(zip(records, seen, strict=True)):
+        for index, was_seen in zip(indexes, seen, strict=True):
+            record = records[index]
             if was_seen:
                 results[index] = Outcome.DUPLICATE
             elif record.notification_id in first:
-                continue  # settled with its first copy below
+                copies.append(index)  # shares its first copy's fate, below
             else:
                 first[record.notification_id] = index
                 if self.kafka_healthy and not self._spool.holds_key(record.key):
@@ -233,31 +274,34 @@ class Intake:
         for index, send in sends.items():
             if not send.done():
                 send.add_done_callback(_retrieve)
-                self._orphans[ids[index]] = send
+                self._orphans[records[index].notification_id] = send
                 self._degrade("Kafka did not acknowledge within the budget")
                 spooled.append(index)
-            elif isinstance(error := send.exception(), PublishError):
-                self._degrade(str(error))
+            elif send.cancelled() or (error := send.exception()) is not None:
+                if not send.cancelled() and not isinstance(error, PublishError):
+                    log.error("publishing a notification failed unexpectedly", exc_info=error)
+                self._degrade("a publish failed" if send.cancelled() else str(error))
                 spooled.append(index)
             else:
-                send.result()  # any other failure is a bug: raised as it is
                 results[index] = Outcome.PUBLISHED
         if spooled:
             await self._spool_all(records, sorted(spooled), results)
-        durable = [ids[i] for i, result in enumerate(results) if result in _NEWLY_DURABLE]
-        if durable:
-            await self._dedup.mark(durable)
-        settled: list[_Result] = []
-        for index, result in enumerate(results):
-            if result is None:  # a second copy within the batch shares the first's fate
-                original = results[first[ids[index]]]
-                failed = isinstance(original, SpoolUnavailable)
-                result = SpoolUnavailable(str(original)) if failed else Outcome.DUPLICATE
-            settled.append(result)
-        return settled
+        made_durable = [
+            records[i].notification_id for i in first.values() if results[i] in _NEWLY_DURABLE
+        ]
+        if made_durable:
+            await self._dedup.mark(made_durable)
+            durable.update(made_durable)
+        for index in copies:
+            original = results[first[records[index].notification_id]]
+            failed = isinstance(original, SpoolUnavailable)
+            results[index] = SpoolUnavailable(str(original)) if failed else Outcome.DUPLICATE
 
     async def _spool_all(
-        self, records: list[OutboundRecord], indexes: list[int], results: list[_Result | None]
+        self,
+        records: list[OutboundRecord],
+        indexes: list[int],
+        results: list[_Result | _HeldBack | None],
     ) -> None:
         # Appended in arrival order (the spool keeps the order of its append calls), and
         # group-committed by the spool: one fsync for the lot.
@@ -265,15 +309,27 @@ class Intake:
             *(self._spool.append(records[i]) for i in indexes), return_exceptions=True
         )
         for index, error in zip(indexes, appended, strict=True):
+            nid = records[index].notification_id
             if error is None:
                 results[index] = Outcome.SPOOLED
-            elif isinstance(error, SpoolUnavailable):
-                self._orphans.pop(records[index].notification_id, None)
-                results[index] = error
-            else:
-                raise error
+                continue
+            if not isinstance(error, SpoolUnavailable):
+                log.error("spooling a notification failed unexpectedly", exc_info=error)
+                error = SpoolUnavailable(f"spool write failed: {error!r}")
+            results[index] = error
+            orphan = self._orphans.pop(nid, None)
+            if orphan is not None:
+                # Answered 503, but Kafka may take it yet: then mark it, so ML's
+                # redelivery is not published a second time.
+                orphan.add_done_callback(functools.partial(self._mark_if_published, nid))
         if any(error is None for error in appended):
             self.spool_wakeup.set()
+
+    def _mark_if_published(self, notification_id: str, send: asyncio.Future[Published]) -> None:
+        if not send.cancelled() and send.exception() is None:
+            task = asyncio.ensure_future(self._dedup.mark([notification_id]))
+            self._late_marks.add(task)
+            task.add_done_callback(self._late_marks.discard)
 
     def _degrade(self, why: str) -> None:
         if self.kafka_healthy:
