@@ -235,3 +235,18 @@ async def test_a_lone_callers_flush_failure_reaches_it() -> None:
     with pytest.raises(Boom, match="no"):
         async with asyncio.timeout(2):
             await coalescer.submit(1)
+
+
+async def test_a_flush_cancelled_before_it_starts_cancels_its_callers_and_not_later_ones() -> None:
+    flush = Recorder()
+    coalescer: Coalescer[int, int] = Coalescer(flush)
+    callers = [asyncio.ensure_future(coalescer.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0)  # every caller has submitted; the flush is due next turn
+    [flush_task] = coalescer._inflight
+    flush_task.cancel()  # as at shutdown: its first step never runs
+    await asyncio.wait(callers, timeout=1)
+    assert all(caller.cancelled() for caller in callers)
+    assert flush.batches == []
+    # The batch was dropped with its flush: the next submits get a flush of their own.
+    assert await submit_all(coalescer, [3, 4]) == [30, 40]
+    assert flush.batches == [[3, 4]]

@@ -40,33 +40,50 @@ class Coalescer(Generic[T, R]):
         self._max_batch = max_batch
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R]] = []
-        self._scheduled = False
+        # The flush task of this turn until its first step runs; None when none is due.
+        self._scheduled_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
         loop = self._loop
-        if loop is None or not self._scheduled:
+        if loop is None or self._scheduled_task is None:
             # Else the loop of this turn's flush: asyncio.get_running_loop() makes a getpid
             # system call on Python 3.11, so once per batch, not once per call.
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         self._items.append(item)
         self._futures.append(future)
-        if not self._scheduled:
+        if self._scheduled_task is None:
             # The task's first step runs on the next turn, after every call of this one
             # has been added: the batch starts a turn sooner than a callback that would
             # then create the task.
-            self._scheduled = True
-            self._track(loop.create_task(self._flush_turn()))
+            task = self._scheduled_task = loop.create_task(self._flush_turn())
+            task.add_done_callback(self._unscheduled)
+            self._track(task)
         return await future
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
+    def _unscheduled(self, task: asyncio.Task[None]) -> None:
+        """Fail the waiting batch when its flush task was cancelled before it ever started.
+
+        A task cancelled before its first step (at shutdown, say) never runs `_flush_turn`,
+        so nothing would take the batch: its callers would wait forever, and so would
+        everyone who joined it later, since no new flush would be scheduled.
+        """
+        if task is not self._scheduled_task or not task.cancelled():
+            return  # it started: `_flush_turn` took the batch and answers its callers
+        self._scheduled_task = None
+        futures = self._futures
+        self._items, self._futures = [], []
+        for future in futures:
+            future.cancel()
+
     async def _flush_turn(self) -> None:
-        self._scheduled = False
+        self._scheduled_task = None
         items, futures = self._items, self._futures
         self._items, self._futures = [], []
         size = self._max_batch
