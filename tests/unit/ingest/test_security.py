@@ -1,15 +1,21 @@
 import hashlib
 import hmac
+from collections.abc import Sequence
 from ipaddress import ip_address, ip_network
 
+import pytest
+
+from peepers_ingest import security
 from peepers_ingest.security import (
+    MAX_REMEMBERED_FORWARDED_FOR_CHARS,
+    Address,
     Allowlist,
     SourceCheck,
     client_address,
     is_allowed,
     signature_valid,
 )
-from peepers_ingest.settings import Settings
+from peepers_ingest.settings import Network, Settings
 
 PROXY = [ip_network("10.0.0.0/8")]
 ML = "54.88.218.97"
@@ -70,7 +76,9 @@ def test_the_allowlist_matches_single_hosts_and_ranges() -> None:
     assert None not in allow
 
 
-def test_the_source_check_admits_through_trusted_proxies_only_and_remembers() -> None:
+def test_the_source_check_admits_through_trusted_proxies_only_and_remembers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     check = SourceCheck(Allowlist([ip_network(f"{ML}/32")]), PROXY)
     assert check.admitted(ML, ()) == ML
     assert check.admitted(f"::ffff:{ML}", ()) == ML
@@ -79,6 +87,39 @@ def test_the_source_check_admits_through_trusted_proxies_only_and_remembers() ->
     assert check.admitted("10.1.2.3", ()) is None  # the proxy itself is not allowed
     assert check.admitted(None, ()) is None
     assert check.admitted("not-an-ip", (ML,)) is None
-    hits = check.admitted.cache_info().hits
+    walks = count_walks(monkeypatch)
     assert check.admitted("203.0.113.9", (ML,)) is None
-    assert check.admitted.cache_info().hits == hits + 1
+    assert check.admitted("10.1.2.3", (f"203.0.113.9, {ML}",)) == ML
+    assert walks == []  # both answered from memory
+
+
+def test_a_long_forwarded_for_is_answered_but_not_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check = SourceCheck(Allowlist([ip_network(f"{ML}/32")]), PROXY)
+    walks = count_walks(monkeypatch)
+    junk = "203.0.113.9, " * (MAX_REMEMBERED_FORWARDED_FOR_CHARS // 10)
+    assert len(junk) > MAX_REMEMBERED_FORWARDED_FOR_CHARS
+    for _ in range(2):
+        assert check.admitted("10.1.2.3", (junk, ML)) == ML
+        assert check.admitted("10.1.2.3", (ML, junk.rstrip(", "))) is None
+    assert len(walks) == 4  # every answer was worked out anew
+    # Long only together: the headers' lengths add up.
+    half = junk[: MAX_REMEMBERED_FORWARDED_FOR_CHARS // 2 + 1]
+    for _ in range(2):
+        assert check.admitted("10.1.2.3", (half, half, ML)) == ML
+    assert len(walks) == 6
+
+
+def count_walks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Record every X-Forwarded-For that `SourceCheck` walks (rather than remembers)."""
+    walks: list[tuple[str, ...]] = []
+
+    def counting(
+        peer: str | None, forwarded_for: Sequence[str], trusted_proxies: Sequence[Network]
+    ) -> Address | None:
+        walks.append(tuple(forwarded_for))
+        return client_address(peer, forwarded_for, trusted_proxies)
+
+    monkeypatch.setattr(security, "client_address", counting)
+    return walks

@@ -6,9 +6,11 @@ from ipaddress import ip_network
 from typing import Any
 
 import pytest
+from aiohttp import web
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
+from peepers_ingest.edge import EdgeRoutes
 from tests.unit.ingest.fakes import encoded, notification_body
 
 JSON = {"Content-Type": "application/json"}
@@ -266,3 +268,21 @@ async def test_requests_are_counted_by_route_template_and_only_non_webhooks_time
     assert http_requests("unmatched", 404) - before["unmatched"] == 2
     # The webhook is timed by its ack histogram (by outcome), the other routes here.
     assert http_timed(URL + "/{token}") == before["timed webhooks"]
+
+
+async def test_a_path_with_a_newline_answers_json_404_too(harness) -> None:
+    async with harness() as h:
+        response = await h.client.get("/a%0Ab")
+        assert response.status == 404
+        assert (await response.json())["error"] == "not_found"
+
+
+def test_a_route_added_after_the_catch_all_is_refused() -> None:
+    async def ok(_request: web.Request) -> web.StreamResponse:
+        return web.json_response({})
+
+    routes = EdgeRoutes(web.Application(), "test")
+    routes.add("GET", "/before", ok)
+    routes.close()
+    with pytest.raises(RuntimeError, match="after the catch-all"):
+        routes.add("GET", "/after", ok)

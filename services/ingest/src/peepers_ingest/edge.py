@@ -63,9 +63,15 @@ class EdgeRoutes:
     def __init__(self, app: web.Application, service: str) -> None:
         self._app = app
         self._service = service
+        self._closed = False
 
     def add(self, method: str, path: str, handler: Handler, *, timed: bool = True) -> None:
         """``timed=False``: counted, not timed (the webhook's latency is its ack histogram)."""
+        if self._closed:
+            # aiohttp tries resources in the order they were added: the catch-all would
+            # answer this route's requests with a 404 (or a 405) and it would never run.
+            msg = f"route {method} {path} added after the catch-all: add it before close()"
+            raise RuntimeError(msg)
         record = route_metrics_recorder(self._service, path, timed=timed)
         wrapped = _at_the_edge(handler, record)
         resource = self._app.router.add_resource(path)
@@ -74,7 +80,10 @@ class EdgeRoutes:
         resource.add_route(method, wrapped)
 
     def close(self) -> None:
-        catch_all = self._app.router.add_resource("/{unmatched_path:.*}")
+        self._closed = True
+        # (?s:...): a plain ``.`` stops at a newline, so a path with ``%0A`` in it missed
+        # the catch-all and got aiohttp's own plain-text 404.
+        catch_all = self._app.router.add_resource("/{unmatched_path:(?s:.*)}")
 
         async def unmatched(request: web.Request) -> web.StreamResponse:
             allowed: set[str] = set()

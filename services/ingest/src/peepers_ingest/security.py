@@ -14,6 +14,14 @@ __all__ = ["Allowlist", "SourceCheck", "client_address", "is_allowed", "signatur
 
 Address = IPv4Address | IPv6Address
 
+# The longest X-Forwarded-For (all its headers' characters together) whose answer
+# `SourceCheck` remembers: room for a few proxy hops even as full IPv6 text (up to 45
+# characters each, plus ", "). Real chains are that short; a remembered key holds the
+# headers themselves, and answers are remembered before the allowlist is asked, so without
+# a bound any caller sending ~1 MB of headers could pin 4096 of them (4 GB). Longer ones
+# are answered, just not remembered.
+MAX_REMEMBERED_FORWARDED_FOR_CHARS = 256
+
 
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> Address | None:
@@ -82,13 +90,19 @@ class SourceCheck:
     Cached by what the request says (its peer and its ``X-Forwarded-For`` headers): ML
     posts from a few dozen addresses, and parsing, walking the proxies and hashing the
     address object cost every webhook a few microseconds. A caller that varies its
-    headers only churns the bounded cache.
+    headers only churns the bounded cache, and only short headers are remembered (see
+    `MAX_REMEMBERED_FORWARDED_FOR_CHARS`), so the cache's size is bounded in bytes too.
     """
 
     def __init__(self, allowlist: Allowlist, trusted_proxies: Sequence[Network]) -> None:
         self._allowlist = allowlist
         self._trusted_proxies = tuple(trusted_proxies)
-        self.admitted = functools.lru_cache(maxsize=4096)(self._admitted)
+        self._remembered = functools.lru_cache(maxsize=4096)(self._admitted)
+
+    def admitted(self, peer: str | None, forwarded_for: tuple[str, ...]) -> str | None:
+        if sum(map(len, forwarded_for)) > MAX_REMEMBERED_FORWARDED_FOR_CHARS:
+            return self._admitted(peer, forwarded_for)
+        return self._remembered(peer, forwarded_for)
 
     def _admitted(self, peer: str | None, forwarded_for: tuple[str, ...]) -> str | None:
         address = client_address(peer, forwarded_for, self._trusted_proxies)
