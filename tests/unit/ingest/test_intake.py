@@ -78,12 +78,20 @@ async def test_the_notifications_of_one_turn_are_checked_and_marked_together(par
     assert [s.ce_id for s in publisher.acked] == ids[1:]
 
 
+async def first_copy_at_kafka(
+    subject: Intake, publisher: FakePublisher, first: OutboundRecord
+) -> asyncio.Future[Outcome]:
+    """``first`` accepted in the background, once its send reached the (stalling) Kafka."""
+    accepted = asyncio.ensure_future(subject.accept(first))
+    await wait_until(lambda: _async(publisher.attempts == 1))
+    return accepted
+
+
 async def test_a_redelivery_while_its_first_copy_waits_for_kafka_is_a_duplicate(parts) -> None:
     publisher, _, _ = parts
     publisher.stall = True
     subject = intake(parts, budget_s=5)
-    first = asyncio.ensure_future(subject.accept(record()))
-    await wait_until(lambda: _async(publisher.attempts == 1))
+    first = await first_copy_at_kafka(subject, publisher, record())
     second = asyncio.ensure_future(subject.accept(record(attempts=2)))
     await asyncio.sleep(0.02)
     assert not second.done()  # waits for the first copy's batch, not for Redis
@@ -97,8 +105,7 @@ async def test_a_held_back_redelivery_does_not_hold_back_the_rest_of_its_turn(pa
     publisher, _, _ = parts
     publisher.stall_keys.add(record(1).key)
     subject = intake(parts, budget_s=5)
-    first = asyncio.ensure_future(subject.accept(record(1)))
-    await wait_until(lambda: _async(publisher.attempts == 1))
+    first = await first_copy_at_kafka(subject, publisher, record(1))
     # One turn: a redelivery of 1 (whose first copy waits for Kafka) and a new 2.
     redelivery = asyncio.ensure_future(subject.accept(record(1, attempts=2)))
     other = asyncio.ensure_future(subject.accept(record(2)))
@@ -121,8 +128,7 @@ async def test_a_redelivery_waiting_on_its_first_copy_is_a_duplicate_if_redis_lo
     dedup.lose_marks = True
     publisher.stall = True
     subject = intake(parts, budget_s=5)
-    first = asyncio.ensure_future(subject.accept(record()))
-    await wait_until(lambda: _async(publisher.attempts == 1))
+    first = await first_copy_at_kafka(subject, publisher, record())
     redelivery = asyncio.ensure_future(subject.accept(record(attempts=2)))
     await asyncio.sleep(0.01)
     publisher.release()

@@ -85,19 +85,19 @@ async def _settled_within(sends: list[asyncio.Future[Published]], budget_s: floa
     waiter: asyncio.Future[None] = loop.create_future()
     pending = len(sends)
 
-    def settled(_: object) -> None:
-        nonlocal pending
-        pending -= 1
-        if not pending and not waiter.done():
-            waiter.set_result(None)
-
-    def expired() -> None:
+    def wake() -> None:
         if not waiter.done():
             waiter.set_result(None)
 
+    def settled(_: object) -> None:
+        nonlocal pending
+        pending -= 1
+        if not pending:
+            wake()
+
     for send in sends:
         send.add_done_callback(settled)
-    timer = loop.call_later(budget_s, expired)
+    timer = loop.call_later(budget_s, wake)
     try:
         await waiter
     finally:
@@ -218,6 +218,8 @@ class Intake:
                 now.append(index)
             else:  # still in an earlier, running batch: tried again once that one is done
                 results[index] = _HeldBack(earlier)
+        # Registered only after the scan: a second copy of an id in this batch must share
+        # its first copy's fate here, not wait for this very batch.
         running: asyncio.Future[set[str]] = asyncio.get_running_loop().create_future()
         for index in now:
             self._accepting[ids[index]] = running
@@ -277,10 +279,13 @@ class Intake:
                 self._orphans[records[index].notification_id] = send
                 self._degrade("Kafka did not acknowledge within the budget")
                 spooled.append(index)
-            elif send.cancelled() or (error := send.exception()) is not None:
-                if not send.cancelled() and not isinstance(error, PublishError):
+            elif send.cancelled():
+                self._degrade("a publish was cancelled")
+                spooled.append(index)
+            elif (error := send.exception()) is not None:
+                if not isinstance(error, PublishError):
                     log.error("publishing a notification failed unexpectedly", exc_info=error)
-                self._degrade("a publish failed" if send.cancelled() else str(error))
+                self._degrade(str(error))
                 spooled.append(index)
             else:
                 results[index] = Outcome.PUBLISHED
