@@ -35,6 +35,7 @@ from peepers_common.events import (
     ItemPriceChanged,
     ItemReactivated,
     ItemSnapshot,
+    ItemSnapshotRead,
     ItemStockChanged,
     ItemUpdated,
     SellerConnected,
@@ -94,6 +95,7 @@ SAMPLES: dict[str, DomainEvent] = {
         _seller(SellerDisconnected),
         _seller(SellerReauthRequired, reason="invalid_grant"),
         _item(ItemCreated, item=_SNAPSHOT),
+        _item(ItemSnapshotRead, item=_SNAPSHOT),
         _item(
             ItemUpdated,
             changes={

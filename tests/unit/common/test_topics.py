@@ -44,10 +44,13 @@ class TestTopicRegistry:
         for domain in ("orders", "catalog", "messages", "sellers"):
             assert f"peepers.{domain}.v1" in TOPICS
 
-    def test_every_topic_has_partitions_and_a_retention(self) -> None:
+    def test_every_topic_has_partitions_and_a_retention_or_compaction(self) -> None:
         for spec in TOPICS.values():
             assert spec.partitions >= 1
-            assert int(spec.config["retention.ms"]) > 0
+            if spec.name.endswith(".changelog"):
+                assert spec.config["cleanup.policy"] == "compact"  # kept forever, per key
+            else:
+                assert int(spec.config["retention.ms"]) > 0
 
     def test_unknown_topic_name_is_a_clear_error(self) -> None:
         with pytest.raises(UnknownTopicError, match=r"add it to peepers_common\.topics"):

@@ -32,6 +32,8 @@ PEEPERS_ORDERS: Final = "peepers.orders.v1"
 PEEPERS_CATALOG: Final = "peepers.catalog.v1"
 PEEPERS_MESSAGES: Final = "peepers.messages.v1"
 PEEPERS_SELLERS: Final = "peepers.sellers.v1"
+# Which sellers' items the catalog keeps, per cache namespace: what a rebuild resyncs.
+CATALOG_SELLERS_CHANGELOG: Final = "peepers.catalog.sellers.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -70,6 +72,8 @@ _RETENTION_NOTIFICATIONS: Final = {"cleanup.policy": "delete", "retention.ms": s
 # Domain topics are other teams' public API: keep a month so a consumer can rebuild.
 _RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 _RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
+# Changelogs hold Peepers-owned state: the last record of each key is kept forever.
+_COMPACTED: Final = {"cleanup.policy": "compact"}
 
 
 def _failure_topics(consumed: str) -> list[TopicSpec]:
@@ -118,6 +122,14 @@ def _registry() -> dict[str, TopicSpec]:
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
     specs += _failure_topics(PEEPERS_SELLERS)
+    specs.append(
+        TopicSpec(
+            CATALOG_SELLERS_CHANGELOG,
+            1,
+            "internal: sellers whose items the catalog keeps, keyed <namespace><seller_id>",
+            _COMPACTED,
+        )
+    )
     return {spec.name: spec for spec in specs}
 
 

@@ -25,10 +25,13 @@ import faust
 from aiohttp import web
 from mode import Service
 
+from peepers_catalog.adapters.kafka_roster import KafkaSellerRoster
 from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.api import create_api
 from peepers_catalog.handlers import Catalog, item_of_record_key, on_item_notification
+from peepers_catalog.ports import STEADY_CACHE
+from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import SyncOptions, full_sync
 from peepers_common.consuming import (
@@ -44,7 +47,9 @@ from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
+from peepers_common.rebuild import CacheGuard, GuardOptions, Resync
 from peepers_common.topics import (
+    CATALOG_SELLERS_CHANGELOG,
     PEEPERS_CATALOG,
     PEEPERS_SELLERS,
     notification_topic,
@@ -68,11 +73,18 @@ class Wiring:
     checkpoints: RedisSyncCheckpoints
     processor: RecordProcessor
     ping: Callable[[], Awaitable[None]]
+    roster: KafkaSellerRoster
+    # Watches for a lost cache and rebuilds it (the worker's; None in a shell's sync).
+    guard: CacheGuard | None
 
 
 @asynccontextmanager
-async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
-    """Every client the catalog uses, opened together and closed in reverse (LIFO)."""
+async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncIterator[Wiring]:
+    """Every client the catalog uses, opened together and closed in reverse (LIFO).
+
+    With ``watch_cache`` the wiring holds a `CacheGuard` (not started: the worker starts
+    it) that rebuilds the cache after a loss.
+    """
     async with AsyncExitStack() as stack:
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
@@ -92,15 +104,35 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             with redis_errors("answering a ping"):
                 await redis.ping()
 
-        yield Wiring(
-            catalog=Catalog(
-                ml=ml,
-                store=store,
-                publisher=publisher,
-                events_topic=settings.topic_prefix + PEEPERS_CATALOG,
-            ),
+        roster = KafkaSellerRoster(
+            publisher,
+            settings.kafka,
+            settings.topic_prefix + CATALOG_SELLERS_CHANGELOG,
+            namespace,
+        )
+        checkpoints = RedisSyncCheckpoints(redis, namespace)
+
+        async def rebuild(epoch: str) -> Resync | None:
+            return await rebuild_catalog(
+                epoch, roster, catalog, checkpoints, sync_options(settings)
+            )
+
+        guard = None
+        if watch_cache:
+            options = GuardOptions(**settings.rebuild.model_dump())
+            guard = CacheGuard(redis, namespace, rebuild, options=options)
+            stack.push_async_callback(guard.aclose)
+        catalog = Catalog(
+            ml=ml,
             store=store,
-            checkpoints=RedisSyncCheckpoints(redis, namespace),
+            publisher=publisher,
+            events_topic=settings.topic_prefix + PEEPERS_CATALOG,
+            epoch=guard or STEADY_CACHE,
+        )
+        yield Wiring(
+            catalog=catalog,
+            store=store,
+            checkpoints=checkpoints,
             processor=RecordProcessor(
                 consumer=CONSUMER,
                 publisher=publisher,
@@ -110,6 +142,8 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
                 ),
             ),
             ping=ping,
+            roster=roster,
+            guard=guard,
         )
 
 
@@ -132,8 +166,13 @@ class Runtime(Service):
     async def on_start(self) -> None:
         settings = self.settings
         self._wiring = wiring = await self._stack.enter_async_context(open_wiring(settings))
+        cache = wiring.guard or STEADY_CACHE
+        if wiring.guard is not None:
+            await wiring.guard.start()  # a lost cache is noticed before records are taken
         api = web.AppRunner(
-            create_api(settings, store=wiring.store, search=wiring.store, ping=wiring.ping),
+            create_api(
+                settings, store=wiring.store, search=wiring.store, ping=wiring.ping, cache=cache
+            ),
             access_log=None,
         )
         await api.setup()
@@ -160,6 +199,7 @@ class Runtime(Service):
         if event_type_of(record.value) not in _SYNC_TRIGGERS:
             return "ignored"  # other transitions, and types newer than this code
         event = SELLER_EVENT.validate_json(record.value)
+        await self.wiring.roster.keep(event.seller_id)  # before its items are cached
         state = await full_sync(
             event.seller_id,
             self.wiring.catalog,

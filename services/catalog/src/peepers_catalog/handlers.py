@@ -25,7 +25,7 @@ from pydantic import TypeAdapter
 
 from peepers_catalog import metrics
 from peepers_catalog.domain import changes, is_newer, same_content, snapshot
-from peepers_catalog.ports import ItemSource, ItemStore
+from peepers_catalog.ports import STEADY_CACHE, CacheEpoch, ItemSource, ItemStore
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
 from peepers_common.events import (
     CatalogEvent,
@@ -53,6 +53,7 @@ class InvalidItemNotification(PeepersError, ValueError):
 
 class Outcome(StrEnum):
     CREATED = "created"
+    SNAPSHOT = "snapshot"  # first met while rebuilding a lost cache: item.snapshot
     UPDATED = "updated"
     UNCHANGED = "unchanged"  # same content, newer stamp: nothing to write or tell
     STALE = "stale"  # not newer than the cached version: never go back in time
@@ -68,6 +69,9 @@ class Catalog:
     publisher: EventPublisher
     events_topic: str
     clock: Callable[[], float] = time.time
+    # Says whether the cache is being rebuilt (new items are then snapshots); checked
+    # again whenever an item is not cached. The default never rebuilds (tools, tests).
+    epoch: CacheEpoch = STEADY_CACHE
 
 
 def item_id_of(notification: Notification) -> str:
@@ -112,18 +116,21 @@ async def apply_item(item: MlItem, catalog: Catalog) -> Outcome:
         if state.pending is not None:
             await flush_pending(new.id, state.pending, catalog)
         cached = state.snapshot
+        as_snapshot = cached is None and await catalog.epoch.after_miss()
         if not state.gone and cached is not None:
             if not is_newer(new, cached):
                 return _counted(Outcome.STALE)
             if same_content(cached, new):
                 return _counted(Outcome.UNCHANGED)
-        events = changes(cached, new, now=occurred(catalog.clock()))
+        events = changes(cached, new, now=occurred(catalog.clock()), as_snapshot=as_snapshot)
         pending = _encode(events)
         expected = None if cached is None or state.gone else cached.last_updated
         if await catalog.store.put(new, expected=expected, pending=pending):
             if pending is not None:
                 await flush_pending(new.id, pending, catalog)
-            return _counted(Outcome.CREATED if cached is None else Outcome.UPDATED)
+            if cached is not None:
+                return _counted(Outcome.UPDATED)
+            return _counted(Outcome.SNAPSHOT if as_snapshot else Outcome.CREATED)
         metrics.CAS_CONFLICTS.inc()
     msg = f"item {new.id}: the cache kept changing under {_CAS_ATTEMPTS} writes"
     raise CacheUnavailable(msg)

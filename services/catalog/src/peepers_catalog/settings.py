@@ -19,6 +19,22 @@ class SyncSettings(BaseModel):
     apply_concurrency: int = Field(default=20, ge=1)
 
 
+class RebuildSettings(BaseModel):
+    """How the worker notices a lost cache (peepers_common.rebuild.CacheGuard)."""
+
+    check_every_s: float = Field(default=5.0, gt=0)
+    miss_check_every_s: float = Field(default=1.0, ge=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    retry_after_s: float = Field(default=10.0, gt=0)
+
+
+class AuditSettings(BaseModel):
+    """The drift auditor (peepers_catalog.audit): a share of the ML budget, at most."""
+
+    share: float = Field(default=0.02, ge=0, le=1)  # 0 turns it off
+    batch: int = Field(default=20, ge=1, le=20)  # items per sample: one multiget
+
+
 class Settings(BaseSettings):
     """The catalog service's settings, from `CATALOG_*` variables (e.g. `CATALOG_REDIS__URL`)."""
 
@@ -33,6 +49,8 @@ class Settings(BaseSettings):
     token_broker: TokenBrokerSettings = TokenBrokerSettings(service="catalog")
     retry: RetrySettings = RetrySettings()
     sync: SyncSettings = SyncSettings()
+    rebuild: RebuildSettings = RebuildSettings()
+    audit: AuditSettings = AuditSettings()
     # Item notifications are taken in batches of up to this many (waiting at most
     # batch_within_s for one to fill) and processed concurrently across keys.
     batch_max: int = Field(default=64, ge=1)
