@@ -7,19 +7,21 @@ any time (``FLUSHALL``, a restart without persistence, a new node). `CacheGuard`
 - at start (`CacheGuard.start` checks once, and waits for a rebuild's restore phase,
   before the service takes records: owned state is back before anything uses it);
 - periodically (every ``check_every_s``);
-- whenever a read misses (`CacheGuard.after_miss`, at most once per ``miss_check_every_s``:
-  a miss is how a service meets a lost cache between two periodic checks).
+- whenever a read misses (`CacheGuard.after_miss`): a miss is how a service meets a lost
+  cache between two periodic checks, before it announces what it found as new. Misses
+  that overlap share one check; ``miss_check_every_s`` (default 0) can thin them out
+  further, at the price of a window where a lost cache's items are announced as new.
 
 The marker, ``<ns>epoch``, is JSON ``{"epoch": id, "state": "rebuilding" | "ready",
 "since": unix time}``. A replica that finds it missing writes a new epoch in state
-``rebuilding`` (``SET NX``: one replica wins), takes the lease ``<ns>epoch:lease`` and
-runs the service's rebuild in two phases: restore the state it owns (from its changelogs),
-then resync every seller from ML. When the rebuild returns, the marker turns ``ready``,
-but only if it is still that epoch (a second loss during a rebuild starts another one).
-Every other replica reads ``rebuilding`` and says so too. A rebuild whose owner died lets
-its lease lapse (``lease_s``, renewed every third of it), and the next replica to check
-takes it over; the service's rebuild must be resumable (the catalog's full sync resumes
-from its checkpoints).
+``rebuilding`` (only if still missing: one replica wins), takes the lease
+``<ns>epoch:lease`` and runs the service's rebuild in two phases: restore the state it
+owns (from its changelogs), then resync every seller from ML. When the rebuild returns,
+the marker turns ``ready``, but only if it is still that epoch (a second loss during a
+rebuild starts another one). Every other replica reads ``rebuilding`` and says so too. A
+rebuild whose owner died lets its lease lapse (``lease_s``, renewed every third of it),
+and the next replica to check takes it over; the service's rebuild must be resumable (the
+catalog's full sync resumes from its checkpoints).
 
 A failed rebuild is retried after ``retry_after_s``; no human action is needed. Progress
 goes to the service's ``peepers_<service>_rebuild_*`` metrics (`rebuild_metrics`) and logs.
@@ -68,6 +70,13 @@ redis.call('SET', KEYS[1], ARGV[2])
 redis.call('DEL', KEYS[2])
 return 1
 """
+# A new epoch, with its lease for the caller, if there is no marker: one replica wins.
+_NEW_EPOCH_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 # Take the lease when free, or keep it when ours.
 _LEASE_SCRIPT: Final = """
 local holder = redis.call('GET', KEYS[1])
@@ -104,7 +113,7 @@ def rebuild_metrics(service: str) -> RebuildMetrics:
 @dataclass(frozen=True)
 class GuardOptions:
     check_every_s: float = 5.0
-    miss_check_every_s: float = 1.0
+    miss_check_every_s: float = 0.0
     lease_s: float = 30.0
     retry_after_s: float = 10.0
 
@@ -137,11 +146,14 @@ class CacheGuard:
         self._owner = f"replica-{uuid4().hex}"
         self._ready_script = redis.register_script(_READY_SCRIPT)
         self._lease_script = redis.register_script(_LEASE_SCRIPT)
+        self._new_epoch_script = redis.register_script(_NEW_EPOCH_SCRIPT)
         self._check_lock = asyncio.Lock()
         self._last_check = float("-inf")
         self._task: asyncio.Task[None] | None = None
         self._rebuilding: asyncio.Task[None] | None = None
         self._restored = asyncio.Event()
+        # Concurrent misses (a sync's chunk) share one check instead of one GET each.
+        self._miss_check: asyncio.Future[None] | None = None
         self.status: Status = "starting"
         self.epoch: str | None = None
 
@@ -174,8 +186,15 @@ class CacheGuard:
         it is about to write.
         """
         if self._clock() - self._last_check >= self._opts.miss_check_every_s:
-            await self.check("read miss")
+            if self._miss_check is None:
+                self._miss_check = asyncio.ensure_future(self.check("read miss"))
+                self._miss_check.add_done_callback(self._miss_checked)
+            await asyncio.shield(self._miss_check)
         return self.rebuilding
+
+    def _miss_checked(self, check: asyncio.Future[None]) -> None:
+        if self._miss_check is check:
+            self._miss_check = None
 
     async def check(self, reason: str) -> None:
         """Read the marker; start (or take over) a rebuild when the cache was lost."""
@@ -186,10 +205,12 @@ class CacheGuard:
             if raw is None:
                 epoch = uuid4().hex
                 marker = _encode(epoch, "rebuilding", self._clock())
+                ttl_ms = int(self._opts.lease_s * 1000)
                 with redis_errors("writing a new cache epoch"):
-                    won = await self._redis.set(self._marker, marker, nx=True)
+                    won = await self._new_epoch_script(
+                        keys=[self._marker, self._lease], args=[marker, self._owner, ttl_ms]
+                    )
                 if won:
-                    await self._take_lease()
                     log.warning(
                         "%s: no cache epoch marker (%s): a new or lost cache; "
                         "rebuilding it as epoch %s",

@@ -72,8 +72,13 @@ _RETENTION_NOTIFICATIONS: Final = {"cleanup.policy": "delete", "retention.ms": s
 # Domain topics are other teams' public API: keep a month so a consumer can rebuild.
 _RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 _RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
-# Changelogs hold Peepers-owned state: the last record of each key is kept forever.
-_COMPACTED: Final = {"cleanup.policy": "compact"}
+# A changelog keeps each key's latest record for ever (it is the system of record);
+# a tombstone stays a day, so a restore that is running sees the delete.
+_CHANGELOG_CONFIG: Final = {
+    "cleanup.policy": "compact",
+    "delete.retention.ms": str(_DAY_MS),
+    "min.compaction.lag.ms": "0",
+}
 
 
 def _failure_topics(consumed: str) -> list[TopicSpec]:
@@ -127,7 +132,7 @@ def _registry() -> dict[str, TopicSpec]:
             CATALOG_SELLERS_CHANGELOG,
             1,
             "internal: sellers whose items the catalog keeps, keyed <namespace><seller_id>",
-            _COMPACTED,
+            _CHANGELOG_CONFIG,
         )
     )
     return {spec.name: spec for spec in specs}

@@ -23,7 +23,7 @@ class RebuildSettings(BaseModel):
     """How the worker notices a lost cache (peepers_common.rebuild.CacheGuard)."""
 
     check_every_s: float = Field(default=5.0, gt=0)
-    miss_check_every_s: float = Field(default=1.0, ge=0)
+    miss_check_every_s: float = Field(default=0.0, ge=0)
     lease_s: float = Field(default=30.0, gt=0)
     retry_after_s: float = Field(default=10.0, gt=0)
 
