@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,11 +29,13 @@ from peepers_catalog.adapters.kafka_roster import KafkaSellerRoster
 from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.api import create_api
+from peepers_catalog.audit import CatalogAudit
 from peepers_catalog.handlers import Catalog, item_of_record_key, on_item_notification
 from peepers_catalog.ports import STEADY_CACHE
 from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import SyncOptions, full_sync
+from peepers_common.audit import BudgetedSampler, audit_calls_per_s
 from peepers_common.consuming import (
     InboundRecord,
     RecordProcessor,
@@ -76,6 +78,8 @@ class Wiring:
     roster: KafkaSellerRoster
     # Watches for a lost cache and rebuilds it (the worker's; None in a shell's sync).
     guard: CacheGuard | None
+    # The drift audit loop (the worker's, unless its share of the ML budget is 0).
+    audit: BudgetedSampler | None
 
 
 @asynccontextmanager
@@ -129,6 +133,15 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncI
             events_topic=settings.topic_prefix + PEEPERS_CATALOG,
             epoch=guard or STEADY_CACHE,
         )
+        audit = None
+        if guard is not None and settings.audit.share > 0:
+            audit = BudgetedSampler(
+                redis,
+                namespace,
+                CatalogAudit(catalog, roster, batch=settings.audit.batch).step,
+                calls_per_s=audit_calls_per_s(settings.ml, settings.audit.share),
+                paused=lambda: guard.rebuilding,
+            )
         yield Wiring(
             catalog=catalog,
             store=store,
@@ -144,6 +157,7 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncI
             ping=ping,
             roster=roster,
             guard=guard,
+            audit=audit,
         )
 
 
@@ -169,6 +183,9 @@ class Runtime(Service):
         cache = wiring.guard or STEADY_CACHE
         if wiring.guard is not None:
             await wiring.guard.start()  # a lost cache is noticed before records are taken
+        if wiring.audit is not None:
+            audit = asyncio.create_task(wiring.audit.run(), name="catalog-drift-audit")
+            self._stack.push_async_callback(_cancelled, audit)
         api = web.AppRunner(
             create_api(
                 settings, store=wiring.store, search=wiring.store, ping=wiring.ping, cache=cache
@@ -278,6 +295,12 @@ def create_app(settings: Settings) -> faust.App:
     retry_names = [retry_topic(name) for name in (*ITEM_TOPICS, PEEPERS_SELLERS)]
     app.agent(topic(*retry_names), name="catalog.retries", concurrency=1)(retries)
     return app
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 def _record(event: faust.EventT[bytes]) -> InboundRecord:

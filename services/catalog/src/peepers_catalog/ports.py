@@ -90,6 +90,10 @@ class ItemStore(Protocol):
         """Ids of the seller's cached items that are not marked gone."""
         ...
 
+    async def sample_item_ids(self, seller_id: int, count: int) -> list[str]:
+        """Up to ``count`` distinct live items of the seller, picked at random."""
+        ...
+
     async def mark_gone(self, seller_id: int, item_ids: Iterable[str]) -> int:
         """Flag items that vanished from ML: out of search and facets, kept for reads.
 
