@@ -12,14 +12,13 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.events import ItemCreated, ItemSnapshotRead
 from peepers_common.settings import KafkaSettings
 from tests.e2e.catalog.harness import deployment
-from tests.integration.catalog.worker import WorkerRun, ready_worker
+from tests.integration.catalog.worker import ready_worker
 from tests.support import private_redis, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -28,17 +27,7 @@ log = logging.getLogger(__name__)
 
 ITEMS = 120
 RATE = 20.0
-
-
-async def metric(run: WorkerRun, name: str) -> float:
-    """The sum of a metric's samples on the worker's /metrics (0 when absent)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{run.url}/metrics") as response:
-        text = await response.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(name) and not line.startswith("#")
-    )
+REBUILDS_DONE = 'peepers_catalog_rebuild_finished_total{outcome="done"}'
 
 
 async def test_a_flushed_cache_is_noticed_and_rebuilt_without_announcing_any_item_twice(
@@ -65,15 +54,10 @@ async def test_a_flushed_cache_is_noticed_and_rebuilt_without_announcing_any_ite
                 await d.wait_converged(timeout_s=60)
 
                 async def rebuilt() -> bool:
-                    return (
-                        await metric(
-                            d.run, 'peepers_catalog_rebuild_finished_total{outcome="done"}'
-                        )
-                        >= 2
-                    )
+                    return await d.run.metric(REBUILDS_DONE) >= 2
 
                 await wait_until(rebuilt, timeout_s=30, every_s=0.2)
-                noticed = await metric(d.run, "peepers_catalog_rebuild_started_total")
+                noticed = await d.run.metric("peepers_catalog_rebuild_started_total")
                 after = await d.events()
         finally:
             await redis.aclose()

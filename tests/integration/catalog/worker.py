@@ -119,6 +119,22 @@ class WorkerRun:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
+    async def metric(self, name: str) -> float:
+        """The sum of a metric's samples on the worker's /metrics (0 when absent).
+
+        ``name`` may carry labels as Prometheus prints them: ``x_total{field="price"}``.
+        """
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url}/metrics") as response,
+        ):
+            text = await response.text()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
     async def ready(self) -> bool:
         try:
             async with (
