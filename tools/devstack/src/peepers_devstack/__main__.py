@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from peepers_devstack.display import tolerating_lost_reader
 from peepers_devstack.errors import ChildFailed, DevstackError
 from peepers_devstack.orchestrator import Options, Orchestrator
 from peepers_devstack.settings import Settings
@@ -51,7 +52,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     add(
         "--isolate",
         action="store_true",
-        help="own catalog consumer group (from the topics' end) and Redis scope (tests)",
+        help="accepted for older scripts: every run now has its own catalog state",
     )
     add(
         "--ml-requests-per-minute",
@@ -71,7 +72,6 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         ready_timeout_s=args.ready_timeout,
         sync_timeout_s=args.sync_timeout,
         exit_after_s=args.exit_after,
-        isolate=args.isolate,
         ml_requests_per_minute=args.ml_requests_per_minute,
         log_dir=args.log_dir,
         work_dir=args.work_dir,
@@ -112,11 +112,17 @@ async def run(options: Options, console: Console) -> int:
             raise
         orchestrator.say(f"{received[0].name} received")
     except ChildFailed as exc:
-        console.print(f"[bold red]error:[/] {exc} (log {exc.log}); its last lines:")
-        console.print(exc.tail, markup=False, highlight=False)
+        failed = exc
+
+        def report() -> None:
+            console.print(f"[bold red]error:[/] {failed} (log {failed.log}); its last lines:")
+            console.print(failed.tail, markup=False, highlight=False)
+
+        tolerating_lost_reader(report)
         status = 1
     except DevstackError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        message = f"[bold red]error:[/] {exc}"
+        tolerating_lost_reader(lambda: console.print(message, highlight=False))
         status = 1
     finally:
         await orchestrator.shutdown()
