@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from peepers_devstack.display import tolerating_lost_reader
+from peepers_devstack.display import RunConsole
 from peepers_devstack.errors import ChildFailed, DevstackError
 from peepers_devstack.orchestrator import Options, Orchestrator
 from peepers_devstack.settings import Settings
@@ -112,17 +112,11 @@ async def run(options: Options, console: Console) -> int:
             raise
         orchestrator.say(f"{received[0].name} received")
     except ChildFailed as exc:
-        failed = exc
-
-        def report() -> None:
-            console.print(f"[bold red]error:[/] {failed} (log {failed.log}); its last lines:")
-            console.print(failed.tail, markup=False, highlight=False)
-
-        tolerating_lost_reader(report)
+        console.print(f"[bold red]error:[/] {exc} (log {exc.log}); its last lines:")
+        console.print(exc.tail, markup=False, highlight=False)
         status = 1
     except DevstackError as exc:
-        message = f"[bold red]error:[/] {exc}"
-        tolerating_lost_reader(lambda: console.print(message, highlight=False))
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
         status = 1
     finally:
         await orchestrator.shutdown()
@@ -135,7 +129,7 @@ async def run(options: Options, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_options(argv)
-    console = Console()
+    console = RunConsole()
     # Piped output (logs, tests) keeps each line whole; a terminal wraps inside the panel.
     console.soft_wrap = not console.is_terminal
     sys.exit(asyncio.run(run(options, console)))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -14,17 +13,17 @@ from rich.text import Text
 from peepers_devstack.watch import Summary
 
 
-def tolerating_lost_reader(write: Callable[[], object]) -> None:
-    """Run ``write``; if stdout's reader is gone, send stdout to /dev/null from now on.
+class RunConsole(Console):
+    """A console that outlives its reader.
 
     ``make run | tee run.log`` and Ctrl-C: the terminal interrupts ``tee`` too, so the
     next line the orchestrator writes (``stopping the children``) meets a broken pipe.
-    Losing the output must not stop the shutdown that follows (Python's documented
-    recipe for a closed stdout).
+    Rich then sends stdout to /dev/null, as Python's docs advise, and exits; here only the
+    output stops, and the shutdown that follows runs to its end.
     """
-    try:
-        write()
-    except BrokenPipeError:
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)

@@ -41,7 +41,7 @@ from peepers_common.errors import CacheUnavailable, InfrastructureError
 from peepers_common.kafka import end_offsets
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_SELLERS, notification_topic, retry_topic
-from peepers_devstack.display import plain, render, tolerating_lost_reader
+from peepers_devstack.display import plain, render
 from peepers_devstack.errors import PreflightFailed, StepFailed
 from peepers_devstack.plan import ChildSpec, Plan, Ports, Secrets
 from peepers_devstack.processes import Child, Supervisor
@@ -102,13 +102,11 @@ class Orchestrator:
         self.started = time.monotonic()
 
     def say(self, message: str) -> None:
-        tolerating_lost_reader(
-            lambda: self.console.print(f"[bold cyan]run:[/] {message}", highlight=False)
-        )
+        self.console.print(f"[bold cyan]run:[/] {message}", highlight=False)
 
     def out(self, line: str) -> None:
         """A plain line (piped output: progress and summary lines)."""
-        tolerating_lost_reader(lambda: print(line, flush=True))
+        self.console.out(line, highlight=False)
 
     async def run(self) -> None:
         missing = missing_stack_vars()
