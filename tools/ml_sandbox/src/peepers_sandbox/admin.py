@@ -36,6 +36,7 @@ def _events(market: Marketplace) -> dict[str, Callable[..., Any]]:
         "answer": market.answer_question,
         "message": market.new_message,
         "claim": market.new_claim,
+        "silent_change": market.silent_change,
     }
 
 

@@ -241,6 +241,14 @@ def public_quantity(qty: int) -> int:
     return 50000
 
 
+def _id_param(name: str, value: object) -> int:
+    """A numeric id from an admin body: a JSON integer or a string of digits."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        msg = f"{name} must be a positive integer, got {value!r}"
+        raise bad_request(msg)
+    return int(value)
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -709,6 +717,84 @@ class Marketplace:
             item["status"], item["sub_status"] = "active", []
         self._touch_item(item)
         return item
+
+    # ------------------------------------------------------------------ silent changes
+    def silent_change(
+        self,
+        *,
+        item_id: str | None = None,
+        order_id: int | None = None,
+        question_id: int | None = None,
+    ) -> Json:
+        """Change one resource as ML would, but send no notification (drift audits).
+
+        ML's docs say invisible internal changes do notify; the reverse (a change that
+        never reaches the callback) is what a drift audit must catch, so this is the
+        sandbox's way to make one. Returns ``{"resource", "changed": {field: [old, new]}}``.
+        """
+        given = [
+            k
+            for k, v in (("item_id", item_id), ("order_id", order_id), ("question_id", question_id))
+            if v is not None
+        ]
+        if len(given) != 1:
+            msg = "Give exactly one of item_id, order_id or question_id"
+            raise bad_request(msg)
+        if item_id is not None:
+            return self._silent_item(self.item(str(item_id)))
+        if order_id is not None:
+            return self._silent_order(self.order(_id_param("order_id", order_id)))
+        return self._silent_question(self.question(_id_param("question_id", question_id)))
+
+    def _silent_item(self, item: Json) -> Json:
+        old = {k: item[k] for k in ("price", "available_quantity", "last_updated")}
+        price = old["price"]
+        while price == old["price"]:
+            price = round(old["price"] * self.rng.uniform(0.85, 1.15), 1)
+        item["price"] = item["base_price"] = price
+        for variation in item["variations"]:
+            variation["price"] = price
+        item["available_quantity"] = old["available_quantity"] + self.rng.randint(1, 9)
+        item["last_updated"] = iso_z(self._stamp())
+        self._item_json.pop((item["id"], True), None)
+        self._item_json.pop((item["id"], False), None)
+        changed = {k: [v, item[k]] for k, v in old.items()}
+        return {"resource": f"/items/{item['id']}", "changed": changed}
+
+    def _silent_order(self, order: Json) -> Json:
+        old_tags, old_stamp = list(order["tags"]), order["last_updated"]
+        # An internal tag with no effect on the sale's state: it only has to differ.
+        tag = "high_concurrency"
+        order["tags"] = [t for t in old_tags if t != tag] if tag in old_tags else [*old_tags, tag]
+        order["last_updated"] = iso_brt(self._stamp())
+        changed = {
+            "tags": [old_tags, order["tags"]],
+            "last_updated": [old_stamp, order["last_updated"]],
+        }
+        return {"resource": f"/orders/{order['id']}", "changed": changed}
+
+    def _silent_question(self, question: Json) -> Json:
+        old_status, old_hold, old_stamp = (
+            question["status"],
+            question["hold"],
+            question["last_updated"],
+        )
+        # Moderation holds an unanswered question and releases it; others toggle the spam flag.
+        flips = {"UNANSWERED": "UNDER_REVIEW", "UNDER_REVIEW": "UNANSWERED"}
+        changed: Json = {}
+        if old_status in flips:
+            question["status"] = flips[old_status]
+            question["hold"] = question["status"] == "UNDER_REVIEW"
+            changed["status"] = [old_status, question["status"]]
+            if question["hold"] != old_hold:
+                changed["hold"] = [old_hold, question["hold"]]
+        else:
+            old_spam = question["suspected_spam"]
+            question["suspected_spam"] = not old_spam
+            changed["suspected_spam"] = [old_spam, question["suspected_spam"]]
+        question["last_updated"] = iso_z(self._stamp())
+        changed["last_updated"] = [old_stamp, question["last_updated"]]
+        return {"resource": f"/questions/{question['id']}", "changed": changed}
 
     def item_prices(self, item: Json) -> Json:
         return {
