@@ -11,10 +11,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from peepers_sandbox.api import state_key
 from peepers_sandbox.config import AppConfig, RateLimitConfig
 from peepers_sandbox.errors import SandboxError, json_response
 from peepers_sandbox.marketplace import Marketplace
+from peepers_sandbox.routes.common import state_key
 from peepers_sandbox.state import SandboxState
 
 
