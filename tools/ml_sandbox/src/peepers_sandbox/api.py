@@ -8,6 +8,7 @@ stores it under ``request[token_key]``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
@@ -21,6 +22,7 @@ from peepers_sandbox.oauth import AccessToken
 from peepers_sandbox.routes import claims, feeds, items, messages, orders, questions, users
 from peepers_sandbox.routes.common import state_key, token_key
 
+_log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -116,6 +118,20 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 "cause": [],
             },
             status=404,
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        # A sandbox bug still answers in ML's shape; the log keeps the traceback.
+        _log.exception("unhandled error on %s %s", request.method, request.path_qs)
+        return json_response(
+            {
+                "message": "internal server error",
+                "error": "internal_server_error",
+                "status": 500,
+                "cause": [],
+            },
+            status=500,
         )
 
 

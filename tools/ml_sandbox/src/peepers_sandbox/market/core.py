@@ -60,7 +60,10 @@ class MarketCore:
         self.orders_by_buyer: dict[int, list[int]] = {}
         self.shipments: dict[int, Json] = {}
         self.shipment_parties: dict[int, tuple[int, int, int]] = {}  # id -> seller, buyer, order
+        self.shipment_history: dict[int, list[Json]] = {}
+        self.shipment_pack: dict[int, int] = {}
         self.packs: dict[int, Json] = {}
+        self.pack_flags: dict[int, set[str]] = {}  # buyer_block, fulfillment
         self.payments: dict[int, Json] = {}
         self.questions: dict[int, Json] = {}
         self.questions_by_seller: dict[int, list[int]] = {}

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from peepers_sandbox.clock import BRT
 from peepers_sandbox.errors import SandboxError, bad_request
 from peepers_sandbox.oauth import AccessToken
 from peepers_sandbox.state import SandboxState
@@ -36,6 +37,8 @@ def int_param(
             raise bad_request(msg)
         return default
     try:
+        if not raw.isascii():
+            raise ValueError(raw)
         value = int(raw)
     except ValueError:
         msg = f"Invalid value for {name}: {raw}"
@@ -51,18 +54,20 @@ def int_param(
 
 def path_int(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         msg = f"Invalid {name}: {raw}"
         raise bad_request(msg)
     return int(raw)
 
 
 def parse_dt(value: str) -> datetime:
+    """An ISO date; one with no offset (``2026-12-01``) is read in the site's time, UTC-3."""
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         msg = f"Invalid date: {value}"
-        raise bad_request(msg) from None
+        raise bad_request(msg, "invalid_date") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=BRT)
 
 
 def select(body: dict[str, Any], attributes: list[str]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,51 @@ def _order_for(st: SandboxState, token: AccessToken, order_id: int) -> dict[str,
     return order
 
 
+def _csv(raw: str | None) -> set[str]:
+    return {v.strip() for v in (raw or "").split(",") if v.strip()}
+
+
+def _matches(order: dict[str, Any], q: str, counterpart: str) -> bool:
+    """``q``: the order id, an item id, a word of the title or the counterpart's nickname."""
+    item = order["order_items"][0]["item"]
+    return (
+        q == str(order["id"])
+        or q == item["id"]
+        or q.lower() in item["title"].lower()
+        or q.lower() == order[counterpart]["nickname"].lower()
+    )
+
+
+def _mediation_values(st: SandboxState, order: dict[str, Any], key: str) -> set[str]:
+    claims = st.market.claims
+    return {str(claims[m["id"]][key]) for m in order["mediations"] if m["id"] in claims}
+
+
+# FACTS.md §4.3 names the filters; their values are the sandbox's reading (README).
+_FEEDBACK_SIDES = {"sale": "seller", "purchase": "buyer"}
+
+
+def _feedback_filter(
+    orders: list[dict[str, Any]], query: Mapping[str, str], caller_role: str
+) -> list[dict[str, Any]]:
+    if status := query.get("feedback.status"):
+        if status not in ("pending", "active"):
+            msg = "feedback.status must be pending or active"
+            raise bad_request(msg, "invalid_params")
+        given = status == "active"
+        orders = [o for o in orders if (o["feedback"][caller_role] is not None) == given]
+    for side, role in _FEEDBACK_SIDES.items():
+        if rating := query.get(f"feedback.{side}.rating"):
+            orders = [o for o in orders if (o["feedback"][role] or {}).get("rating") == rating]
+        if fulfilled := query.get(f"feedback.{side}.fulfilled"):
+            if fulfilled not in ("true", "false"):
+                msg = f"feedback.{side}.fulfilled must be true or false"
+                raise bad_request(msg, "invalid_params")
+            want = fulfilled == "true"
+            orders = [o for o in orders if (o["feedback"][role] or {}).get("fulfilled") is want]
+    return orders
+
+
 async def orders_get(request: web.Request) -> web.StreamResponse:
     st = state_of(request)
     return json_response(_order_for(st, token_of(request), path_int(request, "order_id")))
@@ -62,14 +108,17 @@ async def orders_search(request: web.Request) -> web.StreamResponse:
         orders = [o for o in orders if o["status"] != "cancelled"]
     if item := query.get("item"):
         orders = [o for o in orders if o["order_items"][0]["item"]["id"] == item]
+    if tags := _csv(query.get("tags")):
+        orders = [o for o in orders if tags <= set(o["tags"])]
+    if not_tags := _csv(query.get("tags.not")):
+        orders = [o for o in orders if not not_tags & set(o["tags"])]
     if q := query.get("q"):
-        orders = [
-            o
-            for o in orders
-            if q == str(o["id"])
-            or q.lower() in o["order_items"][0]["item"]["title"].lower()
-            or q == o["order_items"][0]["item"]["id"]
-        ]
+        counterpart = "buyer" if by_seller else "seller"
+        orders = [o for o in orders if _matches(o, q, counterpart)]
+    for key in ("stage", "status"):
+        if wanted := _csv(query.get(f"mediations.{key}")):
+            orders = [o for o in orders if _mediation_values(st, o, key) & wanted]
+    orders = _feedback_filter(orders, query, "seller" if by_seller else "buyer")
     for field in ("date_created", "date_closed", "date_last_updated"):
         key = "last_updated" if field == "date_last_updated" else field
         if start := query.get(f"order.{field}.from"):
@@ -127,7 +176,7 @@ async def payments_get(request: web.Request) -> web.StreamResponse:
     return json_response({"collection": payment})
 
 
-async def shipments_get(request: web.Request) -> web.StreamResponse:
+def _shipment_for(request: web.Request) -> tuple[SandboxState, dict[str, Any]]:
     st = state_of(request)
     token = token_of(request)
     shipment_id = path_int(request, "shipment_id")
@@ -136,12 +185,68 @@ async def shipments_get(request: web.Request) -> web.StreamResponse:
     if token.user_id not in (seller_id, buyer_id):
         msg = "The caller is not authorized to access this shipment"
         raise forbidden(msg)
-    return json_response(shipment)
+    return st, shipment
+
+
+async def shipments_get(request: web.Request) -> web.StreamResponse:
+    """The new format with ``x-format-new: true``; without it, per ``ApiConfig``."""
+    st, shipment = _shipment_for(request)
+    if request.headers.get("x-format-new", "").lower() == "true":
+        return json_response(shipment)
+    if st.config.api.shipments_legacy_format == "error":
+        msg = "The x-format-new: true header is required"
+        raise bad_request(msg, "invalid_format")
+    # The legacy shape still carried order_id and external_reference (FACTS.md §6).
+    _, _, order_id = st.market.shipment_parties[shipment["id"]]
+    return json_response({**shipment, "order_id": order_id, "external_reference": None})
+
+
+async def shipments_history(request: web.Request) -> web.StreamResponse:
+    st, shipment = _shipment_for(request)
+    return json_response(st.market.shipment_history[shipment["id"]])
+
+
+_HISTORY_DATES = {
+    "handling": "date_handling",
+    "ready_to_ship": "date_ready_to_ship",
+    "shipped": "date_shipped",
+    "delivered": "date_delivered",
+    "not_delivered": "date_not_delivered",
+    "cancelled": "date_cancelled",
+}
+
+
+async def orders_shipments(request: web.Request) -> web.StreamResponse:
+    """The hosted view of an order's shipments (FACTS.md §4.4, §6): forward only."""
+    st = state_of(request)
+    order = _order_for(st, token_of(request), path_int(request, "order_id"))
+    shipment = st.market.shipments[order["shipping"]["id"]]
+    history: dict[str, str | None] = dict.fromkeys(
+        (*_HISTORY_DATES.values(), "date_first_visit", "date_returned")
+    )
+    for step in st.market.shipment_history[shipment["id"]]:
+        if (name := _HISTORY_DATES.get(step["status"])) and history[name] is None:
+            history[name] = step["date"]
+        if step["substatus"] == "returned":
+            history["date_returned"] = step["date"]
+    return json_response(
+        [
+            {
+                "id": shipment["id"],
+                "type": "forward",
+                "status": shipment["status"],
+                "substatus": shipment["substatus"],
+                "status_history": history,
+            }
+        ]
+    )
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/orders/search", orders_search, name="orders:search")
+    r.add_get("/orders/{order_id}/shipments", orders_shipments, name="orders:shipments")
     r.add_get("/orders/{order_id}", orders_get, name="orders:get")
     r.add_get("/packs/{pack_id}", packs_get, name="orders:pack")
     r.add_get("/collections/{payment_id}", payments_get, name="payments:get")
+    r.add_get("/shipments/{shipment_id}/history", shipments_history, name="shipments:history")
     r.add_get("/shipments/{shipment_id}", shipments_get, name="shipments:get")
