@@ -43,8 +43,16 @@ def _events(market: Marketplace) -> dict[str, Callable[..., Any]]:
         "stock_change": market.change_stock,
         "question": market.new_question,
         "answer": market.answer_question,
+        "question_moderation": market.moderate_question,
+        "answer_ban": market.ban_answer,
         "message": market.new_message,
+        "conversation_block": market.block_conversation,
         "claim": market.new_claim,
+        "claim_action": market.claim_action,
+        "claim_dispute": market.escalate_claim,
+        "claim_stale": market.stale_claim,
+        "claim_close": market.close_claim,
+        "claim_recontact": market.recontact_claim,
         "silent_change": market.silent_change,
     }
 

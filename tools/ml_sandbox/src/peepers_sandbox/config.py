@@ -150,6 +150,7 @@ class ApiConfig(BaseModel):
     scroll_ttl_sliding: bool = True
     items_search_max_offset: int = 1000
     orders_search_max_limit: int = 51
+    questions_search_max_offset: int = 1000
     orders_search_hide_cancelled: bool = True
     message_text_max_len: int = 350
     message_by_id_shape: Literal["envelope", "bare"] = "envelope"

@@ -63,15 +63,22 @@ class MarketCore:
         self.shipment_history: dict[int, list[Json]] = {}
         self.shipment_pack: dict[int, int] = {}
         self.packs: dict[int, Json] = {}
-        self.pack_flags: dict[int, set[str]] = {}  # buyer_block, fulfillment
+        self.pack_flags: dict[int, set[str]] = {}  # fulfillment, buyer_wrote, seller_started
+        self.buyer_blocks: dict[int, int] = {}  # pack id -> when its buyer blocked the seller
         self.payments: dict[int, Json] = {}
         self.questions: dict[int, Json] = {}
         self.questions_by_seller: dict[int, list[int]] = {}
+        self.questions_by_item: dict[str, list[int]] = {}
+        self.questions_by_buyer: dict[int, list[int]] = {}
         self.messages: dict[str, Json] = {}
         self.messages_by_pack: dict[int, list[str]] = {}
         self.message_pack: dict[str, int] = {}
         self.claims: dict[int, Json] = {}
         self.claims_by_seller: dict[int, list[int]] = {}
+        self.claims_by_buyer: dict[int, list[int]] = {}
+        self.claim_messages: dict[int, list[Json]] = {}
+        # Unread messages per reader and pack, kept as messages come and are read.
+        self.unread: dict[int, dict[int, int]] = {}
         self._item_json: dict[tuple[str, bool], bytes] = {}
         self._next_item = _FIRST_ITEM_NUMBER
         self._next_order = _FIRST_ORDER_ID
@@ -89,6 +96,10 @@ class MarketCore:
             self._now_ms += self.rng.randint(1_000, 600_000)
             return self._now_ms
         return self.clock.tick_ms()
+
+    def now_ms(self) -> int:
+        """Sandbox time in ms; while seeding, the seed's own time."""
+        return self._now_ms if self._now_ms is not None else int(self.clock.now() * 1000)
 
     def _emit(
         self, topic: str, user_id: int, resource: str, actions: list[str] | None = None

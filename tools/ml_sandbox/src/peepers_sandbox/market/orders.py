@@ -447,7 +447,7 @@ class Orders(Items):
             msg = f"amount must be > 0 and <= the {refundable} refundable"
             raise bad_request(msg)
         if amount >= refundable:
-            return self.cancel_order(order_id, group="seller", code="refunded")
+            return self._cancel(order, group="seller", code="refunded")
         changed = self._refund_payments(order, _money(amount))
         order["status"] = "partially_refunded"
         self._touch_order(order)
@@ -517,6 +517,10 @@ class Orders(Items):
         if shipment["status"] in ("delivered", "not_delivered"):
             msg = f"Order {order_id} was already {shipment['status']}, it cannot be cancelled"
             raise bad_request(msg, "invalid_order_status")
+        return self._cancel(order, group=group, code=code)
+
+    def _cancel(self, order: Json, *, group: str, code: str) -> Json:
+        """Cancel, refunding every approved payment (a full refund cancels even after delivery)."""
         left = sum(
             p["transaction_amount"] - p["transaction_amount_refunded"]
             for p in order["payments"]

@@ -24,8 +24,19 @@ ANSWERS = [
 ]
 
 
+# Moderation moves (FACTS.md §5.1): the status a question may reach, and from where.
+MODERATION: dict[str, tuple[str, ...]] = {
+    "UNDER_REVIEW": ("UNANSWERED",),
+    "UNANSWERED": ("UNDER_REVIEW",),
+    "BANNED": ("UNANSWERED", "UNDER_REVIEW"),
+    "DELETED": ("UNANSWERED", "UNDER_REVIEW", "ANSWERED", "BANNED", "CLOSED_UNANSWERED"),
+    "DISABLED": ("ANSWERED",),
+    "CLOSED_UNANSWERED": ("UNANSWERED",),
+}
+ANSWER_MAX_LEN = 2000
+
+
 class Questions(Items):
-    # ------------------------------------------------------------------ questions
     def new_question(
         self,
         *,
@@ -57,6 +68,8 @@ class Questions(Items):
         }
         self.questions[qid] = question
         self.questions_by_seller[item["seller_id"]].append(qid)
+        self.questions_by_item.setdefault(item["id"], []).append(qid)
+        self.questions_by_buyer.setdefault(buyer_id, []).append(qid)
         self._emit("questions", item["seller_id"], f"/questions/{qid}")
         return question
 
@@ -74,8 +87,8 @@ class Questions(Items):
         if question["status"] != "UNANSWERED":
             msg = f"Question {question_id} is {question['status']}"
             raise bad_request(msg, "invalid_question")
-        if not text or len(text) > 2000:
-            msg = "text must have between 1 and 2000 characters"
+        if not text or len(text) > ANSWER_MAX_LEN:
+            msg = f"text must have between 1 and {ANSWER_MAX_LEN} characters"
             raise bad_request(msg, "invalid_post_body")
         stamp = self._stamp()
         question["answer"] = {"text": text, "status": "ACTIVE", "date_created": iso_brt(stamp)}
@@ -83,6 +96,54 @@ class Questions(Items):
         question["last_updated"] = iso_z(stamp)
         self._emit("questions", seller_id, f"/questions/{question_id}")
         return question
+
+    def moderate_question(self, question_id: int, status: str) -> Json:
+        """ML's moderation moves a question (``MODERATION``); ``UNDER_REVIEW`` holds it."""
+        question = self.question(question_id)
+        sources = MODERATION.get(status)
+        if sources is None:
+            msg = f"status must be one of {', '.join(MODERATION)}"
+            raise bad_request(msg)
+        if question["status"] not in sources:
+            msg = f"Question {question_id} is {question['status']}; it cannot become {status}"
+            raise bad_request(msg, "invalid_question")
+        question["status"] = status
+        question["hold"] = status == "UNDER_REVIEW"
+        if status == "DELETED":
+            question["deleted_from_listing"] = True
+        self._touch_question(question)
+        return question
+
+    def ban_answer(self, question_id: int) -> Json:
+        """Moderation bans an answer: its text comes back empty (FACTS.md §5.1)."""
+        question = self.question(question_id)
+        answer = question["answer"]
+        if question["status"] != "ANSWERED" or answer is None or answer["status"] != "ACTIVE":
+            msg = f"Question {question_id} has no active answer"
+            raise bad_request(msg, "invalid_question")
+        answer["status"], answer["text"] = "BANNED", ""
+        self._touch_question(question)
+        return question
+
+    def delete_question(self, question_id: int, user_id: int) -> Json:
+        """``DELETE /questions/{id}`` by the asker or the seller."""
+        question = self.question(question_id)
+        if user_id not in (question["seller_id"], question["buyer_id"]):
+            raise SandboxError(403, "forbidden", "The user cannot delete this question")
+        return self.moderate_question(question_id, "DELETED")
+
+    def _touch_question(self, question: Json) -> None:
+        question["last_updated"] = iso_z(self._stamp())
+        self._emit("questions", question["seller_id"], f"/questions/{question['id']}")
+
+    def set_item_status(self, item_id: str, status: str) -> Json:
+        """Closing an item closes its unanswered questions (``CLOSED_UNANSWERED``)."""
+        item = super().set_item_status(item_id, status)
+        if status == "closed":
+            for qid in self.questions_by_item.get(item_id, []):
+                if self.questions[qid]["status"] == "UNANSWERED":
+                    self.moderate_question(qid, "CLOSED_UNANSWERED")
+        return item
 
     def _silent_question(self, question: Json) -> Json:
         old_status, old_hold, old_stamp = (

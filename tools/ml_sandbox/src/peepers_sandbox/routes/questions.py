@@ -34,9 +34,10 @@ async def questions_search(request: web.Request) -> web.StreamResponse:
             raise forbidden(msg)
         questions = [market.questions[q] for q in market.questions_by_seller.get(token.user_id, [])]
     elif item_id := query.get("item"):
-        questions = [q for q in market.questions.values() if q["item_id"] == item_id]
+        questions = [market.questions[q] for q in market.questions_by_item.get(item_id, [])]
     elif from_id := query.get("from"):
-        questions = [q for q in market.questions.values() if str(q["buyer_id"]) == from_id]
+        buyer = int(from_id) if from_id.isascii() and from_id.isdigit() else -1
+        questions = [market.questions[q] for q in market.questions_by_buyer.get(buyer, [])]
     else:
         msg = "Search needs seller_id, item or from"
         raise bad_request(msg, "invalid_params")
@@ -56,6 +57,11 @@ async def questions_search(request: web.Request) -> web.StreamResponse:
     questions.sort(key=lambda q: tuple(q[mapping[f]] for f in fields), reverse=descending)
     limit = int_param(request, "limit", 50, maximum=100)
     offset = int_param(request, "offset", 0)
+    cap = st.config.api.questions_search_max_offset
+    if offset + limit > cap:
+        # FACTS.md §5.1: "Scan for >1000"; the sandbox refuses like the items search.
+        msg = f"Offset and limit exceed {cap} results"
+        raise bad_request(msg, "invalid_offset")
     return json_response(
         {
             "total": len(questions),
@@ -118,7 +124,15 @@ async def answers_post(request: web.Request) -> web.StreamResponse:
     return json_response(st.market.answer_question(question_id, text, token.user_id))
 
 
+async def questions_delete(request: web.Request) -> web.StreamResponse:
+    """FACTS.md §5.1: ``DELETE /questions/{id}`` answers ``["Question deleted."]``."""
+    st = state_of(request)
+    st.market.delete_question(path_int(request, "question_id"), token_of(request).user_id)
+    return json_response(["Question deleted."])
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/questions/search", questions_search, name="questions:search")
     r.add_get("/questions/{question_id}", questions_get, name="questions:get")
+    r.add_delete("/questions/{question_id}", questions_delete, name="questions_write:delete")
     r.add_post("/answers", answers_post, name="answers:post")
