@@ -176,8 +176,9 @@ async def notifier_get(request: web.Request) -> web.StreamResponse:
 async def notifier_patch(request: web.Request) -> web.StreamResponse:
     st = _st(request)
     body = await _body(request)
-    if "quirks" in body:
-        _patch(st.config.notifier.quirks, body.pop("quirks"))
+    for nested in ("quirks", "chaos"):
+        if nested in body:
+            _patch(getattr(st.config.notifier, nested), body.pop(nested))
     _patch(st.config.notifier, body)
     return json_response(st.config.notifier.model_dump(mode="json"))
 
@@ -190,6 +191,8 @@ async def notifier_attempts(request: web.Request) -> web.StreamResponse:
         log = [a for a in log if a["notification_id"] == nid]
     if topic := query.get("topic"):
         log = [a for a in log if a["topic"] == topic]
+    if chaos := query.get("chaos"):
+        log = [a for a in log if a["chaos"] == (None if chaos == "none" else chaos)]
     if "ok" in query:
         wanted = query["ok"] == "true"
         log = [a for a in log if a["ok"] is wanted]
