@@ -32,6 +32,7 @@ def _events(market: Marketplace) -> dict[str, Callable[..., Any]]:
         "shipment": market.ship,
         "delivery": market.deliver,
         "not_delivered": market.fail_delivery,
+        "not_verified": market.unverified_delivery,
         "cancellation": market.cancel_order,
         "feedback": market.give_feedback,
         "new_item": market.new_item,
