@@ -278,7 +278,8 @@ async def events_post(request: web.Request) -> web.StreamResponse:
         raise SandboxError(404, "not_found", f"unknown event kind {kind}")
     try:
         result = action(**await _body(request))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
+        # A parameter of the wrong name or type: the event changes nothing and says why.
         raise SandboxError(400, "bad_request", f"bad parameters for {kind}: {exc}") from None
     return json_response({"kind": kind, "result": result}, status=201)
 
