@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from peepers_sandbox import DEMO_SELLER_ID, NotifierConfig, Sandbox
 from peepers_sandbox.testing import NotificationSink
 from tests.sandbox.support import SmallSandbox
@@ -37,30 +39,29 @@ class TestChaos:
         summary = await sb.admin.notifier_summary()
         assert summary["duplicate_same_id"] == summary["noop"] == summary["held"] == 0
 
-    async def test_duplicates_with_the_same_id(self, small_sandbox: SmallSandbox, sink):
+    @pytest.mark.parametrize(
+        ("new_id_share", "chaos", "ids"),
+        [(0.0, "duplicate_same_id", 1), (1.0, "duplicate_new_id", 4)],
+    )
+    async def test_duplicates_keep_or_change_the_id(
+        self, small_sandbox: SmallSandbox, sink, new_id_share: float, chaos: str, ids: int
+    ):
         sb = await with_chaos(
-            small_sandbox, sink, duplicate_rate=1.0, duplicates=3, new_id_share=0.0, noop_rate=0
+            small_sandbox,
+            sink,
+            duplicate_rate=1.0,
+            duplicates=3,
+            new_id_share=new_id_share,
+            noop_rate=0,
         )
         item_id = items(sb, 1)[0]
         await sb.admin.event("item_edit", item_id=item_id)
         await sb.admin.wait_notifier_idle()
         got = sink.for_resource(f"/items/{item_id}")
         assert len(got) == 4
-        assert len({n["_id"] for n in got}) == 1
-        log = await sb.admin.notifier_attempts(chaos="duplicate_same_id")
-        assert len(log) == 3
-        assert (await sb.admin.notifier_summary())["duplicate_same_id"] == 3
-
-    async def test_duplicates_with_a_new_id(self, small_sandbox: SmallSandbox, sink):
-        sb = await with_chaos(
-            small_sandbox, sink, duplicate_rate=1.0, duplicates=2, new_id_share=1.0, noop_rate=0
-        )
-        item_id = items(sb, 1)[0]
-        await sb.admin.event("item_edit", item_id=item_id)
-        await sb.admin.wait_notifier_idle()
-        got = sink.for_resource(f"/items/{item_id}")
-        assert len({n["_id"] for n in got}) == len(got) == 3
-        assert len(await sb.admin.notifier_attempts(chaos="duplicate_new_id")) == 2
+        assert len({n["_id"] for n in got}) == ids
+        assert len(await sb.admin.notifier_attempts(chaos=chaos)) == 3
+        assert (await sb.admin.notifier_summary())[chaos] == 3
 
     async def test_noop_notifications_point_at_resources_notified_before(
         self, small_sandbox: SmallSandbox, sink

@@ -159,41 +159,46 @@ class Activity:
     def _seller(self) -> int:
         return int(self.rng.choice(self.market.sellers))
 
+    def _pick(self, ids: Sequence[int], accept: Callable[[int], bool], what: str) -> int:
+        """A recent id that ``accept`` takes, in a few tries; 409 when none is found."""
+        for _ in range(_TRIES):
+            if not ids:
+                break
+            candidate = int(self._recent(ids))
+            if accept(candidate):
+                return candidate
+        raise SandboxError(409, "no_candidate", f"no {what}")
+
     def _order_in(self, *statuses: str, shipment: str | None = None) -> int:
         market = self.market
-        orders = market.orders_by_seller[self._seller()]
-        for _ in range(_TRIES):
-            if not orders:
-                break
-            order = market.orders[self._recent(orders)]
-            if order["status"] not in statuses:
-                continue
-            if shipment and market.shipments[order["shipping"]["id"]]["status"] != shipment:
-                continue
-            return int(order["id"])
-        raise SandboxError(409, "no_candidate", f"no order in state {statuses}/{shipment}")
+
+        def accept(order_id: int) -> bool:
+            order = market.orders[order_id]
+            return order["status"] in statuses and (
+                shipment is None or market.shipments[order["shipping"]["id"]]["status"] == shipment
+            )
+
+        seller = self._seller()
+        return self._pick(market.orders_by_seller[seller], accept, f"order {statuses}/{shipment}")
 
     def _question_in(self, status: str) -> int:
-        market = self.market
-        questions = market.questions_by_seller[self._seller()]
-        for _ in range(_TRIES):
-            if not questions:
-                break
-            question_id = int(self._recent(questions))
-            if market.questions[question_id]["status"] == status:
-                return question_id
-        raise SandboxError(409, "no_candidate", f"no question in state {status}")
+        questions = self.market.questions
+        return self._pick(
+            self.market.questions_by_seller[self._seller()],
+            lambda q: questions[q]["status"] == status,
+            f"question {status}",
+        )
 
     def _claim_in(self, status: str, *stages: str) -> int:
-        market = self.market
-        claims = market.claims_by_seller[self._seller()]
-        for _ in range(_TRIES):
-            if not claims:
-                break
-            claim = market.claims[self._recent(claims)]
-            if claim["status"] == status and (not stages or claim["stage"] in stages):
-                return int(claim["id"])
-        raise SandboxError(409, "no_candidate", f"no claim {status} in {stages}")
+        claims = self.market.claims
+
+        def accept(claim_id: int) -> bool:
+            claim = claims[claim_id]
+            return bool(claim["status"] == status and (not stages or claim["stage"] in stages))
+
+        return self._pick(
+            self.market.claims_by_seller[self._seller()], accept, f"claim {status} {stages}"
+        )
 
     def _item(self, status: str | None = None) -> str:
         market = self.market
