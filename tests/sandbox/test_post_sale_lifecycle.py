@@ -164,11 +164,17 @@ class TestConversations:
         async with d.http.get("/messages/unread", params={"tag": "post_sale"}) as resp:
             assert resp.status == 400
 
-    async def test_moderated_messages_carry_their_moderation(self, d: Driver):
+    async def test_moderated_messages_carry_their_moderation_and_are_never_unread(self, d: Driver):
         order = await paid_order(d)
         rejected = await d.event("message", order_id=order["id"], moderation="rejected")
         assert rejected["status"] == "rejected"
         assert rejected["message_moderation"]["status"] == "rejected"
+        await d.event("message", order_id=order["id"])
+        resource = f"/packs/{order['pack_id']}/sellers/{DEMO_SELLER_ID}"
+        # Reading the rejected message alone leaves the clean one unread.
+        await d.get(conversation(order), params={"tag": "post_sale", "limit": "1"})
+        one = await d.get(f"/messages/unread{resource}", params={"tag": "post_sale"})
+        assert one["count"] == 1
 
 
 class TestClaims:

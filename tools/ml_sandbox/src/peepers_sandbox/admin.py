@@ -90,6 +90,10 @@ async def admin_errors(request: web.Request, handler: Callable[..., Any]) -> web
         response: web.StreamResponse = await handler(request)
     except SandboxError as exc:
         return json_response(exc.body(), status=exc.status)
+    except (TypeError, ValueError, OverflowError) as exc:
+        # A parameter of the wrong type (``{"seconds": "soon"}``): refused, nothing changed.
+        error = SandboxError(400, "bad_request", f"bad parameter: {exc}")
+        return json_response(error.body(), status=400)
     return response
 
 
@@ -278,7 +282,7 @@ async def events_post(request: web.Request) -> web.StreamResponse:
         raise SandboxError(404, "not_found", f"unknown event kind {kind}")
     try:
         result = action(**await _body(request))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         # A parameter of the wrong name or type: the event changes nothing and says why.
         raise SandboxError(400, "bad_request", f"bad parameters for {kind}: {exc}") from None
     return json_response({"kind": kind, "result": result}, status=201)

@@ -107,7 +107,7 @@ async def answers_post(request: web.Request) -> web.StreamResponse:
         raise bad_request(msg, "invalid_post_body")
     try:
         question_id = int(payload["question_id"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         msg = "Invalid question_id"
         raise bad_request(msg, "invalid_question") from None
     text = payload.get("text")
