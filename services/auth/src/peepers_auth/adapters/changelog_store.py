@@ -6,12 +6,13 @@ topic ``peepers.auth.sellers.changelog``, keyed by seller id, each value the rec
 the view stores it (`SellerFields`: tokens only as a Fernet blob). Redis holds the view,
 restored from the topic by `peepers_common.changelog.Changelog` when lost.
 
-A write goes: a cheap check that its compare-and-set can still land, the changelog
-(``acks=all``), then the compare-and-set on the view. A writer that loses the race after
-its record reached the changelog appends the winner's state again, so the topic's last
-record per seller is the view's. The view notes the offset of the record it reflects, so
-a restore running beside live writes never puts an older record back
-(`RedisSellerStore.apply`).
+A write goes: a cheap check that its compare-and-set can still land (one Redis read),
+the changelog (``acks=all``), then the compare-and-set on the view, after any restore
+running in this process (the view may not hold the seller until it ends). A writer that
+loses the race after its record reached the changelog appends the winner's state again,
+so the topic's last record per seller is the view's. The view notes the offset of the
+record it reflects, so a restore running beside live writes never puts an older record
+back (`RedisSellerStore.apply`).
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ class ChangelogSellerStore:
     async def put(
         self, record: SellerRecord, *, expected_version: int, lock_token: str | None = None
     ) -> bool:
-        await self._changelog.available()
-        if not await self._view.may_write(
+        # Skipped while the view is being restored: it may not hold the seller yet.
+        if self._changelog.ready and not await self._view.may_write(
             record.seller_id, expected_version=expected_version, lock_token=lock_token
         ):
             return False
         fields = self._view.encode(record)
         logged = await self._changelog.write(str(record.seller_id), fields.changelog_value())
+        # Durable now; the compare-and-set needs the whole view back first.
+        await self._changelog.available()
         if await self._view.put_fields(
             fields, expected_version=expected_version, lock_token=lock_token, offset=logged.offset
         ):
