@@ -201,10 +201,11 @@ async def apply_order(order: MlOrder, revealed_by: str, orders: Orders) -> Outco
 
 
 async def _announceable(order: MlOrder, orders: Orders) -> bool:
-    """Whether a first-seen order is news: created after the seller connected and after
-    this cache began (an older one may have been announced before a loss of the cache).
+    """Whether a first-seen order is news, to announce from ``order.created`` on.
 
-    Backfilled history and orders found again after a loss are announced as snapshots.
+    It is when created after the seller connected and after this cache began (an older
+    one may have been announced before the cache was lost). Backfilled history and orders
+    found again after a loss are announced as snapshots.
     """
     if order.date_created < await orders.sellers.epoch_started_at():
         return False

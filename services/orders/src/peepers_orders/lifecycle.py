@@ -8,14 +8,15 @@ reads them as **milestones** the order has reached:
 milestone           reached when ML shows
 =================== ==========================================================================
 created             the order exists (every status)
-paid                status ``paid`` / ``partially_refunded``, a ``date_closed``, an approved
-                    payment, or any later milestone (nothing ships or refunds unpaid)
-partially_refunded  some of the paid money refunded (``transaction_amount_refunded``), or
-                    status ``partially_refunded``
+paid                status ``paid`` / ``partially_refunded``, or a ``date_closed`` (the
+                    confirmation; a part payment has none), or shipped: nothing ships unpaid
+partially_refunded  once paid: some of the money refunded (``transaction_amount_refunded``),
+                    or status ``partially_refunded``
 shipped             shipment ``shipped`` / ``stale_shipped``, or delivered / not_delivered
 not_delivered       shipment ``not_delivered``
 delivered           shipment ``delivered``
-refunded            all of the paid money refunded (a refunded sale may stay ``paid``: 11)
+refunded            once paid: all of the money refunded (a refunded sale may stay ``paid``:
+                    FACTS.md 11; the sandbox cancels it, as ML's docs say)
 cancelled           status ``cancelled`` or ``invalid`` (11: cancelled or invalid first)
 =================== ==========================================================================
 
@@ -109,16 +110,15 @@ SHIPMENT_STATUSES: Final = frozenset(
 
 _PAID_ORDER: Final = frozenset({"paid", "partially_refunded"})
 _CANCELLED_ORDER: Final = frozenset({"cancelled", "invalid"})
+# Payments whose money reached the seller at some point (refunds are counted apart).
 _MONEY_IN_PAYMENT: Final = frozenset(
     {"approved", "authorized", "refunded", "partially_refunded", "charged_back", "in_mediation"}
 )
 _SHIPPED: Final = frozenset({"shipped", "stale_shipped", "delivered", "not_delivered"})
 _IMPLIES: Final[Mapping[State, tuple[State, ...]]] = {
-    State.PARTIALLY_REFUNDED: (State.PAID,),
     State.SHIPPED: (State.PAID,),
     State.NOT_DELIVERED: (State.SHIPPED, State.PAID),
     State.DELIVERED: (State.SHIPPED, State.PAID),
-    State.REFUNDED: (State.PAID,),
 }
 
 
@@ -154,6 +154,21 @@ def count_unknown(order: MlOrder, shipment: MlShipment | None) -> None:
         metrics.UNKNOWN_VALUES.labels("shipment.status", shipment.status).inc()
 
 
+def _approved_at(order: MlOrder) -> datetime | None:
+    return min((p.date_approved for p in order.payments if p.date_approved), default=None)
+
+
+def _refunded_at(order: MlOrder) -> datetime | None:
+    return max(
+        (
+            p.date_last_modified
+            for p in order.payments
+            if p.transaction_amount_refunded and p.date_last_modified
+        ),
+        default=None,
+    )
+
+
 def milestones(
     order: MlOrder, shipment: MlShipment | None, *, now: datetime
 ) -> dict[State, datetime]:
@@ -164,11 +179,10 @@ def milestones(
     for its current status); otherwise ``now``, the time the fetch revealed it.
     """
     reached: dict[State, datetime] = {State.CREATED: order.date_created}
-    paid_at = order.date_closed or min(
-        (p.date_approved for p in order.payments if p.date_approved is not None), default=None
-    )
-    if order.status in _PAID_ORDER or paid_at is not None:
-        reached[State.PAID] = paid_at or now
+    # date_closed is the confirmation: the first time the order was paid in full. A part
+    # payment (partially_paid) has approved payments but no date_closed: not paid yet.
+    if order.status in _PAID_ORDER or order.date_closed is not None:
+        reached[State.PAID] = order.date_closed or _approved_at(order) or now
     shipment_at = (shipment.last_updated if shipment else None) or now
     shipment_status = shipment.status if shipment else None
     if shipment_status in _SHIPPED:
@@ -178,18 +192,14 @@ def milestones(
     if shipment_status == "not_delivered":
         reached[State.NOT_DELIVERED] = shipment_at
     paid = money(order)
-    refund_at = max(
-        (
-            p.date_last_modified
-            for p in order.payments
-            if p.transaction_amount_refunded and p.date_last_modified is not None
-        ),
-        default=None,
-    ) or (order.last_updated or now)
-    if paid.refunded > 0 and paid.refunded >= paid.paid:
-        reached[State.REFUNDED] = refund_at
-    elif paid.refunded > 0 or order.status == "partially_refunded":
-        reached[State.PARTIALLY_REFUNDED] = refund_at
+    # Money given back before the order was ever paid in full is a cancellation's, not a
+    # refund of a sale.
+    if State.PAID in reached and (paid.refunded > 0 or order.status == "partially_refunded"):
+        refund_at = _refunded_at(order) or order.last_updated or now
+        if paid.refunded > 0 and paid.refunded >= paid.paid:
+            reached[State.REFUNDED] = refund_at
+        else:
+            reached[State.PARTIALLY_REFUNDED] = refund_at
     if order.status in _CANCELLED_ORDER:
         cancelled_at = (order.cancel_detail or {}).get("date")
         reached[State.CANCELLED] = (
@@ -209,7 +219,9 @@ def new_milestones(
 ) -> list[tuple[State, datetime]]:
     """The milestones in ``reached`` not recorded yet, in lifecycle order."""
     known = set(recorded)
-    return [(state, reached[state]) for state in LIFECYCLE if state in reached and state not in known]
+    return [
+        (state, reached[state]) for state in LIFECYCLE if state in reached and state not in known
+    ]
 
 
 def state_of(recorded: Iterable[State]) -> State:

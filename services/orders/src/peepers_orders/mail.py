@@ -186,7 +186,9 @@ async def on_order_event(raw: bytes, mailer: Mailer) -> str:
         return _counted("no_address")
     subject, text, html = mailer.templates.render(event, transition, profile, mailer.mail.locale)
     mid = message_id(event.order_id, transition, mailer.smtp.from_address)
-    await mailer.sender.send(OutgoingMail(message_id=mid, to=to, subject=subject, text=text, html=html))
+    await mailer.sender.send(
+        OutgoingMail(message_id=mid, to=to, subject=subject, text=text, html=html)
+    )
     await mailer.ledger.record(key, mid)
     return _counted("sent")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Final
+from typing import Final, cast
 
 import redis.asyncio as aioredis
 
@@ -37,8 +37,11 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisAnalytics:
-    """`AnalyticsStore` over Redis. ``generation`` pins one (a rebuild); None follows the
-    current one and a running rebuild's."""
+    """`AnalyticsStore` over Redis.
+
+    ``generation`` pins one (a rebuild's); None follows the current one, and a running
+    rebuild's too.
+    """
 
     def __init__(
         self, redis: aioredis.Redis, namespace: Namespace, *, generation: str | None = None
@@ -98,15 +101,20 @@ class RedisAnalytics:
         gen = await self._current()
         base = self._ns.key("analytics", gen, seller_id)
         with redis_errors("reading analytics"):
-            days = await self._redis.zrange(
-                f"{base}:days", first.toordinal(), last.toordinal(), byscore=True
+            days = cast(
+                "list[bytes]",
+                await self._redis.zrange(
+                    f"{base}:days", first.toordinal(), last.toordinal(), byscore=True
+                ),
             )
             async with self._redis.pipeline(transaction=False) as pipe:
                 for raw_day in days:
                     day = _text(raw_day)
-                    pipe.hgetall(f"{base}:{day}")
+                    pipe.hgetall(f"{base}:{day}")  # type: ignore[unused-awaitable]
                     for kind in _DURATIONS:
-                        pipe.zrange(f"{base}:{day}:{kind}", 0, -1, withscores=True)
+                        pipe.zrange(  # type: ignore[unused-awaitable]
+                            f"{base}:{day}:{kind}", 0, -1, withscores=True
+                        )
                 found = await pipe.execute()
         figures: list[DayFigures] = []
         step = 1 + len(_DURATIONS)
@@ -124,12 +132,17 @@ class RedisAnalytics:
             await self._redis.set(self._ns.key("analytics", "building"), generation)
 
     async def finish_rebuild(self, generation: str) -> None:
-        """Make ``generation`` current. The old one's keys stay, unread (Redis has no
-        pattern delete worth running; they are small and listed under the old id)."""
+        """Make ``generation`` current.
+
+        The old generation's keys stay, unread: deleting them would need a key scan, and
+        they are small.
+        """
         with redis_errors("finishing an analytics rebuild"):
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._ns.key("analytics", "generation"), generation)
-                pipe.delete(self._ns.key("analytics", "building"))
+                pipe.set(  # type: ignore[unused-awaitable]
+                    self._ns.key("analytics", "generation"), generation
+                )
+                pipe.delete(self._ns.key("analytics", "building"))  # type: ignore[unused-awaitable]
                 await pipe.execute()
 
 
@@ -141,7 +154,9 @@ def _money(counters: dict[str, int], prefix: str) -> dict[str, Decimal]:
     }
 
 
-def _figures(day: date, counters: dict[str, int], durations: Sequence[tuple[float, ...]]) -> DayFigures:
+def _figures(
+    day: date, counters: dict[str, int], durations: Sequence[tuple[float, ...]]
+) -> DayFigures:
     return DayFigures(
         day=day,
         orders=counters.get("orders", 0),

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.resources import files
-from typing import Final
+from typing import Final, cast
 
 import redis.asyncio as aioredis
 
@@ -86,13 +86,14 @@ class RedisOrderStore:
 
     async def load(self, order_id: int) -> StoredOrder:
         with redis_errors("reading an order"):
-            version, data, pending = await self._redis.hmget(
-                self._order_key(order_id), ["version", "data", "pending"]
+            version, data, pending = cast(
+                "list[bytes | None]",
+                await self._redis.hmget(self._order_key(order_id), ["version", "data", "pending"]),
             )
         if data is None:
             return StoredOrder(order=None, version=int(version or 0), pending=pending)
         return StoredOrder(
-            order=CachedOrder.model_validate_json(data), version=int(version), pending=pending
+            order=CachedOrder.model_validate_json(data), version=int(version or 0), pending=pending
         )
 
     async def put(
@@ -137,18 +138,19 @@ class RedisOrderStore:
 
     async def orders_of_shipment(self, shipment_id: int) -> list[int]:
         with redis_errors("reading a shipment's orders"):
-            members = await self._redis.zrange(self._ns.key("shipment", shipment_id), 0, -1)
+            members = cast(
+                "list[bytes]",
+                await self._redis.zrange(self._ns.key("shipment", shipment_id), 0, -1),
+            )
         return sorted(int(member) for member in members)
 
     async def link_pack(self, pack: PackLink) -> None:
-        body = json.dumps(
-            {"order_ids": list(pack.order_ids), "shipment_id": pack.shipment_id}
-        )
+        body = json.dumps({"order_ids": list(pack.order_ids), "shipment_id": pack.shipment_id})
         with redis_errors("linking a pack"):
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._ns.key("pack", pack.pack_id), body)
+                pipe.set(self._ns.key("pack", pack.pack_id), body)  # type: ignore[unused-awaitable]
                 if pack.shipment_id is not None:
-                    pipe.zadd(
+                    pipe.zadd(  # type: ignore[unused-awaitable]
                         self._ns.key("shipment", pack.shipment_id),
                         dict.fromkeys(map(str, pack.order_ids), 0),
                     )
@@ -170,7 +172,7 @@ class RedisOrderStore:
         with redis_errors("reading orders"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for order_id in order_ids:
-                    pipe.hget(self._order_key(order_id), "data")
+                    pipe.hget(self._order_key(order_id), "data")  # type: ignore[unused-awaitable]
                 found = await pipe.execute()
         return [CachedOrder.model_validate_json(raw) for raw in found if raw is not None]
 
@@ -178,7 +180,9 @@ class RedisOrderStore:
         with redis_errors("counting orders"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for state in LIFECYCLE:
-                    pipe.zcard(self._seller_index(seller_id, "state", state.value))
+                    pipe.zcard(  # type: ignore[unused-awaitable]
+                        self._seller_index(seller_id, "state", state.value)
+                    )
                 counts = await pipe.execute()
         return {state.value: int(n) for state, n in zip(LIFECYCLE, counts, strict=True) if n}
 
@@ -203,9 +207,18 @@ class RedisOrderStore:
         while len(found) < query.limit:
             batch = query.limit * _SCAN_FACTOR
             with redis_errors("listing orders"):
-                entries = await self._redis.zrange(
-                    index, top, bottom, byscore=True, desc=True, offset=0, num=batch,
-                    withscores=True,
+                entries = cast(
+                    "list[tuple[bytes, float]]",
+                    await self._redis.zrange(
+                        index,
+                        top,
+                        bottom,
+                        byscore=True,
+                        desc=True,
+                        offset=0,
+                        num=batch,
+                        withscores=True,
+                    ),
                 )
             fresh = [
                 (int(member), int(score))
@@ -272,7 +285,7 @@ class RedisSellerDirectory:
         key = self._ns.key("epoch")
         with redis_errors("reading the cache epoch"):
             await self._redis.set(key, datetime.now(UTC).isoformat(), nx=True)
-            raw = await self._redis.get(key)
+            raw = cast("bytes", await self._redis.get(key))
         return datetime.fromisoformat(_text(raw))
 
     async def profile(self, seller_id: int) -> SellerProfile | None:
