@@ -23,7 +23,7 @@ MAIL_TRANSITIONS = (
 class BackfillSettings(BaseModel):
     """On seller.connected: the seller's orders of the last `days` days, page by page."""
 
-    days: int = Field(default=30, ge=1, le=365)
+    days: int = Field(default=30, ge=1, le=3650)
     page_size: int = Field(default=50, ge=1, le=51)
 
 
