@@ -5,18 +5,23 @@ mailing through a real SMTP server (aiosmtpd)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from peepers_common.consuming import H_ERROR_KIND
 from peepers_common.kafka import AIOKafkaEventPublisher
-from peepers_common.namespaces import connect_redis
+from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_SELLERS, dlq_topic
 from peepers_orders.settings import Settings as OrdersSettings
 from tests.integration.auth.harness import SELLER, auth_stack, login, read_all
+from tests.integration.ingest.support import free_port
 from tests.integration.orders.smtp import SmtpSink, smtp_sink
 from tests.integration.orders.worker import (
     OrdersRun,
@@ -25,7 +30,7 @@ from tests.integration.orders.worker import (
     orders_topics,
     ready_worker,
 )
-from tests.support import wait_until
+from tests.support import unique, wait_until
 
 
 @pytest.fixture
@@ -61,7 +66,7 @@ async def deployed(
             yield run
 
 
-async def _event(run: OrdersRun, kind: str, **params) -> dict:
+async def _event(run: OrdersRun, kind: str, **params: Any) -> dict[str, Any]:
     return await run.auth.sandbox.admin.event(kind, **params)
 
 
@@ -126,7 +131,7 @@ class TestOrdersWorker:
         body = await deployed.get(f"/orders/orders/{order_id}")
         assert [t["state"] for t in body["timeline"]] == ["created", "paid", "shipped", "delivered"]
         listed = await deployed.get(f"/orders/sellers/{SELLER}/orders?state=delivered")
-        assert [o["order_id"] for o in listed["orders"]][0] == order_id  # newest first
+        assert listed["orders"][0]["order_id"] == order_id  # newest first
         assert {o["state"] for o in listed["orders"]} == {"delivered"}
 
     async def test_an_smtp_outage_delays_mail_and_loses_none(
@@ -181,3 +186,53 @@ class TestOrdersWorker:
         await wait_until(cached, timeout_s=15)
         dead = await read_all(kafka, dlq_topic(topic))
         assert sorted(dict(d.headers)[H_ERROR_KIND] for d in dead) == [b"malformed", b"permanent"]
+
+    async def test_a_replay_from_the_start_after_a_lost_ledger_view_sends_nothing_twice(
+        self,
+        deployed: OrdersRun,
+        sink: SmtpSink,
+        kafka: KafkaSettings,
+        orders_redis: aioredis.Redis,
+    ) -> None:
+        order = await _event(deployed, "new_order", seller_id=SELLER)
+        await _event(deployed, "payment", order_id=order["id"])
+        await notify(kafka, deployed, "orders_v2", f"/orders/{order['id']}")
+
+        async def mailed() -> bool:
+            return len(sink.inbox.snapshot()) == 2
+
+        await wait_until(mailed, timeout_s=20, every_s=0.2)
+        # The ledger's Redis view is lost (as in a FLUSHALL of the service's keys) ...
+        namespace = Namespace("orders", scope=deployed.scope)
+        lost = [namespace.key("changelog", "emails", "epoch")] + [
+            namespace.key("mail", f"{order['id']}:{t}") for t in ("created", "paid")
+        ]
+        assert await orders_redis.delete(*lost) == 3
+        # ... and a new mailer group replays peepers.orders.v1 from its start.
+        replay = replace(
+            deployed,
+            mailer_id=unique("mailer"),
+            port=free_port(),
+            log=deployed.log.with_name("replay.log"),
+        )
+        async with ready_worker(replay):
+
+            async def replayed() -> bool:
+                return await _duplicates(replay) >= 2
+
+            await wait_until(replayed, timeout_s=25, every_s=0.2)
+        assert len(sink.inbox.snapshot()) == 2
+
+
+async def _duplicates(run: OrdersRun) -> float:
+    """Mails the worker skipped because its ledger had them (its /metrics)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{run.url}/metrics") as response:
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "peepers_orders_emails_total"
+                and sample.labels["outcome"] == "duplicate"
+            ):
+                return sample.value
+    return 0.0
