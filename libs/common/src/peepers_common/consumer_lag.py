@@ -86,6 +86,14 @@ class ConsumerLagMonitor(AsyncResource):
         self._reader: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def group(self) -> str:
+        return self._group
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._topics)
+
     async def start(self) -> None:
         """Connects, then measures in the background; a Kafka that is away is retried."""
         self._admin = AIOKafkaAdminClient(
