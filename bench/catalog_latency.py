@@ -34,10 +34,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -277,6 +280,7 @@ async def main(
     baseline_s: float,
     workers: int,
     keep_logs: Path | None,
+    profile: Path | None = None,
 ) -> None:
     kafka = kafka_settings()
     prefix = await catalog_topics(kafka)
@@ -321,9 +325,10 @@ async def main(
                         before = [await scrape(http, r) for r in runs]
                         cpu_before = sum(cpu_seconds(p.pid) for p in processes)
                         log(f"driving {total:,} changes at {rate:g}/s, {workers} worker(s)")
-                        changes, achieved = await _drive(
-                            http, admin, run, ingest_port, sandbox.seller, pool, rate, total
-                        )
+                        with py_spy(processes[0].pid, profile):
+                            changes, achieved = await _drive(
+                                http, admin, run, ingest_port, sandbox.seller, pool, rate, total
+                            )
                         costs = WorkerCosts(
                             cpu_s=sum(cpu_seconds(p.pid) for p in processes) - cpu_before
                         )
@@ -349,6 +354,37 @@ async def main(
             )
         )
     _report(rate, duration, base, changes, achieved, costs, workers)
+
+
+@contextmanager
+def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+    """Sample the worker with py-spy (collapsed stacks, 100 Hz) while the block runs."""
+    if out is None:
+        yield
+        return
+    spy = subprocess.Popen(  # noqa: S603 - our own venv's py-spy on our own child
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
+        log(f"py-spy profile of the worker: {out}")
 
 
 def _keep(workdir: Path, keep_logs: Path) -> None:
@@ -491,7 +527,16 @@ if __name__ == "__main__":
     parser.add_argument("--baseline-s", type=float, default=10.0, help="seconds of plain GETs")
     parser.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
     parser.add_argument("--workers", type=int, default=1, help="worker replicas (one group)")
+    parser.add_argument("--profile", type=Path, help="py-spy the first worker into this file")
     args = parser.parse_args()
     run_then_delete_topics(
-        main(args.rate, args.duration, args.pool, args.baseline_s, args.workers, args.keep_logs)
+        main(
+            args.rate,
+            args.duration,
+            args.pool,
+            args.baseline_s,
+            args.workers,
+            args.keep_logs,
+            args.profile,
+        )
     )
