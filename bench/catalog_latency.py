@@ -111,6 +111,7 @@ class WorkerCosts:
     fetches: float = 0.0
     fetch_s: float = 0.0
     limiter_s: float = 0.0
+    leases: float = 0.0  # round trips to the shared outbound budget
     cpu_s: float = 0.0  # the worker processes' CPU time (from /proc, not /metrics)
 
     @classmethod
@@ -128,6 +129,7 @@ class WorkerCosts:
             fetches=metrics.total("peepers_ml_request_duration_seconds_count", family="items"),
             fetch_s=metrics.total("peepers_ml_request_duration_seconds_sum", family="items"),
             limiter_s=metrics.total("peepers_ml_limiter_wait_seconds_total", family="items"),
+            leases=metrics.total("peepers_ml_limiter_leases_total"),
         )
 
     def plus(self, other: WorkerCosts) -> WorkerCosts:
@@ -137,6 +139,7 @@ class WorkerCosts:
             self.fetches + other.fetches,
             self.fetch_s + other.fetch_s,
             self.limiter_s + other.limiter_s,
+            self.leases + other.leases,
             self.cpu_s + other.cpu_s,
         )
 
@@ -147,6 +150,7 @@ class WorkerCosts:
             self.fetches - before.fetches,
             self.fetch_s - before.fetch_s,
             self.limiter_s - before.limiter_s,
+            self.leases - before.leases,
             self.cpu_s - before.cpu_s,
         )
 
@@ -508,7 +512,8 @@ def _report(
             f"worker, per record (its /metrics): {costs.processing_s / costs.records * 1000:.1f} ms"
             f" from taking the record to acking it, of which ML fetch "
             f"{costs.fetch_s / max(costs.fetches, 1) * 1000:.1f} ms and limiter "
-            f"{costs.limiter_s / costs.records * 1000:.1f} ms ({costs.records:,.0f} records; "
+            f"{costs.limiter_s / costs.records * 1000:.1f} ms waiting in "
+            f"{costs.leases:,.0f} round trips to the shared budget ({costs.records:,.0f} records; "
             f"records of different items overlap within a batch); "
             f"worker CPU {costs.cpu_s / costs.records * 1000:.1f} ms per record"
         )
