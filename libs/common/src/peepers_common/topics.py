@@ -32,6 +32,9 @@ PEEPERS_ORDERS: Final = "peepers.orders.v1"
 PEEPERS_CATALOG: Final = "peepers.catalog.v1"
 PEEPERS_MESSAGES: Final = "peepers.messages.v1"
 PEEPERS_SELLERS: Final = "peepers.sellers.v1"
+# Peepers-owned state (peepers_common.changelog): peepers.<service>.<what>.changelog,
+# compacted, internal to its service.
+AUTH_SELLERS_CHANGELOG: Final = "peepers.auth.sellers.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -70,6 +73,14 @@ _RETENTION_NOTIFICATIONS: Final = {"cleanup.policy": "delete", "retention.ms": s
 # Domain topics are other teams' public API: keep a month so a consumer can rebuild.
 _RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 _RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
+# A changelog keeps each key's latest record for ever (it is the system of record);
+# a tombstone stays a day, so a restore that is running sees the delete.
+_CHANGELOG_PARTITIONS: Final = 3
+_CHANGELOG_CONFIG: Final = {
+    "cleanup.policy": "compact",
+    "delete.retention.ms": str(_DAY_MS),
+    "min.compaction.lag.ms": "0",
+}
 
 
 def _failure_topics(consumed: str) -> list[TopicSpec]:
@@ -118,6 +129,10 @@ def _registry() -> dict[str, TopicSpec]:
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
     specs += _failure_topics(PEEPERS_SELLERS)
+    for name, what in ((AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),):
+        specs.append(
+            TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)
+        )
     return {spec.name: spec for spec in specs}
 
 

@@ -11,20 +11,29 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from peepers_sandbox.api import state_key
 from peepers_sandbox.config import AppConfig, RateLimitConfig
 from peepers_sandbox.errors import SandboxError, json_response
 from peepers_sandbox.marketplace import Marketplace
+from peepers_sandbox.routes.common import state_key
 from peepers_sandbox.state import SandboxState
 
 
 def _events(market: Marketplace) -> dict[str, Callable[..., Any]]:
     return {
         "new_order": market.new_order,
+        "cart": market.new_cart,
+        "payment_required": market.require_payment,
+        "payment_in_process": market.start_payment,
         "payment": market.pay_order,
+        "refund": market.refund,
+        "pending_cancel": market.request_cancel,
+        "invalid": market.invalidate,
+        "label": market.label_ready,
         "shipment": market.ship,
         "delivery": market.deliver,
+        "not_delivered": market.fail_delivery,
         "cancellation": market.cancel_order,
+        "feedback": market.give_feedback,
         "new_item": market.new_item,
         "item_edit": market.edit_item,
         "pause": lambda item_id: market.set_item_status(item_id, "paused"),
@@ -34,8 +43,17 @@ def _events(market: Marketplace) -> dict[str, Callable[..., Any]]:
         "stock_change": market.change_stock,
         "question": market.new_question,
         "answer": market.answer_question,
+        "question_moderation": market.moderate_question,
+        "answer_ban": market.ban_answer,
         "message": market.new_message,
+        "conversation_block": market.block_conversation,
         "claim": market.new_claim,
+        "claim_action": market.claim_action,
+        "claim_dispute": market.escalate_claim,
+        "claim_stale": market.stale_claim,
+        "claim_close": market.close_claim,
+        "claim_recontact": market.recontact_claim,
+        "silent_change": market.silent_change,
     }
 
 

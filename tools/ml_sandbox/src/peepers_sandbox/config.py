@@ -150,9 +150,12 @@ class ApiConfig(BaseModel):
     scroll_ttl_sliding: bool = True
     items_search_max_offset: int = 1000
     orders_search_max_limit: int = 51
+    questions_search_max_offset: int = 1000
     orders_search_hide_cancelled: bool = True
     message_text_max_len: int = 350
     message_by_id_shape: Literal["envelope", "bare"] = "envelope"
+    # GET /shipments/{id} without ``x-format-new: true``: the legacy superset, or a 400.
+    shipments_legacy_format: Literal["legacy", "error"] = "legacy"
 
 
 class SandboxConfig(BaseModel):
