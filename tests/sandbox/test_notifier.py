@@ -72,8 +72,8 @@ class TestNotificationBodies:
     ):
         sb = await with_sink(small_sandbox, sink)
         question = await sb.admin.event("question", seller_id=DEMO_SELLER_ID)
-        order_id = sb.state.market.orders_by_seller[DEMO_SELLER_ID][0]
-        message = await sb.admin.event("message", order_id=order_id)
+        order = await sb.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+        message = await sb.admin.event("message", order_id=order["id"])
         await sink.wait_for(lambda got: {n["topic"] for n in got} >= {"questions", "messages"})
         q_note = next(n for n in sink.received if n["topic"] == "questions")
         m_note = next(n for n in sink.received if n["topic"] == "messages")
@@ -87,8 +87,8 @@ class TestNotificationBodies:
         await sb.admin.patch_notifier(
             quirks={"string_user_id_topics": [], "messages_resource_bare_id": False}
         )
-        order_id = sb.state.market.orders_by_seller[DEMO_SELLER_ID][0]
-        message = await sb.admin.event("message", order_id=order_id)
+        order = await sb.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+        message = await sb.admin.event("message", order_id=order["id"])
         await sink.wait_for(lambda got: any(n["topic"] == "messages" for n in got))
         note = next(n for n in sink.received if n["topic"] == "messages")
         assert note["user_id"] == DEMO_SELLER_ID

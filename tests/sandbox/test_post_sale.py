@@ -120,8 +120,9 @@ class TestQuestions:
 
 
 class TestMessages:
-    async def test_seller_posts_a_message_and_reads_it_back(self, sandbox, http, seller_token):
-        order = first_order(sandbox)
+    async def test_seller_answers_a_buyer_and_reads_it_back(self, sandbox, http, seller_token):
+        order = await sandbox.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+        await sandbox.admin.event("message", order_id=order["id"])
         path = f"/messages/packs/{order['pack_id']}/sellers/{DEMO_SELLER_ID}?tag=post_sale"
         message = {
             "from": {"user_id": str(DEMO_SELLER_ID)},

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from peepers_common.events import ItemCreated, ItemSnapshotRead
+from peepers_common.events import ItemCreated, ItemSnapshotted
 from peepers_common.settings import KafkaSettings
 from tests.e2e.catalog.harness import deployment
 from tests.integration.catalog.worker import ready_worker
@@ -63,7 +63,7 @@ async def test_a_flushed_cache_is_noticed_and_rebuilt_without_announcing_any_ite
             await redis.aclose()
 
     created = Counter(e.item_id for e in after if isinstance(e, ItemCreated))
-    snapshots = {e.item_id for e in after if isinstance(e, ItemSnapshotRead)}
+    snapshots = {e.item_id for e in after if isinstance(e, ItemSnapshotted)}
     announced_before = {e.item_id for e in before if isinstance(e, ItemCreated)}
     log.info(
         "%d events before the flush, %d after; %d items re-read as snapshots",

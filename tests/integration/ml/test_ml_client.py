@@ -76,8 +76,17 @@ class TestTypedEndpoints:
             assert claim.id == claim_id
             messages = await api.get_pack_messages(order_json["pack_id"], seller_id=seller)
             assert isinstance(messages.messages, list)
-            raw = await api.get(f"items/{item_id}", seller_id=seller)
-            assert raw["id"] == item_id
+            pack = await api.get_pack(order_json["pack_id"], seller_id=seller)
+            assert order_id in [o.id for o in pack.orders]
+            assert pack.shipment_id == order_json["shipping"]["id"]
+            paid = next(
+                market.orders[o]
+                for o in market.orders_by_seller[seller]
+                if market.orders[o]["payments"]
+            )
+            payment_id = paid["payments"][0]["id"]
+            payment = await api.get_payment(payment_id, seller_id=seller)
+            assert (payment.id, payment.order_id) == (payment_id, paid["id"])
             feeds = await api.missed_feeds(seller_id=seller, topic="orders_v2")
             assert feeds == []
 
@@ -101,6 +110,8 @@ class TestTypedEndpoints:
         assert endpoint_family("/users/me") == "users"
         assert endpoint_family("/post-purchase/v1/claims/5") == "claims"
         assert endpoint_family("messages/abc") == "messages"
+        assert endpoint_family("/packs/2000000001") == "orders"
+        assert endpoint_family("/collections/21463688923") == "payments"
 
 
 class TestMultigetAndScan:

@@ -12,7 +12,7 @@ from peepers_catalog.handlers import Catalog, Outcome, apply_item
 from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.sync import SyncOptions, full_sync
 from peepers_common.errors import ReauthRequired, ResourceBusy
-from peepers_common.events import CATALOG_EVENT, ItemSnapshotRead
+from peepers_common.events import CATALOG_EVENT, ItemSnapshotted
 from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.catalog.fakes import (
     FakeItemSource,
@@ -70,7 +70,7 @@ async def test_an_item_met_while_rebuilding_is_a_snapshot_never_created_again(
     assert await apply_item(item, rebuilding) is Outcome.SNAPSHOT
     assert types(publisher) == ["item.snapshot"]
     event = CATALOG_EVENT.validate_json(publisher.records[0].value)
-    assert isinstance(event, ItemSnapshotRead)
+    assert isinstance(event, ItemSnapshotted)
     assert event.item == snapshot(item)
     assert epoch.misses == 1
     # A later change of the item is a change, whether or not the rebuild still runs.

@@ -35,7 +35,7 @@ from peepers_common.events import (
     ItemPriceChanged,
     ItemReactivated,
     ItemSnapshot,
-    ItemSnapshotRead,
+    ItemSnapshotted,
     ItemStockChanged,
     ItemUpdated,
     SellerConnected,
@@ -95,7 +95,7 @@ SAMPLES: dict[str, DomainEvent] = {
         _seller(SellerDisconnected),
         _seller(SellerReauthRequired, reason="invalid_grant"),
         _item(ItemCreated, item=_SNAPSHOT),
-        _item(ItemSnapshotRead, item=_SNAPSHOT),
+        _item(ItemSnapshotted, item=_SNAPSHOT),
         _item(
             ItemUpdated,
             changes={

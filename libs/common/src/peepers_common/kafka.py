@@ -2,7 +2,8 @@
 
 The adapter is an idempotent producer with ``acks=all``: a record is acknowledged only once
 every in-sync replica has it, and retries never duplicate it within a producer session.
-`end_offsets` and `read_to_end` serve operator tools (the DLQ tool, the dev stack) and tests.
+`end_offsets` and `read_to_end` serve operator tools (the DLQ tool, the dev stack) and tests;
+`batches_to` streams a topic up to given ends (changelog restores).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -297,8 +299,8 @@ async def end_offsets(settings: KafkaSettings, topics: Sequence[str]) -> dict[To
     """
     try:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-        await admin.start()
         try:
+            await admin.start()
             described = await admin.describe_topics(list(topics))
         finally:
             await admin.close()
@@ -310,8 +312,8 @@ async def end_offsets(settings: KafkaSettings, topics: Sequence[str]) -> dict[To
                 raise InfrastructureError(msg)
             partitions += found
         reader = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-        await reader.start()
-        try:
+        try:  # started inside: a cancelled start (a restore stopped early) still closes
+            await reader.start()
             ends: dict[TopicPartition, int] = await reader.end_offsets(partitions)
         finally:
             await reader.stop()
@@ -333,8 +335,29 @@ async def read_to_end(
         InfrastructureError: a topic does not exist, or the records did not arrive in time.
     """
     ends = await end_offsets(settings, topics)
-    remaining = {tp for tp, end in ends.items() if end > 0}
     records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        async with asyncio.timeout(timeout_s), aclosing(batches_to(settings, ends)) as batches:
+            async for batch in batches:
+                records.extend(batch)
+    except TimeoutError:
+        msg = f"the records of {list(topics)} did not arrive within {timeout_s} s"
+        raise InfrastructureError(msg) from None
+    return records
+
+
+async def batches_to(
+    settings: KafkaSettings, ends: Mapping[TopicPartition, int]
+) -> AsyncGenerator[list[ConsumerRecord[bytes, bytes]], None]:
+    """The records of each partition from its start up to ``ends`` (from `end_offsets`).
+
+    Yields them as fetched, in order within each partition, without holding them all:
+    a restore of a large changelog applies each batch as it comes.
+
+    Raises:
+        InfrastructureError: Kafka failed while reading.
+    """
+    remaining = {tp for tp, end in ends.items() if end > 0}
     reader = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
     )
@@ -342,19 +365,19 @@ async def read_to_end(
         await reader.start()
         reader.assign(list(ends))
         await reader.seek_to_beginning(*ends)
-        async with asyncio.timeout(timeout_s):
-            while remaining:
-                batch = await reader.getmany(*remaining, timeout_ms=500)
-                for tp, got in batch.items():
-                    records.extend(got)
-                    if got and got[-1].offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
+        while remaining:
+            fetched = await reader.getmany(*remaining, timeout_ms=500)
+            for tp, got in fetched.items():
+                # A compacted topic may end on offsets it no longer holds: stop at the end
+                # asked for, whatever the last record's own offset.
+                wanted = [record for record in got if record.offset < ends[tp]]
+                if wanted:
+                    yield wanted
+                last = got[-1].offset + 1 if got else await reader.position(tp)
+                if last >= ends[tp]:
+                    remaining.discard(tp)
     except KafkaError as exc:
-        msg = f"cannot read {list(topics)}: {exc!r}"
+        msg = f"cannot read {sorted({tp.topic for tp in ends})}: {exc!r}"
         raise InfrastructureError(msg) from exc
-    except TimeoutError:
-        msg = f"the records of {list(topics)} did not arrive within {timeout_s} s"
-        raise InfrastructureError(msg) from None
     finally:
         await reader.stop()
-    return records

@@ -46,6 +46,7 @@ from uuid import uuid4
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field
 
 from peepers_common.errors import CacheUnavailable
 from peepers_common.namespaces import Namespace, redis_errors
@@ -110,12 +111,15 @@ def rebuild_metrics(service: str) -> RebuildMetrics:
     )
 
 
-@dataclass(frozen=True)
-class GuardOptions:
-    check_every_s: float = 5.0
-    miss_check_every_s: float = 0.0
-    lease_s: float = 30.0
-    retry_after_s: float = 10.0
+class GuardOptions(BaseModel):
+    """A service's settings group (``<SERVICE>_REBUILD__CHECK_EVERY_S``, ...)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check_every_s: float = Field(default=5.0, gt=0)
+    miss_check_every_s: float = Field(default=0.0, ge=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    retry_after_s: float = Field(default=10.0, gt=0)
 
 
 class CacheGuard:

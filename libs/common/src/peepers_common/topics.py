@@ -32,6 +32,10 @@ PEEPERS_ORDERS: Final = "peepers.orders.v1"
 PEEPERS_CATALOG: Final = "peepers.catalog.v1"
 PEEPERS_MESSAGES: Final = "peepers.messages.v1"
 PEEPERS_SELLERS: Final = "peepers.sellers.v1"
+# Peepers-owned state (peepers_common.changelog): peepers.<service>.<what>.changelog,
+# compacted, internal to its service.
+AUTH_SELLERS_CHANGELOG: Final = "peepers.auth.sellers.changelog"
+ORDERS_EMAILS_CHANGELOG: Final = "peepers.orders.emails.changelog"
 # Which sellers' items the catalog keeps, per cache namespace: what a rebuild resyncs.
 CATALOG_SELLERS_CHANGELOG: Final = "peepers.catalog.sellers.changelog"
 DLQ_SUFFIX: Final = ".dlq"
@@ -74,6 +78,7 @@ _RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 *
 _RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 # A changelog keeps each key's latest record for ever (it is the system of record);
 # a tombstone stays a day, so a restore that is running sees the delete.
+_CHANGELOG_PARTITIONS: Final = 3
 _CHANGELOG_CONFIG: Final = {
     "cleanup.policy": "compact",
     "delete.retention.ms": str(_DAY_MS),
@@ -126,15 +131,16 @@ def _registry() -> dict[str, TopicSpec]:
         (PEEPERS_SELLERS, "seller connection lifecycle events"),
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
-    specs += _failure_topics(PEEPERS_SELLERS)
-    specs.append(
-        TopicSpec(
-            CATALOG_SELLERS_CHANGELOG,
-            1,
-            "internal: sellers whose items the catalog keeps, keyed <namespace><seller_id>",
-            _CHANGELOG_CONFIG,
+    # The orders service consumes its own topic (analytics, the mailer): it parks there too.
+    specs += _failure_topics(PEEPERS_SELLERS) + _failure_topics(PEEPERS_ORDERS)
+    for name, what in (
+        (AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),
+        (ORDERS_EMAILS_CHANGELOG, "the orders service's ledger of emails sent"),
+        (CATALOG_SELLERS_CHANGELOG, "the sellers whose items the catalog keeps"),
+    ):
+        specs.append(
+            TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)
         )
-    )
     return {spec.name: spec for spec in specs}
 
 

@@ -1,9 +1,9 @@
 """The composition root of the catalog worker: a Faust app, its agents and owned clients.
 
-Agents run at concurrency 1 (faust issue #606: with more, acks can commit offsets of
-records still in flight, so a crash loses them). Each agent only turns a Kafka message
-into an `InboundRecord` and hands it to the `RecordProcessor`, which calls a handler and
-decides the fate of failures; the handlers know nothing of Faust.
+The ready gate, raw topics, record adapter, agents and consumer settings come from the
+consumer kit (`peepers_common.consumer`); each agent hands records to the
+`RecordProcessor`, which calls a handler here and decides the fate of failures. The
+handlers know nothing of Faust.
 
 Topics (``settings.topic_prefix`` prepended to each):
 
@@ -19,11 +19,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import faust
 from aiohttp import web
-from mode import Service
 
 from peepers_catalog.adapters.kafka_roster import KafkaSellerRoster
 from peepers_catalog.adapters.redis_store import RedisItemStore
@@ -36,26 +35,20 @@ from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import SyncOptions, full_sync
 from peepers_common.audit import BudgetedSampler, audit_calls_per_s
-from peepers_common.consuming import (
-    InboundRecord,
-    RecordProcessor,
-    RetryPolicy,
-    process_batch,
-    sleep_until_due,
-)
+from peepers_common.consumer import ConsumerKit, ConsumerRuntime
+from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.events import SELLER_EVENT, event_type_of
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
-from peepers_common.rebuild import CacheGuard, GuardOptions, Resync
+from peepers_common.rebuild import CacheGuard, Resync
 from peepers_common.topics import (
     CATALOG_SELLERS_CHANGELOG,
     PEEPERS_CATALOG,
     PEEPERS_SELLERS,
     notification_topic,
-    retry_topic,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +57,6 @@ CONSUMER = "catalog"
 ITEM_TOPICS = (notification_topic("items"), notification_topic("items_prices"))
 
 _SYNC_TRIGGERS = frozenset({"seller.connected", "seller.reconnected"})
-
-RecordHandler = Callable[[InboundRecord], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -123,8 +114,7 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncI
 
         guard = None
         if watch_cache:
-            options = GuardOptions(**settings.rebuild.model_dump())
-            guard = CacheGuard(redis, namespace, rebuild, options=options)
+            guard = CacheGuard(redis, namespace, rebuild, options=settings.rebuild)
             stack.push_async_callback(guard.aclose)
         catalog = Catalog(
             ml=ml,
@@ -149,10 +139,7 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncI
             processor=RecordProcessor(
                 consumer=CONSUMER,
                 publisher=publisher,
-                policy=RetryPolicy(
-                    in_place_attempts=settings.retry.in_place_attempts,
-                    park_delays_s=tuple(settings.retry.park_delays_s),
-                ),
+                policy=settings.retry.policy(),
             ),
             ping=ping,
             roster=roster,
@@ -167,25 +154,23 @@ def sync_options(settings: Settings, **overrides: Any) -> SyncOptions:
     )
 
 
-class Runtime(Service):
+class Runtime(ConsumerRuntime):
     """The worker's clients and read API, started before the agents take records."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.ready = asyncio.Event()
-        self._stack = AsyncExitStack()
         self._wiring: Wiring | None = None
 
-    async def on_start(self) -> None:
+    async def open(self, stack: AsyncExitStack) -> RecordProcessor:
         settings = self.settings
-        self._wiring = wiring = await self._stack.enter_async_context(open_wiring(settings))
+        self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
         cache = wiring.guard or STEADY_CACHE
         if wiring.guard is not None:
             await wiring.guard.start()  # a lost cache is noticed before records are taken
         if wiring.audit is not None:
             audit = asyncio.create_task(wiring.audit.run(), name="catalog-drift-audit")
-            self._stack.push_async_callback(_cancelled, audit)
+            stack.push_async_callback(_cancelled, audit)
         api = web.AppRunner(
             create_api(
                 settings, store=wiring.store, search=wiring.store, ping=wiring.ping, cache=cache
@@ -193,13 +178,10 @@ class Runtime(Service):
             access_log=None,
         )
         await api.setup()
-        self._stack.push_async_callback(api.cleanup)
+        stack.push_async_callback(api.cleanup)
         await web.TCPSite(api, settings.http_host, settings.http_port).start()
-        self.ready.set()
         log.info("catalog worker ready; read API on port %d", settings.http_port)
-
-    async def on_stop(self) -> None:
-        await self._stack.aclose()
+        return wiring.processor
 
     @property
     def wiring(self) -> Wiring:
@@ -226,90 +208,27 @@ class Runtime(Service):
         log.info("full sync of seller %d: %s", event.seller_id, state.counts)
         return "synced"
 
-    def handler_for(self, source_topic: str) -> RecordHandler:
+    def handler_for(self, source_topic: str) -> Handler:
         if source_topic.endswith(PEEPERS_SELLERS):
             return self.handle_seller
         return self.handle_item
 
 
 def create_app(settings: Settings) -> faust.App:
-    prefix = settings.topic_prefix
-    app = faust.App(
-        settings.app_id,
-        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
-        store="memory://",
-        web_enabled=False,  # the runtime serves the read API, health and metrics
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        # A full sync holds its record for minutes; rebalances must not wait for it.
-        stream_wait_empty=False,
-        broker_commit_livelock_soft_timeout=3600.0,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
+    kit = ConsumerKit(settings, consumer=CONSUMER)
+    runtime = kit.serve(Runtime(settings, loop=kit.app.loop, beacon=kit.app.beacon))
+    kit.batch_agent(
+        "catalog.items",
+        ITEM_TOPICS,
+        runtime.handle_item,
+        key=lambda record: item_of_record_key(record.key),
     )
-    runtime = Runtime(settings, loop=app.loop, beacon=app.beacon)
-    app.service(runtime)  # type: ignore[arg-type]  # faust accepts instances too
-
-    def topic(*names: str) -> faust.TopicT:
-        return app.topic(
-            *(prefix + name for name in names),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-
-    async def items(stream: faust.StreamT[bytes]) -> None:
-        await runtime.ready.wait()
-        # StreamT does not declare take_events; the Stream Faust passes has it.
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            settings.batch_max, within=settings.batch_within_s
-        )
-        async for events in batches:
-            records = [_record(event) for event in events]
-            await process_batch(
-                runtime.wiring.processor,
-                records,
-                runtime.handle_item,
-                key=lambda record: item_of_record_key(record.key),
-            )
-
-    async def sellers(stream: faust.StreamT[bytes]) -> None:
-        await runtime.ready.wait()
-        async for event in stream.events():
-            record = _record(event)
-            await runtime.wiring.processor.process(record, runtime.handle_seller)
-
-    async def retries(stream: faust.StreamT[bytes]) -> None:
-        await runtime.ready.wait()
-        async for event in stream.events():
-            record = _record(event)
-            if record.consumer != CONSUMER:
-                continue
-            await sleep_until_due(runtime.wiring.processor, record)
-            handler = runtime.handler_for(record.source_topic)
-            await runtime.wiring.processor.process(record, handler)
-
-    app.agent(topic(*ITEM_TOPICS), name="catalog.items", concurrency=1)(items)
-    app.agent(topic(PEEPERS_SELLERS), name="catalog.sellers", concurrency=1)(sellers)
-    retry_names = [retry_topic(name) for name in (*ITEM_TOPICS, PEEPERS_SELLERS)]
-    app.agent(topic(*retry_names), name="catalog.retries", concurrency=1)(retries)
-    return app
+    kit.record_agent("catalog.sellers", [PEEPERS_SELLERS], runtime.handle_seller)
+    kit.retry_agent("catalog.retries", [*ITEM_TOPICS, PEEPERS_SELLERS], runtime.handler_for)
+    return kit.app
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
-
-
-def _record(event: faust.EventT[bytes]) -> InboundRecord:
-    message = event.message
-    return InboundRecord.from_kafka(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        message.headers,
-    )

@@ -18,9 +18,10 @@ import aiohttp
 from aiohttp import web
 
 from peepers_sandbox.admin import admin_errors, setup_admin_routes
-from peepers_sandbox.api import api_middleware, setup_api_routes, state_key
+from peepers_sandbox.api import api_middleware, setup_api_routes
 from peepers_sandbox.client import SandboxAdmin
 from peepers_sandbox.config import SandboxConfig
+from peepers_sandbox.routes.common import state_key
 from peepers_sandbox.state import SandboxState
 
 

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
@@ -43,6 +44,8 @@ from peepers_common.ml.models import (
     MlMissedFeedsPage,
     MlOrder,
     MlOrderPage,
+    MlPack,
+    MlPayment,
     MlQuestion,
     MlShipment,
     MlUser,
@@ -80,6 +83,8 @@ _FAMILIES: Final = {
     "users": "users",
     "items": "items",
     "orders": "orders",
+    "packs": "orders",
+    "collections": "payments",
     "shipments": "shipments",
     "questions": "questions",
     "answers": "answers",
@@ -119,9 +124,18 @@ class MlApi(Protocol):
     def iter_item_ids(self, *, seller_id: int, status: str | None = None) -> AsyncIterator[str]: ...
     async def get_order(self, order_id: int, *, seller_id: int) -> MlOrder: ...
     async def search_orders(
-        self, *, seller_id: int, offset: int = 0, limit: int = 50, sort: str = "date_desc"
+        self,
+        *,
+        seller_id: int,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "date_desc",
+        created_from: datetime | None = None,
+        statuses: Sequence[str] = (),
     ) -> MlOrderPage: ...
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment: ...
+    async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack: ...
+    async def get_payment(self, payment_id: int, *, seller_id: int) -> MlPayment: ...
     async def get_question(self, question_id: int, *, seller_id: int) -> MlQuestion: ...
     async def answer_question(
         self, question_id: int, text: str, *, seller_id: int
@@ -137,7 +151,6 @@ class MlApi(Protocol):
         offset: int = 0,
         limit: int = 10,
     ) -> list[dict[str, Any]]: ...
-    async def get(self, resource: str, *, seller_id: int) -> Any: ...
 
 
 def ml_session(settings: MlApiSettings) -> aiohttp.ClientSession:
@@ -317,12 +330,6 @@ class HttpMlApi:
 
     # ------------------------------------------------------------------ endpoints
 
-    async def get(self, resource: str, *, seller_id: int) -> Any:
-        """GET the resource named in a notification, as parsed JSON."""
-        path = resource if resource.startswith("/") else "/" + resource
-        body = await self._call("GET", path, seller_id=seller_id)
-        return _validated(path, "JSON", lambda: _ANY_JSON.validate_json(body))
-
     async def get_me(self, *, seller_id: int) -> MlUser:
         return await self._model(MlUser, "/users/me", seller_id=seller_id)
 
@@ -395,9 +402,30 @@ class HttpMlApi:
         return await self._model(MlOrder, f"/orders/{order_id}", seller_id=seller_id)
 
     async def search_orders(
-        self, *, seller_id: int, offset: int = 0, limit: int = 50, sort: str = "date_desc"
+        self,
+        *,
+        seller_id: int,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "date_desc",
+        created_from: datetime | None = None,
+        statuses: Sequence[str] = (),
     ) -> MlOrderPage:
-        params = {"seller": seller_id, "offset": offset, "limit": limit, "sort": sort}
+        """One page of the seller's orders; ML hides cancelled ones unless ``statuses`` asks.
+
+        ``created_from`` filters on ``order.date_created.from`` (ML's own format, with
+        milliseconds and an offset: FACTS.md 4.3).
+        """
+        params: dict[str, str | int] = {
+            "seller": seller_id,
+            "offset": offset,
+            "limit": limit,
+            "sort": sort,
+        }
+        if created_from is not None:
+            params["order.date_created.from"] = created_from.isoformat(timespec="milliseconds")
+        if statuses:
+            params["order.status"] = ",".join(statuses)
         return await self._model(MlOrderPage, "/orders/search", seller_id=seller_id, params=params)
 
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment:
@@ -408,6 +436,14 @@ class HttpMlApi:
             seller_id=seller_id,
             headers={"x-format-new": "true"},
         )
+
+    async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack:
+        return await self._model(MlPack, f"/packs/{pack_id}", seller_id=seller_id)
+
+    async def get_payment(self, payment_id: int, *, seller_id: int) -> MlPayment:
+        """A payment (``/collections/{id}``, the resource of ``payments`` notifications)."""
+        envelope = await self._model(_Collection, f"/collections/{payment_id}", seller_id=seller_id)
+        return envelope.collection
 
     async def get_question(self, question_id: int, *, seller_id: int) -> MlQuestion:
         return await self._model(MlQuestion, f"/questions/{question_id}", seller_id=seller_id)
@@ -465,7 +501,6 @@ class _MultigetEntry(BaseModel):
 
 
 _MULTIGET: Final = TypeAdapter(list[_MultigetEntry])
-_ANY_JSON: Final = TypeAdapter(Any)
 
 
 def _validated(path: str, what: str, parse: Callable[[], T]) -> T:
@@ -475,6 +510,10 @@ def _validated(path: str, what: str, parse: Callable[[], T]) -> T:
     except ValidationError as exc:
         msg = f"ML answered {path} with a body that is not {what}: {exc}"
         raise MlApiError(msg, status=200, path=path) from exc
+
+
+class _Collection(BaseModel):
+    collection: MlPayment
 
 
 class _ScanPage(BaseModel):

@@ -76,6 +76,31 @@ class MlOrderItem(MlModel):
     unit_price: float
     currency_id: str | None = None
 
+    @property
+    def item_id(self) -> str | None:
+        value = self.item.get("id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def title(self) -> str | None:
+        value = self.item.get("title")
+        return value if isinstance(value, str) else None
+
+
+class MlPayment(MlModel):
+    """A payment of an order (in the order's ``payments`` and at ``/collections/{id}``)."""
+
+    id: int
+    order_id: int | None = None
+    status: str
+    status_detail: str | None = None
+    transaction_amount: float = 0
+    transaction_amount_refunded: float = 0
+    total_paid_amount: float | None = None
+    currency_id: str | None = None
+    date_approved: datetime | None = None
+    date_last_modified: datetime | None = None
+
 
 class MlOrderParty(MlModel):
     id: int
@@ -97,10 +122,16 @@ class MlOrder(MlModel):
     buyer: MlOrderParty
     seller: MlOrderParty
     order_items: list[MlOrderItem] = []
-    payments: list[dict[str, Any]] = []
+    payments: list[MlPayment] = []
     shipping: dict[str, Any] = {}
     pack_id: int | None = None
     tags: list[str] = []
+    cancel_detail: dict[str, Any] | None = None
+
+    @property
+    def shipment_id(self) -> int | None:
+        value = self.shipping.get("id")
+        return value if isinstance(value, int) else None
 
 
 class MlPaging(MlModel):
@@ -119,8 +150,27 @@ class MlShipment(MlModel):
     status: str
     substatus: str | None = None
     tracking_number: str | None = None
+    tracking_method: str | None = None
     last_updated: datetime | None = None
     date_created: datetime | None = None
+
+
+class MlPackOrder(MlModel):
+    id: int
+
+
+class MlPack(MlModel):
+    """A pack: orders of one cart that share a shipment (FACTS.md 4.4)."""
+
+    id: int
+    status: str | None = None
+    shipment: dict[str, Any] | None = None
+    orders: list[MlPackOrder] = []
+
+    @property
+    def shipment_id(self) -> int | None:
+        value = (self.shipment or {}).get("id")
+        return value if isinstance(value, int) else None
 
 
 class MlAnswer(MlModel):

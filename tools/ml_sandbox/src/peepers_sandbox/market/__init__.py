@@ -1,0 +1,1 @@
+"""The marketplace by ML resource family (composed by ``peepers_sandbox.marketplace``)."""

@@ -1,0 +1,1 @@
+"""The REST API's handlers, one module per ML resource family."""
