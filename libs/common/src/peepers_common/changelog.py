@@ -361,7 +361,7 @@ class Changelog(AsyncResource):
             raise InfrastructureError(msg)
         except Exception:
             RESTORES.labels(self.topic, "failed").inc()
-            log.exception("changelog %s: restore failed; the next check retries it", self.topic)
+            log.exception("restore of %s failed; the next check retries it", self.topic)
             raise
         finally:
             RESTORING.labels(self.topic).set(0)
