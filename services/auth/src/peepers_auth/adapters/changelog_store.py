@@ -18,13 +18,19 @@ back (`RedisSellerStore.apply`).
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 from peepers_auth.adapters.redis_store import RedisSellerStore, SellerFields
 from peepers_auth.crypto import TokenCipher
 from peepers_auth.models import SellerRecord
 from peepers_common.changelog import Changelog, ChangelogEntry
+from peepers_common.errors import PublishError
 
 log = logging.getLogger(__name__)
+
+# The offset a refused record claims in the view until it is logged: above any real one,
+# so no restore running meanwhile puts the older logged record back over it.
+_UNLOGGED_OFFSET: Final = 2**62
 
 
 class ChangelogSellerStore:
@@ -36,10 +42,22 @@ class ChangelogSellerStore:
 
     async def get(self, seller_id: int) -> SellerRecord | None:
         await self._changelog.available()
-        record = await self._view.get(seller_id)
-        if record is None and await self._changelog.verify():
-            record = await self._view.get(seller_id)  # the view was lost and is back
-        return record
+        fields = await self._view.fields(seller_id)
+        if fields is None and await self._changelog.verify():
+            fields = await self._view.fields(seller_id)  # the view was lost and is back
+        if fields is None:
+            return None
+        if fields.unlogged:
+            await self._log_refused(fields)
+        return self._view.decode(fields)
+
+    async def _log_refused(self, fields: SellerFields) -> None:
+        """Log a record the changelog refused when it was written; PublishError again."""
+        logged = await self._changelog.write(str(fields.seller_id), fields.changelog_value())
+        if await self._view.mark_logged(
+            fields.seller_id, version=fields.version, offset=logged.offset
+        ):
+            log.info("seller %s: a record Kafka had refused is now logged", fields.seller_id)
 
     async def put(
         self, record: SellerRecord, *, expected_version: int, lock_token: str | None = None
@@ -50,7 +68,11 @@ class ChangelogSellerStore:
         ):
             return False
         fields = self._view.encode(record)
-        logged = await self._changelog.write(str(record.seller_id), fields.changelog_value())
+        try:
+            logged = await self._changelog.write(str(record.seller_id), fields.changelog_value())
+        except PublishError:
+            await self._keep_refused(fields, expected_version, lock_token)
+            raise
         # Durable now; the compare-and-set needs the whole view back first.
         await self._changelog.available()
         if await self._view.put_fields(
@@ -59,6 +81,28 @@ class ChangelogSellerStore:
             return True
         await self._relog(record.seller_id)
         return False
+
+    async def _keep_refused(
+        self, fields: SellerFields, expected_version: int, lock_token: str | None
+    ) -> None:
+        """Keep a record Kafka refused in the view, flagged, rather than lose it.
+
+        After a refresh, ML has already retired the refresh token this record replaces:
+        dropping it would lock the seller out. Flagged, it is used by nobody until a read
+        has logged it (`get`); the caller of this write still gets the error.
+        """
+        await self._changelog.available()
+        if await self._view.put_fields(
+            fields,
+            expected_version=expected_version,
+            lock_token=lock_token,
+            offset=_UNLOGGED_OFFSET,
+            unlogged=True,
+        ):
+            log.warning(
+                "seller %s: Kafka refused the record; kept in the view until it is logged",
+                fields.seller_id,
+            )
 
     async def _relog(self, seller_id: int) -> None:
         """Append the view's current record: the one that won the race after ours."""
