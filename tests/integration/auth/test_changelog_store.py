@@ -218,3 +218,40 @@ async def test_a_record_kafka_refused_is_kept_flagged_and_logged_before_it_is_re
         assert logged is not None
         assert not logged.unlogged
     assert (await _latest(kafka, topic))[SELLER] == logged
+
+
+class RefreshedMidRotation(RedisSellerStore):
+    """A view in which a refresh lands right after rotation has read a seller's record."""
+
+    store: ChangelogSellerStore
+    refresh_once = True
+
+    async def fields(self, seller_id: int) -> SellerFields | None:
+        current = await super().fields(seller_id)
+        if self.refresh_once and current is not None:
+            self.refresh_once = False
+            refreshed = _record(current.version + 1, "APP_USR-1-010101-mid-77")
+            assert await self.store.put(refreshed, expected_version=current.version)
+        return current
+
+
+async def test_a_refresh_during_rotation_stays_the_sellers_last_record(
+    kafka: KafkaSettings, auth_redis: aioredis.Redis, topic: str
+) -> None:
+    ns = Namespace("auth", scope=unique())
+    old, new = _key(), _key()
+    async with _store(kafka, auth_redis, topic, ns, TokenCipher([old])) as (store, _, _):
+        assert await store.put(_record(1), expected_version=0)
+    rotating = TokenCipher([new, old])
+    view = RefreshedMidRotation(auth_redis, ns, rotating)
+    marker = RedisViewMarker(auth_redis, ns, "sellers")
+    async with Changelog(kafka, topic, view=view, marker=marker) as changelog:
+        view.store = ChangelogSellerStore(view, changelog)
+        assert await view.store.rotate_keys(rotating) == 0  # the refresh won
+        stored = await view.store.get(SELLER)
+    assert stored is not None
+    assert stored.tokens is not None
+    assert stored.tokens.access_token.get_secret_value() == "APP_USR-1-010101-mid-77"
+    last = (await _latest(kafka, topic))[SELLER]
+    assert last.version == 2  # logged again after the re-sealed version 1 that followed it
+    assert not rotating.needs_rotation(last.sealed)

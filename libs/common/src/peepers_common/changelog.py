@@ -13,7 +13,6 @@ The API, all of it::
         await changelog.write(key, value)  # acks=all, keyed by entity; None is a tombstone
         await changelog.available()        # wait for a running restore (cheap: no I/O)
         await changelog.verify()           # on a read miss: restore if the view was lost
-        await changelog.latest()           # every key's latest value (tools: key rotation)
         changelog.ready, changelog.progress  # for /readyz
 
 - **Writes.** `Changelog.write` returns once every in-sync replica holds the record
@@ -281,25 +280,6 @@ class Changelog(AsyncResource):
             msg = f"Kafka did not acknowledge a record for {self.topic}: {exc!r}"
             raise PublishError(msg) from exc
         return Published(self.topic, sent.partition, sent.offset)
-
-    async def latest(self) -> dict[bytes, bytes]:
-        """Each key's latest value in the topic now; tombstoned keys are left out.
-
-        For tools that walk the whole state (auth's ``rotate-keys``): it holds it all.
-
-        Raises:
-            InfrastructureError: Kafka failed, or the topic does not exist.
-        """
-        latest: dict[bytes, bytes] = {}
-        ends = await end_offsets(self._kafka, [self.topic])
-        async with aclosing(batches_to(self._kafka, ends)) as batches:
-            async for batch in batches:
-                for record in batch:
-                    if record.value is None:
-                        latest.pop(record.key or b"", None)
-                    else:
-                        latest[record.key or b""] = record.value
-        return latest
 
     async def available(self) -> None:
         """Return when no restore is running (wait for one that is).

@@ -23,7 +23,7 @@ from typing import Final
 from peepers_auth.adapters.redis_store import RedisSellerStore, SellerFields
 from peepers_auth.crypto import TokenCipher
 from peepers_auth.models import SellerRecord
-from peepers_common.changelog import Changelog, ChangelogEntry
+from peepers_common.changelog import Changelog
 from peepers_common.errors import PublishError
 
 log = logging.getLogger(__name__)
@@ -133,27 +133,23 @@ class ChangelogSellerStore:
     async def rotate_keys(self, cipher: TokenCipher) -> int:
         """Re-seal every record not sealed with the first key: a new changelog record each.
 
-        Walks the changelog (the system of record) and the view (records written before
-        the changelog existed), writes each re-sealed record to the changelog, where
-        compaction drops the old one, then to the view, unless a newer write got there
-        first. Returns how many records it re-sealed.
+        Works from the view, restored first if it was lost, so it holds every seller,
+        records from before the changelog included. Each re-sealed record goes to the
+        changelog, where compaction drops the old one, then to the view by a
+        compare-and-set on the record's version and blob. A write that landed meanwhile
+        (a refresh, which seals with the first key anyway) wins, and its record is logged
+        again so it stays the last. Returns how many records it re-sealed.
         """
-        latest: dict[int, SellerFields] = {}
-        for key, value in (await self._changelog.latest()).items():
-            fields = SellerFields.from_changelog(key, value)
-            latest[fields.seller_id] = fields
-        for seller_id in await self._view.seller_ids():
-            if seller_id not in latest and (stored := await self._view.fields(seller_id)):
-                latest[seller_id] = stored
+        await self._changelog.verify()
         rotated = 0
-        for seller_id, fields in sorted(latest.items()):
-            if not fields.sealed or not cipher.needs_rotation(fields.sealed):
+        for seller_id in await self._view.seller_ids():
+            current = await self._view.fields(seller_id)
+            if current is None or not current.sealed or not cipher.needs_rotation(current.sealed):
                 continue
-            value = fields._replace(sealed=cipher.rotate(fields.sealed)).changelog_value()
-            written = await self._changelog.write(str(seller_id), value)
-            entry = ChangelogEntry(
-                str(seller_id).encode(), value, written.partition, written.offset
-            )
-            await self._view.apply([entry])
-            rotated += 1
+            resealed = current._replace(sealed=cipher.rotate(current.sealed), unlogged=False)
+            logged = await self._changelog.write(str(seller_id), resealed.changelog_value())
+            if await self._view.reseal(current, resealed.sealed, offset=logged.offset):
+                rotated += 1
+            else:
+                await self._relog(seller_id)
         return rotated

@@ -69,6 +69,15 @@ if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'unlogged', ARGV[9]) end
 redis.call('SADD', KEYS[3], ARGV[7])
 return 1
 """
+# Key rotation: swap the blob if the record is still the one re-sealed (version and blob),
+# noting where the changelog holds the re-sealed record.
+_RESEAL_LUA: Final = """
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'sealed') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'sealed', ARGV[3], 'offset', ARGV[4])
+redis.call('HDEL', KEYS[1], 'unlogged')
+return 1
+"""
 _LOGGED_LUA: Final = """
 if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
 if redis.call('HDEL', KEYS[1], 'unlogged') == 0 then return 0 end
@@ -241,6 +250,7 @@ class RedisSellerStore:
         self._release = client.register_script(_RELEASE_LUA)
         self._apply = client.register_script(_APPLY_LUA)
         self._logged = client.register_script(_LOGGED_LUA)
+        self._reseal = client.register_script(_RESEAL_LUA)
 
     def _key(self, seller_id: int) -> str:
         return self._ns.key("seller", seller_id)
@@ -345,6 +355,15 @@ class RedisSellerStore:
         """Clear the ``unlogged`` flag of ``version`` now that the changelog has it."""
         async with redis_errors():
             done = await self._logged(keys=[self._key(seller_id)], args=[str(version), str(offset)])
+        return bool(done)
+
+    async def reseal(self, current: SellerFields, sealed: bytes, *, offset: int) -> bool:
+        """Replace ``current``'s blob with ``sealed`` if the view still holds ``current``."""
+        async with redis_errors():
+            done = await self._reseal(
+                keys=[self._key(current.seller_id)],
+                args=[str(current.version), current.sealed, sealed, str(offset)],
+            )
         return bool(done)
 
     async def clear_outbox(self, seller_id: int, *, version: int, offset: int = -1) -> None:
