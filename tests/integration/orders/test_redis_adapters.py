@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.errors import InvalidQuery
 from peepers_common.events import OrderLine, OrderSummary
+from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.settings import KafkaSettings
+from peepers_common.testing import InMemoryEventPublisher
+from peepers_common.topics import PEEPERS_ORDERS
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.adapters.redis_store import RedisOrderStore, RedisSellerDirectory
 from peepers_orders.analytics import Counted
+from peepers_orders.handlers import Orders, apply_order
 from peepers_orders.ports import CachedOrder, OrderQuery, PackLink
 from peepers_orders.settings import Settings
+from tests.integration.orders.worker import orders_topics
 from tests.support import unique
-from tests.unit.orders.fakes import SELLER, T0
+from tests.unit.orders.fakes import (
+    SELLER,
+    T0,
+    InMemoryOrderStore,
+    InMemorySellers,
+    Market,
+    ml_order,
+)
 
 
 @pytest.fixture
@@ -172,3 +189,49 @@ class TestAnalytics:
         assert (await live.days(SELLER, day, day))[0].orders == 2
         await live.count(one("after"))
         assert (await live.days(SELLER, day, day))[0].orders == 3
+
+
+async def test_the_rebuild_command_replays_the_topic_into_a_new_generation(
+    orders_redis, namespace, kafka: KafkaSettings
+) -> None:
+    market = Market()
+    market.add(ml_order())
+    market.pay(2000001)
+    prefix = await orders_topics(kafka)
+    publisher = InMemoryEventPublisher()
+    orders = Orders(
+        ml=market.ml,
+        store=InMemoryOrderStore(),
+        sellers=InMemorySellers(),
+        publisher=publisher,
+        events_topic=prefix + PEEPERS_ORDERS,
+    )
+    await apply_order(market.ml.orders[2000001], "notification:n1", orders)
+    async with AIOKafkaEventPublisher(kafka) as kafka_publisher:
+        for record in [*publisher.records, *publisher.records]:  # and a redelivery
+            await kafka_publisher.publish(record.topic, key=record.key, value=record.value)
+    redis = Settings().redis
+    assert redis.password is not None
+    env = {
+        "ORDERS_REDIS__URL": redis.url,
+        "ORDERS_TOPIC_PREFIX": prefix,
+        "ORDERS_REDIS_SCOPE": namespace.prefix.split(":")[1],
+        "ORDERS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "ORDERS_REDIS__PASSWORD": redis.password.get_secret_value(),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "peepers_orders", "analytics", "rebuild"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 events replayed" in done.stdout
+    generation = await orders_redis.get(namespace.key("analytics", "generation"))
+    assert generation is not None
+    day = T0.astimezone(ZoneInfo("America/Sao_Paulo")).date()
+    [figures] = await RedisAnalytics(orders_redis, namespace).days(SELLER, day, day)
+    assert (figures.orders, figures.units, figures.revenue) == (1, 2, {"BRL": Decimal("120.5")})
