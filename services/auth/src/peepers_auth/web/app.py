@@ -91,7 +91,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         else:
             status, title = 503, "Service not available"
             log.warning("%s %s -> 503: %s", request.method, request.path, exc)
-        settings = request.app[web_settings_key]
         locale = locale_of(request)
         page = views.render(
             request,
@@ -99,7 +98,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             title=locale.text(title),
             status=status,
             login=isinstance(exc, SessionRequired),
-            auth_base_url=settings.auth_base_url,
             locale=locale,
         )
         return web.Response(text=page, status=status, content_type="text/html")

@@ -72,6 +72,7 @@ PT_BR: Final = {
     "Overview": "Visão geral",
     "Orders": "Vendas",
     "Questions": "Perguntas",
+    "Question": "Pergunta",
     "Tickets": "Atendimento",
     "Catalog": "Anúncios",
     "Log out": "Sair",
