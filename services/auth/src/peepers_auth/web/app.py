@@ -148,11 +148,16 @@ def create_web_app(
         sessions, readers, namespace or Namespace("auth"), live_topics, sellers_topic, follow_kafka
     )
     app.cleanup_ctx.append(_dependencies_ctx)
+    app.on_shutdown.append(_end_streams)
     views.setup_routes(app)
     static = Path(str(files("peepers_auth.web") / "static"))
     app.router.add_static("/static/", static, append_version=False)
     app.router.add_get("/metrics", metrics_view)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[hub_key].close()
 
 
 async def _dependencies_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -169,7 +174,7 @@ async def _dependencies_ctx(app: web.Application) -> AsyncIterator[None]:
         readers = o.readers
         if readers is None:
             http = await stack.enter_async_context(aiohttp.ClientSession())
-            auth = aiohttp.BasicAuth(
+            auth = aiohttp.encode_basic_auth(
                 settings.service_name, settings.service_secret.get_secret_value()
             )
             clients = {

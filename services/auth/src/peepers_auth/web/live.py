@@ -44,6 +44,9 @@ _STATUS_OF: Final = {
     "seller.reauth_required": "reauth_required",
 }
 RELOAD: Final = "reload"
+# Put in every open page's queue when the replica shuts down: the stream ends, and the
+# browser reconnects (to a replica still up) with its Last-Event-ID.
+CLOSING: Final = "closing"
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,14 @@ class LiveHub:
             yield self.missed(seller_id, last_event_id), queue
         finally:
             seller.pages.discard(queue)
+
+    def close(self) -> None:
+        """End every open page's stream (shutdown)."""
+        for seller_id, seller in self._sellers.items():
+            for queue in seller.pages:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(LiveEvent(CLOSING, seller_id, CLOSING, CLOSING))
 
     def open_pages(self) -> int:
         return sum(len(s.pages) for s in self._sellers.values())

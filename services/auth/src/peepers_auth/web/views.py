@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from peepers_auth.errors import AuthError
 from peepers_auth.web import chart
-from peepers_auth.web.live import RELOAD
+from peepers_auth.web.live import CLOSING, RELOAD
 from peepers_auth.web.ports import (
     ANSWER_MAX_CHARS,
     AnswerRefused,
@@ -417,7 +417,13 @@ async def live(request: web.Request) -> web.StreamResponse:
         for event in missed:
             await _send(stream, event)
         while stream.is_connected():
-            event = await queue.get()
+            try:
+                # Wake up now and then: a page that went away is noticed without a write.
+                event = await asyncio.wait_for(queue.get(), settings.live_heartbeat_s)
+            except TimeoutError:
+                continue
+            if event.type == CLOSING:
+                break
             await _send(stream, event)
             if event.type == RELOAD:
                 break

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,30 +20,26 @@ from aiokafka.errors import KafkaError
 
 from peepers_auth.web.live import LiveHub, parse_event, seller_status
 from peepers_common.errors import InfrastructureError
+from peepers_common.kafka import end_offsets
 from peepers_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
 async def _assign(
-    consumer: AIOKafkaConsumer, topics: Sequence[str], sellers_topic: str, replay_s: int
+    consumer: AIOKafkaConsumer,
+    ends: Mapping[TopicPartition, int],
+    sellers_topic: str,
+    replay_s: int,
 ) -> None:
-    partitions: list[TopicPartition] = []
-    for topic in (*topics, sellers_topic):
-        found = consumer.partitions_for_topic(topic)
-        if found is None:
-            await consumer.client.force_metadata_update()
-            found = consumer.partitions_for_topic(topic) or set()
-        partitions += [TopicPartition(topic, p) for p in sorted(found)]
-    consumer.assign(partitions)
-    domain = [tp for tp in partitions if tp.topic != sellers_topic]
+    consumer.assign(list(ends))
+    domain = [tp for tp in ends if tp.topic != sellers_topic]
     since_ms = int((time.time() - replay_s) * 1000)
     offsets = await consumer.offsets_for_times(dict.fromkeys(domain, since_ms))
-    ends = await consumer.end_offsets(domain)
     for tp in domain:
-        found_offset = offsets.get(tp)
-        consumer.seek(tp, found_offset.offset if found_offset is not None else ends[tp])
-    sellers = [tp for tp in partitions if tp.topic == sellers_topic]
+        found = offsets.get(tp)
+        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    sellers = [tp for tp in ends if tp.topic == sellers_topic]
     if sellers:
         await consumer.seek_to_beginning(*sellers)
 
@@ -75,6 +71,8 @@ async def live_feed(
     replay_s: int,
 ) -> AsyncIterator[asyncio.Event]:
     """Follow the topics into ``hub`` until the context ends; the event is set once caught up."""
+    # The partitions (and their ends) of every topic; raises if one does not exist.
+    ends = await end_offsets(kafka, [*topics, sellers_topic])
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         client_id=kafka.client_id,
@@ -83,11 +81,14 @@ async def live_feed(
     )
     try:
         await consumer.start()
-        await _assign(consumer, topics, sellers_topic, replay_s)
+        await _assign(consumer, ends, sellers_topic, replay_s)
     except KafkaError as exc:
         await consumer.stop()
         msg = f"cannot follow {[*topics, sellers_topic]}: {exc}"
         raise InfrastructureError(msg) from exc
+    except BaseException:
+        await consumer.stop()
+        raise
     ready = asyncio.Event()
     task = asyncio.create_task(_follow(consumer, hub, sellers_topic, ready))
     try:

@@ -57,12 +57,12 @@ class ReadApiClient:
         service: str,
         api: ReadApi | None,
         session: aiohttp.ClientSession,
-        auth: aiohttp.BasicAuth,
+        authorization: str,
     ) -> None:
         self.service = service
         self._api = api
         self._session = session
-        self._auth = auth
+        self._headers = {"Authorization": authorization}
 
     async def call(
         self,
@@ -79,7 +79,7 @@ class ReadApiClient:
         timeout = aiohttp.ClientTimeout(total=self._api.timeout_s)
         try:
             async with self._session.request(
-                method, url, params=params, json=json, auth=self._auth, timeout=timeout
+                method, url, params=params, json=json, headers=self._headers, timeout=timeout
             ) as response:
                 if response.status >= 500 or response.status in (401, 403):
                     # 401/403: our credential is wrong, which the seller cannot fix either.
