@@ -50,20 +50,20 @@ async def test_an_event_reaches_its_sellers_page_and_a_restarted_replica_resumes
     async with auth_stack(kafka) as stack, stack.browser() as browser:
         await login(stack, browser)
         async with AIOKafkaEventPublisher(kafka) as publisher:
-            async with web_process(stack, live_topics=[orders_topic]) as pages:
-                async with browser.get(f"{pages.url}/app/live") as stream:
-                    assert stream.status == 200
-                    await publisher.publish(
-                        orders_topic,
-                        key=b"2",
-                        value=_event(SELLER + 1, "order.created", order_id=2),
-                    )
-                    await publisher.publish(
-                        orders_topic, key=b"1", value=_event(SELLER, "order.created", order_id=1)
-                    )
-                    first = await _next_event(stream)
-                    assert first["event"] == "orders"
-                    assert json.loads(first["data"])["ref"] == "1"
+            async with (
+                web_process(stack, live_topics=[orders_topic]) as pages,
+                browser.get(f"{pages.url}/app/live") as stream,
+            ):
+                assert stream.status == 200
+                await publisher.publish(
+                    orders_topic, key=b"2", value=_event(SELLER + 1, "order.created", order_id=2)
+                )
+                await publisher.publish(
+                    orders_topic, key=b"1", value=_event(SELLER, "order.created", order_id=1)
+                )
+                first = await _next_event(stream)
+                assert first["event"] == "orders"
+                assert json.loads(first["data"])["ref"] == "1"
             # The page was away while another order came; a new replica resumes it.
             await publisher.publish(
                 orders_topic, key=b"3", value=_event(SELLER, "order.paid", order_id=3)
