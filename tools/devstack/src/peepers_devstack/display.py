@@ -67,8 +67,18 @@ def render(summary: Summary, *, seller: str, footer: str) -> RenderableType:
             (f"  {titles}", "dim"),
         )
     title = f"Peepers: seller {seller} connected, up {int(summary.uptime_s)} s"
-    body = Group(tables, Text(""), breakdown, line, Text(footer, style="dim"))
+    body = Group(tables, Text(""), breakdown, line, _alerts(summary), Text(footer, style="dim"))
     return Panel(body, title=title)
+
+
+def _alerts(summary: Summary) -> Text:
+    alerts = summary.alerts
+    if alerts is None:
+        return Text("alerts: no Prometheus", style="dim")
+    pending = f" ({alerts.pending} pending)" if alerts.pending else ""
+    if not alerts.firing:
+        return Text.assemble(("alerts ", "bold"), ("none firing", "green"), pending)
+    return Text.assemble(("alerts ", "bold"), (", ".join(alerts.firing), "bold red"), pending)
 
 
 def plain(summary: Summary) -> str:
@@ -92,6 +102,8 @@ def plain(summary: Summary) -> str:
         "events": summary.events_total,
         "dead_lettered": int(summary.dead_lettered),
     }
+    if summary.alerts is not None:
+        fields["alerts_firing"] = ",".join(summary.alerts.firing) or "none"
     if summary.search is not None:
         fields["search_q"] = summary.search.query
         fields["search_hits"] = summary.search.total

@@ -12,7 +12,8 @@ with its log tail:
    line it logs when done. The sync is not started a second time from here:
    ``python -m peepers_catalog sync`` would begin another run beside the worker's;
 4. turn on the sandbox's scripted activity;
-5. refresh a summary every ``refresh_s`` until interrupted (or ``exit_after_s``).
+5. refresh a summary every ``refresh_s`` until interrupted (or ``exit_after_s``), with
+   the alerts Prometheus (started last, when installed) has firing.
 
 Children are stopped in reverse start order by whoever owns the `Orchestrator`
 (``shutdown``), also after a failure.
@@ -39,6 +40,7 @@ from peepers_common.errors import InfrastructureError
 from peepers_common.kafka import end_offsets
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_SELLERS, notification_topic, retry_topic
+from peepers_devstack import prometheus
 from peepers_devstack.display import plain, render
 from peepers_devstack.errors import PreflightFailed, StepFailed
 from peepers_devstack.plan import ChildSpec, Plan, Ports, Secrets
@@ -60,6 +62,7 @@ READY_PATHS = {
     "auth": "/readyz",
     "ingest": "/readyz",
     "catalog": "/readyz",
+    "prometheus": "/-/ready",
 }
 # A seller event is picked up within seconds; much longer means it never came.
 SYNC_START_TIMEOUT_S = 60.0
@@ -95,6 +98,8 @@ class Orchestrator:
             items=options.items,
             ml_requests_per_minute=options.ml_requests_per_minute,
             isolation=f"run-{uuid4().hex[:8]}" if options.isolate else None,
+            prometheus_binary=prometheus.installed(),
+            prometheus_dir=work_dir / "prometheus",
         )
         self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
         self.started = time.monotonic()
@@ -120,6 +125,10 @@ class Orchestrator:
             raise PreflightFailed(msg)
         if self.plan.isolation is not None:
             await start_group_at_end(self.settings.kafka, self.plan.catalog_group)
+        if self.plan.prometheus_binary is None:
+            self.say("prometheus is not installed (scripts/install-prometheus): running without it")
+        else:
+            prometheus.write_config(self.plan)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             urls = {
@@ -127,6 +136,7 @@ class Orchestrator:
                 "auth": self.plan.auth_url,
                 "ingest": self.plan.ingest_url,
                 "catalog": self.plan.catalog_url,
+                "prometheus": self.plan.prometheus_url,
             }
             started: dict[str, Child] = {}
             for spec in self.plan.children():
@@ -252,6 +262,8 @@ class Orchestrator:
             f"logs: {logs}\nCtrl-C stops the services; Kafka and Redis stay up "
             "(scripts/stack down stops them)"
         )
+        if self.plan.prometheus_binary is not None:
+            footer = f"Prometheus: {self.plan.prometheus_url}/alerts\n{footer}"
         seller = str(self.plan.seller_id)
         began = time.monotonic()
         live = Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None

@@ -1,8 +1,8 @@
 """What runs: ports, generated secrets, and each child's command line and environment.
 
 Every child listens on loopback. Ports default to 18080 and up, away from the services'
-own defaults (8080-8084, sandbox 8090) that docker compose and a hand-started service
-use; ``--port-base 0`` picks free ports instead (tests).
+own defaults (8080-8084, sandbox 8090, Prometheus 9090) that docker compose and a
+hand-started service use; ``--port-base 0`` picks free ports instead (tests).
 """
 
 from __future__ import annotations
@@ -30,20 +30,26 @@ class Ports:
     auth: int
     ingest: int
     catalog: int
+    prometheus: int
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
         if base == 0:
             return cls(
-                sandbox=free_port(), auth=free_port(), ingest=free_port(), catalog=free_port()
+                sandbox=free_port(),
+                auth=free_port(),
+                ingest=free_port(),
+                catalog=free_port(),
+                prometheus=free_port(),
             )
-        return cls(sandbox=base + 10, auth=base + 1, ingest=base, catalog=base + 3)
+        return cls(
+            sandbox=base + 10, auth=base + 1, ingest=base, catalog=base + 3, prometheus=base + 9
+        )
 
     def taken(self) -> list[int]:
         """The ports something already listens on."""
-        return [
-            port for port in (self.sandbox, self.auth, self.ingest, self.catalog) if in_use(port)
-        ]
+        ports = (self.sandbox, self.auth, self.ingest, self.catalog, self.prometheus)
+        return [port for port in ports if in_use(port)]
 
 
 def free_port() -> int:
@@ -104,6 +110,10 @@ class Plan:
     seller_id: int = DEMO_SELLER_ID
     # Set for a side-by-side run (tests): the catalog's own consumer group and Redis scope.
     isolation: str | None = None
+    # Debian's prometheus binary, when installed, and the directory of its configuration
+    # (peepers_devstack.prometheus writes it) and data.
+    prometheus_binary: Path | None = None
+    prometheus_dir: Path | None = None
 
     @property
     def sandbox_url(self) -> str:
@@ -122,6 +132,10 @@ class Plan:
         return f"http://{LOOPBACK}:{self.ports.catalog}"
 
     @property
+    def prometheus_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.prometheus}"
+
+    @property
     def webhook_url(self) -> str:
         return f"{self.ingest_url}/webhooks/mercadolibre"
 
@@ -135,7 +149,36 @@ class Plan:
 
     def children(self) -> list[ChildSpec]:
         """In start order; they are stopped in the reverse one."""
+        services = self.services()
+        if self.prometheus_binary is None:
+            return services
+        return [*services, self.prometheus()]
+
+    def services(self) -> list[ChildSpec]:
+        """The children that are Peepers or stand in for ML (not Prometheus)."""
         return [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+
+    @property
+    def prometheus_config(self) -> Path:
+        if self.prometheus_dir is None:
+            msg = "this plan has no Prometheus"
+            raise ValueError(msg)
+        # "peepers_" in its command line: a run killed outright leaves prometheus behind,
+        # and the next run stops leftovers whose command line says they are ours.
+        return self.prometheus_dir / "peepers_prometheus.yml"
+
+    def prometheus(self) -> ChildSpec:
+        if self.prometheus_binary is None or self.prometheus_dir is None:
+            msg = "this plan has no Prometheus"
+            raise ValueError(msg)
+        argv = [
+            str(self.prometheus_binary),
+            f"--config.file={self.prometheus_config}",
+            f"--storage.tsdb.path={self.prometheus_dir / 'data'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address={LOOPBACK}:{self.ports.prometheus}",
+        ]
+        return ChildSpec("prometheus", argv, {})
 
     def sandbox(self) -> ChildSpec:
         argv = [

@@ -1,0 +1,80 @@
+"""A real Prometheus for ``make run``: its configuration, and the alerts it reports.
+
+Debian's ``prometheus`` (scripts/install-prometheus) runs as one more child
+(`Plan.prometheus`), last started and first stopped. It scrapes every child that serves
+``/metrics`` — each service that gets a ``<NAME>_HTTP_PORT`` — every few seconds, and
+loads the alert and recording rules of ``deploy/prometheus/rules``, the same files a
+production Prometheus loads. Without the binary the run goes on without it and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan
+
+BINARY: Final = "prometheus"
+RULES_DIR: Final = Path(__file__).resolve().parents[4] / "deploy" / "prometheus" / "rules"
+# Faster than production (15 s): the summary shows an alert within seconds.
+INTERVAL: Final = "5s"
+
+
+def installed() -> Path | None:
+    found = shutil.which(BINARY)
+    return Path(found) if found is not None else None
+
+
+def scrape_targets(children: list[ChildSpec]) -> dict[str, str]:
+    """``job -> host:port`` for every child that has an HTTP port (its ``/metrics``)."""
+    targets: dict[str, str] = {}
+    for child in children:
+        port = child.env.get(f"{child.name.upper()}_HTTP_PORT")
+        if port is not None:
+            targets[f"peepers-{child.name}"] = f"{LOOPBACK}:{port}"
+    return targets
+
+
+def config(children: list[ChildSpec], rules_dir: Path = RULES_DIR) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL},
+        "rule_files": [str(rules_dir / "*.yml")],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [target]}]}
+            for job, target in scrape_targets(children).items()
+        ],
+    }
+
+
+def write_config(plan: Plan) -> Path:
+    """The configuration for the plan's services, where `Plan.prometheus` points."""
+    path = plan.prometheus_config
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # JSON is YAML: no YAML library needed to write it.
+    path.write_text(json.dumps(config(plan.services()), indent=2))
+    return path
+
+
+@dataclass(frozen=True)
+class Alerts:
+    firing: list[str]
+    pending: int
+
+
+async def alerts(session: aiohttp.ClientSession, url: str) -> Alerts | None:
+    """What ``/api/v1/alerts`` says now (``None``: Prometheus did not answer)."""
+    try:
+        async with session.get(f"{url}/api/v1/alerts") as response:
+            if response.status != 200:
+                return None
+            body = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    listed = body.get("data", {}).get("alerts", [])
+    firing = sorted({a["labels"]["alertname"] for a in listed if a.get("state") == "firing"})
+    return Alerts(firing, sum(1 for a in listed if a.get("state") == "pending"))
