@@ -73,14 +73,15 @@ def messages() -> FakeMessages:
         ],
         tickets_=[
             Ticket(
-                ticket_id="t-1",
+                claim_id=7001,
                 seller_id=SELLER,
-                subject="Produto com defeito",
+                claim_type="mediations",
+                claim_status="opened",
                 status="open",
                 order_id=2000000001,
-                due_at=NOW + timedelta(days=1),
+                due_date=NOW + timedelta(days=1),
             ),
-            Ticket(ticket_id="t-9", seller_id=OTHER, status="open"),
+            Ticket(claim_id=7009, seller_id=OTHER, status="open"),
         ],
     )
 

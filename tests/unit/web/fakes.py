@@ -37,7 +37,6 @@ def order(order_id: int, seller_id: int = SELLER, state: str = "paid") -> OrderV
         seller_id=seller_id,
         state=state,
         buyer_id=9000000001,
-        buyer_nickname="COMPRADOR_1",
         currency_id="BRL",
         total_amount=Decimal("1234.56"),
         date_created=NOW,
@@ -66,7 +65,7 @@ class FakeOrders:
         self._up()
         for o in self.orders:
             if o.order_id == order_id and o.seller_id == seller_id:
-                step = TimelineStep(at=o.date_created, kind="state", text="created")
+                step = TimelineStep(at=o.date_created, kind="order", text="created")
                 return OrderDetail(order=o, timeline=(step,))
         return None
 
@@ -116,22 +115,25 @@ class FakeMessages:
             if t.seller_id == seller_id and (status is None or t.status == status)
         ]
 
-    async def ticket(self, seller_id: int, ticket_id: str) -> Ticket | None:
+    async def ticket(self, seller_id: int, claim_id: int) -> Ticket | None:
         self._up()
         return next(
-            (t for t in self.tickets_ if t.ticket_id == ticket_id and t.seller_id == seller_id),
+            (t for t in self.tickets_ if t.claim_id == claim_id and t.seller_id == seller_id),
             None,
         )
 
     async def change_ticket(
-        self, seller_id: int, ticket_id: str, change: TicketChange
+        self, seller_id: int, claim_id: int, change: TicketChange
     ) -> Ticket | None:
-        current = await self.ticket(seller_id, ticket_id)
+        current = await self.ticket(seller_id, claim_id)
         if current is None:
             return None
+        if change.status == "closed" and current.status == "open":
+            msg = "a ticket moves from open to in_progress only"
+            raise ValueError(msg)
         notes = current.notes
         if change.note:
-            notes = (*notes, TicketNote(at=NOW, author="seller", text=change.note))
+            notes = (*notes, TicketNote(at=NOW, author=change.author, text=change.note))
         changed = current.model_copy(
             update={
                 "status": change.status or current.status,
@@ -144,7 +146,7 @@ class FakeMessages:
 
     async def order_thread(self, seller_id: int, order_id: int) -> list[TimelineStep]:
         self._up()
-        return [TimelineStep(at=NOW, kind="message", text="Olá, quando chega?")]
+        return [TimelineStep(at=NOW, kind="message", text="message.received: Olá, quando chega?")]
 
 
 @dataclass

@@ -71,7 +71,9 @@ class TestOrders:
         await _page(client, "/app/orders?state=paid&buyer=42&from=2026-12-01&to=2026-12-07")
         [query] = orders.queries
         assert (query.state, query.buyer_id) == ("paid", 42)
-        assert str(query.created_from) == "2026-12-01"
+        # the seller's days (São Paulo), the last one whole
+        assert str(query.created_from) == "2026-12-01 00:00:00-03:00"
+        assert str(query.created_to) == "2026-12-07 23:59:59.999999-03:00"
 
     async def test_a_bad_filter_is_explained_and_not_sent(
         self, client: Client, orders: FakeOrders
@@ -158,11 +160,11 @@ class TestCsrf:
         self, client: Client, messages: FakeMessages
     ) -> None:
         wrong = await client.post(
-            "/app/tickets/t-1", data={"status": "closed", "csrf_token": "guess"}
+            "/app/tickets/7001", data={"status": "closed", "csrf_token": "guess"}
         )
         assert wrong.status == 403
         foreign = await client.post(
-            "/app/tickets/t-1",
+            "/app/tickets/7001",
             data={"status": "closed", "csrf_token": CSRF},
             headers={"Origin": "https://evil.example"},
         )
@@ -186,7 +188,7 @@ class TestTickets:
         self, client: Client, messages: FakeMessages
     ) -> None:
         response = await client.post(
-            "/app/tickets/t-1",
+            "/app/tickets/7001",
             data={
                 "status": "in_progress",
                 "assignee": "Ana",
@@ -196,7 +198,7 @@ class TestTickets:
             allow_redirects=False,
         )
         assert response.status == 303
-        html = await _page(client, "/app/tickets/t-1")
+        html = await _page(client, "/app/tickets/7001")
         assert "em andamento" in html
         assert "Trocar o produto" in html
         assert "Ana" in html
@@ -205,14 +207,24 @@ class TestTickets:
         self, client: Client, messages: FakeMessages
     ) -> None:
         response = await client.post(
-            "/app/tickets/t-1", data={"status": "bogus", "csrf_token": CSRF}
+            "/app/tickets/7001", data={"status": "bogus", "csrf_token": CSRF}
         )
         assert response.status == 422
         assert messages.tickets_[0].status == "open"
 
+    async def test_a_move_the_workflow_refuses_is_explained_and_changes_nothing(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/tickets/7001", data={"status": "closed", "note": "x", "csrf_token": CSRF}
+        )
+        assert response.status == 422
+        assert "open to in_progress" in await response.text()
+        assert messages.tickets_[0].notes == ()
+
     async def test_another_sellers_ticket_is_not_found(self, client: Client) -> None:
-        await _page(client, "/app/tickets/t-9", 404)
-        await _page(client, "/app/tickets/..%2Fx", 404)
+        await _page(client, "/app/tickets/7009", 404)
+        await _page(client, "/app/tickets/x1", 404)
 
 
 class TestCatalog:

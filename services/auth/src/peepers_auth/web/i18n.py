@@ -129,7 +129,7 @@ PT_BR: Final = {
     "Back to tickets": "Voltar para atendimento",
     "open": "aberto",
     "in_progress": "em andamento",
-    "waiting": "aguardando",
+    "waiting_buyer": "aguardando comprador",
     "resolved": "resolvido",
     "closed": "fechado",
     "Search": "Buscar",
@@ -170,6 +170,9 @@ PT_BR: Final = {
     "under_review": "em revisão",
     "inactive": "inativo",
     "Revenue": "Faturamento",
+    "order": "pedido",
+    "message": "mensagem",
+    "claim": "reclamação",
 }
 _TABLES: Final[dict[Language, dict[str, str]]] = {"pt-BR": PT_BR, "en": {}}
 

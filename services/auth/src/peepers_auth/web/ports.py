@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from peepers_common.errors import PeepersError
 from peepers_common.events import ItemSnapshot
@@ -54,20 +54,30 @@ class _View(BaseModel):
 
 
 class OrderView(_View):
+    """An order as the orders service's read API serves it (its ``OrderSummary``)."""
+
     order_id: int
     seller_id: int
     state: str
     buyer_id: int
-    buyer_nickname: str | None = None
     currency_id: str | None = None
     total_amount: Decimal
     date_created: AwareDatetime
     titles: tuple[str, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _titles_of_lines(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "titles" not in data:
+            lines = data.get("lines") or ()
+            titles = [line.get("title") for line in lines if isinstance(line, dict)]
+            return {**data, "titles": tuple(t for t in titles if t)}
+        return data
+
 
 class TimelineStep(_View):
     at: AwareDatetime
-    kind: str  # "state", "message", "claim", "question", ...
+    kind: str  # "order", "message", "claim"
     text: str
 
 
@@ -83,7 +93,9 @@ class DaySales(_View):
 
 
 class Question(_View):
-    question_id: int
+    """A question as the messages service's inbox serves it (its ``QuestionSnapshot``)."""
+
+    question_id: int = Field(validation_alias=AliasChoices("question_id", "id"))
     seller_id: int
     item_id: str
     text: str
@@ -98,15 +110,17 @@ class TicketNote(_View):
 
 
 class Ticket(_View):
-    ticket_id: str
+    """A support ticket around one claim (the messages service's ``TicketSnapshot``)."""
+
+    claim_id: int
     seller_id: int
-    subject: str = ""
     status: str
     order_id: int | None = None
-    claim_id: int | None = None
+    claim_status: str | None = None
+    claim_type: str | None = None
     assignee: str | None = None
-    due_at: AwareDatetime | None = None
-    created_at: AwareDatetime | None = None
+    due_date: AwareDatetime | None = None
+    opened_at: AwareDatetime | None = None
     notes: tuple[TicketNote, ...] = ()
 
 
@@ -114,8 +128,8 @@ class Ticket(_View):
 class OrderFilter:
     state: str | None = None
     buyer_id: int | None = None
-    created_from: date | None = None
-    created_to: date | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
     cursor: str | None = None
     limit: int = 25
 
@@ -139,6 +153,7 @@ class TicketChange:
     status: str | None = None
     assignee: str | None = None
     note: str | None = None
+    author: str = "seller"
 
 
 class CatalogReader(Protocol):
@@ -171,11 +186,13 @@ class MessagesReader(Protocol):
 
     async def tickets(self, seller_id: int, *, status: str | None = None) -> list[Ticket]: ...
 
-    async def ticket(self, seller_id: int, ticket_id: str) -> Ticket | None: ...
+    async def ticket(self, seller_id: int, claim_id: int) -> Ticket | None: ...
 
     async def change_ticket(
-        self, seller_id: int, ticket_id: str, change: TicketChange
-    ) -> Ticket | None: ...
+        self, seller_id: int, claim_id: int, change: TicketChange
+    ) -> Ticket | None:
+        """Apply the change's parts; raises `ValueError` with the reason for a refused move."""
+        ...
 
     async def order_thread(self, seller_id: int, order_id: int) -> list[TimelineStep]:
         """The order's messages, questions and claim steps, as the messages service merges them."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo
 
 import jinja2
 import redis.asyncio as aioredis
@@ -31,6 +32,7 @@ from peepers_auth.web.ports import (
     Readers,
     SellerStatus,
     ServiceNotAvailable,
+    Ticket,
     TicketChange,
 )
 from peepers_auth.web.security import (
@@ -53,7 +55,8 @@ readers_key: Final = web.AppKey("readers_key", Readers)
 redis_key: Final = web.AppKey("web_redis_key", aioredis.Redis)
 feed_key: Final = web.AppKey("feed_key", asyncio.Event)
 
-TICKET_STATUSES: Final = ("open", "in_progress", "waiting", "resolved", "closed")
+# The messages service's ticket workflow (it refuses a move the workflow does not allow).
+TICKET_STATUSES: Final = ("open", "in_progress", "waiting_buyer", "resolved", "closed")
 ORDER_STATES: Final = (
     "created",
     "paid",
@@ -171,7 +174,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
         open_tickets = tickets
     else:
         pending = [t for t in tickets if t.status not in ("resolved", "closed")]
-        dues = sorted(t.due_at for t in pending if t.due_at is not None)
+        dues = sorted(t.due_date for t in pending if t.due_date is not None)
         open_tickets = {"count": len(pending), "nearest_due": dues[0] if dues else None}
     return _html(
         render(
@@ -195,17 +198,24 @@ async def _ready(readers: Readers) -> dict[str, bool]:
 # --------------------------------------------------------------------------- orders
 
 
-def _order_filter(query: Mapping[str, str]) -> tuple[OrderFilter, str | None]:
-    """The filter a query asks for, or an empty one and what is wrong with it."""
+def _order_filter(query: Mapping[str, str], zone: ZoneInfo) -> tuple[OrderFilter, str | None]:
+    """The filter a query asks for, or an empty one and what is wrong with it.
+
+    Days are the seller's (their site's time zone): ``to`` includes the whole day.
+    """
     try:
         buyer = query.get("buyer") or None
+        first = date.fromisoformat(query["from"]) if query.get("from") else None
+        last = date.fromisoformat(query["to"]) if query.get("to") else None
         made = OrderFilter(
             state=query.get("state") if query.get("state") in ORDER_STATES else None,
             buyer_id=int(buyer) if buyer else None,
-            created_from=date.fromisoformat(query["from"]) if query.get("from") else None,
-            created_to=date.fromisoformat(query["to"]) if query.get("to") else None,
+            created_from=datetime.combine(first, time(0), zone) if first else None,
+            created_to=datetime.combine(last, time.max, zone) if last else None,
             cursor=query.get("cursor") or None,
         )
+        if made.buyer_id is not None and made.buyer_id < 0:
+            raise ValueError(buyer)
     except ValueError:
         return OrderFilter(), "buyer is a number; dates are YYYY-MM-DD"
     if made.created_from and made.created_to and made.created_from > made.created_to:
@@ -218,7 +228,7 @@ _ORDER_PARAMS: Final = ("state", "buyer", "from", "to")
 
 async def orders(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
-    query, problem = _order_filter(request.query)
+    query, problem = _order_filter(request.query, request[locale_key].zone)
     found = None if problem else await attempt(_readers(request).orders.search(seller, query))
     return _html(
         render(
@@ -333,54 +343,56 @@ async def tickets(request: web.Request) -> web.StreamResponse:
 
 async def ticket(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
-    found = await _readers(request).messages.ticket(seller, _ticket_id(request))
+    claim_id = _int_id(request.match_info["claim_id"])
+    found = await _readers(request).messages.ticket(seller, claim_id)
     if found is None:
-        raise PageNotFound(request.match_info["ticket_id"])
+        raise PageNotFound(str(claim_id))
     return _html(
         render(request, "ticket.html", ticket=found, statuses=TICKET_STATUSES, problem=None)
     )
 
 
-def _ticket_id(request: web.Request) -> str:
-    raw = request.match_info["ticket_id"]
-    if not (0 < len(raw) <= 64 and raw.replace("-", "").replace("_", "").isalnum()):
-        raise PageNotFound(raw)
-    return raw
+def _ticket_change(form: Mapping[str, Any], current: Ticket, author: str) -> TicketChange:
+    """What the form changes (an unchanged field is no change); ValueError if it cannot."""
+    status = str(form.get("status", "")) or None
+    assignee = str(form.get("assignee", "")).strip() or None
+    note = str(form.get("note", "")).strip() or None
+    if status is not None and status not in TICKET_STATUSES:
+        msg = "unknown status"
+        raise ValueError(msg)
+    if assignee is not None and len(assignee) > 100:
+        msg = "the assignee is at most 100 characters"
+        raise ValueError(msg)
+    if note is not None and len(note) > _NOTE_MAX_CHARS:
+        msg = f"a note is at most {_NOTE_MAX_CHARS} characters"
+        raise ValueError(msg)
+    return TicketChange(
+        status=status if status != current.status else None,
+        assignee=assignee if assignee != current.assignee else None,
+        note=note,
+        author=author,
+    )
 
 
 async def change_ticket(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
-    ticket_id = _ticket_id(request)
+    claim_id = _int_id(request.match_info["claim_id"])
     form = await request.post()
-    status = str(form.get("status", "")) or None
-    assignee = str(form.get("assignee", "")).strip() or None
-    note = str(form.get("note", "")).strip() or None
-    problem = None
-    if status is not None and status not in TICKET_STATUSES:
-        problem = "unknown status"
-    elif assignee is not None and len(assignee) > 100:
-        problem = "the assignee is at most 100 characters"
-    elif note is not None and len(note) > _NOTE_MAX_CHARS:
-        problem = f"a note is at most {_NOTE_MAX_CHARS} characters"
-    readers = _readers(request)
-    if problem is None:
-        try:
-            changed = await readers.messages.change_ticket(
-                seller, ticket_id, TicketChange(status=status, assignee=assignee, note=note)
-            )
-        except ValueError as exc:
-            problem = str(exc)
-        else:
-            if changed is None:
-                raise PageNotFound(ticket_id)
-            return _redirect(f"/app/tickets/{ticket_id}")
-    current = await readers.messages.ticket(seller, ticket_id)
+    messages = _readers(request).messages
+    current = await messages.ticket(seller, claim_id)
     if current is None:
-        raise PageNotFound(ticket_id)
-    return _html(
-        render(request, "ticket.html", ticket=current, statuses=TICKET_STATUSES, problem=problem),
-        422,
-    )
+        raise PageNotFound(str(claim_id))
+    try:
+        change = _ticket_change(form, current, f"seller {seller}")
+        changed = await messages.change_ticket(seller, claim_id, change)
+    except ValueError as exc:
+        page = render(
+            request, "ticket.html", ticket=current, statuses=TICKET_STATUSES, problem=str(exc)
+        )
+        return _html(page, 422)
+    if changed is None:
+        raise PageNotFound(str(claim_id))
+    return _redirect(f"/app/tickets/{claim_id}")
 
 
 # --------------------------------------------------------------------------- catalog
@@ -479,8 +491,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/app/questions", questions)
     r.add_post("/app/questions/{question_id}/answer", answer)
     r.add_get("/app/tickets", tickets)
-    r.add_get("/app/tickets/{ticket_id}", ticket)
-    r.add_post("/app/tickets/{ticket_id}", change_ticket)
+    r.add_get("/app/tickets/{claim_id}", ticket)
+    r.add_post("/app/tickets/{claim_id}", change_ticket)
     r.add_get("/app/catalog", catalog)
     r.add_get("/app/live", live)
     r.add_post("/app/logout", logout)
