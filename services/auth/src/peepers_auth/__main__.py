@@ -15,6 +15,7 @@ from peepers_auth.adapters.redis_store import RedisSellerStore
 from peepers_auth.app import create_app
 from peepers_auth.crypto import TokenCipher
 from peepers_auth.settings import Settings
+from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.logs import configure_logging
 from peepers_common.namespaces import Namespace, connect_redis
 
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     settings = Settings()
     configure_logging("auth", settings.log_level)
+    init_error_tracking("auth", ErrorTrackingSettings())
     if args.command == "rotate-keys":
         count = asyncio.run(_rotate_keys(settings))
         print(f"re-encrypted {count} seller record(s) with the first key")

@@ -7,6 +7,7 @@ import gc
 import uvloop
 from aiohttp import web
 
+from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.logs import configure_logging
 from peepers_ingest.app import create_app
 from peepers_ingest.settings import Settings
@@ -26,6 +27,7 @@ def _tune_gc() -> None:
 def main() -> None:
     settings = Settings()
     configure_logging("ingest", settings.log_level)
+    init_error_tracking("ingest", ErrorTrackingSettings())
     app = create_app(settings)
     _tune_gc()
     web.run_app(
