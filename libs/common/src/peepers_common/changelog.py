@@ -13,6 +13,7 @@ The API, all of it::
         await changelog.write(key, value)  # acks=all, keyed by entity; None is a tombstone
         await changelog.available()        # wait for a running restore (cheap: no I/O)
         await changelog.verify()           # on a read miss: restore if the view was lost
+        await changelog.latest()           # every key's latest value (tools: key rotation)
         changelog.ready, changelog.progress  # for /readyz
 
 - **Writes.** `Changelog.write` returns once every in-sync replica holds the record
@@ -24,7 +25,8 @@ The API, all of it::
 - **Noticing a loss.** `RedisViewMarker` keeps an epoch key in the service's namespace,
   set when a restore completes. `FLUSHALL`, a Redis restart without persistence or a new
   node all lose it. The changelog checks it at start, every ``check_every_s``, and when
-  the service calls `verify` after a read that found nothing.
+  the service calls `verify` after a read that found nothing; after a failed restore
+  (Kafka or Redis down), every 2 s at most until one succeeds.
 - **Restoring.** Reads every partition from its start up to the end offsets captured
   when the restore began, applying each fetched batch, then sets the marker, but only if
   the view was not lost again meanwhile (a "restoring" key written at the start must
@@ -89,6 +91,8 @@ RESTORING: Final = Gauge(
 # most; the periodic check takes over after that.
 _RESTORE_ATTEMPTS: Final = 3
 _PROGRESS_EVERY_S: Final = 1.0
+_CLOSE_WAIT_S: Final = 5.0
+_RETRY_S: Final = 2.0
 
 
 class ChangelogEntry(NamedTuple):
@@ -251,10 +255,14 @@ class Changelog(AsyncResource):
         if self._state is ViewState.CLOSED:
             return
         self._state = ViewState.CLOSED
+        if self._restoring is not None:
+            # A restore cancelled inside aiokafka's client start leaks its connections:
+            # let a short one finish first.
+            await asyncio.wait({self._restoring}, timeout=_CLOSE_WAIT_S)
         for task in (self._watcher, self._restoring):
             if task is not None:
                 task.cancel()
-                with suppress(asyncio.CancelledError):
+                with suppress(Exception, asyncio.CancelledError):
                     await task
         await self._producer.stop()
 
@@ -271,6 +279,25 @@ class Changelog(AsyncResource):
             msg = f"Kafka did not acknowledge a record for {self.topic}: {exc!r}"
             raise PublishError(msg) from exc
         return Published(self.topic, sent.partition, sent.offset)
+
+    async def latest(self) -> dict[bytes, bytes]:
+        """Each key's latest value in the topic now; tombstoned keys are left out.
+
+        For tools that walk the whole state (auth's ``rotate-keys``): it holds it all.
+
+        Raises:
+            InfrastructureError: Kafka failed, or the topic does not exist.
+        """
+        latest: dict[bytes, bytes] = {}
+        ends = await end_offsets(self._kafka, [self.topic])
+        async with aclosing(batches_to(self._kafka, ends)) as batches:
+            async for batch in batches:
+                for record in batch:
+                    if record.value is None:
+                        latest.pop(record.key or b"", None)
+                    else:
+                        latest[record.key or b""] = record.value
+        return latest
 
     async def available(self) -> None:
         """Return when no restore is running (wait for one that is).
@@ -304,7 +331,9 @@ class Changelog(AsyncResource):
 
     def _restore_done(self, task: asyncio.Task[None]) -> None:
         self._restoring = None
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled() or self._state is ViewState.CLOSED:
+            return
+        if task.exception() is not None:
             self._state = ViewState.FAILED
 
     async def _watch(self) -> None:
@@ -313,7 +342,10 @@ class Changelog(AsyncResource):
                 await self.verify()
             except Exception as exc:  # logged by the restore; the next round retries
                 log.warning("changelog %s: the view is not restored yet: %r", self.topic, exc)
-            await asyncio.sleep(self._check_every_s)
+            # Not ready (a failed restore): try again sooner than the routine check.
+            await asyncio.sleep(
+                self._check_every_s if self.ready else min(self._check_every_s, _RETRY_S)
+            )
 
     async def _restore(self) -> None:
         self._state = ViewState.RESTORING

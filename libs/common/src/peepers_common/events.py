@@ -229,3 +229,129 @@ def item_event_id(item_id: str, event_type: str, last_updated: datetime) -> UUID
 
 def item_event_key(event: ItemEvent) -> bytes:
     return f"{event.seller_id}:{event.item_id}".encode()
+
+
+# --- peepers.orders.v1 --------------------------------------------------------------
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str | None = None
+    title: str | None = None
+    quantity: int
+    unit_price: Decimal
+
+
+class OrderSummary(BaseModel):
+    """An order as Peepers mirrors it, in every order event (the state after the event).
+
+    ``state`` is Peepers' lifecycle (created, paid, shipped, delivered, cancelled,
+    refunded, partially_refunded, not_delivered); ``ml_status`` and ``shipment_status``
+    are ML's own words, kept raw (ML's enums are open). The ``*_at`` times are when the
+    order reached each state, as far as ML's data or the notification that revealed it
+    tells.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: int
+    state: str
+    ml_status: str
+    buyer_id: int
+    currency_id: str | None = None
+    total_amount: Decimal
+    paid_amount: Decimal = Decimal(0)
+    refunded_amount: Decimal = Decimal(0)
+    lines: tuple[OrderLine, ...] = ()
+    pack_id: int | None = None
+    shipment_id: int | None = None
+    shipment_status: str | None = None
+    date_created: AwareDatetime
+    paid_at: AwareDatetime | None = None
+    shipped_at: AwareDatetime | None = None
+    delivered_at: AwareDatetime | None = None
+
+
+class OrderEvent(DomainEvent):
+    """Every order event names the order and carries it as it stands after the event.
+
+    ``revealed_by`` names what showed the change: ``notification:<ML id>``,
+    ``backfill:<run>`` or ``sync``.
+    """
+
+    order_id: int
+    order: OrderSummary
+    revealed_by: str
+
+
+class OrderCreated(OrderEvent):
+    """A new sale: ML confirmed the order (not paid yet)."""
+
+    type: Literal["order.created"] = "order.created"
+
+
+class OrderPaid(OrderEvent):
+    type: Literal["order.paid"] = "order.paid"
+
+
+class OrderShipped(OrderEvent):
+    type: Literal["order.shipped"] = "order.shipped"
+
+
+class OrderDelivered(OrderEvent):
+    type: Literal["order.delivered"] = "order.delivered"
+
+
+class OrderCancelled(OrderEvent):
+    type: Literal["order.cancelled"] = "order.cancelled"
+
+
+class OrderRefunded(OrderEvent):
+    """Money went back to the buyer: all of it (``partial`` false) or part of it."""
+
+    type: Literal["order.refunded"] = "order.refunded"
+    partial: bool = False
+
+
+class OrderNotDelivered(OrderEvent):
+    """The carrier gave up: the shipment is not_delivered (returning, lost, ...)."""
+
+    type: Literal["order.not_delivered"] = "order.not_delivered"
+
+
+class OrderSnapshotted(OrderEvent):
+    """The order as it stands, for an order Peepers cannot prove it announced before.
+
+    Backfilled history (orders older than the seller's connection) and orders found again
+    after the cache was lost come as snapshots, never as ``order.created``. Treat it as
+    an upsert; no transition is implied.
+    """
+
+    type: Literal["order.snapshot"] = "order.snapshot"
+
+
+OrdersEvent = Annotated[
+    OrderCreated
+    | OrderPaid
+    | OrderShipped
+    | OrderDelivered
+    | OrderCancelled
+    | OrderRefunded
+    | OrderNotDelivered
+    | OrderSnapshotted,
+    Field(discriminator="type"),
+]
+ORDERS_EVENT: TypeAdapter[OrdersEvent] = TypeAdapter(OrdersEvent)
+
+
+def order_event_id(order_id: int, event_type: str, detail: object = "") -> UUID:
+    """One id per (order, transition): an order reaches each state at most once.
+
+    ``detail`` tells apart what may repeat: a snapshot's state, a refund's amount.
+    """
+    return stable_event_id("order", order_id, event_type, detail)
+
+
+def order_event_key(event: OrderEvent) -> bytes:
+    return f"{event.seller_id}:{event.order_id}".encode()

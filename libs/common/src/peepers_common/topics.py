@@ -35,6 +35,7 @@ PEEPERS_SELLERS: Final = "peepers.sellers.v1"
 # Peepers-owned state (peepers_common.changelog): peepers.<service>.<what>.changelog,
 # compacted, internal to its service.
 AUTH_SELLERS_CHANGELOG: Final = "peepers.auth.sellers.changelog"
+ORDERS_EMAILS_CHANGELOG: Final = "peepers.orders.emails.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -128,8 +129,12 @@ def _registry() -> dict[str, TopicSpec]:
         (PEEPERS_SELLERS, "seller connection lifecycle events"),
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
-    specs += _failure_topics(PEEPERS_SELLERS)
-    for name, what in ((AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),):
+    # The orders service consumes its own topic (analytics, the mailer): it parks there too.
+    specs += _failure_topics(PEEPERS_SELLERS) + _failure_topics(PEEPERS_ORDERS)
+    for name, what in (
+        (AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),
+        (ORDERS_EMAILS_CHANGELOG, "the orders service's ledger of emails sent"),
+    ):
         specs.append(
             TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)
         )

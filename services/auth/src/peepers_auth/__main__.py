@@ -11,20 +11,29 @@ import asyncio
 
 from aiohttp import web
 
+from peepers_auth.adapters.changelog_store import ChangelogSellerStore
 from peepers_auth.adapters.redis_store import RedisSellerStore
 from peepers_auth.app import create_app
 from peepers_auth.crypto import TokenCipher
 from peepers_auth.settings import Settings
+from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.logs import configure_logging
 from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.topics import AUTH_SELLERS_CHANGELOG
 
 
 async def _rotate_keys(settings: Settings) -> int:
+    cipher = TokenCipher(settings.token_keys)
+    namespace = Namespace("auth")
     redis = connect_redis(settings.redis)
     try:
-        store = RedisSellerStore(redis, Namespace("auth"), TokenCipher(settings.token_keys))
-        return await store.rotate_keys()
+        view = RedisSellerStore(redis, namespace, cipher)
+        marker = RedisViewMarker(redis, namespace, "sellers")
+        async with Changelog(
+            settings.kafka, AUTH_SELLERS_CHANGELOG, view=view, marker=marker
+        ) as changelog:
+            return await ChangelogSellerStore(view, changelog).rotate_keys(cipher)
     finally:
         await redis.aclose()
 
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     init_error_tracking("auth", ErrorTrackingSettings())
     if args.command == "rotate-keys":
         count = asyncio.run(_rotate_keys(settings))
-        print(f"re-encrypted {count} seller record(s) with the first key")
+        print(f"re-sealed {count} seller record(s) with the first key (changelog and view)")
         return
     web.run_app(
         create_app(settings),

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import faust
 import typer
+import uvloop
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +25,7 @@ from peepers_catalog.sync import full_sync
 from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.errors import PeepersError
 from peepers_common.logs import configure_logging
+from peepers_common.process import tune_gc
 
 cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
@@ -41,8 +43,12 @@ class _Worker(faust.Worker):
 def worker() -> None:
     """Consume item notifications and seller events; serve the read API."""
     settings = Settings()
+    # libuv's loop, as ingest's: mode makes its loops through the policy. Under
+    # bench.catalog_latency it cut the worker's CPU per record (docs/benchmarks.md).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(settings)
     runner = _Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    tune_gc()
     runner.execute_from_commandline()
 
 

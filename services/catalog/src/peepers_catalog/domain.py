@@ -67,7 +67,9 @@ def is_newer(new: ItemSnapshot, cached: ItemSnapshot | None) -> bool:
 
 def same_content(a: ItemSnapshot, b: ItemSnapshot) -> bool:
     """Equal in everything but the version stamp: writing ``b`` over ``a`` changes nothing."""
-    return a.model_dump(exclude={"last_updated"}) == b.model_dump(exclude={"last_updated"})
+    # The fields as the models hold them (flat values): no model_dump per record.
+    before, after = vars(a), vars(b)
+    return all(before[name] == value for name, value in after.items() if name != "last_updated")
 
 
 def changes(old: ItemSnapshot | None, new: ItemSnapshot, *, now: datetime) -> list[ItemEvent]:
@@ -101,7 +103,7 @@ def changes(old: ItemSnapshot | None, new: ItemSnapshot, *, now: datetime) -> li
                 new_quantity=new.available_quantity,
             )
         )
-    before, after = old.model_dump(), new.model_dump()
+    before, after = vars(old), vars(new)
     updated = {
         name: FieldChange(old=before[name], new=after[name])
         for name in after

@@ -605,6 +605,12 @@ class Orders(Items):
                 self._touch_order(pack_order)
         return shipment
 
+    def unverified_delivery(self, order_id: int) -> Json:
+        """The carrier reports a delivery it cannot prove: ``not_verified``."""
+        _, shipment = self._paid_order_shipment(order_id, "shipped")
+        self._touch_shipment(shipment, "not_verified", None)
+        return shipment
+
     def shipment(self, shipment_id: int) -> Json:
         shipment = self.shipments.get(shipment_id)
         if shipment is None:
