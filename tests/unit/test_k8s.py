@@ -363,9 +363,10 @@ class TestOrdersAutoscaling:
         assert config["ORDERS_MAIL__APP_ID"] == OrdersSettings().mail.app_id
         watched: dict[str, set[str]] = {}
         for trigger in scaled["spec"]["triggers"]:
-            meta = trigger["metadata"]
-            watched.setdefault(meta["consumerGroup"], set()).add(meta["topic"])
-            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[meta["topic"]].partitions
+            assert trigger["type"] == "prometheus"
+            group, topic = _lag_query(trigger["metadata"]["query"])
+            watched.setdefault(group, set()).add(topic)
+            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[topic].partitions
         assert watched == {
             config["ORDERS_APP_ID"]: {*NOTIFICATION_TOPICS, PEEPERS_SELLERS},
             config["ORDERS_MAIL__APP_ID"]: {PEEPERS_ORDERS},

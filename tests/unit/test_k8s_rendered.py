@@ -33,7 +33,6 @@ CUSTOM_KINDS = {
     "keda.sh/v1alpha1": {"ScaledObject"},
     "monitoring.coreos.com/v1": {"ServiceMonitor", "PrometheusRule"},
 }
-WORKLOADS = ("peepers-ingest", "peepers-auth", "peepers-catalog")
 
 
 def _kustomize() -> list[str]:
@@ -118,7 +117,12 @@ def test_the_servicemonitor_scrapes_each_workload_through_exactly_one_service() 
         if doc["kind"] == "Service"
         and selector.items() <= doc["metadata"].get("labels", {}).items()
     ]
-    assert sorted(s["metadata"]["name"] for s in selected) == sorted(WORKLOADS)
+    workloads = [d for d in rendered("") if d["kind"] in ("Deployment", "StatefulSet")]
+    assert workloads
+    # Each workload's cluster Service has the workload's name.
+    assert sorted(s["metadata"]["name"] for s in selected) == sorted(
+        w["metadata"]["name"] for w in workloads
+    )
     for service in selected:
         assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
         # The job label the alert rules expect: peepers-<service>.
