@@ -87,7 +87,8 @@ return 1
 _CLEAR_OUTBOX_LUA: Final = """
 if redis.call('HGET', KEYS[1], 'version') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'offset', ARGV[2])
-  return redis.call('HDEL', KEYS[1], 'outbox')
+  redis.call('HDEL', KEYS[1], 'outbox')
+  return 1
 end
 return 0
 """
@@ -366,9 +367,13 @@ class RedisSellerStore:
             )
         return bool(done)
 
-    async def clear_outbox(self, seller_id: int, *, version: int, offset: int = -1) -> None:
+    async def clear_outbox(self, seller_id: int, *, version: int, offset: int = -1) -> bool:
+        """Drop the outbox of ``version``; False when the view holds another version."""
         async with redis_errors():
-            await self._clear_outbox(keys=[self._key(seller_id)], args=[str(version), str(offset)])
+            done = await self._clear_outbox(
+                keys=[self._key(seller_id)], args=[str(version), str(offset)]
+            )
+        return bool(done)
 
     async def acquire_lock(self, seller_id: int, *, ttl_s: float) -> str | None:
         token = secrets.token_hex(16)
