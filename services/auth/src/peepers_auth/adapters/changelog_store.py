@@ -10,9 +10,9 @@ A write goes: a cheap check that its compare-and-set can still land (one Redis r
 the changelog (``acks=all``), then the compare-and-set on the view, after any restore
 running in this process (the view may not hold the seller until it ends). A writer that
 loses the race after its record reached the changelog appends the winner's state again,
-so the topic's last record per seller is the view's. The view notes the offset of the
-record it reflects, so a restore running beside live writes never puts an older record
-back (`RedisSellerStore.apply`).
+so the topic's last record per seller is the view's. A restore orders a seller's records
+by version, then offset (`RedisSellerStore.apply`), so neither a record logged after a
+newer one nor a restore running beside live writes brings back an older state.
 """
 
 from __future__ import annotations
