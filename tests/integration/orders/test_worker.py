@@ -204,14 +204,7 @@ class TestOrdersWorker:
         kafka: KafkaSettings,
         orders_redis: aioredis.Redis,
     ) -> None:
-        order = await _event(deployed, "new_order", seller_id=SELLER)
-        await _event(deployed, "payment", order_id=order["id"])
-        await notify(kafka, deployed, "orders_v2", f"/orders/{order['id']}")
-
-        async def mailed() -> bool:
-            return len(sink.inbox.snapshot()) == 2
-
-        await wait_until(mailed, timeout_s=20, every_s=0.2)
+        order = await _paid_and_mailed(deployed, sink, kafka)
         # The ledger's Redis view is lost (as in a FLUSHALL of the service's keys) ...
         namespace = Namespace("orders", scope=deployed.scope)
         lost = [namespace.key("changelog", "emails", "epoch")] + [
@@ -240,14 +233,7 @@ class TestOrdersWorker:
         kafka: KafkaSettings,
         orders_redis: aioredis.Redis,
     ) -> None:
-        order = await _event(deployed, "new_order", seller_id=SELLER)
-        await _event(deployed, "payment", order_id=order["id"])
-        await notify(kafka, deployed, "orders_v2", f"/orders/{order['id']}")
-
-        async def mailed() -> bool:
-            return len(sink.inbox.snapshot()) == 2
-
-        await wait_until(mailed, timeout_s=20, every_s=0.2)
+        order = await _paid_and_mailed(deployed, sink, kafka)
 
         async def counted() -> bool:
             total = (await deployed.get(f"/orders/sellers/{SELLER}/analytics"))["total"]
@@ -271,6 +257,19 @@ class TestOrdersWorker:
         types = [e["type"] for e in await deployed.events() if e["order_id"] == order["id"]]
         assert types[-1] == "order.snapshot"  # found again: a snapshot, never created again
         assert len(sink.inbox.snapshot()) == 2
+
+
+async def _paid_and_mailed(run: OrdersRun, sink: SmtpSink, kafka: KafkaSettings) -> dict[str, Any]:
+    """A new order, paid, notified once: its two mails (created, paid) are out."""
+    order = await _event(run, "new_order", seller_id=SELLER)
+    await _event(run, "payment", order_id=order["id"])
+    await notify(kafka, run, "orders_v2", f"/orders/{order['id']}")
+
+    async def mailed() -> bool:
+        return len(sink.inbox.snapshot()) == 2
+
+    await wait_until(mailed, timeout_s=20, every_s=0.2)
+    return order
 
 
 async def _duplicates(run: OrdersRun) -> float:
