@@ -28,8 +28,6 @@ GRAFANA_VARIABLES: Final = {"$__rate_interval": "5m", "$__interval": "1m", "$__r
 EXPECTED_LATER: Final = frozenset(
     {
         "peepers_auth_sellers_reauth_required",
-        "peepers_orders_emails_total",
-        "peepers_orders_emails_oldest_pending_age_seconds",
         "peepers_messages_questions_overdue",
         "peepers_messages_tickets_due_soon",
     }

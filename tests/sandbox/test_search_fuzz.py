@@ -1,4 +1,4 @@
-"""Fuzzed query strings on every search endpoint never get a 5xx (FACTS.md §7.3).
+"""Fuzzed query strings on every search endpoint, and fuzzed write bodies, never get a 5xx.
 
 Whatever the query, the answer is a JSON body: a page, or ML's 4xx error body (the
 claims area's ``{"error", "message"}`` shape for claims search).
@@ -153,3 +153,30 @@ async def test_a_valid_search_with_one_fuzzed_filter_gets_no_5xx(
 ) -> None:
     # The caller filter is right, so the fuzzed value reaches the filter code itself.
     await assert_no_5xx(http, seller_token, path, {**seeded, **query, "tag": "post_sale"})
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+BODY_KEYS = ("question_id", "text", "from", "to", "user_id", "option_id", "attachments")
+
+
+@FUZZ
+@given(
+    target=st.sampled_from(["answers", "messages", "action_guide"]),
+    body=st.one_of(json_values, st.dictionaries(st.sampled_from(BODY_KEYS), json_values)),
+)
+async def test_no_write_body_gets_a_5xx(sandbox, http, seller_token, target, body) -> None:
+    market = sandbox.state.market
+    pack_id = market.orders[market.orders_by_seller[DEMO_SELLER_ID][-1]]["pack_id"]
+    path = {
+        "answers": "/answers",
+        "messages": f"/messages/packs/{pack_id}/sellers/{DEMO_SELLER_ID}?tag=post_sale",
+        "action_guide": f"/messages/action_guide/packs/{pack_id}/option?tag=post_sale",
+    }[target]
+    async with http.post(path, json=body, headers=bearer(seller_token)) as resp:
+        text = await resp.read()
+        assert resp.status < 500, (path, body, text[:300])
+        assert resp.content_type == "application/json"

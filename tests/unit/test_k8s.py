@@ -20,8 +20,10 @@ from peepers_catalog.__main__ import cli as catalog_cli
 from peepers_catalog.app import ITEM_TOPICS
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.settings import StackSettings
-from peepers_common.topics import PEEPERS_SELLERS, TOPICS
+from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, TOPICS
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_orders.app import NOTIFICATION_TOPICS
+from peepers_orders.settings import Settings as OrdersSettings
 from tests.support import holds_secret, settings_field
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,7 @@ SERVICES = {
     "ingest": Svc(IngestSettings, "peepers_ingest"),
     "auth": Svc(AuthSettings, "peepers_auth"),
     "catalog": Svc(CatalogSettings, "peepers_catalog", ("worker",)),
+    "orders": Svc(OrdersSettings, "peepers_orders", ("worker",)),
     "web": Svc(WebSettings, "peepers_auth", ("web",), image="peepers-auth", calls_ml=False),
 }
 # Workloads that are not services, and the settings their env vars belong to.
@@ -310,9 +313,10 @@ class TestImagesAndCommands:
         if service == "ingest":
             assert str(settings.spool_dir) in mounts  # type: ignore[attr-defined]
             assert _config(service)["INGEST_SPOOL_DIR"] in mounts
-        if service == "catalog":
+        if service in ("catalog", "orders"):
             # Faust makes <app id>-data in its working directory.
-            assert f"{workdir}/{_config(service)['CATALOG_APP_ID']}-data" in mounts
+            app_id = _config(service)[f"{service.upper()}_APP_ID"]
+            assert f"{workdir}/{app_id}-data" in mounts
 
 
 class TestCatalogAutoscaling:
@@ -346,6 +350,24 @@ class TestCatalogAutoscaling:
         assert budget["maxUnavailable"] < scaled["spec"]["minReplicaCount"]
 
 
+class TestOrdersAutoscaling:
+    def test_it_watches_the_worker_and_mailer_groups_on_what_each_consumes(self) -> None:
+        scaled = _one("ScaledObject", "peepers-orders")
+        assert scaled["spec"]["scaleTargetRef"]["name"] == _workload("orders")["metadata"]["name"]
+        config = _config("orders")
+        assert config["ORDERS_APP_ID"] == OrdersSettings().app_id
+        assert config["ORDERS_MAIL__APP_ID"] == OrdersSettings().mail.app_id
+        watched: dict[str, set[str]] = {}
+        for trigger in scaled["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            watched.setdefault(meta["consumerGroup"], set()).add(meta["topic"])
+            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[meta["topic"]].partitions
+        assert watched == {
+            config["ORDERS_APP_ID"]: {*NOTIFICATION_TOPICS, PEEPERS_SELLERS},
+            config["ORDERS_MAIL__APP_ID"]: {PEEPERS_ORDERS},
+        }
+
+
 class TestNetworkPolicies:
     def test_namespace_denies_by_default_and_allows_dns(self) -> None:
         deny = _one("NetworkPolicy", "default-deny")["spec"]
@@ -365,11 +387,11 @@ class TestNetworkPolicies:
     def test_ingest_is_reachable_from_outside_on_its_port(self) -> None:
         assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in self._ingress("ingest")
 
-    def test_auth_admits_only_catalog_and_ingest_pods(self) -> None:
+    def test_auth_admits_only_catalog_orders_and_ingest_pods(self) -> None:
         pods = [peer["podSelector"] for peer in self._ingress("auth") if "podSelector" in peer]
         (only,) = pods
         (expression,) = only["matchExpressions"]
-        assert set(expression["values"]) == {"peepers-catalog", "peepers-ingest"}
+        assert set(expression["values"]) == {"peepers-catalog", "peepers-orders", "peepers-ingest"}
         assert not any("ipBlock" in peer for peer in self._ingress("auth"))
 
     def test_auth_ingress_routes_no_internal_path(self) -> None:

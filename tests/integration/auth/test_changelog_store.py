@@ -17,7 +17,8 @@ from peepers_auth.crypto import TokenCipher
 from peepers_auth.models import SealedTokens, SellerRecord
 from peepers_auth.settings import Settings
 from peepers_common.changelog import Changelog, RedisViewMarker
-from peepers_common.kafka import read_to_end
+from peepers_common.errors import PublishError
+from peepers_common.kafka import Published, read_to_end
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import AUTH_SELLERS_CHANGELOG, topic_spec
@@ -172,3 +173,85 @@ async def test_a_lost_view_comes_back_on_the_next_read(
         assert stored.tokens is not None
         assert stored.tokens.access_token.get_secret_value() == "APP_USR-1-010101-bb-77"
         assert changelog.ready
+
+
+class RefusingChangelog(Changelog):
+    """The real changelog, refusing writes while ``refusing``: Kafka down, as auth sees it."""
+
+    refusing = False
+
+    async def write(self, key: str | bytes, value: bytes | None) -> Published:
+        if self.refusing:
+            msg = "Kafka did not acknowledge the record"
+            raise PublishError(msg)
+        return await super().write(key, value)
+
+
+async def test_a_record_kafka_refused_is_kept_flagged_and_logged_before_it_is_read(
+    kafka: KafkaSettings, auth_redis: aioredis.Redis, topic: str
+) -> None:
+    cipher = TokenCipher([_key()])
+    ns = Namespace("auth", scope=unique())
+    view = RedisSellerStore(auth_redis, ns, cipher)
+    changelog = RefusingChangelog(
+        kafka, topic, view=view, marker=RedisViewMarker(auth_redis, ns, "sellers")
+    )
+    async with changelog:
+        await wait_until(lambda: _ready(changelog))
+        store = ChangelogSellerStore(view, changelog)
+        assert await store.put(_record(1), expected_version=0)
+        changelog.refusing = True
+        # A refresh's new tokens (ML already retired the old refresh token).
+        with pytest.raises(PublishError):
+            await store.put(_record(2, "APP_USR-1-010101-new-77"), expected_version=1)
+        kept = await view.fields(SELLER)
+        assert kept is not None
+        assert (kept.version, kept.unlogged) == (2, True)
+        with pytest.raises(PublishError):
+            await store.get(SELLER)  # never handed out before the changelog has it
+        changelog.refusing = False
+        record = await store.get(SELLER)
+        assert record is not None
+        assert record.tokens is not None
+        assert record.tokens.access_token.get_secret_value() == "APP_USR-1-010101-new-77"
+        logged = await view.fields(SELLER)
+        assert logged is not None
+        assert not logged.unlogged
+    assert (await _latest(kafka, topic))[SELLER] == logged
+
+
+class RefreshedMidRotation(RedisSellerStore):
+    """A view in which a refresh lands right after rotation has read a seller's record."""
+
+    store: ChangelogSellerStore
+    refresh_once = True
+
+    async def fields(self, seller_id: int) -> SellerFields | None:
+        current = await super().fields(seller_id)
+        if self.refresh_once and current is not None:
+            self.refresh_once = False
+            refreshed = _record(current.version + 1, "APP_USR-1-010101-mid-77")
+            assert await self.store.put(refreshed, expected_version=current.version)
+        return current
+
+
+async def test_a_refresh_during_rotation_stays_the_sellers_last_record(
+    kafka: KafkaSettings, auth_redis: aioredis.Redis, topic: str
+) -> None:
+    ns = Namespace("auth", scope=unique())
+    old, new = _key(), _key()
+    async with _store(kafka, auth_redis, topic, ns, TokenCipher([old])) as (store, _, _):
+        assert await store.put(_record(1), expected_version=0)
+    rotating = TokenCipher([new, old])
+    view = RefreshedMidRotation(auth_redis, ns, rotating)
+    marker = RedisViewMarker(auth_redis, ns, "sellers")
+    async with Changelog(kafka, topic, view=view, marker=marker) as changelog:
+        view.store = ChangelogSellerStore(view, changelog)
+        assert await view.store.rotate_keys(rotating) == 0  # the refresh won
+        stored = await view.store.get(SELLER)
+    assert stored is not None
+    assert stored.tokens is not None
+    assert stored.tokens.access_token.get_secret_value() == "APP_USR-1-010101-mid-77"
+    last = (await _latest(kafka, topic))[SELLER]
+    assert last.version == 2  # logged again after the re-sealed version 1 that followed it
+    assert not rotating.needs_rotation(last.sealed)

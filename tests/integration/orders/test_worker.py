@@ -134,6 +134,16 @@ class TestOrdersWorker:
         assert listed["orders"][0]["order_id"] == order_id  # newest first
         assert {o["state"] for o in listed["orders"]} == {"delivered"}
 
+        async def counted() -> bool:
+            total = (await deployed.get(f"/orders/sellers/{SELLER}/analytics"))["total"]
+            return bool(total["shipped_to_delivered"]["count"] == 1)
+
+        await wait_until(counted, timeout_s=10, every_s=0.2)
+        total = (await deployed.get(f"/orders/sellers/{SELLER}/analytics"))["total"]
+        assert (total["orders"], total["units"]) == (1, order["order_items"][0]["quantity"])
+        assert total["revenue"] == {"BRL": f"{order['total_amount']:.2f}"}
+        assert total["paid_to_shipped"]["count"] == 1
+
     async def test_an_smtp_outage_delays_mail_and_loses_none(
         self,
         deployed: OrdersRun,

@@ -37,12 +37,25 @@ from peepers_common.events import (
     ItemSnapshot,
     ItemStockChanged,
     ItemUpdated,
+    OrderCancelled,
+    OrderCreated,
+    OrderDelivered,
+    OrderEvent,
+    OrderLine,
+    OrderNotDelivered,
+    OrderPaid,
+    OrderRefunded,
+    OrderShipped,
+    OrderSnapshotted,
+    OrderSummary,
     SellerConnected,
     SellerDisconnected,
     SellerReauthRequired,
     SellerReconnected,
     item_event_id,
     item_event_key,
+    order_event_id,
+    order_event_key,
     seller_event_id,
     seller_event_key,
 )
@@ -85,6 +98,38 @@ def _item(cls: type[DomainEvent], **fields: Any) -> DomainEvent:
     )
 
 
+_ORDER = OrderSummary(
+    order_id=2000003508897196,
+    state="paid",
+    ml_status="paid",
+    buyer_id=266272126,
+    currency_id="BRL",
+    total_amount=Decimal("50.00"),
+    paid_amount=Decimal("50.00"),
+    lines=(
+        OrderLine(item_id="MLB2608564035", title="Camiseta", quantity=1, unit_price=Decimal("50")),
+    ),
+    pack_id=2000003508553677,
+    shipment_id=41297142475,
+    shipment_status="ready_to_ship",
+    date_created=_WHEN,
+    paid_at=_WHEN,
+)
+
+
+def _order(cls: type[DomainEvent], **fields: Any) -> DomainEvent:
+    event_type = cls.model_fields["type"].default
+    return cls(
+        event_id=order_event_id(_ORDER.order_id, event_type, event_type),
+        occurred_at=_WHEN,
+        seller_id=123456789,
+        order_id=_ORDER.order_id,
+        order=_ORDER,
+        revealed_by="notification:5da87eea5b35b865994cfd7d",
+        **fields,
+    )
+
+
 # One real instance of every event type (a new type without one fails a test below).
 SAMPLES: dict[str, DomainEvent] = {
     event.type: event
@@ -111,6 +156,14 @@ SAMPLES: dict[str, DomainEvent] = {
         _item(ItemPaused, old_status="active", new_status="paused", sub_status=("out_of_stock",)),
         _item(ItemClosed, old_status="paused", new_status="closed"),
         _item(ItemReactivated, old_status="paused", new_status="active"),
+        _order(OrderCreated),
+        _order(OrderPaid),
+        _order(OrderShipped),
+        _order(OrderDelivered),
+        _order(OrderCancelled),
+        _order(OrderRefunded, partial=True),
+        _order(OrderNotDelivered),
+        _order(OrderSnapshotted),
     )
 }
 
@@ -176,9 +229,9 @@ class TestDocumentShape:
         for ref in _refs(document):
             assert _resolve(document, ref) is not None
 
-    def test_sellers_and_catalog_topics_are_channels(self, document) -> None:
+    def test_sellers_catalog_and_orders_topics_are_channels(self, document) -> None:
         addresses = {channel["address"] for channel in document["channels"].values()}
-        assert addresses == {"peepers.sellers.v1", "peepers.catalog.v1"}
+        assert addresses == {"peepers.sellers.v1", "peepers.catalog.v1", "peepers.orders.v1"}
 
     def test_channels_carry_the_registry_partitions(self, document) -> None:
         for channel in document["channels"].values():
@@ -237,7 +290,12 @@ class TestMessagesValidateRealEvents:
         message = _message_of(document, event_type)
         headers = {"ce_id": str(event.event_id), "ce_type": event.type}
         _validator(document, message["headers"]["$ref"]).validate(headers)
-        key = item_event_key(event) if isinstance(event, ItemEvent) else seller_event_key(event)
+        if isinstance(event, ItemEvent):
+            key = item_event_key(event)
+        elif isinstance(event, OrderEvent):
+            key = order_event_key(event)
+        else:
+            key = seller_event_key(event)
         key_schema = message["bindings"]["kafka"]["key"]
         Draft202012Validator(key_schema).validate(key.decode())
         assert re.fullmatch(key_schema["pattern"].strip("^$"), key_schema["examples"][0])

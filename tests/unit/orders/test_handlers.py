@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -264,3 +265,15 @@ class TestOutbox:
         assert store(orders).records[2000001].pending is None
         for event in published(orders):
             ORDERS_EVENT.validate_python(event)
+
+
+async def test_two_records_of_one_order_handled_at_once_publish_each_event_once(
+    market: Market, orders: Orders
+) -> None:
+    market.add(ml_order())
+    market.pay(2000001)
+    await asyncio.gather(
+        on_notification(note("/orders/2000001"), orders),
+        on_notification(note("/collections/5000001", "payments", nid="n2"), orders),
+    )
+    assert types(orders) == ["order.created", "order.paid"]

@@ -17,7 +17,14 @@ from peepers_common.events import (
 )
 from peepers_common.testing import FakeMlApi
 from peepers_orders.errors import MailUnavailable
-from peepers_orders.mail import Mailer, Templates, message_id, money, on_order_event
+from peepers_orders.mail import (
+    Mailer,
+    Templates,
+    WaitingMail,
+    message_id,
+    money,
+    on_order_event,
+)
 from peepers_orders.settings import MailSettings, SmtpSettings
 from tests.unit.orders.fakes import (
     SELLER,
@@ -97,14 +104,21 @@ async def test_the_same_transition_redelivered_or_replayed_sends_nothing(mailer:
     assert len(sent(mailer).sent) == 1
 
 
-async def test_a_mail_the_server_did_not_take_is_not_in_the_ledger(mailer: Mailer) -> None:
+async def test_a_mail_the_server_did_not_take_is_not_in_the_ledger_and_waits(
+    mailer: Mailer,
+) -> None:
+    now = [100.0]
+    waiting = replace(mailer, waiting=WaitingMail(clock=lambda: now[0]))
     sent(mailer).down = True
     with pytest.raises(MailUnavailable):
-        await on_order_event(paid_event(), mailer)
+        await on_order_event(paid_event(), waiting)
     assert isinstance(mailer.ledger, InMemoryLedger)
     assert mailer.ledger.entries == {}
+    now[0] = 160.0
+    assert waiting.waiting.oldest_age_s() == 60.0
     sent(mailer).down = False
-    assert await on_order_event(paid_event(), mailer) == "sent"
+    assert await on_order_event(paid_event(), waiting) == "sent"
+    assert waiting.waiting.oldest_age_s() == 0.0
 
 
 async def test_snapshots_and_unmailed_transitions_send_nothing(mailer: Mailer) -> None:

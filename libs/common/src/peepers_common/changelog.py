@@ -13,15 +13,16 @@ The API, all of it::
         await changelog.write(key, value)  # acks=all, keyed by entity; None is a tombstone
         await changelog.available()        # wait for a running restore (cheap: no I/O)
         await changelog.verify()           # on a read miss: restore if the view was lost
-        await changelog.latest()           # every key's latest value (tools: key rotation)
         changelog.ready, changelog.progress  # for /readyz
 
 - **Writes.** `Changelog.write` returns once every in-sync replica holds the record
   (``acks=all``, idempotent producer). The caller writes the view only after it: the
   record is durable before anyone acts on it.
 - **The view.** A `ChangelogView` applies records in order. It must be idempotent and
-  monotonic: a record never replaces a newer state of its entity (services version their
-  records), because a restore may run while live writes land on the view.
+  monotonic: a record never replaces a newer state of its entity, because a restore may
+  run while live writes land on the view. Auth's view keeps, per entity, the offset of
+  the record it reflects (a key's records share a partition, so offsets order them); a
+  version in the record works too.
 - **Noticing a loss.** `RedisViewMarker` keeps an epoch key in the service's namespace,
   set when a restore completes. `FLUSHALL`, a Redis restart without persistence or a new
   node all lose it. The changelog checks it at start, every ``check_every_s``, and when
@@ -280,25 +281,6 @@ class Changelog(AsyncResource):
             raise PublishError(msg) from exc
         return Published(self.topic, sent.partition, sent.offset)
 
-    async def latest(self) -> dict[bytes, bytes]:
-        """Each key's latest value in the topic now; tombstoned keys are left out.
-
-        For tools that walk the whole state (auth's ``rotate-keys``): it holds it all.
-
-        Raises:
-            InfrastructureError: Kafka failed, or the topic does not exist.
-        """
-        latest: dict[bytes, bytes] = {}
-        ends = await end_offsets(self._kafka, [self.topic])
-        async with aclosing(batches_to(self._kafka, ends)) as batches:
-            async for batch in batches:
-                for record in batch:
-                    if record.value is None:
-                        latest.pop(record.key or b"", None)
-                    else:
-                        latest[record.key or b""] = record.value
-        return latest
-
     async def available(self) -> None:
         """Return when no restore is running (wait for one that is).
 
@@ -361,7 +343,7 @@ class Changelog(AsyncResource):
             raise InfrastructureError(msg)
         except Exception:
             RESTORES.labels(self.topic, "failed").inc()
-            log.exception("changelog %s: restore failed; the next check retries it", self.topic)
+            log.exception("restore of %s failed; the next check retries it", self.topic)
             raise
         finally:
             RESTORING.labels(self.topic).set(0)

@@ -244,7 +244,7 @@ class OrderLine(BaseModel):
 
 
 class OrderSummary(BaseModel):
-    """An order as Peepers mirrors it, in every order event (the state after the event).
+    """An order as Peepers mirrors it, in every order event.
 
     ``state`` is Peepers' lifecycle (created, paid, shipped, delivered, cancelled,
     refunded, partially_refunded, not_delivered); ``ml_status`` and ``shipment_status``
@@ -274,9 +274,12 @@ class OrderSummary(BaseModel):
 
 
 class OrderEvent(DomainEvent):
-    """Every order event names the order and carries it as it stands after the event.
+    """Every order event names the order and carries it as Peepers holds it.
 
-    ``revealed_by`` names what showed the change: ``notification:<ML id>``,
+    ``order`` is the order after the fetch that revealed the event: when one fetch shows
+    several transitions at once (an order seen ``created``, next ``shipped``), each of
+    their events carries that same latest state; ``occurred_at`` is each transition's own
+    time. ``revealed_by`` names what showed the change: ``notification:<ML id>``,
     ``backfill:<run>`` or ``sync``.
     """
 

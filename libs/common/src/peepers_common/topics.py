@@ -75,7 +75,8 @@ _RETENTION_NOTIFICATIONS: Final = {"cleanup.policy": "delete", "retention.ms": s
 _RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 _RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 # A changelog keeps each key's latest record for ever (it is the system of record);
-# a tombstone stays a day, so a restore that is running sees the delete.
+# a tombstone stays a day, so a restore that is running sees the delete. Never add
+# partitions to one: its keys would move, and views ordered by offset would misread them.
 _CHANGELOG_PARTITIONS: Final = 3
 _CHANGELOG_CONFIG: Final = {
     "cleanup.policy": "compact",

@@ -15,12 +15,14 @@ with the same deterministic ids (one per order and milestone).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -92,6 +94,33 @@ class Outcome(StrEnum):
     UNCHANGED = "unchanged"  # what the cache holds already: a duplicate or reordered fetch
 
 
+class OrderLocks:
+    """One order handled at a time in this worker.
+
+    A batch handles records of different keys concurrently, and an ``orders_v2``, a
+    ``payments`` and a ``shipments`` record of one order have different keys. Without the
+    lock they race on the compare-and-set: the loser recomputes correctly, but first
+    republishes the winner's pending events (the same ids, needless duplicates). Replicas
+    can still race (their partitions differ); the outbox keeps that correct.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    @asynccontextmanager
+    async def hold(self, order_id: int) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(order_id, asyncio.Lock())
+        self._users[order_id] = self._users.get(order_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[order_id] -= 1
+            if not self._users[order_id]:
+                del self._users[order_id], self._locks[order_id]
+
+
 @dataclass(frozen=True)
 class Orders:
     """Everything the handlers need, built by the composition root (or a test)."""
@@ -102,6 +131,7 @@ class Orders:
     publisher: EventPublisher
     events_topic: str
     clock: Callable[[], float] = time.time
+    locks: OrderLocks = field(default_factory=OrderLocks)
 
     def reading_with(self, ml: OrderSource) -> Orders:
         return dataclasses.replace(self, ml=ml)
@@ -143,15 +173,21 @@ async def on_notification(notification: Notification, orders: Orders) -> Outcome
 
 async def on_order(order_id: int, seller_id: int, revealed_by: str, orders: Orders) -> Outcome:
     """Fetch one order (and what its transition needs) and apply it."""
-    order = await orders.ml.get_order(order_id, seller_id=seller_id)
-    if order.seller.id != seller_id:
-        msg = f"order {order_id} belongs to seller {order.seller.id}, not {seller_id}"
-        raise InvalidOrderNotification(msg)
-    return await apply_order(order, revealed_by, orders)
+    async with orders.locks.hold(order_id):
+        order = await orders.ml.get_order(order_id, seller_id=seller_id)
+        if order.seller.id != seller_id:
+            msg = f"order {order_id} belongs to seller {order.seller.id}, not {seller_id}"
+            raise InvalidOrderNotification(msg)
+        return await _apply(order, revealed_by, orders)
 
 
 async def apply_order(order: MlOrder, revealed_by: str, orders: Orders) -> Outcome:
     """Bring the cache, its indexes and the event stream up to ``order``, at most once each."""
+    async with orders.locks.hold(order.id):
+        return await _apply(order, revealed_by, orders)
+
+
+async def _apply(order: MlOrder, revealed_by: str, orders: Orders) -> Outcome:
     shipment = (
         await orders.ml.get_shipment(order.shipment_id, seller_id=order.seller.id)
         if order.shipment_id is not None and lifecycle.needs_shipment(order)

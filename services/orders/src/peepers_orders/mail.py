@@ -23,7 +23,9 @@ more than a rare duplicate, so the ledger is written after the send.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
@@ -155,6 +157,29 @@ class Templates:
         return subject, text, html
 
 
+class WaitingMail:
+    """The mails this worker failed to send and has not sent since, for the age gauge.
+
+    A mail dead-lettered after its last parking round stays: it was never sent, and the
+    alert on this age should fire. A worker that restarts forgets its list until the mail
+    fails again.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: dict[str, float] = {}
+        metrics.EMAILS_OLDEST_PENDING.set_function(self.oldest_age_s)
+
+    def failed(self, key: str) -> None:
+        self._since.setdefault(key, self._clock())
+
+    def done(self, key: str) -> None:
+        self._since.pop(key, None)
+
+    def oldest_age_s(self) -> float:
+        return self._clock() - min(self._since.values()) if self._since else 0.0
+
+
 @dataclass(frozen=True)
 class Mailer:
     """Everything the mail handler needs, built by the composition root (or a test)."""
@@ -166,6 +191,7 @@ class Mailer:
     mail: MailSettings
     smtp: SmtpSettings
     templates: Templates
+    waiting: WaitingMail = field(default_factory=WaitingMail)
 
 
 async def on_order_event(raw: bytes, mailer: Mailer) -> str:
@@ -186,10 +212,16 @@ async def on_order_event(raw: bytes, mailer: Mailer) -> str:
         return _counted("no_address")
     subject, text, html = mailer.templates.render(event, transition, profile, mailer.mail.locale)
     mid = message_id(event.order_id, transition, mailer.smtp.from_address)
-    await mailer.sender.send(
-        OutgoingMail(message_id=mid, to=to, subject=subject, text=text, html=html)
-    )
+    try:
+        await mailer.sender.send(
+            OutgoingMail(message_id=mid, to=to, subject=subject, text=text, html=html)
+        )
+    except Exception:
+        mailer.waiting.failed(key)
+        _counted("failed")
+        raise
     await mailer.ledger.record(key, mid)
+    mailer.waiting.done(key)
     return _counted("sent")
 
 

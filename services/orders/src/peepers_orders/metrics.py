@@ -28,8 +28,13 @@ CAS_CONFLICTS: Final = Counter(
 )
 EMAILS: Final = Counter(
     "peepers_orders_emails_total",
-    "Emails by outcome (sent, duplicate: the ledger had it, skipped: not mailed)",
+    "Emails by outcome (sent; failed: the SMTP server did not take it, retried; duplicate: "
+    "the ledger had it; skipped: not mailed; no_address)",
     ["outcome"],
+)
+EMAILS_OLDEST_PENDING: Final = Gauge(
+    "peepers_orders_emails_oldest_pending_age_seconds",
+    "How long the oldest mail this worker failed to send has been waiting (0: none)",
 )
 ANALYTICS: Final = Counter(
     "peepers_orders_analytics_applied_total",

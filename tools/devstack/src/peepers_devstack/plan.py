@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET, DEMO_SELLER_ID
 
@@ -31,6 +31,9 @@ class Ports:
     ingest: int
     catalog: int
     prometheus: int
+    orders: int
+    # The local SMTP server (aiosmtpd) the orders worker mails sellers through.
+    smtp: int
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -41,14 +44,30 @@ class Ports:
                 ingest=free_port(),
                 catalog=free_port(),
                 prometheus=free_port(),
+                orders=free_port(),
+                smtp=free_port(),
             )
         return cls(
-            sandbox=base + 10, auth=base + 1, ingest=base, catalog=base + 3, prometheus=base + 9
+            sandbox=base + 10,
+            auth=base + 1,
+            ingest=base,
+            catalog=base + 3,
+            prometheus=base + 9,
+            orders=base + 2,
+            smtp=base + 25,
         )
 
     def taken(self) -> list[int]:
         """The ports something already listens on."""
-        ports = (self.sandbox, self.auth, self.ingest, self.catalog, self.prometheus)
+        ports = (
+            self.sandbox,
+            self.auth,
+            self.ingest,
+            self.catalog,
+            self.prometheus,
+            self.orders,
+            self.smtp,
+        )
         return [port for port in ports if in_use(port)]
 
 
@@ -75,6 +94,8 @@ class Secrets(BaseModel):
     catalog_broker: str
     ingest_broker: str
     reader: str
+    # Added with the orders worker: a secrets file written before it gets one on load.
+    orders_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
@@ -144,6 +165,19 @@ class Plan:
         return f"{self.auth_url}/auth/callback"
 
     @property
+    def orders_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.orders}"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the SMTP sink keeps each mail it received (a Maildir: ``new/`` holds them)."""
+        return self.spool_dir.parent / "mail"
+
+    @property
+    def orders_group(self) -> str:
+        return "peepers-orders" if self.isolation is None else f"peepers-orders-{self.isolation}"
+
+    @property
     def catalog_group(self) -> str:
         return "peepers-catalog" if self.isolation is None else f"peepers-catalog-{self.isolation}"
 
@@ -206,7 +240,11 @@ class Plan:
             "AUTH_PUBLIC_BASE_URL": self.auth_url,
             "AUTH_TOKEN_KEYS": json.dumps([self.secrets.token_key]),
             "AUTH_SERVICE_CREDENTIALS": json.dumps(
-                {"catalog": self.secrets.catalog_broker, "ingest": self.secrets.ingest_broker}
+                {
+                    "catalog": self.secrets.catalog_broker,
+                    "orders": self.secrets.orders_broker,
+                    "ingest": self.secrets.ingest_broker,
+                }
             ),
         }
         return ChildSpec("auth", _python("peepers_auth"), env)
@@ -247,6 +285,40 @@ class Plan:
         if self.isolation is not None:
             env["CATALOG_REDIS_SCOPE"] = self.isolation
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
+
+    def mail_sink(self) -> ChildSpec:
+        """aiosmtpd, a real SMTP server, keeping every mail in `mail_dir` (no TLS, no auth)."""
+        argv = [
+            *_python("aiosmtpd"),
+            "--nosetuid",
+            "--listen", f"{LOOPBACK}:{self.ports.smtp}",
+            "--class", "aiosmtpd.handlers.Mailbox", str(self.mail_dir),
+        ]  # fmt: skip
+        return ChildSpec("mail", argv, {})
+
+    def orders(self) -> ChildSpec:
+        """The orders worker: mails go to `mail_sink`; its read API is called as READER."""
+        env = {
+            "ORDERS_HTTP_HOST": LOOPBACK,
+            "ORDERS_HTTP_PORT": str(self.ports.orders),
+            "ORDERS_APP_ID": self.orders_group,
+            "ORDERS_MAIL__APP_ID": f"{self.orders_group}-mailer",
+            "ORDERS_ML__BASE_URL": self.sandbox_url,
+            "ORDERS_ML__APP_ID": str(DEMO_APP_ID),
+            "ORDERS_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "ORDERS_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "ORDERS_TOKEN_BROKER__URL": self.auth_url,
+            "ORDERS_TOKEN_BROKER__SERVICE": "orders",
+            "ORDERS_TOKEN_BROKER__SECRET": self.secrets.orders_broker,
+            "ORDERS_SMTP__HOST": LOOPBACK,
+            "ORDERS_SMTP__PORT": str(self.ports.smtp),
+            "ORDERS_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+        }
+        if self.isolation is not None:
+            env["ORDERS_REDIS_SCOPE"] = self.isolation
+        return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
 
 
 def _python(module: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +19,8 @@ from peepers_sandbox.market.messages import SELLER_REASONS
 from peepers_sandbox.market.orders import LOGISTIC_TYPES, PAYABLE, SHIPPABLE
 from peepers_sandbox.market.questions import ANSWERS, MODERATION
 from peepers_sandbox.marketplace import Marketplace
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_MIX: dict[str, float] = {
     "new_order": 3.0,
@@ -74,6 +77,7 @@ class Activity:
         self.mix = dict(DEFAULT_MIX)
         self.done: dict[str, int] = dict.fromkeys(DEFAULT_MIX, 0)
         self.skipped = 0
+        self.errors = 0
         self._task: asyncio.Task[None] | None = None
         m = market
         self._actions: dict[str, Callable[[], Any]] = {
@@ -277,7 +281,12 @@ class Activity:
             last = now
             while credit >= 1.0:
                 credit -= 1.0
-                self.step()
+                try:
+                    self.step()
+                except Exception:
+                    # A sandbox bug must not stop the activity silently: log it and count it.
+                    self.errors += 1
+                    _log.exception("activity step failed")
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -286,4 +295,5 @@ class Activity:
             "mix": self.mix,
             "done": self.done,
             "skipped": self.skipped,
+            "errors": self.errors,
         }

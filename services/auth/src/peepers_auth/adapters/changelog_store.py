@@ -18,13 +18,19 @@ back (`RedisSellerStore.apply`).
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 from peepers_auth.adapters.redis_store import RedisSellerStore, SellerFields
 from peepers_auth.crypto import TokenCipher
 from peepers_auth.models import SellerRecord
-from peepers_common.changelog import Changelog, ChangelogEntry
+from peepers_common.changelog import Changelog
+from peepers_common.errors import PublishError
 
 log = logging.getLogger(__name__)
+
+# The offset a refused record claims in the view until it is logged: above any real one,
+# so no restore running meanwhile puts the older logged record back over it.
+_UNLOGGED_OFFSET: Final = 2**62
 
 
 class ChangelogSellerStore:
@@ -36,10 +42,22 @@ class ChangelogSellerStore:
 
     async def get(self, seller_id: int) -> SellerRecord | None:
         await self._changelog.available()
-        record = await self._view.get(seller_id)
-        if record is None and await self._changelog.verify():
-            record = await self._view.get(seller_id)  # the view was lost and is back
-        return record
+        fields = await self._view.fields(seller_id)
+        if fields is None and await self._changelog.verify():
+            fields = await self._view.fields(seller_id)  # the view was lost and is back
+        if fields is None:
+            return None
+        if fields.unlogged:
+            await self._log_refused(fields)
+        return self._view.decode(fields)
+
+    async def _log_refused(self, fields: SellerFields) -> None:
+        """Log a record the changelog refused when it was written; PublishError again."""
+        logged = await self._changelog.write(str(fields.seller_id), fields.changelog_value())
+        if await self._view.mark_logged(
+            fields.seller_id, version=fields.version, offset=logged.offset
+        ):
+            log.info("seller %s: a record Kafka had refused is now logged", fields.seller_id)
 
     async def put(
         self, record: SellerRecord, *, expected_version: int, lock_token: str | None = None
@@ -50,7 +68,11 @@ class ChangelogSellerStore:
         ):
             return False
         fields = self._view.encode(record)
-        logged = await self._changelog.write(str(record.seller_id), fields.changelog_value())
+        try:
+            logged = await self._changelog.write(str(record.seller_id), fields.changelog_value())
+        except PublishError:
+            await self._keep_refused(fields, expected_version, lock_token)
+            raise
         # Durable now; the compare-and-set needs the whole view back first.
         await self._changelog.available()
         if await self._view.put_fields(
@@ -59,6 +81,28 @@ class ChangelogSellerStore:
             return True
         await self._relog(record.seller_id)
         return False
+
+    async def _keep_refused(
+        self, fields: SellerFields, expected_version: int, lock_token: str | None
+    ) -> None:
+        """Keep a record Kafka refused in the view, flagged, rather than lose it.
+
+        After a refresh, ML has already retired the refresh token this record replaces:
+        dropping it would lock the seller out. Flagged, it is used by nobody until a read
+        has logged it (`get`); the caller of this write still gets the error.
+        """
+        await self._changelog.available()
+        if await self._view.put_fields(
+            fields,
+            expected_version=expected_version,
+            lock_token=lock_token,
+            offset=_UNLOGGED_OFFSET,
+            unlogged=True,
+        ):
+            log.warning(
+                "seller %s: Kafka refused the record; kept in the view until it is logged",
+                fields.seller_id,
+            )
 
     async def _relog(self, seller_id: int) -> None:
         """Append the view's current record: the one that won the race after ours."""
@@ -89,27 +133,23 @@ class ChangelogSellerStore:
     async def rotate_keys(self, cipher: TokenCipher) -> int:
         """Re-seal every record not sealed with the first key: a new changelog record each.
 
-        Walks the changelog (the system of record) and the view (records written before
-        the changelog existed), writes each re-sealed record to the changelog, where
-        compaction drops the old one, then to the view, unless a newer write got there
-        first. Returns how many records it re-sealed.
+        Works from the view, restored first if it was lost, so it holds every seller,
+        records from before the changelog included. Each re-sealed record goes to the
+        changelog, where compaction drops the old one, then to the view by a
+        compare-and-set on the record's version and blob. A write that landed meanwhile
+        (a refresh, which seals with the first key anyway) wins, and its record is logged
+        again so it stays the last. Returns how many records it re-sealed.
         """
-        latest: dict[int, SellerFields] = {}
-        for key, value in (await self._changelog.latest()).items():
-            fields = SellerFields.from_changelog(key, value)
-            latest[fields.seller_id] = fields
-        for seller_id in await self._view.seller_ids():
-            if seller_id not in latest and (stored := await self._view.fields(seller_id)):
-                latest[seller_id] = stored
+        await self._changelog.verify()
         rotated = 0
-        for seller_id, fields in sorted(latest.items()):
-            if not fields.sealed or not cipher.needs_rotation(fields.sealed):
+        for seller_id in await self._view.seller_ids():
+            current = await self._view.fields(seller_id)
+            if current is None or not current.sealed or not cipher.needs_rotation(current.sealed):
                 continue
-            value = fields._replace(sealed=cipher.rotate(fields.sealed)).changelog_value()
-            written = await self._changelog.write(str(seller_id), value)
-            entry = ChangelogEntry(
-                str(seller_id).encode(), value, written.partition, written.offset
-            )
-            await self._view.apply([entry])
-            rotated += 1
+            resealed = current._replace(sealed=cipher.rotate(current.sealed), unlogged=False)
+            logged = await self._changelog.write(str(seller_id), resealed.changelog_value())
+            if await self._view.reseal(current, resealed.sealed, offset=logged.offset):
+                rotated += 1
+            else:
+                await self._relog(seller_id)
         return rotated

@@ -8,7 +8,8 @@ Keys (``<ns>`` is ``auth:``, or ``auth:<scope>:`` in tests):
 - ``<ns>session:<sha256(session id)>``: a seller's browser session (TTL).
 - ``<ns>seller:<id>``: hash ``version``, ``meta`` (JSON, no secrets), ``sealed`` (Fernet
   blob of the tokens), ``outbox`` (JSON events not yet acknowledged by Kafka), ``offset``
-  (where the changelog holds this state; -1 for a record from before the changelog).
+  (where the changelog holds this state; -1 for a record from before the changelog),
+  ``unlogged`` (present while the changelog has refused this state: logged on next read).
 - ``<ns>seller:<id>:lock``: the refresh lock, a random token with a TTL.
 - ``<ns>sellers``: the set of seller ids (key rotation walks it; never KEYS/SCAN).
 - ``<ns>changelog:sellers:epoch`` / ``:restoring``: the view's epoch marker
@@ -54,7 +55,8 @@ _POLL_S: Final = 0.02
 
 # Write a seller record if the version (and, when given, the lock) is what the writer
 # read: the fencing check that keeps a slow or stale writer from undoing a newer state.
-# ARGV[8] is the changelog offset the record was logged at (-1: not logged).
+# ARGV[8] is the changelog offset the record was logged at (-1: not logged); ARGV[9] '1'
+# flags a record the changelog refused (Kafka down), to be logged before it is used.
 _PUT_LUA: Final = """
 local current = redis.call('HGET', KEYS[1], 'version') or '0'
 if current ~= ARGV[1] then return 0 end
@@ -63,7 +65,23 @@ redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'version', ARGV[3], 'meta', ARGV[4], 'offset', ARGV[8])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'sealed', ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'outbox', ARGV[6]) end
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'unlogged', ARGV[9]) end
 redis.call('SADD', KEYS[3], ARGV[7])
+return 1
+"""
+# Key rotation: swap the blob if the record is still the one re-sealed (version and blob),
+# noting where the changelog holds the re-sealed record.
+_RESEAL_LUA: Final = """
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'sealed') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'sealed', ARGV[3], 'offset', ARGV[4])
+redis.call('HDEL', KEYS[1], 'unlogged')
+return 1
+"""
+_LOGGED_LUA: Final = """
+if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
+if redis.call('HDEL', KEYS[1], 'unlogged') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2])
 return 1
 """
 _CLEAR_OUTBOX_LUA: Final = """
@@ -187,6 +205,8 @@ class SellerFields(NamedTuple):
     meta: bytes
     sealed: bytes = b""
     outbox: bytes = b""
+    # The view's only: the changelog refused this record (never part of its value).
+    unlogged: bool = False
 
     def changelog_value(self) -> bytes:
         return json.dumps(
@@ -229,6 +249,8 @@ class RedisSellerStore:
         self._clear_outbox = client.register_script(_CLEAR_OUTBOX_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._apply = client.register_script(_APPLY_LUA)
+        self._logged = client.register_script(_LOGGED_LUA)
+        self._reseal = client.register_script(_RESEAL_LUA)
 
     def _key(self, seller_id: int) -> str:
         return self._ns.key("seller", seller_id)
@@ -266,6 +288,7 @@ class RedisSellerStore:
             meta=raw[b"meta"],
             sealed=raw.get(b"sealed", b""),
             outbox=raw.get(b"outbox", b""),
+            unlogged=b"unlogged" in raw,
         )
 
     async def get(self, seller_id: int) -> SellerRecord | None:
@@ -286,8 +309,13 @@ class RedisSellerStore:
         expected_version: int,
         lock_token: str | None = None,
         offset: int = -1,
+        unlogged: bool = False,
     ) -> bool:
-        """The compare-and-set write; ``offset``: where the changelog holds the record."""
+        """The compare-and-set write; ``offset``: where the changelog holds the record.
+
+        ``unlogged``: the changelog refused it; `ChangelogSellerStore` logs it on its
+        next read, before anyone uses it.
+        """
         if fields.version <= expected_version:
             msg = "a written record must carry a version above the one it replaces"
             raise ValueError(msg)
@@ -307,6 +335,7 @@ class RedisSellerStore:
                     fields.outbox,
                     str(fields.seller_id),
                     str(offset),
+                    "1" if unlogged else "",
                 ],
             )
         return bool(written)
@@ -321,6 +350,21 @@ class RedisSellerStore:
         if int(current or 0) != expected_version:
             return False
         return lock_token is None or holder == lock_token.encode()
+
+    async def mark_logged(self, seller_id: int, *, version: int, offset: int) -> bool:
+        """Clear the ``unlogged`` flag of ``version`` now that the changelog has it."""
+        async with redis_errors():
+            done = await self._logged(keys=[self._key(seller_id)], args=[str(version), str(offset)])
+        return bool(done)
+
+    async def reseal(self, current: SellerFields, sealed: bytes, *, offset: int) -> bool:
+        """Replace ``current``'s blob with ``sealed`` if the view still holds ``current``."""
+        async with redis_errors():
+            done = await self._reseal(
+                keys=[self._key(current.seller_id)],
+                args=[str(current.version), current.sealed, sealed, str(offset)],
+            )
+        return bool(done)
 
     async def clear_outbox(self, seller_id: int, *, version: int, offset: int = -1) -> None:
         async with redis_errors():

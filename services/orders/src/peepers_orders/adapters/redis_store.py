@@ -23,6 +23,7 @@ cover are applied to the orders read.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -202,7 +203,7 @@ class RedisOrderStore:
         top, after = _cursor(query.cursor)
         if query.created_to is not None:
             top = min(top, _ms(query.created_to))
-        bottom = _ms(query.created_from) if query.created_from is not None else "-inf"
+        bottom = _ms(query.created_from) if query.created_from is not None else -math.inf
         found: list[CachedOrder] = []
         while len(found) < query.limit:
             batch = query.limit * _SCAN_FACTOR
@@ -242,9 +243,9 @@ class RedisOrderStore:
         return OrderPage(orders=page, next_cursor=next_cursor)
 
 
-def _cursor(cursor: str | None) -> tuple[int | str, str | None]:
+def _cursor(cursor: str | None) -> tuple[float, str | None]:
     if cursor is None:
-        return "+inf", None
+        return math.inf, None
     score, sep, member = cursor.partition(":")
     if not sep or not score.isdigit() or not member.isdigit():
         msg = f"cursor {cursor!r} is not one this API made"

@@ -197,7 +197,6 @@ class Orders(Items):
         }
         self.shipments[ship_id] = shipment
         self.shipment_parties[ship_id] = (seller_id, buyer_id, order_id)
-        self.shipment_pack[ship_id] = pack_id
         self.shipment_history[ship_id] = [
             {"status": "pending", "substatus": "waiting_for_payment", "date": iso_z(stamp)}
         ]
