@@ -319,6 +319,15 @@ class TestImagesAndCommands:
             assert f"{workdir}/{app_id}-data" in mounts
 
 
+def _lag_query(query: str) -> tuple[str, str]:
+    """(group, topic) of a trigger's query: the group's largest lag report on one topic."""
+    found = re.fullmatch(
+        r'max\(peepers_consumer_lag_records\{group="([^"]+)",topic="([^"]+)"\}\)', query
+    )
+    assert found is not None, query
+    return found[1], found[2]
+
+
 class TestCatalogAutoscaling:
     @pytest.fixture
     def scaled(self) -> dict[str, Any]:
@@ -329,20 +338,23 @@ class TestCatalogAutoscaling:
         assert "replicas" not in _workload("catalog")["spec"], "the HPA owns replicas"
 
     def test_it_watches_the_catalog_consumer_group_on_every_topic_it_consumes(self, scaled) -> None:
+        """On the lag gauges the worker exports: the numbers the alerts and dashboards show."""
         triggers = scaled["spec"]["triggers"]
-        assert {t["type"] for t in triggers} == {"kafka"}
+        assert {t["type"] for t in triggers} == {"prometheus"}
         group = _config("catalog")["CATALOG_APP_ID"]
         assert group == CatalogSettings().app_id
-        assert {t["metadata"]["consumerGroup"] for t in triggers} == {group}
-        watched = {t["metadata"]["topic"] for t in triggers}
-        assert watched == {*ITEM_TOPICS, PEEPERS_SELLERS}
+        watched = [_lag_query(t["metadata"]["query"]) for t in triggers]
+        assert {g for g, _ in watched} == {group}
+        assert {topic for _, topic in watched} == {*ITEM_TOPICS, PEEPERS_SELLERS}
+        for trigger in triggers:
+            assert int(trigger["metadata"]["threshold"]) >= 1
+            assert trigger["metadata"]["serverAddress"].startswith("http")
 
     def test_replicas_never_exceed_the_partitions_of_any_watched_topic(self, scaled) -> None:
         spec = scaled["spec"]
         for trigger in spec["triggers"]:
-            topic = trigger["metadata"]["topic"]
+            _, topic = _lag_query(trigger["metadata"]["query"])
             assert spec["maxReplicaCount"] <= TOPICS[topic].partitions, topic
-            assert trigger["metadata"].get("allowIdleConsumers", "false") == "false"
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
 
     def test_budget_leaves_a_replica_of_the_minimum(self, scaled) -> None:
@@ -359,9 +371,10 @@ class TestOrdersAutoscaling:
         assert config["ORDERS_MAIL__APP_ID"] == OrdersSettings().mail.app_id
         watched: dict[str, set[str]] = {}
         for trigger in scaled["spec"]["triggers"]:
-            meta = trigger["metadata"]
-            watched.setdefault(meta["consumerGroup"], set()).add(meta["topic"])
-            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[meta["topic"]].partitions
+            assert trigger["type"] == "prometheus"
+            group, topic = _lag_query(trigger["metadata"]["query"])
+            watched.setdefault(group, set()).add(topic)
+            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[topic].partitions
         assert watched == {
             config["ORDERS_APP_ID"]: {*NOTIFICATION_TOPICS, PEEPERS_SELLERS},
             config["ORDERS_MAIL__APP_ID"]: {PEEPERS_ORDERS},
