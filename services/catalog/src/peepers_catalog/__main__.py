@@ -90,7 +90,7 @@ async def _sync(settings: Settings, seller_id: int, *, restart: bool) -> SyncSta
             progress.update(scan, completed=state.total, total=state.total)
             progress.update(apply, visible=True, total=state.total, completed=state.next_index)
 
-        async with open_wiring(settings) as wiring:
+        async with open_wiring(settings, watch_cache=False) as wiring:
             return await full_sync(
                 seller_id,
                 wiring.catalog,
