@@ -47,6 +47,7 @@ NOT_RUNNING_YET: Final = frozenset(
 NAME_PATTERNS: Final = frozenset(
     {
         "peepers_.+_rebuild_running",
+        "peepers_.+_rebuild_finished_total",
         "peepers_.+_drift_total",
     }
 )
