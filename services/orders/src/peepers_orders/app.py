@@ -27,6 +27,7 @@ from aiohttp import web
 
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
+from peepers_common.consumer_lag import ConsumerLagMonitor
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.events import SELLER_EVENT, event_type_of
 from peepers_common.kafka import AIOKafkaEventPublisher
@@ -202,6 +203,15 @@ class Runtime(ConsumerRuntime):
             )
             await loops.start()
             stack.push_async_callback(loops.aclose)
+            # The mailer's group is not the kit's: its lag (mail not yet sent) is its own.
+            await stack.enter_async_context(
+                ConsumerLagMonitor(
+                    settings.kafka,
+                    settings.mail.app_id,
+                    [events],
+                    interval_s=settings.lag_interval_s,
+                )
+            )
         log.info("orders worker ready; read API on port %d", settings.http_port)
         return wiring.processor
 
