@@ -176,7 +176,7 @@ class Plan:
 
     @property
     def orders_group(self) -> str:
-        return "peepers-orders" if self.isolation is None else f"peepers-orders-{self.isolation}"
+        return f"peepers-orders-{self.isolation}"
 
     @property
     def catalog_group(self) -> str:
@@ -315,9 +315,8 @@ class Plan:
             "ORDERS_SMTP__HOST": LOOPBACK,
             "ORDERS_SMTP__PORT": str(self.ports.smtp),
             "ORDERS_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "ORDERS_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["ORDERS_REDIS_SCOPE"] = self.isolation
         return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
 
 
