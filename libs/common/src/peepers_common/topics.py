@@ -35,6 +35,9 @@ PEEPERS_SELLERS: Final = "peepers.sellers.v1"
 # Peepers-owned state (peepers_common.changelog): peepers.<service>.<what>.changelog,
 # compacted, internal to its service.
 AUTH_SELLERS_CHANGELOG: Final = "peepers.auth.sellers.changelog"
+MESSAGES_TICKETS_CHANGELOG: Final = "peepers.messages.tickets.changelog"
+# Answers and messages a seller submitted, by idempotency key.
+MESSAGES_SUBMISSIONS_CHANGELOG: Final = "peepers.messages.submissions.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -129,7 +132,13 @@ def _registry() -> dict[str, TopicSpec]:
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
     specs += _failure_topics(PEEPERS_SELLERS)
-    for name, what in ((AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),):
+    # The messages service consumes the orders' events for its order timelines.
+    specs += _failure_topics(PEEPERS_ORDERS)
+    for name, what in (
+        (AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),
+        (MESSAGES_TICKETS_CHANGELOG, "the messages service's support tickets"),
+        (MESSAGES_SUBMISSIONS_CHANGELOG, "answers and messages sellers submitted"),
+    ):
         specs.append(
             TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)
         )
