@@ -157,7 +157,10 @@ async def answer(
     )
     held, holder = await _hold(new, subs)
     if not held:
-        if (holder.key, holder.body_sha256) != (new.key, new.body_sha256):
+        if holder.key == new.key and holder.body_sha256 != new.body_sha256:
+            msg = f"idempotency key {key!r} was used for another answer"
+            raise IdempotencyConflict(msg)
+        if holder.key != new.key:
             if holder.state == "sent":
                 msg = f"question {question_id} is already answered through Peepers"
                 raise QuestionNotOpen(msg)
