@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
 from peepers_common.changelog import Changelog, RedisViewMarker
-from peepers_common.events import MESSAGES_EVENT, MessagesEvent
+from peepers_common.errors import InfrastructureError
+from peepers_common.events import MESSAGES_EVENT, DomainEvent, MessagesEvent
+from peepers_common.kafka import end_offsets
 from peepers_common.ml import HttpMlApi
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.notifications import Notification
@@ -30,9 +32,10 @@ from peepers_messages.handlers import Messages
 from peepers_messages.settings import Settings
 from peepers_sandbox.app import Sandbox
 from peepers_sandbox.config import DEMO_APP_ID
-from tests.support import ml_client, unique
+from tests.support import ml_client, unique, wait_until
 
 EVENTS_TOPIC = "events"
+E = TypeVar("E", bound=DomainEvent)
 
 
 @dataclass
@@ -49,6 +52,15 @@ class Stack:
     def events(self, kind: str | None = None) -> list[MessagesEvent]:
         found = [MESSAGES_EVENT.validate_json(r.value) for r in self.publisher.records]
         return [e for e in found if kind is None or e.type == kind]
+
+    def events_of(self, cls: type[E]) -> list[E]:
+        return [e for e in self.events() if isinstance(e, cls)]
+
+    async def answer(self, question_id: int, text: str, key: str) -> dict[str, Any]:
+        return await commands.answer(self.seller, question_id, text, key, self.deps, self.subs)
+
+    async def send(self, pack_id: int, text: str, key: str) -> dict[str, Any]:
+        return await commands.send(self.seller, pack_id, text, key, self.deps, self.subs)
 
     async def counter(self, family: str) -> int:
         for counter in await self.sandbox.admin.rate_limit_counters():
@@ -67,7 +79,18 @@ async def changelog_topics(kafka: KafkaSettings) -> tuple[str, str]:
             for n in names
         ],
     )
-    return prefix + names[0], prefix + names[1]
+    created = [prefix + n for n in names]
+
+    async def described() -> bool:
+        # A new topic reaches every broker's metadata a little after it is created.
+        try:
+            await end_offsets(kafka, created)
+        except InfrastructureError:
+            return False
+        return True
+
+    await wait_until(described, timeout_s=15)
+    return created[0], created[1]
 
 
 @asynccontextmanager
