@@ -28,7 +28,7 @@ from peepers_common.topics import (
 )
 from peepers_messages import commands
 from peepers_messages.adapters import RedisMirror, RedisSubmissions, RedisTickets
-from peepers_messages.handlers import Messages
+from peepers_messages.handlers import Messages, Outcome, on_claim, on_message, on_question
 from peepers_messages.settings import Settings
 from peepers_sandbox.app import Sandbox
 from peepers_sandbox.config import DEMO_APP_ID
@@ -131,6 +131,11 @@ async def messages_stack(
                 check_every_s=0.5,
             )
         )
+        async def restored() -> bool:
+            return ticket_log.ready and submission_log.ready
+
+        # As /readyz would: a test stopping mid-restore would cut its Kafka clients off.
+        await wait_until(restored, timeout_s=20)
         ml, _tokens = await stack.enter_async_context(ml_client(sandbox, [seller]))
         publisher = InMemoryEventPublisher()
         deps = Messages(
@@ -162,3 +167,39 @@ def notification(
     if actions is not None:
         body["actions"] = actions
     return Notification.model_validate(body)
+
+
+async def new_question(messages: Stack, text: str = "Tem na cor azul?") -> int:
+    created = await messages.sandbox.admin.event("question", seller_id=messages.seller, text=text)
+    question_id = int(created["id"])
+    outcome = await on_question(
+        notification("questions", f"/questions/{question_id}", messages.seller), messages.deps
+    )
+    assert outcome is Outcome.CREATED
+    return question_id
+
+
+def an_order(messages: Stack) -> dict[str, Any]:
+    market = messages.sandbox.state.market
+    for order_id in market.orders_by_seller[messages.seller]:
+        order = market.orders[order_id]
+        if order["status"] == "paid" and not order["mediations"]:
+            return dict(order)
+    msg = "the sandbox has no paid order without a claim"
+    raise AssertionError(msg)
+
+
+async def buyer_message(messages: Stack, pack_id: int, text: str = "Quando chega?") -> str:
+    message = await messages.sandbox.admin.event("message", pack_id=pack_id, text=text)
+    outcome = await on_message(
+        notification("messages", message["id"], messages.seller, ["created"]), messages.deps
+    )
+    assert outcome is Outcome.CREATED
+    return str(message["id"])
+
+
+async def claim_changed(messages: Stack, claim_id: int, action: str = "claims") -> Outcome:
+    resource = f"/post-purchase/v1/claims/{claim_id}"
+    return await on_claim(
+        notification("post_purchase", resource, messages.seller, [action]), messages.deps
+    )

@@ -28,38 +28,17 @@ from peepers_messages.domain import (
 from peepers_messages.handlers import (
     Outcome,
     change_ticket,
-    on_claim,
     on_message,
     on_order_event,
     order_timeline,
 )
-from tests.integration.messages.harness import Stack, notification
-
-
-def an_order(messages: Stack) -> dict[str, Any]:
-    market = messages.sandbox.state.market
-    for order_id in market.orders_by_seller[messages.seller]:
-        order = market.orders[order_id]
-        if order["status"] == "paid" and not order["mediations"]:
-            return dict(order)
-    msg = "the sandbox has no paid order without a claim"
-    raise AssertionError(msg)
-
-
-async def buyer_message(messages: Stack, pack_id: int, text: str = "Quando chega?") -> str:
-    message = await messages.sandbox.admin.event("message", pack_id=pack_id, text=text)
-    outcome = await on_message(
-        notification("messages", message["id"], messages.seller, ["created"]), messages.deps
-    )
-    assert outcome is Outcome.CREATED
-    return str(message["id"])
-
-
-async def claim_changed(messages: Stack, claim_id: int, action: str = "claims") -> Outcome:
-    resource = f"/post-purchase/v1/claims/{claim_id}"
-    return await on_claim(
-        notification("post_purchase", resource, messages.seller, [action]), messages.deps
-    )
+from tests.integration.messages.harness import (
+    Stack,
+    an_order,
+    buyer_message,
+    claim_changed,
+    notification,
+)
 
 
 class TestConversations:

@@ -9,17 +9,7 @@ import pytest
 from peepers_common.events import QuestionAnswered, QuestionReceived
 from peepers_messages.domain import IdempotencyConflict, InvalidAnswer, NotFound, QuestionNotOpen
 from peepers_messages.handlers import Outcome, on_question
-from tests.integration.messages.harness import Stack, notification
-
-
-async def new_question(messages: Stack, text: str = "Tem na cor azul?") -> int:
-    created = await messages.sandbox.admin.event("question", seller_id=messages.seller, text=text)
-    question_id = int(created["id"])
-    outcome = await on_question(
-        notification("questions", f"/questions/{question_id}", messages.seller), messages.deps
-    )
-    assert outcome is Outcome.CREATED
-    return question_id
+from tests.integration.messages.harness import Stack, new_question, notification
 
 
 class TestQuestions:
