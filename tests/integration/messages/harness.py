@@ -131,6 +131,7 @@ async def messages_stack(
                 check_every_s=0.5,
             )
         )
+
         async def restored() -> bool:
             return ticket_log.ready and submission_log.ready
 
