@@ -21,6 +21,9 @@ from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.settings import StackSettings
 from peepers_common.topics import PEEPERS_SELLERS, TOPICS
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.__main__ import cli as messages_cli
+from peepers_messages.app import CONSUMED as MESSAGES_CONSUMED
+from peepers_messages.settings import Settings as MessagesSettings
 from tests.support import holds_secret, settings_field
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +44,7 @@ SERVICES = {
     "ingest": Svc(IngestSettings, "peepers_ingest"),
     "auth": Svc(AuthSettings, "peepers_auth"),
     "catalog": Svc(CatalogSettings, "peepers_catalog", ("worker",)),
+    "messages": Svc(MessagesSettings, "peepers_messages", ("worker",)),
 }
 # Workloads that are not services, and the settings their env vars belong to.
 OTHER_WORKLOADS: dict[str, type[BaseSettings]] = {"peepers-topics": StackSettings}
@@ -302,9 +306,10 @@ class TestImagesAndCommands:
         if service == "ingest":
             assert str(settings.spool_dir) in mounts  # type: ignore[attr-defined]
             assert _config(service)["INGEST_SPOOL_DIR"] in mounts
-        if service == "catalog":
+        if service in ("catalog", "messages"):
             # Faust makes <app id>-data in its working directory.
-            assert f"{workdir}/{_config(service)['CATALOG_APP_ID']}-data" in mounts
+            app_id = _config(service)[f"{service.upper()}_APP_ID"]
+            assert f"{workdir}/{app_id}-data" in mounts
 
 
 class TestCatalogAutoscaling:
@@ -338,6 +343,29 @@ class TestCatalogAutoscaling:
         assert budget["maxUnavailable"] < scaled["spec"]["minReplicaCount"]
 
 
+class TestMessagesAutoscaling:
+    @pytest.fixture
+    def scaled(self) -> dict[str, Any]:
+        return _one("ScaledObject", "peepers-messages")
+
+    def test_it_watches_the_messages_group_on_every_topic_it_consumes(self, scaled) -> None:
+        triggers = scaled["spec"]["triggers"]
+        group = _config("messages")["MESSAGES_APP_ID"]
+        assert group == MessagesSettings().app_id
+        assert {t["metadata"]["consumerGroup"] for t in triggers} == {group}
+        assert {t["metadata"]["topic"] for t in triggers} == set(MESSAGES_CONSUMED)
+        for trigger in triggers:
+            topic = trigger["metadata"]["topic"]
+            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[topic].partitions, topic
+
+    def test_the_messages_worker_command_exists(self) -> None:
+        commands = {
+            c.name or (c.callback.__name__ if c.callback else None)
+            for c in messages_cli.registered_commands
+        }
+        assert "worker" in commands
+
+
 class TestNetworkPolicies:
     def test_namespace_denies_by_default_and_allows_dns(self) -> None:
         deny = _one("NetworkPolicy", "default-deny")["spec"]
@@ -357,11 +385,15 @@ class TestNetworkPolicies:
     def test_ingest_is_reachable_from_outside_on_its_port(self) -> None:
         assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in self._ingress("ingest")
 
-    def test_auth_admits_only_catalog_and_ingest_pods(self) -> None:
+    def test_auth_admits_only_the_token_brokers_clients(self) -> None:
         pods = [peer["podSelector"] for peer in self._ingress("auth") if "podSelector" in peer]
         (only,) = pods
         (expression,) = only["matchExpressions"]
-        assert set(expression["values"]) == {"peepers-catalog", "peepers-ingest"}
+        assert set(expression["values"]) == {
+            "peepers-catalog",
+            "peepers-ingest",
+            "peepers-messages",
+        }
         assert not any("ipBlock" in peer for peer in self._ingress("auth"))
 
     def test_auth_ingress_routes_no_internal_path(self) -> None:
