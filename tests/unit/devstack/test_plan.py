@@ -14,6 +14,7 @@ from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
 from peepers_devstack.plan import Plan, Ports, Secrets
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.settings import Settings as MessagesSettings
 from peepers_sandbox.__main__ import build_config
 from peepers_sandbox.config import DEMO_APP_ID
 from tests.support import settings_field
@@ -22,6 +23,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "auth": AuthSettings,
     "ingest": IngestSettings,
     "catalog": CatalogSettings,
+    "messages": MessagesSettings,
 }
 
 
@@ -54,9 +56,11 @@ def test_every_childs_settings_accept_its_values(
     for name, value in spec.env.items():
         monkeypatch.setenv(name, value)
     port = SETTINGS[service]().model_dump()["http_port"]
-    assert port == {"auth": plan.ports.auth, "ingest": plan.ports.ingest}.get(
-        service, plan.ports.catalog
-    )
+    assert port == {
+        "auth": plan.ports.auth,
+        "ingest": plan.ports.ingest,
+        "messages": plan.ports.messages,
+    }.get(service, plan.ports.catalog)
 
 
 def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
@@ -78,10 +82,14 @@ def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
 def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     credentials = json.loads(plan.auth().env["AUTH_SERVICE_CREDENTIALS"])
-    catalog, ingest = plan.catalog().env, plan.ingest().env
+    catalog, ingest, messages = plan.catalog().env, plan.ingest().env, plan.messages().env
     assert (
         credentials[catalog["CATALOG_TOKEN_BROKER__SERVICE"]]
         == catalog["CATALOG_TOKEN_BROKER__SECRET"]
+    )
+    assert (
+        credentials[messages["MESSAGES_TOKEN_BROKER__SERVICE"]]
+        == messages["MESSAGES_TOKEN_BROKER__SECRET"]
     )
     assert (
         credentials[ingest["INGEST_TOKEN_BROKER__SERVICE"]] == ingest["INGEST_TOKEN_BROKER__SECRET"]

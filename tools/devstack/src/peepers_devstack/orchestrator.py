@@ -60,6 +60,7 @@ READY_PATHS = {
     "auth": "/readyz",
     "ingest": "/readyz",
     "catalog": "/readyz",
+    "messages": "/readyz",
 }
 # A seller event is picked up within seconds; much longer means it never came.
 SYNC_START_TIMEOUT_S = 60.0
@@ -127,6 +128,7 @@ class Orchestrator:
                 "auth": self.plan.auth_url,
                 "ingest": self.plan.ingest_url,
                 "catalog": self.plan.catalog_url,
+                "messages": self.plan.messages_url,
             }
             started: dict[str, Child] = {}
             for spec in self.plan.children():

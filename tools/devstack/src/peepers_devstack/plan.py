@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET, DEMO_SELLER_ID
 
@@ -30,20 +30,26 @@ class Ports:
     auth: int
     ingest: int
     catalog: int
+    messages: int
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
         if base == 0:
             return cls(
-                sandbox=free_port(), auth=free_port(), ingest=free_port(), catalog=free_port()
+                sandbox=free_port(),
+                auth=free_port(),
+                ingest=free_port(),
+                catalog=free_port(),
+                messages=free_port(),
             )
-        return cls(sandbox=base + 10, auth=base + 1, ingest=base, catalog=base + 3)
+        return cls(
+            sandbox=base + 10, auth=base + 1, ingest=base, catalog=base + 3, messages=base + 4
+        )
 
     def taken(self) -> list[int]:
         """The ports something already listens on."""
-        return [
-            port for port in (self.sandbox, self.auth, self.ingest, self.catalog) if in_use(port)
-        ]
+        ports = (self.sandbox, self.auth, self.ingest, self.catalog, self.messages)
+        return [port for port in ports if in_use(port)]
 
 
 def free_port() -> int:
@@ -69,6 +75,9 @@ class Secrets(BaseModel):
     catalog_broker: str
     ingest_broker: str
     reader: str
+    # Added after the first stacks were made: a file without it gets one for this run
+    # (auth and the messages worker get it from the same plan, so it always matches).
+    messages_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
@@ -122,6 +131,10 @@ class Plan:
         return f"http://{LOOPBACK}:{self.ports.catalog}"
 
     @property
+    def messages_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.messages}"
+
+    @property
     def webhook_url(self) -> str:
         return f"{self.ingest_url}/webhooks/mercadolibre"
 
@@ -133,9 +146,15 @@ class Plan:
     def catalog_group(self) -> str:
         return "peepers-catalog" if self.isolation is None else f"peepers-catalog-{self.isolation}"
 
+    @property
+    def messages_group(self) -> str:
+        if self.isolation is None:
+            return "peepers-messages"
+        return f"peepers-messages-{self.isolation}"
+
     def children(self) -> list[ChildSpec]:
         """In start order; they are stopped in the reverse one."""
-        return [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+        return [self.sandbox(), self.auth(), self.ingest(), self.catalog(), self.messages()]
 
     def sandbox(self) -> ChildSpec:
         argv = [
@@ -163,7 +182,11 @@ class Plan:
             "AUTH_PUBLIC_BASE_URL": self.auth_url,
             "AUTH_TOKEN_KEYS": json.dumps([self.secrets.token_key]),
             "AUTH_SERVICE_CREDENTIALS": json.dumps(
-                {"catalog": self.secrets.catalog_broker, "ingest": self.secrets.ingest_broker}
+                {
+                    "catalog": self.secrets.catalog_broker,
+                    "ingest": self.secrets.ingest_broker,
+                    "messages": self.secrets.messages_broker,
+                }
             ),
         }
         return ChildSpec("auth", _python("peepers_auth"), env)
@@ -204,6 +227,26 @@ class Plan:
         if self.isolation is not None:
             env["CATALOG_REDIS_SCOPE"] = self.isolation
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
+
+    def messages(self) -> ChildSpec:
+        env = {
+            "MESSAGES_HTTP_HOST": LOOPBACK,
+            "MESSAGES_HTTP_PORT": str(self.ports.messages),
+            "MESSAGES_APP_ID": self.messages_group,
+            "MESSAGES_ML__BASE_URL": self.sandbox_url,
+            "MESSAGES_ML__APP_ID": str(DEMO_APP_ID),
+            "MESSAGES_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "MESSAGES_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "MESSAGES_TOKEN_BROKER__URL": self.auth_url,
+            "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
+            "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,
+            "MESSAGES_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+        }
+        if self.isolation is not None:
+            env["MESSAGES_REDIS_SCOPE"] = self.isolation
+        return ChildSpec("messages", [*_python("peepers_messages"), "worker"], env)
 
 
 def _python(module: str) -> list[str]:
