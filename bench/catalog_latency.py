@@ -21,7 +21,18 @@ topic, with no Redis polling; both ends are at or after the cache write:
 
 Baseline, in the same run and at the same rate: GET /items/{id} from the sandbox alone.
 
-    uv run python -m bench.catalog_latency [--rate 200] [--duration 20] [--pool 5000]
+Then the **raw baseline** (``--backlog N``, 0 to skip): N more price changes are made at
+the sandbox and their ``items_prices`` notifications put straight on the worker's topic
+at once, and the time the worker takes to drain them (its /metrics) gives its
+saturation throughput. Then a plain aiokafka loop in this process (`raw_loop`: no Faust,
+no consumer kit, no limiter, no handlers) takes the same N records from the same
+offsets with its own group and does the same work per record, records of different
+items concurrently within a fetched batch: GET /items/{id} from the sandbox, one Redis
+write (HSET of the body and version), one acks=all event; it commits per batch. The
+worker's throughput is reported as a ratio to the loop's (target >= 0.5).
+
+    uv run python -m bench.catalog_latency [--rate 200] [--duration 20] [--pool 5000] \
+        [--backlog 4000]
 
 ``--workers N`` runs N worker replicas in one consumer group (the items topics have 6
 partitions); ``--keep-logs DIR`` keeps the processes' logs and every change's times.
@@ -34,10 +45,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
-from contextlib import ExitStack, suppress
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -45,7 +59,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.catalog_support import (
     cleanup_scope,
@@ -63,17 +78,20 @@ from bench.catalog_support import (
 )
 from bench.ingest import APP_ID, PATH, cpu_seconds, start_ingest
 from peepers_catalog.settings import Settings as CatalogSettings
-from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.kafka import AIOKafkaEventPublisher, end_offsets
 from peepers_common.namespaces import connect_redis
-from peepers_common.topics import PEEPERS_CATALOG
+from peepers_common.notifications import Notification, cloudevent_headers, encode_value
+from peepers_common.topics import PEEPERS_CATALOG, notification_topic
 from peepers_devstack.metrics import Scrape
 from peepers_sandbox.client import SandboxAdmin
 from tests.integration.catalog.worker import WorkerRun, catalog_topics, worker_process
 from tests.integration.ingest.support import free_port
-from tests.support import unique
+from tests.support import unique, wait_until
 
 PRICE_BASE: Final = 100_000
 TARGET_P99_MS: Final = 250.0
+TARGET_RAW_RATIO: Final = 0.5
+PRICES_TOPIC: Final = notification_topic("items_prices")
 
 
 def webhook(run: str, seq: int, seller: int, item_id: str) -> bytes:
@@ -108,6 +126,7 @@ class WorkerCosts:
     fetches: float = 0.0
     fetch_s: float = 0.0
     limiter_s: float = 0.0
+    leases: float = 0.0  # round trips to the shared outbound budget
     cpu_s: float = 0.0  # the worker processes' CPU time (from /proc, not /metrics)
 
     @classmethod
@@ -125,6 +144,7 @@ class WorkerCosts:
             fetches=metrics.total("peepers_ml_request_duration_seconds_count", family="items"),
             fetch_s=metrics.total("peepers_ml_request_duration_seconds_sum", family="items"),
             limiter_s=metrics.total("peepers_ml_limiter_wait_seconds_total", family="items"),
+            leases=metrics.total("peepers_ml_limiter_leases_total"),
         )
 
     def plus(self, other: WorkerCosts) -> WorkerCosts:
@@ -134,6 +154,7 @@ class WorkerCosts:
             self.fetches + other.fetches,
             self.fetch_s + other.fetch_s,
             self.limiter_s + other.limiter_s,
+            self.leases + other.leases,
             self.cpu_s + other.cpu_s,
         )
 
@@ -144,6 +165,7 @@ class WorkerCosts:
             self.fetches - before.fetches,
             self.fetch_s - before.fetch_s,
             self.limiter_s - before.limiter_s,
+            self.leases - before.leases,
             self.cpu_s - before.cpu_s,
         )
 
@@ -270,6 +292,150 @@ class Baseline:
     achieved: float
 
 
+@dataclass
+class Saturation:
+    """The worker and the raw loop draining the same backlog of notifications."""
+
+    records: int
+    worker_s: float
+    worker_cpu_s: float
+    raw_s: float
+    raw_cpu_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_s / self.worker_s
+
+
+async def backlog(
+    http: aiohttp.ClientSession,
+    admin: SandboxAdmin,
+    run: WorkerRun,
+    process: subprocess.Popen[bytes],
+    seller: int,
+    pool: list[str],
+    count: int,
+    token: str,
+    sandbox_url: str,
+) -> Saturation:
+    """Drain ``count`` notifications put on the worker's topic at once; then the raw loop."""
+    gate = asyncio.Semaphore(32)
+
+    async def change(n: int) -> None:
+        async with gate:
+            await admin.event("price_change", item_id=pool[n % len(pool)], price=PRICE_BASE - 1 - n)
+
+    log(f"backlog: {count:,} price changes at the sandbox")
+    await asyncio.gather(*(change(n) for n in range(count)))
+    topic = run.topic(PRICES_TOPIC)
+    start_offsets = await end_offsets(run.kafka, [topic])
+    before = await scrape(http, run)
+    cpu_before = cpu_seconds(process.pid)
+    log(f"backlog: {count:,} notifications on the worker's topic at once")
+    started = time.perf_counter()
+    async with AIOKafkaEventPublisher(run.kafka) as publisher:
+        now = datetime.now(UTC)
+        await asyncio.gather(
+            *(
+                publisher.publish(topic, key=key, value=value, headers=headers)
+                for key, value, headers in (
+                    _notification(seller, pool[n % len(pool)], now) for n in range(count)
+                )
+            )
+        )
+
+    async def drained() -> bool:
+        return (await scrape(http, run)).records - before.records >= count
+
+    await wait_until(drained, timeout_s=600, every_s=0.05)
+    worker_s = time.perf_counter() - started
+    worker_cpu_s = cpu_seconds(process.pid) - cpu_before
+    log(f"backlog: the worker drained it in {worker_s:.2f} s; now the raw aiokafka loop")
+    raw_s, raw_cpu_s = await raw_loop(run, http, sandbox_url, token, start_offsets, count)
+    return Saturation(count, worker_s, worker_cpu_s, raw_s, raw_cpu_s)
+
+
+def _notification(
+    seller: int, item_id: str, now: datetime
+) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    body = json.loads(webhook(unique("raw"), 0, seller, item_id))
+    notification = Notification.model_validate(body)
+    return (
+        f"{seller}:{notification.resource_path}".encode(),
+        encode_value(body, now),
+        cloudevent_headers(notification, received_at=now),
+    )
+
+
+async def raw_loop(
+    run: WorkerRun,
+    http: aiohttp.ClientSession,
+    sandbox_url: str,
+    token: str,
+    start_offsets: dict[TopicPartition, int],
+    count: int,
+) -> tuple[float, float]:
+    """The same fetch and write with plain aiokafka, redis-py and aiohttp; (seconds, CPU s).
+
+    No Faust, consumer kit, retry policy, limiter, validation or outbox: the floor that
+    the worker's throughput is compared with. Records of one item in order, different
+    items concurrently within a fetched batch (as the worker), offsets committed per batch.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=run.kafka.bootstrap_servers,
+        group_id=unique("bench-raw"),
+        enable_auto_commit=False,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=run.kafka.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=2,
+    )
+    redis = connect_redis(CatalogSettings().redis)
+    headers = {"Authorization": f"Bearer {token}"}
+    events = run.topic(PEEPERS_CATALOG)
+
+    async def one_item(records: list[Any]) -> None:
+        for record in records:
+            resource = orjson.loads(record.value)["resource"]
+            item_id = resource.split("/")[2]
+            async with http.get(f"{sandbox_url}/items/{item_id}", headers=headers) as response:
+                body = await response.read()
+            item = orjson.loads(body)
+            await redis.hset(
+                f"catalog:{run.scope}:raw:{item_id}",
+                mapping={"doc": body, "v": item["last_updated"]},
+            )
+            event = {"type": "bench.raw", "item_id": item_id, "price": item["price"]}
+            await (await producer.send(events, key=record.key, value=orjson.dumps(event)))
+
+    await consumer.start()
+    await producer.start()
+    try:
+        consumer.assign(list(start_offsets))
+        for partition, offset in start_offsets.items():
+            consumer.seek(partition, offset)
+        done = 0
+        cpu = time.process_time()
+        started = time.perf_counter()
+        while done < count:
+            fetched = await consumer.getmany(timeout_ms=100, max_records=64)
+            by_item: dict[bytes | None, list[Any]] = {}
+            for records in fetched.values():
+                for record in records:
+                    by_item.setdefault(record.key, []).append(record)
+                    done += 1
+            await asyncio.gather(*(one_item(records) for records in by_item.values()))
+            if fetched:
+                await consumer.commit()
+        return time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await redis.aclose()
+
+
 async def main(
     rate: float,
     duration: float,
@@ -277,6 +443,8 @@ async def main(
     baseline_s: float,
     workers: int,
     keep_logs: Path | None,
+    profile: Path | None = None,
+    backlog_size: int = 0,
 ) -> None:
     kafka = kafka_settings()
     prefix = await catalog_topics(kafka)
@@ -321,14 +489,28 @@ async def main(
                         before = [await scrape(http, r) for r in runs]
                         cpu_before = sum(cpu_seconds(p.pid) for p in processes)
                         log(f"driving {total:,} changes at {rate:g}/s, {workers} worker(s)")
-                        changes, achieved = await _drive(
-                            http, admin, run, ingest_port, sandbox.seller, pool, rate, total
-                        )
+                        with py_spy(processes[0].pid, profile):
+                            changes, achieved = await _drive(
+                                http, admin, run, ingest_port, sandbox.seller, pool, rate, total
+                            )
                         costs = WorkerCosts(
                             cpu_s=sum(cpu_seconds(p.pid) for p in processes) - cpu_before
                         )
                         for r, earlier in zip(runs, before, strict=True):
                             costs = costs.plus((await scrape(http, r)).minus(earlier))
+                        saturation = None
+                        if backlog_size and workers == 1:
+                            saturation = await backlog(
+                                http,
+                                admin,
+                                run,
+                                processes[0],
+                                sandbox.seller,
+                                pool,
+                                backlog_size,
+                                token,
+                                sandbox.url,
+                            )
                         for r, process in zip(runs, processes, strict=True):
                             if process.poll() is not None:
                                 msg = f"a worker died:\n{r.log_tail()}"
@@ -349,6 +531,39 @@ async def main(
             )
         )
     _report(rate, duration, base, changes, achieved, costs, workers)
+    if saturation is not None:
+        _report_saturation(saturation)
+
+
+@contextmanager
+def py_spy(pid: int, out: Path | None) -> Iterator[None]:
+    """Sample the worker with py-spy (collapsed stacks, 100 Hz) while the block runs."""
+    if out is None:
+        yield
+        return
+    spy = subprocess.Popen(  # noqa: S603 - our own venv's py-spy on our own child
+        [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "100",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=30)
+        log(f"py-spy profile of the worker: {out}")
 
 
 def _keep(workdir: Path, keep_logs: Path) -> None:
@@ -472,13 +687,25 @@ def _report(
             f"worker, per record (its /metrics): {costs.processing_s / costs.records * 1000:.1f} ms"
             f" from taking the record to acking it, of which ML fetch "
             f"{costs.fetch_s / max(costs.fetches, 1) * 1000:.1f} ms and limiter "
-            f"{costs.limiter_s / costs.records * 1000:.1f} ms ({costs.records:,.0f} records; "
+            f"{costs.limiter_s / costs.records * 1000:.1f} ms waiting in "
+            f"{costs.leases:,.0f} round trips to the shared budget ({costs.records:,.0f} records; "
             f"records of different items overlap within a batch); "
             f"worker CPU {costs.cpu_s / costs.records * 1000:.1f} ms per record"
         )
     p99 = percentile(read, 0.99)
     verdict = "met" if p99 < TARGET_P99_MS and not lost else "NOT met"
     print(f"target p99 < {TARGET_P99_MS:g} ms (upper bound, event read): {verdict}")
+
+
+def _report_saturation(sat: Saturation) -> None:
+    n = sat.records
+    print(
+        f"backlog of {n:,} notifications: worker {n / sat.worker_s:,.0f}/s "
+        f"({sat.worker_cpu_s / n * 1000:.2f} ms CPU per record), raw aiokafka loop "
+        f"{n / sat.raw_s:,.0f}/s ({sat.raw_cpu_s / n * 1000:.2f} ms CPU per record, this "
+        f"process); ratio {sat.ratio:.2f} (target >= {TARGET_RAW_RATIO:g}: "
+        f"{'met' if sat.ratio >= TARGET_RAW_RATIO else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":
@@ -491,7 +718,20 @@ if __name__ == "__main__":
     parser.add_argument("--baseline-s", type=float, default=10.0, help="seconds of plain GETs")
     parser.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
     parser.add_argument("--workers", type=int, default=1, help="worker replicas (one group)")
+    parser.add_argument("--profile", type=Path, help="py-spy the first worker into this file")
+    parser.add_argument(
+        "--backlog", type=int, default=4000, help="notifications for the raw baseline (0: skip)"
+    )
     args = parser.parse_args()
     run_then_delete_topics(
-        main(args.rate, args.duration, args.pool, args.baseline_s, args.workers, args.keep_logs)
+        main(
+            args.rate,
+            args.duration,
+            args.pool,
+            args.baseline_s,
+            args.workers,
+            args.keep_logs,
+            args.profile,
+            args.backlog,
+        )
     )

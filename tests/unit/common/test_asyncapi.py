@@ -30,7 +30,7 @@ from peepers_common.events import (
     ClaimEscalated,
     ClaimOpened,
     ClaimSnapshot,
-    ClaimSnapshotRead,
+    ClaimSnapshotted,
     DomainEvent,
     FieldChange,
     ItemClosed,
@@ -40,13 +40,25 @@ from peepers_common.events import (
     ItemPriceChanged,
     ItemReactivated,
     ItemSnapshot,
+    ItemSnapshotted,
     ItemStockChanged,
     ItemUpdated,
     MessageReceived,
+    OrderCancelled,
+    OrderCreated,
+    OrderDelivered,
+    OrderEvent,
+    OrderLine,
+    OrderNotDelivered,
+    OrderPaid,
+    OrderRefunded,
+    OrderShipped,
+    OrderSnapshotted,
+    OrderSummary,
     QuestionAnswered,
     QuestionReceived,
     QuestionSnapshot,
-    QuestionSnapshotRead,
+    QuestionSnapshotted,
     SellerConnected,
     SellerDisconnected,
     SellerReauthRequired,
@@ -59,6 +71,8 @@ from peepers_common.events import (
     item_event_id,
     item_event_key,
     messages_event_key,
+    order_event_id,
+    order_event_key,
     seller_event_id,
     seller_event_key,
     stable_event_id,
@@ -98,6 +112,38 @@ def _item(cls: type[DomainEvent], **fields: Any) -> DomainEvent:
         seller_id=_SNAPSHOT.seller_id,
         item_id=_SNAPSHOT.id,
         last_updated=_WHEN,
+        **fields,
+    )
+
+
+_ORDER = OrderSummary(
+    order_id=2000003508897196,
+    state="paid",
+    ml_status="paid",
+    buyer_id=266272126,
+    currency_id="BRL",
+    total_amount=Decimal("50.00"),
+    paid_amount=Decimal("50.00"),
+    lines=(
+        OrderLine(item_id="MLB2608564035", title="Camiseta", quantity=1, unit_price=Decimal("50")),
+    ),
+    pack_id=2000003508553677,
+    shipment_id=41297142475,
+    shipment_status="ready_to_ship",
+    date_created=_WHEN,
+    paid_at=_WHEN,
+)
+
+
+def _order(cls: type[DomainEvent], **fields: Any) -> DomainEvent:
+    event_type = cls.model_fields["type"].default
+    return cls(
+        event_id=order_event_id(_ORDER.order_id, event_type, event_type),
+        occurred_at=_WHEN,
+        seller_id=123456789,
+        order_id=_ORDER.order_id,
+        order=_ORDER,
+        revealed_by="notification:5da87eea5b35b865994cfd7d",
         **fields,
     )
 
@@ -152,6 +198,8 @@ def _messages(cls: type[DomainEvent], **fields: Any) -> DomainEvent:
 def _event_key(event: DomainEvent) -> bytes:
     if isinstance(event, ItemEvent):
         return item_event_key(event)
+    if isinstance(event, OrderEvent):
+        return order_event_key(event)
     if event.type.startswith("seller."):
         return seller_event_key(event)
     return messages_event_key(event)
@@ -166,6 +214,7 @@ SAMPLES: dict[str, DomainEvent] = {
         _seller(SellerDisconnected),
         _seller(SellerReauthRequired, reason="invalid_grant"),
         _item(ItemCreated, item=_SNAPSHOT),
+        _item(ItemSnapshotted, item=_SNAPSHOT),
         _item(
             ItemUpdated,
             changes={
@@ -183,6 +232,14 @@ SAMPLES: dict[str, DomainEvent] = {
         _item(ItemPaused, old_status="active", new_status="paused", sub_status=("out_of_stock",)),
         _item(ItemClosed, old_status="paused", new_status="closed"),
         _item(ItemReactivated, old_status="paused", new_status="active"),
+        _order(OrderCreated),
+        _order(OrderPaid),
+        _order(OrderShipped),
+        _order(OrderDelivered),
+        _order(OrderCancelled),
+        _order(OrderRefunded, partial=True),
+        _order(OrderNotDelivered),
+        _order(OrderSnapshotted),
         _messages(
             QuestionReceived,
             question_id=_QUESTION.id,
@@ -198,7 +255,7 @@ SAMPLES: dict[str, DomainEvent] = {
             seconds_to_answer=95.5,
         ),
         _messages(
-            QuestionSnapshotRead,
+            QuestionSnapshotted,
             question_id=_QUESTION.id,
             item_id=_QUESTION.item_id,
             question=_QUESTION,
@@ -216,7 +273,7 @@ SAMPLES: dict[str, DomainEvent] = {
         _messages(ClaimOpened, claim_id=_CLAIM.id, claim=_CLAIM),
         _messages(ClaimEscalated, claim_id=_CLAIM.id, claim=_CLAIM),
         _messages(ClaimClosed, claim_id=_CLAIM.id, claim=_CLAIM),
-        _messages(ClaimSnapshotRead, claim_id=_CLAIM.id, claim=_CLAIM),
+        _messages(ClaimSnapshotted, claim_id=_CLAIM.id, claim=_CLAIM),
         _messages(TicketOpened, claim_id=_CLAIM.id, ticket=_TICKET),
         _messages(TicketUpdated, claim_id=_CLAIM.id, ticket=_TICKET, changed=("assignee",)),
         _messages(TicketClosed, claim_id=_CLAIM.id, ticket=_TICKET, changed=("status",)),
@@ -285,9 +342,14 @@ class TestDocumentShape:
         for ref in _refs(document):
             assert _resolve(document, ref) is not None
 
-    def test_sellers_catalog_and_messages_topics_are_channels(self, document) -> None:
+    def test_every_domain_topic_is_a_channel(self, document) -> None:
         addresses = {channel["address"] for channel in document["channels"].values()}
-        assert addresses >= {"peepers.sellers.v1", "peepers.catalog.v1", "peepers.messages.v1"}
+        assert addresses == {
+            "peepers.sellers.v1",
+            "peepers.catalog.v1",
+            "peepers.orders.v1",
+            "peepers.messages.v1",
+        }
 
     def test_channels_carry_the_registry_partitions(self, document) -> None:
         for channel in document["channels"].values():

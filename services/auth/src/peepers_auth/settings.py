@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     refresh_lock_ttl_s: float = Field(default=30.0, gt=0)
     # How long a caller waits for another replica's refresh before answering 503.
     refresh_wait_s: float = Field(default=20.0, gt=0)
+    # How often the sellers' view is checked for a loss (its epoch marker) besides every
+    # read that finds no seller; a lost view is restored from the changelog.
+    view_check_every_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _lock_outlives_a_refresh(self) -> Settings:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import faust
 import typer
+import uvloop
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,8 +22,10 @@ from peepers_catalog.app import create_app, open_wiring, sync_options
 from peepers_catalog.ports import SyncState
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import full_sync
+from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.errors import PeepersError
 from peepers_common.logs import configure_logging
+from peepers_common.process import tune_gc
 
 cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
@@ -33,14 +36,19 @@ class _Worker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
         configure_logging("catalog", logging.getLevelName(level))
+        init_error_tracking("catalog", ErrorTrackingSettings())
 
 
 @cli.command()
 def worker() -> None:
     """Consume item notifications and seller events; serve the read API."""
     settings = Settings()
+    # libuv's loop, as ingest's: mode makes its loops through the policy. Under
+    # bench.catalog_latency it cut the worker's CPU per record (docs/benchmarks.md).
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(settings)
     runner = _Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    tune_gc()
     runner.execute_from_commandline()
 
 
@@ -82,7 +90,7 @@ async def _sync(settings: Settings, seller_id: int, *, restart: bool) -> SyncSta
             progress.update(scan, completed=state.total, total=state.total)
             progress.update(apply, visible=True, total=state.total, completed=state.next_index)
 
-        async with open_wiring(settings) as wiring:
+        async with open_wiring(settings, watch_cache=False) as wiring:
             return await full_sync(
                 seller_id,
                 wiring.catalog,

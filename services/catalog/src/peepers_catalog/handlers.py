@@ -9,10 +9,16 @@ records race on one item (the loser re-reads and recomputes); and a crash after 
 leaves the events pending in the cache, where the next handling of the item (the
 redelivered record) publishes them first, with the same deterministic ids (consumers
 deduplicate on ``event_id``).
+
+The hot path, per record: the cached state is read while ML answers (the store sends a
+turn's reads as one pipeline), each event is encoded once (the outbox keeps the same
+bytes that are published), and the compare-and-set write and the outbox clear are one
+script call each (pipelined with the other records' by the store).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -25,7 +31,7 @@ from pydantic import TypeAdapter
 
 from peepers_catalog import metrics
 from peepers_catalog.domain import changes, is_newer, same_content, snapshot
-from peepers_catalog.ports import ItemSource, ItemStore
+from peepers_catalog.ports import STEADY_CACHE, CachedItem, CacheEpoch, ItemSource, ItemStore
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
 from peepers_common.events import (
     CatalogEvent,
@@ -53,6 +59,7 @@ class InvalidItemNotification(PeepersError, ValueError):
 
 class Outcome(StrEnum):
     CREATED = "created"
+    SNAPSHOT = "snapshot"  # first met while rebuilding a lost cache: item.snapshot
     UPDATED = "updated"
     UNCHANGED = "unchanged"  # same content, newer stamp: nothing to write or tell
     STALE = "stale"  # not newer than the cached version: never go back in time
@@ -68,6 +75,9 @@ class Catalog:
     publisher: EventPublisher
     events_topic: str
     clock: Callable[[], float] = time.time
+    # Says whether the cache is being rebuilt (new items are then snapshots); checked
+    # again whenever an item is not cached. The default never rebuilds (tools, tests).
+    epoch: CacheEpoch = STEADY_CACHE
 
 
 def item_id_of(notification: Notification) -> str:
@@ -92,67 +102,97 @@ async def on_item_notification(notification: Notification, catalog: Catalog) -> 
     """An ``items`` or ``items_prices`` notification: fetch the item and apply it."""
     item_id = item_id_of(notification)
     seller_id = notification.user_id
+    # Read what is cached while ML answers: a compare-and-set catches any write between.
+    read = asyncio.ensure_future(catalog.store.cached(item_id))
     try:
         item = await catalog.ml.get_item(item_id, seller_id=seller_id)
     except MlNotFound:
+        _forget(read)
         marked = await catalog.store.mark_gone(seller_id, [item_id])
         metrics.ITEMS_GONE.inc(marked)
         return Outcome.GONE
+    except BaseException:
+        _forget(read)
+        raise
     if item.seller_id != seller_id:
+        _forget(read)
         msg = f"item {item_id} belongs to seller {item.seller_id}, not {seller_id}"
         raise InvalidItemNotification(msg)
-    return await apply_item(item, catalog)
+    return await apply_item(item, catalog, cached=await read)
 
 
-async def apply_item(item: MlItem, catalog: Catalog) -> Outcome:
-    """Bring the cache, the index and the event stream up to ``item``, at most once each."""
+def _forget(task: asyncio.Future[CachedItem]) -> None:
+    """Drop a read nobody needs; its outcome, even an error, is of no interest."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+async def apply_item(
+    item: MlItem, catalog: Catalog, *, cached: CachedItem | None = None
+) -> Outcome:
+    """Bring the cache, the index and the event stream up to ``item``, at most once each.
+
+    ``cached`` is the item's cached state if the caller read it already.
+    """
     new = snapshot(item)
+    state = cached
     for _ in range(_CAS_ATTEMPTS):
-        state = await catalog.store.cached(new.id)
+        if state is None:
+            state = await catalog.store.cached(new.id)
         if state.pending is not None:
             await flush_pending(new.id, state.pending, catalog)
-        cached = state.snapshot
-        if not state.gone and cached is not None:
-            if not is_newer(new, cached):
+        old = state.snapshot
+        as_snapshot = old is None and await catalog.epoch.after_miss()
+        if not state.gone and old is not None:
+            if not is_newer(new, old):
                 return _counted(Outcome.STALE)
-            if same_content(cached, new):
+            if same_content(old, new):
                 return _counted(Outcome.UNCHANGED)
-        events = changes(cached, new, now=occurred(catalog.clock()))
-        pending = _encode(events)
-        expected = None if cached is None or state.gone else cached.last_updated
+        events = [
+            (event, event.model_dump_json().encode())
+            for event in changes(old, new, now=occurred(catalog.clock()), as_snapshot=as_snapshot)
+        ]
+        # The outbox keeps the very bytes that are published: each event encoded once.
+        pending = b"[" + b",".join(value for _, value in events) + b"]" if events else None
+        expected = None if old is None or state.gone else old.last_updated
         if await catalog.store.put(new, expected=expected, pending=pending):
             if pending is not None:
-                await flush_pending(new.id, pending, catalog)
-            return _counted(Outcome.CREATED if cached is None else Outcome.UPDATED)
+                await _publish(events, catalog)
+                await catalog.store.clear_pending(new.id, pending)
+            if old is not None:
+                return _counted(Outcome.UPDATED)
+            return _counted(Outcome.SNAPSHOT if as_snapshot else Outcome.CREATED)
+        state = None
         metrics.CAS_CONFLICTS.inc()
     msg = f"item {new.id}: the cache kept changing under {_CAS_ATTEMPTS} writes"
     raise CacheUnavailable(msg)
 
 
-def _encode(events: list[ItemEvent]) -> bytes | None:
-    if not events:
-        return None
-    # Each event as its own model encodes it; the outbox reads them back as the union.
-    return b"[" + b",".join(event.model_dump_json().encode() for event in events) + b"]"
-
-
 async def flush_pending(item_id: str, pending: bytes, catalog: Catalog) -> None:
-    """Publish a write's events from the outbox, then clear them (at-least-once)."""
+    """Publish a write's events left in the outbox, then clear them (at-least-once)."""
     await publish_events(list(_PENDING.validate_json(pending)), catalog)
     await catalog.store.clear_pending(item_id, pending)
 
 
 async def publish_events(events: Sequence[ItemEvent], catalog: Catalog) -> None:
-    for event in events:
+    await _publish([(event, event.model_dump_json().encode()) for event in events], catalog)
+
+
+async def _publish(events: Sequence[tuple[ItemEvent, bytes]], catalog: Catalog) -> None:
+    for event, value in events:
         await catalog.publisher.publish(
             catalog.events_topic,
             key=item_event_key(event),
-            value=event.model_dump_json().encode(),
+            value=value,
             headers=event_headers(event, source="peepers-catalog"),
         )
         metrics.EVENTS.labels(event.type).inc()
 
 
+# Each outcome's counter, looked up once rather than per record.
+_APPLIED: Final = {outcome: metrics.APPLIED.labels(outcome.value) for outcome in Outcome}
+
+
 def _counted(outcome: Outcome) -> Outcome:
-    metrics.APPLIED.labels(outcome.value).inc()
+    _APPLIED[outcome].inc()
     return outcome

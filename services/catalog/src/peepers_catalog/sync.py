@@ -28,6 +28,7 @@ from peepers_catalog.handlers import Catalog, Outcome, apply_item
 from peepers_catalog.ports import SyncCheckpoints, SyncState
 from peepers_common.errors import ResourceBusy
 from peepers_common.ml import Multiget
+from peepers_common.ml.ratelimit import bulk_lane
 
 _ID_PAGE: Final = 5_000
 
@@ -65,7 +66,9 @@ async def full_sync(
         raise ResourceBusy(msg)
     try:
         claimed = _Claimed(checkpoints, owner, opts.claim_ttl_s)
-        return await _run(seller_id, catalog, claimed, opts, progress)
+        # Bulk: the outbound limiter serves webhook-driven fetches first.
+        with bulk_lane():
+            return await _run(seller_id, catalog, claimed, opts, progress)
     finally:
         await checkpoints.release(seller_id, owner)
 

@@ -40,7 +40,7 @@ from peepers_common.events import (
     QuestionAnswered,
     QuestionReceived,
     QuestionSnapshot,
-    QuestionSnapshotRead,
+    QuestionSnapshotted,
     TicketClosed,
     TicketOpened,
     TicketSnapshot,
@@ -186,7 +186,7 @@ def question_events(
     if cached is None:
         if rebuild:
             event_id = stable_event_id(new.id, "question.snapshot", new.last_updated.isoformat())
-            return [QuestionSnapshotRead(event_id=event_id, question=new, **common)]
+            return [QuestionSnapshotted(event_id=event_id, question=new, **common)]
         event_id = stable_event_id(new.id, "question.received")
         events.append(QuestionReceived(event_id=event_id, question=new, **common))
     if is_answered(new) and (cached is None or not is_answered(cached)):

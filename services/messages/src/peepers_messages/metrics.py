@@ -22,9 +22,10 @@ TIME_TO_ANSWER: Final = Histogram(
 UNANSWERED: Final = Gauge(
     "peepers_messages_unanswered_questions", "Unanswered questions, by seller", ["seller"]
 )
+# The name the alert rules and the dashboard use (deploy/prometheus/rules).
 BREACHED: Final = Gauge(
-    "peepers_messages_breached_questions",
-    "Unanswered questions older than the breach age, by seller",
+    "peepers_messages_questions_overdue",
+    "Unanswered questions older than the breach age (default 12 h), by seller",
     ["seller"],
 )
 OPEN_TICKETS: Final = Gauge(

@@ -1,8 +1,8 @@
 """What runs: ports, generated secrets, and each child's command line and environment.
 
 Every child listens on loopback. Ports default to 18080 and up, away from the services'
-own defaults (8080-8084, sandbox 8090) that docker compose and a hand-started service
-use; ``--port-base 0`` picks free ports instead (tests).
+own defaults (8080-8084, sandbox 8090, Prometheus 9090) that docker compose and a
+hand-started service use; ``--port-base 0`` picks free ports instead (tests).
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import json
 import secrets
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
@@ -30,6 +31,10 @@ class Ports:
     auth: int
     ingest: int
     catalog: int
+    prometheus: int
+    orders: int
+    # The local SMTP server (aiosmtpd) the orders worker mails sellers through.
+    smtp: int
     messages: int
 
     @classmethod
@@ -40,15 +45,34 @@ class Ports:
                 auth=free_port(),
                 ingest=free_port(),
                 catalog=free_port(),
+                prometheus=free_port(),
+                orders=free_port(),
+                smtp=free_port(),
                 messages=free_port(),
             )
         return cls(
-            sandbox=base + 10, auth=base + 1, ingest=base, catalog=base + 3, messages=base + 4
+            sandbox=base + 10,
+            auth=base + 1,
+            ingest=base,
+            catalog=base + 3,
+            prometheus=base + 9,
+            orders=base + 2,
+            smtp=base + 25,
+            messages=base + 4,
         )
 
     def taken(self) -> list[int]:
         """The ports something already listens on."""
-        ports = (self.sandbox, self.auth, self.ingest, self.catalog, self.messages)
+        ports = (
+            self.sandbox,
+            self.auth,
+            self.ingest,
+            self.catalog,
+            self.prometheus,
+            self.orders,
+            self.smtp,
+            self.messages,
+        )
         return [port for port in ports if in_use(port)]
 
 
@@ -75,8 +99,8 @@ class Secrets(BaseModel):
     catalog_broker: str
     ingest_broker: str
     reader: str
-    # Added after the first stacks were made: a file without it gets one for this run
-    # (auth and the messages worker get it from the same plan, so it always matches).
+    # Added with the orders worker: a secrets file written before it gets one on load.
+    orders_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
     messages_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
@@ -111,8 +135,12 @@ class Plan:
     items: int
     ml_requests_per_minute: int
     seller_id: int = DEMO_SELLER_ID
-    # Set for a side-by-side run (tests): the catalog's own consumer group and Redis scope.
-    isolation: str | None = None
+    # Names this run's catalog state: its consumer group and Redis scope (peepers_devstack.state).
+    isolation: str = field(default_factory=lambda: f"run-{uuid4().hex[:8]}")
+    # Debian's prometheus binary, when installed, and the directory of its configuration
+    # (peepers_devstack.prometheus writes it) and data.
+    prometheus_binary: Path | None = None
+    prometheus_dir: Path | None = None
 
     @property
     def sandbox_url(self) -> str:
@@ -131,8 +159,8 @@ class Plan:
         return f"http://{LOOPBACK}:{self.ports.catalog}"
 
     @property
-    def messages_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.messages}"
+    def prometheus_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.prometheus}"
 
     @property
     def webhook_url(self) -> str:
@@ -143,18 +171,62 @@ class Plan:
         return f"{self.auth_url}/auth/callback"
 
     @property
-    def catalog_group(self) -> str:
-        return "peepers-catalog" if self.isolation is None else f"peepers-catalog-{self.isolation}"
+    def orders_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.orders}"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the SMTP sink keeps each mail it received (a Maildir: ``new/`` holds them)."""
+        return self.spool_dir.parent / "mail"
+
+    @property
+    def messages_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.messages}"
 
     @property
     def messages_group(self) -> str:
-        if self.isolation is None:
-            return "peepers-messages"
         return f"peepers-messages-{self.isolation}"
+
+    @property
+    def orders_group(self) -> str:
+        return "peepers-orders" if self.isolation is None else f"peepers-orders-{self.isolation}"
+
+    @property
+    def catalog_group(self) -> str:
+        return f"peepers-catalog-{self.isolation}"
 
     def children(self) -> list[ChildSpec]:
         """In start order; they are stopped in the reverse one."""
-        return [self.sandbox(), self.auth(), self.ingest(), self.catalog(), self.messages()]
+        services = self.services()
+        if self.prometheus_binary is None:
+            return services
+        return [*services, self.prometheus()]
+
+    def services(self) -> list[ChildSpec]:
+        """The children that are Peepers or stand in for ML (not Prometheus)."""
+        return [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+
+    @property
+    def prometheus_config(self) -> Path:
+        if self.prometheus_dir is None:
+            msg = "this plan has no Prometheus"
+            raise ValueError(msg)
+        # "peepers_" in its command line: a run killed outright leaves prometheus behind,
+        # and the next run stops leftovers whose command line says they are ours.
+        return self.prometheus_dir / "peepers_prometheus.yml"
+
+    def prometheus(self) -> ChildSpec:
+        if self.prometheus_binary is None or self.prometheus_dir is None:
+            msg = "this plan has no Prometheus"
+            raise ValueError(msg)
+        argv = [
+            str(self.prometheus_binary),
+            f"--config.file={self.prometheus_config}",
+            f"--storage.tsdb.path={self.prometheus_dir / 'data'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address={LOOPBACK}:{self.ports.prometheus}",
+        ]
+        return ChildSpec("prometheus", argv, {})
 
     def sandbox(self) -> ChildSpec:
         argv = [
@@ -184,8 +256,9 @@ class Plan:
             "AUTH_SERVICE_CREDENTIALS": json.dumps(
                 {
                     "catalog": self.secrets.catalog_broker,
-                    "ingest": self.secrets.ingest_broker,
+                    "orders": self.secrets.orders_broker,
                     "messages": self.secrets.messages_broker,
+                    "ingest": self.secrets.ingest_broker,
                 }
             ),
         }
@@ -223,12 +296,46 @@ class Plan:
             "CATALOG_TOKEN_BROKER__SERVICE": "catalog",
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
             "CATALOG_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "CATALOG_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["CATALOG_REDIS_SCOPE"] = self.isolation
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
 
+    def mail_sink(self) -> ChildSpec:
+        """aiosmtpd, a real SMTP server, keeping every mail in `mail_dir` (no TLS, no auth)."""
+        argv = [
+            *_python("aiosmtpd"),
+            "--nosetuid",
+            "--listen", f"{LOOPBACK}:{self.ports.smtp}",
+            "--class", "aiosmtpd.handlers.Mailbox", str(self.mail_dir),
+        ]  # fmt: skip
+        return ChildSpec("mail", argv, {})
+
+    def orders(self) -> ChildSpec:
+        """The orders worker: mails go to `mail_sink`; its read API is called as READER."""
+        env = {
+            "ORDERS_HTTP_HOST": LOOPBACK,
+            "ORDERS_HTTP_PORT": str(self.ports.orders),
+            "ORDERS_APP_ID": self.orders_group,
+            "ORDERS_MAIL__APP_ID": f"{self.orders_group}-mailer",
+            "ORDERS_ML__BASE_URL": self.sandbox_url,
+            "ORDERS_ML__APP_ID": str(DEMO_APP_ID),
+            "ORDERS_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "ORDERS_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "ORDERS_TOKEN_BROKER__URL": self.auth_url,
+            "ORDERS_TOKEN_BROKER__SERVICE": "orders",
+            "ORDERS_TOKEN_BROKER__SECRET": self.secrets.orders_broker,
+            "ORDERS_SMTP__HOST": LOOPBACK,
+            "ORDERS_SMTP__PORT": str(self.ports.smtp),
+            "ORDERS_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+        }
+        if self.isolation is not None:
+            env["ORDERS_REDIS_SCOPE"] = self.isolation
+        return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
+
     def messages(self) -> ChildSpec:
+        """The messages worker (Q&A, conversations, tickets); its API is called as READER."""
         env = {
             "MESSAGES_HTTP_HOST": LOOPBACK,
             "MESSAGES_HTTP_PORT": str(self.ports.messages),
@@ -243,9 +350,8 @@ class Plan:
             "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
             "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,
             "MESSAGES_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "MESSAGES_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["MESSAGES_REDIS_SCOPE"] = self.isolation
         return ChildSpec("messages", [*_python("peepers_messages"), "worker"], env)
 
 

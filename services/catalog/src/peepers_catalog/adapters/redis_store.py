@@ -38,7 +38,13 @@ Keys (``<ns>`` is ``catalog:``, or ``catalog:<scope>:`` in tests; ``<s>`` is
 - ``<s>:tmp:*``: scratch keys a search script creates and deletes before it returns.
 
 Every write is one Lua script, so the cache and the index never disagree and a reader never
-sees half a write. Nothing here uses KEYS, SCAN or a pattern. Keys of the earlier layout
+sees half a write. Nothing here uses KEYS, SCAN or a pattern.
+
+The consumer's per-record calls (`cached`, `put`, `clear_pending`) made in one turn of the
+event loop go to Redis together, one pipeline per kind (`peepers_common.coalesce`): a
+batch's records are handled concurrently, so their reads leave as one round trip, and
+their compare-and-set writes and outbox clears mostly do too. Each call keeps its own
+result and its own error. Keys of the earlier layout
 (``<s>:by:*``, ``<s>:word:*``, ``<s>:meta``, ...) are neither read nor written: an item
 written by it is indexed again by its next put.
 """
@@ -46,16 +52,19 @@ written by it is indexed again by its next put.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from peepers_catalog.ports import CachedItem, SearchPage, SearchQuery
 from peepers_catalog.search_query import Cursor, encode_cursor, validate
 from peepers_catalog.search_text import item_terms, terms
-from peepers_common.errors import ConfigurationError
+from peepers_common.coalesce import Coalescer
+from peepers_common.errors import CacheUnavailable, ConfigurationError
 from peepers_common.events import ItemSnapshot
 from peepers_common.namespaces import Namespace, redis_errors
 
@@ -78,6 +87,9 @@ _PRICE_BUCKETS_PER_E: Final = 20
 # last_updated buckets: one per day (scores are epoch microseconds).
 _DAY_MICROS: Final = 86_400_000_000
 
+
+# A script, its keys and its arguments: one call of a pipeline.
+_ScriptCall = tuple[AsyncScript, Sequence[str], Sequence[str | bytes]]
 
 # Shared by every script.
 _COMMON_LUA: Final = rf"""
@@ -726,6 +738,18 @@ return {total, flat(by_status), flat(by_category), docs, last[2], last[1]}
 )
 
 
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError)
+
+
+def _checked(reply: Any) -> Any:
+    """A pipelined script's reply, or its error as `CacheUnavailable`."""
+    if isinstance(reply, Exception):
+        msg = f"Redis failed while writing an item: {reply}"
+        raise CacheUnavailable(msg) from reply
+    return reply
+
+
 def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
@@ -761,6 +785,42 @@ class RedisItemStore:
         self._mark_gone = redis.register_script(_MARK_GONE_LUA)
         self._clear_pending = redis.register_script(_CLEAR_PENDING_LUA)
         self._search = redis.register_script(_SEARCH_LUA)
+        self._reads: Coalescer[str, list[Any]] = Coalescer(self._read_states)
+        self._puts: Coalescer[_ScriptCall, Any] = Coalescer(self._run_scripts)
+        self._clears: Coalescer[_ScriptCall, Any] = Coalescer(self._run_scripts)
+
+    async def _read_states(self, keys: list[str]) -> list[list[Any]]:
+        with redis_errors("reading items"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hmget(key, ["doc", "gone", "pending"])  # type: ignore[unused-awaitable]
+                return cast("list[list[Any]]", await pipe.execute())
+
+    async def _run_scripts(self, calls: list[_ScriptCall]) -> list[Any]:
+        """Run script calls in one pipeline; a call's error is its result, for its caller.
+
+        A pipeline does not load scripts by itself without an extra round trip per
+        execution (redis-py checks them all first): the calls that find their script
+        missing (a restarted Redis) load it and run again.
+        """
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            with redis_errors("writing items"):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for index in todo:
+                        script, keys, args = calls[index]
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[unused-awaitable]
+                    replies = await pipe.execute(raise_on_error=False)
+                missing = [i for i, r in zip(todo, replies, strict=True) if _no_script(r)]
+                for index, reply in zip(todo, replies, strict=True):
+                    results[index] = reply
+                if not missing or attempt:
+                    break
+                for script in {calls[i][0] for i in missing}:
+                    script.sha = await self._redis.script_load(script.script)
+                todo = missing
+        return results
 
     async def ping(self) -> None:
         """Raise `CacheUnavailable` unless Redis answers (the read API's readiness)."""
@@ -792,17 +852,13 @@ class RedisItemStore:
         }
 
     async def cached(self, item_id: str) -> CachedItem:
-        with redis_errors("reading an item"):
-            doc, gone, pending = await self._redis.hmget(
-                self._item(item_id), ["doc", "gone", "pending"]
-            )
+        doc, gone, pending = await self._reads.submit(self._item(item_id))
         snapshot = None if doc is None else ItemSnapshot.model_validate_json(doc)
         # The client answers bytes (no response decoding).
         return CachedItem(snapshot, gone=gone is not None, pending=cast("bytes | None", pending))
 
     async def clear_pending(self, item_id: str, pending: bytes) -> None:
-        with redis_errors("clearing published events"):
-            await self._clear_pending(keys=[self._item(item_id)], args=[pending])
+        _checked(await self._clears.submit((self._clear_pending, [self._item(item_id)], [pending])))
 
     async def put(
         self, item: ItemSnapshot, *, expected: datetime | None, pending: bytes | None = None
@@ -820,17 +876,23 @@ class RedisItemStore:
             str(item.sold_quantity),
             pending or b"",
         ]
-        with redis_errors("writing an item"):
-            written = await self._put(
-                keys=[self._item(item.id), self._seller(item.seller_id)], args=args
-            )
-        return bool(written)
+        keys = [self._item(item.id), self._seller(item.seller_id)]
+        return bool(_checked(await self._puts.submit((self._put, keys, args))))
 
     async def seller_item_ids(self, seller_id: int) -> set[str]:
         with redis_errors("listing a seller's items"):
             ids = await self._redis.hvals(f"{self._seller(seller_id)}:docs")
         # Members (``<id>`` NUL ``<number>``) come back as bytes: no response decoding.
         return {member.split(b"\0")[0].decode() for member in cast("list[bytes]", ids)}
+
+    async def sample_item_ids(self, seller_id: int, count: int) -> list[str]:
+        """Up to ``count`` distinct live items of the seller, picked at random (HRANDFIELD)."""
+        with redis_errors("sampling a seller's items"):
+            picked = await self._redis.hrandfield(
+                f"{self._seller(seller_id)}:docs", count, withvalues=True
+            )
+        members = cast("list[bytes]", picked)[1::2]  # number, member, number, member, ...
+        return [member.split(b"\0")[0].decode() for member in members]
 
     async def mark_gone(self, seller_id: int, item_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(item_ids))

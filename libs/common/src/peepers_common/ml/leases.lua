@@ -1,0 +1,94 @@
+-- One lease from the shared outbound budget: the rules of peepers_common/ml/leases.py
+-- (MemoryLeaseBudget keeps the same ones in a process; read its docstring first).
+-- KEYS: per level, its :leases (sorted set: lease member -> granted at, ms), :held (hash:
+-- total permits counted, and d:<holder> = '<want> <lane>' of each active holder) and
+-- :holders (sorted set: holder -> last asked, ms).
+-- ARGV: holder, seq, want, lane, active ms, give-back member ('' = none), its unused
+-- permits, leaving ('1'/'0'), min retry ms, max retry ms, then per level its amount and
+-- counted window in ms.
+-- Returns {granted, retry in ms (0 when granted)}. A lease member is holder|seq|count.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local holder, seq, want, lane = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local active_ms, back, unused = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local leaving, min_retry, max_retry = ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
+local SEP = '|'
+
+local function parse(member)
+  local h, s, c = string.match(member, '^(.*)|([^|]*)|(%d+)$')
+  return h, s, tonumber(c)
+end
+
+local grant, retry = want, 0
+local levels = #KEYS / 3
+for i = 1, levels do
+  local leases, held, holders = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local amount, window = tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i])
+  -- Leases that left the window, and holders that stopped asking.
+  local old = redis.call('ZRANGEBYSCORE', leases, '-inf', now - window)
+  if #old > 0 then
+    local n = 0
+    for _, m in ipairs(old) do
+      local _, _, c = parse(m)
+      n = n + c
+    end
+    redis.call('HINCRBY', held, 'total', -n)
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', now - window)
+  end
+  local idle = redis.call('ZRANGEBYSCORE', holders, '-inf', now - active_ms)
+  for _, h in ipairs(idle) do redis.call('HDEL', held, 'd:' .. h) end
+  if #idle > 0 then redis.call('ZREMRANGEBYSCORE', holders, '-inf', now - active_ms) end
+  -- Permits given back were never spent: they leave the count at once.
+  if back ~= '' then
+    local at = redis.call('ZSCORE', leases, back)
+    if at then
+      local h, s, c = parse(back)
+      redis.call('ZREM', leases, back)
+      if c > unused then redis.call('ZADD', leases, at, h .. SEP .. s .. SEP .. (c - unused)) end
+      redis.call('HINCRBY', held, 'total', -math.min(unused, c))
+    end
+  end
+  if leaving then
+    redis.call('ZREM', holders, holder)
+    redis.call('HDEL', held, 'd:' .. holder)
+  elseif want > 0 then
+    redis.call('ZADD', holders, now, holder)
+    redis.call('HSET', held, 'd:' .. holder, want .. ' ' .. lane)
+  end
+  local room = amount - tonumber(redis.call('HGET', held, 'total') or '0')
+  -- Set aside the other active holders' unmet demand, up to their fair share (a live
+  -- lease sets aside only other live holders').
+  local active = redis.call('ZRANGE', holders, 0, -1)
+  if #active > 1 or (#active == 1 and active[1] ~= holder) then
+    local used = {}
+    for _, m in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+      local h, _, c = parse(m)
+      used[h] = (used[h] or 0) + c
+    end
+    local share = math.max(1, math.floor(amount / #active))
+    for _, h in ipairs(active) do
+      if h ~= holder then
+        local w, l = string.match(redis.call('HGET', held, 'd:' .. h) or '0 live', '^(%d+) (%a+)$')
+        if lane == 'bulk' or l == 'live' then
+          room = room - math.max(0, math.min(tonumber(w), share - (used[h] or 0)))
+        end
+      end
+    end
+  end
+  if room < grant then
+    grant = math.max(room, 0)
+    local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+    local at = first[2] and tonumber(first[2]) or now
+    retry = math.min(math.max(at + window - now, min_retry), max_retry)
+  end
+end
+for i = 1, levels do
+  local window = tonumber(ARGV[10 + 2 * i])
+  if grant > 0 then
+    redis.call('ZADD', KEYS[3 * i - 2], now, holder .. SEP .. seq .. SEP .. grant)
+    redis.call('HINCRBY', KEYS[3 * i - 1], 'total', grant)
+  end
+  for k = 3 * i - 2, 3 * i do redis.call('PEXPIRE', KEYS[k], window + active_ms) end
+end
+if grant > 0 then retry = 0 end
+return {grant, retry}

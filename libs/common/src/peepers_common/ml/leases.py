@@ -1,0 +1,241 @@
+"""The shared outbound budget that `OutboundLimiter` leases permits from.
+
+A *limit* is N requests in any window of W seconds, shared by every process of the app.
+A process does not ask the budget once per request: it takes a *lease* of k permits in one
+round trip, hands them out locally, and gives back what it did not use. The budget
+counts a lease from the moment it is granted until it leaves the window, stretched so
+that the guarantee holds whenever in its life a permit is spent:
+
+    counted window = W + margin + ttl
+
+A permit is spent at most ``ttl`` after its lease was granted (the holder drops it
+afterwards), and ML counts the request up to ``margin`` later still (event loop, network;
+see docs/ml-client.md). So any window of W seconds at ML sees only requests whose leases
+were granted within a span of W + margin + ttl, which the budget never lets past N.
+Permits given back were never spent, so they leave the count at once. A holder that
+crashes gives nothing back: its lease stays counted until it slides out of the window,
+and nobody waits on it (that is the lease expiring).
+
+**Fair share.** Holders that asked within the last ``active_s`` are active. When the
+budget is short, each active holder may count on ``N / active`` permits of the window:
+a holder is granted only what is left after the other holders' unmet demand (what each
+last asked for, up to its share minus what it holds) is set aside. A holder alone, or
+whose peers want little, takes everything (the budget is work-conserving).
+
+**Priority.** A lease asked for in the ``live`` lane (webhook-driven fetches) sets aside
+only the demand of other live holders; one asked for in the ``bulk`` lane (full syncs,
+backfills) sets aside every other holder's, so live demand is served first.
+
+Two budgets keep these rules: `RedisLeaseBudget` (one Lua script on Redis time, shared by
+every replica; the script is ``leases.lua``) and `MemoryLeaseBudget` (in the process, on
+an injected clock: for one process, and for the rules' unit tests).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import resources
+from typing import Final, NamedTuple, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from peepers_common.errors import CacheUnavailable
+
+SEP: Final = "|"
+# How long a holder counts as active (its demand set aside) after it last asked. Waiting
+# holders ask again at least once a second (`MAX_RETRY_S`), so they stay active.
+ACTIVE_S: Final = 3.0
+MAX_RETRY_S: Final = 1.0
+MIN_RETRY_S: Final = 0.01
+
+
+class Lane(StrEnum):
+    LIVE = "live"  # webhook-driven fetches: a change someone waits to see
+    BULK = "bulk"  # full syncs and backfills
+
+
+@dataclass(frozen=True)
+class Level:
+    """One limit, under its own key: ``amount`` permits in any ``window_s`` (counted)."""
+
+    key: str
+    amount: int
+    window_s: float
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    holder: str
+    seq: int  # unique per lease of this holder
+    want: int  # 0: only give back, or leave
+    lane: Lane
+    levels: Sequence[Level]
+    give_back: tuple[str, int] | None = None  # (lease member, permits not used)
+    leaving: bool = False  # the holder closes: it is no longer active
+
+
+class LeaseGrant(NamedTuple):
+    granted: int
+    member: str  # names the lease for a later give-back
+    retry_in_s: float  # when nothing was granted: when asking again may succeed
+
+
+def lease_member(holder: str, seq: int, count: int) -> str:
+    return f"{holder}{SEP}{seq}{SEP}{count}"
+
+
+def _parse(member: str) -> tuple[str, str, int]:
+    """(holder, seq, permits) of a lease member ``holder|seq|count``."""
+    head, _, count = member.rpartition(SEP)
+    holder, _, seq = head.rpartition(SEP)
+    return holder, seq, int(count)
+
+
+class LeaseBudget(Protocol):
+    async def take(self, request: LeaseRequest) -> LeaseGrant:
+        """Give back what the request returns, then grant up to ``want`` permits.
+
+        The same number at every level, possibly 0.
+        """
+        ...
+
+
+# ---------------------------------------------------------------- in the process
+
+
+@dataclass
+class _Holder:
+    seen: float
+    want: int
+    lane: Lane
+
+
+@dataclass
+class _LevelState:
+    window_s: float
+    leases: dict[str, float] = field(default_factory=dict)  # member -> granted at
+    holders: dict[str, _Holder] = field(default_factory=dict)
+
+    def expire(self, now: float) -> None:
+        for member, at in list(self.leases.items()):
+            if at <= now - self.window_s:
+                del self.leases[member]
+        for name, holder in list(self.holders.items()):
+            if holder.seen <= now - ACTIVE_S:
+                del self.holders[name]
+
+    def give_back(self, member: str, unused: int) -> None:
+        at = self.leases.pop(member, None)
+        holder, seq, count = _parse(member)
+        if at is not None and count > unused:
+            self.leases[f"{holder}{SEP}{seq}{SEP}{count - unused}"] = at
+
+    def room(self, amount: int, request: LeaseRequest) -> int:
+        used: dict[str, int] = {}
+        for member in self.leases:
+            holder, _, count = _parse(member)
+            used[holder] = used.get(holder, 0) + count
+        room = amount - sum(used.values())
+        share = max(1, amount // max(1, len(self.holders)))
+        for name, other in self.holders.items():
+            if name != request.holder and (request.lane is Lane.BULK or other.lane is Lane.LIVE):
+                room -= max(0, min(other.want, share - used.get(name, 0)))
+        return room
+
+    def retry_in_s(self, now: float) -> float:
+        first = min(self.leases.values(), default=now)
+        return min(max(first + self.window_s - now, MIN_RETRY_S), MAX_RETRY_S)
+
+
+class MemoryLeaseBudget:
+    """`LeaseBudget` in the process, on an injected clock (seconds).
+
+    The rules of ``leases.lua``, for one process and for the rules' unit tests.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._levels: dict[str, _LevelState] = {}
+
+    def held(self, key: str) -> int:
+        """Permits counted in the window of level ``key`` now."""
+        state = self._levels.get(key)
+        if state is None:
+            return 0
+        state.expire(self._clock())
+        return sum(_parse(member)[2] for member in state.leases)
+
+    async def take(self, request: LeaseRequest) -> LeaseGrant:
+        now = self._clock()
+        grant, retry = request.want, 0.0
+        states = []
+        for level in request.levels:
+            state = self._levels.setdefault(level.key, _LevelState(level.window_s))
+            state.window_s = level.window_s
+            states.append(state)
+            state.expire(now)
+            if request.give_back is not None:
+                state.give_back(*request.give_back)
+            if request.leaving:
+                state.holders.pop(request.holder, None)
+            elif request.want > 0:
+                state.holders[request.holder] = _Holder(now, request.want, request.lane)
+            room = state.room(level.amount, request)
+            if room < grant:
+                grant, retry = max(room, 0), state.retry_in_s(now)
+        member = lease_member(request.holder, request.seq, grant)
+        if grant > 0:
+            for state in states:
+                state.leases[member] = now
+        return LeaseGrant(grant, member, 0.0 if grant > 0 else retry)
+
+
+# ---------------------------------------------------------------- shared, in Redis
+
+_SCRIPT: Final = resources.files("peepers_common.ml").joinpath("leases.lua").read_text("utf-8")
+
+
+class RedisLeaseBudget:
+    """`LeaseBudget` shared by every replica: one Lua script (``leases.lua``) per lease.
+
+    The script runs on Redis time, so replicas disagree on no clock.
+
+    Each level keeps three keys under its ``key``: ``:leases`` (sorted set of lease
+    members by grant time), ``:held`` (hash: the permits counted, and each active
+    holder's demand) and ``:holders`` (sorted set of active holders by last request).
+    """
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._script = redis.register_script(_SCRIPT)
+
+    async def take(self, request: LeaseRequest) -> LeaseGrant:
+        keys: list[str] = []
+        args: list[str | int] = [
+            request.holder,
+            request.seq,
+            request.want,
+            request.lane.value,
+            int(ACTIVE_S * 1000),
+            request.give_back[0] if request.give_back else "",
+            request.give_back[1] if request.give_back else 0,
+            1 if request.leaving else 0,
+            int(MIN_RETRY_S * 1000),
+            int(MAX_RETRY_S * 1000),
+        ]
+        for level in request.levels:
+            keys += [f"{level.key}:leases", f"{level.key}:held", f"{level.key}:holders"]
+            args += [level.amount, math.ceil(level.window_s * 1000)]
+        try:
+            granted, retry_ms = await self._script(keys=keys, args=args)
+        except RedisError as exc:
+            msg = f"the outbound rate limiter's Redis failed: {exc!r}"
+            raise CacheUnavailable(msg) from exc
+        granted = int(granted)
+        return LeaseGrant(
+            granted, lease_member(request.holder, request.seq, granted), int(retry_ms) / 1000
+        )

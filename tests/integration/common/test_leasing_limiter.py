@@ -1,0 +1,123 @@
+"""The shared lease budget on the real Redis (as the catalog's ACL user): the rules of
+the unit tests, kept by the Lua script on Redis time, and the limiter across processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.ml.leases import ACTIVE_S, Lane, LeaseRequest, Level, RedisLeaseBudget
+from peepers_common.ml.ratelimit import OutboundLimiter, bulk_lane
+from peepers_common.namespaces import connect_redis
+from peepers_common.settings import MlApiSettings, MlLimit
+from tests.support import unique, wait_until
+
+pytestmark = pytest.mark.integration
+
+WINDOW_S = 0.6
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    client = connect_redis(CatalogSettings().redis)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def level() -> Level:
+    return Level(f"ratelimit:{unique()}:app", amount=12, window_s=WINDOW_S)
+
+
+def ask(
+    level: Level,
+    holder: str,
+    want: int,
+    seq: int = 0,
+    lane: Lane = Lane.LIVE,
+    give_back: tuple[str, int] | None = None,
+) -> LeaseRequest:
+    return LeaseRequest(holder, seq, want, lane, (level,), give_back=give_back)
+
+
+async def held(redis: aioredis.Redis, level: Level) -> int:
+    return int(await redis.hget(f"{level.key}:held", "total") or 0)
+
+
+class TestRedisLeaseBudget:
+    async def test_a_lease_takes_what_is_left_and_gives_back_what_it_did_not_use(
+        self, redis: aioredis.Redis, level: Level
+    ) -> None:
+        budget = RedisLeaseBudget(redis)
+        first = await budget.take(ask(level, "a", 10))
+        assert first.granted == 10
+        assert (await budget.take(ask(level, "a", 10, seq=1))).granted == 2
+        refused = await budget.take(ask(level, "a", 1, seq=2))
+        assert refused.granted == 0
+        assert 0 < refused.retry_in_s <= WINDOW_S
+        await budget.take(ask(level, "a", 0, seq=3, give_back=(first.member, 7)))
+        assert await held(redis, level) == 5
+        assert (await budget.take(ask(level, "a", 12, seq=4))).granted == 7
+
+    async def test_a_crashed_holders_lease_expires_with_the_window(
+        self, redis: aioredis.Redis, level: Level
+    ) -> None:
+        budget = RedisLeaseBudget(redis)
+        await budget.take(ask(level, "crashed", 12))  # never gives anything back
+        assert (await budget.take(ask(level, "b", 1))).granted == 0
+        await asyncio.sleep(WINDOW_S + 0.05)
+        # Its lease left the window; its demand stays set aside until it has been silent
+        # for ACTIVE_S.
+        assert (await budget.take(ask(level, "b", 12, seq=1))).granted == 6
+        await asyncio.sleep(ACTIVE_S)
+        assert (await budget.take(ask(level, "b", 12, seq=2))).granted == 12
+
+    async def test_holders_share_a_short_budget_and_live_demand_comes_first(
+        self, redis: aioredis.Redis, level: Level
+    ) -> None:
+        budget = RedisLeaseBudget(redis)
+        assert (await budget.take(ask(level, "sync", 12, lane=Lane.BULK))).granted == 12
+        assert (await budget.take(ask(level, "hook", 6))).granted == 0
+        assert (await budget.take(ask(level, "other", 6, lane=Lane.BULK))).granted == 0
+        await asyncio.sleep(WINDOW_S + 0.05)
+        # sync asks first: it must leave hook's and other's share (4 each of 12).
+        assert (await budget.take(ask(level, "sync", 12, seq=1, lane=Lane.BULK))).granted == 4
+        # hook is live: it sets aside only other live demand, so it takes the rest.
+        assert (await budget.take(ask(level, "hook", 12, seq=1))).granted == 8
+        assert await held(redis, level) == 12
+
+
+class TestLimiterOnRedis:
+    async def test_replicas_together_stay_within_the_limit_each_with_its_share(
+        self, redis: aioredis.Redis
+    ) -> None:
+        settings = MlApiSettings(app_limit=MlLimit(amount=40, per_s=1), family_limits={})
+        scope = unique("leases")
+        replicas = [OutboundLimiter(redis, settings, scope=scope) for _ in range(4)]
+        granted = [0, 0, 0, 0]
+
+        async def greedy(n: int) -> None:
+            while True:
+                await replicas[n].acquire("items")
+                granted[n] += 1
+
+        with bulk_lane():
+            tasks = [asyncio.create_task(greedy(n)) for n in range(4)]
+
+        async def windows_passed() -> bool:
+            return sum(granted) >= 120
+
+        try:
+            await wait_until(windows_passed, timeout_s=20)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for replica in replicas:
+                await replica.aclose()
+        # 40 per counted window (1 s + 1 s margin + 50 ms): each got a fair part.
+        assert min(granted) >= sum(granted) / 4 * 0.5
