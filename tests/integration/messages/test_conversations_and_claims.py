@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,9 +12,12 @@ from peepers_common.events import (
     ClaimEscalated,
     ClaimOpened,
     MessageReceived,
+    OrderPaid,
+    OrderSummary,
     TicketClosed,
     TicketOpened,
     TicketUpdated,
+    order_event_id,
 )
 from peepers_messages.domain import (
     ConversationBlocked,
@@ -179,17 +181,27 @@ class TestOrderTimeline:
     ) -> None:
         order = an_order(messages)
         order_id, pack_id = int(order["id"]), int(order["pack_id"])
-        paid = {
-            "event_id": str(uuid.uuid4()),
-            "type": "order.paid",
-            "occurred_at": datetime(2020, 1, 1, tzinfo=UTC).isoformat(),
-            "seller_id": messages.seller,
-            "order_id": order_id,
-            "pack_id": pack_id,
-            "status": "paid",
-        }
-        await on_order_event(json.dumps(paid).encode(), messages.deps)
-        await on_order_event(json.dumps(paid).encode(), messages.deps)  # redelivered
+        at = datetime(2020, 1, 1, tzinfo=UTC)
+        paid = OrderPaid(
+            event_id=order_event_id(order_id, "order.paid"),
+            occurred_at=at,
+            seller_id=messages.seller,
+            order_id=order_id,
+            order=OrderSummary(
+                order_id=order_id,
+                state="paid",
+                ml_status="paid",
+                buyer_id=int(order["buyer"]["id"]),
+                total_amount=Decimal("10"),
+                pack_id=pack_id,
+                date_created=at,
+            ),
+            revealed_by="notification:test",
+        )
+        await on_order_event(paid.model_dump_json().encode(), messages.deps)
+        await on_order_event(paid.model_dump_json().encode(), messages.deps)  # redelivered
+        renamed = b'{"type": "order.renamed", "seller_id": 1, "order_id": 2}'
+        assert await on_order_event(renamed, messages.deps) is Outcome.UNCHANGED
         await buyer_message(messages, pack_id)
         claim = await messages.sandbox.admin.event("claim", order_id=order_id)
         await claim_changed(messages, int(claim["id"]))

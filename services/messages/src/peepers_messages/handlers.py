@@ -23,13 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, get_args
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from peepers_common.errors import CacheUnavailable, MlNotFound
 from peepers_common.events import (
     MESSAGES_EVENT,
+    ORDERS_EVENT,
     ClaimClosed,
     ClaimEscalated,
     ClaimOpened,
@@ -37,6 +38,8 @@ from peepers_common.events import (
     DomainEvent,
     MessageReceived,
     MessagesEvent,
+    OrdersEvent,
+    OrderSnapshotted,
     QuestionAnswered,
     QuestionReceived,
     QuestionSnapshot,
@@ -46,6 +49,7 @@ from peepers_common.events import (
     TicketSnapshot,
     TicketUpdated,
     event_headers,
+    event_type_of,
     messages_event_key,
     occurred,
     stable_event_id,
@@ -491,33 +495,30 @@ async def announce_ticket(record: TicketRecord, deps: Messages) -> None:
 # --- the orders' events, for order timelines ----------------------------------------
 
 
-class _OrderEventHead(BaseModel):
-    """What a timeline needs of any ``peepers.orders.v1`` event (read leniently)."""
-
-    event_id: str
-    type: str
-    occurred_at: datetime
-    seller_id: int
-    order_id: int
-    pack_id: int | None = None
-    status: str | None = None
+_ORDER_TYPES: Final = frozenset(get_args(get_args(OrdersEvent)[0]))
+_KNOWN_ORDER_TYPES: Final = frozenset(m.model_fields["type"].default for m in _ORDER_TYPES)
 
 
 async def on_order_event(raw: bytes, deps: Messages) -> Outcome:
-    """An order's event joins its timeline; types without an order id are skipped."""
-    try:
-        head = _OrderEventHead.model_validate_json(raw)
-    except ValidationError:
-        return Outcome.UNCHANGED  # seller-level or newer event types: not a timeline moment
-    await deps.mirror.link_order(head.order_id, head.seller_id, head.pack_id)
+    """An ``peepers.orders.v1`` event joins its order's timeline (as any team reads it).
+
+    Types newer than this code are skipped (a v1 topic gains types); a snapshot is no
+    moment of the order's life, but still tells whose the order is and its pack.
+    """
+    if event_type_of(raw) not in _KNOWN_ORDER_TYPES:
+        return Outcome.UNCHANGED
+    event = ORDERS_EVENT.validate_json(raw)
+    await deps.mirror.link_order(event.order_id, event.seller_id, event.order.pack_id)
+    if isinstance(event, OrderSnapshotted):
+        return Outcome.UNCHANGED
     entry = TimelineEntry(
-        id=head.event_id,
-        at=head.occurred_at if head.occurred_at.tzinfo else head.occurred_at.astimezone(),
+        id=str(event.event_id),
+        at=event.occurred_at,
         kind="order",
-        type=head.type,
-        detail={"status": head.status} if head.status else {},
+        type=event.type,
+        detail={"state": event.order.state, "ml_status": event.order.ml_status},
     )
-    await deps.mirror.add_timeline(f"order:{head.order_id}", [entry])
+    await deps.mirror.add_timeline(f"order:{event.order_id}", [entry])
     return Outcome.UPDATED
 
 
