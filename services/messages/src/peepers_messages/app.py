@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,6 +38,7 @@ from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
+from peepers_common.rebuild import CacheGuard, Resync
 from peepers_common.topics import (
     MESSAGES_SUBMISSIONS_CHANGELOG,
     MESSAGES_TICKETS_CHANGELOG,
@@ -50,6 +52,7 @@ from peepers_messages.adapters import RedisMirror, RedisSubmissions, RedisTicket
 from peepers_messages.api import create_api, seller_stats
 from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
 from peepers_messages.handlers import Messages, on_claim, on_message, on_order_event, on_question
+from peepers_messages.rebuild import connected_sellers, rebuild_messages
 from peepers_messages.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,20 +75,32 @@ class Wiring:
     processor: RecordProcessor
     changelogs: tuple[Changelog, ...]
     ping: Callable[[], Awaitable[None]]
+    # Watches for a lost mirror and rebuilds it (the worker's; None in a shell's backfill).
+    guard: CacheGuard | None = None
 
     async def ready(self) -> dict[str, Any]:
+        """Ready once the owned views are restored; a mirror being rebuilt still serves.
+
+        While a lost mirror is rebuilt the answer stays 200 with ``"cache": "rebuilding"``:
+        tickets and answering work, the inbox fills back up as the backfill runs.
+        """
         await self.ping()
         views = {
             log.topic: {"state": log.state.value, **log.progress.as_dict()}
             for log in self.changelogs
         }
         ready = all(log.ready for log in self.changelogs)
-        return {"status": "ready" if ready else "restoring", "changelogs": views}
+        cache = "steady" if self.guard is None else self.guard.status
+        return {"status": "ready" if ready else "restoring", "cache": cache, "changelogs": views}
 
 
 @asynccontextmanager
-async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
-    """Every client the service uses, opened together and closed in reverse (LIFO)."""
+async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> AsyncIterator[Wiring]:
+    """Every client the service uses, opened together and closed in reverse (LIFO).
+
+    With ``watch_cache`` the wiring holds a `CacheGuard` (not started: the worker starts
+    it) that rebuilds the mirror after a loss.
+    """
     async with AsyncExitStack() as stack:
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
@@ -125,22 +140,43 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             with redis_errors("answering a ping"):
                 await redis.ping()
 
+        deps = Messages(
+            ml=ml,
+            mirror=RedisMirror(redis, namespace),
+            tickets=tickets,
+            ticket_log=ticket_log,
+            publisher=publisher,
+            events_topic=prefix + PEEPERS_MESSAGES,
+        )
+        checkpoints = RedisBackfillCheckpoints(redis, namespace)
+        guard: CacheGuard | None = None
+        if watch_cache:
+
+            async def rebuild(epoch: str) -> Resync | None:
+                sellers = await connected_sellers(settings.kafka, prefix + PEEPERS_SELLERS)
+                return await rebuild_messages(
+                    epoch,
+                    deps,
+                    (ticket_log, submission_log),
+                    sellers,
+                    checkpoints,
+                    backfill_options(settings, run_id=epoch),
+                )
+
+            guard = CacheGuard(redis, namespace, rebuild, options=settings.rebuild)
+            stack.push_async_callback(guard.aclose)
+            deps = dataclasses.replace(deps, cache=guard)
+
         yield Wiring(
-            deps=Messages(
-                ml=ml,
-                mirror=RedisMirror(redis, namespace),
-                tickets=tickets,
-                ticket_log=ticket_log,
-                publisher=publisher,
-                events_topic=prefix + PEEPERS_MESSAGES,
-            ),
+            deps=deps,
             subs=commands.Submissions(
                 view=submissions,
                 log=submission_log,
                 wait_s=settings.submission_wait_s,
                 message_max_chars=settings.message_max_chars,
             ),
-            checkpoints=RedisBackfillCheckpoints(redis, namespace),
+            checkpoints=checkpoints,
+            guard=guard,
             processor=RecordProcessor(
                 consumer=CONSUMER, publisher=publisher, policy=settings.retry.policy()
             ),
@@ -167,7 +203,11 @@ class Runtime(ConsumerRuntime):
 
     async def open(self, stack: AsyncExitStack) -> RecordProcessor:
         settings = self.settings
-        self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
+        self._wiring = wiring = await stack.enter_async_context(
+            open_wiring(settings, watch_cache=True)
+        )
+        if wiring.guard is not None:
+            await wiring.guard.start()  # a lost mirror is noticed before records are taken
         api = web.AppRunner(
             create_api(settings, deps=wiring.deps, subs=wiring.subs, ready=wiring.ready),
             access_log=None,

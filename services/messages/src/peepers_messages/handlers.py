@@ -35,6 +35,7 @@ from peepers_common.events import (
     ClaimEscalated,
     ClaimOpened,
     ClaimSnapshot,
+    ClaimSnapshotted,
     DomainEvent,
     MessageReceived,
     MessagesEvent,
@@ -71,7 +72,14 @@ from peepers_messages.domain import (
     question_snapshot,
     seconds_to_answer,
 )
-from peepers_messages.ports import ConversationView, MessagesSource, MessageView, TimelineEntry
+from peepers_messages.ports import (
+    STEADY_CACHE,
+    CacheEpoch,
+    ConversationView,
+    MessagesSource,
+    MessageView,
+    TimelineEntry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +119,8 @@ class Messages:
     publisher: EventPublisher
     events_topic: str
     clock: Callable[[], float] = time.time
+    # Watches the mirror's epoch: what is first met while rebuilding is a snapshot.
+    cache: CacheEpoch = STEADY_CACHE
 
     def now(self) -> datetime:
         return occurred(self.clock())
@@ -216,6 +226,8 @@ async def apply_question(question: MlQuestion, deps: Messages, *, rebuild: bool 
         if cached is not None and new.last_updated <= cached.last_updated:
             same = cached == new
             return _counted("question", Outcome.UNCHANGED if same else Outcome.STALE)
+        if cached is None:
+            rebuild = rebuild or await deps.cache.after_miss()
         events = question_events(cached, new, now=deps.now(), rebuild=rebuild)
         pending = _encode(events)
         if await deps.mirror.put_question(new, previous=cached, pending=pending):
@@ -339,16 +351,24 @@ async def on_claim(notification: Notification, deps: Messages) -> Outcome:
 
 
 def claim_events(
-    cached: ClaimSnapshot | None, new: ClaimSnapshot, *, now: datetime
+    cached: ClaimSnapshot | None, new: ClaimSnapshot, *, now: datetime, rebuild: bool = False
 ) -> list[DomainEvent]:
+    """The events a claim's new version makes; ids are one per (claim, type, version).
+
+    A claim first met while rebuilding a lost mirror is a snapshot: no transition can be
+    told from it.
+    """
     version = new.last_updated.isoformat()
-    kinds: list[type[ClaimOpened | ClaimEscalated | ClaimClosed]] = []
-    if cached is None:
-        kinds.append(ClaimOpened)
-    if new.stage == "dispute" and (cached is None or cached.stage != "dispute"):
-        kinds.append(ClaimEscalated)
-    if new.status == "closed" and (cached is None or cached.status != "closed"):
-        kinds.append(ClaimClosed)
+    kinds: list[type[ClaimOpened | ClaimEscalated | ClaimClosed | ClaimSnapshotted]] = []
+    if cached is None and rebuild:
+        kinds.append(ClaimSnapshotted)
+    else:
+        if cached is None:
+            kinds.append(ClaimOpened)
+        if new.stage == "dispute" and (cached is None or cached.stage != "dispute"):
+            kinds.append(ClaimEscalated)
+        if new.status == "closed" and (cached is None or cached.status != "closed"):
+            kinds.append(ClaimClosed)
     return [
         kind(
             event_id=stable_event_id(new.id, kind.model_fields["type"].default, version),
@@ -371,7 +391,8 @@ async def apply_claim(claim: ClaimSnapshot, deps: Messages) -> Outcome:
             return _counted("claim", Outcome.STALE)
         if cached == claim:
             break
-        events = claim_events(cached, claim, now=deps.now())
+        rebuild = cached is None and await deps.cache.after_miss()
+        events = claim_events(cached, claim, now=deps.now(), rebuild=rebuild)
         pending = _encode(events)
         if await deps.mirror.put_claim(claim, previous=cached, pending=pending):
             if pending is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -112,5 +111,24 @@ class TimelineEntry(BaseModel):
     detail: dict[str, Any] = {}
 
 
-class Clock(Protocol):
-    def __call__(self) -> datetime: ...
+class CacheEpoch(Protocol):
+    """Whether the mirror is being rebuilt after a loss (`peepers_common.rebuild.CacheGuard`)."""
+
+    @property
+    def rebuilding(self) -> bool: ...
+
+    async def after_miss(self) -> bool:
+        """An entity was not cached: check for a lost cache; returns `rebuilding`."""
+        ...
+
+
+class _SteadyCache:
+    """A mirror nobody watches: never rebuilding (a shell's backfill, tests)."""
+
+    rebuilding = False
+
+    async def after_miss(self) -> bool:
+        return False
+
+
+STEADY_CACHE: CacheEpoch = _SteadyCache()

@@ -5,6 +5,7 @@ from pydantic_settings import SettingsConfigDict
 
 from peepers_common.consumer import ConsumerSettings
 from peepers_common.ml.broker_tokens import TokenBrokerSettings
+from peepers_common.rebuild import GuardOptions
 from peepers_common.settings import KafkaSettings, MlApiSettings, RedisSettings
 
 
@@ -32,6 +33,8 @@ class Settings(ConsumerSettings):
     ml: MlApiSettings = MlApiSettings()
     token_broker: TokenBrokerSettings = TokenBrokerSettings(service="messages")
     backfill: BackfillSettings = BackfillSettings()
+    # How the worker notices a lost mirror and rebuilds it (peepers_common.rebuild).
+    rebuild: GuardOptions = GuardOptions()
     app_id: str = "peepers-messages"
     # Services allowed to call the API: name -> shared secret (HTTP Basic), as at auth.
     service_credentials: dict[str, SecretStr] = Field(default_factory=dict)
