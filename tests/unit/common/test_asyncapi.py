@@ -35,6 +35,7 @@ from peepers_common.events import (
     ItemPriceChanged,
     ItemReactivated,
     ItemSnapshot,
+    ItemSnapshotted,
     ItemStockChanged,
     ItemUpdated,
     OrderCancelled,
@@ -139,6 +140,7 @@ SAMPLES: dict[str, DomainEvent] = {
         _seller(SellerDisconnected),
         _seller(SellerReauthRequired, reason="invalid_grant"),
         _item(ItemCreated, item=_SNAPSHOT),
+        _item(ItemSnapshotted, item=_SNAPSHOT),
         _item(
             ItemUpdated,
             changes={

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
 from peepers_devstack.plan import Plan, Ports, Secrets
+from peepers_devstack.state import swap_scope
 from peepers_ingest.settings import Settings as IngestSettings
 from peepers_sandbox.__main__ import build_config
 from peepers_sandbox.config import DEMO_APP_ID
@@ -26,14 +28,14 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 
 
 def _plan(tmp_path: Path, isolation: str | None = None) -> Plan:
-    return Plan(
+    plan = Plan(
         ports=Ports.from_base(18080),
         secrets=Secrets.load_or_create(tmp_path / "secrets.json"),
         spool_dir=tmp_path / "spool",
         items=300,
         ml_requests_per_minute=600,
-        isolation=isolation,
     )
+    return plan if isolation is None else replace(plan, isolation=isolation)
 
 
 @pytest.mark.parametrize("service", SETTINGS)
@@ -88,12 +90,19 @@ def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:
     )
 
 
-def test_an_isolated_run_has_its_own_consumer_group_and_redis_scope(tmp_path: Path) -> None:
-    shared, isolated = _plan(tmp_path).catalog().env, _plan(tmp_path, "run-1").catalog().env
-    assert shared["CATALOG_APP_ID"] == "peepers-catalog"
-    assert "CATALOG_REDIS_SCOPE" not in shared
-    assert isolated["CATALOG_APP_ID"] == "peepers-catalog-run-1"
-    assert isolated["CATALOG_REDIS_SCOPE"] == "run-1"
+def test_every_run_has_its_own_consumer_group_and_redis_scope(tmp_path: Path) -> None:
+    named = _plan(tmp_path, "run-1").catalog().env
+    assert named["CATALOG_APP_ID"] == "peepers-catalog-run-1"
+    assert named["CATALOG_REDIS_SCOPE"] == "run-1"
+    first, second = _plan(tmp_path).catalog().env, _plan(tmp_path).catalog().env
+    assert first["CATALOG_REDIS_SCOPE"] != second["CATALOG_REDIS_SCOPE"]
+    assert first["CATALOG_APP_ID"] == f"peepers-catalog-{first['CATALOG_REDIS_SCOPE']}"
+
+
+def test_a_run_records_its_scope_and_hands_back_the_previous_one(tmp_path: Path) -> None:
+    assert swap_scope(tmp_path / "run", "run-1") is None
+    assert swap_scope(tmp_path / "run", "run-2") == "run-1"
+    assert swap_scope(tmp_path / "run", "run-2") is None  # the same run: nothing to drop
 
 
 def test_secrets_are_generated_once_and_kept_private(tmp_path: Path) -> None:

@@ -83,7 +83,8 @@ CHANNELS: Final = (
         events=CatalogEvent,
         description=(
             "Changes of sellers' items as Peepers mirrors them (created, price, stock, "
-            "status and other field changes). Published by the catalog service."
+            "status and other field changes), and snapshots of items re-read after the "
+            "catalog lost its cache (upserts). Published by the catalog service."
         ),
         key=(
             "`<seller_id>:<item_id>`: every change of one item is on one partition, in "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from uuid import UUID, uuid5
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -74,6 +74,26 @@ class DomainEvent(BaseModel):
     seller_id: int
     # Each concrete event narrows it to its Literal name ("item.paused", ...).
     type: str
+
+
+# --- snapshots -----------------------------------------------------------------------
+#
+# Every domain follows one pattern for state it re-reads after losing its cache: the type
+# ``<entity>.snapshot`` (`snapshot_type`), a class named ``<Entity>Snapshotted`` carrying
+# the entity's whole current state, and the event id of (entity, type, version), so two
+# replicas or a retried rebuild announce one snapshot once. ``item.snapshot`` is the first;
+# ``order.snapshot`` and ``question.snapshot`` follow it.
+
+SNAPSHOT_SUFFIX: Final = ".snapshot"
+
+
+def snapshot_type(entity: str) -> str:
+    """The snapshot event type of an entity: ``item`` -> ``item.snapshot``."""
+    return entity + SNAPSHOT_SUFFIX
+
+
+def is_snapshot(event_type: str) -> bool:
+    return event_type.endswith(SNAPSHOT_SUFFIX)
 
 
 # --- peepers.sellers.v1 -------------------------------------------------------------
@@ -169,6 +189,18 @@ class ItemCreated(ItemEvent):
     item: ItemSnapshot
 
 
+class ItemSnapshotted(ItemEvent):
+    """The item's current state, met while the catalog rebuilt its lost cache.
+
+    Peepers cannot prove whether it announced the item before, so it says what the item
+    is now instead of ``item.created`` (as Debezium's snapshot reads do). Treat it as an
+    upsert: create the item if unknown, else replace what you hold.
+    """
+
+    type: Literal["item.snapshot"] = "item.snapshot"
+    item: ItemSnapshot
+
+
 class ItemUpdated(ItemEvent):
     """Fields other than price, stock and status changed (title, category, SKU, ...)."""
 
@@ -211,6 +243,7 @@ class ItemReactivated(ItemStatusEvent):
 
 CatalogEvent = Annotated[
     ItemCreated
+    | ItemSnapshotted
     | ItemUpdated
     | ItemPriceChanged
     | ItemStockChanged

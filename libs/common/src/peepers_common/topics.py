@@ -36,6 +36,8 @@ PEEPERS_SELLERS: Final = "peepers.sellers.v1"
 # compacted, internal to its service.
 AUTH_SELLERS_CHANGELOG: Final = "peepers.auth.sellers.changelog"
 ORDERS_EMAILS_CHANGELOG: Final = "peepers.orders.emails.changelog"
+# Which sellers' items the catalog keeps, per cache namespace: what a rebuild resyncs.
+CATALOG_SELLERS_CHANGELOG: Final = "peepers.catalog.sellers.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -135,6 +137,7 @@ def _registry() -> dict[str, TopicSpec]:
     for name, what in (
         (AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),
         (ORDERS_EMAILS_CHANGELOG, "the orders service's ledger of emails sent"),
+        (CATALOG_SELLERS_CHANGELOG, "the sellers whose items the catalog keeps"),
     ):
         specs.append(
             TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)

@@ -12,8 +12,9 @@ import json
 import secrets
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
@@ -129,8 +130,8 @@ class Plan:
     items: int
     ml_requests_per_minute: int
     seller_id: int = DEMO_SELLER_ID
-    # Set for a side-by-side run (tests): the catalog's own consumer group and Redis scope.
-    isolation: str | None = None
+    # Names this run's catalog state: its consumer group and Redis scope (peepers_devstack.state).
+    isolation: str = field(default_factory=lambda: f"run-{uuid4().hex[:8]}")
     # Debian's prometheus binary, when installed, and the directory of its configuration
     # (peepers_devstack.prometheus writes it) and data.
     prometheus_binary: Path | None = None
@@ -179,7 +180,7 @@ class Plan:
 
     @property
     def catalog_group(self) -> str:
-        return "peepers-catalog" if self.isolation is None else f"peepers-catalog-{self.isolation}"
+        return f"peepers-catalog-{self.isolation}"
 
     def children(self) -> list[ChildSpec]:
         """In start order; they are stopped in the reverse one."""
@@ -281,9 +282,8 @@ class Plan:
             "CATALOG_TOKEN_BROKER__SERVICE": "catalog",
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
             "CATALOG_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "CATALOG_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["CATALOG_REDIS_SCOPE"] = self.isolation
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
 
     def mail_sink(self) -> ChildSpec:
