@@ -28,8 +28,6 @@ GRAFANA_VARIABLES: Final = {"$__rate_interval": "5m", "$__interval": "1m", "$__r
 EXPECTED_LATER: Final = frozenset(
     {
         "peepers_auth_sellers_reauth_required",
-        "peepers_messages_questions_overdue",
-        "peepers_messages_tickets_due_soon",
     }
 )
 # Declared in the code, but no service that `make run` starts exports it yet.

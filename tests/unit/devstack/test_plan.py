@@ -16,6 +16,7 @@ from peepers_devstack.metrics import Scrape, percentiles
 from peepers_devstack.plan import Plan, Ports, Secrets
 from peepers_devstack.state import swap_scope
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.settings import Settings as MessagesSettings
 from peepers_sandbox.__main__ import build_config
 from peepers_sandbox.config import DEMO_APP_ID
 from tests.support import settings_field
@@ -61,6 +62,19 @@ def test_every_childs_settings_accept_its_values(
     )
 
 
+def test_the_messages_workers_variables_are_what_its_settings_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tmp_path, "run-x")
+    spec = plan.messages()
+    for name, value in spec.env.items():
+        assert settings_field(MessagesSettings, name) is not None, name
+        monkeypatch.setenv(name, value)
+    settings = MessagesSettings()
+    assert settings.http_port == plan.ports.messages
+    assert (settings.app_id, settings.redis_scope) == ("peepers-messages-run-x", "run-x")
+
+
 def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
     tmp_path: Path,
 ) -> None:
@@ -80,10 +94,14 @@ def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
 def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     credentials = json.loads(plan.auth().env["AUTH_SERVICE_CREDENTIALS"])
-    catalog, ingest = plan.catalog().env, plan.ingest().env
+    catalog, ingest, messages = plan.catalog().env, plan.ingest().env, plan.messages().env
     assert (
         credentials[catalog["CATALOG_TOKEN_BROKER__SERVICE"]]
         == catalog["CATALOG_TOKEN_BROKER__SECRET"]
+    )
+    assert (
+        credentials[messages["MESSAGES_TOKEN_BROKER__SERVICE"]]
+        == messages["MESSAGES_TOKEN_BROKER__SECRET"]
     )
     assert (
         credentials[ingest["INGEST_TOKEN_BROKER__SERVICE"]] == ingest["INGEST_TOKEN_BROKER__SECRET"]

@@ -35,6 +35,7 @@ class Ports:
     orders: int
     # The local SMTP server (aiosmtpd) the orders worker mails sellers through.
     smtp: int
+    messages: int
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -47,6 +48,7 @@ class Ports:
                 prometheus=free_port(),
                 orders=free_port(),
                 smtp=free_port(),
+                messages=free_port(),
             )
         return cls(
             sandbox=base + 10,
@@ -56,6 +58,7 @@ class Ports:
             prometheus=base + 9,
             orders=base + 2,
             smtp=base + 25,
+            messages=base + 4,
         )
 
     def taken(self) -> list[int]:
@@ -68,6 +71,7 @@ class Ports:
             self.prometheus,
             self.orders,
             self.smtp,
+            self.messages,
         )
         return [port for port in ports if in_use(port)]
 
@@ -97,6 +101,7 @@ class Secrets(BaseModel):
     reader: str
     # Added with the orders worker: a secrets file written before it gets one on load.
     orders_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+    messages_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
@@ -175,8 +180,16 @@ class Plan:
         return self.spool_dir.parent / "mail"
 
     @property
+    def messages_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.messages}"
+
+    @property
+    def messages_group(self) -> str:
+        return f"peepers-messages-{self.isolation}"
+
+    @property
     def orders_group(self) -> str:
-        return "peepers-orders" if self.isolation is None else f"peepers-orders-{self.isolation}"
+        return f"peepers-orders-{self.isolation}"
 
     @property
     def catalog_group(self) -> str:
@@ -244,6 +257,7 @@ class Plan:
                 {
                     "catalog": self.secrets.catalog_broker,
                     "orders": self.secrets.orders_broker,
+                    "messages": self.secrets.messages_broker,
                     "ingest": self.secrets.ingest_broker,
                 }
             ),
@@ -315,10 +329,29 @@ class Plan:
             "ORDERS_SMTP__HOST": LOOPBACK,
             "ORDERS_SMTP__PORT": str(self.ports.smtp),
             "ORDERS_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "ORDERS_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["ORDERS_REDIS_SCOPE"] = self.isolation
         return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
+
+    def messages(self) -> ChildSpec:
+        """The messages worker (Q&A, conversations, tickets); its API is called as READER."""
+        env = {
+            "MESSAGES_HTTP_HOST": LOOPBACK,
+            "MESSAGES_HTTP_PORT": str(self.ports.messages),
+            "MESSAGES_APP_ID": self.messages_group,
+            "MESSAGES_ML__BASE_URL": self.sandbox_url,
+            "MESSAGES_ML__APP_ID": str(DEMO_APP_ID),
+            "MESSAGES_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "MESSAGES_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "MESSAGES_TOKEN_BROKER__URL": self.auth_url,
+            "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
+            "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,
+            "MESSAGES_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "MESSAGES_REDIS_SCOPE": self.isolation,
+        }
+        return ChildSpec("messages", [*_python("peepers_messages"), "worker"], env)
 
 
 def _python(module: str) -> list[str]:
