@@ -38,6 +38,9 @@ NOT_RUNNING_YET: Final = frozenset(
         "peepers_orders_rebuild_running",
         "peepers_orders_rebuild_finished_total",
         "peepers_orders_drift_total",
+        # Nor is the messages worker.
+        "peepers_messages_questions_overdue",
+        "peepers_messages_tickets_due_soon",
     }
 )
 # `{__name__=~...}` selectors of the state rules: one family per service, registered
