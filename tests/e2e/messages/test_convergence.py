@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.events import QuestionReceived, QuestionSnapshotted, TicketOpened
-from peepers_common.settings import KafkaSettings
+from peepers_common.namespaces import connect_redis
+from peepers_common.settings import KafkaSettings, RedisSettings
 from tests.e2e.messages.harness import MESSAGES_MIX, deployment, duplicate_announcements
 from tests.integration.auth.harness import SELLER
 from tests.integration.ingest.support import free_port
 from tests.integration.messages.worker import ready_worker
-from tests.support import wait_until
+from tests.support import private_redis, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -45,13 +45,22 @@ async def test_sandbox_activity_converges_and_each_change_is_announced_once(
     assert opened == claims
 
 
-async def test_tickets_survive_losing_the_mirror_with_their_notes_and_assignees(
-    kafka: KafkaSettings, messages_redis: aioredis.Redis, redis_admin: Any, tmp_path: Path
+async def test_tickets_survive_a_redis_flush_with_their_notes_and_assignees(
+    kafka: KafkaSettings, tmp_path: Path
 ) -> None:
-    async with (
-        deployment(kafka, messages_redis, tmp_path, extra_env=FAST) as d,
-        ready_worker(d.run),
-    ):
+    async with private_redis(tmp_path, users=("messages",)) as url:
+        redis = connect_redis(RedisSettings(url=url, username="messages"))
+        try:
+            await _flush_and_rebuild(kafka, redis, url, tmp_path)
+        finally:
+            await redis.aclose()
+
+
+async def _flush_and_rebuild(
+    kafka: KafkaSettings, redis: aioredis.Redis, url: str, tmp_path: Path
+) -> None:
+    env = {**FAST, "MESSAGES_REDIS__URL": url}
+    async with deployment(kafka, redis, tmp_path, extra_env=env) as d, ready_worker(d.run):
         await d.connect()
         admin = d.auth.sandbox.admin
         order = await admin.event("new_order", seller_id=SELLER)
@@ -60,15 +69,11 @@ async def test_tickets_survive_losing_the_mirror_with_their_notes_and_assignees(
         question = await admin.event("question", seller_id=SELLER)
         await d.wait_converged()
         claim_id = int(claim["id"])
-        ticket = await d.tickets.get(claim_id)
-        assert ticket is not None
         # Support works the ticket through the API (as people do).
-        url = f"/tickets/{claim_id}"
-        await d.run.post(f"{url}/assignee", {"assignee": "ana"})
-        await d.run.post(f"{url}/notes", {"author": "ana", "text": "Liguei ao comprador"})
-        # Lose every key of the service's scope, as FLUSHALL would for the service.
-        keys = [k async for k in redis_admin.scan_iter(match=d.namespace.prefix + "*")]
-        await redis_admin.delete(*keys)
+        url_of = f"/tickets/{claim_id}"
+        await d.run.post(f"{url_of}/assignee", {"assignee": "ana"})
+        await d.run.post(f"{url_of}/notes", {"author": "ana", "text": "Liguei ao comprador"})
+        await redis.flushall()  # our own Redis: everything the service kept there is gone
 
         async def rebuilt() -> bool:
             kept = await d.tickets.get(claim_id)
@@ -80,9 +85,12 @@ async def test_tickets_survive_losing_the_mirror_with_their_notes_and_assignees(
         assert kept is not None
         assert kept.assignee == "ana"
         assert [n.text for n in kept.notes] == ["Liguei ao comprador"]
+        await d.wait_converged()
         events = await d.events()
     snapshots = [e.question_id for e in events if isinstance(e, QuestionSnapshotted)]
     assert int(question["id"]) in snapshots
+    received = [e for e in events if isinstance(e, QuestionReceived)]
+    assert [e.question_id for e in received].count(int(question["id"])) == 1
 
 
 async def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
