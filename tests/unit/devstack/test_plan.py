@@ -15,7 +15,9 @@ from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
 from peepers_devstack.plan import Plan, Ports, Secrets
+from peepers_devstack.state import swap_scope
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.settings import Settings as MessagesSettings
 from peepers_sandbox.__main__ import build_config
 from peepers_sandbox.config import DEMO_APP_ID
 from tests.support import settings_field
@@ -28,14 +30,14 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 
 
 def _plan(tmp_path: Path, isolation: str | None = None) -> Plan:
-    return Plan(
+    plan = Plan(
         ports=Ports.from_base(18080),
         secrets=Secrets.load_or_create(tmp_path / "secrets.json"),
         spool_dir=tmp_path / "spool",
         items=300,
         ml_requests_per_minute=600,
-        isolation=isolation,
     )
+    return plan if isolation is None else replace(plan, isolation=isolation)
 
 
 @pytest.mark.parametrize("service", SETTINGS)
@@ -61,6 +63,19 @@ def test_every_childs_settings_accept_its_values(
     )
 
 
+def test_the_messages_workers_variables_are_what_its_settings_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tmp_path, "run-x")
+    spec = plan.messages()
+    for name, value in spec.env.items():
+        assert settings_field(MessagesSettings, name) is not None, name
+        monkeypatch.setenv(name, value)
+    settings = MessagesSettings()
+    assert settings.http_port == plan.ports.messages
+    assert (settings.app_id, settings.redis_scope) == ("peepers-messages-run-x", "run-x")
+
+
 def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
     tmp_path: Path,
 ) -> None:
@@ -80,22 +95,33 @@ def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
 def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     credentials = json.loads(plan.auth().env["AUTH_SERVICE_CREDENTIALS"])
-    catalog, ingest = plan.catalog().env, plan.ingest().env
+    catalog, ingest, messages = plan.catalog().env, plan.ingest().env, plan.messages().env
     assert (
         credentials[catalog["CATALOG_TOKEN_BROKER__SERVICE"]]
         == catalog["CATALOG_TOKEN_BROKER__SECRET"]
+    )
+    assert (
+        credentials[messages["MESSAGES_TOKEN_BROKER__SERVICE"]]
+        == messages["MESSAGES_TOKEN_BROKER__SECRET"]
     )
     assert (
         credentials[ingest["INGEST_TOKEN_BROKER__SERVICE"]] == ingest["INGEST_TOKEN_BROKER__SECRET"]
     )
 
 
-def test_an_isolated_run_has_its_own_consumer_group_and_redis_scope(tmp_path: Path) -> None:
-    shared, isolated = _plan(tmp_path).catalog().env, _plan(tmp_path, "run-1").catalog().env
-    assert shared["CATALOG_APP_ID"] == "peepers-catalog"
-    assert "CATALOG_REDIS_SCOPE" not in shared
-    assert isolated["CATALOG_APP_ID"] == "peepers-catalog-run-1"
-    assert isolated["CATALOG_REDIS_SCOPE"] == "run-1"
+def test_every_run_has_its_own_consumer_group_and_redis_scope(tmp_path: Path) -> None:
+    named = _plan(tmp_path, "run-1").catalog().env
+    assert named["CATALOG_APP_ID"] == "peepers-catalog-run-1"
+    assert named["CATALOG_REDIS_SCOPE"] == "run-1"
+    first, second = _plan(tmp_path).catalog().env, _plan(tmp_path).catalog().env
+    assert first["CATALOG_REDIS_SCOPE"] != second["CATALOG_REDIS_SCOPE"]
+    assert first["CATALOG_APP_ID"] == f"peepers-catalog-{first['CATALOG_REDIS_SCOPE']}"
+
+
+def test_a_run_records_its_scope_and_hands_back_the_previous_one(tmp_path: Path) -> None:
+    assert swap_scope(tmp_path / "run", "run-1") is None
+    assert swap_scope(tmp_path / "run", "run-2") == "run-1"
+    assert swap_scope(tmp_path / "run", "run-2") is None  # the same run: nothing to drop
 
 
 def test_secrets_are_generated_once_and_kept_private(tmp_path: Path) -> None:

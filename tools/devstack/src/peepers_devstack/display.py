@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+import os
+import sys
+
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from peepers_devstack.watch import Summary
+
+
+class RunConsole(Console):
+    """A console that outlives its reader.
+
+    ``make run | tee run.log`` and Ctrl-C: the terminal interrupts ``tee`` too, so the
+    next line the orchestrator writes (``stopping the children``) meets a broken pipe.
+    Rich then sends stdout to /dev/null, as Python's docs advise, and exits; here only the
+    output stops, and the shutdown that follows runs to its end.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _n(value: float | None) -> str:

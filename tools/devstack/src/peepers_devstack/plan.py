@@ -12,8 +12,9 @@ import json
 import secrets
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +37,7 @@ class Ports:
     orders: int
     # The local SMTP server (aiosmtpd) the orders worker mails sellers through.
     smtp: int
+    messages: int
     # The seller web app (python -m peepers_auth web).
     web: int = 0
 
@@ -50,6 +52,7 @@ class Ports:
                 prometheus=free_port(),
                 orders=free_port(),
                 smtp=free_port(),
+                messages=free_port(),
                 web=free_port(),
             )
         return cls(
@@ -60,6 +63,7 @@ class Ports:
             prometheus=base + 9,
             orders=base + 2,
             smtp=base + 25,
+            messages=base + 4,
             web=base + 5,
         )
 
@@ -73,6 +77,7 @@ class Ports:
             self.prometheus,
             self.orders,
             self.smtp,
+            self.messages,
             self.web,
         )
         return [port for port in ports if in_use(port)]
@@ -103,6 +108,7 @@ class Secrets(BaseModel):
     reader: str
     # Added with the orders worker: a secrets file written before it gets one on load.
     orders_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+    messages_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
     # The seller web app's credential towards the read APIs (never the token broker's).
     web_reader: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
@@ -138,8 +144,8 @@ class Plan:
     items: int
     ml_requests_per_minute: int
     seller_id: int = DEMO_SELLER_ID
-    # Set for a side-by-side run (tests): the catalog's own consumer group and Redis scope.
-    isolation: str | None = None
+    # Names this run's catalog state: its consumer group and Redis scope (peepers_devstack.state).
+    isolation: str = field(default_factory=lambda: f"run-{uuid4().hex[:8]}")
     # Debian's prometheus binary, when installed, and the directory of its configuration
     # (peepers_devstack.prometheus writes it) and data.
     prometheus_binary: Path | None = None
@@ -198,12 +204,20 @@ class Plan:
         return self.spool_dir.parent / "mail"
 
     @property
+    def messages_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.messages}"
+
+    @property
+    def messages_group(self) -> str:
+        return f"peepers-messages-{self.isolation}"
+
+    @property
     def orders_group(self) -> str:
-        return "peepers-orders" if self.isolation is None else f"peepers-orders-{self.isolation}"
+        return f"peepers-orders-{self.isolation}"
 
     @property
     def catalog_group(self) -> str:
-        return "peepers-catalog" if self.isolation is None else f"peepers-catalog-{self.isolation}"
+        return f"peepers-catalog-{self.isolation}"
 
     def children(self) -> list[ChildSpec]:
         """In start order; they are stopped in the reverse one."""
@@ -268,6 +282,7 @@ class Plan:
                 {
                     "catalog": self.secrets.catalog_broker,
                     "orders": self.secrets.orders_broker,
+                    "messages": self.secrets.messages_broker,
                     "ingest": self.secrets.ingest_broker,
                 }
             ),
@@ -290,6 +305,7 @@ class Plan:
             "AUTH_WEB_SERVICE_SECRET": self.secrets.web_reader,
             "AUTH_WEB_CATALOG__BASE_URL": self.catalog_url,
             "AUTH_WEB_ORDERS__BASE_URL": self.orders_url,
+            "AUTH_WEB_MESSAGES__BASE_URL": self.messages_url,
         }
         return ChildSpec("web", [*_python("peepers_auth"), "web"], env)
 
@@ -325,9 +341,8 @@ class Plan:
             "CATALOG_TOKEN_BROKER__SERVICE": "catalog",
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
             "CATALOG_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "CATALOG_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["CATALOG_REDIS_SCOPE"] = self.isolation
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
 
     def _readers(self) -> dict[str, str]:
@@ -363,10 +378,29 @@ class Plan:
             "ORDERS_SMTP__HOST": LOOPBACK,
             "ORDERS_SMTP__PORT": str(self.ports.smtp),
             "ORDERS_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "ORDERS_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["ORDERS_REDIS_SCOPE"] = self.isolation
         return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
+
+    def messages(self) -> ChildSpec:
+        """The messages worker (Q&A, conversations, tickets); its API is called as READER."""
+        env = {
+            "MESSAGES_HTTP_HOST": LOOPBACK,
+            "MESSAGES_HTTP_PORT": str(self.ports.messages),
+            "MESSAGES_APP_ID": self.messages_group,
+            "MESSAGES_ML__BASE_URL": self.sandbox_url,
+            "MESSAGES_ML__APP_ID": str(DEMO_APP_ID),
+            "MESSAGES_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "MESSAGES_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "MESSAGES_TOKEN_BROKER__URL": self.auth_url,
+            "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
+            "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,
+            "MESSAGES_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "MESSAGES_REDIS_SCOPE": self.isolation,
+        }
+        return ChildSpec("messages", [*_python("peepers_messages"), "worker"], env)
 
 
 def _python(module: str) -> list[str]:
