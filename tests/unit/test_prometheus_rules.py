@@ -74,6 +74,11 @@ def test_promtool_check_rules_accepts_every_rule_file() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_promtool_check_config_accepts_docker_composes_prometheus() -> None:
+    result = run_promtool("check", "config", PROMETHEUS / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_test_rules_passes() -> None:
     result = run_promtool("test", "rules", *TEST_FILES)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -175,6 +175,22 @@ async def test_a_lost_view_comes_back_on_the_next_read(
         assert changelog.ready
 
 
+async def test_a_record_logged_after_a_newer_one_is_not_what_a_restore_brings_back(
+    kafka: KafkaSettings, auth_redis: aioredis.Redis, topic: str
+) -> None:
+    cipher = TokenCipher([_key()])
+    ns = Namespace("auth", scope=unique())
+    async with _store(kafka, auth_redis, topic, ns, cipher) as (store, view, changelog):
+        assert await store.put(_record(1), expected_version=0)
+        assert await store.put(_record(2, "APP_USR-1-010101-bb-77"), expected_version=1)
+        # Version 1 again, logged last: what a writer that lost a race to version 2 leaves.
+        await changelog.write(str(SELLER), view.encode(_record(1)).changelog_value())
+        await auth_redis.delete(ns.key("seller", SELLER), ns.key("changelog", "sellers", "epoch"))
+        stored = await store.get(SELLER)
+    assert stored is not None
+    assert stored.version == 2
+
+
 class RefusingChangelog(Changelog):
     """The real changelog, refusing writes while ``refusing``: Kafka down, as auth sees it."""
 

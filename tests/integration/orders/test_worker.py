@@ -204,14 +204,7 @@ class TestOrdersWorker:
         kafka: KafkaSettings,
         orders_redis: aioredis.Redis,
     ) -> None:
-        order = await _event(deployed, "new_order", seller_id=SELLER)
-        await _event(deployed, "payment", order_id=order["id"])
-        await notify(kafka, deployed, "orders_v2", f"/orders/{order['id']}")
-
-        async def mailed() -> bool:
-            return len(sink.inbox.snapshot()) == 2
-
-        await wait_until(mailed, timeout_s=20, every_s=0.2)
+        order = await _paid_and_mailed(deployed, sink, kafka)
         # The ledger's Redis view is lost (as in a FLUSHALL of the service's keys) ...
         namespace = Namespace("orders", scope=deployed.scope)
         lost = [namespace.key("changelog", "emails", "epoch")] + [
@@ -232,6 +225,51 @@ class TestOrdersWorker:
 
             await wait_until(replayed, timeout_s=25, every_s=0.2)
         assert len(sink.inbox.snapshot()) == 2
+
+    async def test_a_lost_cache_is_noticed_and_rebuilt_without_mail_or_double_counts(
+        self,
+        deployed: OrdersRun,
+        sink: SmtpSink,
+        kafka: KafkaSettings,
+        orders_redis: aioredis.Redis,
+    ) -> None:
+        order = await _paid_and_mailed(deployed, sink, kafka)
+
+        async def counted() -> bool:
+            total = (await deployed.get(f"/orders/sellers/{SELLER}/analytics"))["total"]
+            return bool(total["orders"] == 1 and total["revenue"])
+
+        await wait_until(counted, timeout_s=10, every_s=0.2)
+        # Every key of the service's namespace goes (a FLUSHALL, as far as it can tell).
+        namespace = Namespace("orders", scope=deployed.scope)
+        keys = [key async for key in orders_redis.scan_iter(match=namespace.prefix + "*")]
+        assert await orders_redis.delete(*keys) == len(keys)
+
+        async def rebuilt() -> bool:
+            cached = await deployed.cached(orders_redis, order["id"])
+            ready = (await deployed.get("/readyz"))["cache"] == "ready"
+            return ready and cached is not None and cached.summary.state == "paid"
+
+        await wait_until(rebuilt, timeout_s=20, every_s=0.2)
+        await wait_until(counted, timeout_s=10, every_s=0.2)
+        total = (await deployed.get(f"/orders/sellers/{SELLER}/analytics"))["total"]
+        assert total["orders"] == 1
+        types = [e["type"] for e in await deployed.events() if e["order_id"] == order["id"]]
+        assert types[-1] == "order.snapshot"  # found again: a snapshot, never created again
+        assert len(sink.inbox.snapshot()) == 2
+
+
+async def _paid_and_mailed(run: OrdersRun, sink: SmtpSink, kafka: KafkaSettings) -> dict[str, Any]:
+    """A new order, paid, notified once: its two mails (created, paid) are out."""
+    order = await _event(run, "new_order", seller_id=SELLER)
+    await _event(run, "payment", order_id=order["id"])
+    await notify(kafka, run, "orders_v2", f"/orders/{order['id']}")
+
+    async def mailed() -> bool:
+        return len(sink.inbox.snapshot()) == 2
+
+    await wait_until(mailed, timeout_s=20, every_s=0.2)
+    return order
 
 
 async def _duplicates(run: OrdersRun) -> float:

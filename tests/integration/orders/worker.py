@@ -113,6 +113,7 @@ class OrdersRun:
             "ORDERS_MAIL__RETRY__IN_PLACE_ATTEMPTS": "1",
             "ORDERS_MAIL__RETRY__PARK_DELAYS_S": json.dumps([0.5] * 60),
             "ORDERS_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]}),
+            "ORDERS_CACHE_CHECK_EVERY_S": "0.5",
             **self.extra_env,
         }
 

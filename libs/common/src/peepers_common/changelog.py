@@ -20,9 +20,9 @@ The API, all of it::
   record is durable before anyone acts on it.
 - **The view.** A `ChangelogView` applies records in order. It must be idempotent and
   monotonic: a record never replaces a newer state of its entity, because a restore may
-  run while live writes land on the view. Auth's view keeps, per entity, the offset of
-  the record it reflects (a key's records share a partition, so offsets order them); a
-  version in the record works too.
+  run while live writes land on the view. Auth's view orders an entity's records by
+  their version, then by offset (a key's records share a partition, so offsets order
+  them), and keeps both per entity.
 - **Noticing a loss.** `RedisViewMarker` keeps an epoch key in the service's namespace,
   set when a restore completes. `FLUSHALL`, a Redis restart without persistence or a new
   node all lose it. The changelog checks it at start, every ``check_every_s``, and when

@@ -20,6 +20,7 @@ from peepers_auth.settings import Settings
 from peepers_auth.web.app import create_web_app
 from peepers_auth.web.settings import WebSettings
 from peepers_common.changelog import Changelog, RedisViewMarker
+from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.logs import configure_logging
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.topics import AUTH_SELLERS_CHANGELOG
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     settings = Settings()
     configure_logging("auth", settings.log_level)
+    init_error_tracking("auth", ErrorTrackingSettings())
     if args.command == "rotate-keys":
         count = asyncio.run(_rotate_keys(settings))
         print(f"re-sealed {count} seller record(s) with the first key (changelog and view)")

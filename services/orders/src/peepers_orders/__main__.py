@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from contextlib import aclosing
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import faust
 import typer
-from pydantic import ValidationError
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,15 +20,14 @@ from rich.progress import (
 )
 
 from peepers_common.errors import PeepersError
-from peepers_common.kafka import batches_to, end_offsets
 from peepers_common.logs import configure_logging
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.topics import PEEPERS_ORDERS
-from peepers_orders import analytics as sales
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.app import backfill_options, create_app, open_wiring
 from peepers_orders.backfill import backfill as run_backfill
 from peepers_orders.ports import BackfillState
+from peepers_orders.rebuild import replay_analytics
 from peepers_orders.settings import Settings
 
 cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
@@ -113,30 +110,25 @@ def rebuild() -> None:
 
 async def _rebuild(settings: Settings) -> tuple[str, int]:
     generation = uuid.uuid4().hex[:12]
-    zone = ZoneInfo(settings.analytics_timezone)
     redis = connect_redis(settings.redis)
     try:
-        namespace = Namespace("orders", scope=settings.redis_scope)
-        live = RedisAnalytics(redis, namespace)
-        target = RedisAnalytics(redis, namespace, generation=generation)
-        # From now on the live agent counts into the new generation too: nothing that
-        # arrives during the replay is missed, and the replay's overlap counts once.
-        await live.begin_rebuild(generation)
-        ends = await end_offsets(settings.kafka, [settings.topic_prefix + PEEPERS_ORDERS])
-        replayed = skipped = 0
+        live = RedisAnalytics(redis, Namespace("orders", scope=settings.redis_scope))
         with Progress(*_COLUMNS, transient=False) as progress:
-            task = progress.add_task("replaying order events", total=sum(ends.values()))
-            async with aclosing(batches_to(settings.kafka, ends)) as batches:
-                async for batch in batches:
-                    for record in batch:
-                        try:
-                            await sales.on_order_event(record.value or b"", target, zone)
-                        except ValidationError:
-                            skipped += 1  # the live agent dead-lettered it already
-                    replayed += len(batch)
-                    progress.update(task, advance=len(batch))
-        await live.finish_rebuild(generation)
-        return generation, replayed - skipped
+            task = progress.add_task("replaying order events", total=None)
+
+            def show(replayed: int, total: int) -> None:
+                progress.update(task, completed=replayed, total=total)
+
+            replayed = await replay_analytics(
+                settings.kafka,
+                settings.topic_prefix + PEEPERS_ORDERS,
+                live,
+                live.pinned(generation),
+                generation,
+                ZoneInfo(settings.analytics_timezone),
+                progress=show,
+            )
+        return generation, replayed
     finally:
         await redis.aclose()
 

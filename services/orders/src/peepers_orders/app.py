@@ -14,9 +14,10 @@ and, in the mailer's own consumer group (``settings.mail.app_id``, `mailer`),
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
+from peepers_common.consumer_lag import ConsumerLagMonitor
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.events import SELLER_EVENT, event_type_of
 from peepers_common.kafka import AIOKafkaEventPublisher
@@ -51,6 +53,7 @@ from peepers_orders.handlers import Orders, on_notification
 from peepers_orders.mail import Mailer, Templates, on_order_event
 from peepers_orders.mailer import MAILER, MailerLoops
 from peepers_orders.priority import PrioritizedSource, UrgentFirst
+from peepers_orders.rebuild import CacheGuard
 from peepers_orders.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -152,11 +155,26 @@ class Runtime(ConsumerRuntime):
         self.settings = settings
         self.zone = ZoneInfo(settings.analytics_timezone)
         self._wiring: Wiring | None = None
+        self.guard: CacheGuard | None = None
 
     async def open(self, stack: AsyncExitStack) -> RecordProcessor:
         settings = self.settings
         self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
-        await wiring.sellers.epoch_started_at()  # a new cache begins its epoch now
+        self.guard = CacheGuard(
+            orders=wiring.backfill_orders,
+            sellers=wiring.sellers,
+            checkpoints=wiring.sellers,
+            analytics=wiring.analytics,
+            kafka=settings.kafka,
+            sellers_topic=settings.topic_prefix + PEEPERS_SELLERS,
+            orders_topic=settings.topic_prefix + PEEPERS_ORDERS,
+            zone=self.zone,
+            backfill_days=settings.backfill.days,
+            new_generation=wiring.analytics.pinned,
+            check_every_s=settings.cache_check_every_s,
+        )
+        guarding = asyncio.create_task(self.guard.run(), name="orders-cache-guard")
+        stack.push_async_callback(_cancelled, guarding)
         api = web.AppRunner(
             create_api(
                 settings,
@@ -185,6 +203,15 @@ class Runtime(ConsumerRuntime):
             )
             await loops.start()
             stack.push_async_callback(loops.aclose)
+            # The mailer's group is not the kit's: its lag (mail not yet sent) is its own.
+            await stack.enter_async_context(
+                ConsumerLagMonitor(
+                    settings.kafka,
+                    settings.mail.app_id,
+                    [events],
+                    interval_s=settings.lag_interval_s,
+                )
+            )
         log.info("orders worker ready; read API on port %d", settings.http_port)
         return wiring.processor
 
@@ -196,11 +223,17 @@ class Runtime(ConsumerRuntime):
         return self._wiring
 
     async def ready_state(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when Redis answers; says how the mail ledger's view stands."""
+        """Ready when Redis answers.
+
+        The body says whether the cache is being rebuilt, and how the mail ledger's view
+        stands.
+        """
         await self.wiring.ping()
         ledger = self.wiring.ledger
+        rebuilding = self.guard is not None and self.guard.rebuilding
         return True, {
             "status": "ready",
+            "cache": "rebuilding" if rebuilding else "ready",
             "mail_ledger": ledger.state.value,
             "mail_ledger_restore": ledger.progress.as_dict(),
         }
@@ -234,6 +267,12 @@ class Runtime(ConsumerRuntime):
         if source_topic.endswith(PEEPERS_ORDERS):
             return self.handle_analytics
         return self.handle_notification
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(settings: Settings) -> faust.App:

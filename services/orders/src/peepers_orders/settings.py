@@ -77,6 +77,8 @@ class Settings(ConsumerSettings):
     backfill: BackfillSettings = BackfillSettings()
     smtp: SmtpSettings = SmtpSettings()
     mail: MailSettings = MailSettings()
+    # How often a worker checks that its cache was not lost (peepers_orders.rebuild).
+    cache_check_every_s: float = Field(default=10.0, gt=0)
     # Analytics days are the seller's days (ML Brasil: Sao Paulo time).
     analytics_timezone: str = "America/Sao_Paulo"
     # Services allowed to call the read API: name -> shared secret (HTTP Basic), as at auth.

@@ -5,6 +5,10 @@ Debian's ``prometheus`` (scripts/install-prometheus) runs as one more child
 ``/metrics`` — each service that gets a ``<NAME>_HTTP_PORT`` — every few seconds, and
 loads the alert and recording rules of ``deploy/prometheus/rules``, the same files a
 production Prometheus loads. Without the binary the run goes on without it and says so.
+
+``peepers-prometheusrule`` prints the same rule files as a Prometheus Operator
+``PrometheusRule``: deploy/k8s/monitoring/prometheusrule.yaml is its output
+(tests/unit/test_k8s.py fails when the two differ).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
+import yaml
 
 from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan
 
@@ -49,6 +54,44 @@ def config(children: list[ChildSpec], rules_dir: Path = RULES_DIR) -> dict[str, 
             for job, target in scrape_targets(children).items()
         ],
     }
+
+
+def prometheus_rule(rules_dir: Path = RULES_DIR) -> dict[str, Any]:
+    """Every group of every rule file, in file order, as one ``PrometheusRule``."""
+    groups = []
+    for path in sorted(rules_dir.glob("*.yml")):
+        groups += yaml.safe_load(path.read_text())["groups"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {
+            "name": "peepers",
+            "labels": {"app.kubernetes.io/name": "peepers", "role": "alert-rules"},
+        },
+        "spec": {"groups": groups},
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the rules' expressions) as literal blocks, as written."""
+
+
+def _text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def main() -> None:
+    """``peepers-prometheusrule > deploy/k8s/monitoring/prometheusrule.yaml``."""
+    header = (
+        "# Generated from deploy/prometheus/rules by `uv run peepers-prometheusrule`:\n"
+        "# edit the rule files, then regenerate this one.\n"
+    )
+    body = yaml.dump(prometheus_rule(), Dumper=_Dumper, sort_keys=False, width=100)
+    print(header + body, end="")
 
 
 def write_config(plan: Plan) -> Path:

@@ -10,9 +10,9 @@ A write goes: a cheap check that its compare-and-set can still land (one Redis r
 the changelog (``acks=all``), then the compare-and-set on the view, after any restore
 running in this process (the view may not hold the seller until it ends). A writer that
 loses the race after its record reached the changelog appends the winner's state again,
-so the topic's last record per seller is the view's. The view notes the offset of the
-record it reflects, so a restore running beside live writes never puts an older record
-back (`RedisSellerStore.apply`).
+so the topic's last record per seller is the view's. A restore orders a seller's records
+by version, then offset (`RedisSellerStore.apply`), so neither a record logged after a
+newer one nor a restore running beside live writes brings back an older state.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class ChangelogSellerStore:
             fields.seller_id, version=fields.version, offset=logged.offset
         ):
             log.info("seller %s: a record Kafka had refused is now logged", fields.seller_id)
+        else:
+            await self._relog(fields.seller_id)
 
     async def put(
         self, record: SellerRecord, *, expected_version: int, lock_token: str | None = None
@@ -105,7 +107,11 @@ class ChangelogSellerStore:
             )
 
     async def _relog(self, seller_id: int) -> None:
-        """Append the view's current record: the one that won the race after ours."""
+        """Append the view's current record: the one that won the race after ours.
+
+        Every append here is followed by a compare-and-set on the view; when that fails,
+        a newer record may sit before ours in the topic, and this puts it last again.
+        """
         winner = await self._view.fields(seller_id)
         if winner is not None:
             await self._changelog.write(str(seller_id), winner.changelog_value())
@@ -119,7 +125,8 @@ class ChangelogSellerStore:
         logged = await self._changelog.write(
             str(seller_id), current._replace(outbox=b"").changelog_value()
         )
-        await self._view.clear_outbox(seller_id, version=version, offset=logged.offset)
+        if not await self._view.clear_outbox(seller_id, version=version, offset=logged.offset):
+            await self._relog(seller_id)
 
     async def acquire_lock(self, seller_id: int, *, ttl_s: float) -> str | None:
         return await self._view.acquire_lock(seller_id, ttl_s=ttl_s)

@@ -87,7 +87,8 @@ return 1
 _CLEAR_OUTBOX_LUA: Final = """
 if redis.call('HGET', KEYS[1], 'version') == ARGV[1] then
   redis.call('HSET', KEYS[1], 'offset', ARGV[2])
-  return redis.call('HDEL', KEYS[1], 'outbox')
+  redis.call('HDEL', KEYS[1], 'outbox')
+  return 1
 end
 return 0
 """
@@ -95,19 +96,26 @@ _RELEASE_LUA: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# Restore: apply a changelog record unless the view already reflects a later one of the
-# seller (live writes land beside a restore). The offset decides, not the version: the
-# log's last record per seller is its state, as compaction keeps it (a key's records
-# share a partition). An empty version is a tombstone.
+# Restore: apply a changelog record unless the view already holds a later state of the
+# seller (live writes land beside a restore). Later means a higher version, or the same
+# version logged at a higher offset (an outbox cleared, a blob re-sealed; a key's records
+# share a partition, so offsets order them). Versions first: a record logged after a
+# newer one (a race's loser, an outbox clear that lost to a refresh) never wins. An
+# empty version is a tombstone, ordered by offset alone.
 _APPLY_LUA: Final = """
-if tonumber(redis.call('HGET', KEYS[1], 'offset') or '-1') >= tonumber(ARGV[6]) then
-  return 0
-end
+local stored = redis.call('HMGET', KEYS[1], 'version', 'offset')
+local stored_version = tonumber(stored[1] or '0')
+local stored_offset = tonumber(stored[2] or '-1')
+local offset = tonumber(ARGV[6])
 if ARGV[2] == '' then
+  if stored_offset >= offset then return 0 end
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[1])
   return 1
 end
+local version = tonumber(ARGV[2])
+if stored_version > version then return 0 end
+if stored_version == version and stored_offset >= offset then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'meta', ARGV[3], 'offset', ARGV[6])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'sealed', ARGV[4]) end
@@ -366,9 +374,13 @@ class RedisSellerStore:
             )
         return bool(done)
 
-    async def clear_outbox(self, seller_id: int, *, version: int, offset: int = -1) -> None:
+    async def clear_outbox(self, seller_id: int, *, version: int, offset: int = -1) -> bool:
+        """Drop the outbox of ``version``; False when the view holds another version."""
         async with redis_errors():
-            await self._clear_outbox(keys=[self._key(seller_id)], args=[str(version), str(offset)])
+            done = await self._clear_outbox(
+                keys=[self._key(seller_id)], args=[str(version), str(offset)]
+            )
+        return bool(done)
 
     async def acquire_lock(self, seller_id: int, *, ttl_s: float) -> str | None:
         token = secrets.token_hex(16)
@@ -398,7 +410,7 @@ class RedisSellerStore:
         return sorted(int(m) for m in members)
 
     async def apply(self, entries: Sequence[ChangelogEntry]) -> None:
-        """Apply changelog records (`ChangelogView`): a later record in the view stays.
+        """Apply changelog records (`ChangelogView`): a later state in the view stays.
 
         A record that does not decode is logged (key and offset, never the value) and
         skipped, so one bad record cannot keep the service from ever becoming ready.

@@ -29,11 +29,11 @@ class WebSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_WEB_", env_nested_delimiter="__")
 
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
-    http_port: int = 8082
+    http_port: int = 8085
     log_level: str = "INFO"
     # Where sellers reach the pages: https turns the cookie's Secure flag on, and it is the
     # only Origin a state-changing request may come from.
-    public_base_url: str = "http://localhost:8082"
+    public_base_url: str = "http://localhost:8085"
     # Where the auth process's pages are (login, logout, disconnect live there).
     auth_base_url: str = "http://localhost:8081"
     redis: RedisSettings = RedisSettings(username="auth-web")

@@ -51,6 +51,10 @@ class RedisAnalytics:
         self._pinned = generation
         self._count = redis.register_script(lua("count_transition.lua"))
 
+    def pinned(self, generation: str) -> RedisAnalytics:
+        """The same store, writing and reading ``generation`` only (a rebuild's)."""
+        return RedisAnalytics(self._redis, self._ns, generation=generation)
+
     async def _generations(self) -> list[str]:
         if self._pinned is not None:
             return [self._pinned]

@@ -13,6 +13,7 @@ Keys (under ``orders:``, or ``orders:<scope>:`` in tests)::
     seller:{seller_id}:profile           JSON: nickname and email (for mail)
     backfill:{seller_id}                 JSON: the seller's backfill checkpoint
     epoch                                ISO time this cache began (gone after a loss)
+    epoch:rebuilt                        set once the new cache's rebuild is done
 
 An order is written with its index entries and its pending events by one Lua script
 (``lua/put_order.lua``), a compare-and-set on the record's version. Lists page by a cursor
@@ -282,12 +283,28 @@ class RedisSellerDirectory:
         return None if raw is None else datetime.fromisoformat(_text(raw))
 
     async def epoch_started_at(self) -> datetime:
-        """When this cache began; a cache that lost its marker begins now."""
+        return (await self.begin_epoch())[0]
+
+    async def begin_epoch(self) -> tuple[datetime, bool]:
+        """When this cache began, and whether its rebuild is done.
+
+        A cache that lost its marker begins now.
+        """
         key = self._ns.key("epoch")
+        now = datetime.now(UTC)
         with redis_errors("reading the cache epoch"):
-            await self._redis.set(key, datetime.now(UTC).isoformat(), nx=True)
-            raw = cast("bytes", await self._redis.get(key))
-        return datetime.fromisoformat(_text(raw))
+            await self._redis.set(key, now.isoformat(), nx=True)
+            raw, rebuilt = cast(
+                "list[bytes | None]",
+                await self._redis.mget([key, self._ns.key("epoch", "rebuilt")]),
+            )
+        # None only if the cache was lost again between the two commands: it begins now.
+        started = now if raw is None else datetime.fromisoformat(_text(raw))
+        return started, rebuilt is not None
+
+    async def epoch_rebuilt(self) -> None:
+        with redis_errors("marking the cache rebuilt"):
+            await self._redis.set(self._ns.key("epoch", "rebuilt"), b"1")
 
     async def profile(self, seller_id: int) -> SellerProfile | None:
         with redis_errors("reading a seller's profile"):
