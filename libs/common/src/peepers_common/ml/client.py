@@ -52,6 +52,7 @@ from peepers_common.ml.models import (
     MlQuestion,
     MlQuestionPage,
     MlShipment,
+    MlShipmentStep,
     MlUser,
 )
 from peepers_common.ml.ratelimit import OutboundLimiter
@@ -143,6 +144,9 @@ class MlApi(Protocol):
         statuses: Sequence[str] = (),
     ) -> MlOrderPage: ...
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment: ...
+    async def get_shipment_history(
+        self, shipment_id: int, *, seller_id: int
+    ) -> list[MlShipmentStep]: ...
     async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack: ...
     async def get_payment(self, payment_id: int, *, seller_id: int) -> MlPayment: ...
     async def get_question(self, question_id: int, *, seller_id: int) -> MlQuestion: ...
@@ -467,6 +471,14 @@ class HttpMlApi:
             headers={"x-format-new": "true"},
         )
 
+    async def get_shipment_history(
+        self, shipment_id: int, *, seller_id: int
+    ) -> list[MlShipmentStep]:
+        """The shipment's statuses with their dates, oldest first."""
+        path = f"/shipments/{shipment_id}/history"
+        body = await self._call("GET", path, seller_id=seller_id)
+        return _validated(path, "a shipment history", lambda: _HISTORY.validate_json(body))
+
     async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack:
         return await self._model(MlPack, f"/packs/{pack_id}", seller_id=seller_id)
 
@@ -624,6 +636,7 @@ class _MultigetEntry(BaseModel):
 
 
 _MULTIGET: Final = TypeAdapter(list[_MultigetEntry])
+_HISTORY: Final = TypeAdapter(list[MlShipmentStep])
 
 
 def _validated(path: str, what: str, parse: Callable[[], T]) -> T:
