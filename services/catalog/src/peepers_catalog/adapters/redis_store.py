@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
@@ -753,7 +753,10 @@ def _checked(reply: Any) -> Any:
 
 
 def _micros(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    # Epoch microseconds exactly (the compare-and-set version), from the timedelta's
+    # parts: several times cheaper than dividing it by another timedelta.
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _text(value: bytes | str) -> str:
@@ -864,15 +867,16 @@ class RedisItemStore:
         self, item: ItemSnapshot, *, expected: datetime | None, pending: bytes | None = None
     ) -> bool:
         meta = f"{item.status}\t{item.category_id or ''}"
+        version = str(_micros(item.last_updated))
         args: list[str | bytes] = [
             item.id,
             "" if expected is None else str(_micros(expected)),
-            str(_micros(item.last_updated)),
+            version,
             item.model_dump_json(),
             meta,
             " ".join(sorted(item_terms(item.title, item.sku))),
             str(item.price),
-            str(_micros(item.last_updated)),
+            version,
             str(item.sold_quantity),
             pending or b"",
         ]
