@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin
 from uuid import uuid4
@@ -17,6 +19,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 from redis.asyncio.client import MonitorCommandInfo
+from redis.exceptions import RedisError
 
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.ml import (
@@ -206,3 +209,48 @@ async def redis_commands_during(
             while (command := await monitor.next_command())["command"] != f"GET {marker}":
                 commands.append(command)
     return result, commands
+
+
+@asynccontextmanager
+async def private_redis(directory: Path, users: Sequence[str] = ("catalog",)) -> AsyncIterator[str]:
+    """A redis-server of the test's own on a free port, without persistence; yields its URL.
+
+    For tests that lose Redis (FLUSHALL, a restart): never the shared one. ``users`` are
+    the ACL users the services log in as (any password), allowed everything.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    log = (directory / f"redis-{port}.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        "redis-server",
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(directory),
+        "--user", "default", "on", "nopass", "~*", "&*", "+@all",
+        *(arg for user in users for arg in ("--user", user, "on", "nopass", "~*", "&*", "+@all")),
+        stdout=log,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = aioredis.Redis.from_url(url)
+
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except (RedisError, OSError):
+                return False
+
+        try:
+            await wait_until(answers, timeout_s=10, every_s=0.05)
+        finally:
+            await client.aclose()
+        yield url
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+        log.close()

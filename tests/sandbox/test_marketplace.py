@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
 from peepers_sandbox import DEMO_REDIRECT_URI, DEMO_SELLER_ID, Sandbox
 from peepers_sandbox.__main__ import build_config
@@ -40,6 +41,24 @@ class TestAdminEvents:
             http.post("/_admin/events/delivery", json={"order_id": order["id"]}) as resp,
         ):
             assert resp.status == 400
+
+    @pytest.mark.parametrize(
+        ("path", "body"),
+        [
+            ("/_admin/events/new_order", {"seller_id": DEMO_SELLER_ID, "quantity": "two"}),
+            ("/_admin/events/silent_change", {"order_id": [1]}),
+            ("/_admin/events/payment", {"order_id": 1, "colour": "red"}),
+            ("/_admin/clock/advance", {"seconds": "soon"}),
+        ],
+    )
+    async def test_a_bad_parameter_is_a_400_with_ml_body(
+        self, small_sandbox: SmallSandbox, path: str, body: dict[str, object]
+    ):
+        sb: Sandbox = await small_sandbox()
+        async with aiohttp.ClientSession(sb.url) as http, http.post(path, json=body) as resp:
+            assert resp.status == 400
+            answer = await resp.json()
+        assert answer == {**answer, "error": "bad_request", "status": 400, "cause": []}
 
     async def test_stock_to_zero_pauses_and_stock_back_reactivates(
         self, small_sandbox: SmallSandbox

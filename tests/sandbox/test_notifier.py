@@ -195,6 +195,7 @@ class TestActivity:
         snapshot = await sb.admin.stop_activity()
         summary = await sb.admin.wait_notifier_idle()
         assert sum(snapshot["done"].values()) > 0
+        assert snapshot["errors"] == 0
         assert summary["missed"] == 0
         assert summary["delivered"] == summary["notifications"] == len(sink.received)
         assert len({n["_id"] for n in sink.received}) == len(sink.received)

@@ -101,3 +101,22 @@ def test_the_catalog_runs_its_worker_with_broker_credentials_auth_accepts(
     assert env["CATALOG_TOKEN_BROKER__URL"] == f"http://auth:{AuthSettings().http_port}"
     assert env["CATALOG_ML__BASE_URL"] == "http://sandbox:8090"
     assert "auth" in catalog["depends_on"]
+
+
+def test_prometheus_scrapes_every_service_on_its_port_with_the_repositorys_rules(
+    compose: dict[str, Any],
+) -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    scraped = {
+        job["job_name"]: target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    assert scraped == {
+        f"peepers-{service}": f"{service}:{settings().http_port}"  # type: ignore[attr-defined]
+        for service, settings in SERVICES.items()
+    }
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus/rules:/etc/prometheus/rules:ro" in mounts
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]

@@ -15,12 +15,18 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from peepers_auth.settings import Settings as AuthSettings
+from peepers_auth.web.settings import WebSettings
 from peepers_catalog.__main__ import cli as catalog_cli
 from peepers_catalog.app import ITEM_TOPICS
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.settings import StackSettings
-from peepers_common.topics import PEEPERS_SELLERS, TOPICS
+from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, TOPICS
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.__main__ import cli as messages_cli
+from peepers_messages.app import CONSUMED as MESSAGES_CONSUMED
+from peepers_messages.settings import Settings as MessagesSettings
+from peepers_orders.app import NOTIFICATION_TOPICS
+from peepers_orders.settings import Settings as OrdersSettings
 from tests.support import holds_secret, settings_field
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,12 +41,19 @@ class Svc:
     module: str
     # Arguments after `python -m <module>` that pick the long-running command.
     args: tuple[str, ...] = ()
+    # The image, when the service runs from another service's package (web: auth's).
+    image: str | None = None
+    # Whether it calls ML itself (web does not: it reads the other services only).
+    calls_ml: bool = True
 
 
 SERVICES = {
     "ingest": Svc(IngestSettings, "peepers_ingest"),
     "auth": Svc(AuthSettings, "peepers_auth"),
     "catalog": Svc(CatalogSettings, "peepers_catalog", ("worker",)),
+    "orders": Svc(OrdersSettings, "peepers_orders", ("worker",)),
+    "messages": Svc(MessagesSettings, "peepers_messages", ("worker",)),
+    "web": Svc(WebSettings, "peepers_auth", ("web",), image="peepers-auth", calls_ml=False),
 }
 # Workloads that are not services, and the settings their env vars belong to.
 OTHER_WORKLOADS: dict[str, type[BaseSettings]] = {"peepers-topics": StackSettings}
@@ -244,7 +257,8 @@ class TestProbesAndPorts:
         assert ready["path"] == "/readyz"
         assert _named_port(container, live["port"]) == port
         assert _named_port(container, ready["port"]) == port
-        assert _config(service)[f"{service.upper()}_HTTP_PORT"] == str(port)
+        prefix = SERVICES[service].settings.model_config.get("env_prefix", "")
+        assert _config(service)[f"{prefix}HTTP_PORT"] == str(port)
 
     @pytest.mark.parametrize("service", SERVICES)
     def test_cluster_service_exposes_the_settings_port(self, service: str) -> None:
@@ -272,11 +286,12 @@ class TestImagesAndCommands:
     @pytest.mark.parametrize("service", SERVICES)
     def test_image_is_the_dockerfile_build_of_the_services_package(self, service: str) -> None:
         # docker build -f deploy/docker/Dockerfile --build-arg PACKAGE=peepers-<service>
-        assert _container(_workload(service))["image"] == f"peepers-{service}"
-        package = ROOT / "services" / service / "pyproject.toml"
-        assert f'name = "peepers-{service}"' in package.read_text()
+        image = SERVICES[service].image or f"peepers-{service}"
+        assert _container(_workload(service))["image"] == image
+        package = ROOT / "services" / image.removeprefix("peepers-") / "pyproject.toml"
+        assert f'name = "{image}"' in package.read_text()
         images = yaml.safe_load((K8S / "kustomization.yaml").read_text())["images"]
-        assert f"peepers-{service}" in {image["name"] for image in images}
+        assert image in {found["name"] for found in images}
 
     def test_dockerfile_puts_the_venv_first_and_runs_as_the_manifests_user(self) -> None:
         dockerfile = DOCKERFILE.read_text()
@@ -302,9 +317,19 @@ class TestImagesAndCommands:
         if service == "ingest":
             assert str(settings.spool_dir) in mounts  # type: ignore[attr-defined]
             assert _config(service)["INGEST_SPOOL_DIR"] in mounts
-        if service == "catalog":
+        if service in ("catalog", "orders", "messages"):
             # Faust makes <app id>-data in its working directory.
-            assert f"{workdir}/{_config(service)['CATALOG_APP_ID']}-data" in mounts
+            app_id = _config(service)[f"{service.upper()}_APP_ID"]
+            assert f"{workdir}/{app_id}-data" in mounts
+
+
+def _lag_query(query: str) -> tuple[str, str]:
+    """(group, topic) of a trigger's query: the group's largest lag report on one topic."""
+    found = re.fullmatch(
+        r'max\(peepers_consumer_lag_records\{group="([^"]+)",topic="([^"]+)"\}\)', query
+    )
+    assert found is not None, query
+    return found[1], found[2]
 
 
 class TestCatalogAutoscaling:
@@ -317,25 +342,70 @@ class TestCatalogAutoscaling:
         assert "replicas" not in _workload("catalog")["spec"], "the HPA owns replicas"
 
     def test_it_watches_the_catalog_consumer_group_on_every_topic_it_consumes(self, scaled) -> None:
+        """On the lag gauges the worker exports: the numbers the alerts and dashboards show."""
         triggers = scaled["spec"]["triggers"]
-        assert {t["type"] for t in triggers} == {"kafka"}
+        assert {t["type"] for t in triggers} == {"prometheus"}
         group = _config("catalog")["CATALOG_APP_ID"]
         assert group == CatalogSettings().app_id
-        assert {t["metadata"]["consumerGroup"] for t in triggers} == {group}
-        watched = {t["metadata"]["topic"] for t in triggers}
-        assert watched == {*ITEM_TOPICS, PEEPERS_SELLERS}
+        watched = [_lag_query(t["metadata"]["query"]) for t in triggers]
+        assert {g for g, _ in watched} == {group}
+        assert {topic for _, topic in watched} == {*ITEM_TOPICS, PEEPERS_SELLERS}
+        for trigger in triggers:
+            assert int(trigger["metadata"]["threshold"]) >= 1
+            assert trigger["metadata"]["serverAddress"].startswith("http")
 
     def test_replicas_never_exceed_the_partitions_of_any_watched_topic(self, scaled) -> None:
         spec = scaled["spec"]
         for trigger in spec["triggers"]:
-            topic = trigger["metadata"]["topic"]
+            _, topic = _lag_query(trigger["metadata"]["query"])
             assert spec["maxReplicaCount"] <= TOPICS[topic].partitions, topic
-            assert trigger["metadata"].get("allowIdleConsumers", "false") == "false"
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
 
     def test_budget_leaves_a_replica_of_the_minimum(self, scaled) -> None:
         budget = _one("PodDisruptionBudget", "peepers-catalog")["spec"]
         assert budget["maxUnavailable"] < scaled["spec"]["minReplicaCount"]
+
+
+class TestOrdersAutoscaling:
+    def test_it_watches_the_worker_and_mailer_groups_on_what_each_consumes(self) -> None:
+        scaled = _one("ScaledObject", "peepers-orders")
+        assert scaled["spec"]["scaleTargetRef"]["name"] == _workload("orders")["metadata"]["name"]
+        config = _config("orders")
+        assert config["ORDERS_APP_ID"] == OrdersSettings().app_id
+        assert config["ORDERS_MAIL__APP_ID"] == OrdersSettings().mail.app_id
+        watched: dict[str, set[str]] = {}
+        for trigger in scaled["spec"]["triggers"]:
+            assert trigger["type"] == "prometheus"
+            group, topic = _lag_query(trigger["metadata"]["query"])
+            watched.setdefault(group, set()).add(topic)
+            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[topic].partitions
+        assert watched == {
+            config["ORDERS_APP_ID"]: {*NOTIFICATION_TOPICS, PEEPERS_SELLERS},
+            config["ORDERS_MAIL__APP_ID"]: {PEEPERS_ORDERS},
+        }
+
+
+class TestMessagesAutoscaling:
+    @pytest.fixture
+    def scaled(self) -> dict[str, Any]:
+        return _one("ScaledObject", "peepers-messages")
+
+    def test_it_watches_the_messages_group_on_every_topic_it_consumes(self, scaled) -> None:
+        assert scaled["spec"]["scaleTargetRef"]["name"] == _workload("messages")["metadata"]["name"]
+        group = _config("messages")["MESSAGES_APP_ID"]
+        assert group == MessagesSettings().app_id
+        watched = [_lag_query(t["metadata"]["query"]) for t in scaled["spec"]["triggers"]]
+        assert {g for g, _ in watched} == {group}
+        assert {topic for _, topic in watched} == set(MESSAGES_CONSUMED)
+        for _, topic in watched:
+            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[topic].partitions, topic
+
+    def test_the_messages_worker_command_exists(self) -> None:
+        commands = {
+            c.name or (c.callback.__name__ if c.callback else None)
+            for c in messages_cli.registered_commands
+        }
+        assert "worker" in commands
 
 
 class TestNetworkPolicies:
@@ -357,11 +427,12 @@ class TestNetworkPolicies:
     def test_ingest_is_reachable_from_outside_on_its_port(self) -> None:
         assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in self._ingress("ingest")
 
-    def test_auth_admits_only_catalog_and_ingest_pods(self) -> None:
+    def test_auth_admits_only_the_token_brokers_clients(self) -> None:
         pods = [peer["podSelector"] for peer in self._ingress("auth") if "podSelector" in peer]
         (only,) = pods
         (expression,) = only["matchExpressions"]
-        assert set(expression["values"]) == {"peepers-catalog", "peepers-ingest"}
+        clients = {"peepers-catalog", "peepers-orders", "peepers-messages", "peepers-ingest"}
+        assert set(expression["values"]) == clients
         assert not any("ipBlock" in peer for peer in self._ingress("auth"))
 
     def test_auth_ingress_routes_no_internal_path(self) -> None:
@@ -377,4 +448,5 @@ class TestNetworkPolicies:
     def test_egress_reaches_kafka_redis_and_ml(self, service: str) -> None:
         egress = _one("NetworkPolicy", f"peepers-{service}")["spec"]["egress"]
         ports = {p["port"] for rule in egress for p in rule["ports"]}
-        assert {9092, 6379, 443} <= ports
+        assert {9092, 6379} <= ports
+        assert (443 in ports) == SERVICES[service].calls_ml

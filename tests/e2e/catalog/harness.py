@@ -81,18 +81,19 @@ class ItemHistory:
         self.bodies: dict[str, dict[datetime, bytes]] = defaultdict(dict)
         self._initial = 0
         for item_id in market.items_by_seller[seller_id]:
-            self._record(item_id)
+            self.record(item_id)
         hook = market.on_change
 
         def on_change(topic: str, user_id: int, resource: str, actions: list[str] | None) -> None:
             if topic in ("items", "items_prices") and user_id == seller_id:
-                self._record(resource.split("/")[2])
+                self.record(resource.split("/")[2])
             if hook is not None:
                 hook(topic, user_id, resource, actions)
 
         market.on_change = on_change
 
-    def _record(self, item_id: str) -> None:
+    def record(self, item_id: str) -> None:
+        """Note the version ML serves now (a change made without the hook, too)."""
         body = self.market.item_json(item_id, owner=True)
         self.bodies[item_id][MlItem.model_validate_json(body).last_updated] = body
 

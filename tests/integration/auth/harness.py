@@ -24,7 +24,8 @@ from peepers_auth.models import SellerRecord
 from peepers_auth.settings import OAuthSettings, Settings
 from peepers_common.kafka import read_to_end
 from peepers_common.namespaces import Namespace, connect_redis
-from peepers_common.settings import KafkaSettings, MlApiSettings
+from peepers_common.settings import KafkaSettings, MlApiSettings, RedisSettings
+from peepers_common.topics import AUTH_SELLERS_CHANGELOG, topic_spec
 from peepers_sandbox.app import Sandbox, run_sandbox
 from peepers_sandbox.config import (
     DEMO_APP_ID,
@@ -67,6 +68,7 @@ class AuthStack:
     settings: Settings
     namespace: Namespace
     topic: str
+    changelog_topic: str
     clock: MovableClock
     urls: list[str]
     cipher: TokenCipher
@@ -149,9 +151,14 @@ async def auth_stack(
     auto_approve: bool = True,
     extra_redirect_paths: Sequence[str] = (),
     topic: str | None = None,
+    redis: RedisSettings | None = None,
+    sellers: int = 1,
 ) -> AsyncIterator[AuthStack]:
-    """Sandbox + ``replicas`` auth apps on one Redis namespace and one topic (uuid-named
-    unless ``topic`` names an existing one)."""
+    """Sandbox + ``replicas`` auth apps on one Redis namespace, one events topic (uuid-named
+    unless ``topic`` names an existing one) and their own changelog topic.
+
+    ``redis`` points the apps at another Redis (a server of the test's own, to flush).
+    """
     sockets = [bound_socket() for _ in range(replicas + len(extra_redirect_paths))]
     urls = [f"http://127.0.0.1:{s.getsockname()[1]}" for s in sockets]
     public_url = urls[0]
@@ -162,7 +169,7 @@ async def auth_stack(
         apps=[AppConfig(redirect_uris=[f"{public_url}/auth/callback", *extra_uris])],
         api=ApiConfig(auto_approve=auto_approve),
         marketplace=MarketplaceConfig(
-            sellers=1,
+            sellers=sellers,
             items_per_seller=3,
             orders_per_seller=1,
             questions_per_seller=1,
@@ -176,24 +183,34 @@ async def auth_stack(
             stack.callback(sock.close)
         sandbox = await stack.enter_async_context(run_sandbox(config))
         topic = topic or await create_topic(kafka)
+        changelog_topic = await create_topic(kafka, like=topic_spec(AUTH_SELLERS_CHANGELOG))
         namespace = Namespace("auth", scope=unique())
         clock = MovableClock()
         key = TokenCipher.generate_key()
         settings = auth_settings(sandbox.url, public_url, key=key)
-        redis = connect_redis(settings.redis)
-        stack.push_async_callback(redis.aclose)
+        if redis is not None:
+            settings = settings.model_copy(update={"redis": redis})
+        client = connect_redis(settings.redis)
+        stack.push_async_callback(client.aclose)
         for sock in sockets[:replicas]:
-            app = create_app(settings, namespace=namespace, topic=topic, clock=clock)
+            app = create_app(
+                settings,
+                namespace=namespace,
+                topic=topic,
+                changelog_topic=changelog_topic,
+                clock=clock,
+            )
             await _serve(app, sock, stack)
         built = AuthStack(
             sandbox=sandbox,
             settings=settings,
             namespace=namespace,
             topic=topic,
+            changelog_topic=changelog_topic,
             clock=clock,
             urls=urls[:replicas],
             cipher=TokenCipher([SecretStr(key)]),
-            redis=redis,
+            redis=client,
             extra_redirect_uris=extra_uris,
         )
         # Extra instances share everything but answer on another registered redirect URI.
@@ -201,7 +218,13 @@ async def auth_stack(
             other = settings.model_copy(
                 update={"oauth": settings.oauth.model_copy(update={"redirect_uri": uri})}
             )
-            app = create_app(other, namespace=namespace, topic=topic, clock=clock)
+            app = create_app(
+                other,
+                namespace=namespace,
+                topic=topic,
+                changelog_topic=changelog_topic,
+                clock=clock,
+            )
             await _serve(app, sock, stack)
         yield built
 

@@ -30,7 +30,7 @@ async def test_a_login_against_the_sandbox_lands_on_the_dashboard_with_tokens_en
         assert record.tokens is not None
         assert record.tokens.access_token.get_secret_value() in stack.known_tokens()
         raw = await redis_admin.hgetall(stack.namespace.key("seller", SELLER))
-        assert set(raw) == {b"version", b"meta", b"sealed"}
+        assert set(raw) == {b"version", b"meta", b"sealed", b"offset"}
         dump = b" ".join(await raw_values(redis_admin, stack.namespace))
         for token in stack.known_tokens():
             assert token.encode() not in dump

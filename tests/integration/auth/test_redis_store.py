@@ -83,17 +83,3 @@ async def test_only_one_of_many_concurrent_callbacks_takes_a_state(
     assert sum(t is not None for t in taken) == 1
     assert await states.was_used("the-state")
     assert not await states.was_used("another-state")
-
-
-async def test_rotating_keys_reseals_every_record_so_the_old_key_can_go(
-    auth_redis: aioredis.Redis,
-) -> None:
-    ns = Namespace("auth", scope=unique())
-    old, new = _key(), _key()
-    await RedisSellerStore(auth_redis, ns, TokenCipher([old])).put(_record(1), expected_version=0)
-    rotating = RedisSellerStore(auth_redis, ns, TokenCipher([new, old]))
-    assert await rotating.rotate_keys() == 1
-    assert await rotating.rotate_keys() == 0
-    stored = await RedisSellerStore(auth_redis, ns, TokenCipher([new])).get(SELLER)
-    assert stored is not None
-    assert stored.version == 1

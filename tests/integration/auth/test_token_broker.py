@@ -164,7 +164,7 @@ async def test_the_broker_provider_maps_reauth_and_bad_credentials(
             await bad.access_token(SELLER)
 
 
-async def test_no_token_reaches_the_logs_or_raw_redis(
+async def test_no_token_reaches_the_logs_raw_redis_or_the_raw_changelog(
     kafka: KafkaSettings, redis_admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -187,7 +187,14 @@ async def test_no_token_reaches_the_logs_or_raw_redis(
                 ) as refused:
                     assert refused.status == 409
             dump = b"\n".join(await raw_values(redis_admin, stack.namespace))
+            # The changelog topic as a consumer of it sees it: keys, values, headers.
+            changelog = await read_all(kafka, stack.changelog_topic)
         tokens |= stack.known_tokens()
+    assert len(changelog) >= 3  # the login, two refreshes, the reauth_required mark
+    dump += b"\n".join(
+        b"\n".join([r.key or b"", r.value or b"", *(value for _, value in r.headers)])
+        for r in changelog
+    )
     assert len(tokens) >= 4  # three access tokens and the live refresh token at least
     logged = "\n".join(
         [

@@ -109,3 +109,40 @@ async def test_readyz_is_503_when_redis_does_not_answer(store: RedisItemStore) -
     app = create_api(Settings(), store=store, search=store, ping=down)
     async with TestClient(TestServer(app)) as client:
         assert (await client.get("/readyz")).status == 503
+
+
+class Rebuilding:
+    """A `CacheEpoch` the test switches; counts the misses the API reported."""
+
+    def __init__(self) -> None:
+        self.rebuilding = False
+        self.misses = 0
+
+    async def after_miss(self) -> bool:
+        self.misses += 1
+        return self.rebuilding
+
+
+async def test_answers_say_whether_the_cache_is_being_rebuilt(
+    store: RedisItemStore, make_item: MakeItem
+) -> None:
+    settings = Settings(service_credentials={"orders": SecretStr("s3cret")})
+    await store.put(make_item("MLB1"), expected=None)
+    cache = Rebuilding()
+    app = create_api(settings, store=store, search=store, ping=store.ping, cache=cache)
+    async with TestClient(TestServer(app)) as client:
+        found = await client.get("/catalog/items/MLB1", headers=AUTH)
+        assert found.headers["Peepers-Cache-State"] == "ready"
+        assert (await (await client.get("/readyz")).json())["status"] == "ready"
+
+        cache.rebuilding = True
+        page = await client.get(SEARCH, headers=AUTH)
+        assert page.headers["Peepers-Cache-State"] == "rebuilding"
+        missing = await client.get("/catalog/items/MLB404", headers=AUTH)
+        assert missing.status == 404
+        assert missing.headers["Peepers-Cache-State"] == "rebuilding"
+        assert "being rebuilt" in (await missing.json())["detail"]
+        assert cache.misses == 1  # the miss made the service check its cache
+        ready = await client.get("/readyz")
+        assert ready.status == 200  # flagged answers beat none
+        assert (await ready.json())["status"] == "rebuilding"

@@ -258,3 +258,17 @@ class TestOutbox:
 
     async def test_nothing_cached_reads_as_empty(self, store: RedisItemStore) -> None:
         assert await store.cached("MLB404") == CachedItem(None)
+
+
+class TestSample:
+    async def test_a_sample_is_distinct_live_items_of_the_seller(
+        self, store: RedisItemStore, make_item: MakeItem
+    ) -> None:
+        for n in range(30):
+            await store.put(make_item(f"MLB{n}"), expected=None)
+        await store.put(make_item("MLB99", seller_id=SELLER + 1), expected=None)
+        await store.mark_gone(SELLER, ["MLB0", "MLB1"])
+        sample = await store.sample_item_ids(SELLER, 20)
+        assert len(sample) == len(set(sample)) == 20
+        assert set(sample) <= {f"MLB{n}" for n in range(2, 30)}
+        assert await store.sample_item_ids(SELLER + 2, 20) == []

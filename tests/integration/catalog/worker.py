@@ -25,6 +25,7 @@ from peepers_common.notifications import Notification, cloudevent_headers, encod
 from peepers_common.settings import KafkaSettings
 from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import (
+    CATALOG_SELLERS_CHANGELOG,
     PEEPERS_CATALOG,
     PEEPERS_SELLERS,
     TOPICS,
@@ -47,11 +48,12 @@ from tests.support import unique, wait_until
 READER = ("reader", "reader-secret-0123456789")
 
 
-async def catalog_topics(kafka: KafkaSettings) -> str:
-    """Registry-shaped topics for the catalog behind a fresh prefix; returns the prefix."""
-    prefix = f"{unique('test')}."
+async def catalog_topics(kafka: KafkaSettings, prefix: str | None = None) -> str:
+    """Registry-shaped topics for the catalog behind a fresh prefix (or ``prefix``, shared
+    with another service's topics); returns the prefix."""
+    prefix = prefix or f"{unique('test')}."
     consumed = [*ITEM_TOPICS, PEEPERS_SELLERS]
-    names = [PEEPERS_CATALOG, *consumed]
+    names = [PEEPERS_CATALOG, CATALOG_SELLERS_CHANGELOG, *consumed]
     names += [retry_topic(n) for n in consumed] + [dlq_topic(n) for n in consumed]
     await ensure_topics(
         kafka,
@@ -117,6 +119,22 @@ class WorkerRun:
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    async def metric(self, name: str) -> float:
+        """The sum of a metric's samples on the worker's /metrics (0 when absent).
+
+        ``name`` may carry labels as Prometheus prints them: ``x_total{field="price"}``.
+        """
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url}/metrics") as response,
+        ):
+            text = await response.text()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
 
     async def ready(self) -> bool:
         try:

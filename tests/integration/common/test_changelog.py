@@ -7,11 +7,13 @@ Redis); tests/integration/auth flushes a Redis server of its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from peepers_common.changelog import (
     Changelog,
@@ -128,8 +130,9 @@ async def test_a_new_view_is_restored_at_start_with_each_entitys_latest_record(
 
 
 async def test_a_view_found_missing_is_restored_and_not_ready_meanwhile(
-    kafka: KafkaSettings, topic: str, redis_admin: aioredis.Redis
+    kafka: KafkaSettings, topic: str, redis_admin: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="peepers_common.changelog")
     async with changelog_of(kafka, topic, redis_admin) as (changelog, view, marker):
         await wait_until(lambda: _ready(changelog))
         await changelog.write("a", b"1")
@@ -148,6 +151,16 @@ async def test_a_view_found_missing_is_restored_and_not_ready_meanwhile(
         await asyncio.wait_for(waiter, 10)
         assert changelog.ready
         assert await view.snapshot("a") == {"a": b"1"}
+    assert (
+        REGISTRY.get_sample_value(
+            "peepers_changelog_restores_total", {"topic": topic, "outcome": "restored"}
+        )
+        == 2
+    )  # at start, and after the loss
+    assert REGISTRY.get_sample_value("peepers_changelog_restoring", {"topic": topic}) == 0
+    lines = [r.getMessage() for r in caplog.records if topic in r.getMessage()]
+    assert sum("restoring the view" in line for line in lines) == 2
+    assert any("view restored, 1 records" in line for line in lines)
 
 
 async def test_the_periodic_check_notices_a_lost_view_by_itself(

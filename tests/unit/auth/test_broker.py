@@ -199,3 +199,47 @@ async def test_an_event_kafka_refused_is_kept_and_republished_with_the_same_id(
     [record] = publisher.records
     assert json.loads(record.value)["event_id"] == str(pending.event_id)
     assert sellers.records[SELLER].outbox == ()
+
+
+class LosingSellerStore(InMemorySellerStore):
+    """Stores nothing while ``losing``: a refresh whose record never reached the changelog."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losing = False
+
+    async def put(self, record, *, expected_version, lock_token=None):
+        if self.losing:
+            msg = "the changelog did not acknowledge the record"
+            raise PublishError(msg)
+        return await super().put(record, expected_version=expected_version, lock_token=lock_token)
+
+
+async def test_tokens_ml_refreshed_but_never_stored_leave_the_seller_reauth_required(
+    settings: Settings, ml: FakeMlOAuth, clock: Clock, publisher: InMemoryEventPublisher
+) -> None:
+    """docs/auth.md, "A crash mid-refresh": the window between ML's answer and the write."""
+    sellers = LosingSellerStore()
+    app = create_app(
+        settings,
+        ml=ml,
+        publisher=publisher,
+        states=InMemoryLoginStates(),
+        sessions=InMemorySessions(),
+        sellers=sellers,
+        clock=clock,
+    )
+    async with TestClient(TestServer(app)) as client:
+        await login(client, ml)
+        clock.now += 21600
+        sellers.losing = True
+        lost = await client.get(TOKEN_URL, headers=AUTH)
+        assert lost.status == 503  # never handed out: the caller retries
+        assert ml.access_token not in await lost.text()
+        sellers.losing = False
+        # The stored refresh token is the one ML just retired: the next refresh is refused.
+        responses = await asyncio.gather(*(client.get(TOKEN_URL, headers=AUTH) for _ in range(5)))
+    assert {r.status for r in responses} == {409}
+    assert ml.refresh_calls == 2
+    types = [json.loads(r.value)["type"] for r in publisher.records]
+    assert types == ["seller.connected", "seller.reauth_required"]

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from bench.catalog_latency import PRICE_BASE, seq_of
+from bench.catalog_rebuild import resync_bound_s
 from bench.catalog_support import percentile
 from bench.catalog_sync import minimum_s, multiget_requests, scan_requests
 
@@ -48,3 +49,9 @@ def test_a_price_names_the_change_that_set_it_and_nothing_else() -> None:
     assert seq_of(PRICE_BASE + 99.0, 100) == 99
     assert seq_of(PRICE_BASE + 100, 100) is None
     assert seq_of("12.5", 100) is None
+
+
+def test_a_resync_is_bounded_by_its_scan_and_multigets_at_the_limit() -> None:
+    # 20,000 items: 201 scan pages and 1,000 multigets, at 1,200 a minute: 60.05 s.
+    assert resync_bound_s(20_000, 200, 1200) == pytest.approx(60.05)
+    assert resync_bound_s(100, 200, 60) == pytest.approx(minimum_s(2 + 5, 60))

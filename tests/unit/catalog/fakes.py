@@ -121,6 +121,9 @@ class InMemoryItemStore:
             if item.seller_id == seller_id and i not in self.gone
         }
 
+    async def sample_item_ids(self, seller_id: int, count: int) -> list[str]:
+        return sorted(await self.seller_item_ids(seller_id))[:count]
+
     async def mark_gone(self, seller_id: int, item_ids: Iterable[str]) -> int:
         fresh = {i for i in item_ids if i in self.items and i not in self.gone}
         self.gone |= fresh

@@ -3,8 +3,14 @@
 import subprocess
 import sys
 
-from peepers_common.consumer import ConsumerSettings, RetrySettings, inbound_record
-from peepers_common.consuming import RetryPolicy
+from peepers_common.consumer import (
+    ConsumerKit,
+    ConsumerRuntime,
+    ConsumerSettings,
+    RetrySettings,
+    inbound_record,
+)
+from peepers_common.consuming import InboundRecord, RetryPolicy
 
 
 def test_ingest_and_auth_run_without_importing_faust() -> None:
@@ -55,3 +61,23 @@ def test_a_faust_event_becomes_an_inbound_record() -> None:
         b"{}",
         {"ce_id": b"abc"},
     )
+
+
+async def _done(_record: InboundRecord) -> str:
+    return "done"
+
+
+def test_the_kit_watches_its_groups_lag_on_its_agents_topics_but_not_the_retry_topics() -> None:
+    class Settings(ConsumerSettings):
+        app_id: str = "peepers-demo"
+        topic_prefix: str = "t1."
+        lag_interval_s: float = 5.0
+
+    kit = ConsumerKit(Settings(), consumer="demo")
+    kit.serve(ConsumerRuntime(loop=kit.app.loop, beacon=kit.app.beacon))
+    kit.batch_agent("demo.notifications", ["ml.notifications.orders_v2"], _done)
+    kit.record_agent("demo.sellers", ["peepers.sellers.v1"], _done)
+    kit.retry_agent("demo.retries", ["ml.notifications.orders_v2"], lambda _topic: _done)
+    monitor = kit.lag_monitor()
+    assert monitor.group == "peepers-demo"
+    assert monitor.topics == ["t1.ml.notifications.orders_v2", "t1.peepers.sellers.v1"]

@@ -19,6 +19,7 @@ from peepers_common.consuming import (
     RetryPolicy,
     process_batch,
 )
+from peepers_common.error_tracking import current_seller
 from peepers_common.errors import MlForbidden, MlUnavailable, PublishError
 from peepers_common.testing import InMemoryEventPublisher
 from peepers_common.tracing import TraceContext, current_trace
@@ -203,3 +204,17 @@ async def test_a_batch_runs_keys_side_by_side_and_each_key_in_order(
         offsets = [offset for k, offset in order if k == key]
         assert offsets == sorted(offsets)
     assert len(order) == 6
+
+
+async def test_a_handler_runs_bound_to_the_records_seller_and_nothing_leaks_after(
+    processor: RecordProcessor,
+) -> None:
+    seen: list[int | None] = []
+
+    async def handler(_record: InboundRecord) -> str:
+        seen.append(current_seller.get())
+        return "ok"
+
+    assert await processor.process(record(), handler) == Fate.DONE
+    assert seen == [7]  # the key is 7:/items/MLB1
+    assert current_seller.get() is None

@@ -30,8 +30,20 @@ import typer
 import yaml
 from pydantic.json_schema import models_json_schema
 
-from peepers_common.events import CatalogEvent, DomainEvent, SellerEvent
-from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_SELLERS, topic_spec
+from peepers_common.events import (
+    CatalogEvent,
+    DomainEvent,
+    MessagesEvent,
+    OrdersEvent,
+    SellerEvent,
+)
+from peepers_common.topics import (
+    PEEPERS_CATALOG,
+    PEEPERS_MESSAGES,
+    PEEPERS_ORDERS,
+    PEEPERS_SELLERS,
+    topic_spec,
+)
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 KAFKA_BINDING_VERSION: Final = "0.5.0"
@@ -83,7 +95,8 @@ CHANNELS: Final = (
         events=CatalogEvent,
         description=(
             "Changes of sellers' items as Peepers mirrors them (created, price, stock, "
-            "status and other field changes). Published by the catalog service."
+            "status and other field changes), and snapshots of items re-read after the "
+            "catalog lost its cache (upserts). Published by the catalog service."
         ),
         key=(
             "`<seller_id>:<item_id>`: every change of one item is on one partition, in "
@@ -91,6 +104,38 @@ CHANNELS: Final = (
         ),
         key_example="123456789:MLB1234567890",
         key_pattern=r"^[0-9]+:[^:]+$",
+    ),
+    DomainChannel(
+        topic=PEEPERS_ORDERS,
+        events=OrdersEvent,
+        description=(
+            "Sellers' orders through their lifecycle (created, paid, shipped, delivered, "
+            "cancelled, refunded, not delivered), one event per real transition, and "
+            "snapshots of orders Peepers cannot prove it announced. Published by the "
+            "orders service."
+        ),
+        key=(
+            "`<seller_id>:<order_id>`: every event of one order is on one partition, in "
+            "lifecycle order."
+        ),
+        key_example="123456789:2000003508897196",
+        key_pattern=r"^[0-9]+:[0-9]+$",
+    ),
+    DomainChannel(
+        topic=PEEPERS_MESSAGES,
+        events=MessagesEvent,
+        description=(
+            "Sellers' questions, post-sale messages and claims as Peepers mirrors them, "
+            "and the support tickets Peepers keeps for claims. Published by the messages "
+            "service."
+        ),
+        key=(
+            "`<seller_id>:<kind>:<id>` with kind `question`, `pack` or `claim`: every "
+            "change of one question, conversation or claim (and its ticket) is on one "
+            "partition, in order."
+        ),
+        key_example="123456789:claim:5256749420",
+        key_pattern=r"^[0-9]+:(question|pack|claim):[0-9]+$",
     ),
 )
 

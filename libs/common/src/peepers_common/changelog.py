@@ -19,12 +19,15 @@ The API, all of it::
   (``acks=all``, idempotent producer). The caller writes the view only after it: the
   record is durable before anyone acts on it.
 - **The view.** A `ChangelogView` applies records in order. It must be idempotent and
-  monotonic: a record never replaces a newer state of its entity (services version their
-  records), because a restore may run while live writes land on the view.
+  monotonic: a record never replaces a newer state of its entity, because a restore may
+  run while live writes land on the view. Auth's view orders an entity's records by
+  their version, then by offset (a key's records share a partition, so offsets order
+  them), and keeps both per entity.
 - **Noticing a loss.** `RedisViewMarker` keeps an epoch key in the service's namespace,
   set when a restore completes. `FLUSHALL`, a Redis restart without persistence or a new
   node all lose it. The changelog checks it at start, every ``check_every_s``, and when
-  the service calls `verify` after a read that found nothing.
+  the service calls `verify` after a read that found nothing; after a failed restore
+  (Kafka or Redis down), every 2 s at most until one succeeds.
 - **Restoring.** Reads every partition from its start up to the end offsets captured
   when the restore began, applying each fetched batch, then sets the marker, but only if
   the view was not lost again meanwhile (a "restoring" key written at the start must
@@ -89,6 +92,8 @@ RESTORING: Final = Gauge(
 # most; the periodic check takes over after that.
 _RESTORE_ATTEMPTS: Final = 3
 _PROGRESS_EVERY_S: Final = 1.0
+_CLOSE_WAIT_S: Final = 5.0
+_RETRY_S: Final = 2.0
 
 
 class ChangelogEntry(NamedTuple):
@@ -251,10 +256,14 @@ class Changelog(AsyncResource):
         if self._state is ViewState.CLOSED:
             return
         self._state = ViewState.CLOSED
+        if self._restoring is not None:
+            # A restore cancelled inside aiokafka's client start leaks its connections:
+            # let a short one finish first.
+            await asyncio.wait({self._restoring}, timeout=_CLOSE_WAIT_S)
         for task in (self._watcher, self._restoring):
             if task is not None:
                 task.cancel()
-                with suppress(asyncio.CancelledError):
+                with suppress(Exception, asyncio.CancelledError):
                     await task
         await self._producer.stop()
 
@@ -304,7 +313,9 @@ class Changelog(AsyncResource):
 
     def _restore_done(self, task: asyncio.Task[None]) -> None:
         self._restoring = None
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled() or self._state is ViewState.CLOSED:
+            return
+        if task.exception() is not None:
             self._state = ViewState.FAILED
 
     async def _watch(self) -> None:
@@ -313,7 +324,10 @@ class Changelog(AsyncResource):
                 await self.verify()
             except Exception as exc:  # logged by the restore; the next round retries
                 log.warning("changelog %s: the view is not restored yet: %r", self.topic, exc)
-            await asyncio.sleep(self._check_every_s)
+            # Not ready (a failed restore): try again sooner than the routine check.
+            await asyncio.sleep(
+                self._check_every_s if self.ready else min(self._check_every_s, _RETRY_S)
+            )
 
     async def _restore(self) -> None:
         self._state = ViewState.RESTORING
@@ -329,7 +343,7 @@ class Changelog(AsyncResource):
             raise InfrastructureError(msg)
         except Exception:
             RESTORES.labels(self.topic, "failed").inc()
-            log.exception("changelog %s: restore failed; the next check retries it", self.topic)
+            log.exception("restore of %s failed; the next check retries it", self.topic)
             raise
         finally:
             RESTORING.labels(self.topic).set(0)

@@ -25,6 +25,10 @@ A worker is a `ConsumerKit` (the Faust app, its raw topics and agents) around on
   of records still in flight, so a crash loses them) and hand each record to the
   runtime's `RecordProcessor` (retry, park, dead-letter). The retry agent skips records
   parked by other consumers and holds each until it is due.
+* **Consumer lag.** Once the runtime is open, a `peepers_common.consumer_lag` monitor
+  exports the group's lag (records and seconds) on the topics of its batch and record
+  agents, every ``lag_interval_s``: the numbers the alert rules and KEDA read. The
+  ``.retry`` topics are left out: a parked record waits there on purpose until it is due.
 * **Consumer settings** (`ConsumerSettings`): retry policy, batch size, session timeout,
   topic prefix, Redis scope and the consumer group. A service's ``Settings`` subclasses it.
 
@@ -43,6 +47,7 @@ from mode import Service
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings
 
+from peepers_common.consumer_lag import DEFAULT_INTERVAL_S, ConsumerLagMonitor
 from peepers_common.consuming import (
     Handler,
     InboundRecord,
@@ -98,6 +103,8 @@ class ConsumerSettings(BaseSettings):
     topic_prefix: str = ""
     # Isolates the service's Redis keys under <service>:<scope>: (tests); the rate limiter's too.
     redis_scope: str | None = None
+    # How often the group's lag gauges are measured (KEDA polls every 15 s).
+    lag_interval_s: float = Field(default=DEFAULT_INTERVAL_S, gt=0)
 
 
 def inbound_record(event: faust.EventT[bytes]) -> InboundRecord:
@@ -124,6 +131,11 @@ class ConsumerRuntime(Service):
         self.ready = asyncio.Event()
         self._stack = AsyncExitStack()
         self._processor: RecordProcessor | None = None
+        self._lag_monitor: Callable[[], ConsumerLagMonitor] | None = None
+
+    def watch_lag(self, monitor: Callable[[], ConsumerLagMonitor]) -> None:
+        """Run ``monitor()`` (the kit's, for its group and topics) once the runtime is open."""
+        self._lag_monitor = monitor
 
     async def open(self, stack: AsyncExitStack) -> RecordProcessor:
         """Open the worker's clients on ``stack``; return the processor agents use."""
@@ -131,6 +143,8 @@ class ConsumerRuntime(Service):
 
     async def on_start(self) -> None:
         self._processor = await self.open(self._stack)
+        if self._lag_monitor is not None:
+            await self._stack.enter_async_context(self._lag_monitor())
         self.ready.set()
 
     async def on_stop(self) -> None:
@@ -167,12 +181,25 @@ class ConsumerKit:
             **options,
         )
         self._runtime: ConsumerRuntime | None = None
+        # The topics whose lag the group exports (prefixed, in the order agents name them).
+        self._lag_topics: dict[str, None] = {}
 
     def serve(self, runtime: R) -> R:
         """Start ``runtime`` with the app; every agent waits until it is ready."""
         self.app.service(runtime)  # type: ignore[arg-type]  # faust accepts instances too
         self._runtime = runtime
+        runtime.watch_lag(self.lag_monitor)
         return runtime
+
+    def lag_monitor(self) -> ConsumerLagMonitor:
+        """The group's lag on the topics of its batch and record agents."""
+        settings = self.settings
+        return ConsumerLagMonitor(
+            settings.kafka,
+            settings.app_id,
+            list(self._lag_topics),
+            interval_s=settings.lag_interval_s,
+        )
 
     @property
     def runtime(self) -> ConsumerRuntime:
@@ -216,7 +243,7 @@ class ConsumerKit:
                 records = [inbound_record(event) for event in events]
                 await process_batch(processor, records, handler, key=key)
 
-        self._agent(name, topics, agent)
+        self._agent(name, topics, agent, lag=True)
 
     def record_agent(self, name: str, topics: Iterable[str], handler: Handler) -> None:
         """One record at a time (seller events: each may start a long sync)."""
@@ -226,7 +253,7 @@ class ConsumerKit:
             async for event in stream.events():
                 await processor.process(inbound_record(event), handler)
 
-        self._agent(name, topics, agent)
+        self._agent(name, topics, agent, lag=True)
 
     def retry_agent(
         self, name: str, sources: Iterable[str], handler_for: Callable[[str], Handler]
@@ -250,5 +277,10 @@ class ConsumerKit:
         name: str,
         topics: Iterable[str],
         agent: Callable[[faust.StreamT[bytes]], Awaitable[None]],
+        *,
+        lag: bool = False,
     ) -> None:
+        topics = list(topics)
+        if lag:
+            self._lag_topics.update(dict.fromkeys(self.settings.topic_prefix + t for t in topics))
         self.app.agent(self.topic(*topics), name=name, concurrency=1)(agent)

@@ -40,6 +40,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from peepers_common.error_tracking import bind_seller, current_seller, seller_of_key
 from peepers_common.errors import (
     InfrastructureError,
     MlRateLimited,
@@ -230,6 +231,8 @@ class RecordProcessor:
         # Log lines and the events this record causes carry the trace it came with.
         parent = TraceContext.parse(record.headers.get("traceparent", b"").decode("latin-1"))
         trace = bind_trace(parent.child() if parent is not None else TraceContext.new())
+        # Errors reported to Sentry (peepers_common.error_tracking) name the seller.
+        seller = bind_seller(seller_of_key(record.key))
         try:
             if record.consumer not in (None, self.consumer):
                 return Fate.SKIPPED, None
@@ -241,6 +244,7 @@ class RecordProcessor:
         finally:
             self._timer(source).observe(time.perf_counter() - started)
             current_trace.reset(trace)
+            current_seller.reset(seller)
 
     def count_done(self, done: Mapping[tuple[str, str], int]) -> None:
         """Count records done, by (source topic, outcome): once per batch, not per record."""

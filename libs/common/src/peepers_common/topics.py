@@ -35,6 +35,12 @@ PEEPERS_SELLERS: Final = "peepers.sellers.v1"
 # Peepers-owned state (peepers_common.changelog): peepers.<service>.<what>.changelog,
 # compacted, internal to its service.
 AUTH_SELLERS_CHANGELOG: Final = "peepers.auth.sellers.changelog"
+ORDERS_EMAILS_CHANGELOG: Final = "peepers.orders.emails.changelog"
+# Which sellers' items the catalog keeps, per cache namespace: what a rebuild resyncs.
+CATALOG_SELLERS_CHANGELOG: Final = "peepers.catalog.sellers.changelog"
+MESSAGES_TICKETS_CHANGELOG: Final = "peepers.messages.tickets.changelog"
+# Answers and messages a seller submitted, by idempotency key.
+MESSAGES_SUBMISSIONS_CHANGELOG: Final = "peepers.messages.submissions.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -74,7 +80,8 @@ _RETENTION_NOTIFICATIONS: Final = {"cleanup.policy": "delete", "retention.ms": s
 _RETENTION_DOMAIN: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 _RETENTION_DLQ: Final = {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS)}
 # A changelog keeps each key's latest record for ever (it is the system of record);
-# a tombstone stays a day, so a restore that is running sees the delete.
+# a tombstone stays a day, so a restore that is running sees the delete. Never add
+# partitions to one: its keys would move, and views ordered by offset would misread them.
 _CHANGELOG_PARTITIONS: Final = 3
 _CHANGELOG_CONFIG: Final = {
     "cleanup.policy": "compact",
@@ -128,8 +135,16 @@ def _registry() -> dict[str, TopicSpec]:
         (PEEPERS_SELLERS, "seller connection lifecycle events"),
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
-    specs += _failure_topics(PEEPERS_SELLERS)
-    for name, what in ((AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),):
+    # The orders service (analytics, the mailer) and the messages service (order
+    # timelines) consume the orders' topic: they park there too.
+    specs += _failure_topics(PEEPERS_SELLERS) + _failure_topics(PEEPERS_ORDERS)
+    for name, what in (
+        (AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),
+        (ORDERS_EMAILS_CHANGELOG, "the orders service's ledger of emails sent"),
+        (CATALOG_SELLERS_CHANGELOG, "the sellers whose items the catalog keeps"),
+        (MESSAGES_TICKETS_CHANGELOG, "the messages service's support tickets"),
+        (MESSAGES_SUBMISSIONS_CHANGELOG, "answers and messages sellers submitted"),
+    ):
         specs.append(
             TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)
         )

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from peepers_auth.adapters.changelog_store import ChangelogSellerStore
 from peepers_auth.adapters.ml_oauth import HttpMlOAuth
 from peepers_auth.adapters.redis_store import RedisLoginStates, RedisSellerStore, RedisSessions
 from peepers_auth.crypto import TokenCipher
@@ -25,12 +26,13 @@ from peepers_auth.middlewares import context_middleware, error_middleware
 from peepers_auth.ports import LoginStates, MlOAuth, SellerStore, Sessions
 from peepers_auth.settings import Settings
 from peepers_auth.views import deps_key, settings_key, setup_routes
+from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.errors import ConfigurationError
 from peepers_common.kafka import AIOKafkaEventPublisher, EventPublisher
 from peepers_common.metrics import http_metrics_middleware
 from peepers_common.ml import ml_session
 from peepers_common.namespaces import Namespace, connect_redis
-from peepers_common.topics import PEEPERS_SELLERS
+from peepers_common.topics import AUTH_SELLERS_CHANGELOG, PEEPERS_SELLERS
 
 SERVICE: Final = "auth"
 
@@ -44,11 +46,13 @@ class _Overrides:
     sellers: SellerStore | None
     namespace: Namespace
     topic: str
+    changelog_topic: str
     clock: Callable[[], float]
 
 
 overrides_key: Final = web.AppKey("overrides_key", _Overrides)
 redis_key: Final = web.AppKey("redis_key", aioredis.Redis)
+changelog_key: Final = web.AppKey("changelog_key", Changelog)
 
 
 def create_app(
@@ -61,6 +65,7 @@ def create_app(
     sellers: SellerStore | None = None,
     namespace: Namespace | None = None,
     topic: str = PEEPERS_SELLERS,
+    changelog_topic: str = AUTH_SELLERS_CHANGELOG,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     app = web.Application(
@@ -69,7 +74,15 @@ def create_app(
     )
     app[settings_key] = settings
     app[overrides_key] = _Overrides(
-        publisher, ml, states, sessions, sellers, namespace or Namespace(SERVICE), topic, clock
+        publisher,
+        ml,
+        states,
+        sessions,
+        sellers,
+        namespace or Namespace(SERVICE),
+        topic,
+        changelog_topic,
+        clock,
     )
     app.cleanup_ctx.append(_dependencies_ctx)
     setup_routes(app)
@@ -90,7 +103,8 @@ async def _dependencies_ctx(app: web.Application) -> AsyncIterator[None]:
             app[redis_key] = redis
             states = states or RedisLoginStates(redis, o.namespace)
             sessions = sessions or RedisSessions(redis, o.namespace)
-            sellers = sellers or RedisSellerStore(redis, o.namespace, cipher)
+            if sellers is None:
+                sellers = await _seller_store(app, stack, redis, cipher)
         ml = o.ml
         if ml is None:
             if not settings.ml.app_id or not settings.ml.client_secret.get_secret_value():
@@ -115,12 +129,38 @@ async def _dependencies_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _seller_store(
+    app: web.Application, stack: AsyncExitStack, redis: aioredis.Redis, cipher: TokenCipher
+) -> ChangelogSellerStore:
+    """The sellers' changelog and Redis view; the view is restored in the background."""
+    settings, o = app[settings_key], app[overrides_key]
+    view = RedisSellerStore(redis, o.namespace, cipher)
+    changelog = Changelog(
+        settings.kafka,
+        o.changelog_topic,
+        view=view,
+        marker=RedisViewMarker(redis, o.namespace, "sellers"),
+        check_every_s=settings.view_check_every_s,
+    )
+    app[changelog_key] = await stack.enter_async_context(changelog)
+    return ChangelogSellerStore(view, changelog)
+
+
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready when Redis answers (the Kafka producer is up once the app has started)."""
+    """Ready when Redis answers and the sellers' view is restored.
+
+    The Kafka clients are up once the app has started.
+    """
     redis = request.app.get(redis_key)
     if redis is not None:
         try:
             await redis.ping()
         except RedisError:
             return web.json_response({"status": "redis unavailable"}, status=503)
+    changelog = request.app.get(changelog_key)
+    if changelog is not None and not changelog.ready:
+        return web.json_response(
+            {"status": changelog.state.value, "restore": changelog.progress.as_dict()},
+            status=503,
+        )
     return web.json_response({"status": "ready"})

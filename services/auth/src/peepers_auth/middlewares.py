@@ -11,7 +11,7 @@ from peepers_auth import pages
 from peepers_auth.crypto import TokenDecryptionFailed
 from peepers_auth.errors import AuthError
 from peepers_common.errors import (
-    CacheUnavailable,
+    InfrastructureError,
     MlApiError,
     ReauthRequired,
     ServiceUnauthorized,
@@ -36,7 +36,7 @@ def _describe(exc: Exception) -> tuple[int, str, str]:
         return 503, "ml_unavailable", "Mercado Livre is not answering"
     if isinstance(exc, MlApiError):
         return 502, "ml_error", "Mercado Livre answered with an error"
-    if isinstance(exc, CacheUnavailable):
+    if isinstance(exc, InfrastructureError):  # Redis, or Kafka refused a changelog write
         return 503, "storage_unavailable", "Peepers is having trouble; try again shortly"
     if isinstance(exc, TokenDecryptionFailed):
         return 500, "token_keys", "Peepers cannot read its stored credentials"
@@ -52,7 +52,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except (AuthError, ServiceUnauthorized, ReauthRequired, TokenUnavailable, MlApiError) as exc:
         status, code, title = _describe(exc)
         detail = str(exc)
-    except (CacheUnavailable, TokenDecryptionFailed) as exc:
+    except (InfrastructureError, TokenDecryptionFailed) as exc:
         status, code, title = _describe(exc)
         detail = title
         log.error("%s %s failed: %s", request.method, request.path, exc)

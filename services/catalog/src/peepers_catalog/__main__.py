@@ -22,6 +22,7 @@ from peepers_catalog.app import create_app, open_wiring, sync_options
 from peepers_catalog.ports import SyncState
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import full_sync
+from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.errors import PeepersError
 from peepers_common.logs import configure_logging
 from peepers_common.process import tune_gc
@@ -35,6 +36,7 @@ class _Worker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
         configure_logging("catalog", logging.getLevelName(level))
+        init_error_tracking("catalog", ErrorTrackingSettings())
 
 
 @cli.command()
@@ -88,7 +90,7 @@ async def _sync(settings: Settings, seller_id: int, *, restart: bool) -> SyncSta
             progress.update(scan, completed=state.total, total=state.total)
             progress.update(apply, visible=True, total=state.total, completed=state.next_index)
 
-        async with open_wiring(settings) as wiring:
+        async with open_wiring(settings, watch_cache=False) as wiring:
             return await full_sync(
                 seller_id,
                 wiring.catalog,

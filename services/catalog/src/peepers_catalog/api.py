@@ -3,6 +3,9 @@
 ``GET /catalog/sellers/{seller_id}/items`` (search) and ``GET /catalog/items/{item_id}``
 need HTTP Basic service credentials (``settings.service_credentials``); ``/healthz``,
 ``/readyz`` and ``/metrics`` do not. Every error is ``{"error": code, "detail": ...}``.
+
+Every read answer carries ``Peepers-Cache-State: ready`` or ``rebuilding``: while the
+catalog rebuilds a lost cache, an answer may miss items or hold older versions.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from peepers_catalog.ports import ItemSearch, ItemStore, SearchPage
+from peepers_catalog.ports import STEADY_CACHE, CacheEpoch, ItemSearch, ItemStore, SearchPage
 from peepers_catalog.search_query import from_params
 from peepers_catalog.settings import Settings
 from peepers_common.errors import CacheUnavailable, InvalidQuery, ServiceUnauthorized
@@ -31,8 +34,10 @@ settings_key: Final = web.AppKey("settings_key", Settings)
 store_key: Final = web.AppKey("store_key", ItemStore)
 search_key: Final = web.AppKey("search_key", ItemSearch)
 ping_key: Final = web.AppKey[Ping]("ping_key")
+cache_key: Final = web.AppKey("cache_key", CacheEpoch)
 
 _OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+CACHE_STATE_HEADER: Final = "Peepers-Cache-State"
 
 
 def _error(status: int, code: str, detail: str, **headers: str) -> web.Response:
@@ -71,6 +76,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+@web.middleware
+async def cache_state_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Flag every read answer with whether the cache is complete or being rebuilt."""
+    response = await handler(request)
+    if request.path not in _OPEN_PATHS:
+        rebuilding = request.app[cache_key].rebuilding
+        response.headers[CACHE_STATE_HEADER] = "rebuilding" if rebuilding else "ready"
+    return response
+
+
 def _page_json(page: SearchPage) -> dict[str, Any]:
     return {
         "items": [item.model_dump(mode="json") for item in page.items],
@@ -91,6 +106,9 @@ async def get_item(request: web.Request) -> web.StreamResponse:
     item_id = request.match_info["item_id"]
     item = await store.get(item_id)
     if item is None:
+        if await request.app[cache_key].after_miss():
+            detail = f"no item {item_id!r} in the catalog yet: it is being rebuilt"
+            return _error(404, "not_found", detail)
         return _error(404, "not_found", f"no item {item_id!r} in the catalog")
     return web.json_response({**item.model_dump(mode="json"), "gone": await store.is_gone(item_id)})
 
@@ -100,24 +118,43 @@ async def healthz(_request: web.Request) -> web.StreamResponse:
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready when Redis, where every answer comes from, answers."""
+    """Ready when Redis, where every answer comes from, answers.
+
+    While a lost cache is rebuilt the answer is still 200, with ``"status": "rebuilding"``:
+    flagged answers beat none, and a 503 would take every replica out of service at once
+    for the minutes a rebuild takes.
+    """
     try:
         await request.app[ping_key]()
     except CacheUnavailable:
         return web.json_response({"status": "redis unavailable"}, status=503)
+    if request.app[cache_key].rebuilding:
+        return web.json_response({"status": "rebuilding"})
     return web.json_response({"status": "ready"})
 
 
 def create_api(
-    settings: Settings, *, store: ItemStore, search: ItemSearch, ping: Ping
+    settings: Settings,
+    *,
+    store: ItemStore,
+    search: ItemSearch,
+    ping: Ping,
+    cache: CacheEpoch = STEADY_CACHE,
 ) -> web.Application:
     """The read API over ``store`` and ``search``; ``ping`` checks Redis for /readyz.
 
-    ``ping`` raises `CacheUnavailable` when Redis does not answer.
+    ``ping`` raises `CacheUnavailable` when Redis does not answer; ``cache`` says whether
+    the cache is being rebuilt (`peepers_common.rebuild.CacheGuard`).
     """
     app = web.Application(
-        middlewares=[http_metrics_middleware("catalog"), error_middleware, auth_middleware]
+        middlewares=[
+            http_metrics_middleware("catalog"),
+            cache_state_middleware,
+            error_middleware,
+            auth_middleware,
+        ]
     )
+    app[cache_key] = cache
     app[settings_key] = settings
     app[store_key] = store
     app[search_key] = search

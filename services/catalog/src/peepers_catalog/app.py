@@ -14,21 +14,27 @@ Topics (``settings.topic_prefix`` prepended to each):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 from aiohttp import web
 
+from peepers_catalog.adapters.kafka_roster import KafkaSellerRoster
 from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.api import create_api
+from peepers_catalog.audit import CatalogAudit
 from peepers_catalog.handlers import Catalog, item_of_record_key, on_item_notification
+from peepers_catalog.ports import STEADY_CACHE
+from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import SyncOptions, full_sync
+from peepers_common.audit import BudgetedSampler, audit_calls_per_s
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.events import SELLER_EVENT, event_type_of
@@ -37,7 +43,13 @@ from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
-from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_SELLERS, notification_topic
+from peepers_common.rebuild import CacheGuard, Resync
+from peepers_common.topics import (
+    CATALOG_SELLERS_CHANGELOG,
+    PEEPERS_CATALOG,
+    PEEPERS_SELLERS,
+    notification_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +66,20 @@ class Wiring:
     checkpoints: RedisSyncCheckpoints
     processor: RecordProcessor
     ping: Callable[[], Awaitable[None]]
+    roster: KafkaSellerRoster
+    # Watches for a lost cache and rebuilds it (the worker's; None in a shell's sync).
+    guard: CacheGuard | None
+    # The drift audit loop (the worker's, unless its share of the ML budget is 0).
+    audit: BudgetedSampler | None
 
 
 @asynccontextmanager
-async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
-    """Every client the catalog uses, opened together and closed in reverse (LIFO)."""
+async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncIterator[Wiring]:
+    """Every client the catalog uses, opened together and closed in reverse (LIFO).
+
+    With ``watch_cache`` the wiring holds a `CacheGuard` (not started: the worker starts
+    it) that rebuilds the cache after a loss.
+    """
     async with AsyncExitStack() as stack:
         redis = connect_redis(settings.redis)
         stack.push_async_callback(redis.aclose)
@@ -78,21 +99,52 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             with redis_errors("answering a ping"):
                 await redis.ping()
 
-        yield Wiring(
-            catalog=Catalog(
-                ml=ml,
-                store=store,
-                publisher=publisher,
-                events_topic=settings.topic_prefix + PEEPERS_CATALOG,
-            ),
+        roster = KafkaSellerRoster(
+            publisher,
+            settings.kafka,
+            settings.topic_prefix + CATALOG_SELLERS_CHANGELOG,
+            namespace,
+        )
+        checkpoints = RedisSyncCheckpoints(redis, namespace)
+
+        async def rebuild(epoch: str) -> Resync | None:
+            return await rebuild_catalog(
+                epoch, roster, catalog, checkpoints, sync_options(settings)
+            )
+
+        guard = None
+        if watch_cache:
+            guard = CacheGuard(redis, namespace, rebuild, options=settings.rebuild)
+            stack.push_async_callback(guard.aclose)
+        catalog = Catalog(
+            ml=ml,
             store=store,
-            checkpoints=RedisSyncCheckpoints(redis, namespace),
+            publisher=publisher,
+            events_topic=settings.topic_prefix + PEEPERS_CATALOG,
+            epoch=guard or STEADY_CACHE,
+        )
+        audit = None
+        if guard is not None and settings.audit.share > 0:
+            audit = BudgetedSampler(
+                redis,
+                namespace,
+                CatalogAudit(catalog, roster, batch=settings.audit.batch).step,
+                calls_per_s=audit_calls_per_s(settings.ml, settings.audit.share),
+                paused=lambda: guard.rebuilding,
+            )
+        yield Wiring(
+            catalog=catalog,
+            store=store,
+            checkpoints=checkpoints,
             processor=RecordProcessor(
                 consumer=CONSUMER,
                 publisher=publisher,
                 policy=settings.retry.policy(),
             ),
             ping=ping,
+            roster=roster,
+            guard=guard,
+            audit=audit,
         )
 
 
@@ -113,8 +165,16 @@ class Runtime(ConsumerRuntime):
     async def open(self, stack: AsyncExitStack) -> RecordProcessor:
         settings = self.settings
         self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
+        cache = wiring.guard or STEADY_CACHE
+        if wiring.guard is not None:
+            await wiring.guard.start()  # a lost cache is noticed before records are taken
+        if wiring.audit is not None:
+            audit = asyncio.create_task(wiring.audit.run(), name="catalog-drift-audit")
+            stack.push_async_callback(_cancelled, audit)
         api = web.AppRunner(
-            create_api(settings, store=wiring.store, search=wiring.store, ping=wiring.ping),
+            create_api(
+                settings, store=wiring.store, search=wiring.store, ping=wiring.ping, cache=cache
+            ),
             access_log=None,
         )
         await api.setup()
@@ -138,6 +198,7 @@ class Runtime(ConsumerRuntime):
         if event_type_of(record.value) not in _SYNC_TRIGGERS:
             return "ignored"  # other transitions, and types newer than this code
         event = SELLER_EVENT.validate_json(record.value)
+        await self.wiring.roster.keep(event.seller_id)  # before its items are cached
         state = await full_sync(
             event.seller_id,
             self.wiring.catalog,
@@ -165,3 +226,9 @@ def create_app(settings: Settings) -> faust.App:
     kit.record_agent("catalog.sellers", [PEEPERS_SELLERS], runtime.handle_seller)
     kit.retry_agent("catalog.retries", [*ITEM_TOPICS, PEEPERS_SELLERS], runtime.handler_for)
     return kit.app
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

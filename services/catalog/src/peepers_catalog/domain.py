@@ -19,6 +19,7 @@ from peepers_common.events import (
     ItemPriceChanged,
     ItemReactivated,
     ItemSnapshot,
+    ItemSnapshotted,
     ItemStatusEvent,
     ItemStockChanged,
     ItemUpdated,
@@ -72,15 +73,19 @@ def same_content(a: ItemSnapshot, b: ItemSnapshot) -> bool:
     return all(before[name] == value for name, value in after.items() if name != "last_updated")
 
 
-def changes(old: ItemSnapshot | None, new: ItemSnapshot, *, now: datetime) -> list[ItemEvent]:
+def changes(
+    old: ItemSnapshot | None, new: ItemSnapshot, *, now: datetime, as_snapshot: bool = False
+) -> list[ItemEvent]:
     """The domain events that turn ``old`` into ``new``, each with a deterministic id.
 
     One real change makes exactly one event: a price change is ``item.price_changed``
     only, a pause is ``item.paused`` only, and so on. ``sold_quantity`` moves with every
     sale and ships inside the other events' snapshots rather than as events of its own.
+    An item not cached is ``item.created``, or ``item.snapshot`` with ``as_snapshot`` (met
+    while rebuilding a lost cache: whether it was announced before cannot be proven).
     """
     if old is None:
-        return [_event(ItemCreated, new, now, item=new)]
+        return [_event(ItemSnapshotted if as_snapshot else ItemCreated, new, now, item=new)]
     events: list[ItemEvent] = []
     if old.price != new.price or old.currency_id != new.currency_id:
         events.append(

@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 
 from peepers_catalog import metrics
 from peepers_catalog.domain import changes, is_newer, same_content, snapshot
-from peepers_catalog.ports import CachedItem, ItemSource, ItemStore
+from peepers_catalog.ports import STEADY_CACHE, CachedItem, CacheEpoch, ItemSource, ItemStore
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
 from peepers_common.events import (
     CatalogEvent,
@@ -59,6 +59,7 @@ class InvalidItemNotification(PeepersError, ValueError):
 
 class Outcome(StrEnum):
     CREATED = "created"
+    SNAPSHOT = "snapshot"  # first met while rebuilding a lost cache: item.snapshot
     UPDATED = "updated"
     UNCHANGED = "unchanged"  # same content, newer stamp: nothing to write or tell
     STALE = "stale"  # not newer than the cached version: never go back in time
@@ -74,6 +75,9 @@ class Catalog:
     publisher: EventPublisher
     events_topic: str
     clock: Callable[[], float] = time.time
+    # Says whether the cache is being rebuilt (new items are then snapshots); checked
+    # again whenever an item is not cached. The default never rebuilds (tools, tests).
+    epoch: CacheEpoch = STEADY_CACHE
 
 
 def item_id_of(notification: Notification) -> str:
@@ -138,6 +142,7 @@ async def apply_item(
         if state.pending is not None:
             await flush_pending(new.id, state.pending, catalog)
         old = state.snapshot
+        as_snapshot = old is None and await catalog.epoch.after_miss()
         if not state.gone and old is not None:
             if not is_newer(new, old):
                 return _counted(Outcome.STALE)
@@ -145,7 +150,7 @@ async def apply_item(
                 return _counted(Outcome.UNCHANGED)
         events = [
             (event, event.model_dump_json().encode())
-            for event in changes(old, new, now=occurred(catalog.clock()))
+            for event in changes(old, new, now=occurred(catalog.clock()), as_snapshot=as_snapshot)
         ]
         # The outbox keeps the very bytes that are published: each event encoded once.
         pending = b"[" + b",".join(value for _, value in events) + b"]" if events else None
@@ -154,7 +159,9 @@ async def apply_item(
             if pending is not None:
                 await _publish(events, catalog)
                 await catalog.store.clear_pending(new.id, pending)
-            return _counted(Outcome.CREATED if old is None else Outcome.UPDATED)
+            if old is not None:
+                return _counted(Outcome.UPDATED)
+            return _counted(Outcome.SNAPSHOT if as_snapshot else Outcome.CREATED)
         state = None
         metrics.CAS_CONFLICTS.inc()
     msg = f"item {new.id}: the cache kept changing under {_CAS_ATTEMPTS} writes"

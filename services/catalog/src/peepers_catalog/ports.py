@@ -25,6 +25,29 @@ class ItemSource(Protocol):
     def iter_item_ids(self, *, seller_id: int, status: str | None = None) -> AsyncIterator[str]: ...
 
 
+class CacheEpoch(Protocol):
+    """Whether the cache is being rebuilt after a loss (`peepers_common.rebuild.CacheGuard`)."""
+
+    @property
+    def rebuilding(self) -> bool: ...
+
+    async def after_miss(self) -> bool:
+        """An item was not cached: check for a lost cache; returns `rebuilding`."""
+        ...
+
+
+class _SteadyCache:
+    """A cache nobody watches: never rebuilding (a shell's sync, unit tests, benches)."""
+
+    rebuilding = False
+
+    async def after_miss(self) -> bool:
+        return False
+
+
+STEADY_CACHE: CacheEpoch = _SteadyCache()
+
+
 @dataclass(frozen=True)
 class CachedItem:
     """What the cache holds for an item: its snapshot, the gone flag, unsent events."""
@@ -67,6 +90,10 @@ class ItemStore(Protocol):
         """Ids of the seller's cached items that are not marked gone."""
         ...
 
+    async def sample_item_ids(self, seller_id: int, count: int) -> list[str]:
+        """Up to ``count`` distinct live items of the seller, picked at random."""
+        ...
+
     async def mark_gone(self, seller_id: int, item_ids: Iterable[str]) -> int:
         """Flag items that vanished from ML: out of search and facets, kept for reads.
 
@@ -75,6 +102,19 @@ class ItemStore(Protocol):
         ...
 
     async def is_gone(self, item_id: str) -> bool: ...
+
+
+class SellerRoster(Protocol):
+    """The sellers whose items this catalog keeps: what a rebuild after a loss resyncs.
+
+    It lives outside the cache (a loss must not take it along), per cache namespace.
+    """
+
+    async def keep(self, seller_id: int) -> None:
+        """Remember the seller, durably, before its items are synced."""
+        ...
+
+    async def sellers(self) -> list[int]: ...
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,20 @@ from pydantic_settings import SettingsConfigDict
 
 from peepers_common.consumer import ConsumerSettings
 from peepers_common.ml.broker_tokens import TokenBrokerSettings
+from peepers_common.rebuild import GuardOptions
 from peepers_common.settings import KafkaSettings, MlApiSettings, RedisSettings
 
 
 class SyncSettings(BaseModel):
     chunk: int = Field(default=200, ge=20)
     apply_concurrency: int = Field(default=20, ge=1)
+
+
+class AuditSettings(BaseModel):
+    """The drift auditor (peepers_catalog.audit): a share of the ML budget, at most."""
+
+    share: float = Field(default=0.02, ge=0, le=1)  # 0 turns it off
+    batch: int = Field(default=20, ge=1, le=20)  # items per sample: one multiget
 
 
 class Settings(ConsumerSettings):
@@ -30,6 +38,9 @@ class Settings(ConsumerSettings):
     ml: MlApiSettings = MlApiSettings()
     token_broker: TokenBrokerSettings = TokenBrokerSettings(service="catalog")
     sync: SyncSettings = SyncSettings()
+    # How the worker notices a lost cache and rebuilds it (peepers_common.rebuild).
+    rebuild: GuardOptions = GuardOptions()
+    audit: AuditSettings = AuditSettings()
     app_id: str = "peepers-catalog"
     # Services allowed to call the read API: name -> shared secret (HTTP Basic), as at auth.
     service_credentials: dict[str, SecretStr] = Field(default_factory=dict)

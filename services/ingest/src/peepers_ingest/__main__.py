@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvloop
 from aiohttp import web
 
+from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
 from peepers_common.logs import configure_logging
 from peepers_common.process import tune_gc
 from peepers_ingest.app import create_app
@@ -14,6 +15,7 @@ from peepers_ingest.settings import Settings
 def main() -> None:
     settings = Settings()
     configure_logging("ingest", settings.log_level)
+    init_error_tracking("ingest", ErrorTrackingSettings())
     app = create_app(settings)
     tune_gc()
     web.run_app(

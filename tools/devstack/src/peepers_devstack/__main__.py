@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from peepers_devstack.display import RunConsole
 from peepers_devstack.errors import ChildFailed, DevstackError
 from peepers_devstack.orchestrator import Options, Orchestrator
 from peepers_devstack.settings import Settings
@@ -51,7 +52,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     add(
         "--isolate",
         action="store_true",
-        help="own catalog consumer group (from the topics' end) and Redis scope (tests)",
+        help="accepted for older scripts: every run now has its own catalog state",
     )
     add(
         "--ml-requests-per-minute",
@@ -71,7 +72,6 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         ready_timeout_s=args.ready_timeout,
         sync_timeout_s=args.sync_timeout,
         exit_after_s=args.exit_after,
-        isolate=args.isolate,
         ml_requests_per_minute=args.ml_requests_per_minute,
         log_dir=args.log_dir,
         work_dir=args.work_dir,
@@ -129,7 +129,7 @@ async def run(options: Options, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_options(argv)
-    console = Console()
+    console = RunConsole()
     # Piped output (logs, tests) keeps each line whole; a terminal wraps inside the panel.
     console.soft_wrap = not console.is_terminal
     sys.exit(asyncio.run(run(options, console)))

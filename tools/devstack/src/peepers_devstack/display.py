@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+import os
+import sys
+
+from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from peepers_devstack.watch import Summary
+
+
+class RunConsole(Console):
+    """A console that outlives its reader.
+
+    ``make run | tee run.log`` and Ctrl-C: the terminal interrupts ``tee`` too, so the
+    next line the orchestrator writes (``stopping the children``) meets a broken pipe.
+    Rich then sends stdout to /dev/null, as Python's docs advise, and exits; here only the
+    output stops, and the shutdown that follows runs to its end.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _n(value: float | None) -> str:
@@ -67,8 +86,18 @@ def render(summary: Summary, *, seller: str, footer: str) -> RenderableType:
             (f"  {titles}", "dim"),
         )
     title = f"Peepers: seller {seller} connected, up {int(summary.uptime_s)} s"
-    body = Group(tables, Text(""), breakdown, line, Text(footer, style="dim"))
+    body = Group(tables, Text(""), breakdown, line, _alerts(summary), Text(footer, style="dim"))
     return Panel(body, title=title)
+
+
+def _alerts(summary: Summary) -> Text:
+    alerts = summary.alerts
+    if alerts is None:
+        return Text("alerts: no Prometheus", style="dim")
+    pending = f" ({alerts.pending} pending)" if alerts.pending else ""
+    if not alerts.firing:
+        return Text.assemble(("alerts ", "bold"), ("none firing", "green"), pending)
+    return Text.assemble(("alerts ", "bold"), (", ".join(alerts.firing), "bold red"), pending)
 
 
 def plain(summary: Summary) -> str:
@@ -92,6 +121,8 @@ def plain(summary: Summary) -> str:
         "events": summary.events_total,
         "dead_lettered": int(summary.dead_lettered),
     }
+    if summary.alerts is not None:
+        fields["alerts_firing"] = ",".join(summary.alerts.firing) or "none"
     if summary.search is not None:
         fields["search_q"] = summary.search.query
         fields["search_hits"] = summary.search.total

@@ -5,6 +5,8 @@ with its log tail:
 
 1. start the sandbox (notifier aimed at ingest's webhook, auth's callback registered,
    consent auto-approved), auth, ingest and the catalog worker, each ready on its probe;
+   the worker's state is this run's own, fresh (`peepers_devstack.state`), and the
+   previous run's is dropped first;
 2. log the sandbox's demo seller in through auth's PKCE flow over HTTP (redirects
    followed with a cookie jar, as a browser would);
 3. follow the full sync the worker runs on the ``seller.connected`` (or
@@ -12,7 +14,8 @@ with its log tail:
    line it logs when done. The sync is not started a second time from here:
    ``python -m peepers_catalog sync`` would begin another run beside the worker's;
 4. turn on the sandbox's scripted activity;
-5. refresh a summary every ``refresh_s`` until interrupted (or ``exit_after_s``).
+5. refresh a summary every ``refresh_s`` until interrupted (or ``exit_after_s``), with
+   the alerts Prometheus (started last, when installed) has firing.
 
 Children are stopped in reverse start order by whoever owns the `Orchestrator`
 (``shutdown``), also after a failure.
@@ -27,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
-from uuid import uuid4
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
@@ -35,15 +37,18 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from peepers_common.errors import InfrastructureError
+from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.errors import CacheUnavailable, InfrastructureError
 from peepers_common.kafka import end_offsets
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_SELLERS, notification_topic, retry_topic
+from peepers_devstack import prometheus
 from peepers_devstack.display import plain, render
 from peepers_devstack.errors import PreflightFailed, StepFailed
 from peepers_devstack.plan import ChildSpec, Plan, Ports, Secrets
 from peepers_devstack.processes import Child, Supervisor
 from peepers_devstack.settings import Settings, inherited_environment, missing_stack_vars
+from peepers_devstack.state import drop_scope, swap_scope
 from peepers_devstack.watch import (
     SummaryCollector,
     SyncProgress,
@@ -52,14 +57,15 @@ from peepers_devstack.watch import (
 )
 from peepers_sandbox.client import SandboxAdmin, SandboxAdminError
 
-# What the catalog worker consumes (peepers_catalog.app): an isolated run's consumer
-# group starts at these topics' current end, not at their first record.
+# What the catalog worker consumes (peepers_catalog.app): a run's own consumer group
+# starts at these topics' current end, not at their first record.
 CATALOG_SOURCES = (notification_topic("items"), notification_topic("items_prices"), PEEPERS_SELLERS)
 READY_PATHS = {
     "sandbox": "/_admin/health",
     "auth": "/readyz",
     "ingest": "/readyz",
     "catalog": "/readyz",
+    "prometheus": "/-/ready",
 }
 # A seller event is picked up within seconds; much longer means it never came.
 SYNC_START_TIMEOUT_S = 60.0
@@ -74,7 +80,6 @@ class Options:
     ready_timeout_s: float = 90.0
     sync_timeout_s: float = 600.0
     exit_after_s: float | None = None
-    isolate: bool = False
     ml_requests_per_minute: int = 6000
     log_dir: Path | None = None
     work_dir: Path | None = None
@@ -94,13 +99,19 @@ class Orchestrator:
             spool_dir=work_dir / "ingest-spool",
             items=options.items,
             ml_requests_per_minute=options.ml_requests_per_minute,
-            isolation=f"run-{uuid4().hex[:8]}" if options.isolate else None,
+            prometheus_binary=prometheus.installed(),
+            prometheus_dir=work_dir / "prometheus",
         )
+        self.work_dir = work_dir
         self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
         self.started = time.monotonic()
 
     def say(self, message: str) -> None:
         self.console.print(f"[bold cyan]run:[/] {message}", highlight=False)
+
+    def out(self, line: str) -> None:
+        """A plain line (piped output: progress and summary lines)."""
+        self.console.out(line, highlight=False)
 
     async def run(self) -> None:
         missing = missing_stack_vars()
@@ -118,8 +129,11 @@ class Orchestrator:
                 "(another make run?); stop it or pick other ports with --port-base"
             )
             raise PreflightFailed(msg)
-        if self.plan.isolation is not None:
-            await start_group_at_end(self.settings.kafka, self.plan.catalog_group)
+        await self._fresh_state()
+        if self.plan.prometheus_binary is None:
+            self.say("prometheus is not installed (scripts/install-prometheus): running without it")
+        else:
+            prometheus.write_config(self.plan)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             urls = {
@@ -127,6 +141,7 @@ class Orchestrator:
                 "auth": self.plan.auth_url,
                 "ingest": self.plan.ingest_url,
                 "catalog": self.plan.catalog_url,
+                "prometheus": self.plan.prometheus_url,
             }
             started: dict[str, Child] = {}
             for spec in self.plan.children():
@@ -137,6 +152,18 @@ class Orchestrator:
             await admin.start_activity(self.options.activity_rate)
             self.say(f"sandbox activity on: {self.options.activity_rate:g} changes/s")
             await self._summarise(session, admin)
+
+    async def _fresh_state(self) -> None:
+        """This run's catalog state starts empty; the previous run's is dropped."""
+        previous = swap_scope(self.work_dir, self.plan.isolation)
+        if previous is not None:
+            try:
+                dropped = await drop_scope(CatalogSettings().redis, previous)
+            except CacheUnavailable as exc:
+                raise PreflightFailed(str(exc)) from exc
+            self.say(f"dropped the previous run's catalog state ({previous}: {dropped} keys)")
+        await start_group_at_end(self.settings.kafka, self.plan.catalog_group)
+        self.say(f"this run's catalog state: Redis scope and consumer group {self.plan.isolation}")
 
     async def shutdown(self) -> None:
         if self.supervisor.children:
@@ -207,7 +234,7 @@ class Orchestrator:
                 line = f"sync: {p.processed}/{p.expected or '?'} items"
                 if line != last[0]:
                     last[0] = line
-                    print(line, flush=True)
+                    self.out(line)
 
             progress = await self._wait_sync(watcher, started, show)
         took = time.monotonic() - started
@@ -252,6 +279,8 @@ class Orchestrator:
             f"logs: {logs}\nCtrl-C stops the services; Kafka and Redis stay up "
             "(scripts/stack down stops them)"
         )
+        if self.plan.prometheus_binary is not None:
+            footer = f"Prometheus: {self.plan.prometheus_url}/alerts\n{footer}"
         seller = str(self.plan.seller_id)
         began = time.monotonic()
         live = Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
@@ -270,7 +299,7 @@ class Orchestrator:
                     if live is not None:
                         live.update(render(summary, seller=seller, footer=footer), refresh=True)
                     else:
-                        print(plain(summary), flush=True)
+                        self.out(plain(summary))
                 exit_after = self.options.exit_after_s
                 if exit_after is not None and time.monotonic() - began >= exit_after:
                     self.say(f"--exit-after {exit_after:g} s reached")

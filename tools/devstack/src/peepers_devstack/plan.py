@@ -1,8 +1,8 @@
 """What runs: ports, generated secrets, and each child's command line and environment.
 
 Every child listens on loopback. Ports default to 18080 and up, away from the services'
-own defaults (8080-8084, sandbox 8090) that docker compose and a hand-started service
-use; ``--port-base 0`` picks free ports instead (tests).
+own defaults (8080-8084, sandbox 8090, Prometheus 9090) that docker compose and a
+hand-started service use; ``--port-base 0`` picks free ports instead (tests).
 """
 
 from __future__ import annotations
@@ -12,16 +12,19 @@ import json
 import secrets
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET, DEMO_SELLER_ID
 
 LOOPBACK = "127.0.0.1"
 # The catalog's read API is called by this tool under this service name.
 READER = "devstack"
+# ... and by the seller web app under this one.
+WEB_READER = "web"
 
 
 @dataclass(frozen=True)
@@ -30,20 +33,54 @@ class Ports:
     auth: int
     ingest: int
     catalog: int
+    prometheus: int
+    orders: int
+    # The local SMTP server (aiosmtpd) the orders worker mails sellers through.
+    smtp: int
+    messages: int
+    # The seller web app (python -m peepers_auth web).
+    web: int = 0
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
         if base == 0:
             return cls(
-                sandbox=free_port(), auth=free_port(), ingest=free_port(), catalog=free_port()
+                sandbox=free_port(),
+                auth=free_port(),
+                ingest=free_port(),
+                catalog=free_port(),
+                prometheus=free_port(),
+                orders=free_port(),
+                smtp=free_port(),
+                messages=free_port(),
+                web=free_port(),
             )
-        return cls(sandbox=base + 10, auth=base + 1, ingest=base, catalog=base + 3)
+        return cls(
+            sandbox=base + 10,
+            auth=base + 1,
+            ingest=base,
+            catalog=base + 3,
+            prometheus=base + 9,
+            orders=base + 2,
+            smtp=base + 25,
+            messages=base + 4,
+            web=base + 5,
+        )
 
     def taken(self) -> list[int]:
         """The ports something already listens on."""
-        return [
-            port for port in (self.sandbox, self.auth, self.ingest, self.catalog) if in_use(port)
-        ]
+        ports = (
+            self.sandbox,
+            self.auth,
+            self.ingest,
+            self.catalog,
+            self.prometheus,
+            self.orders,
+            self.smtp,
+            self.messages,
+            self.web,
+        )
+        return [port for port in ports if in_use(port)]
 
 
 def free_port() -> int:
@@ -69,6 +106,11 @@ class Secrets(BaseModel):
     catalog_broker: str
     ingest_broker: str
     reader: str
+    # Added with the orders worker: a secrets file written before it gets one on load.
+    orders_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+    messages_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+    # The seller web app's credential towards the read APIs (never the token broker's).
+    web_reader: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
@@ -102,8 +144,14 @@ class Plan:
     items: int
     ml_requests_per_minute: int
     seller_id: int = DEMO_SELLER_ID
-    # Set for a side-by-side run (tests): the catalog's own consumer group and Redis scope.
-    isolation: str | None = None
+    # Names this run's catalog state: its consumer group and Redis scope (peepers_devstack.state).
+    isolation: str = field(default_factory=lambda: f"run-{uuid4().hex[:8]}")
+    # Debian's prometheus binary, when installed, and the directory of its configuration
+    # (peepers_devstack.prometheus writes it) and data.
+    prometheus_binary: Path | None = None
+    prometheus_dir: Path | None = None
+    # Run the seller web app, and send a completed login to its overview.
+    web_app: bool = False
 
     @property
     def sandbox_url(self) -> str:
@@ -122,6 +170,10 @@ class Plan:
         return f"http://{LOOPBACK}:{self.ports.catalog}"
 
     @property
+    def prometheus_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.prometheus}"
+
+    @property
     def webhook_url(self) -> str:
         return f"{self.ingest_url}/webhooks/mercadolibre"
 
@@ -130,12 +182,76 @@ class Plan:
         return f"{self.auth_url}/auth/callback"
 
     @property
+    def web_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.web}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard, already logged in: one click through the sandbox's consent page.
+
+        The sandbox approves at once; the login lands on the seller web app's overview
+        (auth's own dashboard when the web app does not run).
+        """
+        return f"{self.auth_url}/auth/login?site=MLB"
+
+    @property
+    def orders_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.orders}"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the SMTP sink keeps each mail it received (a Maildir: ``new/`` holds them)."""
+        return self.spool_dir.parent / "mail"
+
+    @property
+    def messages_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.messages}"
+
+    @property
+    def messages_group(self) -> str:
+        return f"peepers-messages-{self.isolation}"
+
+    @property
+    def orders_group(self) -> str:
+        return f"peepers-orders-{self.isolation}"
+
+    @property
     def catalog_group(self) -> str:
-        return "peepers-catalog" if self.isolation is None else f"peepers-catalog-{self.isolation}"
+        return f"peepers-catalog-{self.isolation}"
 
     def children(self) -> list[ChildSpec]:
         """In start order; they are stopped in the reverse one."""
-        return [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+        services = self.services()
+        if self.prometheus_binary is None:
+            return services
+        return [*services, self.prometheus()]
+
+    def services(self) -> list[ChildSpec]:
+        """The children that are Peepers or stand in for ML (not Prometheus)."""
+        started = [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+        return [*started, self.web()] if self.web_app else started
+
+    @property
+    def prometheus_config(self) -> Path:
+        if self.prometheus_dir is None:
+            msg = "this plan has no Prometheus"
+            raise ValueError(msg)
+        # "peepers_" in its command line: a run killed outright leaves prometheus behind,
+        # and the next run stops leftovers whose command line says they are ours.
+        return self.prometheus_dir / "peepers_prometheus.yml"
+
+    def prometheus(self) -> ChildSpec:
+        if self.prometheus_binary is None or self.prometheus_dir is None:
+            msg = "this plan has no Prometheus"
+            raise ValueError(msg)
+        argv = [
+            str(self.prometheus_binary),
+            f"--config.file={self.prometheus_config}",
+            f"--storage.tsdb.path={self.prometheus_dir / 'data'}",
+            "--storage.tsdb.retention.time=2d",
+            f"--web.listen-address={LOOPBACK}:{self.ports.prometheus}",
+        ]
+        return ChildSpec("prometheus", argv, {})
 
     def sandbox(self) -> ChildSpec:
         argv = [
@@ -163,10 +279,35 @@ class Plan:
             "AUTH_PUBLIC_BASE_URL": self.auth_url,
             "AUTH_TOKEN_KEYS": json.dumps([self.secrets.token_key]),
             "AUTH_SERVICE_CREDENTIALS": json.dumps(
-                {"catalog": self.secrets.catalog_broker, "ingest": self.secrets.ingest_broker}
+                {
+                    "catalog": self.secrets.catalog_broker,
+                    "orders": self.secrets.orders_broker,
+                    "messages": self.secrets.messages_broker,
+                    "ingest": self.secrets.ingest_broker,
+                }
             ),
         }
+        if self.web_app:
+            env["AUTH_DASHBOARD_URL"] = f"{self.web_url}/app/"
         return ChildSpec("auth", _python("peepers_auth"), env)
+
+    def web(self) -> ChildSpec:
+        """The seller web app: no token key and no broker credential.
+
+        It reads sessions as the Redis user auth-web (.stack/env) and the read APIs as "web".
+        """
+        env = {
+            "AUTH_WEB_HTTP_HOST": LOOPBACK,
+            "AUTH_WEB_HTTP_PORT": str(self.ports.web),
+            "AUTH_WEB_PUBLIC_BASE_URL": self.web_url,
+            "AUTH_WEB_AUTH_BASE_URL": self.auth_url,
+            "AUTH_WEB_SERVICE_NAME": WEB_READER,
+            "AUTH_WEB_SERVICE_SECRET": self.secrets.web_reader,
+            "AUTH_WEB_CATALOG__BASE_URL": self.catalog_url,
+            "AUTH_WEB_ORDERS__BASE_URL": self.orders_url,
+            "AUTH_WEB_MESSAGES__BASE_URL": self.messages_url,
+        }
+        return ChildSpec("web", [*_python("peepers_auth"), "web"], env)
 
     def ingest(self) -> ChildSpec:
         env = {
@@ -199,11 +340,67 @@ class Plan:
             "CATALOG_TOKEN_BROKER__URL": self.auth_url,
             "CATALOG_TOKEN_BROKER__SERVICE": "catalog",
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
-            "CATALOG_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "CATALOG_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "CATALOG_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["CATALOG_REDIS_SCOPE"] = self.isolation
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
+
+    def _readers(self) -> dict[str, str]:
+        """Who may call a read API: this tool and the seller web app."""
+        return {READER: self.secrets.reader, WEB_READER: self.secrets.web_reader}
+
+    def mail_sink(self) -> ChildSpec:
+        """aiosmtpd, a real SMTP server, keeping every mail in `mail_dir` (no TLS, no auth)."""
+        argv = [
+            *_python("aiosmtpd"),
+            "--nosetuid",
+            "--listen", f"{LOOPBACK}:{self.ports.smtp}",
+            "--class", "aiosmtpd.handlers.Mailbox", str(self.mail_dir),
+        ]  # fmt: skip
+        return ChildSpec("mail", argv, {})
+
+    def orders(self) -> ChildSpec:
+        """The orders worker: mails go to `mail_sink`; its read API is called as READER."""
+        env = {
+            "ORDERS_HTTP_HOST": LOOPBACK,
+            "ORDERS_HTTP_PORT": str(self.ports.orders),
+            "ORDERS_APP_ID": self.orders_group,
+            "ORDERS_MAIL__APP_ID": f"{self.orders_group}-mailer",
+            "ORDERS_ML__BASE_URL": self.sandbox_url,
+            "ORDERS_ML__APP_ID": str(DEMO_APP_ID),
+            "ORDERS_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "ORDERS_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "ORDERS_TOKEN_BROKER__URL": self.auth_url,
+            "ORDERS_TOKEN_BROKER__SERVICE": "orders",
+            "ORDERS_TOKEN_BROKER__SECRET": self.secrets.orders_broker,
+            "ORDERS_SMTP__HOST": LOOPBACK,
+            "ORDERS_SMTP__PORT": str(self.ports.smtp),
+            "ORDERS_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "ORDERS_REDIS_SCOPE": self.isolation,
+        }
+        return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
+
+    def messages(self) -> ChildSpec:
+        """The messages worker (Q&A, conversations, tickets); its API is called as READER."""
+        env = {
+            "MESSAGES_HTTP_HOST": LOOPBACK,
+            "MESSAGES_HTTP_PORT": str(self.ports.messages),
+            "MESSAGES_APP_ID": self.messages_group,
+            "MESSAGES_ML__BASE_URL": self.sandbox_url,
+            "MESSAGES_ML__APP_ID": str(DEMO_APP_ID),
+            "MESSAGES_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "MESSAGES_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "MESSAGES_TOKEN_BROKER__URL": self.auth_url,
+            "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
+            "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,
+            "MESSAGES_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "MESSAGES_REDIS_SCOPE": self.isolation,
+        }
+        return ChildSpec("messages", [*_python("peepers_messages"), "worker"], env)
 
 
 def _python(module: str) -> list[str]:

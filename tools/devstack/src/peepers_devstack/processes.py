@@ -2,9 +2,15 @@
 
 A child runs in a new session, so a Ctrl-C at the terminal reaches only the
 orchestrator, which then stops the children one by one, newest first (the catalog
-worker before the auth service it gets tokens from, the sandbox last). Their pids are
-kept in a file: a run that was killed outright (SIGKILL) leaves it behind, and the next
-run stops those leftovers before it starts anything.
+worker before the auth service it gets tokens from, the sandbox last).
+
+Children never outlive the orchestrator, however it ends. Each is started through
+`peepers_devstack.child`, which asks the kernel for SIGTERM when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``) and then execs the child's command, so a SIGKILL of the
+orchestrator (or a crash) stops them too, within the seconds their own shutdown takes.
+Their pids are also kept in a file, which a run killed outright leaves behind: the next
+run stops any leftover named there before it starts anything (a child that ignored the
+signal).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,6 +74,8 @@ class Supervisor:
         log = self.log_dir / f"{spec.name}.log"
         with log.open("wb") as out:
             process = await asyncio.create_subprocess_exec(
+                # Through the launcher that binds the child to our life (peepers_devstack.child).
+                *(sys.executable, "-m", "peepers_devstack.child", str(os.getpid())),
                 *spec.argv,
                 env={**self.base_env, **spec.env},
                 # The catalog worker's Faust keeps a data directory in its cwd.

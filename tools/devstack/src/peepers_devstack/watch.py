@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import aiohttp
 
+from peepers_devstack import prometheus
 from peepers_devstack.metrics import Scrape, percentiles
 from peepers_devstack.plan import READER, Plan
 from peepers_sandbox.client import SandboxAdmin
@@ -122,6 +123,8 @@ class Summary:
     dead_lettered: float = 0.0
     parked: float = 0.0
     search: Search | None = None
+    # Prometheus's alerts (None: not running, or it did not answer).
+    alerts: prometheus.Alerts | None = None
 
     @property
     def events_total(self) -> int:
@@ -150,9 +153,13 @@ class SummaryCollector:
         catalog = await scrape(self._session, self._plan.catalog_url)
         summary.applied = catalog.by("peepers_catalog_items_applied_total", "outcome")
         summary.events = catalog.by("peepers_catalog_events_published_total", "type")
-        summary.dead_lettered = catalog.total("peepers_consumer_failures_total", fate="dlq")
+        summary.dead_lettered = catalog.total(
+            "peepers_consumer_failures_total", fate="dead_lettered"
+        )
         summary.parked = catalog.total("peepers_consumer_failures_total", fate="parked")
         summary.items_cached, summary.search = await self._catalog_api()
+        if self._plan.prometheus_binary is not None:
+            summary.alerts = await prometheus.alerts(self._session, self._plan.prometheus_url)
         return summary
 
     async def _notifier(self, summary: Summary) -> None:

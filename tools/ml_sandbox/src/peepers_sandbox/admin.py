@@ -32,6 +32,7 @@ def _events(market: Marketplace) -> dict[str, Callable[..., Any]]:
         "shipment": market.ship,
         "delivery": market.deliver,
         "not_delivered": market.fail_delivery,
+        "not_verified": market.unverified_delivery,
         "cancellation": market.cancel_order,
         "feedback": market.give_feedback,
         "new_item": market.new_item,
@@ -89,6 +90,10 @@ async def admin_errors(request: web.Request, handler: Callable[..., Any]) -> web
         response: web.StreamResponse = await handler(request)
     except SandboxError as exc:
         return json_response(exc.body(), status=exc.status)
+    except (TypeError, ValueError, OverflowError) as exc:
+        # A parameter of the wrong type (``{"seconds": "soon"}``): refused, nothing changed.
+        error = SandboxError(400, "bad_request", f"bad parameter: {exc}")
+        return json_response(error.body(), status=400)
     return response
 
 
@@ -176,8 +181,9 @@ async def notifier_get(request: web.Request) -> web.StreamResponse:
 async def notifier_patch(request: web.Request) -> web.StreamResponse:
     st = _st(request)
     body = await _body(request)
-    if "quirks" in body:
-        _patch(st.config.notifier.quirks, body.pop("quirks"))
+    for nested in ("quirks", "chaos"):
+        if nested in body:
+            _patch(getattr(st.config.notifier, nested), body.pop(nested))
     _patch(st.config.notifier, body)
     return json_response(st.config.notifier.model_dump(mode="json"))
 
@@ -190,6 +196,8 @@ async def notifier_attempts(request: web.Request) -> web.StreamResponse:
         log = [a for a in log if a["notification_id"] == nid]
     if topic := query.get("topic"):
         log = [a for a in log if a["topic"] == topic]
+    if chaos := query.get("chaos"):
+        log = [a for a in log if a["chaos"] == (None if chaos == "none" else chaos)]
     if "ok" in query:
         wanted = query["ok"] == "true"
         log = [a for a in log if a["ok"] is wanted]
@@ -274,7 +282,8 @@ async def events_post(request: web.Request) -> web.StreamResponse:
         raise SandboxError(404, "not_found", f"unknown event kind {kind}")
     try:
         result = action(**await _body(request))
-    except TypeError as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
+        # A parameter of the wrong name or type: the event changes nothing and says why.
         raise SandboxError(400, "bad_request", f"bad parameters for {kind}: {exc}") from None
     return json_response({"kind": kind, "result": result}, status=201)
 

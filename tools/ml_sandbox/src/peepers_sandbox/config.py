@@ -107,6 +107,25 @@ def _default_retry_gaps() -> list[float]:
     return [30.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1710.0]
 
 
+class ChaosConfig(BaseModel):
+    """Notification chaos (FACTS.md §1.1, §11), off by default.
+
+    Real ML sends several identical notifications per change and notifications for
+    changes a client cannot see; deliveries also overtake each other. Each effect is
+    recorded in the attempt log (``chaos``, ``held_ms``) so a test can count it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    duplicate_rate: float = Field(default=0.3, ge=0.0, le=1.0)
+    duplicates: int = Field(default=2, ge=1, le=10)
+    new_id_share: float = Field(default=0.5, ge=0.0, le=1.0)
+    noop_rate: float = Field(default=0.1, ge=0.0, le=1.0)
+    reorder_window_ms: int = Field(default=0, ge=0, le=60_000)
+    seed: int = 0xC4A05
+
+
 class NotifierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -121,6 +140,7 @@ class NotifierConfig(BaseModel):
     attempt_log_size: int = 200_000
     require_grant: bool = False
     quirks: QuirksConfig = Field(default_factory=QuirksConfig)
+    chaos: ChaosConfig = Field(default_factory=ChaosConfig)
 
 
 class MarketplaceConfig(BaseModel):

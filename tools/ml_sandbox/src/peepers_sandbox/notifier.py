@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import secrets
 import time
 import uuid
@@ -41,6 +42,9 @@ class Notification:
     state: str = "pending"
     sent_ms: int = 0
     history: list[int | None] = field(default_factory=list)
+    # None, or the chaos that made it: duplicate_same_id, duplicate_new_id, noop.
+    chaos: str | None = None
+    held_ms: float = 0.0
 
 
 class Notifier:
@@ -59,7 +63,14 @@ class Notifier:
             "missed": 0,
             "attempts": 0,
             "failed_attempts": 0,
+            "duplicate_same_id": 0,
+            "duplicate_new_id": 0,
+            "noop": 0,
+            "held": 0,
         }
+        # Seeded: chaos is reproducible in what it does, if not in timing.
+        self._chaos_rng = random.Random(cfg.chaos.seed)  # noqa: S311
+        self._recent: deque[tuple[str, int, str, list[str] | None]] = deque(maxlen=256)
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -95,6 +106,22 @@ class Notifier:
         self.changes += 1
         if not self.cfg.enabled:
             return
+        chaos = self.cfg.chaos
+        rng = self._chaos_rng
+        if chaos.enabled and self._recent and rng.random() < chaos.noop_rate:
+            # A resource notified before and unchanged since: ML's "invisible" change.
+            self._fan_out(*rng.choice(self._recent), chaos="noop")
+        self._recent.append((topic, user_id, resource, actions))
+        self._fan_out(topic, user_id, resource, actions)
+
+    def _fan_out(
+        self,
+        topic: str,
+        user_id: int,
+        resource: str,
+        actions: list[str] | None,
+        chaos: str | None = None,
+    ) -> None:
         quirks = self.cfg.quirks
         out_topic = quirks.claims_topic if topic == "post_purchase" else topic
         if topic == "messages" and quirks.messages_resource_bare_id:
@@ -113,9 +140,8 @@ class Notifier:
                 and not self.has_grant(app.app_id, user_id)
             ):
                 continue
-            nid = str(uuid.uuid4()) if quirks.id_style == "uuid" else secrets.token_hex(12)
             notification = Notification(
-                nid,
+                self._new_id(),
                 app.app_id,
                 app.callback_url,
                 out_topic,
@@ -124,12 +150,65 @@ class Notifier:
                 resource,
                 actions,
                 now_ms,
+                chaos=chaos,
             )
-            self.notifications[nid] = notification
-            self.stats["notifications"] += 1
-            self._pending += 1
-            self._idle.clear()
-            self._queue.put_nowait(notification)
+            self.notifications[notification.id] = notification
+            self._enqueue(notification)
+            self._duplicate(notification)
+
+    def _new_id(self) -> str:
+        return str(uuid.uuid4()) if self.cfg.quirks.id_style == "uuid" else secrets.token_hex(12)
+
+    def _duplicate(self, original: Notification) -> None:
+        """Chaos: send ``duplicates`` more copies, with the same ``_id`` or a new one."""
+        chaos = self.cfg.chaos
+        rng = self._chaos_rng
+        if not chaos.enabled or original.chaos is not None or rng.random() >= chaos.duplicate_rate:
+            return
+        for _ in range(chaos.duplicates):
+            new_id = rng.random() < chaos.new_id_share
+            copy = Notification(
+                self._new_id() if new_id else original.id,
+                original.app_id,
+                original.url,
+                original.topic,
+                original.source_topic,
+                original.user_id,
+                original.resource,
+                original.actions,
+                original.received_ms,
+                chaos="duplicate_new_id" if new_id else "duplicate_same_id",
+            )
+            if new_id:
+                self.notifications[copy.id] = copy
+            self._enqueue(copy)
+
+    def _enqueue(self, n: Notification) -> None:
+        self.stats["notifications"] += 1
+        if n.chaos is not None:
+            self.stats[n.chaos] += 1
+        self._pending += 1
+        self._idle.clear()
+        window_ms = self.cfg.chaos.reorder_window_ms if self.cfg.chaos.enabled else 0
+        if not window_ms:
+            self._queue.put_nowait(n)
+            return
+        # Chaos: hold each notification up to the window, so later ones may overtake it.
+        n.held_ms = round(self._chaos_rng.uniform(0, window_ms), 1)
+        self.stats["held"] += 1
+        self._later(n.held_ms / 1000, n)
+
+    def _later(self, delay_s: float, n: Notification) -> None:
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            if timer is not None:
+                self._timers.discard(timer)
+            self._queue.put_nowait(n)
+
+        timer = loop.call_later(delay_s, fire)
+        self._timers.add(timer)
 
     def body(self, n: Notification) -> dict[str, Any]:
         quirks = self.cfg.quirks
@@ -216,6 +295,8 @@ class Notifier:
                 "latency_ms": round(latency_ms, 2),
                 "ok": ok,
                 "error": error,
+                "chaos": n.chaos,
+                "held_ms": n.held_ms,
                 "body": data.decode(),
             }
         )
@@ -233,17 +314,7 @@ class Notifier:
         n.history.append(status)
         gaps = self.cfg.retry_gaps_s
         if n.attempts <= len(gaps):
-            delay = gaps[n.attempts - 1] / self.cfg.time_compression
-            loop = asyncio.get_running_loop()
-            timer: asyncio.TimerHandle | None = None
-
-            def fire() -> None:
-                if timer is not None:
-                    self._timers.discard(timer)
-                self._queue.put_nowait(n)
-
-            timer = loop.call_later(delay, fire)
-            self._timers.add(timer)
+            self._later(gaps[n.attempts - 1] / self.cfg.time_compression, n)
             return
         n.state = "missed"
         self.stats["missed"] += 1

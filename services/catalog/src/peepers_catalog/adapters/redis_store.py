@@ -889,6 +889,15 @@ class RedisItemStore:
         # Members (``<id>`` NUL ``<number>``) come back as bytes: no response decoding.
         return {member.split(b"\0")[0].decode() for member in cast("list[bytes]", ids)}
 
+    async def sample_item_ids(self, seller_id: int, count: int) -> list[str]:
+        """Up to ``count`` distinct live items of the seller, picked at random (HRANDFIELD)."""
+        with redis_errors("sampling a seller's items"):
+            picked = await self._redis.hrandfield(
+                f"{self._seller(seller_id)}:docs", count, withvalues=True
+            )
+        members = cast("list[bytes]", picked)[1::2]  # number, member, number, member, ...
+        return [member.split(b"\0")[0].decode() for member in members]
+
     async def mark_gone(self, seller_id: int, item_ids: Iterable[str]) -> int:
         ids = list(dict.fromkeys(item_ids))
         if not ids:

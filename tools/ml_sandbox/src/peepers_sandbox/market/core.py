@@ -61,7 +61,6 @@ class MarketCore:
         self.shipments: dict[int, Json] = {}
         self.shipment_parties: dict[int, tuple[int, int, int]] = {}  # id -> seller, buyer, order
         self.shipment_history: dict[int, list[Json]] = {}
-        self.shipment_pack: dict[int, int] = {}
         self.packs: dict[int, Json] = {}
         self.pack_flags: dict[int, set[str]] = {}  # fulfillment, buyer_wrote, seller_started
         self.buyer_blocks: dict[int, int] = {}  # pack id -> when its buyer blocked the seller

@@ -159,10 +159,11 @@ class Messages(Orders):
             message["last_updated"] = stamp
             pack_id = self.message_pack[message_id]
             per_pack = self.unread.get(reader_id, {})
-            if per_pack.get(pack_id, 0) > 1:
-                per_pack[pack_id] -= 1
-            else:
-                per_pack.pop(pack_id, None)
+            # Only available messages were counted as unread.
+            if message["status"] == "available":
+                left = per_pack.pop(pack_id, 0) - 1
+                if left > 0:
+                    per_pack[pack_id] = left
             seller_id = self.pack_parties(pack_id)[0]
             self._emit("messages", seller_id, f"/messages/{message_id}", ["read"])
 

@@ -197,7 +197,6 @@ class Orders(Items):
         }
         self.shipments[ship_id] = shipment
         self.shipment_parties[ship_id] = (seller_id, buyer_id, order_id)
-        self.shipment_pack[ship_id] = pack_id
         self.shipment_history[ship_id] = [
             {"status": "pending", "substatus": "waiting_for_payment", "date": iso_z(stamp)}
         ]
@@ -603,6 +602,12 @@ class Orders(Items):
                 if "not_delivered" not in pack_order["tags"]:
                     pack_order["tags"] = [*pack_order["tags"], "not_delivered"]
                 self._touch_order(pack_order)
+        return shipment
+
+    def unverified_delivery(self, order_id: int) -> Json:
+        """The carrier reports a delivery it cannot prove: ``not_verified``."""
+        _, shipment = self._paid_order_shipment(order_id, "shipped")
+        self._touch_shipment(shipment, "not_verified", None)
         return shipment
 
     def shipment(self, shipment_id: int) -> Json:

@@ -24,6 +24,16 @@ ANSWERS = [
 ]
 
 
+# Every question status (FACTS.md §5.1, the search's available_filters).
+QUESTION_STATUSES = (
+    "ANSWERED",
+    "BANNED",
+    "CLOSED_UNANSWERED",
+    "DELETED",
+    "DISABLED",
+    "UNANSWERED",
+    "UNDER_REVIEW",
+)
 # Moderation moves (FACTS.md §5.1): the status a question may reach, and from where.
 MODERATION: dict[str, tuple[str, ...]] = {
     "UNDER_REVIEW": ("UNANSWERED",),

@@ -9,6 +9,7 @@ from peepers_sandbox.errors import (
     forbidden,
     json_response,
 )
+from peepers_sandbox.market.questions import QUESTION_STATUSES
 from peepers_sandbox.routes.common import (
     int_param,
     path_int,
@@ -81,15 +82,7 @@ async def questions_search(request: web.Request) -> web.StreamResponse:
                     "id": "status",
                     "name": "Status",
                     "type": "text",
-                    "values": [
-                        "ANSWERED",
-                        "BANNED",
-                        "CLOSED_UNANSWERED",
-                        "DELETED",
-                        "DISABLED",
-                        "UNANSWERED",
-                        "UNDER_REVIEW",
-                    ],
+                    "values": list(QUESTION_STATUSES),
                 }
             ],
             "available_sorts": ["item_id", "from_id", "date_created", "seller_id"],
@@ -114,7 +107,7 @@ async def answers_post(request: web.Request) -> web.StreamResponse:
         raise bad_request(msg, "invalid_post_body")
     try:
         question_id = int(payload["question_id"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         msg = "Invalid question_id"
         raise bad_request(msg, "invalid_question") from None
     text = payload.get("text")

@@ -1,0 +1,141 @@
+"""``python -m peepers_orders``: the worker, a seller's backfill, and the analytics rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import faust
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from peepers_common.errors import PeepersError
+from peepers_common.logs import configure_logging
+from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.topics import PEEPERS_ORDERS
+from peepers_orders.adapters.redis_analytics import RedisAnalytics
+from peepers_orders.app import backfill_options, create_app, open_wiring
+from peepers_orders.backfill import backfill as run_backfill
+from peepers_orders.ports import BackfillState
+from peepers_orders.rebuild import replay_analytics
+from peepers_orders.settings import Settings
+
+cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
+analytics_cli = typer.Typer(help="Sales analytics.")
+cli.add_typer(analytics_cli, name="analytics")
+
+_COLUMNS = (
+    TextColumn("[bold]{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+    TimeRemainingColumn(),
+)
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, logging JSON lines like every other Peepers service."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        configure_logging("orders", logging.getLevelName(level))
+
+
+@cli.command()
+def worker() -> None:
+    """Consume order notifications and seller events; mail sellers; serve the read API."""
+    settings = Settings()
+    runner = _Worker(create_app(settings), loglevel=settings.log_level, redirect_stdouts=False)
+    runner.execute_from_commandline()
+
+
+@cli.command()
+def backfill(
+    seller_id: Annotated[int, typer.Argument(help="the ML user id of a connected seller")],
+    restart: Annotated[
+        bool, typer.Option(help="start over instead of resuming an unfinished backfill")
+    ] = False,
+) -> None:
+    """Run (or resume) the backfill of one seller's recent orders, with a progress bar."""
+    settings = Settings()
+    configure_logging("orders", "WARNING", json=False)
+    try:
+        state = asyncio.run(_backfill(settings, seller_id, restart=restart))
+    except PeepersError as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    counts = ", ".join(f"{name} {n}" for name, n in sorted(state.counts.items())) or "nothing"
+    typer.echo(f"seller {seller_id}: {state.total} orders; {counts}")
+
+
+async def _backfill(settings: Settings, seller_id: int, *, restart: bool) -> BackfillState:
+    with Progress(*_COLUMNS, transient=False) as progress:
+        task = progress.add_task("backfilling orders", total=None)
+
+        def show(state: BackfillState) -> None:
+            progress.update(task, completed=state.offset, total=state.total)
+
+        async with open_wiring(settings) as wiring:
+            return await run_backfill(
+                seller_id,
+                wiring.backfill_orders,
+                wiring.sellers,
+                options=backfill_options(settings, restart=restart),
+                progress=show,
+            )
+
+
+@analytics_cli.command("rebuild")
+def rebuild() -> None:
+    """Replay peepers.orders.v1 from its start into new analytics, then switch to them."""
+    settings = Settings()
+    configure_logging("orders", "WARNING", json=False)
+    try:
+        generation, events = asyncio.run(_rebuild(settings))
+    except PeepersError as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"analytics generation {generation}: {events} events replayed")
+
+
+async def _rebuild(settings: Settings) -> tuple[str, int]:
+    generation = uuid.uuid4().hex[:12]
+    redis = connect_redis(settings.redis)
+    try:
+        live = RedisAnalytics(redis, Namespace("orders", scope=settings.redis_scope))
+        with Progress(*_COLUMNS, transient=False) as progress:
+            task = progress.add_task("replaying order events", total=None)
+
+            def show(replayed: int, total: int) -> None:
+                progress.update(task, completed=replayed, total=total)
+
+            replayed = await replay_analytics(
+                settings.kafka,
+                settings.topic_prefix + PEEPERS_ORDERS,
+                live,
+                live.pinned(generation),
+                generation,
+                ZoneInfo(settings.analytics_timezone),
+                progress=show,
+            )
+        return generation, replayed
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""The composition root of the orders worker: a Faust app on the consumer kit, the mailer.
+
+Topics (``settings.topic_prefix`` before each), consumer group ``settings.app_id``:
+
+* ``ml.notifications.orders_v2``, ``…shipments``, ``…payments`` → `handlers.on_notification`
+* ``peepers.sellers.v1`` → on ``seller.connected`` / ``seller.reconnected``: note the
+  connection, then the seller's backfill
+* ``peepers.orders.v1`` → sales analytics (`analytics.on_order_event`)
+* the ``.retry`` topics of all of them → the same handlers once a parked record is due
+
+and, in the mailer's own consumer group (``settings.mail.app_id``, `mailer`),
+``peepers.orders.v1`` → `mail.on_order_event`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import faust
+from aiohttp import web
+
+from peepers_common.changelog import Changelog, RedisViewMarker
+from peepers_common.consumer import ConsumerKit, ConsumerRuntime
+from peepers_common.consumer_lag import ConsumerLagMonitor
+from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
+from peepers_common.events import SELLER_EVENT, event_type_of
+from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
+from peepers_common.ml.broker_tokens import BrokerTokenProvider
+from peepers_common.namespaces import Namespace, connect_redis, redis_errors
+from peepers_common.notifications import decode_value
+from peepers_common.topics import (
+    ORDERS_EMAILS_CHANGELOG,
+    PEEPERS_ORDERS,
+    PEEPERS_SELLERS,
+    notification_topic,
+    retry_topic,
+)
+from peepers_orders import analytics
+from peepers_orders.adapters.mail_ledger import ChangelogMailLedger, RedisMailView
+from peepers_orders.adapters.redis_analytics import RedisAnalytics
+from peepers_orders.adapters.redis_store import RedisOrderStore, RedisSellerDirectory
+from peepers_orders.adapters.smtp import SmtpMailSender
+from peepers_orders.api import create_api
+from peepers_orders.backfill import BackfillOptions, backfill
+from peepers_orders.handlers import Orders, on_notification
+from peepers_orders.mail import Mailer, Templates, on_order_event
+from peepers_orders.mailer import MAILER, MailerLoops
+from peepers_orders.priority import PrioritizedSource, UrgentFirst
+from peepers_orders.rebuild import CacheGuard
+from peepers_orders.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "orders"
+NOTIFICATION_TOPICS = tuple(
+    notification_topic(topic) for topic in ("orders_v2", "shipments", "payments")
+)
+_BACKFILL_TRIGGERS = frozenset({"seller.connected", "seller.reconnected"})
+
+
+@dataclass(frozen=True)
+class Wiring:
+    orders: Orders
+    backfill_orders: Orders
+    store: RedisOrderStore
+    sellers: RedisSellerDirectory
+    analytics: RedisAnalytics
+    processor: RecordProcessor
+    mailer: Mailer
+    ledger: Changelog
+    ping: Callable[[], Awaitable[None]]
+
+
+@asynccontextmanager
+async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
+    """Every client the orders service uses, opened together and closed in reverse."""
+    async with AsyncExitStack() as stack:
+        redis = connect_redis(settings.redis)
+        stack.push_async_callback(redis.aclose)
+        session = ml_session(settings.ml)
+        stack.push_async_callback(session.close)
+        publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
+        namespace = Namespace("orders", scope=settings.redis_scope)
+        store = RedisOrderStore(redis, namespace)
+        sellers = RedisSellerDirectory(redis, namespace)
+        ml = HttpMlApi(
+            session,
+            settings.ml,
+            BrokerTokenProvider(session, settings.token_broker),
+            OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml"),
+        )
+        gate = UrgentFirst()
+        orders = Orders(
+            ml=PrioritizedSource(ml, gate, urgent=True),
+            store=store,
+            sellers=sellers,
+            publisher=publisher,
+            events_topic=settings.topic_prefix + PEEPERS_ORDERS,
+        )
+        view = RedisMailView(redis, namespace)
+        ledger = await stack.enter_async_context(
+            Changelog(
+                settings.kafka,
+                settings.topic_prefix + ORDERS_EMAILS_CHANGELOG,
+                view=view,
+                marker=RedisViewMarker(redis, namespace, "emails"),
+            )
+        )
+
+        async def ping() -> None:
+            with redis_errors("answering a ping"):
+                await redis.ping()
+
+        yield Wiring(
+            orders=orders,
+            backfill_orders=orders.reading_with(PrioritizedSource(ml, gate, urgent=False)),
+            store=store,
+            sellers=sellers,
+            analytics=RedisAnalytics(redis, namespace),
+            processor=RecordProcessor(
+                consumer=CONSUMER, publisher=publisher, policy=settings.retry.policy()
+            ),
+            mailer=Mailer(
+                ledger=ChangelogMailLedger(ledger, view),
+                sender=SmtpMailSender(settings.smtp),
+                sellers=sellers,
+                ml=orders.ml,
+                mail=settings.mail,
+                smtp=settings.smtp,
+                templates=Templates(),
+            ),
+            ledger=ledger,
+            ping=ping,
+        )
+
+
+def backfill_options(settings: Settings, **overrides: Any) -> BackfillOptions:
+    return BackfillOptions(
+        days=settings.backfill.days, page_size=settings.backfill.page_size, **overrides
+    )
+
+
+class Runtime(ConsumerRuntime):
+    """The worker's clients, read API and mailer, started before the agents take records."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.zone = ZoneInfo(settings.analytics_timezone)
+        self._wiring: Wiring | None = None
+        self.guard: CacheGuard | None = None
+
+    async def open(self, stack: AsyncExitStack) -> RecordProcessor:
+        settings = self.settings
+        self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
+        self.guard = CacheGuard(
+            orders=wiring.backfill_orders,
+            sellers=wiring.sellers,
+            checkpoints=wiring.sellers,
+            analytics=wiring.analytics,
+            kafka=settings.kafka,
+            sellers_topic=settings.topic_prefix + PEEPERS_SELLERS,
+            orders_topic=settings.topic_prefix + PEEPERS_ORDERS,
+            zone=self.zone,
+            backfill_days=settings.backfill.days,
+            new_generation=wiring.analytics.pinned,
+            check_every_s=settings.cache_check_every_s,
+        )
+        guarding = asyncio.create_task(self.guard.run(), name="orders-cache-guard")
+        stack.push_async_callback(_cancelled, guarding)
+        api = web.AppRunner(
+            create_api(
+                settings,
+                store=wiring.store,
+                analytics_store=wiring.analytics,
+                ready=self.ready_state,
+            ),
+            access_log=None,
+        )
+        await api.setup()
+        stack.push_async_callback(api.cleanup)
+        await web.TCPSite(api, settings.http_host, settings.http_port).start()
+        if settings.mail.enabled:
+            events = settings.topic_prefix + PEEPERS_ORDERS
+            loops = MailerLoops(
+                settings.kafka,
+                topic=events,
+                retry_topic=retry_topic(events),
+                group=settings.mail.app_id,
+                processor=RecordProcessor(
+                    consumer=MAILER,
+                    publisher=wiring.orders.publisher,
+                    policy=settings.mail.retry.policy(),
+                ),
+                handler=self.handle_mail,
+            )
+            await loops.start()
+            stack.push_async_callback(loops.aclose)
+            # The mailer's group is not the kit's: its lag (mail not yet sent) is its own.
+            await stack.enter_async_context(
+                ConsumerLagMonitor(
+                    settings.kafka,
+                    settings.mail.app_id,
+                    [events],
+                    interval_s=settings.lag_interval_s,
+                )
+            )
+        log.info("orders worker ready; read API on port %d", settings.http_port)
+        return wiring.processor
+
+    @property
+    def wiring(self) -> Wiring:
+        if self._wiring is None:
+            msg = "the orders runtime is not started"
+            raise RuntimeError(msg)
+        return self._wiring
+
+    async def ready_state(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when Redis answers.
+
+        The body says whether the cache is being rebuilt, and how the mail ledger's view
+        stands.
+        """
+        await self.wiring.ping()
+        ledger = self.wiring.ledger
+        rebuilding = self.guard is not None and self.guard.rebuilding
+        return True, {
+            "status": "ready",
+            "cache": "rebuilding" if rebuilding else "ready",
+            "mail_ledger": ledger.state.value,
+            "mail_ledger_restore": ledger.progress.as_dict(),
+        }
+
+    async def handle_notification(self, record: InboundRecord) -> str:
+        return (await on_notification(decode_value(record.value), self.wiring.orders)).value
+
+    async def handle_seller(self, record: InboundRecord) -> str:
+        if event_type_of(record.value) not in _BACKFILL_TRIGGERS:
+            return "ignored"  # other transitions, and types newer than this code
+        event = SELLER_EVENT.validate_json(record.value)
+        await self.wiring.sellers.connected(event.seller_id, event.occurred_at)
+        state = await backfill(
+            event.seller_id,
+            self.wiring.backfill_orders,
+            self.wiring.sellers,
+            options=backfill_options(self.settings, run_id=str(event.event_id)),
+        )
+        log.info("backfill of seller %d: %s", event.seller_id, state.counts)
+        return "backfilled"
+
+    async def handle_analytics(self, record: InboundRecord) -> str:
+        return await analytics.on_order_event(record.value, self.wiring.analytics, self.zone)
+
+    async def handle_mail(self, record: InboundRecord) -> str:
+        return await on_order_event(record.value, self.wiring.mailer)
+
+    def handler_for(self, source_topic: str) -> Handler:
+        if source_topic.endswith(PEEPERS_SELLERS):
+            return self.handle_seller
+        if source_topic.endswith(PEEPERS_ORDERS):
+            return self.handle_analytics
+        return self.handle_notification
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings) -> faust.App:
+    kit = ConsumerKit(settings, consumer=CONSUMER)
+    runtime = kit.serve(Runtime(settings, loop=kit.app.loop, beacon=kit.app.beacon))
+    kit.batch_agent("orders.notifications", NOTIFICATION_TOPICS, runtime.handle_notification)
+    kit.record_agent("orders.sellers", [PEEPERS_SELLERS], runtime.handle_seller)
+    kit.record_agent("orders.analytics", [PEEPERS_ORDERS], runtime.handle_analytics)
+    kit.retry_agent(
+        "orders.retries",
+        [*NOTIFICATION_TOPICS, PEEPERS_SELLERS, PEEPERS_ORDERS],
+        runtime.handler_for,
+    )
+    return kit.app

@@ -1,0 +1,97 @@
+"""Backfill on ``seller.connected``: the seller's orders of the last N days, into the cache.
+
+`/orders/search` pages by offset, oldest first (``sort=date_asc``) from a creation date
+fixed when the run starts, so orders created while it runs land after the pages already
+read and offsets stay put. Every status is asked for: a plain search hides cancelled
+orders (FACTS.md 4.1). Each page's orders go through `handlers.apply_order`, the same
+mapping as webhooks, from the search's own order bodies (no extra fetch per order); the
+checkpoint (offset, counts) is saved after each page, so a run interrupted by a restart
+or a rebalance resumes where it stopped. The orders are announced as ``order.snapshot``
+(they predate the connection) and send no email.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+from peepers_common.events import occurred
+from peepers_common.ml.models import MlOrder
+from peepers_orders import metrics
+from peepers_orders.handlers import Orders, apply_order
+from peepers_orders.lifecycle import ORDER_STATUSES
+from peepers_orders.ports import BackfillCheckpoints, BackfillState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    days: int = 30
+    page_size: int = 50
+    run_id: str = "manual"
+    restart: bool = False
+    apply_concurrency: int = 10
+
+
+async def backfill(
+    seller_id: int,
+    orders: Orders,
+    checkpoints: BackfillCheckpoints,
+    *,
+    options: BackfillOptions,
+    progress: Callable[[BackfillState], None] | None = None,
+) -> BackfillState:
+    """Run (or resume) the seller's backfill; returns its final state."""
+    state = await checkpoints.load(seller_id)
+    if state is not None and state.phase == "done" and state.run_id == options.run_id:
+        return state  # this very run is done: a redelivered seller event
+    if state is None or state.phase == "done" or options.restart:
+        since = occurred(orders.clock()) - timedelta(days=options.days)
+        state = BackfillState(seller_id=seller_id, run_id=options.run_id, created_from=since)
+        await checkpoints.save(state)
+    label = str(seller_id)
+    metrics.BACKFILL_RUNNING.labels(label).set(1)
+    gate = asyncio.Semaphore(options.apply_concurrency)
+
+    revealed_by = f"backfill:{state.run_id}"
+
+    async def one(order: MlOrder) -> str:
+        async with gate:
+            return (await apply_order(order, revealed_by, orders)).value
+
+    try:
+        while True:
+            page = await orders.ml.search_orders(
+                seller_id=seller_id,
+                offset=state.offset,
+                limit=options.page_size,
+                sort="date_asc",
+                created_from=state.created_from,
+                statuses=sorted(ORDER_STATUSES),
+            )
+            metrics.BACKFILL_TOTAL.labels(label).set(page.paging.total)
+            outcomes = Counter(await asyncio.gather(*(one(order) for order in page.results)))
+            counts = Counter(state.counts)
+            counts.update(outcomes)
+            done = not page.results or state.offset + len(page.results) >= page.paging.total
+            state = replace(
+                state,
+                offset=state.offset + len(page.results),
+                total=page.paging.total,
+                counts=dict(counts),
+                phase="done" if done else "running",
+            )
+            await checkpoints.save(state)
+            metrics.BACKFILL_ORDERS.labels(label).inc(len(page.results))
+            if progress is not None:
+                progress(state)
+            if done:
+                log.info("backfill of seller %d done: %s", seller_id, state.counts)
+                return state
+    finally:
+        metrics.BACKFILL_RUNNING.labels(label).set(0)

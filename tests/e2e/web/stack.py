@@ -1,0 +1,105 @@
+"""The seller web app with everything behind it: the sandbox, auth, the orders worker and
+its read API (a real process), and the web process, each on its own topics and keys."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import BrowserContext, Page, expect
+
+from peepers_auth.web.settings import ReadApi
+from peepers_common.settings import KafkaSettings
+from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_ORDERS, PEEPERS_SELLERS
+from tests.integration.auth.harness import AuthStack, auth_stack
+from tests.integration.catalog.worker import catalog_topics, worker_run
+from tests.integration.catalog.worker import ready_worker as ready_catalog
+from tests.integration.orders.smtp import smtp_sink
+from tests.integration.orders.worker import READER, OrdersRun, notify, orders_topics, ready_worker
+from tests.integration.web.harness import WebProcess, web_process
+
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "web"
+
+
+@dataclass
+class SellerStack:
+    kafka: KafkaSettings
+    auth: AuthStack
+    orders: OrdersRun
+    pages: WebProcess
+
+    @property
+    def url(self) -> str:
+        return self.pages.url
+
+    async def sandbox_event(self, kind: str, **params: Any) -> dict[str, Any]:
+        result: dict[str, Any] = await self.auth.sandbox.admin.event(kind, **params)
+        return result
+
+    async def new_paid_order(self, seller_id: int) -> int:
+        """An order created and paid in the sandbox, and ML's notification of it."""
+        order = await self.sandbox_event("new_order", seller_id=seller_id)
+        await self.sandbox_event("payment", order_id=order["id"])
+        await notify(self.kafka, self.orders, "orders_v2", f"/orders/{order['id']}")
+        return int(order["id"])
+
+    async def log_in(self, context: BrowserContext, seller_id: int) -> Page:
+        """The seller's login through the sandbox's consent page, then the web app."""
+        page = await context.new_page()
+        await page.goto(f"{self.auth.url}/auth/login?site=MLB")
+        await page.fill("input[name=user_id]", str(seller_id))
+        await page.get_by_role("button", name="Permitir").click()
+        await page.wait_for_url(f"{self.auth.url}/auth/dashboard")
+        await page.goto(f"{self.url}/app/")
+        await expect(page.locator("#seller-id")).to_have_text(str(seller_id))
+        return page
+
+
+async def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@asynccontextmanager
+async def seller_stack(kafka: KafkaSettings, tmp_path: Path) -> AsyncIterator[SellerStack]:
+    prefix = await orders_topics(kafka)
+    async with AsyncExitStack() as stack:
+        sink = stack.enter_context(smtp_sink())
+        auth = await stack.enter_async_context(
+            auth_stack(kafka, auto_approve=False, topic=prefix + PEEPERS_SELLERS, sellers=2)
+        )
+        run = OrdersRun(
+            prefix=prefix,
+            kafka=kafka,
+            auth=auth,
+            smtp_port=sink.port,
+            log=tmp_path / "orders.log",
+            extra_env={"ORDERS_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]})},
+        )
+        await stack.enter_async_context(ready_worker(run))
+        # The catalog worker on the same topics (one sellers topic: auth publishes to it).
+        await catalog_topics(kafka, prefix)
+        catalog = worker_run(
+            auth,
+            prefix,
+            kafka,
+            tmp_path / "catalog.log",
+            extra_env={"CATALOG_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]})},
+        )
+        await stack.enter_async_context(ready_catalog(catalog))
+        pages = await stack.enter_async_context(
+            web_process(
+                auth,
+                live_topics=[prefix + PEEPERS_ORDERS, prefix + PEEPERS_CATALOG],
+                sellers_topic=prefix + PEEPERS_SELLERS,
+                service_name=READER[0],
+                service_secret=READER[1],
+                orders=ReadApi(base_url=run.url),
+                catalog=ReadApi(base_url=catalog.url),
+            )
+        )
+        yield SellerStack(kafka, auth, run, pages)

@@ -1,0 +1,136 @@
+"""The seller web app in Debian's headless Chromium, against the sandbox, auth, the orders
+worker and its read API. Each test writes screenshots for docs/web.md."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from peepers_common.settings import KafkaSettings
+from tests.e2e.web.stack import SellerStack, screenshot, seller_stack
+from tests.integration.auth.harness import SELLER
+from tests.support import wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+OTHER_SELLER = SELLER + 1  # the sandbox's second seller
+
+
+@pytest.fixture(scope="module")
+async def sellers(
+    kafka: KafkaSettings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SellerStack]:
+    async with seller_stack(kafka, tmp_path_factory.mktemp("web")) as running:
+        yield running
+
+
+@pytest.fixture
+async def page(browser: Browser, sellers: SellerStack) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        yield await sellers.log_in(context, SELLER)
+    finally:
+        await context.close()
+
+
+async def _sales_counted(sellers: SellerStack, seller_id: int) -> bool:
+    body = await sellers.orders.get(f"/orders/sellers/{seller_id}/analytics")
+    return int(body["total"]["orders"]) > 0
+
+
+async def test_a_seller_logs_in_and_sees_a_chart_of_the_sandboxs_orders(
+    sellers: SellerStack, page: Page
+) -> None:
+    for _ in range(3):
+        await sellers.new_paid_order(SELLER)
+    await wait_until(lambda: _sales_counted(sellers, SELLER), timeout_s=30, every_s=0.3)
+    await page.goto(f"{sellers.url}/app/")
+    await expect(page.locator("#chart svg")).to_be_visible()
+    heights = await page.locator("#chart rect.bar").evaluate_all(
+        "bars => bars.map(b => parseFloat(b.getAttribute('height')))"
+    )
+    assert len(heights) == 30
+    assert heights[-1] > 0  # today's orders
+    await expect(page.locator("#status")).to_have_text("Conectada")
+    await screenshot(page, "overview")
+    await page.click("#lang")
+    await expect(page.locator("#sales-today h2")).to_have_text("Sales today")
+    await screenshot(page, "overview-en")
+    await page.click("#lang")  # back to Portuguese for the next screenshots
+
+
+async def test_a_new_order_appears_on_the_open_orders_page_within_2_seconds(
+    sellers: SellerStack, page: Page
+) -> None:
+    await page.goto(f"{sellers.url}/app/orders")
+    await expect(page.locator("#live-state")).to_have_class("live on")
+    started = time.monotonic()
+    order_id = await sellers.new_paid_order(SELLER)
+    row = page.locator(f"#order-{order_id}")
+    await expect(row).to_be_visible(timeout=2000)
+    assert time.monotonic() - started < 2.5  # the notification's own trip included
+    await screenshot(page, "orders")
+    await row.get_by_role("link").click()
+    await expect(page.locator("#order-id")).to_have_text(str(order_id))
+    await expect(page.locator("#timeline li").first).to_be_visible()
+    await screenshot(page, "order")
+
+
+async def test_another_sellers_order_id_gets_404(
+    sellers: SellerStack, page: Page, browser: Browser
+) -> None:
+    other = await browser.new_context()
+    try:
+        await sellers.log_in(other, OTHER_SELLER)  # connects: the worker backfills its orders
+    finally:
+        await other.close()
+
+    async def others_orders() -> list[int]:
+        body = await sellers.orders.get(f"/orders/sellers/{OTHER_SELLER}/orders")
+        return [o["order_id"] for o in body["orders"]]
+
+    async def backfilled() -> bool:
+        return bool(await others_orders())
+
+    await wait_until(backfilled, timeout_s=30, every_s=0.3)
+    [foreign, *_] = await others_orders()
+    response = await page.goto(f"{sellers.url}/app/orders/{foreign}")
+    assert response is not None
+    assert response.status == 404
+    await expect(page.locator("h1")).to_have_text("Não encontrado")
+    await screenshot(page, "not-found")
+
+
+async def test_a_form_posted_without_its_csrf_token_is_refused(
+    sellers: SellerStack, page: Page
+) -> None:
+    await page.locator("header form input[name=csrf_token]").evaluate("e => e.remove()")
+    await page.click("#logout")
+    await expect(page.locator("h1")).to_have_text("Este formulário expirou")
+    response = await page.goto(f"{sellers.url}/app/")
+    assert response is not None
+    assert response.status == 200  # refused, so nothing happened: still logged in
+
+
+async def test_the_catalog_searches_with_facets(sellers: SellerStack, page: Page) -> None:
+    await page.goto(f"{sellers.url}/app/catalog")
+    await expect(page.locator("#catalog-total")).not_to_have_text("0 anúncios", timeout=20000)
+    facet = page.locator('a.facet[data-facet="status"]').first
+    await expect(facet).to_be_visible()
+    await facet.click()
+    await expect(page.locator('a.facet[aria-current="true"]')).to_be_visible()
+    await expect(page.locator("table.list tbody tr").first).to_be_visible()
+    await screenshot(page, "catalog")
+
+
+async def test_a_page_whose_service_is_not_deployed_says_so_and_the_rest_works(
+    sellers: SellerStack, page: Page
+) -> None:
+    for name in ("questions", "tickets"):
+        await page.goto(f"{sellers.url}/app/{name}")
+        await expect(page.locator(".unavailable")).to_be_visible()
+        await expect(page.locator(f"#nav-{name}")).to_have_attribute("aria-current", "page")
+        await screenshot(page, name)

@@ -1,0 +1,215 @@
+"""Run the real orders worker (``python -m peepers_orders worker``) against the stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.namespaces import Namespace
+from peepers_common.notifications import Notification, cloudevent_headers, encode_value
+from peepers_common.settings import KafkaSettings
+from peepers_common.topic_admin import ensure_topics
+from peepers_common.topics import (
+    ORDERS_EMAILS_CHANGELOG,
+    PEEPERS_ORDERS,
+    PEEPERS_SELLERS,
+    TOPICS,
+    TopicSpec,
+    dlq_topic,
+    retry_topic,
+)
+from peepers_orders.adapters.redis_store import RedisOrderStore
+from peepers_orders.app import NOTIFICATION_TOPICS
+from peepers_orders.ports import CachedOrder
+from peepers_orders.settings import Settings as OrdersSettings
+from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
+from tests.integration.auth.harness import SELLER, SERVICE, SERVICE_SECRET, AuthStack, read_all
+from tests.integration.ingest.support import free_port
+from tests.support import unique, wait_until
+
+READER = ("reader", "reader-secret-0123456789")
+
+
+async def orders_topics(kafka: KafkaSettings) -> str:
+    """Registry-shaped topics for the orders service behind a fresh prefix; the prefix."""
+    prefix = f"{unique('test')}."
+    consumed = [*NOTIFICATION_TOPICS, PEEPERS_SELLERS, PEEPERS_ORDERS]
+    names = [*consumed, ORDERS_EMAILS_CHANGELOG]
+    names += [retry_topic(n) for n in consumed] + [dlq_topic(n) for n in consumed]
+    await ensure_topics(
+        kafka,
+        [
+            TopicSpec(prefix + n, TOPICS[n].partitions, TOPICS[n].description, TOPICS[n].config)
+            for n in names
+        ],
+    )
+    return prefix
+
+
+@dataclass
+class OrdersRun:
+    """One worker deployment: its topics, consumer groups, Redis scope, port and SMTP."""
+
+    prefix: str
+    kafka: KafkaSettings
+    auth: AuthStack
+    smtp_port: int
+    log: Path
+    scope: str = field(default_factory=lambda: unique("ord"))
+    app_id: str = field(default_factory=lambda: unique("orders"))
+    mailer_id: str = field(default_factory=lambda: unique("mailer"))
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def topic(self, name: str) -> str:
+        return self.prefix + name
+
+    def env(self) -> dict[str, str]:
+        redis = OrdersSettings().redis
+        assert redis.password is not None, "source .stack/env"
+        return {
+            "ORDERS_HTTP_HOST": "127.0.0.1",
+            "ORDERS_HTTP_PORT": str(self.port),
+            "ORDERS_LOG_LEVEL": "INFO",
+            "ORDERS_APP_ID": self.app_id,
+            "ORDERS_TOPIC_PREFIX": self.prefix,
+            "ORDERS_REDIS_SCOPE": self.scope,
+            "ORDERS_KAFKA__BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "ORDERS_REDIS__URL": redis.url,
+            "ORDERS_REDIS__USERNAME": redis.username or "orders",
+            "ORDERS_REDIS__PASSWORD": redis.password.get_secret_value(),
+            "ORDERS_ML__BASE_URL": self.auth.sandbox.url,
+            "ORDERS_ML__APP_ID": str(DEMO_APP_ID),
+            "ORDERS_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "ORDERS_ML__BACKOFF_INITIAL_S": "0.05",
+            "ORDERS_ML__BACKOFF_MAX_S": "0.2",
+            "ORDERS_ML__CALL_BUDGET_S": "3",
+            "ORDERS_TOKEN_BROKER__URL": self.auth.url,
+            "ORDERS_TOKEN_BROKER__SERVICE": SERVICE,
+            "ORDERS_TOKEN_BROKER__SECRET": SERVICE_SECRET,
+            "ORDERS_RETRY__IN_PLACE_ATTEMPTS": "2",
+            "ORDERS_RETRY__PARK_DELAYS_S": "[1.0, 1.0]",
+            # The sandbox seeds its history about 550 days before now.
+            "ORDERS_BACKFILL__DAYS": "1000",
+            "ORDERS_SMTP__HOST": "127.0.0.1",
+            "ORDERS_SMTP__PORT": str(self.smtp_port),
+            "ORDERS_SMTP__TIMEOUT_S": "2",
+            "ORDERS_MAIL__APP_ID": self.mailer_id,
+            "ORDERS_MAIL__RETRY__IN_PLACE_ATTEMPTS": "1",
+            "ORDERS_MAIL__RETRY__PARK_DELAYS_S": json.dumps([0.5] * 60),
+            "ORDERS_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]}),
+            "ORDERS_CACHE_CHECK_EVERY_S": "0.5",
+            **self.extra_env,
+        }
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    async def ready(self) -> bool:
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{self.url}/readyz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    def store(self, redis: aioredis.Redis) -> RedisOrderStore:
+        return RedisOrderStore(redis, Namespace("orders", scope=self.scope))
+
+    async def cached(self, redis: aioredis.Redis, order_id: int) -> CachedOrder | None:
+        return (await self.store(redis).load(order_id)).order
+
+    async def events(self) -> list[dict[str, Any]]:
+        return [
+            json.loads(r.value or b"{}")
+            for r in await read_all(self.kafka, self.topic(PEEPERS_ORDERS))
+        ]
+
+    async def get(self, path: str) -> Any:
+        headers = {"Authorization": aiohttp.encode_basic_auth(*READER)}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.url + path, headers=headers) as response,
+        ):
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+
+@contextmanager
+def worker_process(run: OrdersRun) -> Iterator[subprocess.Popen[bytes]]:
+    with run.log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "peepers_orders", "worker"],
+            env=run.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=run.log.parent,  # Faust makes a data folder in its working directory
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@asynccontextmanager
+async def ready_worker(run: OrdersRun) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`worker_process`, entered once its read API answers ready."""
+    with worker_process(run) as process:
+        try:
+            await wait_until(run.ready, timeout_s=40, every_s=0.2)
+        except AssertionError:
+            raise AssertionError(run.log_tail()) from None
+        yield process
+
+
+async def notify(kafka: KafkaSettings, run: OrdersRun, topic: str, resource: str) -> None:
+    """Put an ML-shaped notification straight on the worker's notification topic."""
+    body = {
+        "_id": unique("n"),
+        "resource": resource,
+        "user_id": SELLER,
+        "topic": topic,
+        "application_id": DEMO_APP_ID,
+        "attempts": 1,
+    }
+    now = datetime.now(UTC)
+    async with AIOKafkaEventPublisher(kafka) as publisher:
+        await publisher.publish(
+            run.topic(f"ml.notifications.{topic}"),
+            key=f"{SELLER}:{resource}".encode(),
+            value=encode_value(body, now),
+            headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
+        )
+
+
+def of_order(events: list[dict[str, Any]], order_id: int) -> list[str]:
+    """The order's transitions, one per event id (delivery is at least once: a record may
+    come twice, with the same id, when two writers race on the outbox)."""
+    seen: dict[str, str] = {}
+    for event in events:
+        if event["order_id"] == order_id:
+            seen.setdefault(event["event_id"], event["type"])
+    return list(seen.values())

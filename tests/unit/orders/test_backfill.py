@@ -1,0 +1,80 @@
+"""The backfill on seller.connected: history as snapshots, resumable, no mail."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from peepers_common.errors import MlUnavailable
+from peepers_orders.backfill import BackfillOptions, backfill
+from peepers_orders.handlers import Orders
+from tests.unit.orders.fakes import SELLER, T0, Market, ml_order
+from tests.unit.orders.test_handlers import store, types
+
+
+def _history(market: Market, count: int) -> None:
+    for n in range(count):
+        order = market.add(
+            ml_order(
+                2000001 + n,
+                date_created=T0 + timedelta(minutes=n),
+                shipping={"id": 4000001 + n},
+                pack_id=None,
+            )
+        )
+        if n % 3 == 0:
+            market.pay(order.id)
+        if n % 5 == 4:
+            market.cancel(order.id)
+
+
+async def test_history_is_cached_and_announced_as_snapshots(
+    market: Market, orders: Orders, sellers
+) -> None:
+    sellers.connections[SELLER] = T0 + timedelta(days=2)
+    _history(market, 12)
+    state = await backfill(
+        SELLER, orders, sellers, options=BackfillOptions(page_size=5, run_id="r1")
+    )
+    assert (state.phase, state.offset, state.total) == ("done", 12, 12)
+    assert state.counts == {"snapshot": 12}
+    assert types(orders) == ["order.snapshot"] * 12
+    assert store(orders).order(2000005).summary.state == "cancelled"  # cancelled ones too
+    assert len([c for c in market.ml.calls if c[0] == "search_orders"]) == 3
+
+
+async def test_an_interrupted_backfill_resumes_from_its_checkpoint(
+    market: Market, orders: Orders, sellers
+) -> None:
+    sellers.connections[SELLER] = T0 + timedelta(days=2)
+    _history(market, 12)
+    options = BackfillOptions(page_size=5, run_id="r1")
+    search = market.ml.search_orders
+    failed: list[bool] = []
+
+    async def second_page_fails_once(**kwargs):
+        if kwargs["offset"] == 5 and not failed:
+            failed.append(True)
+            msg = "ML answered 503"
+            raise MlUnavailable(msg)
+        return await search(**kwargs)
+
+    market.ml.search_orders = second_page_fails_once  # type: ignore[method-assign]
+    with pytest.raises(MlUnavailable):
+        await backfill(SELLER, orders, sellers, options=options)
+    assert sellers.backfills[SELLER].offset == 5
+    state = await backfill(SELLER, orders, sellers, options=options)
+    assert (state.phase, state.offset) == ("done", 12)
+    assert len(types(orders)) == 12
+
+
+async def test_a_redelivered_seller_event_does_not_run_its_backfill_again(
+    market: Market, orders: Orders, sellers
+) -> None:
+    _history(market, 3)
+    options = BackfillOptions(run_id="r1")
+    await backfill(SELLER, orders, sellers, options=options)
+    calls = len(market.ml.calls)
+    await backfill(SELLER, orders, sellers, options=options)
+    assert len(market.ml.calls) == calls

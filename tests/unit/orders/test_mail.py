@@ -1,0 +1,161 @@
+"""The mail handler: one mail per (order, transition), rendered for the seller."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from peepers_common.events import (
+    OrderLine,
+    OrderPaid,
+    OrderRefunded,
+    OrderSnapshotted,
+    OrderSummary,
+)
+from peepers_common.testing import FakeMlApi
+from peepers_orders.errors import MailUnavailable
+from peepers_orders.mail import (
+    Mailer,
+    Templates,
+    WaitingMail,
+    message_id,
+    money,
+    on_order_event,
+)
+from peepers_orders.settings import MailSettings, SmtpSettings
+from tests.unit.orders.fakes import (
+    SELLER,
+    T0,
+    FakeMailSender,
+    InMemoryLedger,
+    InMemorySellers,
+    Market,
+)
+
+SUMMARY = OrderSummary(
+    order_id=2000001,
+    state="paid",
+    ml_status="paid",
+    buyer_id=9001,
+    currency_id="BRL",
+    total_amount=Decimal("1234.5"),
+    paid_amount=Decimal("1234.5"),
+    lines=(
+        OrderLine(
+            item_id="MLB100", title="Camiseta <Básica>", quantity=2, unit_price=Decimal("617.25")
+        ),
+    ),
+    date_created=T0,
+    paid_at=T0 + timedelta(minutes=5),
+)
+
+
+def paid_event(**fields) -> bytes:
+    return (
+        OrderPaid(
+            event_id=fields.pop("event_id", "6f5c1c2e-5b7e-4f0a-9a56-2f1d8a3c9e11"),
+            occurred_at=T0,
+            seller_id=SELLER,
+            order_id=2000001,
+            order=SUMMARY,
+            revealed_by="notification:n1",
+        )
+        .model_dump_json()
+        .encode()
+    )
+
+
+@pytest.fixture
+def mailer() -> Mailer:
+    return Mailer(
+        ledger=InMemoryLedger(),
+        sender=FakeMailSender(),
+        sellers=InMemorySellers(),
+        ml=Market(FakeMlApi()).ml,
+        mail=MailSettings(),
+        smtp=SmtpSettings(from_address="Peepers <vendas@loja.example>"),
+        templates=Templates(),
+    )
+
+
+def sent(mailer: Mailer) -> FakeMailSender:
+    assert isinstance(mailer.sender, FakeMailSender)
+    return mailer.sender
+
+
+async def test_a_transition_sends_one_mail_to_the_sellers_address(mailer: Mailer) -> None:
+    assert await on_order_event(paid_event(), mailer) == "sent"
+    [mail] = sent(mailer).sent
+    assert mail.to == "loja@example.com"
+    assert mail.subject == "Pagamento aprovado: #2000001"
+    assert mail.message_id == "<order-2000001-paid@loja.example>"
+    assert "R$ 1.234,50" in mail.text
+    assert "Prepare o pacote" in mail.text
+    assert "Camiseta &lt;Básica&gt;" in mail.html  # autoescaped
+    assert "Camiseta <Básica>" in mail.text
+
+
+async def test_the_same_transition_redelivered_or_replayed_sends_nothing(mailer: Mailer) -> None:
+    await on_order_event(paid_event(), mailer)
+    assert await on_order_event(paid_event(), mailer) == "duplicate"
+    assert len(sent(mailer).sent) == 1
+
+
+async def test_a_mail_the_server_did_not_take_is_not_in_the_ledger_and_waits(
+    mailer: Mailer,
+) -> None:
+    now = [100.0]
+    waiting = replace(mailer, waiting=WaitingMail(clock=lambda: now[0]))
+    sent(mailer).down = True
+    with pytest.raises(MailUnavailable):
+        await on_order_event(paid_event(), waiting)
+    assert isinstance(mailer.ledger, InMemoryLedger)
+    assert mailer.ledger.entries == {}
+    now[0] = 160.0
+    assert waiting.waiting.oldest_age_s() == 60.0
+    sent(mailer).down = False
+    assert await on_order_event(paid_event(), waiting) == "sent"
+    assert waiting.waiting.oldest_age_s() == 0.0
+
+
+async def test_snapshots_and_unmailed_transitions_send_nothing(mailer: Mailer) -> None:
+    snapshot = OrderSnapshotted(
+        event_id="6f5c1c2e-5b7e-4f0a-9a56-2f1d8a3c9e12",
+        occurred_at=T0,
+        seller_id=SELLER,
+        order_id=2000001,
+        order=SUMMARY,
+        revealed_by="backfill:r1",
+    )
+    assert await on_order_event(snapshot.model_dump_json().encode(), mailer) == "skipped"
+    assert await on_order_event(b'{"type": "order.teleported"}', mailer) == "skipped"
+    only_shipped = replace(mailer, mail=MailSettings(transitions=["shipped"]))
+    assert await on_order_event(paid_event(), only_shipped) == "skipped"
+    assert sent(mailer).sent == []
+
+
+async def test_a_partial_refund_is_its_own_mail_in_english_when_asked(mailer: Mailer) -> None:
+    english = replace(mailer, mail=MailSettings(locale="en"))
+    refund = OrderRefunded(
+        event_id="6f5c1c2e-5b7e-4f0a-9a56-2f1d8a3c9e13",
+        occurred_at=T0,
+        seller_id=SELLER,
+        order_id=2000001,
+        order=SUMMARY.model_copy(update={"refunded_amount": Decimal("20")}),
+        revealed_by="notification:n2",
+        partial=True,
+    )
+    assert await on_order_event(refund.model_dump_json().encode(), english) == "sent"
+    [mail] = sent(mailer).sent
+    assert mail.subject == "Partial refund: #2000001"
+    assert "Refunded: R$ 20.00" in mail.text
+    assert mail.message_id == "<order-2000001-partially_refunded@loja.example>"
+
+
+def test_message_ids_and_amounts() -> None:
+    assert message_id(7, "paid", "vendas@x.example") == "<order-7-paid@x.example>"
+    assert money(Decimal("1234567.5"), "BRL", "pt-BR") == "R$ 1.234.567,50"
+    assert money(Decimal("3"), "USD", "en") == "US$ 3.00"

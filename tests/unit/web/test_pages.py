@@ -1,0 +1,260 @@
+"""The pages with in-memory read APIs: what a seller sees, and what they may not."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.unit.web.conftest import CSRF
+from tests.unit.web.fakes import FakeCatalog, FakeMessages, FakeOrders
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def _page(client: Client, path: str, status: int = 200) -> str:
+    response = await client.get(path)
+    text = await response.text()
+    assert response.status == status, text
+    return text
+
+
+class TestOverview:
+    async def test_shows_sales_counts_and_a_chart_in_portuguese_by_default(
+        self, client: Client
+    ) -> None:
+        html = await _page(client, "/app/")
+        assert '<html lang="pt-BR">' in html
+        assert "Vendas hoje" in html
+        assert "<svg" in html
+        assert html.count('class="bar"') == 30
+        assert 'id="questions-count"' in html
+        # two unanswered questions of this seller, one open ticket with its due date
+        assert re.search(r'href="/app/questions">2<', html)
+        assert re.search(r'href="/app/tickets">1<', html)
+        assert "R$" in html
+
+    async def test_english_is_one_click_away_and_remembered(self, client: Client) -> None:
+        html = await _page(client, "/app/?lang=en")
+        assert '<html lang="en">' in html
+        assert "Sales today" in html
+        html = await _page(client, "/app/")
+        assert "Sales today" in html
+
+    async def test_a_service_that_is_down_leaves_the_rest_of_the_page_working(
+        self, client: Client, orders: FakeOrders
+    ) -> None:
+        orders.down = True
+        html = await _page(client, "/app/")
+        assert "Serviço indisponível" in html
+        assert "Perguntas sem resposta" in html
+
+    async def test_without_a_session_the_page_asks_to_log_in(self, client: Client) -> None:
+        client.session.cookie_jar.clear()
+        html = await _page(client, "/app/", 401)
+        assert "http://localhost:8081/auth/login" in html
+
+
+class TestOrders:
+    async def test_lists_only_the_sessions_orders_with_money_per_currency(
+        self, client: Client
+    ) -> None:
+        html = await _page(client, "/app/orders")
+        assert "2000000001" in html
+        assert "2000000099" not in html
+        assert "R$ 1.234,56" in html
+        # escaped, never markup
+        assert "Caneca &lt;b&gt;azul&lt;/b&gt;" in html
+
+    async def test_filters_reach_the_read_api(self, client: Client, orders: FakeOrders) -> None:
+        await _page(client, "/app/orders?state=paid&buyer=42&from=2026-12-01&to=2026-12-07")
+        [query] = orders.queries
+        assert (query.state, query.buyer_id) == ("paid", 42)
+        # the seller's days (São Paulo), the last one whole
+        assert str(query.created_from) == "2026-12-01 00:00:00-03:00"
+        assert str(query.created_to) == "2026-12-07 23:59:59.999999-03:00"
+
+    async def test_a_bad_filter_is_explained_and_not_sent(
+        self, client: Client, orders: FakeOrders
+    ) -> None:
+        html = await _page(client, "/app/orders?buyer=abc")
+        assert 'id="filter-error"' in html
+        assert orders.queries == []
+
+    async def test_an_order_shows_its_timeline_merged_with_its_messages(
+        self, client: Client
+    ) -> None:
+        html = await _page(client, "/app/orders/2000000001")
+        assert "Olá, quando chega?" in html
+        assert 'id="timeline"' in html
+
+    async def test_another_sellers_order_is_not_found(self, client: Client) -> None:
+        await _page(client, "/app/orders/2000000099", 404)
+        await _page(client, "/app/orders/not-a-number", 404)
+
+
+class TestQuestions:
+    async def test_the_inbox_is_oldest_first_and_only_the_sellers(self, client: Client) -> None:
+        html = await _page(client, "/app/questions")
+        assert html.index("Entrega amanhã?") < html.index("Tem em azul?")
+        assert "outro vendedor" not in html
+        assert 'data-maxchars="2000"' in html
+
+    async def test_an_answer_reaches_the_messages_service(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/questions/5000/answer",
+            data={"text": "Sim, chega amanhã.", "csrf_token": CSRF},
+            headers={"HX-Request": "true"},
+        )
+        assert response.status == 200
+        assert 'id="answered-5000"' in await response.text()
+        assert messages.answers == {5000: "Sim, chega amanhã."}
+
+    async def test_an_answer_over_2000_characters_is_refused_next_to_the_field(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/questions/5000/answer",
+            data={"text": "x" * 2001, "csrf_token": CSRF},
+            headers={"HX-Request": "true"},
+        )
+        html = await response.text()
+        assert response.status == 422
+        assert 'id="error-5000"' in html
+        assert 'data-code="too_long"' in html
+        assert messages.answers == {}
+
+    async def test_the_apis_refusal_is_shown_next_to_the_field(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        messages.answers[5000] = "before"
+        response = await client.post(
+            "/app/questions/5000/answer", data={"text": "again", "csrf_token": CSRF}
+        )
+        html = await response.text()
+        assert response.status == 422
+        assert 'data-code="already_answered"' in html
+
+    async def test_another_sellers_question_is_not_found(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/questions/5099/answer", data={"text": "hi", "csrf_token": CSRF}
+        )
+        assert response.status == 404
+        assert messages.answers == {}
+
+
+class TestCsrf:
+    async def test_a_form_posted_without_its_token_is_refused_and_changes_nothing(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post("/app/questions/5000/answer", data={"text": "hi"})
+        assert response.status == 403
+        assert messages.answers == {}
+
+    async def test_a_wrong_token_or_a_foreign_origin_is_refused(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        wrong = await client.post(
+            "/app/tickets/7001", data={"status": "closed", "csrf_token": "guess"}
+        )
+        assert wrong.status == 403
+        foreign = await client.post(
+            "/app/tickets/7001",
+            data={"status": "closed", "csrf_token": CSRF},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert foreign.status == 403
+        assert messages.tickets_[0].status == "open"
+
+    async def test_htmx_sends_the_token_as_a_header(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/questions/5000/answer",
+            data={"text": "ok"},
+            headers={"X-CSRF-Token": CSRF, "HX-Request": "true"},
+        )
+        assert response.status == 200
+        assert 5000 in messages.answers
+
+
+class TestTickets:
+    async def test_a_status_assignee_and_note_are_saved(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/tickets/7001",
+            data={
+                "status": "in_progress",
+                "assignee": "Ana",
+                "note": "Trocar o produto",
+                "csrf_token": CSRF,
+            },
+            allow_redirects=False,
+        )
+        assert response.status == 303
+        html = await _page(client, "/app/tickets/7001")
+        assert "em andamento" in html
+        assert "Trocar o produto" in html
+        assert "Ana" in html
+
+    async def test_an_unknown_status_is_refused(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/tickets/7001", data={"status": "bogus", "csrf_token": CSRF}
+        )
+        assert response.status == 422
+        assert messages.tickets_[0].status == "open"
+
+    async def test_a_move_the_workflow_refuses_is_explained_and_changes_nothing(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/tickets/7001", data={"status": "closed", "note": "x", "csrf_token": CSRF}
+        )
+        assert response.status == 422
+        assert "open to in_progress" in await response.text()
+        assert messages.tickets_[0].notes == ()
+
+    async def test_another_sellers_ticket_is_not_found(self, client: Client) -> None:
+        await _page(client, "/app/tickets/7009", 404)
+        await _page(client, "/app/tickets/x1", 404)
+
+
+class TestCatalog:
+    async def test_search_with_facets(self, client: Client, catalog: FakeCatalog) -> None:
+        html = await _page(client, "/app/catalog?q=item&status=active")
+        assert "MLB1" in html
+        assert "MLB9" not in html
+        assert 'data-facet="status"' in html
+        assert catalog.asked[-1]["q"] == "item"
+
+    async def test_a_refused_query_is_explained(self, client: Client) -> None:
+        html = await _page(client, "/app/catalog?price_min=abc")
+        assert 'id="search-error"' in html
+
+
+class TestHeaders:
+    async def test_pages_allow_no_inline_script(self, client: Client) -> None:
+        response = await client.get("/app/")
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        assert "unsafe-eval" not in csp
+        html = await response.text()
+        scripts = re.findall(r"<script[^>]*>", html)
+        assert scripts
+        assert all('src="/static/' in tag for tag in scripts)
+        assert " on" not in "".join(re.findall(r"<[a-z]+ [^>]*\bon\w+=", html))
+        assert response.headers["X-Frame-Options"] == "DENY"
+
+    async def test_the_vendored_assets_are_served(self, client: Client) -> None:
+        for path in ("/static/htmx.min.js", "/static/app.js", "/static/app.css"):
+            response = await client.get(path)
+            assert response.status == 200, path

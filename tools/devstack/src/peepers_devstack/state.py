@@ -1,0 +1,56 @@
+"""Each ``make run`` starts Peepers' own state fresh; the previous run's is dropped.
+
+Why fresh Peepers state, not a sandbox that keeps its marketplace under ``.stack/``: the
+sandbox is a seeded, reproducible stand-in for ML, and a run is a demo or a test of the
+whole flow from a known start (the login, the full sync, live changes). A catalog left
+from an earlier run describes a marketplace that no longer exists (the seeded items
+come back older than the cached versions: the sync counted them ``stale`` and kept the
+old data). So every run gets a catalog of its own, a Redis scope and a consumer group
+named by the run (starting at the topics' current end, so the old world's notifications
+and seller events are not replayed), and its first sync says ``created`` for every item,
+as the first run's did. Auth's seller authorization is renewed by each run's login.
+
+The scope of the last run is written to ``<work dir>/catalog.scope``; the next run drops
+its keys before it starts anything (SCAN and UNLINK as the catalog's Redis user: a
+developer tool emptying its own scratch scope, never a service's cache invalidation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from peepers_common.namespaces import Namespace, connect_redis, redis_errors
+from peepers_common.settings import RedisSettings
+
+_SCOPE_FILE: Final = "catalog.scope"
+_BATCH: Final = 1000
+
+
+def swap_scope(work_dir: Path, scope: str) -> str | None:
+    """Record ``scope`` as this run's; returns the previous run's, if another."""
+    record = work_dir / _SCOPE_FILE
+    previous = record.read_text().strip() if record.exists() else ""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(scope + "\n")
+    return previous if previous and previous != scope else None
+
+
+async def drop_scope(redis: RedisSettings, scope: str) -> int:
+    """Drop every catalog key of ``scope``; returns how many there were."""
+    prefix = Namespace("catalog", scope=scope).prefix
+    dropped = 0
+    client = connect_redis(redis)
+    try:
+        with redis_errors(f"dropping the previous run's keys ({prefix}*)"):
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=prefix + "*", count=_BATCH):
+                batch.append(key)
+                if len(batch) >= _BATCH:
+                    dropped += await client.unlink(*batch)
+                    batch = []
+            if batch:
+                dropped += await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    return dropped
