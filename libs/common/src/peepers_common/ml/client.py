@@ -10,6 +10,7 @@ raised, so no call hangs. Outbound limits are taken before each attempt leaves.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,11 @@ _FAMILIES: Final = {
     "missed_feeds": "missed_feeds",
     "myfeeds": "missed_feeds",
 }
+
+# Each metric series looked up once (a family, an outcome): `labels` costs more than `inc`.
+_requests: Final = functools.cache(ML_REQUESTS.labels)
+_latency: Final = functools.cache(ML_LATENCY.labels)
+_limiter_wait: Final = functools.cache(ML_LIMITER_WAIT.labels)
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -280,6 +286,34 @@ class HttpMlApi:
             reason = "rate_limited" if isinstance(error, MlRateLimited) else "unavailable"
             ML_RETRIES.labels(family, reason).inc()
 
+        async def once() -> bytes:
+            nonlocal token, refreshed
+            while True:
+                try:
+                    return await self._attempt(
+                        method,
+                        path,
+                        family,
+                        token,
+                        seller_id,
+                        deadline,
+                        params=params,
+                        json=json,
+                        headers=headers,
+                    )
+                except MlUnauthorized:
+                    if refreshed:
+                        raise
+                    # One refresh per call: ML said the token is no longer valid.
+                    token = await self._tokens.refresh(seller_id, token)
+                    refreshed = True
+
+        # Almost every call succeeds at once: tenacity's machinery is built only after a
+        # transient failure, which it then treats as its own first attempt's.
+        try:
+            return await once()
+        except (MlRateLimited, MlUnavailable) as exc:
+            failed: Exception | None = exc
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((MlRateLimited, MlUnavailable)),
             wait=self._wait,
@@ -289,25 +323,10 @@ class HttpMlApi:
         )
         async for attempt in retrying:
             with attempt:
-                while True:
-                    try:
-                        return await self._attempt(
-                            method,
-                            path,
-                            family,
-                            token,
-                            seller_id,
-                            deadline,
-                            params=params,
-                            json=json,
-                            headers=headers,
-                        )
-                    except MlUnauthorized:
-                        if refreshed:
-                            raise
-                        # One refresh per call: ML said the token is no longer valid.
-                        token = await self._tokens.refresh(seller_id, token)
-                        refreshed = True
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
+                return await once()
         msg = "unreachable: tenacity either returns or raises"
         raise AssertionError(msg)
 
@@ -324,7 +343,7 @@ class HttpMlApi:
         json: Any,
         headers: Mapping[str, str] | None,
     ) -> bytes:
-        ML_LIMITER_WAIT.labels(family).inc(await self._limiter.acquire(family, seller_id))
+        _limiter_wait(family).inc(await self._limiter.acquire(family, seller_id))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             msg = f"the call's budget ran out waiting for the rate limiter ({path})"
@@ -346,12 +365,12 @@ class HttpMlApi:
                 body = await response.read()
                 status, response_headers = response.status, response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
-            ML_REQUESTS.labels(family, "connection_error").inc()
+            _requests(family, "connection_error").inc()
             msg = f"ML did not answer {path}: {exc!r}"
             raise MlUnavailable(msg, path=path) from exc
         finally:
-            ML_LATENCY.labels(family).observe(time.monotonic() - start)
-        ML_REQUESTS.labels(family, str(status)).inc()
+            _latency(family).observe(time.monotonic() - start)
+        _requests(family, str(status)).inc()
         if status < 300:
             return body
         raise _classify(status, body, response_headers, path)
