@@ -10,6 +10,7 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from peepers_auth.settings import Settings as AuthSettings
+from peepers_auth.web.settings import WebSettings
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
@@ -155,3 +156,30 @@ def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentiles(values, [50.0, 99.0, 100.0]) == {50.0: 50.0, 99.0: 99.0, 100.0: 100.0}
     assert percentiles([], [50.0]) == {}
+
+
+def test_the_web_app_gets_sessions_and_read_apis_but_no_secret_of_auth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = replace(_plan(tmp_path), web_app=True)
+    web = next(s for s in plan.children() if s.name == "web")
+    assert web.argv[-2:] == ["peepers_auth", "web"]
+    for name, value in web.env.items():
+        assert settings_field(WebSettings, name) is not None, name
+        monkeypatch.setenv(name, value)
+    settings = WebSettings()
+    assert settings.http_port == plan.ports.web
+    assert not any("TOKEN" in name or "ML__" in name for name in web.env)
+    # both read APIs know the web app's credential
+    for env in (plan.catalog().env, plan.orders().env):
+        readers = next(json.loads(v) for k, v in env.items() if k.endswith("SERVICE_CREDENTIALS"))
+        assert readers[settings.service_name] == settings.service_secret.get_secret_value()
+    # and a login lands on its overview
+    assert plan.auth().env["AUTH_DASHBOARD_URL"] == f"{plan.web_url}/app/"
+    assert plan.dashboard_url == f"{plan.auth_url}/auth/login?site=MLB"
+
+
+def test_without_the_web_app_a_login_lands_on_auths_dashboard(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    assert "web" not in {s.name for s in plan.children()}
+    assert "AUTH_DASHBOARD_URL" not in plan.auth().env

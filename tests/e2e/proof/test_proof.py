@@ -1,0 +1,82 @@
+"""End to end: the whole-stack proof harness (`python -m peepers_proof`), as CI runs it.
+
+A short run (3 sellers, 2 processes each of catalog and orders, a few faults one at a
+time and two at once) must pass every check: a change that breaks convergence, loses a
+notification or doubles an event or a mail fails here. Whatever way the run ends, every
+process it started must be gone afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+STARTED = re.compile(r"\] (\S+) ready in [\d.]+ s \(pid (\d+)\)")
+SMALL = ["--sellers", "3", "--items", "60", "--huge-items", "600", "--orders", "12"]
+FAULTS = "kill:catalog-1,kill:orders-2,kill:ingest,redis-flushall,token-expiry,ml-5xx,smtp-stop"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def _run(
+    args: list[str], *, interrupt_after: str | None = None
+) -> tuple[int, str, dict[str, int]]:
+    """The harness's exit status, its output, and the pid of every child it started."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "peepers_proof", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    pids: dict[str, int] = {}
+    async for raw in process.stdout:
+        line = raw.decode(errors="replace").rstrip()
+        lines.append(line)
+        if (found := STARTED.search(line)) is not None:
+            pids[f"{found[1]}@{found[2]}"] = int(found[2])
+            if interrupt_after == found[1]:
+                process.send_signal(signal.SIGINT)
+    return await process.wait(), "\n".join(lines), pids
+
+
+async def test_a_short_run_under_faults_converges_and_loses_and_doubles_nothing(tmp_path):
+    results = tmp_path / "results.json"
+    args = [*SMALL, "--workers", "2", "--rate", "15", "--faults", FAULTS,
+            "--hold", "4", "--gap", "2", "--settle", "8", "--quiet", "90",
+            "--work-dir", str(tmp_path), "--json", str(results)]  # fmt: skip
+    status, output, pids = await _run(args)
+    assert status == 0, output[-6000:]
+    assert "PASSED" in output
+    checks = json.loads(results.read_text())["checks"]
+    assert all(c["checked"] > 0 for c in checks), checks
+    # Every fault ran, and a killed worker came back under a new pid.
+    assert len(json.loads(results.read_text())["faults"]) > len(FAULTS.split(","))
+    assert sum(name.startswith("catalog-1@") for name in pids) == 2
+    left = [name for name, pid in pids.items() if _alive(pid)]
+    assert not left, f"still running after the run: {left}"
+
+
+async def test_an_interrupted_run_stops_every_process_it_started(tmp_path):
+    args = [*SMALL, "--workers", "1", "--work-dir", str(tmp_path)]
+    status, output, pids = await _run(args, interrupt_after="catalog-1")
+    assert status == 130, output[-4000:]
+    assert {"redis", "mail", "sandbox", "auth", "ingest", "catalog-1"} <= {
+        name.split("@")[0] for name in pids
+    }
+    left = [name for name, pid in pids.items() if _alive(pid)]
+    assert not left, f"still running after SIGINT: {left}"
+    assert not (tmp_path / "children.pids").exists()

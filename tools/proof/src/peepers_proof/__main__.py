@@ -1,0 +1,136 @@
+"""``python -m peepers_proof``: the whole stack under load and faults, then the checks.
+
+Every service runs as its own process (the sandbox with many sellers, one huge; its own
+Redis; auth; ingest; ``--workers`` processes each of catalog and orders; an SMTP sink),
+on topics, consumer groups and a Redis server of the run's own. Faults come one at a
+time, then two at once; after a quiet period the checks run. Exit status: 0 when every
+check holds, 1 when one failed (what diverged is printed), 2 when the run could not
+get that far. Ctrl-C (or SIGTERM) stops every child the run started, newest first.
+Kafka (the shared broker) is not faulted: see peepers_proof.faults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from peepers_devstack.errors import ChildFailed, DevstackError
+from peepers_proof.plan import Options
+from peepers_proof.runner import Result, Runner, RunOptions
+
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[proof {time.monotonic() - STARTED:7.1f} s] {message}", flush=True)
+
+
+def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
+    parser = argparse.ArgumentParser(
+        prog="peepers_proof", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    add = parser.add_argument
+    add("--sellers", type=int, default=20, help="sellers in the sandbox (20)")
+    add("--items", type=int, default=200, help="items of each ordinary seller (200)")
+    add("--huge-items", type=int, default=100_000, help="items of the huge seller (100000)")
+    add("--orders", type=int, default=30, help="seeded orders per seller (30)")
+    add("--workers", type=int, default=2, choices=[1, 2, 3, 4],
+        help="processes each of catalog and orders (2)")  # fmt: skip
+    add("--rate", type=float, default=50.0, help="sandbox changes/s, every topic (50)")
+    add("--faults", default="all",
+        help="comma-separated: kill:<child>, redis-flushall, redis-restart, smtp-stop,\n"
+        "token-expiry, ml-5xx, ml-429, ml-slow; 'all' (default) or 'none'")  # fmt: skip
+    add("--no-overlap", action="store_true", help="only one fault at a time")
+    add("--hold", type=float, default=8.0, help="seconds each fault lasts (8)")
+    add("--gap", type=float, default=4.0, help="seconds between faults (4)")
+    add("--settle", type=float, default=10.0, help="load without faults around them (10)")
+    add("--quiet", type=float, default=120.0, help="seconds the system may take to settle")
+    add("--sync-timeout", type=float, default=900.0, help="seconds for the initial syncs")
+    add("--work-dir", type=Path, default=Path(".cache/proof"),
+        help="<run id>/ holds each run's logs, mail, spool (.cache/proof)")  # fmt: skip
+    add("--json", type=Path, default=None, help="write the results here as JSON too")
+    args = parser.parse_args(argv)
+    names = None
+    if args.faults == "none":
+        names = ()
+    elif args.faults != "all":
+        names = tuple(n.strip() for n in args.faults.split(",") if n.strip())
+    return RunOptions(
+        stack=Options(
+            sellers=args.sellers,
+            items=args.items,
+            huge_items=args.huge_items,
+            orders=args.orders,
+            workers=args.workers,
+            rate=args.rate,
+        ),
+        faults=names,
+        overlapping=not args.no_overlap,
+        hold_s=args.hold,
+        gap_s=args.gap,
+        settle_s=args.settle,
+        quiet_s=args.quiet,
+        sync_timeout_s=args.sync_timeout,
+        work_dir=args.work_dir,
+    ), args.json
+
+
+def report(result: Result) -> str:
+    lines = ["", "== results"]
+    lines += [f"  {name}: {value}" for name, value in result.figures.items()]
+    lines.append(f"  faults injected ({len(result.faults)}):")
+    lines += [f"    {f}" for f in result.faults]
+    lines += [f"  {c.line()}" for c in result.checks]
+    lines.append("PASSED" if result.ok else "FAILED")
+    return "\n".join(lines)
+
+
+async def run(options: RunOptions, json_path: Path | None) -> int:
+    runner = Runner(options, say)
+    task = asyncio.create_task(runner.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        result = await task
+    except asyncio.CancelledError:
+        say("interrupted: everything the run started has been stopped")
+        return 130
+    except ChildFailed as exc:
+        say(f"error: {exc} (log {exc.log}); its last lines:\n{exc.tail}")
+        return 2
+    except DevstackError as exc:
+        say(f"error: {exc}")
+        return 2
+    print(report(result), flush=True)
+    if json_path is not None:
+        await asyncio.to_thread(
+            json_path.write_text,
+            json.dumps(
+                {
+                    "figures": result.figures,
+                    "faults": result.faults,
+                    "checks": [
+                        {"name": c.name, "checked": c.checked, "problems": c.problems}
+                        for c in result.checks
+                    ],
+                },
+                indent=2,
+            ),
+        )
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options, json_path = parse(argv)
+    sys.exit(asyncio.run(run(options, json_path)))
+
+
+if __name__ == "__main__":
+    main()

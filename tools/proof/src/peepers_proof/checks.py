@@ -1,0 +1,205 @@
+"""The checks after the quiet period; each returns what diverged (empty: it holds).
+
+- convergence: every item and order of every seller, as the run's Redis holds it, equals
+  what the sandbox holds now;
+- nothing lost: every notification whose delivery ingest acknowledged is on a
+  notification topic (its ``ce_id`` header), counted against the notifier's attempt log;
+- nothing doubled: no domain event id twice on ``peepers.catalog.v1`` or
+  ``peepers.orders.v1``, no mail twice at the SMTP sink;
+- no manual step: no seller was told to log in again (``seller.reauth_required`` or
+  ``seller.disconnected`` on ``peepers.sellers.v1``);
+- ML's limits kept: the sandbox's counters show no request refused for exceeding a limit
+  (a fault's injected 429s are not counted there).
+"""
+
+from __future__ import annotations
+
+import email
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
+
+from peepers_catalog.adapters.redis_store import RedisItemStore
+from peepers_catalog.domain import snapshot
+from peepers_common.events import CATALOG_EVENT, ORDERS_EVENT, SELLER_EVENT
+from peepers_common.kafka import end_offsets, read_to_end
+from peepers_common.ml.models import MlItem, MlOrder, MlShipment
+from peepers_common.namespaces import Namespace
+from peepers_common.settings import KafkaSettings
+from peepers_common.topics import (
+    ML_TOPICS,
+    NOTIFICATIONS_UNROUTED,
+    PEEPERS_CATALOG,
+    PEEPERS_ORDERS,
+    PEEPERS_SELLERS,
+    notification_topic,
+)
+from peepers_orders import lifecycle
+from peepers_orders.adapters.redis_store import RedisOrderStore
+
+# Shown per check; the rest is counted.
+SHOWN = 5
+
+
+@dataclass
+class Check:
+    name: str
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        verdict = "ok" if self.ok else f"FAILED ({len(self.problems)})"
+        shown = "".join(f"\n    {p}" for p in self.problems[:SHOWN])
+        more = len(self.problems) - SHOWN
+        return f"{self.name}: {verdict}, {self.checked} checked{shown}" + (
+            f"\n    ... {more} more" if more > 0 else ""
+        )
+
+
+def item_differences(served: dict[str, Any], cached: dict[str, Any], seller: int) -> list[str]:
+    """Items whose cached content is not what ML serves (``last_updated`` aside)."""
+    wrong = []
+    for item_id, body in served.items():
+        want = snapshot(MlItem.model_validate(body)).model_dump(exclude={"last_updated"})
+        mine = cached.get(item_id)
+        if mine is None:
+            wrong.append(f"seller {seller} item {item_id}: not cached")
+            continue
+        got = mine.model_dump(exclude={"last_updated"})
+        if got != want:
+            diff = {k: (v, want[k]) for k, v in got.items() if v != want.get(k)}
+            wrong.append(f"seller {seller} item {item_id}: (cached, ML) {diff}")
+    return wrong
+
+
+def expected_order(order: dict[str, Any], shipment: dict[str, Any]) -> tuple[str, str | None]:
+    """What ML's order and shipment map to, and the shipment status Peepers keeps."""
+    ml = MlOrder.model_validate(order)
+    ship = MlShipment.model_validate(shipment) if lifecycle.needs_shipment(ml) else None
+    reached = lifecycle.milestones(ml, ship, now=datetime.now(UTC))
+    return lifecycle.state_of(reached).value, ship.status if ship else None
+
+
+def order_differences(orders: list[dict[str, Any]], cached: dict[int, Any]) -> list[str]:
+    wrong = []
+    for entry in orders:
+        order, shipment = entry["order"], entry["shipment"]
+        mine = cached.get(order["id"])
+        if mine is None:
+            wrong.append(f"order {order['id']}: not cached")
+            continue
+        state, ship_status = expected_order(order, shipment)
+        s = mine.summary
+        got = (s.state, s.ml_status, s.total_amount)
+        want = (state, order["status"], Decimal(str(order["total_amount"])))
+        if got != want or (ship_status is not None and s.shipment_status != ship_status):
+            wrong.append(f"order {order['id']}: cached {got} {s.shipment_status}, ML {want}")
+    return wrong
+
+
+async def convergence(
+    redis: aioredis.Redis, scope: str, states: Sequence[dict[str, Any]]
+) -> tuple[Check, Check]:
+    items = Check("items in Redis = ML")
+    orders = Check("orders in Redis = ML")
+    item_store = RedisItemStore(redis, Namespace("catalog", scope=scope))
+    order_store = RedisOrderStore(redis, Namespace("orders", scope=scope))
+    for state in states:
+        seller = state["seller_id"]
+        served = state["items"]
+        cached = await item_store.get_many(served)
+        items.checked += len(served)
+        items.problems += item_differences(served, cached, seller)
+        live = await item_store.seller_item_ids(seller)
+        if live != set(served):
+            items.problems.append(f"seller {seller}: live ids differ by {live ^ set(served)}")
+        ids = [entry["order"]["id"] for entry in state["orders"]]
+        found = {o.summary.order_id: o for o in await order_store.get_many(ids)}
+        orders.checked += len(ids)
+        orders.problems += order_differences(state["orders"], found)
+    return items, orders
+
+
+def notification_topics(prefix: str) -> list[str]:
+    return [prefix + notification_topic(t) for t in ML_TOPICS] + [prefix + NOTIFICATIONS_UNROUTED]
+
+
+async def nothing_lost(kafka: KafkaSettings, prefix: str, acked: Sequence[str]) -> Check:
+    check = Check("acked notifications on Kafka", checked=len(acked))
+    records = await read_to_end(kafka, notification_topics(prefix), timeout_s=120)
+    on_kafka = {value.decode() for r in records for key, value in r.headers or () if key == "ce_id"}
+    check.problems += [f"notification {n} acked, not on Kafka" for n in acked if n not in on_kafka]
+    return check
+
+
+async def nothing_doubled(kafka: KafkaSettings, prefix: str, mail_dir: Path) -> list[Check]:
+    checks = []
+    for topic, adapter in ((PEEPERS_CATALOG, CATALOG_EVENT), (PEEPERS_ORDERS, ORDERS_EVENT)):
+        records = await read_to_end(kafka, [prefix + topic], timeout_s=120)
+        ids = Counter(str(adapter.validate_json(r.value or b"").event_id) for r in records)
+        check = Check(f"event ids unique on {topic}", checked=len(records))
+        check.problems += [f"event {i} {n} times" for i, n in ids.items() if n > 1]
+        checks.append(check)
+    mails = Counter(mail_ids(mail_dir))
+    check = Check("one mail per (order, transition)", checked=sum(mails.values()))
+    check.problems += [f"mail {m} {n} times" for m, n in mails.items() if n > 1]
+    checks.append(check)
+    return checks
+
+
+def mail_ids(mail_dir: Path) -> list[str]:
+    """The Message-ID of every mail the sink kept (a Maildir)."""
+    found = []
+    for path in sorted((mail_dir / "new").glob("*")):
+        message = email.message_from_bytes(path.read_bytes())
+        found.append(str(message["Message-ID"]))
+    return found
+
+
+async def no_relogin(kafka: KafkaSettings, prefix: str, sellers: Sequence[int]) -> Check:
+    records = await read_to_end(kafka, [prefix + PEEPERS_SELLERS], timeout_s=60)
+    events = [SELLER_EVENT.validate_json(r.value or b"") for r in records]
+    check = Check("no seller had to log in again", checked=len(sellers))
+    connected = {e.seller_id for e in events if e.type == "seller.connected"}
+    check.problems += [f"seller {s}: no seller.connected" for s in sellers if s not in connected]
+    check.problems += [
+        f"seller {e.seller_id}: {e.type}"
+        for e in events
+        if e.type in ("seller.reauth_required", "seller.disconnected")
+    ]
+    return check
+
+
+def limits_kept(counters: Sequence[dict[str, Any]]) -> Check:
+    check = Check("ML limits kept (sandbox counters)", checked=sum(c["total"] for c in counters))
+    check.problems += [
+        f"{c['family']} (app {c['app_id']}): {c['limited']} requests over the limit"
+        for c in counters
+        if c["limited"]
+    ]
+    return check
+
+
+async def caught_up(kafka: KafkaSettings, group: str, topics: Sequence[str]) -> bool:
+    """Whether ``group`` committed up to the end of every non-empty partition of ``topics``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    ends = await end_offsets(kafka, topics)
+    return all(
+        tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end > 0
+    )

@@ -1,0 +1,222 @@
+"""What a proof run starts: each child's command line and environment.
+
+The services' commands and environments are devstack's (`peepers_devstack.plan.Plan`),
+with what keeps the run to itself added on top:
+
+- its own Redis server (``redis-server`` on a free port, no persistence, one ACL user
+  per service as ``scripts/stack`` makes them), so a ``FLUSHALL`` or a restart touches
+  nobody else's data;
+- its own topics: every registry topic behind a run prefix (``proof-<run>.``), consumer
+  groups named after the run, removed again at the end;
+- the sandbox with many sellers in a process of its own (`peepers_proof.sandbox_host`),
+  and auth on the prefixed topics (`peepers_proof.auth_host`);
+- ``workers`` processes each of catalog and orders, one consumer group per service.
+
+The messages service is not started: it has no worker on this branch yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets, free_port
+from peepers_sandbox.config import (
+    DEMO_SELLER_ID,
+    ApiConfig,
+    AppConfig,
+    MarketplaceConfig,
+    NotifierConfig,
+    SandboxConfig,
+)
+
+SERVICES = ("ingest", "auth", "catalog", "orders")
+# How each worker kind is named in its children ("catalog-1", ...).
+WORKER_KINDS = ("catalog", "orders")
+
+
+@dataclass(frozen=True)
+class Options:
+    sellers: int = 20
+    items: int = 200
+    huge_items: int = 100_000
+    orders: int = 30
+    workers: int = 2
+    rate: float = 50.0
+    ml_requests_per_minute: int = 60_000
+    # Notifier retries: ML's own hour-long schedule would outlast the run.
+    retry_gaps_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+    seed: int = 42
+    ready_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class ProofPlan:
+    options: Options
+    work_dir: Path
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    ports: Ports = field(default_factory=lambda: Ports.from_base(0))
+    redis_port: int = field(default_factory=free_port)
+    state_port: int = field(default_factory=free_port)
+    redis_passwords: dict[str, str] = field(
+        default_factory=lambda: {s: secrets.token_urlsafe(18) for s in SERVICES}
+    )
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work_dir / self.run_id
+
+    @property
+    def prefix(self) -> str:
+        return f"proof-{self.run_id}."
+
+    @property
+    def sellers(self) -> list[int]:
+        """The sandbox's sellers; the first one is the huge one."""
+        return [DEMO_SELLER_ID + i for i in range(self.options.sellers)]
+
+    @property
+    def huge_seller(self) -> int:
+        return self.sellers[0]
+
+    @property
+    def scope(self) -> str:
+        """The workers' Redis scope and the suffix of their consumer groups."""
+        return f"proof-{self.run_id}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.redis_port}/0"
+
+    @property
+    def state_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.state_port}"
+
+    @property
+    def devstack(self) -> Plan:
+        secrets_file = self.run_dir / "secrets.json"
+        return Plan(
+            ports=self.ports,
+            secrets=Secrets.load_or_create(secrets_file),
+            spool_dir=self.run_dir / "ingest-spool",
+            items=self.options.items,
+            ml_requests_per_minute=self.options.ml_requests_per_minute,
+            seller_id=self.huge_seller,
+            isolation=self.scope,
+        )
+
+    def worker_ports(self, kind: str) -> list[int]:
+        first = self.ports.catalog if kind == "catalog" else self.ports.orders
+        return [first, *(free_port() for _ in range(self.options.workers - 1))]
+
+    def sandbox_config(self) -> SandboxConfig:
+        base = self.devstack
+        o = self.options
+        return SandboxConfig(
+            host=LOOPBACK,
+            port=self.ports.sandbox,
+            apps=[AppConfig(callback_url=base.webhook_url, redirect_uris=[base.redirect_uri])],
+            marketplace=MarketplaceConfig(
+                seed=o.seed,
+                sellers=o.sellers,
+                items_per_seller=o.items,
+                orders_per_seller=o.orders,
+            ),
+            api=ApiConfig(auto_approve=True),
+            # Off until every seller is connected and synced (Runner.connect).
+            notifier=NotifierConfig(
+                enabled=False, retry_gaps_s=list(o.retry_gaps_s), attempt_log_size=5_000_000
+            ),
+        )
+
+    def children(self) -> list[ChildSpec]:
+        """In start order (stopped in reverse)."""
+        return [
+            self.redis(),
+            self.mail_sink(),
+            self.sandbox(),
+            self.auth(),
+            self.ingest(),
+            *self.workers("catalog"),
+            *self.workers("orders"),
+        ]
+
+    def redis(self) -> ChildSpec:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            msg = "redis-server is not installed (scripts/stack installs it)"
+            raise FileNotFoundError(msg)
+        data = self.run_dir / "peepers_redis"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [binary, "--bind", LOOPBACK, "--port", str(self.redis_port),
+                "--save", "", "--appendonly", "no", "--dir", str(data)]  # fmt: skip
+        for service, password in self.redis_passwords.items():
+            # The shared stack's rule (scripts/stack redis_acls); the default user stays
+            # open for the harness itself (FLUSHALL, restarts, reading the mirrors).
+            argv += ["--user", service, "on", f">{password}", f"~{service}:*", "~ratelimit:*",
+                     f"&{service}:*", "+@all", "-@dangerous", "-@admin"]  # fmt: skip
+        return ChildSpec("redis", argv, {})
+
+    def mail_sink(self) -> ChildSpec:
+        return self.devstack.mail_sink()
+
+    def sandbox(self) -> ChildSpec:
+        config = self.run_dir / "sandbox.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(self.sandbox_config().model_dump_json())
+        argv = [sys.executable, "-m", "peepers_proof.sandbox_host", "--config", str(config),
+                "--state-port", str(self.state_port), "--huge-seller", str(self.huge_seller),
+                "--huge-items", str(max(self.options.huge_items, self.options.items))]  # fmt: skip
+        return ChildSpec("sandbox", argv, {})
+
+    def _redis_env(self, service: str) -> dict[str, str]:
+        up = service.upper()
+        return {
+            f"{up}_REDIS__URL": self.redis_url,
+            f"{up}_REDIS__USERNAME": service,
+            f"{up}_REDIS__PASSWORD": self.redis_passwords[service],
+        }
+
+    def auth(self) -> ChildSpec:
+        spec = self.devstack.auth()
+        argv = [sys.executable, "-m", "peepers_proof.auth_host", "--topic-prefix", self.prefix]
+        return ChildSpec("auth", argv, {**spec.env, **self._redis_env("auth")})
+
+    def ingest(self) -> ChildSpec:
+        spec = self.devstack.ingest()
+        env = {
+            **spec.env,
+            **self._redis_env("ingest"),
+            "INGEST_TOPIC_PREFIX": self.prefix,
+            "INGEST_RECONCILE_SELLER_IDS": json.dumps(self.sellers),
+            # The notifier's bursts come from one address (loopback).
+            "INGEST_RATE_LIMIT_PER_IP_PER_S": "5000",
+        }
+        return dataclasses.replace(spec, env=env)
+
+    def workers(self, kind: str) -> list[ChildSpec]:
+        base = self.devstack
+        spec = base.catalog() if kind == "catalog" else base.orders()
+        up = kind.upper()
+        env = {
+            **spec.env,
+            **self._redis_env(kind),
+            f"{up}_TOPIC_PREFIX": self.prefix,
+            f"{up}_ML__BACKOFF_INITIAL_S": "0.1",
+            f"{up}_ML__BACKOFF_MAX_S": "2",
+            f"{up}_RETRY__PARK_DELAYS_S": "[1.0, 2.0, 4.0, 8.0, 16.0, 30.0]",
+        }
+        if kind == "orders":
+            # The sandbox seeds its history about 550 days before now.
+            env["ORDERS_BACKFILL__DAYS"] = "1000"
+            env["ORDERS_SMTP__TIMEOUT_S"] = "2"
+            env["ORDERS_MAIL__RETRY__PARK_DELAYS_S"] = json.dumps([1.0, 2.0, 4.0] + [5.0] * 60)
+        return [
+            ChildSpec(f"{kind}-{i + 1}", spec.argv, {**env, f"{up}_HTTP_PORT": str(port)})
+            for i, port in enumerate(self.worker_ports(kind))
+        ]

@@ -1,0 +1,112 @@
+"""The ML sandbox as a process of its own, with a port of state for the proof's checks.
+
+``python -m peepers_proof.sandbox_host --config sandbox.json --state-port P``.
+
+The sandbox is the truth the checks compare Peepers against. Its public API would make
+the checks call ML as a seller does (paged searches that hide cancelled orders, ...),
+so this process serves beside it, on a second port, what the sandbox holds:
+
+- ``GET /state/{seller_id}``: the seller's items (as the owner sees them) and orders with
+  their shipments;
+- ``GET /acked``: the ids of the notifications whose delivery ingest acknowledged (200
+  within the deadline), from the notifier's attempt log;
+- ``POST /expire-tokens``: expire every access token now (ML's 6-hour expiry for every
+  seller at once); refresh tokens stay valid.
+
+The huge seller's extra items are made here, in-process, before the notifier is on: a
+100,000-item catalog over the admin API would take longer than the rest of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from peepers_sandbox.app import run_sandbox
+from peepers_sandbox.config import SandboxConfig
+from peepers_sandbox.state import SandboxState
+
+state_key = web.AppKey("state_key", SandboxState)
+
+
+def seller_state(state: SandboxState, seller_id: int) -> dict[str, Any]:
+    market = state.market
+    items = {
+        item_id: json.loads(market.item_json(item_id, owner=True))
+        for item_id in market.items_by_seller.get(seller_id, [])
+    }
+    orders = []
+    for order_id in market.orders_by_seller.get(seller_id, []):
+        order = market.orders[order_id]
+        orders.append({"order": order, "shipment": market.shipments[order["shipping"]["id"]]})
+    return {"seller_id": seller_id, "items": items, "orders": orders}
+
+
+async def _state(request: web.Request) -> web.Response:
+    seller_id = int(request.match_info["seller_id"])
+    return web.json_response(seller_state(request.app[state_key], seller_id))
+
+
+async def _acked(request: web.Request) -> web.Response:
+    log = request.app[state_key].notifier.attempt_log
+    acked = sorted({str(a["notification_id"]) for a in log if a["ok"]})
+    return web.json_response({"acked": acked, "attempts": len(log)})
+
+
+async def _expire_tokens(request: web.Request) -> web.Response:
+    oauth = request.app[state_key].oauth
+    expired = sum(oauth.expire(token) for token in list(oauth.tokens))
+    return web.json_response({"expired": expired})
+
+
+def state_app(state: SandboxState) -> web.Application:
+    app = web.Application()
+    app[state_key] = state
+    app.router.add_get("/state/{seller_id}", _state)
+    app.router.add_get("/acked", _acked)
+    app.router.add_post("/expire-tokens", _expire_tokens)
+    return app
+
+
+async def serve(config: SandboxConfig, state_port: int, huge_seller: int | None, huge: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with run_sandbox(config) as sandbox:
+        market = sandbox.state.market
+        if huge_seller is not None:
+            for _ in range(huge - len(market.items_by_seller[huge_seller])):
+                market.new_item(huge_seller)
+        runner = web.AppRunner(state_app(sandbox.state), access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, config.host, state_port).start()
+            print(f"ML sandbox listening on {sandbox.url}", flush=True)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="peepers_proof.sandbox_host", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="a SandboxConfig as JSON")
+    parser.add_argument("--state-port", type=int, required=True)
+    parser.add_argument("--huge-seller", type=int, default=None)
+    parser.add_argument("--huge-items", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = SandboxConfig.model_validate_json(args.config.read_text())
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config, args.state_port, args.huge_seller, args.huge_items))
+
+
+if __name__ == "__main__":
+    main()

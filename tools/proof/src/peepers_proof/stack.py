@@ -1,0 +1,172 @@
+"""The running stack: every child started, watched, killed and restarted.
+
+Through devstack's `Supervisor`: its own session per child, SIGTERM then SIGKILL, newest
+first, a pid file for the leftovers of a run that was itself killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from peepers_common.settings import KafkaSettings
+from peepers_common.topic_admin import delete_topics_containing, ensure_topics
+from peepers_common.topics import TOPICS, TopicSpec, dlq_topic, retry_topic
+from peepers_devstack.errors import StepFailed
+from peepers_devstack.plan import LOOPBACK, ChildSpec
+from peepers_devstack.processes import Child, Probe, Supervisor
+from peepers_devstack.watch import answers_200
+from peepers_proof.plan import ProofPlan
+from peepers_sandbox.client import SandboxAdmin
+
+Say = Callable[[str], None]
+
+
+def registry_topics(prefix: str) -> list[TopicSpec]:
+    """Every registry topic, with a retry and a dead-letter topic for each, behind ``prefix``."""
+    specs: dict[str, TopicSpec] = {}
+    for spec in TOPICS.values():
+        for name in (spec.name, retry_topic(spec.name), dlq_topic(spec.name)):
+            like = TOPICS.get(name, spec)
+            specs[name] = TopicSpec(prefix + name, like.partitions, like.description, like.config)
+    return list(specs.values())
+
+
+@dataclass
+class Stack:
+    plan: ProofPlan
+    kafka: KafkaSettings
+    supervisor: Supervisor
+    session: aiohttp.ClientSession
+    say: Say
+    specs: dict[str, ChildSpec] = field(default_factory=dict)
+
+    @property
+    def admin(self) -> SandboxAdmin:
+        return SandboxAdmin(self.plan.devstack.sandbox_url, self.session)
+
+    def redis(self) -> aioredis.Redis:
+        """The run's Redis as its default (admin) user."""
+        return aioredis.Redis.from_url(self.plan.redis_url)
+
+    def child(self, name: str) -> Child:
+        for child in self.supervisor.children:
+            if child.name == name:
+                return child
+        msg = f"no running child named {name}"
+        raise KeyError(msg)
+
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.plan.children()]
+
+    async def start(self) -> None:
+        await self.supervisor.stop_leftovers(self.say)
+        await ensure_topics(self.kafka, registry_topics(self.plan.prefix))
+        self.say(f"topics behind {self.plan.prefix} created")
+        for spec in self.plan.children():
+            self.specs[spec.name] = spec
+            await self.start_child(spec.name)
+
+    async def start_child(self, name: str) -> None:
+        spec = self.specs[name]
+        child = await self.supervisor.start(spec)
+        took = await self.supervisor.wait_ready(
+            child, self._probe(spec), timeout_s=self.plan.options.ready_timeout_s
+        )
+        self.say(f"{name} ready in {took:.1f} s (pid {child.pid})")
+
+    def _probe(self, spec: ChildSpec) -> Probe:
+        kind = spec.name.split("-")[0]
+        base = self.plan.devstack
+        if kind == "redis":
+            return self._redis_up
+        if kind == "mail":
+            return self._smtp_up
+        urls = {
+            "sandbox": f"{base.sandbox_url}/_admin/health",
+            "auth": f"{base.auth_url}/readyz",
+            "ingest": f"{base.ingest_url}/readyz",
+        }
+        url = urls.get(kind)
+        if url is None:
+            port = spec.env[f"{kind.upper()}_HTTP_PORT"]
+            url = f"http://{LOOPBACK}:{port}/readyz"
+
+        async def ready() -> bool:
+            return await answers_200(self.session, url)
+
+        return ready
+
+    async def _redis_up(self) -> bool:
+        client = self.redis()
+        try:
+            return bool(await client.ping())
+        except RedisError:
+            return False
+        finally:
+            await client.aclose()
+
+    async def _smtp_up(self) -> bool:
+        try:
+            _, writer = await asyncio.open_connection(LOOPBACK, self.plan.ports.smtp)
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL the child's process group, and forget it until `start_child`."""
+        child = self.child(name)
+        # Forgotten first: `Supervisor.check` (the progress loop) must not see it exit.
+        self.supervisor.children.remove(child)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        await child.process.wait()
+
+    async def stop_child(self, name: str) -> None:
+        """A graceful stop (SIGTERM, as the supervisor does), forgotten until `start_child`."""
+        child = self.child(name)
+        self.supervisor.children.remove(child)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        await child.process.wait()
+
+    async def connect_sellers(self) -> None:
+        """Every seller logs in through auth's PKCE flow, as in a browser (devstack's way)."""
+        base = self.plan.devstack
+        started = time.monotonic()
+        for seller in self.plan.sellers:
+            await self.admin.patch_api(auto_approve_user_id=seller)
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with (
+                aiohttp.ClientSession(cookie_jar=jar, timeout=self.session.timeout) as browser,
+                browser.get(f"{base.auth_url}/auth/login", params={"site": "MLB"}) as page,
+            ):
+                body = await page.text()
+                landed = urlsplit(str(page.url)).path
+                if page.status != 200 or landed != "/auth/dashboard" or str(seller) not in body:
+                    msg = f"the login of seller {seller} failed (HTTP {page.status} at {landed})"
+                    raise StepFailed(msg)
+        took = time.monotonic() - started
+        self.say(f"{len(self.plan.sellers)} sellers connected through auth's login in {took:.1f} s")
+
+    async def stop(self) -> None:
+        await self.supervisor.stop_all(self.say)
+        # The workers' Faust data directories (in the shared working directory).
+        for data in self.supervisor.work_dir.glob(f"*-{self.plan.scope}-data"):
+            shutil.rmtree(data, ignore_errors=True)
+        deleted = await delete_topics_containing(self.kafka, self.plan.prefix)
+        self.say(f"deleted the run's {len(deleted)} topics")
