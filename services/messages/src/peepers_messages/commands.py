@@ -164,6 +164,13 @@ async def answer(
             if holder.state == "sent":
                 msg = f"question {question_id} is already answered through Peepers"
                 raise QuestionNotOpen(msg)
+            taken = new.model_copy(update={"version": holder.version + 1})
+            abandoned = (deps.now() - holder.submitted_at).total_seconds() >= subs.wait_s
+            if abandoned and await subs.view.replace(holder, taken):
+                # Its submitter never came back (a crash, a client that gave up): this
+                # submission takes over, asking ML first whether the answer landed.
+                await subs.log.write(taken.id, taken.model_dump_json().encode())
+                return await _send_answer(taken, text, deps, subs, resume=True)
             msg = f"question {question_id} is being answered by another submission"
             raise IdempotencyConflict(msg)
         metrics.SUBMISSIONS.labels("answer", "replayed").inc()
