@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from peepers_common.errors import MlApiError, MlBadRequest, MlForbidden, MlNotFound
+from peepers_common.errors import MlBadRequest, MlForbidden, MlNotFound
 from peepers_common.events import QuestionSnapshot
 from peepers_messages import metrics
 from peepers_messages.adapters.redis_views import RedisSubmissions, Submission
@@ -381,4 +381,4 @@ async def _finish_message(
     return result
 
 
-__all__ = ["MlApiError", "Submissions", "answer", "send"]
+__all__ = ["Submissions", "answer", "send"]
