@@ -254,6 +254,17 @@ class TestHeaders:
         assert " on" not in "".join(re.findall(r"<[a-z]+ [^>]*\bon\w+=", html))
         assert response.headers["X-Frame-Options"] == "DENY"
 
+    async def test_live_parts_pass_none_of_their_refresh_attributes_to_the_forms_inside(
+        self, client: Client
+    ) -> None:
+        # htmx inherits hx-select: an answer form inside the questions part would select
+        # "#questions" out of its own fragment and swap in nothing.
+        for path in ("/app/", "/app/orders", "/app/questions", "/app/tickets", "/app/catalog"):
+            html = await _page(client, path)
+            regions = re.findall(r"<div [^>]*data-live=[^>]*>", html)
+            assert regions, path
+            assert all('hx-disinherit="*"' in region for region in regions), path
+
     async def test_the_vendored_assets_are_served(self, client: Client) -> None:
         for path in ("/static/htmx.min.js", "/static/app.js", "/static/app.css"):
             response = await client.get(path)
