@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from peepers_sandbox.config import DEMO_SELLER_ID
 from tests.observability import (
     EXPECTED_LATER,
+    NAME_PATTERNS,
     NOT_RUNNING_YET,
     PROMETHEUS_OWN,
     defined,
@@ -138,6 +139,9 @@ async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
             if not defined(name, exported)
         }
         assert missing == set(), "queried by the rules or dashboards, exported by no service"
+        # Each {__name__=~...} of the state rules matches a family a running service has.
+        for pattern in NAME_PATTERNS:
+            assert any(re.fullmatch(pattern, name) for name in exported), pattern
         os.killpg(process.pid, signal.SIGINT)
         async with asyncio.timeout(40):
             rest = await process.stdout.read()

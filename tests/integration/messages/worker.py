@@ -127,6 +127,15 @@ class WorkerRun:
         ):
             return await response.json()
 
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        headers = {"Authorization": aiohttp.encode_basic_auth(*READER)}
+        async with (
+            aiohttp.ClientSession(headers=headers) as session,
+            session.post(f"{self.url}/messages/sellers/{SELLER}{path}", json=body) as response,
+        ):
+            assert response.status == 200, await response.text()
+            return await response.json()
+
     async def events(self) -> list[MessagesEvent]:
         records = await read_all(self.kafka, self.topic(PEEPERS_MESSAGES))
         return [MESSAGES_EVENT.validate_json(r.value or b"") for r in records]

@@ -6,7 +6,8 @@ each item's questions a search of its own). Claims are paged while ``offset + li
 stays under ML's 10,000 (FACTS.md 5.3). Every question and claim goes through the same
 apply path as a notification, so a backfill racing the webhooks changes nothing twice.
 
-The backfill is resumable: its checkpoint (``backfill:{seller}``: phase, offset, items
+Its ML requests wait in the outbound limiter's bulk lane, behind webhook-driven ones. The
+backfill is resumable: its checkpoint (``backfill:{seller}``: phase, offset, items
 done, counts) is saved after every page, and a run with the same ``run_id`` continues
 from it. It is a mirror's checkpoint: lost with the mirror, which a new backfill rebuilds.
 """
@@ -24,6 +25,7 @@ import redis.asyncio as aioredis
 
 from peepers_common.errors import MlNotFound
 from peepers_common.ml.models import MlClaim, MlQuestion
+from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
 from peepers_messages.domain import UNANSWERED, claim_snapshot
@@ -93,6 +95,21 @@ async def backfill(
         return state
     label = str(seller_id)
     metrics.BACKFILL_RUNNING.labels(label).set(1)
+    # Behind webhook-driven requests for the ML budget (the limiter's bulk lane).
+    with bulk_lane():
+        await _run(state, deps, checkpoints, options, progress, label)
+    log.info("backfill of seller %d done: %s", seller_id, state.counts)
+    return state
+
+
+async def _run(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+    label: str,
+) -> None:
     try:
         if state.phase == "questions":
             await _questions(state, deps, checkpoints, options, progress)
@@ -102,8 +119,6 @@ async def backfill(
             await _claims(state, deps, checkpoints, progress)
     finally:
         metrics.BACKFILL_RUNNING.labels(label).set(0)
-    log.info("backfill of seller %d done: %s", seller_id, state.counts)
-    return state
 
 
 async def _save(

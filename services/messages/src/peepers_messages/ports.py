@@ -81,8 +81,18 @@ class ConversationView(BaseModel):
 
     @property
     def unread(self) -> int:
-        """Messages to the seller that the seller has not read."""
-        return sum(1 for m in self.messages if m.to_user_id == self.seller_id and m.read_at is None)
+        """Messages to the seller, delivered (``available``) and not read yet.
+
+        A message held by moderation (``moderated``, ``rejected``, ...) is not shown to the
+        seller, so it is not unread either (as ML counts ``/messages/unread``).
+        """
+        return sum(
+            1
+            for m in self.messages
+            if m.to_user_id == self.seller_id
+            and m.read_at is None
+            and m.status in (None, "available")
+        )
 
     def summary(self) -> dict[str, Any]:
         last = max((m.created_at for m in self.messages if m.created_at), default=None)
