@@ -203,6 +203,18 @@ class TestTickets:
         assert "Trocar o produto" in html
         assert "Ana" in html
 
+    async def test_emptying_the_assignee_unassigns_and_an_unchanged_status_is_not_moved(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        messages.tickets_[0] = messages.tickets_[0].model_copy(update={"assignee": "Ana"})
+        response = await client.post(
+            "/app/tickets/7001",
+            data={"status": "open", "assignee": "", "csrf_token": CSRF},
+            allow_redirects=False,
+        )
+        assert response.status == 303
+        assert (messages.tickets_[0].status, messages.tickets_[0].assignee) == ("open", None)
+
     async def test_an_unknown_status_is_refused(
         self, client: Client, messages: FakeMessages
     ) -> None:

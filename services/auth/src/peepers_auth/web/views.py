@@ -371,6 +371,8 @@ def _ticket_change(form: Mapping[str, Any], current: Ticket, author: str) -> Tic
     return TicketChange(
         status=status if status != current.status else None,
         assignee=assignee if assignee != current.assignee else None,
+        # A field emptied by the seller takes the ticket away from whoever had it.
+        unassign="assignee" in form and assignee is None and current.assignee is not None,
         note=note,
         author=author,
     )
