@@ -8,7 +8,8 @@ test:
 	scripts/test
 
 test-unit:
-	scripts/bootstrap && uv run pytest -m "not integration and not e2e"
+	scripts/bootstrap && scripts/install-prometheus && scripts/install-kubectl && \
+	uv run pytest -m "not integration and not e2e"
 
 lint:
 	uv run ruff check . && uv run ruff format --check . && \

@@ -212,11 +212,11 @@ async def redis_commands_during(
 
 
 @asynccontextmanager
-async def private_redis(directory: Path) -> AsyncIterator[str]:
+async def private_redis(directory: Path, users: Sequence[str] = ("catalog",)) -> AsyncIterator[str]:
     """A redis-server of the test's own on a free port, without persistence; yields its URL.
 
-    For tests that lose Redis (FLUSHALL, a restart): never the shared one. A single
-    ``catalog`` user as the services log in (any password), allowed everything.
+    For tests that lose Redis (FLUSHALL, a restart): never the shared one. ``users`` are
+    the ACL users the services log in as (any password), allowed everything.
     """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -230,7 +230,7 @@ async def private_redis(directory: Path) -> AsyncIterator[str]:
         "--appendonly", "no",
         "--dir", str(directory),
         "--user", "default", "on", "nopass", "~*", "&*", "+@all",
-        "--user", "catalog", "on", "nopass", "~*", "&*", "+@all",
+        *(arg for user in users for arg in ("--user", user, "on", "nopass", "~*", "&*", "+@all")),
         stdout=log,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip

@@ -22,6 +22,9 @@ from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.settings import StackSettings
 from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, TOPICS
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.__main__ import cli as messages_cli
+from peepers_messages.app import CONSUMED as MESSAGES_CONSUMED
+from peepers_messages.settings import Settings as MessagesSettings
 from peepers_orders.app import NOTIFICATION_TOPICS
 from peepers_orders.settings import Settings as OrdersSettings
 from tests.support import holds_secret, settings_field
@@ -49,6 +52,7 @@ SERVICES = {
     "auth": Svc(AuthSettings, "peepers_auth"),
     "catalog": Svc(CatalogSettings, "peepers_catalog", ("worker",)),
     "orders": Svc(OrdersSettings, "peepers_orders", ("worker",)),
+    "messages": Svc(MessagesSettings, "peepers_messages", ("worker",)),
     "web": Svc(WebSettings, "peepers_auth", ("web",), image="peepers-auth", calls_ml=False),
 }
 # Workloads that are not services, and the settings their env vars belong to.
@@ -313,7 +317,7 @@ class TestImagesAndCommands:
         if service == "ingest":
             assert str(settings.spool_dir) in mounts  # type: ignore[attr-defined]
             assert _config(service)["INGEST_SPOOL_DIR"] in mounts
-        if service in ("catalog", "orders"):
+        if service in ("catalog", "orders", "messages"):
             # Faust makes <app id>-data in its working directory.
             app_id = _config(service)[f"{service.upper()}_APP_ID"]
             assert f"{workdir}/{app_id}-data" in mounts
@@ -381,6 +385,29 @@ class TestOrdersAutoscaling:
         }
 
 
+class TestMessagesAutoscaling:
+    @pytest.fixture
+    def scaled(self) -> dict[str, Any]:
+        return _one("ScaledObject", "peepers-messages")
+
+    def test_it_watches_the_messages_group_on_every_topic_it_consumes(self, scaled) -> None:
+        assert scaled["spec"]["scaleTargetRef"]["name"] == _workload("messages")["metadata"]["name"]
+        group = _config("messages")["MESSAGES_APP_ID"]
+        assert group == MessagesSettings().app_id
+        watched = [_lag_query(t["metadata"]["query"]) for t in scaled["spec"]["triggers"]]
+        assert {g for g, _ in watched} == {group}
+        assert {topic for _, topic in watched} == set(MESSAGES_CONSUMED)
+        for _, topic in watched:
+            assert scaled["spec"]["maxReplicaCount"] <= TOPICS[topic].partitions, topic
+
+    def test_the_messages_worker_command_exists(self) -> None:
+        commands = {
+            c.name or (c.callback.__name__ if c.callback else None)
+            for c in messages_cli.registered_commands
+        }
+        assert "worker" in commands
+
+
 class TestNetworkPolicies:
     def test_namespace_denies_by_default_and_allows_dns(self) -> None:
         deny = _one("NetworkPolicy", "default-deny")["spec"]
@@ -400,11 +427,12 @@ class TestNetworkPolicies:
     def test_ingest_is_reachable_from_outside_on_its_port(self) -> None:
         assert {"ipBlock": {"cidr": "0.0.0.0/0"}} in self._ingress("ingest")
 
-    def test_auth_admits_only_catalog_orders_and_ingest_pods(self) -> None:
+    def test_auth_admits_only_the_token_brokers_clients(self) -> None:
         pods = [peer["podSelector"] for peer in self._ingress("auth") if "podSelector" in peer]
         (only,) = pods
         (expression,) = only["matchExpressions"]
-        assert set(expression["values"]) == {"peepers-catalog", "peepers-orders", "peepers-ingest"}
+        clients = {"peepers-catalog", "peepers-orders", "peepers-messages", "peepers-ingest"}
+        assert set(expression["values"]) == clients
         assert not any("ipBlock" in peer for peer in self._ingress("auth"))
 
     def test_auth_ingress_routes_no_internal_path(self) -> None:

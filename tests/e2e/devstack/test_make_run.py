@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from peepers_sandbox.config import DEMO_SELLER_ID
 from tests.observability import (
     EXPECTED_LATER,
+    NAME_PATTERNS,
     NOT_RUNNING_YET,
     PROMETHEUS_OWN,
     defined,
@@ -35,7 +36,8 @@ from tests.support import wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 ITEMS = 300
-CHILD = re.compile(r"run: (\w+) ready on (\S+) in [\d.]+ s \(pid (\d+), log (\S+)\)")
+CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+), log (\S+)\)")
+READY_AT = re.compile(r"run: (\w+) ready on (\S+) in ")
 # The children that serve /metrics.
 SERVICES = ("auth", "ingest", "catalog")
 # scripts/test installs it; a bare `make run` goes on without it.
@@ -128,7 +130,7 @@ async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
             assert prometheus is not None, "\n".join(lines)
             await _every_target_up(prometheus[1])
             assert "alerts_firing" in _fields(line), line
-        services = [m[2] for m in map(CHILD.search, lines) if m and m[1] in SERVICES]
+        services = [m[2] for m in map(READY_AT.search, lines) if m and m[1] in SERVICES]
         exported = await _exported(services)
         names, _patterns = queried()
         missing = {
@@ -137,6 +139,9 @@ async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
             if not defined(name, exported)
         }
         assert missing == set(), "queried by the rules or dashboards, exported by no service"
+        # Each {__name__=~...} of the state rules matches a family a running service has.
+        for pattern in NAME_PATTERNS:
+            assert any(re.fullmatch(pattern, name) for name in exported), pattern
         os.killpg(process.pid, signal.SIGINT)
         async with asyncio.timeout(40):
             rest = await process.stdout.read()
@@ -149,7 +154,7 @@ async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
     output = "\n".join(lines)
     assert status == 0, output
 
-    children = {m[1]: (int(m[3]), Path(m[4])) for m in map(CHILD.search, lines) if m}
+    children = {m[1]: (int(m[2]), Path(m[3])) for m in map(CHILD.search, lines) if m}
     assert list(children) == CHILDREN, output
     assert f"seller {DEMO_SELLER_ID} connected through auth's PKCE login" in output
     assert f"full sync of seller {DEMO_SELLER_ID} done by the catalog worker: {ITEMS}" in output

@@ -41,7 +41,7 @@ async def test_orders_mirror_ml_and_each_transition_is_one_event_and_one_mail_th
         await d.wait_converged()
         await d.wait_consumed()
         first = await d.audit()
-        assert first.problems == []
+        assert (first.problems, first.mailed_twice) == ([], [])
 
         # ML redelivers, out of order: every notification again, newest first.
         delivered = await read_all(kafka, [d.run.topic(t) for t in NOTIFICATION_TOPICS])
@@ -56,14 +56,14 @@ async def test_orders_mirror_ml_and_each_transition_is_one_event_and_one_mail_th
         await d.wait_consumed()
         await d.wait_converged()
         again = await d.audit()
-        assert again.problems == []
+        assert (again.problems, again.mailed_twice) == ([], [])
         assert (again.distinct, again.mails) == (first.distinct, first.mails)
 
     # peepers.orders.v1 replayed from its start by a new mailer group: no mail twice.
     async with ready_worker(replace(d.run, mailer_id=unique("mailer"), port=free_port())):
         await d.wait_consumed()
         replayed = await d.audit()
-    assert replayed.problems == []
+    assert (replayed.problems, replayed.mailed_twice) == ([], [])
     assert replayed.mails == first.mails
     log.info("%d notifications redelivered; %s", len(delivered), first)
     assert first.mails > 20, "the activity mailed too little to tell"
@@ -84,6 +84,7 @@ async def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_announced_o
             await wait_until(mailing, timeout_s=30, every_s=0.2)
             first.kill()  # SIGKILL: no rebalance, no commit, no flush
             first.wait()
+            before_kill = set(sink.inbox.ids())
         killed_at = (await admin.notifier_summary())["delivered"]
 
         async def more_sent() -> bool:
@@ -98,3 +99,7 @@ async def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_announced_o
             audit = await d.audit()
     log.info("%s", audit)
     assert audit.problems == []
+    # At most the mail in flight when the worker died (the 250 came, the ledger write did
+    # not: docs/orders.md) comes twice; anything more would be the ledger failing.
+    assert len(audit.mailed_twice) <= 1
+    assert set(audit.mailed_twice) <= before_kill

@@ -14,8 +14,10 @@ from playwright.async_api import BrowserContext, Page, expect
 
 from peepers_auth.web.settings import ReadApi
 from peepers_common.settings import KafkaSettings
-from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS
+from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_ORDERS, PEEPERS_SELLERS
 from tests.integration.auth.harness import AuthStack, auth_stack
+from tests.integration.catalog.worker import catalog_topics, worker_run
+from tests.integration.catalog.worker import ready_worker as ready_catalog
 from tests.integration.orders.smtp import smtp_sink
 from tests.integration.orders.worker import READER, OrdersRun, notify, orders_topics, ready_worker
 from tests.integration.web.harness import WebProcess, web_process
@@ -79,14 +81,25 @@ async def seller_stack(kafka: KafkaSettings, tmp_path: Path) -> AsyncIterator[Se
             extra_env={"ORDERS_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]})},
         )
         await stack.enter_async_context(ready_worker(run))
+        # The catalog worker on the same topics (one sellers topic: auth publishes to it).
+        await catalog_topics(kafka, prefix)
+        catalog = worker_run(
+            auth,
+            prefix,
+            kafka,
+            tmp_path / "catalog.log",
+            extra_env={"CATALOG_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]})},
+        )
+        await stack.enter_async_context(ready_catalog(catalog))
         pages = await stack.enter_async_context(
             web_process(
                 auth,
-                live_topics=[prefix + PEEPERS_ORDERS],
+                live_topics=[prefix + PEEPERS_ORDERS, prefix + PEEPERS_CATALOG],
                 sellers_topic=prefix + PEEPERS_SELLERS,
                 service_name=READER[0],
                 service_secret=READER[1],
                 orders=ReadApi(base_url=run.url),
+                catalog=ReadApi(base_url=catalog.url),
             )
         )
         yield SellerStack(kafka, auth, run, pages)

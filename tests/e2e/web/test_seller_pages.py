@@ -115,10 +115,21 @@ async def test_a_form_posted_without_its_csrf_token_is_refused(
     assert response.status == 200  # refused, so nothing happened: still logged in
 
 
+async def test_the_catalog_searches_with_facets(sellers: SellerStack, page: Page) -> None:
+    await page.goto(f"{sellers.url}/app/catalog")
+    await expect(page.locator("#catalog-total")).not_to_have_text("0 anúncios", timeout=20000)
+    facet = page.locator('a.facet[data-facet="status"]').first
+    await expect(facet).to_be_visible()
+    await facet.click()
+    await expect(page.locator('a.facet[aria-current="true"]')).to_be_visible()
+    await expect(page.locator("table.list tbody tr").first).to_be_visible()
+    await screenshot(page, "catalog")
+
+
 async def test_a_page_whose_service_is_not_deployed_says_so_and_the_rest_works(
     sellers: SellerStack, page: Page
 ) -> None:
-    for name in ("questions", "tickets", "catalog"):
+    for name in ("questions", "tickets"):
         await page.goto(f"{sellers.url}/app/{name}")
         await expect(page.locator(".unavailable")).to_be_visible()
         await expect(page.locator(f"#nav-{name}")).to_have_attribute("aria-current", "page")

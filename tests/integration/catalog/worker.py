@@ -48,9 +48,10 @@ from tests.support import unique, wait_until
 READER = ("reader", "reader-secret-0123456789")
 
 
-async def catalog_topics(kafka: KafkaSettings) -> str:
-    """Registry-shaped topics for the catalog behind a fresh prefix; returns the prefix."""
-    prefix = f"{unique('test')}."
+async def catalog_topics(kafka: KafkaSettings, prefix: str | None = None) -> str:
+    """Registry-shaped topics for the catalog behind a fresh prefix (or ``prefix``, shared
+    with another service's topics); returns the prefix."""
+    prefix = prefix or f"{unique('test')}."
     consumed = [*ITEM_TOPICS, PEEPERS_SELLERS]
     names = [PEEPERS_CATALOG, CATALOG_SELLERS_CHANGELOG, *consumed]
     names += [retry_topic(n) for n in consumed] + [dlq_topic(n) for n in consumed]

@@ -110,6 +110,8 @@ class TestTypedEndpoints:
         assert endpoint_family("/users/me") == "users"
         assert endpoint_family("/post-purchase/v1/claims/5") == "claims"
         assert endpoint_family("messages/abc") == "messages"
+        assert endpoint_family("/messages/packs/1/sellers/2", "POST") == "messages_write"
+        assert endpoint_family("/messages/packs/1/sellers/2", "GET") == "messages"
         assert endpoint_family("/packs/2000000001") == "orders"
         assert endpoint_family("/collections/21463688923") == "payments"
 

@@ -13,13 +13,15 @@ from zoneinfo import ZoneInfo
 import pytest
 import redis.asyncio as aioredis
 
+from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.errors import InvalidQuery
 from peepers_common.events import OrderLine, OrderSummary
-from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.kafka import AIOKafkaEventPublisher, read_to_end
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings
 from peepers_common.testing import InMemoryEventPublisher
-from peepers_common.topics import PEEPERS_ORDERS
+from peepers_common.topics import ORDERS_EMAILS_CHANGELOG, PEEPERS_ORDERS, topic_spec
+from peepers_orders.adapters.mail_ledger import ChangelogMailLedger, RedisMailView
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.adapters.redis_store import RedisOrderStore, RedisSellerDirectory
 from peepers_orders.analytics import Counted
@@ -27,7 +29,7 @@ from peepers_orders.handlers import Orders, apply_order
 from peepers_orders.ports import CachedOrder, OrderQuery, PackLink
 from peepers_orders.settings import Settings
 from tests.integration.orders.worker import orders_topics
-from tests.support import unique
+from tests.support import create_topic, unique
 from tests.unit.orders.fakes import (
     SELLER,
     T0,
@@ -235,3 +237,26 @@ async def test_the_rebuild_command_replays_the_topic_into_a_new_generation(
     day = T0.astimezone(ZoneInfo("America/Sao_Paulo")).date()
     [figures] = await RedisAnalytics(orders_redis, namespace).days(SELLER, day, day)
     assert (figures.orders, figures.units, figures.revenue) == (1, 2, {"BRL": Decimal("120.5")})
+
+
+class TestMailLedger:
+    async def test_a_send_cut_short_before_the_changelog_is_finished_by_the_next_lookup(
+        self, orders_redis, namespace, kafka: KafkaSettings
+    ) -> None:
+        topic = await create_topic(kafka, like=topic_spec(ORDERS_EMAILS_CHANGELOG))
+        view = RedisMailView(orders_redis, namespace)
+        marker = RedisViewMarker(orders_redis, namespace, "emails")
+        async with Changelog(kafka, topic, view=view, marker=marker) as changelog:
+            ledger = ChangelogMailLedger(changelog, view)
+            await ledger.record("1:paid", "<order-1-paid@x>")
+            # A worker died after the view's pending mark, before the changelog write.
+            await view.set("2:paid", b"pending:<order-2-paid@x>")
+            assert not await ledger.sent("3:paid")
+            assert await ledger.sent("1:paid")
+            assert await ledger.sent("2:paid")
+            assert await view.get("2:paid") == b"<order-2-paid@x>"
+        records = await read_to_end(kafka, [topic])
+        assert sorted((r.key, r.value) for r in records) == [
+            (b"1:paid", b"<order-1-paid@x>"),
+            (b"2:paid", b"<order-2-paid@x>"),
+        ]

@@ -59,6 +59,17 @@ async def test_the_web_processs_redis_user_cannot_read_a_sealed_token_record(
                         assert "Serviço indisponível" in html  # no read API configured here
                     async with browser.get(f"{pages.url}/readyz") as ready:
                         assert ready.status == 200
+                    # ...and logging out there ends the session (DEL is all it may write).
+                    csrf = html.split('name="csrf_token" value="')[1].split('"')[0]
+                    async with browser.post(
+                        f"{pages.url}/app/logout",
+                        data={"csrf_token": csrf},
+                        allow_redirects=False,
+                    ) as out:
+                        assert out.status == 303
+                        assert out.headers["Location"] == f"{stack.url}/auth/"
+                    async with browser.get(f"{pages.url}/app/") as after:
+                        assert after.status == 401
             finally:
                 await web_redis.aclose()
             assert session_id

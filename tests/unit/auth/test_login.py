@@ -1,11 +1,18 @@
 import json
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from peepers_auth.app import create_app
 from peepers_auth.pkce import code_challenge
 from peepers_auth.settings import Settings
 from peepers_common.testing import InMemoryEventPublisher
-from tests.unit.auth.fakes import FakeMlOAuth
+from tests.unit.auth.fakes import (
+    FakeMlOAuth,
+    InMemoryLoginStates,
+    InMemorySellerStore,
+    InMemorySessions,
+)
 from tests.unit.auth.flows import Client, login, start
 
 
@@ -65,6 +72,27 @@ class TestCallback:
         assert cookie["httponly"]
         assert cookie["samesite"] == "Lax"
         assert not cookie["secure"]  # served over plain http here
+
+    async def test_a_completed_login_lands_where_the_dashboard_is_configured(
+        self, settings: Settings, ml: FakeMlOAuth
+    ) -> None:
+        app = create_app(
+            settings.model_copy(update={"dashboard_url": "https://peepers.example.com/app/"}),
+            ml=ml,
+            publisher=InMemoryEventPublisher(),
+            states=InMemoryLoginStates(),
+            sessions=InMemorySessions(),
+            sellers=InMemorySellerStore(),
+        )
+        async with TestClient(TestServer(app)) as client:
+            query = await start(client)
+            response = await client.get(
+                "/auth/callback",
+                params={"code": ml.issue_code(query["code_challenge"]), "state": query["state"]},
+                allow_redirects=False,
+            )
+        assert response.status == 303
+        assert response.headers["Location"] == "https://peepers.example.com/app/"
 
     async def test_a_first_login_publishes_seller_connected_keyed_by_seller(
         self, client: Client, ml: FakeMlOAuth, publisher: InMemoryEventPublisher

@@ -25,11 +25,14 @@ SELLER = 7
 
 
 class Roster:
+    def __init__(self, *sellers: int) -> None:
+        self.kept = list(sellers or (SELLER,))
+
     async def keep(self, seller_id: int) -> None:
-        raise NotImplementedError
+        self.kept.append(seller_id)
 
     async def sellers(self) -> list[int]:
-        return [SELLER]
+        return list(self.kept)
 
 
 @pytest.fixture
@@ -92,3 +95,15 @@ def test_drifted_fields_ignore_what_they_are_told(ml: FakeItemSource) -> None:
     old = ml.items["MLB7000000"]
     new = ml.edit("MLB7000000", title="Outro")
     assert drifted_fields(old, new, ignore={"last_updated"}) == ["title"]
+
+
+async def test_a_seller_connected_after_the_first_step_is_audited_at_once(
+    catalog: Catalog, ml: FakeItemSource
+) -> None:
+    roster = Roster()
+    roster.kept.clear()
+    audit = CatalogAudit(catalog, roster)
+    assert await audit.step() == 0  # nobody connected yet
+    await full_sync(SELLER, catalog, InMemorySyncCheckpoints(), options=SyncOptions(chunk=20))
+    await roster.keep(SELLER)
+    assert await audit.step() == 1

@@ -26,6 +26,11 @@ from peepers_common.asyncapi import (
     render_contract,
 )
 from peepers_common.events import (
+    ClaimClosed,
+    ClaimEscalated,
+    ClaimOpened,
+    ClaimSnapshot,
+    ClaimSnapshotted,
     DomainEvent,
     FieldChange,
     ItemClosed,
@@ -38,6 +43,7 @@ from peepers_common.events import (
     ItemSnapshotted,
     ItemStockChanged,
     ItemUpdated,
+    MessageReceived,
     OrderCancelled,
     OrderCreated,
     OrderDelivered,
@@ -49,16 +55,27 @@ from peepers_common.events import (
     OrderShipped,
     OrderSnapshotted,
     OrderSummary,
+    QuestionAnswered,
+    QuestionReceived,
+    QuestionSnapshot,
+    QuestionSnapshotted,
     SellerConnected,
     SellerDisconnected,
     SellerReauthRequired,
     SellerReconnected,
+    TicketClosed,
+    TicketNote,
+    TicketOpened,
+    TicketSnapshot,
+    TicketUpdated,
     item_event_id,
     item_event_key,
+    messages_event_key,
     order_event_id,
     order_event_key,
     seller_event_id,
     seller_event_key,
+    stable_event_id,
 )
 from peepers_common.topics import TOPICS
 
@@ -131,6 +148,63 @@ def _order(cls: type[DomainEvent], **fields: Any) -> DomainEvent:
     )
 
 
+_QUESTION = QuestionSnapshot(
+    id=13000000123,
+    seller_id=123456789,
+    item_id=_SNAPSHOT.id,
+    buyer_id=4000000001,
+    status="UNANSWERED",
+    text="Tem na cor azul?",
+    date_created=_WHEN,
+    last_updated=_WHEN,
+)
+_CLAIM = ClaimSnapshot(
+    id=5256749420,
+    seller_id=123456789,
+    order_id=2000007819609432,
+    resource="order",
+    status="opened",
+    type="mediations",
+    stage="claim",
+    reason_id="PDD9549",
+    due_date=_WHEN,
+    action_responsible="seller",
+    date_created=_WHEN,
+    last_updated=_WHEN,
+)
+_TICKET = TicketSnapshot(
+    claim_id=_CLAIM.id,
+    seller_id=123456789,
+    order_id=_CLAIM.order_id,
+    status="in_progress",
+    assignee="ana",
+    notes=(TicketNote(author="ana", text="Pedi fotos ao comprador.", at=_WHEN),),
+    claim_status="opened",
+    claim_stage="claim",
+    claim_type="mediations",
+    due_date=_WHEN,
+    action_responsible="seller",
+    opened_at=_WHEN,
+    updated_at=_WHEN,
+    version=3,
+)
+
+
+def _messages(cls: type[DomainEvent], **fields: Any) -> DomainEvent:
+    event_id = stable_event_id(cls.model_fields["type"].default, 1)
+    return cls(event_id=event_id, occurred_at=_WHEN, seller_id=123456789, **fields)
+
+
+def _event_key(event: DomainEvent) -> bytes:
+    if isinstance(event, ItemEvent):
+        return item_event_key(event)
+    if isinstance(event, OrderEvent):
+        return order_event_key(event)
+    if event.type.startswith("seller."):
+        return seller_event_key(event)
+    return messages_event_key(event)
+
+
 # One real instance of every event type (a new type without one fails a test below).
 SAMPLES: dict[str, DomainEvent] = {
     event.type: event
@@ -166,6 +240,43 @@ SAMPLES: dict[str, DomainEvent] = {
         _order(OrderRefunded, partial=True),
         _order(OrderNotDelivered),
         _order(OrderSnapshotted),
+        _messages(
+            QuestionReceived,
+            question_id=_QUESTION.id,
+            item_id=_QUESTION.item_id,
+            question=_QUESTION,
+        ),
+        _messages(
+            QuestionAnswered,
+            question_id=_QUESTION.id,
+            item_id=_QUESTION.item_id,
+            answer_text="Temos sim!",
+            answered_at=_WHEN,
+            seconds_to_answer=95.5,
+        ),
+        _messages(
+            QuestionSnapshotted,
+            question_id=_QUESTION.id,
+            item_id=_QUESTION.item_id,
+            question=_QUESTION,
+        ),
+        _messages(
+            MessageReceived,
+            message_id="2c92808469fea23a0169febf14580001",
+            pack_id=2000000089077943,
+            from_user_id=4000000001,
+            to_user_id=123456789,
+            text="Quando chega?",
+            status="available",
+            created_at=_WHEN,
+        ),
+        _messages(ClaimOpened, claim_id=_CLAIM.id, claim=_CLAIM),
+        _messages(ClaimEscalated, claim_id=_CLAIM.id, claim=_CLAIM),
+        _messages(ClaimClosed, claim_id=_CLAIM.id, claim=_CLAIM),
+        _messages(ClaimSnapshotted, claim_id=_CLAIM.id, claim=_CLAIM),
+        _messages(TicketOpened, claim_id=_CLAIM.id, ticket=_TICKET),
+        _messages(TicketUpdated, claim_id=_CLAIM.id, ticket=_TICKET, changed=("assignee",)),
+        _messages(TicketClosed, claim_id=_CLAIM.id, ticket=_TICKET, changed=("status",)),
     )
 }
 
@@ -231,9 +342,14 @@ class TestDocumentShape:
         for ref in _refs(document):
             assert _resolve(document, ref) is not None
 
-    def test_sellers_catalog_and_orders_topics_are_channels(self, document) -> None:
+    def test_every_domain_topic_is_a_channel(self, document) -> None:
         addresses = {channel["address"] for channel in document["channels"].values()}
-        assert addresses == {"peepers.sellers.v1", "peepers.catalog.v1", "peepers.orders.v1"}
+        assert addresses == {
+            "peepers.sellers.v1",
+            "peepers.catalog.v1",
+            "peepers.orders.v1",
+            "peepers.messages.v1",
+        }
 
     def test_channels_carry_the_registry_partitions(self, document) -> None:
         for channel in document["channels"].values():
@@ -292,12 +408,7 @@ class TestMessagesValidateRealEvents:
         message = _message_of(document, event_type)
         headers = {"ce_id": str(event.event_id), "ce_type": event.type}
         _validator(document, message["headers"]["$ref"]).validate(headers)
-        if isinstance(event, ItemEvent):
-            key = item_event_key(event)
-        elif isinstance(event, OrderEvent):
-            key = order_event_key(event)
-        else:
-            key = seller_event_key(event)
+        key = _event_key(event)
         key_schema = message["bindings"]["kafka"]["key"]
         Draft202012Validator(key_schema).validate(key.decode())
         assert re.fullmatch(key_schema["pattern"].strip("^$"), key_schema["examples"][0])

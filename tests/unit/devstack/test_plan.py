@@ -10,12 +10,14 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from peepers_auth.settings import Settings as AuthSettings
+from peepers_auth.web.settings import WebSettings
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
 from peepers_devstack.plan import Plan, Ports, Secrets
 from peepers_devstack.state import swap_scope
 from peepers_ingest.settings import Settings as IngestSettings
+from peepers_messages.settings import Settings as MessagesSettings
 from peepers_sandbox.__main__ import build_config
 from peepers_sandbox.config import DEMO_APP_ID
 from tests.support import settings_field
@@ -61,6 +63,19 @@ def test_every_childs_settings_accept_its_values(
     )
 
 
+def test_the_messages_workers_variables_are_what_its_settings_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tmp_path, "run-x")
+    spec = plan.messages()
+    for name, value in spec.env.items():
+        assert settings_field(MessagesSettings, name) is not None, name
+        monkeypatch.setenv(name, value)
+    settings = MessagesSettings()
+    assert settings.http_port == plan.ports.messages
+    assert (settings.app_id, settings.redis_scope) == ("peepers-messages-run-x", "run-x")
+
+
 def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
     tmp_path: Path,
 ) -> None:
@@ -80,10 +95,14 @@ def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
 def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:
     plan = _plan(tmp_path)
     credentials = json.loads(plan.auth().env["AUTH_SERVICE_CREDENTIALS"])
-    catalog, ingest = plan.catalog().env, plan.ingest().env
+    catalog, ingest, messages = plan.catalog().env, plan.ingest().env, plan.messages().env
     assert (
         credentials[catalog["CATALOG_TOKEN_BROKER__SERVICE"]]
         == catalog["CATALOG_TOKEN_BROKER__SECRET"]
+    )
+    assert (
+        credentials[messages["MESSAGES_TOKEN_BROKER__SERVICE"]]
+        == messages["MESSAGES_TOKEN_BROKER__SECRET"]
     )
     assert (
         credentials[ingest["INGEST_TOKEN_BROKER__SERVICE"]] == ingest["INGEST_TOKEN_BROKER__SECRET"]
@@ -137,3 +156,30 @@ def test_percentiles_are_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentiles(values, [50.0, 99.0, 100.0]) == {50.0: 50.0, 99.0: 99.0, 100.0: 100.0}
     assert percentiles([], [50.0]) == {}
+
+
+def test_the_web_app_gets_sessions_and_read_apis_but_no_secret_of_auth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = replace(_plan(tmp_path), web_app=True)
+    web = next(s for s in plan.children() if s.name == "web")
+    assert web.argv[-2:] == ["peepers_auth", "web"]
+    for name, value in web.env.items():
+        assert settings_field(WebSettings, name) is not None, name
+        monkeypatch.setenv(name, value)
+    settings = WebSettings()
+    assert settings.http_port == plan.ports.web
+    assert not any("TOKEN" in name or "ML__" in name for name in web.env)
+    # both read APIs know the web app's credential
+    for env in (plan.catalog().env, plan.orders().env):
+        readers = next(json.loads(v) for k, v in env.items() if k.endswith("SERVICE_CREDENTIALS"))
+        assert readers[settings.service_name] == settings.service_secret.get_secret_value()
+    # and a login lands on its overview
+    assert plan.auth().env["AUTH_DASHBOARD_URL"] == f"{plan.web_url}/app/"
+    assert plan.dashboard_url == f"{plan.auth_url}/auth/login?site=MLB"
+
+
+def test_without_the_web_app_a_login_lands_on_auths_dashboard(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    assert "web" not in {s.name for s in plan.children()}
+    assert "AUTH_DASHBOARD_URL" not in plan.auth().env

@@ -30,8 +30,20 @@ import typer
 import yaml
 from pydantic.json_schema import models_json_schema
 
-from peepers_common.events import CatalogEvent, DomainEvent, OrdersEvent, SellerEvent
-from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_ORDERS, PEEPERS_SELLERS, topic_spec
+from peepers_common.events import (
+    CatalogEvent,
+    DomainEvent,
+    MessagesEvent,
+    OrdersEvent,
+    SellerEvent,
+)
+from peepers_common.topics import (
+    PEEPERS_CATALOG,
+    PEEPERS_MESSAGES,
+    PEEPERS_ORDERS,
+    PEEPERS_SELLERS,
+    topic_spec,
+)
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 KAFKA_BINDING_VERSION: Final = "0.5.0"
@@ -108,6 +120,22 @@ CHANNELS: Final = (
         ),
         key_example="123456789:2000003508897196",
         key_pattern=r"^[0-9]+:[0-9]+$",
+    ),
+    DomainChannel(
+        topic=PEEPERS_MESSAGES,
+        events=MessagesEvent,
+        description=(
+            "Sellers' questions, post-sale messages and claims as Peepers mirrors them, "
+            "and the support tickets Peepers keeps for claims. Published by the messages "
+            "service."
+        ),
+        key=(
+            "`<seller_id>:<kind>:<id>` with kind `question`, `pack` or `claim`: every "
+            "change of one question, conversation or claim (and its ticket) is on one "
+            "partition, in order."
+        ),
+        key_example="123456789:claim:5256749420",
+        key_pattern=r"^[0-9]+:(question|pack|claim):[0-9]+$",
     ),
 )
 

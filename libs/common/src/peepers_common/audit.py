@@ -20,14 +20,14 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Final
-from uuid import uuid4
 
 import redis.asyncio as aioredis
 from prometheus_client import Counter
 from pydantic import BaseModel
 
 from peepers_common.errors import PeepersError
-from peepers_common.namespaces import Namespace, redis_errors
+from peepers_common.lease import RedisLease
+from peepers_common.namespaces import Namespace
 from peepers_common.settings import MlApiSettings, MlLimit
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,6 @@ log = logging.getLogger(__name__)
 Sample = Callable[[], Awaitable[int]]
 
 _LEASE: Final = "audit:lease"
-_LEASE_SCRIPT: Final = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
 
 
 def audit_calls_per_s(ml: MlApiSettings, share: float) -> float:
@@ -98,27 +92,20 @@ class BudgetedSampler:
         if calls_per_s <= 0:
             msg = f"an audit needs a positive ML budget (got {calls_per_s} calls/s)"
             raise ValueError(msg)
-        self._redis = redis
-        self._lease = namespace.key(_LEASE)
+        self._lease = RedisLease(redis, namespace.key(_LEASE))
         self._service = namespace.service
         self._sample = sample
         self._interval_s = 1 / calls_per_s
         self._paused = paused
-        self._owner = f"replica-{uuid4().hex}"
-        self._take = redis.register_script(_LEASE_SCRIPT)
 
     async def run(self) -> None:
         while True:
             calls = 1
             try:
-                if not self._paused() and await self._holds_lease():
+                # Held a little longer than one step's pause, so the holder keeps it.
+                lease_s = self._interval_s * 3 + 1
+                if not self._paused() and await self._lease.take(lease_s):
                     calls = max(await self._sample(), 1)
             except PeepersError as exc:
                 log.warning("%s: a drift audit step failed: %s", self._service, exc)
             await asyncio.sleep(calls * self._interval_s)
-
-    async def _holds_lease(self) -> bool:
-        # Held a little longer than one step's pause, so the holder keeps it.
-        ttl_ms = int(self._interval_s * 3000) + 1000
-        with redis_errors("taking the audit lease"):
-            return bool(await self._take(keys=[self._lease], args=[self._owner, ttl_ms]))

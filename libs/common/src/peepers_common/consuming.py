@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,6 @@ from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
 
@@ -215,8 +215,17 @@ class RecordProcessor:
         self._publisher = publisher
         self._policy = policy or RetryPolicy()
         self._clock = clock
+        self._timers: dict[str, Histogram] = {}
+        self._done: dict[tuple[str, str], Counter] = {}
 
     async def process(self, record: InboundRecord, handler: Handler) -> Fate:
+        fate, outcome = await self._process(record, handler)
+        if outcome is not None:
+            self.count_done({(record.source_topic, outcome): 1})
+        return fate
+
+    async def _process(self, record: InboundRecord, handler: Handler) -> tuple[Fate, str | None]:
+        """The record's fate, and the handler's outcome when it succeeded (not counted)."""
         started = time.perf_counter()
         source = record.source_topic
         # Log lines and the events this record causes carry the trace it came with.
@@ -226,38 +235,54 @@ class RecordProcessor:
         seller = bind_seller(seller_of_key(record.key))
         try:
             if record.consumer not in (None, self.consumer):
-                return Fate.SKIPPED
+                return Fate.SKIPPED, None
             try:
                 outcome = await self._run(record, handler)
             except Exception as exc:
-                return await self._fail(record, exc)
-            RECORDS.labels(self.consumer, source, outcome).inc()
-            return Fate.DONE
+                return await self._fail(record, exc), None
+            return Fate.DONE, outcome
         finally:
-            PROCESSING.labels(self.consumer, source).observe(time.perf_counter() - started)
+            self._timer(source).observe(time.perf_counter() - started)
             current_trace.reset(trace)
             current_seller.reset(seller)
+
+    def count_done(self, done: Mapping[tuple[str, str], int]) -> None:
+        """Count records done, by (source topic, outcome): once per batch, not per record."""
+        for (source, outcome), n in done.items():
+            series = self._done.get((source, outcome))
+            if series is None:
+                series = self._done[(source, outcome)] = RECORDS.labels(
+                    self.consumer, source, outcome
+                )
+            series.inc(n)
+
+    def _timer(self, source: str) -> Histogram:
+        # Each series is looked up once: `labels` costs more than the observation.
+        timer = self._timers.get(source)
+        if timer is None:
+            timer = self._timers[source] = PROCESSING.labels(self.consumer, source)
+        return timer
 
     def due_in_s(self, record: InboundRecord) -> float:
         """How long a parked record must still wait before it is retried."""
         return max(0.0, record.not_before_ms / 1000 - self._clock())
 
     async def _run(self, record: InboundRecord, handler: Handler) -> str:
+        """The handler, retried in place on transient failures with exponential backoff.
+
+        A plain loop rather than tenacity's: almost every record succeeds at once, and
+        building a retrying object per record cost more than the loop's logic.
+        """
         policy = self._policy
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(policy.in_place_attempts),
-            wait=wait_exponential_jitter(
-                multiplier=policy.in_place_initial_s,
-                max=policy.in_place_max_s,
-                jitter=policy.in_place_initial_s,
-            ),
-            reraise=True,
-        ):
-            with attempt:
+        attempt = 1
+        while True:
+            try:
                 return await handler(record)
-        msg = "unreachable: tenacity either returns or reraises"
-        raise AssertionError(msg)
+            except Exception as exc:
+                if attempt >= policy.in_place_attempts or not is_transient(exc):
+                    raise
+            await asyncio.sleep(_backoff_s(policy, attempt))
+            attempt += 1
 
     async def _fail(self, record: InboundRecord, exc: Exception) -> Fate:
         kind = error_kind(exc)
@@ -334,6 +359,13 @@ class RecordProcessor:
                 )
 
 
+def _backoff_s(policy: RetryPolicy, attempt: int) -> float:
+    """Before in-place attempt ``attempt + 1``: doubling from the initial wait, jittered."""
+    initial = policy.in_place_initial_s
+    jitter = random.uniform(0, initial)  # noqa: S311 - spreading retries, not a secret
+    return min(initial * 2.0 ** (attempt - 1) + jitter, policy.in_place_max_s)
+
+
 def record_key(record: InboundRecord) -> bytes | None:
     return record.key
 
@@ -358,12 +390,18 @@ async def process_batch(
     for index, record in enumerate(records):
         by_key.setdefault(key(record), []).append(index)
     fates: list[Fate] = [Fate.DONE] * len(records)
+    done: dict[tuple[str, str], int] = {}
 
     async def one_key(indexes: list[int]) -> None:
         for index in indexes:
-            fates[index] = await processor.process(records[index], handler)
+            record = records[index]
+            fates[index], outcome = await processor._process(record, handler)
+            if outcome is not None:
+                series = (record.source_topic, outcome)
+                done[series] = done.get(series, 0) + 1
 
     await asyncio.gather(*(one_key(indexes) for indexes in by_key.values()))
+    processor.count_done(done)
     return fates
 
 

@@ -391,3 +391,206 @@ def order_event_id(order_id: int, event_type: str, detail: object = "") -> UUID:
 
 def order_event_key(event: OrderEvent) -> bytes:
     return f"{event.seller_id}:{event.order_id}".encode()
+
+
+# --- peepers.messages.v1 ------------------------------------------------------------
+#
+# Questions, post-sale messages and claims as the messages service mirrors them, and the
+# support tickets it keeps for claims. Record keys are ``<seller_id>:<kind>:<id>``
+# (``question``, ``pack``, ``claim``): every change of one question, conversation or
+# claim (its ticket's included) is on one partition, in order. Status words are open:
+# ML adds values, and Peepers passes unknown ones on as ML sent them.
+
+
+class QuestionSnapshot(BaseModel):
+    """A question as Peepers mirrors it (``GET /questions/{id}?api_version=4``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    seller_id: int
+    item_id: str
+    buyer_id: int | None = None
+    # UNANSWERED, ANSWERED, CLOSED_UNANSWERED, UNDER_REVIEW, BANNED, DELETED, DISABLED,
+    # or whatever ML says next.
+    status: str
+    text: str
+    date_created: AwareDatetime
+    last_updated: AwareDatetime
+    answer_text: str | None = None
+    answer_status: str | None = None
+    answered_at: AwareDatetime | None = None
+
+
+class ClaimSnapshot(BaseModel):
+    """A claim as Peepers mirrors it (``/post-purchase/v1/claims/{id}`` and ``/detail``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    seller_id: int
+    order_id: int | None = None
+    resource: str | None = None
+    # opened | closed; type mediations, returns, ...; stage claim, dispute, recontact,
+    # stale, none: all open.
+    status: str
+    type: str | None = None
+    stage: str | None = None
+    reason_id: str | None = None
+    resolution: dict[str, Any] | None = None
+    due_date: AwareDatetime | None = None
+    action_responsible: str | None = None
+    date_created: AwareDatetime | None = None
+    last_updated: AwareDatetime
+
+
+class TicketNote(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    author: str
+    text: str
+    at: AwareDatetime
+
+
+class TicketSnapshot(BaseModel):
+    """A support ticket: Peepers' own workflow around one claim.
+
+    ``status`` moves ``open`` → ``in_progress`` → ``waiting_buyer`` / ``resolved`` →
+    ``closed``; ``version`` grows by one with every change.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    claim_id: int
+    seller_id: int
+    order_id: int | None = None
+    status: str
+    assignee: str | None = None
+    notes: tuple[TicketNote, ...] = ()
+    claim_status: str
+    claim_stage: str | None = None
+    claim_type: str | None = None
+    resolution: dict[str, Any] | None = None
+    due_date: AwareDatetime | None = None
+    action_responsible: str | None = None
+    opened_at: AwareDatetime
+    updated_at: AwareDatetime
+    version: int
+
+
+class QuestionEvent(DomainEvent):
+    question_id: int
+    item_id: str
+
+
+class QuestionReceived(QuestionEvent):
+    """A buyer asked the seller a question Peepers had not seen."""
+
+    type: Literal["question.received"] = "question.received"
+    question: QuestionSnapshot
+
+
+class QuestionAnswered(QuestionEvent):
+    """The question has an answer at ML (through Peepers or not)."""
+
+    type: Literal["question.answered"] = "question.answered"
+    answer_text: str
+    answered_at: AwareDatetime | None = None
+    # From the question to its answer, when ML gave both dates.
+    seconds_to_answer: float | None = None
+
+
+class QuestionSnapshotted(QuestionEvent):
+    """The question's current state, read while Peepers rebuilt a lost cache: an upsert."""
+
+    type: Literal["question.snapshot"] = "question.snapshot"
+    question: QuestionSnapshot
+
+
+class MessageReceived(DomainEvent):
+    """A new post-sale message in a pack's conversation (from the buyer or the seller)."""
+
+    type: Literal["message.received"] = "message.received"
+    message_id: str
+    pack_id: int
+    from_user_id: int | None = None
+    to_user_id: int | None = None
+    text: str | None = None
+    status: str | None = None
+    created_at: AwareDatetime | None = None
+
+
+class ClaimEvent(DomainEvent):
+    claim_id: int
+    claim: ClaimSnapshot
+
+
+class ClaimOpened(ClaimEvent):
+    type: Literal["claim.opened"] = "claim.opened"
+
+
+class ClaimEscalated(ClaimEvent):
+    """The claim went to ``dispute``: ML's mediator decides now."""
+
+    type: Literal["claim.escalated"] = "claim.escalated"
+
+
+class ClaimClosed(ClaimEvent):
+    type: Literal["claim.closed"] = "claim.closed"
+
+
+class ClaimSnapshotted(ClaimEvent):
+    """The claim's current state, read while Peepers rebuilt a lost cache: an upsert."""
+
+    type: Literal["claim.snapshot"] = "claim.snapshot"
+
+
+class TicketEvent(DomainEvent):
+    claim_id: int
+    ticket: TicketSnapshot
+    # The fields this version changed (``status``, ``assignee``, ``notes``, ``claim_stage``...).
+    changed: tuple[str, ...] = ()
+
+
+class TicketOpened(TicketEvent):
+    type: Literal["ticket.opened"] = "ticket.opened"
+
+
+class TicketUpdated(TicketEvent):
+    type: Literal["ticket.updated"] = "ticket.updated"
+
+
+class TicketClosed(TicketEvent):
+    type: Literal["ticket.closed"] = "ticket.closed"
+
+
+MessagesEvent = Annotated[
+    QuestionReceived
+    | QuestionAnswered
+    | QuestionSnapshotted
+    | MessageReceived
+    | ClaimOpened
+    | ClaimEscalated
+    | ClaimClosed
+    | ClaimSnapshotted
+    | TicketOpened
+    | TicketUpdated
+    | TicketClosed,
+    Field(discriminator="type"),
+]
+MESSAGES_EVENT: TypeAdapter[MessagesEvent] = TypeAdapter(MessagesEvent)
+
+
+def messages_event_key(event: DomainEvent) -> bytes:
+    """``<seller_id>:<kind>:<id>``: one question, conversation or claim per partition."""
+    entity: tuple[str, object]
+    if isinstance(event, QuestionEvent):
+        entity = ("question", event.question_id)
+    elif isinstance(event, MessageReceived):
+        entity = ("pack", event.pack_id)
+    elif isinstance(event, ClaimEvent | TicketEvent):
+        entity = ("claim", event.claim_id)
+    else:
+        msg = f"{event.type} is not an event of peepers.messages.v1"
+        raise TypeError(msg)
+    return f"{event.seller_id}:{entity[0]}:{entity[1]}".encode()

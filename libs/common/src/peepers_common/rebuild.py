@@ -49,6 +49,7 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
 from peepers_common.errors import CacheUnavailable
+from peepers_common.lease import RedisLease
 from peepers_common.namespaces import Namespace, redis_errors
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,6 @@ _NEW_EPOCH_SCRIPT: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
-# Take the lease when free, or keep it when ours.
-_LEASE_SCRIPT: Final = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
@@ -141,15 +135,13 @@ class CacheGuard:
     ) -> None:
         self._redis = redis
         self._marker = namespace.key(_MARKER)
-        self._lease = namespace.key(_LEASE)
         self._rebuild = rebuild
         self._opts = options or GuardOptions()
         self._clock = clock
         self._metrics = rebuild_metrics(namespace.service)
         self._service = namespace.service
-        self._owner = f"replica-{uuid4().hex}"
+        self._lease = RedisLease(redis, namespace.key(_LEASE))
         self._ready_script = redis.register_script(_READY_SCRIPT)
-        self._lease_script = redis.register_script(_LEASE_SCRIPT)
         self._new_epoch_script = redis.register_script(_NEW_EPOCH_SCRIPT)
         self._check_lock = asyncio.Lock()
         self._last_check = float("-inf")
@@ -212,7 +204,8 @@ class CacheGuard:
                 ttl_ms = int(self._opts.lease_s * 1000)
                 with redis_errors("writing a new cache epoch"):
                     won = await self._new_epoch_script(
-                        keys=[self._marker, self._lease], args=[marker, self._owner, ttl_ms]
+                        keys=[self._marker, self._lease.key],
+                        args=[marker, self._lease.owner, ttl_ms],
                     )
                 if won:
                     log.warning(
@@ -234,7 +227,7 @@ class CacheGuard:
                 self.status = "ready"
                 return
             self.status = "rebuilding"
-            if self._rebuilding is None and await self._take_lease():
+            if self._rebuilding is None and await self._lease.take(self._opts.lease_s):
                 log.warning(
                     "%s: taking over the unfinished rebuild of epoch %s", self._service, self.epoch
                 )
@@ -251,12 +244,6 @@ class CacheGuard:
             self._run(epoch), name=f"{self._service}-rebuild-{epoch}"
         )
 
-    async def _take_lease(self) -> bool:
-        ttl_ms = int(self._opts.lease_s * 1000)
-        with redis_errors("taking the rebuild lease"):
-            held = await self._lease_script(keys=[self._lease], args=[self._owner, ttl_ms])
-        return bool(held)
-
     async def _run(self, epoch: str) -> None:
         self._metrics.running.set(1)
         renew = asyncio.create_task(self._renew_lease())
@@ -264,7 +251,7 @@ class CacheGuard:
             while True:
                 started = time.monotonic()
                 try:
-                    await self._take_lease()
+                    await self._lease.take(self._opts.lease_s)
                     resync = await self._rebuild(epoch)
                     if resync is not None:
                         self._restored.set()
@@ -286,7 +273,7 @@ class CacheGuard:
                 marker = _encode(epoch, "ready", self._clock())
                 with redis_errors("marking the cache epoch ready"):
                     current = await self._ready_script(
-                        keys=[self._marker, self._lease], args=[epoch, marker]
+                        keys=[self._marker, self._lease.key], args=[epoch, marker]
                     )
                 self._metrics.finished.labels("done" if current else "superseded").inc()
                 if current and self.epoch == epoch:
@@ -306,7 +293,7 @@ class CacheGuard:
         while True:
             await asyncio.sleep(self._opts.lease_s / 3)
             with contextlib.suppress(CacheUnavailable):
-                await self._take_lease()
+                await self._lease.take(self._opts.lease_s)
 
     async def _periodic(self) -> None:
         while True:

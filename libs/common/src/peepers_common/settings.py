@@ -52,11 +52,15 @@ class MlApiSettings(BaseModel):
     multiget_concurrency: int = Field(default=8, ge=1)
     # Outbound limits. ML publishes none but messaging's 500 rpm; these defaults stay under
     # what integrators report (5-7 req/s per app). Families: users, items, orders,
-    # shipments, questions, answers, messages, claims, missed_feeds, oauth.
+    # shipments, questions, answers, messages (reads), messages_write (POST/PUT), claims,
+    # missed_feeds, oauth. Messaging reads and writes have 500 rpm each (FACTS.md 5.2).
     app_limit: MlLimit | None = MlLimit(amount=300, per_s=60)
     seller_limit: MlLimit | None = None
     family_limits: dict[str, MlLimit] = Field(
-        default_factory=lambda: {"messages": MlLimit(amount=500, per_s=60)}
+        default_factory=lambda: {
+            "messages": MlLimit(amount=500, per_s=60),
+            "messages_write": MlLimit(amount=500, per_s=60),
+        }
     )
 
 

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from peepers_common.errors import MlNotFound
+from peepers_common.errors import MlBadRequest, MlForbidden, MlNotFound
 from peepers_common.kafka import Headers, Published
 from peepers_common.ml.client import Multiget
 from peepers_common.ml.models import (
     MlAnswer,
     MlClaim,
+    MlClaimDetail,
+    MlClaimPage,
     MlItem,
+    MlMessage,
     MlMessagePage,
     MlOrder,
     MlOrderPage,
@@ -21,6 +24,7 @@ from peepers_common.ml.models import (
     MlPaging,
     MlPayment,
     MlQuestion,
+    MlQuestionPage,
     MlShipment,
     MlUser,
 )
@@ -86,6 +90,8 @@ class FakeMlApi:
         self.questions: dict[int, MlQuestion] = {}
         self.pack_messages: dict[int, MlMessagePage] = {}
         self.claims: dict[int, MlClaim] = {}
+        self.claim_details: dict[int, MlClaimDetail] = {}
+        self.question_search_cap = 1000
         self.missed: list[dict[str, Any]] = []
         self.calls: list[tuple[str, object]] = []
         self.failures: list[Exception] = []
@@ -176,8 +182,11 @@ class FakeMlApi:
         self.questions[question_id] = answered
         return answered
 
-    async def get_pack_messages(self, pack_id: int, *, seller_id: int) -> MlMessagePage:
-        return self._found("get_pack_messages", self.pack_messages, pack_id)
+    async def get_pack_messages(
+        self, pack_id: int, *, seller_id: int, offset: int = 0, limit: int = 10
+    ) -> MlMessagePage:
+        page = self._found("get_pack_messages", self.pack_messages, pack_id)
+        return page.model_copy(update={"messages": page.messages[offset : offset + limit]})
 
     async def get_claim(self, claim_id: int, *, seller_id: int) -> MlClaim:
         return self._found("get_claim", self.claims, claim_id)
@@ -194,3 +203,85 @@ class FakeMlApi:
         self._take("missed_feeds", offset)
         chosen = [m for m in self.missed if topic is None or m.get("topic") == topic]
         return chosen[offset : offset + limit]
+
+    # -- questions, post-sale messages and claims (the messages service) --
+
+    async def search_questions(
+        self,
+        *,
+        seller_id: int,
+        status: str | None = None,
+        item_id: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> MlQuestionPage:
+        """As ML: oldest first, and no page past ``question_search_cap`` results."""
+        self._take("search_questions", (item_id, offset))
+        if offset + limit > self.question_search_cap:
+            msg = f"offset + limit past {self.question_search_cap}"
+            raise MlBadRequest(msg, status=400, error="invalid_offset")
+        found = sorted(
+            (
+                q
+                for q in self.questions.values()
+                if q.seller_id == seller_id
+                and (item_id is None or q.item_id == item_id)
+                and (status is None or q.status == status)
+            ),
+            key=lambda q: (q.date_created, q.id),
+        )
+        return MlQuestionPage(
+            total=len(found), limit=limit, questions=found[offset : offset + limit]
+        )
+
+    async def get_message(self, message_id: str, *, seller_id: int) -> MlMessagePage:
+        self._take("get_message", message_id)
+        for page in self.pack_messages.values():
+            for message in page.messages:
+                if message.id == message_id:
+                    return MlMessagePage(messages=[message])
+        msg = f"ML has no message {message_id}"
+        raise MlNotFound(msg, status=404)
+
+    async def send_message(
+        self, pack_id: int, text: str, *, seller_id: int, buyer_id: int
+    ) -> MlMessage:
+        page = self._found("send_message", self.pack_messages, pack_id)
+        status = page.conversation_status
+        if status is not None and status.status == "blocked":
+            msg = f"The conversation is blocked: {status.substatus}"
+            raise MlForbidden(msg, status=403, error="blocked_conversation")
+        message = MlMessage.model_validate(
+            {
+                "id": f"sent{len(self.calls):028d}",
+                "text": text,
+                "status": "available",
+                "from": {"user_id": str(seller_id)},
+                "to": {"user_id": str(buyer_id)},
+                "message_resources": [{"id": str(pack_id), "name": "packs"}],
+            }
+        )
+        self.pack_messages[pack_id] = page.model_copy(
+            update={"messages": [*page.messages, message]}
+        )
+        return message
+
+    async def get_claim_detail(self, claim_id: int, *, seller_id: int) -> MlClaimDetail:
+        return self._found("get_claim_detail", self.claim_details, claim_id)
+
+    async def search_claims(
+        self, *, seller_id: int, status: str | None = "opened", offset: int = 0, limit: int = 30
+    ) -> MlClaimPage:
+        self._take("search_claims", offset)
+        found = sorted(
+            (
+                c
+                for c in self.claims.values()
+                if c.player("respondent") == seller_id and status in (None, c.status)
+            ),
+            key=lambda c: c.id,
+        )
+        return MlClaimPage(
+            paging=MlPaging(total=len(found), offset=offset, limit=limit),
+            data=found[offset : offset + limit],
+        )

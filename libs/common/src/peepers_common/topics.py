@@ -38,6 +38,9 @@ AUTH_SELLERS_CHANGELOG: Final = "peepers.auth.sellers.changelog"
 ORDERS_EMAILS_CHANGELOG: Final = "peepers.orders.emails.changelog"
 # Which sellers' items the catalog keeps, per cache namespace: what a rebuild resyncs.
 CATALOG_SELLERS_CHANGELOG: Final = "peepers.catalog.sellers.changelog"
+MESSAGES_TICKETS_CHANGELOG: Final = "peepers.messages.tickets.changelog"
+# Answers and messages a seller submitted, by idempotency key.
+MESSAGES_SUBMISSIONS_CHANGELOG: Final = "peepers.messages.submissions.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -132,12 +135,15 @@ def _registry() -> dict[str, TopicSpec]:
         (PEEPERS_SELLERS, "seller connection lifecycle events"),
     ):
         specs.append(TopicSpec(name, _DOMAIN_PARTITIONS, what, _RETENTION_DOMAIN))
-    # The orders service consumes its own topic (analytics, the mailer): it parks there too.
+    # The orders service (analytics, the mailer) and the messages service (order
+    # timelines) consume the orders' topic: they park there too.
     specs += _failure_topics(PEEPERS_SELLERS) + _failure_topics(PEEPERS_ORDERS)
     for name, what in (
         (AUTH_SELLERS_CHANGELOG, "auth's seller authorizations (sealed tokens)"),
         (ORDERS_EMAILS_CHANGELOG, "the orders service's ledger of emails sent"),
         (CATALOG_SELLERS_CHANGELOG, "the sellers whose items the catalog keeps"),
+        (MESSAGES_TICKETS_CHANGELOG, "the messages service's support tickets"),
+        (MESSAGES_SUBMISSIONS_CHANGELOG, "answers and messages sellers submitted"),
     ):
         specs.append(
             TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)

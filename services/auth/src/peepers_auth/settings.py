@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Where sellers reach this service; decides the cookie's Secure flag (https) and the
     # Origin a state-changing form post must come from.
     public_base_url: str = "http://localhost:8081"
+    # Where a completed login sends the seller: the seller web app's pages when they are
+    # deployed (AUTH_WEB_*, docs/web.md), auth's own small dashboard otherwise.
+    dashboard_url: str = "/auth/dashboard"
     login_state_ttl_s: int = Field(default=600, ge=30, le=3600)
     session_ttl_s: int = Field(default=8 * 3600, ge=60)
     # A token expiring within this margin is refreshed before it is handed out, so a

@@ -92,7 +92,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         error_description=query.get("error_description"),
         browser_nonce=request.cookies.get(LOGIN_COOKIE),
     )
-    response = _redirect("/auth/dashboard")
+    response = _redirect(deps.settings.dashboard_url)
     _set_cookie(
         response,
         deps.settings,

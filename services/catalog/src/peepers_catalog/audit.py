@@ -37,7 +37,7 @@ class CatalogAudit:
         roster: SellerRoster,
         *,
         batch: int = 20,
-        roster_every_s: float = 300.0,
+        roster_every_s: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
         self._catalog = catalog
@@ -79,9 +79,10 @@ class CatalogAudit:
         return 1
 
     async def _kept_sellers(self) -> list[int]:
-        # The roster is read from Kafka: refreshed every few minutes, not every step.
+        # The roster is read from Kafka: once a minute, not every step; while it is empty
+        # (a worker started before its first seller connected), at every step.
         now = time.monotonic()
-        if now - self._sellers_at >= self._roster_every_s:
+        if not self._sellers or now - self._sellers_at >= self._roster_every_s:
             self._sellers = await self._roster.sellers()
             self._sellers_at = now
         return self._sellers

@@ -1,29 +1,14 @@
-"""Text as the search index sees it: case- and accent-free words (pure, no I/O).
+"""Text as the catalog's index sees it: `peepers_common.text`, plus an item's own words.
 
-Titles and queries go through the same `terms`, so "Café", "CAFE" and "cafe" are one
-word, as are "Ação"/"acao" and "Niño"/"nino". Words are runs of letters and digits;
-anything else separates them ("guarda-chuva" is "guarda" and "chuva", "ABC-123" is
-"abc" and "123").
+Folding and word splitting are shared with the messages service's question search
+(`peepers_common.text`); only what makes an item's words is the catalog's.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from typing import Final
+from peepers_common.text import fold, terms
 
-_WORD: Final = re.compile(r"[^\W_]+")
-
-
-def fold(text: str) -> str:
-    """Lower case without accents: NFKD, drop the combining marks, casefold."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
-
-
-def terms(text: str) -> list[str]:
-    """The folded words of ``text`` in order, repeats included."""
-    return _WORD.findall(fold(text))
+__all__ = ["fold", "item_terms", "terms"]
 
 
 def item_terms(title: str, sku: str | None) -> set[str]:

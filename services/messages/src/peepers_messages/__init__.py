@@ -1,1 +1,1 @@
-__all__: list[str] = []
+"""The messages service: questions answered, post-sale conversations, claims as tickets."""

@@ -12,12 +12,13 @@ a slow or dead SMTP server holds up mail only, never the order cache. For each e
 4. once the server answered 250, write the ledger (acks=all).
 
 The window between 3 and 4 is the one place a mail can go twice: a crash after the 250
-and before the ledger write leaves no trace of the send, and the redelivered event sends
-it again. The copy carries the same deterministic ``Message-ID``
+and before the ledger's first write (its Redis view, one round trip; the changelog
+follows, see `adapters.mail_ledger`) leaves no trace of the send, and the redelivered
+event sends it again. The copy carries the same deterministic ``Message-ID``
 (``<order-{id}-{transition}@{domain}>``), so mail clients and servers that deduplicate on
-it show one. Writing the ledger first would turn that duplicate into a possible loss (a
-crash between the ledger write and the 250 would never send it); a sale's notice is worth
-more than a rare duplicate, so the ledger is written after the send.
+it show one. Writing the ledger before the send would turn that duplicate into a possible
+loss (a crash between the ledger write and the 250 would never send it); a sale's notice
+is worth more than a rare duplicate, so the ledger is written after the send.
 """
 
 from __future__ import annotations

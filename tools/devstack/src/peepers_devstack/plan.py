@@ -23,6 +23,8 @@ from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET, DEMO_SELLER_
 LOOPBACK = "127.0.0.1"
 # The catalog's read API is called by this tool under this service name.
 READER = "devstack"
+# ... and by the seller web app under this one.
+WEB_READER = "web"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class Ports:
     orders: int
     # The local SMTP server (aiosmtpd) the orders worker mails sellers through.
     smtp: int
+    messages: int
+    # The seller web app (python -m peepers_auth web).
+    web: int = 0
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -47,6 +52,8 @@ class Ports:
                 prometheus=free_port(),
                 orders=free_port(),
                 smtp=free_port(),
+                messages=free_port(),
+                web=free_port(),
             )
         return cls(
             sandbox=base + 10,
@@ -56,6 +63,8 @@ class Ports:
             prometheus=base + 9,
             orders=base + 2,
             smtp=base + 25,
+            messages=base + 4,
+            web=base + 5,
         )
 
     def taken(self) -> list[int]:
@@ -68,6 +77,8 @@ class Ports:
             self.prometheus,
             self.orders,
             self.smtp,
+            self.messages,
+            self.web,
         )
         return [port for port in ports if in_use(port)]
 
@@ -97,6 +108,9 @@ class Secrets(BaseModel):
     reader: str
     # Added with the orders worker: a secrets file written before it gets one on load.
     orders_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+    messages_broker: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
+    # The seller web app's credential towards the read APIs (never the token broker's).
+    web_reader: str = Field(default_factory=lambda: secrets.token_urlsafe(24))
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:
@@ -136,6 +150,8 @@ class Plan:
     # (peepers_devstack.prometheus writes it) and data.
     prometheus_binary: Path | None = None
     prometheus_dir: Path | None = None
+    # Run the seller web app, and send a completed login to its overview.
+    web_app: bool = False
 
     @property
     def sandbox_url(self) -> str:
@@ -166,6 +182,19 @@ class Plan:
         return f"{self.auth_url}/auth/callback"
 
     @property
+    def web_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.web}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard, already logged in: one click through the sandbox's consent page.
+
+        The sandbox approves at once; the login lands on the seller web app's overview
+        (auth's own dashboard when the web app does not run).
+        """
+        return f"{self.auth_url}/auth/login?site=MLB"
+
+    @property
     def orders_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.orders}"
 
@@ -175,8 +204,16 @@ class Plan:
         return self.spool_dir.parent / "mail"
 
     @property
+    def messages_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.messages}"
+
+    @property
+    def messages_group(self) -> str:
+        return f"peepers-messages-{self.isolation}"
+
+    @property
     def orders_group(self) -> str:
-        return "peepers-orders" if self.isolation is None else f"peepers-orders-{self.isolation}"
+        return f"peepers-orders-{self.isolation}"
 
     @property
     def catalog_group(self) -> str:
@@ -191,7 +228,8 @@ class Plan:
 
     def services(self) -> list[ChildSpec]:
         """The children that are Peepers or stand in for ML (not Prometheus)."""
-        return [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+        started = [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+        return [*started, self.web()] if self.web_app else started
 
     @property
     def prometheus_config(self) -> Path:
@@ -244,11 +282,32 @@ class Plan:
                 {
                     "catalog": self.secrets.catalog_broker,
                     "orders": self.secrets.orders_broker,
+                    "messages": self.secrets.messages_broker,
                     "ingest": self.secrets.ingest_broker,
                 }
             ),
         }
+        if self.web_app:
+            env["AUTH_DASHBOARD_URL"] = f"{self.web_url}/app/"
         return ChildSpec("auth", _python("peepers_auth"), env)
+
+    def web(self) -> ChildSpec:
+        """The seller web app: no token key and no broker credential.
+
+        It reads sessions as the Redis user auth-web (.stack/env) and the read APIs as "web".
+        """
+        env = {
+            "AUTH_WEB_HTTP_HOST": LOOPBACK,
+            "AUTH_WEB_HTTP_PORT": str(self.ports.web),
+            "AUTH_WEB_PUBLIC_BASE_URL": self.web_url,
+            "AUTH_WEB_AUTH_BASE_URL": self.auth_url,
+            "AUTH_WEB_SERVICE_NAME": WEB_READER,
+            "AUTH_WEB_SERVICE_SECRET": self.secrets.web_reader,
+            "AUTH_WEB_CATALOG__BASE_URL": self.catalog_url,
+            "AUTH_WEB_ORDERS__BASE_URL": self.orders_url,
+            "AUTH_WEB_MESSAGES__BASE_URL": self.messages_url,
+        }
+        return ChildSpec("web", [*_python("peepers_auth"), "web"], env)
 
     def ingest(self) -> ChildSpec:
         env = {
@@ -281,10 +340,14 @@ class Plan:
             "CATALOG_TOKEN_BROKER__URL": self.auth_url,
             "CATALOG_TOKEN_BROKER__SERVICE": "catalog",
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
-            "CATALOG_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "CATALOG_SERVICE_CREDENTIALS": json.dumps(self._readers()),
             "CATALOG_REDIS_SCOPE": self.isolation,
         }
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
+
+    def _readers(self) -> dict[str, str]:
+        """Who may call a read API: this tool and the seller web app."""
+        return {READER: self.secrets.reader, WEB_READER: self.secrets.web_reader}
 
     def mail_sink(self) -> ChildSpec:
         """aiosmtpd, a real SMTP server, keeping every mail in `mail_dir` (no TLS, no auth)."""
@@ -314,11 +377,30 @@ class Plan:
             "ORDERS_TOKEN_BROKER__SECRET": self.secrets.orders_broker,
             "ORDERS_SMTP__HOST": LOOPBACK,
             "ORDERS_SMTP__PORT": str(self.ports.smtp),
-            "ORDERS_SERVICE_CREDENTIALS": json.dumps({READER: self.secrets.reader}),
+            "ORDERS_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "ORDERS_REDIS_SCOPE": self.isolation,
         }
-        if self.isolation is not None:
-            env["ORDERS_REDIS_SCOPE"] = self.isolation
         return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
+
+    def messages(self) -> ChildSpec:
+        """The messages worker (Q&A, conversations, tickets); its API is called as READER."""
+        env = {
+            "MESSAGES_HTTP_HOST": LOOPBACK,
+            "MESSAGES_HTTP_PORT": str(self.ports.messages),
+            "MESSAGES_APP_ID": self.messages_group,
+            "MESSAGES_ML__BASE_URL": self.sandbox_url,
+            "MESSAGES_ML__APP_ID": str(DEMO_APP_ID),
+            "MESSAGES_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            "MESSAGES_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            "MESSAGES_TOKEN_BROKER__URL": self.auth_url,
+            "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
+            "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,
+            "MESSAGES_SERVICE_CREDENTIALS": json.dumps(self._readers()),
+            "MESSAGES_REDIS_SCOPE": self.isolation,
+        }
+        return ChildSpec("messages", [*_python("peepers_messages"), "worker"], env)
 
 
 def _python(module: str) -> list[str]:

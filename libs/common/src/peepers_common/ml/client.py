@@ -39,7 +39,10 @@ from peepers_common.errors import (
 from peepers_common.metrics import LATENCY_BUCKETS_S
 from peepers_common.ml.models import (
     MlClaim,
+    MlClaimDetail,
+    MlClaimPage,
     MlItem,
+    MlMessage,
     MlMessagePage,
     MlMissedFeedsPage,
     MlOrder,
@@ -47,6 +50,7 @@ from peepers_common.ml.models import (
     MlPack,
     MlPayment,
     MlQuestion,
+    MlQuestionPage,
     MlShipment,
     MlUser,
 )
@@ -98,15 +102,20 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-def endpoint_family(path: str) -> str:
+def endpoint_family(path: str, method: str = "GET") -> str:
     """The rate-limit family of a path: its first segment (``/post-purchase`` → claims).
 
     A seller's item search (``/users/{id}/items/search``) is its own family, as at ML.
+    Messaging counts reads and writes apart (500 rpm each, FACTS.md 5.2): a POST or PUT
+    under ``/messages`` is ``messages_write``.
     """
     parts = path.split("?", 1)[0].strip("/").split("/")
     if len(parts) == 4 and parts[0] == "users" and parts[2:] == ["items", "search"]:
         return "items_search"
-    return _FAMILIES.get(parts[0], parts[0] or "root")
+    family = _FAMILIES.get(parts[0], parts[0] or "root")
+    if family == "messages" and method.upper() in ("POST", "PUT"):
+        return "messages_write"
+    return family
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,9 @@ class MlApi(Protocol):
     async def answer_question(
         self, question_id: int, text: str, *, seller_id: int
     ) -> MlQuestion: ...
-    async def get_pack_messages(self, pack_id: int, *, seller_id: int) -> MlMessagePage: ...
+    async def get_pack_messages(
+        self, pack_id: int, *, seller_id: int, offset: int = 0, limit: int = 10
+    ) -> MlMessagePage: ...
     async def get_claim(self, claim_id: int, *, seller_id: int) -> MlClaim: ...
     async def missed_feeds(
         self,
@@ -151,6 +162,25 @@ class MlApi(Protocol):
         offset: int = 0,
         limit: int = 10,
     ) -> list[dict[str, Any]]: ...
+
+    # -- questions, post-sale messages and claims (the messages service) --
+    async def search_questions(
+        self,
+        *,
+        seller_id: int,
+        status: str | None = None,
+        item_id: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> MlQuestionPage: ...
+    async def get_message(self, message_id: str, *, seller_id: int) -> MlMessagePage: ...
+    async def send_message(
+        self, pack_id: int, text: str, *, seller_id: int, buyer_id: int
+    ) -> MlMessage: ...
+    async def get_claim_detail(self, claim_id: int, *, seller_id: int) -> MlClaimDetail: ...
+    async def search_claims(
+        self, *, seller_id: int, status: str | None = "opened", offset: int = 0, limit: int = 30
+    ) -> MlClaimPage: ...
 
 
 def ml_session(settings: MlApiSettings) -> aiohttp.ClientSession:
@@ -236,7 +266,7 @@ class HttpMlApi:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
     ) -> bytes:
-        family = endpoint_family(path)
+        family = endpoint_family(path, method)
         deadline = time.monotonic() + self._settings.call_budget_s
         token = await self._tokens.access_token(seller_id)
         refreshed = False
@@ -446,7 +476,12 @@ class HttpMlApi:
         return envelope.collection
 
     async def get_question(self, question_id: int, *, seller_id: int) -> MlQuestion:
-        return await self._model(MlQuestion, f"/questions/{question_id}", seller_id=seller_id)
+        return await self._model(
+            MlQuestion,
+            f"/questions/{question_id}",
+            seller_id=seller_id,
+            params={"api_version": 4},
+        )
 
     async def answer_question(self, question_id: int, text: str, *, seller_id: int) -> MlQuestion:
         return await self._model(
@@ -457,12 +492,20 @@ class HttpMlApi:
             json={"question_id": question_id, "text": text},
         )
 
-    async def get_pack_messages(self, pack_id: int, *, seller_id: int) -> MlMessagePage:
+    async def get_pack_messages(
+        self, pack_id: int, *, seller_id: int, offset: int = 0, limit: int = 10
+    ) -> MlMessagePage:
+        """A page of a pack's conversation, never marking it read (``mark_as_read=false``)."""
         return await self._model(
             MlMessagePage,
             f"/messages/packs/{pack_id}/sellers/{seller_id}",
             seller_id=seller_id,
-            params={"tag": "post_sale"},
+            params={
+                "tag": "post_sale",
+                "mark_as_read": "false",
+                "offset": offset,
+                "limit": limit,
+            },
         )
 
     async def get_claim(self, claim_id: int, *, seller_id: int) -> MlClaim:
@@ -493,6 +536,86 @@ class HttpMlApi:
             MlMissedFeedsPage, "/missed_feeds", seller_id=seller_id, params=params
         )
         return page.messages
+
+    # ------------------------------------------------ questions, messages, claims
+
+    async def search_questions(
+        self,
+        *,
+        seller_id: int,
+        status: str | None = None,
+        item_id: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> MlQuestionPage:
+        """A page of the seller's questions (or one item's), oldest first.
+
+        ML refuses ``offset + limit`` past 1,000 (FACTS.md 5.1): callers that need more
+        search item by item.
+        """
+        params: dict[str, str | int] = {
+            "api_version": 4,
+            "sort_fields": "date_created",
+            "sort_types": "ASC",
+            "offset": offset,
+            "limit": limit,
+        }
+        if item_id is not None:
+            params["item"] = item_id
+        else:
+            params["seller_id"] = seller_id
+        if status is not None:
+            params["status"] = status
+        return await self._model(
+            MlQuestionPage, "/questions/search", seller_id=seller_id, params=params
+        )
+
+    async def get_message(self, message_id: str, *, seller_id: int) -> MlMessagePage:
+        """``/messages/{id}`` (a ``messages`` notification's resource), not marking it read."""
+        return await self._model(
+            MlMessagePage,
+            f"/messages/{message_id}",
+            seller_id=seller_id,
+            params={"tag": "post_sale", "mark_as_read": "false"},
+        )
+
+    async def send_message(
+        self, pack_id: int, text: str, *, seller_id: int, buyer_id: int
+    ) -> MlMessage:
+        """A seller's message into a pack's conversation (201 with the message)."""
+        return await self._model(
+            MlMessage,
+            f"/messages/packs/{pack_id}/sellers/{seller_id}",
+            seller_id=seller_id,
+            method="POST",
+            params={"tag": "post_sale"},
+            json={"from": {"user_id": str(seller_id)}, "to": {"user_id": buyer_id}, "text": text},
+        )
+
+    async def get_claim_detail(self, claim_id: int, *, seller_id: int) -> MlClaimDetail:
+        return await self._model(
+            MlClaimDetail, f"/post-purchase/v1/claims/{claim_id}/detail", seller_id=seller_id
+        )
+
+    async def search_claims(
+        self, *, seller_id: int, status: str | None = "opened", offset: int = 0, limit: int = 30
+    ) -> MlClaimPage:
+        """A page of the claims where the seller responds, oldest first.
+
+        ML caps ``offset + limit`` below 10,000 and ``limit`` at 100 (FACTS.md 5.3).
+        """
+        params: dict[str, str | int] = {
+            "players.user_id": seller_id,
+            "players.role": "respondent",
+            "sort": "date_created:asc",
+            "offset": offset,
+            "limit": limit,
+        }
+        if status is not None:
+            params["status"] = status
+        return await self._model(
+            MlClaimPage, "/post-purchase/v1/claims/search", seller_id=seller_id, params=params
+        )
 
 
 class _MultigetEntry(BaseModel):

@@ -183,25 +183,89 @@ class MlQuestion(MlModel):
     id: int
     seller_id: int
     item_id: str
+    # Open: UNANSWERED, ANSWERED, CLOSED_UNANSWERED, UNDER_REVIEW, BANNED, DELETED,
+    # DISABLED today (FACTS.md 5.1); a new value is kept as ML sent it.
     status: str
     text: str
     date_created: datetime
+    last_updated: datetime | None = None
+    hold: bool = False
     answer: MlAnswer | None = None
     from_: dict[str, Any] | None = Field(default=None, alias="from")
+
+    @property
+    def buyer_id(self) -> int | None:
+        value = (self.from_ or {}).get("id")
+        return value if isinstance(value, int) else None
+
+
+class MlQuestionPage(MlModel):
+    """A page of ``/questions/search`` (FACTS.md 5.1)."""
+
+    total: int = 0
+    limit: int = 0
+    questions: list[MlQuestion] = []
 
 
 class MlMessage(MlModel):
     id: str
     text: str | None = None
+    # Open: available, moderated, rejected, pending_translation (FACTS.md 5.2).
     status: str | None = None
     from_: dict[str, Any] | None = Field(default=None, alias="from")
     to: dict[str, Any] | None = None
     message_date: dict[str, Any] | None = None
+    message_moderation: dict[str, Any] | None = None
+    message_attachments: list[dict[str, Any]] = []
+    message_resources: list[dict[str, Any]] = []
+
+    def _date(self, name: str) -> str | None:
+        value = (self.message_date or {}).get(name)
+        return value if isinstance(value, str) else None
+
+    @property
+    def created(self) -> str | None:
+        return self._date("created") or self._date("received")
+
+    @property
+    def read(self) -> str | None:
+        return self._date("read")
+
+    @property
+    def pack_id(self) -> int | None:
+        """The pack of the conversation, from ``message_resources``."""
+        for resource in self.message_resources:
+            raw = resource.get("id")
+            if resource.get("name") == "packs" and isinstance(raw, str | int):
+                text = str(raw)
+                return int(text) if text.isdigit() else None
+        return None
+
+    def user_id(self, side: str) -> int | None:
+        """The ``from`` or ``to`` user id (ML sends it as a string)."""
+        party = self.from_ if side == "from" else self.to
+        raw = (party or {}).get("user_id")
+        text = str(raw) if isinstance(raw, str | int) else ""
+        return int(text) if text.isdigit() else None
+
+
+class MlConversationStatus(MlModel):
+    """Whether a pack's conversation takes messages (FACTS.md 5.2, 11).
+
+    ``status`` is ``active`` or ``blocked``; ``substatus`` says why it is blocked
+    (``blocked_by_time``, ``_buyer``, ``_mediation``, ``_fulfillment``; open).
+    """
+
+    status: str = "active"
+    substatus: str | None = None
+    status_date: datetime | None = None
+    claim_id: int | None = None
 
 
 class MlMessagePage(MlModel):
     messages: list[MlMessage]
     paging: dict[str, Any] | None = None
+    conversation_status: MlConversationStatus | None = None
 
 
 class MlClaim(MlModel):
@@ -215,6 +279,29 @@ class MlClaim(MlModel):
     date_created: datetime | None = None
     last_updated: datetime | None = None
     players: list[dict[str, Any]] = []
+    resolution: dict[str, Any] | None = None
+
+    def player(self, role: str) -> int | None:
+        """The user id of the claim's ``complainant``, ``respondent`` or ``mediator``."""
+        for player in self.players:
+            if player.get("role") == role and isinstance(player.get("user_id"), int):
+                return int(player["user_id"])
+        return None
+
+
+class MlClaimDetail(MlModel):
+    """``/post-purchase/v1/claims/{id}/detail``: who must act next, and by when."""
+
+    due_date: datetime | None = None
+    action_responsible: str | None = None
+    title: str | None = None
+    description: str | None = None
+    problem: str | None = None
+
+
+class MlClaimPage(MlModel):
+    paging: MlPaging = MlPaging()
+    data: list[MlClaim] = []
 
 
 class MlMissedFeedsPage(MlModel):

@@ -19,12 +19,12 @@ from zoneinfo import ZoneInfo
 import jinja2
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiohttp_sse import sse_response
+from aiohttp_sse import EventSourceResponse, sse_response
 from redis.exceptions import RedisError
 
 from peepers_auth.errors import AuthError
-from peepers_auth.web import chart
-from peepers_auth.web.live import CLOSING, RELOAD
+from peepers_auth.web import chart, metrics
+from peepers_auth.web.live import CLOSING, RELOAD, LiveEvent
 from peepers_auth.web.ports import (
     ANSWER_MAX_CHARS,
     AnswerRefused,
@@ -88,6 +88,7 @@ async def attempt(work: Awaitable[T]) -> T | Unavailable:
         return await work
     except ServiceNotAvailable as exc:
         log.warning("part of a page not available: %s", exc)
+        metrics.UNAVAILABLE.labels(exc.service).inc()
         return Unavailable(exc.service)
 
 
@@ -426,6 +427,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         hub.follow(seller, request.headers.get("Last-Event-ID")) as (missed, queue),
         sse_response(request, ping_interval=settings.live_heartbeat_s) as stream,
     ):
+        metrics.OPEN_PAGES.set(hub.open_pages())
         for event in missed:
             await _send(stream, event)
         while stream.is_connected():
@@ -439,13 +441,16 @@ async def live(request: web.Request) -> web.StreamResponse:
             await _send(stream, event)
             if event.type == RELOAD:
                 break
+    metrics.OPEN_PAGES.set(hub.open_pages())
     return stream
 
 
-async def _send(stream: Any, event: Any) -> None:
+async def _send(stream: EventSourceResponse, event: LiveEvent) -> None:
     if event.type == RELOAD:
+        metrics.RELOADS.inc()
         await stream.send(event.data(), event=RELOAD, retry=2000)
     else:
+        metrics.LIVE_EVENTS.labels(event.part).inc()
         await stream.send(event.data(), id=event.id, event=event.part, retry=2000)
 
 

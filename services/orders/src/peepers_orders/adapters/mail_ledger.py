@@ -1,8 +1,8 @@
 """The ledger of emails sent: a compacted Kafka changelog, with a Redis view.
 
 The changelog (``peepers.orders.emails.changelog``, `peepers_common.changelog`) is the
-system of record: a mail is in the ledger once its record is acknowledged by every
-in-sync replica. The view (``orders:mail:{order_id}:{transition}`` → the ``Message-ID``)
+system of record: a mail is durably in the ledger once its record is acknowledged by
+every in-sync replica. The view (``orders:mail:{order_id}:{transition}`` → the ``Message-ID``)
 answers lookups; it is restored from the changelog at start and whenever its marker is
 found missing (a Redis flush), and a lookup that finds nothing asks the changelog to
 verify the view first, so a lost view never reads as "not sent".
@@ -11,7 +11,7 @@ verify the view first, so a lost view never reads as "not sent".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Final, cast
 
 import redis.asyncio as aioredis
 
@@ -40,13 +40,28 @@ class RedisMailView:
                         pipe.set(key, entry.value)  # type: ignore[unused-awaitable]
                 await pipe.execute()
 
+    async def set(self, ledger_key: str, value: bytes) -> None:
+        with redis_errors("writing the mail ledger"):
+            await self._redis.set(self.key(ledger_key), value)
+
     async def get(self, ledger_key: str) -> bytes | None:
         with redis_errors("reading the mail ledger"):
             return cast("bytes | None", await self._redis.get(self.key(ledger_key)))
 
 
+_PENDING: Final = b"pending:"
+
+
 class ChangelogMailLedger:
-    """`MailLedger`: written to the changelog first (acks=all), then to the view."""
+    """`MailLedger`: the view first, then the changelog (acks=all), then the view again.
+
+    The view is written first because it is the fastest write after the SMTP server's
+    250: the window in which a crash forgets a send is one Redis round trip, not a Kafka
+    acknowledgement. That first value is marked pending; once the changelog holds the
+    record the mark goes. A lookup that finds a pending mark (a crash between the two)
+    writes the changelog record then, so the system of record catches up before anyone
+    relies on it.
+    """
 
     def __init__(self, changelog: Changelog, view: RedisMailView) -> None:
         self._changelog = changelog
@@ -54,12 +69,19 @@ class ChangelogMailLedger:
 
     async def sent(self, key: str) -> bool:
         await self._changelog.available()
-        if await self._view.get(key) is not None:
-            return True
-        if await self._changelog.verify():  # the view was lost and is restored now
-            return await self._view.get(key) is not None
-        return False
+        value = await self._view.get(key)
+        if value is None and await self._changelog.verify():  # the view was lost: restored
+            value = await self._view.get(key)
+        if value is None:
+            return False
+        if value.startswith(_PENDING):
+            await self._durable(key, value.removeprefix(_PENDING))
+        return True
 
     async def record(self, key: str, message_id: str) -> None:
-        await self._changelog.write(key, message_id.encode())
-        await self._view.apply([ChangelogEntry(key.encode(), message_id.encode(), -1, -1)])
+        await self._view.set(key, _PENDING + message_id.encode())
+        await self._durable(key, message_id.encode())
+
+    async def _durable(self, key: str, message_id: bytes) -> None:
+        await self._changelog.write(key, message_id)
+        await self._view.set(key, message_id)

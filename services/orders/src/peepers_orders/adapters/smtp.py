@@ -1,8 +1,9 @@
 """`MailSender` over SMTP with aiosmtplib: one connection per message, settings-driven TLS.
 
 aiosmtplib's and the socket's failures become `MailUnavailable` (transient: the mail is
-parked and sent when the server is back), except a refused recipient or sender, which
-no retry fixes (`MailRejected`: to the DLQ).
+parked and sent when the server is back), except a 5xx refusal of the sender or of the
+recipient, which no retry fixes (`MailRejected`: to the DLQ). A 4xx refusal (greylisting)
+is transient.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class SmtpMailSender:
                 timeout=settings.timeout_s,
             )
         except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPSenderRefused) as exc:
+            if not _permanent(exc):  # 4xx: greylisting, a full mailbox for now
+                msg = f"the SMTP server deferred mail {mail.message_id}: {exc}"
+                raise MailUnavailable(msg) from exc
             msg = f"the SMTP server refused mail {mail.message_id}: {exc}"
             raise MailRejected(msg) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
@@ -54,3 +58,10 @@ class SmtpMailSender:
                 f"the SMTP server at {settings.host}:{settings.port} did not take the mail: {exc!r}"
             )
             raise MailUnavailable(msg) from exc
+
+
+def _permanent(exc: aiosmtplib.SMTPRecipientsRefused | aiosmtplib.SMTPSenderRefused) -> bool:
+    """A 5xx refusal (of the sender, or of every recipient) that no retry fixes."""
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return exc.code >= 500
+    return all(refused.code >= 500 for refused in exc.recipients)

@@ -10,15 +10,23 @@
     });
   }
 
+  // A burst of events (a busy hour) refreshes each part once per quarter second, not
+  // once per event.
+  var pending = {};
+
   function refresh(part) {
-    var selector = part === "reload" ? "[data-live]" : '[data-live~="' + part + '"]';
-    document.querySelectorAll(selector).forEach(function (region) {
-      if (dirty(region)) {
-        region.setAttribute("data-stale", "true");
-        return;
-      }
-      window.htmx.trigger(region, "peepers:live");
-    });
+    if (pending[part]) return;
+    pending[part] = setTimeout(function () {
+      delete pending[part];
+      var selector = part === "reload" ? "[data-live]" : '[data-live~="' + part + '"]';
+      document.querySelectorAll(selector).forEach(function (region) {
+        if (dirty(region)) {
+          region.setAttribute("data-stale", "true");
+          return;
+        }
+        window.htmx.trigger(region, "peepers:live");
+      });
+    }, 250);
   }
 
   function connect() {

@@ -1,0 +1,262 @@
+"""Backfill on ``seller.connected``: the seller's unanswered questions and open claims.
+
+ML's question search stops at 1,000 results (``offset + limit``; FACTS.md 5.1): a seller
+with more unanswered questions is searched item by item (the items from the scan search,
+each item's questions a search of its own). Claims are paged while ``offset + limit``
+stays under ML's 10,000 (FACTS.md 5.3). Every question and claim goes through the same
+apply path as a notification, so a backfill racing the webhooks changes nothing twice.
+
+Its ML requests wait in the outbound limiter's bulk lane, behind webhook-driven ones. The
+backfill is resumable: its checkpoint (``backfill:{seller}``: phase, offset, items
+done, counts) is saved after every page, and a run with the same ``run_id`` continues
+from it. It is a mirror's checkpoint: lost with the mirror, which a new backfill rebuilds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Final, Literal
+
+import redis.asyncio as aioredis
+
+from peepers_common.errors import MlNotFound
+from peepers_common.ml.models import MlClaim, MlQuestion
+from peepers_common.ml.ratelimit import bulk_lane
+from peepers_common.namespaces import Namespace, redis_errors
+from peepers_messages import metrics
+from peepers_messages.domain import UNANSWERED, claim_snapshot
+from peepers_messages.handlers import Messages, apply_claim, apply_question
+
+log = logging.getLogger(__name__)
+
+QUESTION_SEARCH_CAP: Final = 1000
+CLAIM_SEARCH_CAP: Final = 10_000
+CLAIM_PAGE: Final = 50
+
+Phase = Literal["questions", "item_questions", "claims", "done"]
+
+
+@dataclass
+class BackfillState:
+    seller_id: int
+    run_id: str
+    phase: Phase = "questions"
+    offset: int = 0
+    items_done: int = 0
+    total_questions: int = 0
+    total_claims: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    run_id: str
+    page_size: int = 50
+    item_concurrency: int = 8
+    restart: bool = False
+
+
+class RedisBackfillCheckpoints:
+    def __init__(self, redis: aioredis.Redis, namespace: Namespace) -> None:
+        self._redis = redis
+        self._ns = namespace
+
+    async def load(self, seller_id: int) -> BackfillState | None:
+        with redis_errors("reading a backfill checkpoint"):
+            raw = await self._redis.get(self._ns.key("backfill", seller_id))
+        return None if raw is None else BackfillState(**json.loads(raw))
+
+    async def save(self, state: BackfillState) -> None:
+        with redis_errors("saving a backfill checkpoint"):
+            await self._redis.set(
+                self._ns.key("backfill", state.seller_id), json.dumps(asdict(state))
+            )
+
+
+Progress = Callable[[BackfillState], None]
+
+
+async def backfill(
+    seller_id: int,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress = lambda _state: None,
+) -> BackfillState:
+    """Mirror the seller's unanswered questions and open claims (resuming a crashed run)."""
+    state = await checkpoints.load(seller_id)
+    if state is None or options.restart or state.run_id != options.run_id:
+        state = BackfillState(seller_id=seller_id, run_id=options.run_id)
+    if state.phase == "done":
+        return state
+    label = str(seller_id)
+    metrics.BACKFILL_RUNNING.labels(label).set(1)
+    # Behind webhook-driven requests for the ML budget (the limiter's bulk lane).
+    with bulk_lane():
+        await _run(state, deps, checkpoints, options, progress, label)
+    log.info("backfill of seller %d done: %s", seller_id, state.counts)
+    return state
+
+
+async def _run(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+    label: str,
+) -> None:
+    try:
+        if state.phase == "questions":
+            await _questions(state, deps, checkpoints, options, progress)
+        if state.phase == "item_questions":
+            await _item_questions(state, deps, checkpoints, options, progress)
+        if state.phase == "claims":
+            await _claims(state, deps, checkpoints, progress)
+    finally:
+        metrics.BACKFILL_RUNNING.labels(label).set(0)
+
+
+async def _save(
+    state: BackfillState, checkpoints: RedisBackfillCheckpoints, progress: Progress
+) -> None:
+    await checkpoints.save(state)
+    progress(state)
+
+
+async def _apply_questions(
+    questions: Iterable[MlQuestion], state: BackfillState, deps: Messages, concurrency: int
+) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(question: MlQuestion) -> None:
+        async with gate:
+            outcome = await apply_question(question, deps)
+        state.counts[f"questions_{outcome.value}"] = (
+            state.counts.get(f"questions_{outcome.value}", 0) + 1
+        )
+        metrics.BACKFILL.labels(str(state.seller_id), "question").inc()
+
+    await asyncio.gather(*(one(q) for q in questions if q.seller_id == state.seller_id))
+
+
+async def _questions(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+) -> None:
+    size = options.page_size
+    while True:
+        page = await deps.ml.search_questions(
+            seller_id=state.seller_id, status=UNANSWERED, offset=state.offset, limit=size
+        )
+        state.total_questions = page.total
+        if page.total > QUESTION_SEARCH_CAP:
+            # More than ML's search shows: item by item instead (what was applied stays).
+            state.phase, state.offset = "item_questions", 0
+            await _save(state, checkpoints, progress)
+            return
+        await _apply_questions(page.questions, state, deps, options.item_concurrency)
+        state.offset += len(page.questions)
+        done = not page.questions or state.offset >= page.total
+        if done:
+            state.phase, state.offset = "claims", 0
+        await _save(state, checkpoints, progress)
+        if done:
+            return
+
+
+async def _item_questions(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+) -> None:
+    batch: list[str] = []
+    index = 0
+
+    async def flush() -> None:
+        gate = asyncio.Semaphore(options.item_concurrency)
+
+        async def one(item_id: str) -> list[MlQuestion]:
+            found: list[MlQuestion] = []
+            offset = 0
+            async with gate:
+                while offset + options.page_size <= QUESTION_SEARCH_CAP:
+                    page = await deps.ml.search_questions(
+                        seller_id=state.seller_id,
+                        item_id=item_id,
+                        status=UNANSWERED,
+                        offset=offset,
+                        limit=options.page_size,
+                    )
+                    found += page.questions
+                    offset += len(page.questions)
+                    if not page.questions or offset >= page.total:
+                        break
+            return found
+
+        pages = await asyncio.gather(*(one(item_id) for item_id in batch))
+        await _apply_questions(
+            (q for page in pages for q in page), state, deps, options.item_concurrency
+        )
+        state.items_done += len(batch)
+        batch.clear()
+        await _save(state, checkpoints, progress)
+
+    async for item_id in deps.ml.iter_item_ids(seller_id=state.seller_id):
+        index += 1
+        if index <= state.items_done:
+            continue  # done before a crash
+        batch.append(item_id)
+        if len(batch) >= options.item_concurrency * 4:
+            await flush()
+    if batch:
+        await flush()
+    state.phase, state.offset = "claims", 0
+    await _save(state, checkpoints, progress)
+
+
+async def _claims(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    progress: Progress,
+) -> None:
+    while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
+        page = await deps.ml.search_claims(
+            seller_id=state.seller_id, status="opened", offset=state.offset, limit=CLAIM_PAGE
+        )
+        state.total_claims = page.paging.total
+        await asyncio.gather(*(_apply_claim(claim, state, deps) for claim in page.data))
+        state.offset += len(page.data)
+        done = not page.data or state.offset >= page.paging.total
+        if done:
+            state.phase = "done"
+        await _save(state, checkpoints, progress)
+        if done:
+            return
+    log.warning(
+        "seller %d has more open claims than ML's search pages (%d): the rest come by webhook",
+        state.seller_id,
+        CLAIM_SEARCH_CAP,
+    )
+    state.phase = "done"
+    await _save(state, checkpoints, progress)
+
+
+async def _apply_claim(claim: MlClaim, state: BackfillState, deps: Messages) -> None:
+    try:
+        detail = await deps.ml.get_claim_detail(claim.id, seller_id=state.seller_id)
+    except MlNotFound:
+        detail = None
+    outcome = await apply_claim(claim_snapshot(claim, detail, state.seller_id), deps)
+    state.counts[f"claims_{outcome.value}"] = state.counts.get(f"claims_{outcome.value}", 0) + 1
+    metrics.BACKFILL.labels(str(state.seller_id), "claim").inc()

@@ -1,0 +1,206 @@
+"""The messages handlers wired to the real Redis, Kafka changelogs and an in-process sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from peepers_common.changelog import Changelog, RedisViewMarker
+from peepers_common.errors import InfrastructureError
+from peepers_common.events import MESSAGES_EVENT, DomainEvent, MessagesEvent
+from peepers_common.kafka import end_offsets
+from peepers_common.ml import HttpMlApi
+from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.notifications import Notification
+from peepers_common.settings import KafkaSettings
+from peepers_common.testing import InMemoryEventPublisher
+from peepers_common.topic_admin import ensure_topics
+from peepers_common.topics import (
+    MESSAGES_SUBMISSIONS_CHANGELOG,
+    MESSAGES_TICKETS_CHANGELOG,
+    TOPICS,
+    TopicSpec,
+)
+from peepers_messages import commands
+from peepers_messages.adapters import RedisMirror, RedisSubmissions, RedisTickets
+from peepers_messages.handlers import Messages, Outcome, on_claim, on_message, on_question
+from peepers_messages.settings import Settings
+from peepers_sandbox.app import Sandbox
+from peepers_sandbox.config import DEMO_APP_ID
+from tests.support import ml_client, unique, wait_until
+
+EVENTS_TOPIC = "events"
+E = TypeVar("E", bound=DomainEvent)
+
+
+@dataclass
+class Stack:
+    sandbox: Sandbox
+    seller: int
+    deps: Messages
+    subs: commands.Submissions
+    publisher: InMemoryEventPublisher
+    redis: aioredis.Redis
+    namespace: Namespace
+    ml: HttpMlApi
+
+    def events(self, kind: str | None = None) -> list[MessagesEvent]:
+        found = [MESSAGES_EVENT.validate_json(r.value) for r in self.publisher.records]
+        return [e for e in found if kind is None or e.type == kind]
+
+    def events_of(self, cls: type[E]) -> list[E]:
+        return [e for e in self.events() if isinstance(e, cls)]
+
+    async def answer(self, question_id: int, text: str, key: str) -> dict[str, Any]:
+        return await commands.answer(self.seller, question_id, text, key, self.deps, self.subs)
+
+    async def send(self, pack_id: int, text: str, key: str) -> dict[str, Any]:
+        return await commands.send(self.seller, pack_id, text, key, self.deps, self.subs)
+
+    async def counter(self, family: str) -> int:
+        for counter in await self.sandbox.admin.rate_limit_counters():
+            if counter["family"] == family:
+                return int(counter["total"])
+        return 0
+
+
+async def changelog_topics(kafka: KafkaSettings) -> tuple[str, str]:
+    prefix = f"{unique('test')}."
+    names = (MESSAGES_TICKETS_CHANGELOG, MESSAGES_SUBMISSIONS_CHANGELOG)
+    await ensure_topics(
+        kafka,
+        [
+            TopicSpec(prefix + n, TOPICS[n].partitions, TOPICS[n].description, TOPICS[n].config)
+            for n in names
+        ],
+    )
+    created = [prefix + n for n in names]
+
+    async def described() -> bool:
+        # A new topic reaches every broker's metadata a little after it is created.
+        try:
+            await end_offsets(kafka, created)
+        except InfrastructureError:
+            return False
+        return True
+
+    await wait_until(described, timeout_s=15)
+    return created[0], created[1]
+
+
+@asynccontextmanager
+async def messages_stack(
+    sandbox: Sandbox,
+    kafka: KafkaSettings,
+    *,
+    redis: aioredis.Redis | None = None,
+    scope: str | None = None,
+    topics: tuple[str, str] | None = None,
+) -> AsyncIterator[Stack]:
+    """The handlers for the sandbox's first seller, as one worker replica wires them."""
+    seller = sandbox.state.market.sellers[0]
+    settings = Settings()
+    async with AsyncExitStack() as stack:
+        if redis is None:
+            redis = connect_redis(settings.redis)
+            stack.push_async_callback(redis.aclose)
+        namespace = Namespace("messages", scope=scope or unique("msg"))
+        ticket_topic, submission_topic = topics or await changelog_topics(kafka)
+        tickets = RedisTickets(redis, namespace)
+        submissions = RedisSubmissions(redis, namespace)
+        ticket_log = await stack.enter_async_context(
+            Changelog(
+                kafka,
+                ticket_topic,
+                view=tickets,
+                marker=RedisViewMarker(redis, namespace, "tickets"),
+                check_every_s=0.5,
+            )
+        )
+        submission_log = await stack.enter_async_context(
+            Changelog(
+                kafka,
+                submission_topic,
+                view=submissions,
+                marker=RedisViewMarker(redis, namespace, "submissions"),
+                check_every_s=0.5,
+            )
+        )
+
+        async def restored() -> bool:
+            return ticket_log.ready and submission_log.ready
+
+        # As /readyz would: a test stopping mid-restore would cut its Kafka clients off.
+        await wait_until(restored, timeout_s=20)
+        ml, _tokens = await stack.enter_async_context(ml_client(sandbox, [seller]))
+        publisher = InMemoryEventPublisher()
+        deps = Messages(
+            ml=ml,
+            mirror=RedisMirror(redis, namespace),
+            tickets=tickets,
+            ticket_log=ticket_log,
+            publisher=publisher,
+            events_topic=EVENTS_TOPIC,
+        )
+        subs = commands.Submissions(
+            view=submissions, log=submission_log, wait_s=5.0, message_max_chars=350
+        )
+        yield Stack(sandbox, seller, deps, subs, publisher, redis, namespace, ml)
+
+
+def notification(
+    topic: str, resource: str, seller: int, actions: list[str] | None = None
+) -> Notification:
+    body: dict[str, Any] = {
+        "_id": unique("n"),
+        "resource": resource,
+        "user_id": seller,
+        "topic": topic,
+        "application_id": DEMO_APP_ID,
+        "attempts": 1,
+        "received_at": datetime.now(UTC).isoformat(),
+    }
+    if actions is not None:
+        body["actions"] = actions
+    return Notification.model_validate(body)
+
+
+async def new_question(messages: Stack, text: str = "Tem na cor azul?") -> int:
+    created = await messages.sandbox.admin.event("question", seller_id=messages.seller, text=text)
+    question_id = int(created["id"])
+    outcome = await on_question(
+        notification("questions", f"/questions/{question_id}", messages.seller), messages.deps
+    )
+    assert outcome is Outcome.CREATED
+    return question_id
+
+
+def an_order(messages: Stack) -> dict[str, Any]:
+    market = messages.sandbox.state.market
+    for order_id in market.orders_by_seller[messages.seller]:
+        order = market.orders[order_id]
+        if order["status"] == "paid" and not order["mediations"]:
+            return dict(order)
+    msg = "the sandbox has no paid order without a claim"
+    raise AssertionError(msg)
+
+
+async def buyer_message(messages: Stack, pack_id: int, text: str = "Quando chega?") -> str:
+    message = await messages.sandbox.admin.event("message", pack_id=pack_id, text=text)
+    outcome = await on_message(
+        notification("messages", message["id"], messages.seller, ["created"]), messages.deps
+    )
+    assert outcome is Outcome.CREATED
+    return str(message["id"])
+
+
+async def claim_changed(messages: Stack, claim_id: int, action: str = "claims") -> Outcome:
+    resource = f"/post-purchase/v1/claims/{claim_id}"
+    return await on_claim(
+        notification("post_purchase", resource, messages.seller, [action]), messages.deps
+    )

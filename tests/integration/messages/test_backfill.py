@@ -1,0 +1,141 @@
+"""The backfill against the real Redis, with ML as `FakeMlApi` (its search caps as ML's)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from peepers_common.errors import MlUnavailable
+from peepers_common.kafka import Published
+from peepers_common.ml.models import MlClaim, MlItem, MlQuestion, MlQuestionPage
+from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.testing import FakeMlApi, InMemoryEventPublisher
+from peepers_messages.adapters import RedisMirror, RedisTickets
+from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
+from peepers_messages.handlers import Messages
+from peepers_messages.settings import Settings
+from tests.support import unique
+
+SELLER = 3000000001
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FlakyMl(FakeMlApi):
+    """ML whose question search fails once, after ``fail_after`` pages."""
+
+    def __init__(self, fail_after: int) -> None:
+        super().__init__()
+        self.fail_after = fail_after
+        self.pages = 0
+
+    async def search_questions(self, **kwargs: Any) -> MlQuestionPage:
+        self.pages += 1
+        if self.pages == self.fail_after + 1:
+            msg = "ML went away"
+            raise MlUnavailable(msg)
+        return await super().search_questions(**kwargs)
+
+
+class NoChangelog:
+    """Tickets' changelog as the handlers see it, kept in memory (Kafka is not the subject)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str | bytes, bytes | None]] = []
+
+    async def write(self, key: str | bytes, value: bytes | None) -> Published:
+        self.records.append((key, value))
+        return Published("tickets", 0, len(self.records) - 1)
+
+    async def verify(self) -> bool:
+        return False
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    client = connect_redis(Settings().redis)
+    yield client
+    await client.aclose()
+
+
+def marketplace(questions: int, items: int, claims: int, ml: FakeMlApi | None = None) -> FakeMlApi:
+    ml = ml or FakeMlApi()
+    for i in range(items):
+        item_id = f"MLB{4100000000 + i}"
+        ml.items[item_id] = MlItem(
+            id=item_id, seller_id=SELLER, title="x", price=1, status="active", last_updated=T0
+        )
+    for q in range(questions):
+        at = (T0 + timedelta(seconds=q)).isoformat()
+        ml.questions[13000000000 + q] = MlQuestion.model_validate(
+            {
+                "id": 13000000000 + q,
+                "seller_id": SELLER,
+                "item_id": f"MLB{4100000000 + q % items}",
+                "status": "UNANSWERED" if q % 10 else "ANSWERED",
+                "text": f"Pergunta {q}",
+                "date_created": at,
+                "last_updated": at,
+            }
+        )
+    for c in range(claims):
+        ml.claims[5000000000 + c] = MlClaim.model_validate(
+            {
+                "id": 5000000000 + c,
+                "resource_id": 2000000000 + c,
+                "status": "opened",
+                "stage": "claim",
+                "players": [{"role": "respondent", "user_id": SELLER}],
+                "last_updated": T0.isoformat(),
+            }
+        )
+    return ml
+
+
+def wired(ml: FakeMlApi, redis: aioredis.Redis) -> tuple[Messages, RedisBackfillCheckpoints]:
+    namespace = Namespace("messages", scope=unique("bf"))
+    deps = Messages(
+        ml=ml,
+        mirror=RedisMirror(redis, namespace),
+        tickets=RedisTickets(redis, namespace),
+        ticket_log=NoChangelog(),
+        publisher=InMemoryEventPublisher(),
+        events_topic="events",
+    )
+    return deps, RedisBackfillCheckpoints(redis, namespace)
+
+
+class TestBackfill:
+    async def test_more_than_1000_unanswered_questions_are_found_item_by_item(
+        self, redis: aioredis.Redis
+    ) -> None:
+        ml = marketplace(questions=1200, items=30, claims=3)
+        deps, checkpoints = wired(ml, redis)
+        state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r1"))
+        assert state.phase == "done"
+        inbox, total = await deps.mirror.inbox(SELLER, offset=0, limit=2000)
+        unanswered = [q for q in ml.questions.values() if q.status == "UNANSWERED"]
+        assert total == len(unanswered) == 1080
+        assert [q.id for q in inbox] == sorted(q.id for q in unanswered)  # oldest first
+        assert {c.claim_id for c in await deps.tickets.of_seller(SELLER)} == set(ml.claims)
+
+    async def test_a_backfill_that_failed_midway_resumes_where_it_stopped(
+        self, redis: aioredis.Redis
+    ) -> None:
+        ml = FlakyMl(fail_after=3)
+        marketplace(questions=300, items=5, claims=2, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        with pytest.raises(MlUnavailable):
+            await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r2"))
+        saved = await checkpoints.load(SELLER)
+        assert saved is not None
+        assert (saved.phase, saved.offset) == ("questions", 150)
+        state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r2"))
+        assert state.phase == "done"
+        # Resumed at offset 150: 3 pages, the failed one, then 3 more (150, 200, 250).
+        assert ml.pages == 3 + 1 + 3
+        _, total = await deps.mirror.inbox(SELLER, offset=0, limit=500)
+        assert total == 270
