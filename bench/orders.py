@@ -5,13 +5,16 @@ history, no notifier, no limits of its own), ingest (``python -m peepers_ingest`
 acks=all), the orders worker (``python -m peepers_orders worker``), aiosmtpd (a real SMTP
 server, in this process) and the catalog benches' stand-in token broker; scratch topics
 and Redis scope. The worker shares one outbound limit (``--requests-per-minute``) over
-every ML family, as production shares ML's app limit.
+every ML family (``--limit`` requests per ``--window-s`` seconds; 100 a second by
+default, ten-second windows so that a reduced run still spans many), as production
+shares ML's app limit.
 
 1. **Backfill, as a ratio to the ML-limit bound.** ``seller.connected`` starts the
    backfill of the seller's history (``/orders/search`` pages, and the shipments and packs
    the orders need). The bound is the time the limiter alone needs for the requests the
-   worker made meanwhile (its ``peepers_ml_requests_total``): requests / limit, with the
-   limiter's one-second margin per window. Reported: elapsed / bound (target <= 1.2).
+   worker made meanwhile (its ``peepers_ml_requests_total``) at the limit's pace, the
+   window counted as the limiter counts it (`limit_bound_s`). Reported: elapsed / bound
+   (target <= 1.2).
 2. **Webhook → order cached, at ``--rate`` order changes a second** (open loop for
    ``--duration`` s). A change is a new order, or the payment of an order made at least
    `SETTLE_S` earlier (every other change, when there is one), made at the sandbox (admin
@@ -35,7 +38,7 @@ every ML family, as production shares ML's app limit.
 
     set -a; . .stack/env; set +a
     uv run python -m bench.orders [--orders 10000] [--rate 100] [--duration 20] \\
-        [--emails 1000] [--requests-per-minute 6000]
+        [--emails 1000] [--limit 1000] [--window-s 10]
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from uuid import NAMESPACE_URL, uuid4, uuid5
 import aiohttp
 import aiosmtplib
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.catalog_support import (
     log,
@@ -73,7 +76,8 @@ from bench.catalog_support import (
 )
 from bench.ingest import APP_ID, PATH, start_ingest, wait_port
 from peepers_common.events import SellerConnected, seller_event_key
-from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.kafka import AIOKafkaEventPublisher, end_offsets
+from peepers_common.ml.ratelimit import LEASE_TTL_S, MARGIN_S
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings, StackSettings
 from peepers_common.topic_admin import ensure_topics
@@ -95,7 +99,7 @@ TARGET_P99_MS: Final = 250.0
 TARGET_BOUND_RATIO: Final = 1.2
 TARGET_RSS_MB: Final = 300.0
 SETTLE_S: Final = 0.5  # a payment pays an order made at least this long before
-MAIL_ORDER_BASE: Final = 9_000_000_000_000  # order ids of the mail step's copies
+MAIL_ORDER_BASE: Final = 9 * 10**18  # order ids of the mail step's copies (ML's: 16 digits)
 FROM_ADDRESS: Final = "Peepers <vendas@peepers.local>"
 TO_ADDRESS: Final = "seller@bench.local"
 ORDERS_V2: Final = "ml.notifications.orders_v2"
@@ -103,10 +107,13 @@ RAW_TOPIC: Final = "bench.orders.raw"
 
 
 # ---------------------------------------------------------------- pure parts
-def limit_bound_s(requests: float, per_minute: int) -> float:
-    """The least time `requests` take under a limit of `per_minute` a minute: the limiter
-    counts each window one second longer (peepers_common.ml.ratelimit)."""
-    return requests / (per_minute / 61)
+def limit_bound_s(requests: float, amount: int, per_s: float) -> float:
+    """The time `requests` take at the pace of a limit of `amount` per `per_s` seconds, as
+    the limiter counts its window: longer by its margin and a lease's ttl
+    (peepers_common.ml.ratelimit). A first window's burst can beat it when `requests` is
+    not many times `amount`."""
+    window = per_s + MARGIN_S + min(LEASE_TTL_S, per_s / 20)
+    return requests * window / amount
 
 
 @dataclass
@@ -158,10 +165,14 @@ def mail_copy(template: dict[str, Any], order_id: int) -> bytes:
     return orjson.dumps(event)
 
 
-def is_copy_mail(message_id: str) -> bool:
+def is_copy_mail(message_id: str, count: int) -> bool:
     """A mail of the mail step: ``<order-{id}-{transition}@...>`` with a copy's id."""
     parts = message_id.strip("<>").split("-", 2)
-    return len(parts) == 3 and parts[1].isdigit() and int(parts[1]) >= MAIL_ORDER_BASE
+    return (
+        len(parts) == 3
+        and parts[1].isdigit()
+        and MAIL_ORDER_BASE <= int(parts[1]) < MAIL_ORDER_BASE + count
+    )
 
 
 # ---------------------------------------------------------------- processes
@@ -228,27 +239,29 @@ async def ml_requests(http: aiohttp.ClientSession, run: OrdersRun) -> float:
 
 
 async def tail_consumer(kafka: KafkaSettings, topic: str) -> AIOKafkaConsumer:
-    """A consumer of every partition of `topic`, from its end (no group to join)."""
+    """A consumer of every partition of `topic`, from its end now (no group to join)."""
+    ends = await end_offsets(kafka, [topic])
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    if not partitions:
-        await consumer.stop()
-        sys.exit(f"no partitions for {topic}")
-    consumer.assign(partitions)
-    await consumer.seek_to_end(*partitions)
-    for partition in partitions:
-        await consumer.position(partition)  # resolve the end now, before anything is sent
+    consumer.assign(list(ends))
+    for partition, offset in ends.items():
+        consumer.seek(partition, offset)
     return consumer
 
 
 # ---------------------------------------------------------------- 1. backfill
 async def backfill_figure(
-    http: aiohttp.ClientSession, run: OrdersRun, seller: int, per_minute: int
+    http: aiohttp.ClientSession, run: OrdersRun, seller: int, limit: int, window_s: float
 ) -> dict[str, Any]:
     redis = connect_redis(OrdersSettings().redis)
     checkpoints = RedisSellerDirectory(redis, Namespace("orders", scope=run.scope))
     try:
+        rebuilt = Namespace("orders", scope=run.scope).key("epoch", "rebuilt")
+
+        async def cache_rebuilt() -> bool:  # else its rebuild may backfill the seller too
+            return bool(await redis.exists(rebuilt))
+
+        await wait_until(cache_rebuilt, timeout_s=60, every_s=0.1)
         before = await ml_requests(http, run)
         started = last_log = time.monotonic()
         event = SellerConnected(
@@ -276,7 +289,7 @@ async def backfill_figure(
     finally:
         await redis.aclose()
     requests = await ml_requests(http, run) - before
-    bound = limit_bound_s(requests, per_minute)
+    bound = limit_bound_s(requests, limit, window_s)
     return {
         "orders": state.offset,
         "outcomes": state.counts,
@@ -496,7 +509,7 @@ async def mail_figure(
     deadline = time.monotonic() + 60 + count / 10
     received = 0
     while received < count and time.monotonic() < deadline:
-        received = sum(1 for mid in sink.inbox.ids() if is_copy_mail(mid))
+        received = sum(1 for mid in sink.inbox.ids() if is_copy_mail(mid, count))
         if received and first is None:
             first = time.monotonic()
         await asyncio.sleep(0.02)
@@ -535,7 +548,8 @@ async def mail_figure(
 async def main(args: argparse.Namespace) -> None:
     kafka = StackSettings().kafka
     with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp, smtp_sink() as sink:
-        workdir = Path(tmp)
+        workdir = args.keep_logs or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         prefix = await orders_topics(kafka)
         await ensure_topics(kafka, [TopicSpec(prefix + RAW_TOPIC, 3, "bench scratch")])
         ingest_port = free_port()
@@ -561,7 +575,7 @@ async def main(args: argparse.Namespace) -> None:
                         extra_env={
                             "ORDERS_LOG_LEVEL": "WARNING",
                             "ORDERS_ML__APP_LIMIT": json.dumps(
-                                {"amount": args.requests_per_minute, "per_s": 60}
+                                {"amount": args.limit, "per_s": args.window_s}
                             ),
                             "ORDERS_ML__CALL_BUDGET_S": "60",
                             "ORDERS_SMTP__OVERRIDE_TO": TO_ADDRESS,
@@ -603,8 +617,8 @@ async def _figures(
     seller: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    log(f"1. backfill of {args.orders} orders at {args.requests_per_minute} requests/min")
-    backfilled = await backfill_figure(http, run, seller, args.requests_per_minute)
+    log(f"1. backfill of {args.orders} orders, ML limit {args.limit} per {args.window_s:g} s")
+    backfilled = await backfill_figure(http, run, seller, args.limit, args.window_s)
     log(f"   {backfilled}")
     log(f"2. webhook -> order cached at {args.rate:g} changes/s for {args.duration:g} s")
     latency, template = await latency_figure(
@@ -628,7 +642,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100, help="order changes a second")
     parser.add_argument("--duration", type=float, default=20, help="seconds of changes")
     parser.add_argument("--emails", type=int, default=1000)
-    parser.add_argument("--requests-per-minute", type=int, default=6000, help="ML app limit")
+    parser.add_argument("--keep-logs", type=Path, help="the processes' logs go here")
+    parser.add_argument("--limit", type=int, default=1000, help="ML requests per window")
+    parser.add_argument("--window-s", type=float, default=10, help="the limit's window")
     return parser.parse_args(argv)
 
 
