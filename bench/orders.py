@@ -449,15 +449,20 @@ async def latency_figure(
             if response.status != 200:
                 failures += 1
 
+    async def all_done() -> bool:
+        return sent_at.keys() <= seen_at.keys() and sent_at.keys() <= raw.done_at.keys()
+
+    # Warm up, untimed: the worker's group may still be joining after /readyz said ready.
+    await one(-2)  # a new order (even), with a webhook id of its own
+    await wait_until(all_done, timeout_s=120, every_s=0.1)
+    plan.unpaid.clear()
+    sent_at.clear()
     tasks = []
     start = time.monotonic()
     for seq in range(total):
         await asyncio.sleep(max(0.0, start + seq / args.rate - time.monotonic()))
         tasks.append(asyncio.create_task(one(seq)))
     await asyncio.gather(*tasks)
-
-    async def all_done() -> bool:
-        return sent_at.keys() <= seen_at.keys() and sent_at.keys() <= raw.done_at.keys()
 
     with contextlib.suppress(AssertionError):  # what is missing then is reported as such
         await wait_until(all_done, timeout_s=60, every_s=0.1)
