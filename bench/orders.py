@@ -51,16 +51,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, cast
 from uuid import NAMESPACE_URL, uuid4, uuid5
@@ -71,21 +67,23 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.catalog_support import (
+    connect_seller,
     log,
     memory_kib,
+    ml_webhook,
     percentile,
     run_then_delete_topics,
     sampled_peak,
+    sandbox_of,
     token_broker,
 )
-from bench.ingest import APP_ID, PATH, start_ingest, wait_port
-from peepers_common.events import SellerConnected, seller_event_key
+from bench.ingest import PATH, start_ingest
 from peepers_common.kafka import AIOKafkaEventPublisher, end_offsets
 from peepers_common.ml.ratelimit import LEASE_TTL_S, MARGIN_S
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings, StackSettings
 from peepers_common.topic_admin import ensure_topics
-from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, TopicSpec
+from peepers_common.topics import PEEPERS_ORDERS, TopicSpec
 from peepers_devstack.metrics import Scrape
 from peepers_orders.adapters.redis_store import RedisSellerDirectory
 from peepers_orders.adapters.smtp import build_message
@@ -193,9 +191,9 @@ class StandInAuth:
     url: str
 
 
-@contextmanager
-def sandbox(workdir: Path, orders: int) -> Iterator[tuple[str, int]]:
-    config = SandboxConfig(
+def one_seller_orders(orders: int) -> SandboxConfig:
+    """One seller with `orders` orders of history (on 50 items), notifier off."""
+    return SandboxConfig(
         marketplace=MarketplaceConfig(
             sellers=1,
             items_per_seller=50,
@@ -205,25 +203,6 @@ def sandbox(workdir: Path, orders: int) -> Iterator[tuple[str, int]]:
         ),
         notifier=NotifierConfig(enabled=False),
     )
-    config.rate_limits.rules = []
-    path = workdir / "sandbox.json"
-    path.write_text(config.model_dump_json())
-    port = free_port()
-    with (workdir / "sandbox.log").open("ab") as out:
-        process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "peepers_sandbox", "--config", str(path), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_port(port, timeout_s=120 + orders / 100)
-        url = f"http://127.0.0.1:{port}"
-        with urllib.request.urlopen(f"{url}/_admin/info") as response:  # noqa: S310 - loopback
-            info = json.loads(response.read())
-        yield url, int(info["sellers"][0])
-    finally:
-        process.terminate()
-        process.wait()
 
 
 async def cleanup_scope(scope: str) -> None:
@@ -268,19 +247,7 @@ async def backfill_figure(
         await wait_until(cache_rebuilt, timeout_s=60, every_s=0.1)
         before = await ml_requests(http, run)
         started = last_log = time.monotonic()
-        event = SellerConnected(
-            event_id=uuid4(),
-            occurred_at=datetime.now(UTC),
-            seller_id=seller,
-            nickname="BENCH",
-            site_id="MLB",
-        )
-        async with AIOKafkaEventPublisher(run.kafka) as publisher:
-            await publisher.publish(
-                run.topic(PEEPERS_SELLERS),
-                key=seller_event_key(event),
-                value=event.model_dump_json().encode(),
-            )
+        await connect_seller(run, seller)
         while True:
             state = await checkpoints.load(seller)
             if state is not None and state.phase == "done":
@@ -307,20 +274,7 @@ async def backfill_figure(
 
 # ---------------------------------------------------------------- 2. latency
 def webhook(run_id: str, seq: int, seller: int, order_id: int) -> bytes:
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps(
-        {
-            "_id": f"{run_id}-{seq}",
-            "resource": f"/orders/{order_id}",
-            "user_id": seller,
-            "topic": "orders_v2",
-            "application_id": APP_ID,
-            "attempts": 1,
-            "sent": now,
-            "received": now,
-        },
-        separators=(",", ":"),
-    ).encode()
+    return ml_webhook(f"{run_id}-{seq}", "orders_v2", f"/orders/{order_id}", seller)
 
 
 @dataclass
@@ -569,7 +523,9 @@ async def main(args: argparse.Namespace) -> None:
         await ensure_topics(kafka, [TopicSpec(prefix + RAW_TOPIC, 3, "bench scratch")])
         ingest_port = free_port()
         log(f"sandbox: one seller, {args.orders} orders")
-        with sandbox(workdir, args.orders) as (sandbox_url, seller):
+        config = one_seller_orders(args.orders)
+        with sandbox_of(workdir, config, timeout_s=120 + args.orders / 100) as ml:
+            sandbox_url, seller = ml.url, ml.seller
             ingest = start_ingest(ingest_port, prefix, workdir / "spool", workdir / "ingest.log")
             scope = unique("bench")
             try:
