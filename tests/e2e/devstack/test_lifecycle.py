@@ -22,13 +22,15 @@ from pathlib import Path
 import pytest
 
 from peepers_sandbox.config import DEMO_SELLER_ID
-from tests.e2e.devstack.test_make_run import CHILD, _alive
+from tests.e2e.devstack.test_make_run import _alive
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 ITEMS = 100
 NAMES = ["sandbox", "auth", "ingest", "catalog"]
+# The orchestrator's line for each child it started: its name and pid.
+CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+)")
 # Printed once every child has started: the login comes next.
 STARTED = r"connected through auth's PKCE login"
 
@@ -78,7 +80,7 @@ async def read_until(
 
 def children(lines: list[str]) -> dict[str, int]:
     """Every child the run started (Prometheus too, where it is installed)."""
-    found = {m[1]: int(m[3]) for m in map(CHILD.search, lines) if m}
+    found = {m[1]: int(m[2]) for m in map(CHILD.search, lines) if m}
     assert list(found)[: len(NAMES)] == NAMES, "\n".join(lines)
     return found
 
