@@ -12,6 +12,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from peepers_auth.settings import Settings as AuthSettings
+from peepers_auth.web.settings import WebSettings
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_ingest.settings import Settings as IngestSettings
 from peepers_messages.settings import Settings as MessagesSettings
@@ -35,15 +36,19 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
+# The seller web app: a process of auth's package with settings of its own.
+PROCESSES: dict[str, type[BaseSettings]] = {**SERVICES, "web": WebSettings}
+
+
 def test_every_service_and_dependency_is_in_compose(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) >= {*SERVICES, "kafka", "redis", "sandbox", "topics"}
+    assert set(compose["services"]) >= {*PROCESSES, "kafka", "redis", "sandbox", "topics"}
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_service_env_vars_are_names_its_settings_read(
     compose: dict[str, Any], service: str
 ) -> None:
-    settings = SERVICES[service]
+    settings = PROCESSES[service]
     prefix = settings.model_config.get("env_prefix", "")
     env = compose["services"][service]["environment"]
     assert env, f"{service} has no environment"
@@ -53,11 +58,13 @@ def test_service_env_vars_are_names_its_settings_read(
         assert field is not None, f"{service}: {name} is not a Settings field"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", PROCESSES)
 def test_service_port_matches_its_settings(compose: dict[str, Any], service: str) -> None:
-    port = SERVICES[service]().http_port  # type: ignore[attr-defined]
+    settings = PROCESSES[service]
+    port = settings().http_port  # type: ignore[attr-defined]
     spec = compose["services"][service]
-    assert spec["environment"][f"{service.upper()}_HTTP_PORT"] == str(port)
+    prefix = settings.model_config.get("env_prefix", "")
+    assert spec["environment"][f"{prefix}HTTP_PORT"] == str(port)
     assert f"{port}:{port}" in spec["ports"]
 
 
@@ -70,7 +77,8 @@ def test_kafka_version_matches_the_local_stack(compose: dict[str, Any]) -> None:
 
 def test_redis_acl_users_match_the_local_stack(compose: dict[str, Any]) -> None:
     command = compose["services"]["redis"]["command"]
-    users = [command[i + 1] for i, arg in enumerate(command) if arg == "--user"]
+    every = [command[i + 1] for i, arg in enumerate(command) if arg == "--user"]
+    users = [u for u in every if u.split()[0] != "auth-web"]
     assert sorted(u.split()[0] for u in users) == sorted(SERVICES)
     stack = (ROOT / "scripts" / "stack").read_text()
     setuser = re.search(r'ACL SETUSER "\$svc" reset on ">\$pw" \\\n\s*(.+?) >/dev/null', stack)
@@ -79,6 +87,35 @@ def test_redis_acl_users_match_the_local_stack(compose: dict[str, Any]) -> None:
     for user in users:
         name = user.split()[0]
         assert user.split()[3:] == [rule.replace("$svc", name) for rule in stack_rules]
+
+
+def test_the_web_apps_redis_user_has_the_local_stacks_rules(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    [user] = [
+        command[i + 1]
+        for i, a in enumerate(command)
+        if a == "--user" and "auth-web" in command[i + 1]
+    ]
+    stack = (ROOT / "scripts" / "stack").read_text()
+    rules = re.search(r'ACL SETUSER "\$WEB_USER" reset on ">\$pw" \\\n\s*(.+?) >/dev/null', stack)
+    assert rules is not None
+    assert user.split()[3:] == rules[1].replace('"', "").split()
+
+
+def test_the_web_app_reads_every_api_with_a_credential_it_accepts(
+    compose: dict[str, Any],
+) -> None:
+    web = compose["services"]["web"]["environment"]
+    # "${AUTH_WEB_SERVICE_SECRET:-web-local}": the local default the read APIs list.
+    secret = web["AUTH_WEB_SERVICE_SECRET"].removesuffix("}").partition(":-")[2]
+    for service in ("orders", "catalog", "messages"):
+        env = compose["services"][service]["environment"]
+        accepted = json.loads(env[f"{service.upper()}_SERVICE_CREDENTIALS"])
+        assert accepted[web["AUTH_WEB_SERVICE_NAME"]] == secret
+        port = PROCESSES[service]().http_port  # type: ignore[attr-defined]
+        assert web[f"AUTH_WEB_{service.upper()}__BASE_URL"] == f"http://{service}:{port}"
+    auth = compose["services"]["auth"]["environment"]
+    assert auth["AUTH_DASHBOARD_URL"] == f"{web['AUTH_WEB_PUBLIC_BASE_URL']}/app/"
 
 
 def test_auths_callback_is_a_redirect_uri_the_sandbox_registers(compose: dict[str, Any]) -> None:
@@ -115,7 +152,7 @@ def test_prometheus_scrapes_every_service_on_its_port_with_the_repositorys_rules
     }
     assert scraped == {
         f"peepers-{service}": f"{service}:{settings().http_port}"  # type: ignore[attr-defined]
-        for service, settings in SERVICES.items()
+        for service, settings in PROCESSES.items()
     }
     mounts = compose["services"]["prometheus"]["volumes"]
     assert "./deploy/prometheus/rules:/etc/prometheus/rules:ro" in mounts

@@ -10,17 +10,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from playwright.async_api import BrowserContext, Page, expect
 
 from peepers_auth.web.settings import ReadApi
 from peepers_common.settings import KafkaSettings
-from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_ORDERS, PEEPERS_SELLERS
-from tests.integration.auth.harness import AuthStack, auth_stack
+from peepers_common.topics import (
+    PEEPERS_CATALOG,
+    PEEPERS_MESSAGES,
+    PEEPERS_ORDERS,
+    PEEPERS_SELLERS,
+)
+from tests.integration.auth.harness import SELLER, AuthStack, auth_stack
 from tests.integration.catalog.worker import catalog_topics, worker_run
 from tests.integration.catalog.worker import ready_worker as ready_catalog
+from tests.integration.messages.worker import WorkerRun as MessagesRun
+from tests.integration.messages.worker import messages_topics
+from tests.integration.messages.worker import notify as notify_messages
+from tests.integration.messages.worker import ready_worker as ready_messages
+from tests.integration.messages.worker import worker_run as messages_run
 from tests.integration.orders.smtp import smtp_sink
 from tests.integration.orders.worker import READER, OrdersRun, notify, orders_topics, ready_worker
 from tests.integration.web.harness import WebProcess, web_process
+from tests.support import wait_until
 
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "web"
 
@@ -30,6 +42,7 @@ class SellerStack:
     kafka: KafkaSettings
     auth: AuthStack
     orders: OrdersRun
+    messages: MessagesRun
     pages: WebProcess
 
     @property
@@ -46,6 +59,49 @@ class SellerStack:
         await self.sandbox_event("payment", order_id=order["id"])
         await notify(self.kafka, self.orders, "orders_v2", f"/orders/{order['id']}")
         return int(order["id"])
+
+    async def new_question(self, seller_id: int, text: str) -> int:
+        """A buyer's question in the sandbox, and ML's notification of it."""
+        question = await self.sandbox_event("question", seller_id=seller_id, text=text)
+        await notify_messages(
+            self.kafka, self.messages, "questions", f"/questions/{question['id']}"
+        )
+        return int(question["id"])
+
+    async def in_inbox(self, question_id: int) -> None:
+        """Wait until the messages service has the question in the seller's inbox."""
+
+        async def listed() -> bool:
+            inbox = await self._messages_api(f"/messages/sellers/{SELLER}/questions/inbox")
+            return question_id in [q["id"] for q in inbox.get("questions", [])]
+
+        try:
+            await wait_until(listed, timeout_s=45, every_s=0.3)
+        except AssertionError:
+            raise AssertionError(self.messages.log_tail()) from None
+
+    async def _messages_api(self, path: str) -> dict[str, Any]:
+        headers = {"Authorization": aiohttp.encode_basic_auth(*READER)}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.messages.url + path, headers=headers) as response,
+        ):
+            body: dict[str, Any] = await response.json()
+            return body
+
+    async def question_changed(self, question_id: int) -> None:
+        """ML's notification that a question changed (answered, moderated...)."""
+        await notify_messages(self.kafka, self.messages, "questions", f"/questions/{question_id}")
+
+    async def new_claim(self, seller_id: int) -> int:
+        """A claim on a new paid order, and ML's notification of it (it opens a ticket)."""
+        order_id = await self.new_paid_order(seller_id)
+        claim = await self.sandbox_event("claim", order_id=order_id)
+        resource = f"/post-purchase/v1/claims/{claim['id']}"
+        await notify_messages(
+            self.kafka, self.messages, "post_purchase", resource, actions=["claims"]
+        )
+        return int(claim["id"])
 
     async def log_in(self, context: BrowserContext, seller_id: int) -> Page:
         """The seller's login through the sandbox's consent page, then the web app."""
@@ -91,15 +147,29 @@ async def seller_stack(kafka: KafkaSettings, tmp_path: Path) -> AsyncIterator[Se
             extra_env={"CATALOG_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]})},
         )
         await stack.enter_async_context(ready_catalog(catalog))
+        await messages_topics(kafka, prefix)
+        messages = messages_run(
+            auth,
+            prefix,
+            kafka,
+            tmp_path / "messages.log",
+            extra_env={"MESSAGES_SERVICE_CREDENTIALS": json.dumps({READER[0]: READER[1]})},
+        )
+        await stack.enter_async_context(ready_messages(messages))
         pages = await stack.enter_async_context(
             web_process(
                 auth,
-                live_topics=[prefix + PEEPERS_ORDERS, prefix + PEEPERS_CATALOG],
+                live_topics=[
+                    prefix + PEEPERS_ORDERS,
+                    prefix + PEEPERS_MESSAGES,
+                    prefix + PEEPERS_CATALOG,
+                ],
                 sellers_topic=prefix + PEEPERS_SELLERS,
                 service_name=READER[0],
                 service_secret=READER[1],
                 orders=ReadApi(base_url=run.url),
                 catalog=ReadApi(base_url=catalog.url),
+                messages=ReadApi(base_url=messages.url),
             )
         )
-        yield SellerStack(kafka, auth, run, pages)
+        yield SellerStack(kafka, auth, run, messages, pages)

@@ -126,11 +126,71 @@ async def test_the_catalog_searches_with_facets(sellers: SellerStack, page: Page
     await screenshot(page, "catalog")
 
 
-async def test_a_page_whose_service_is_not_deployed_says_so_and_the_rest_works(
+async def test_answering_the_oldest_question_reaches_ml_and_clears_it_from_another_page(
+    sellers: SellerStack, page: Page, browser: Browser
+) -> None:
+    for text in ("Tem na cor azul?", "Entrega em Curitiba?"):
+        await sellers.in_inbox(await sellers.new_question(SELLER, text))
+    other = await browser.new_context()
+    try:
+        second = await sellers.log_in(other, SELLER)
+        await second.goto(f"{sellers.url}/app/questions")
+        await page.goto(f"{sellers.url}/app/questions")
+        oldest = page.locator("article.question").first
+        await expect(oldest).to_be_visible(timeout=15000)
+        question_id = int((await oldest.get_attribute("id") or "q-0").removeprefix("q-"))
+        await expect(second.locator(f"#q-{question_id}")).to_be_visible(timeout=15000)
+        await screenshot(page, "questions")
+
+        await oldest.locator("textarea").fill("Sim, temos em azul.")
+        await oldest.get_by_role("button", name="Responder").click()
+        await expect(page.locator(f"#answered-{question_id}")).to_be_visible()
+        answered = sellers.auth.sandbox.state.market.question(question_id)
+        assert answered["status"] == "ANSWERED"
+        assert answered["answer"]["text"] == "Sim, temos em azul."
+        # ML notifies the answer too; both open pages drop the question without a reload
+        # (the messages service's question.answered).
+        await sellers.question_changed(question_id)
+        await expect(second.locator(f"#q-{question_id}")).to_have_count(0, timeout=10000)
+        await expect(page.locator(f"#q-{question_id}")).to_have_count(0)
+    finally:
+        await other.close()
+
+
+async def test_an_answer_over_2000_characters_shows_the_error_next_to_the_field(
     sellers: SellerStack, page: Page
 ) -> None:
-    for name in ("questions", "tickets"):
-        await page.goto(f"{sellers.url}/app/{name}")
-        await expect(page.locator(".unavailable")).to_be_visible()
-        await expect(page.locator(f"#nav-{name}")).to_have_attribute("aria-current", "page")
-        await screenshot(page, name)
+    question_id = await sellers.new_question(SELLER, "Qual a voltagem?")
+    await sellers.in_inbox(question_id)
+    await page.goto(f"{sellers.url}/app/questions")
+    question = page.locator(f"#q-{question_id}")
+    await expect(question).to_be_visible(timeout=15000)
+    await question.locator("textarea").fill("x" * 2001)
+    await expect(question.locator(".counter")).to_have_class("counter over")
+    await expect(question.locator(".counter span")).to_have_text("-1")
+    await question.get_by_role("button", name="Responder").click()
+    error = page.locator(f"#error-{question_id}")
+    await expect(error).to_be_visible()
+    await expect(error).to_have_attribute("data-code", "too_long")
+    await screenshot(page, "question-error")
+    assert sellers.auth.sandbox.state.market.question(question_id)["status"] == "UNANSWERED"
+
+
+async def test_a_ticket_moved_to_in_progress_with_a_note_survives_a_reload(
+    sellers: SellerStack, page: Page
+) -> None:
+    claim_id = await sellers.new_claim(SELLER)
+    await page.goto(f"{sellers.url}/app/tickets")
+    link = page.locator(f"#ticket-{claim_id} a").first
+    await expect(link).to_be_visible(timeout=15000)
+    await screenshot(page, "tickets")
+    await link.click()
+    await page.select_option("#ticket-status-select", "in_progress")
+    await page.fill("#ticket-assignee-input", "Ana")
+    await page.fill("#ticket-note", "Trocar o produto")
+    await page.click("#ticket-save")
+    await page.reload()
+    await expect(page.locator("#ticket-status")).to_have_text("em andamento")
+    await expect(page.locator("#ticket-assignee")).to_have_text("Ana")
+    await expect(page.locator("#ticket-notes")).to_contain_text("Trocar o produto")
+    await screenshot(page, "ticket")

@@ -38,9 +38,10 @@ from tests.support import unique, wait_until
 READER = ("support", "support-secret-0123456789")
 
 
-async def messages_topics(kafka: KafkaSettings) -> str:
-    """Registry-shaped topics for the messages worker behind a fresh prefix; the prefix."""
-    prefix = f"{unique('test')}."
+async def messages_topics(kafka: KafkaSettings, prefix: str | None = None) -> str:
+    """Registry-shaped topics for the messages worker behind a fresh prefix (or ``prefix``,
+    shared with another service's topics); the prefix."""
+    prefix = prefix or f"{unique('test')}."
     names = [PEEPERS_MESSAGES, MESSAGES_TICKETS_CHANGELOG, MESSAGES_SUBMISSIONS_CHANGELOG]
     names += [*CONSUMED, *(retry_topic(n) for n in CONSUMED), *(dlq_topic(n) for n in CONSUMED)]
     await ensure_topics(

@@ -137,7 +137,7 @@ class FakeMessages:
         changed = current.model_copy(
             update={
                 "status": change.status or current.status,
-                "assignee": change.assignee or current.assignee,
+                "assignee": None if change.unassign else change.assignee or current.assignee,
                 "notes": notes,
             }
         )

@@ -203,6 +203,18 @@ class TestTickets:
         assert "Trocar o produto" in html
         assert "Ana" in html
 
+    async def test_emptying_the_assignee_unassigns_and_an_unchanged_status_is_not_moved(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        messages.tickets_[0] = messages.tickets_[0].model_copy(update={"assignee": "Ana"})
+        response = await client.post(
+            "/app/tickets/7001",
+            data={"status": "open", "assignee": "", "csrf_token": CSRF},
+            allow_redirects=False,
+        )
+        assert response.status == 303
+        assert (messages.tickets_[0].status, messages.tickets_[0].assignee) == ("open", None)
+
     async def test_an_unknown_status_is_refused(
         self, client: Client, messages: FakeMessages
     ) -> None:
@@ -253,6 +265,17 @@ class TestHeaders:
         assert all('src="/static/' in tag for tag in scripts)
         assert " on" not in "".join(re.findall(r"<[a-z]+ [^>]*\bon\w+=", html))
         assert response.headers["X-Frame-Options"] == "DENY"
+
+    async def test_live_parts_pass_none_of_their_refresh_attributes_to_the_forms_inside(
+        self, client: Client
+    ) -> None:
+        # htmx inherits hx-select: an answer form inside the questions part would select
+        # "#questions" out of its own fragment and swap in nothing.
+        for path in ("/app/", "/app/orders", "/app/questions", "/app/tickets", "/app/catalog"):
+            html = await _page(client, path)
+            regions = re.findall(r"<div [^>]*data-live=[^>]*>", html)
+            assert regions, path
+            assert all('hx-disinherit="*"' in region for region in regions), path
 
     async def test_the_vendored_assets_are_served(self, client: Client) -> None:
         for path in ("/static/htmx.min.js", "/static/app.js", "/static/app.css"):

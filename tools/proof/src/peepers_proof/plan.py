@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets, free_port
+from peepers_sandbox.activity import DEFAULT_MIX
 from peepers_sandbox.config import (
     DEMO_SELLER_ID,
     ApiConfig,
     AppConfig,
+    FaultConfig,
     MarketplaceConfig,
     NotifierConfig,
     SandboxConfig,
@@ -49,6 +51,10 @@ class Options:
     workers: int = 2
     rate: float = 50.0
     ml_requests_per_minute: int = 60_000
+    # Every ML call this slow (the sandbox's fault latency), as production round trips are.
+    ml_latency_ms: int = 0
+    # Activity kinds left out of the sandbox's default mix.
+    without: tuple[str, ...] = ()
     # Notifier retries: ML's own hour-long schedule would outlast the run.
     retry_gaps_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
     seed: int = 42
@@ -128,6 +134,8 @@ class ProofPlan:
                 orders_per_seller=o.orders,
             ),
             api=ApiConfig(auto_approve=True),
+            faults=FaultConfig(latency_ms=o.ml_latency_ms),
+            activity_mix={k: w for k, w in DEFAULT_MIX.items() if k not in o.without},
             # Off until every seller is connected and synced (Runner.connect).
             notifier=NotifierConfig(
                 enabled=False, retry_gaps_s=list(o.retry_gaps_s), attempt_log_size=5_000_000

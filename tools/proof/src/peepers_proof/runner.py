@@ -104,8 +104,16 @@ class Runner:
         if not await _poll(lambda: self._converged(stack), timeout_s=o.sync_timeout_s, every_s=3):
             self.say("the initial syncs did not converge in time; checking anyway")
         synced = time.monotonic() - started
+        items, orders = await self._mirror_checks(stack)
+        self.figures["workers per service"] = self.plan.options.workers
+        self.figures["ML latency ms"] = self.plan.options.ml_latency_ms
         self.figures["initial sync s"] = round(synced, 1)
-        self.say(f"every seller mirrored in Redis {synced:.1f} s after the first login")
+        self.figures["initial sync items/s"] = round(items.checked / synced, 1)
+        self.figures["initial sync orders/s"] = round(orders.checked / synced, 1)
+        self.say(
+            f"{items.checked} items and {orders.checked} orders of every seller mirrored in "
+            f"Redis {synced:.1f} s after the first login"
+        )
         names = stack.names()
         wanted = list(o.faults) if o.faults is not None else faults.all_faults(names)
         unknown = faults.validate(wanted, names)
@@ -114,7 +122,7 @@ class Runner:
             raise StepFailed(msg)
         steps = faults.schedule(wanted, overlapping=o.overlapping)
         await stack.admin.patch_notifier(enabled=True)
-        await stack.admin.start_activity(o.stack.rate)
+        await stack.admin.start_activity(o.stack.rate, stack.plan.sandbox_config().activity_mix)
         load_started = time.monotonic()
         progress = asyncio.create_task(self._progress(stack, load_started))
         try:
@@ -198,11 +206,15 @@ class Runner:
             acked = (await response.json())["acked"]
         kafka, prefix = stack.kafka, self.plan.prefix
         mail_dir = self.plan.devstack.mail_dir
+        doubled, republished = await checks.nothing_doubled(kafka, prefix, mail_dir)
+        for topic, count in republished.items():
+            self.figures[f"event ids republished on {topic}"] = count
         return [
             items,
             orders,
             await checks.nothing_lost(kafka, prefix, acked),
-            *await checks.nothing_doubled(kafka, prefix, mail_dir),
+            *doubled,
+            await checks.nothing_dead_lettered(kafka, prefix),
             await checks.no_relogin(kafka, prefix, self.plan.sellers),
             checks.limits_kept(await stack.admin.rate_limit_counters()),
         ]

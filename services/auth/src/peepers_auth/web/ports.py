@@ -152,6 +152,8 @@ class CatalogPage:
 class TicketChange:
     status: str | None = None
     assignee: str | None = None
+    # Set to take the ticket away from whoever has it (assignee stays None then).
+    unassign: bool = False
     note: str | None = None
     author: str = "seller"
 

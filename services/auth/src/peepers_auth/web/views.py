@@ -9,6 +9,7 @@ An htmx request (``HX-Request``) gets only the part it refreshes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Mapping
 from datetime import date, datetime, time, timedelta
@@ -370,6 +371,8 @@ def _ticket_change(form: Mapping[str, Any], current: Ticket, author: str) -> Tic
     return TicketChange(
         status=status if status != current.status else None,
         assignee=assignee if assignee != current.assignee else None,
+        # A field emptied by the seller takes the ticket away from whoever had it.
+        unassign="assignee" in form and assignee is None and current.assignee is not None,
         note=note,
         author=author,
     )
@@ -428,21 +431,32 @@ async def live(request: web.Request) -> web.StreamResponse:
         sse_response(request, ping_interval=settings.live_heartbeat_s) as stream,
     ):
         metrics.OPEN_PAGES.set(hub.open_pages())
-        for event in missed:
-            await _send(stream, event)
-        while stream.is_connected():
-            try:
-                # Wake up now and then: a page that went away is noticed without a write.
-                event = await asyncio.wait_for(queue.get(), settings.live_heartbeat_s)
-            except TimeoutError:
-                continue
-            if event.type == CLOSING:
-                break
-            await _send(stream, event)
-            if event.type == RELOAD:
-                break
+        # A page closed mid-write is a page gone: its stream just ends.
+        with contextlib.suppress(ConnectionResetError):
+            await _stream(stream, missed, queue, settings.live_heartbeat_s)
     metrics.OPEN_PAGES.set(hub.open_pages())
     return stream
+
+
+async def _stream(
+    stream: EventSourceResponse,
+    missed: list[LiveEvent],
+    queue: asyncio.Queue[LiveEvent],
+    heartbeat_s: float,
+) -> None:
+    for event in missed:
+        await _send(stream, event)
+    while stream.is_connected():
+        try:
+            # Wake up now and then: a page that went away is noticed without a write.
+            event = await asyncio.wait_for(queue.get(), heartbeat_s)
+        except TimeoutError:
+            continue
+        if event.type == CLOSING:
+            return
+        await _send(stream, event)
+        if event.type == RELOAD:
+            return
 
 
 async def _send(stream: EventSourceResponse, event: LiveEvent) -> None:

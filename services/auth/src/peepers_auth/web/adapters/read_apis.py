@@ -267,7 +267,7 @@ class HttpMessages:
         steps: list[tuple[str, dict[str, Any]]] = []
         if change.status is not None:
             steps.append(("status", {"status": change.status}))
-        if change.assignee is not None:
+        if change.assignee is not None or change.unassign:
             steps.append(("assignee", {"assignee": change.assignee}))
         if change.note is not None:
             steps.append(("notes", {"author": change.author, "text": change.note}))
