@@ -95,6 +95,9 @@ class FakeMessages:
         ]
         return sorted(mine, key=lambda q: q.date_created)
 
+    async def unanswered_count(self, seller_id: int) -> int:
+        return len(await self.unanswered(seller_id))
+
     async def answer(self, seller_id: int, question_id: int, text: str) -> bool:
         self._up()
         if question_id in self.answers:

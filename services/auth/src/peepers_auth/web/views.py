@@ -149,7 +149,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
     today = _today(request)
     sales, questions, tickets, ready = await asyncio.gather(
         attempt(readers.orders.sales(seller, today - timedelta(days=29), today)),
-        attempt(readers.messages.unanswered(seller)),
+        attempt(readers.messages.unanswered_count(seller)),
         attempt(readers.messages.tickets(seller)),
         _ready(readers),
     )
@@ -184,7 +184,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
             "overview.html",
             status=_status(request),
             figures=figures,
-            questions=questions if isinstance(questions, Unavailable) else len(questions),
+            questions=questions,
             tickets=open_tickets,
             ready=ready,
         )
