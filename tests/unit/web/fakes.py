@@ -59,6 +59,9 @@ class FakeOrders:
     async def search(self, seller_id: int, query: OrderFilter) -> OrderList:
         self._up()
         self.queries.append(query)
+        if query.cursor == "stale":
+            msg = "cursor is not one this API returned"
+            raise ValueError(msg)
         return OrderList([o for o in self.orders if o.seller_id == seller_id])
 
     async def get(self, seller_id: int, order_id: int) -> OrderDetail | None:
