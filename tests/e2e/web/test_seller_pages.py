@@ -29,11 +29,22 @@ async def sellers(
 
 @pytest.fixture
 async def page(browser: Browser, sellers: SellerStack) -> AsyncIterator[Page]:
+    """The seller's page; at the end, the browser must have refused nothing under the CSP
+    (an inline script or style anywhere would show up here)."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
     try:
-        yield await sellers.log_in(context, SELLER)
+        opened = await sellers.log_in(context, SELLER)
+        opened.on(
+            "console",
+            lambda message: (
+                refused.append(message.text) if "Content Security Policy" in message.text else None
+            ),
+        )
+        yield opened
     finally:
         await context.close()
+    assert refused == []
 
 
 async def _sales_counted(sellers: SellerStack, seller_id: int) -> bool:
