@@ -38,7 +38,9 @@ async def page(browser: Browser, sellers: SellerStack) -> AsyncIterator[Page]:
         opened.on(
             "console",
             lambda message: (
-                refused.append(message.text) if "Content Security Policy" in message.text else None
+                refused.append(f"{opened.url} {message.location}: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
             ),
         )
         yield opened
@@ -191,6 +193,7 @@ async def test_a_ticket_moved_to_in_progress_with_a_note_survives_a_reload(
     sellers: SellerStack, page: Page
 ) -> None:
     claim_id = await sellers.new_claim(SELLER)
+    await sellers.ticket_opened(claim_id)
     await page.goto(f"{sellers.url}/app/tickets")
     link = page.locator(f"#ticket-{claim_id} a").first
     await expect(link).to_be_visible(timeout=15000)
