@@ -1,7 +1,7 @@
 """End to end: the whole-stack proof harness (`python -m peepers_proof`), as CI runs it.
 
-A short run (3 sellers, 2 processes each of catalog and orders, a few faults one at a
-time and two at once) must pass every check: a change that breaks convergence, loses a
+A short run (3 sellers, 2 processes each of catalog, orders and messages, a few faults
+one at a time and two at once) must pass every check: a change that breaks convergence, loses a
 notification or doubles an event or a mail fails here. Whatever way the run ends, every
 process it started must be gone afterwards.
 """
@@ -20,7 +20,7 @@ from uuid import uuid4
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[3]
 STARTED = re.compile(r"\] (\S+) ready in [\d.]+ s \(pid (\d+)\)")
@@ -86,9 +86,9 @@ async def test_a_short_run_under_faults_converges_and_loses_and_doubles_nothing(
     assert "PASSED" in output
     checks = json.loads(results.read_text())["checks"]
     assert all(c["checked"] > 0 for c in checks), checks
-    # Every fault ran, and a killed worker came back under a new pid.
+    # Every fault ran, alone and in pairs, and a killed worker came back under a new pid.
     assert len(json.loads(results.read_text())["faults"]) > len(FAULTS.split(","))
-    assert sum(name.startswith("catalog-1@") for name in pids) == 2
+    assert sum(name.startswith("catalog-1@") for name in pids) >= 2
     left = [name for name, pid in pids.items() if _alive(pid)]
     assert not left, f"still running after the run: {left}"
 

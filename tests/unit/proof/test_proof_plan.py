@@ -26,11 +26,9 @@ class TestPlan:
             assert urls == {plan.redis_url}, child.name
 
     def test_consumers_read_the_runs_topics_in_groups_of_their_own(self, plan: ProofPlan):
-        workers = [c for c in plan.children() if c.name.split("-")[0] in ("catalog", "orders")]
-        assert [c.name for c in workers] == [
-            *(f"catalog-{i}" for i in (1, 2, 3)),
-            *(f"orders-{i}" for i in (1, 2, 3)),
-        ]
+        kinds = ("catalog", "orders", "messages")
+        workers = [c for c in plan.children() if c.name.split("-")[0] in kinds]
+        assert [c.name for c in workers] == [f"{k}-{i}" for k in kinds for i in (1, 2, 3)]
         for child in workers:
             kind = child.name.split("-")[0].upper()
             assert child.env[f"{kind}_TOPIC_PREFIX"] == plan.prefix
@@ -49,7 +47,7 @@ class TestPlan:
         assert argv[argv.index("--save") + 1] == ""
         assert argv[argv.index("--appendonly") + 1] == "no"
         users = [argv[i + 1] for i, a in enumerate(argv) if a == "--user"]
-        assert users == ["ingest", "auth", "catalog", "orders"]
+        assert users == ["ingest", "auth", "catalog", "orders", "messages"]
 
     def test_registry_topics_are_all_behind_the_prefix(self, plan: ProofPlan):
         names = {spec.name for spec in registry_topics(plan.prefix)}

@@ -50,6 +50,13 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
         default=0,
         help="every ML call this slow, as production round trips (0; 50 for scale-out)",
     )
+    add("--ml-requests-per-minute", type=int, default=60_000,
+        help="Peepers' outbound ML budget, every service (60000)")  # fmt: skip
+    add(
+        "--enforce-ml-limit",
+        action="store_true",
+        help="the sandbox refuses calls over that budget (429s the limits check counts)",
+    )
     add(
         "--without", default="", help="comma-separated activity kinds left out of the sandbox's mix"
     )
@@ -84,6 +91,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
             workers=args.workers,
             rate=args.rate,
             ml_latency_ms=args.ml_latency_ms,
+            ml_requests_per_minute=args.ml_requests_per_minute,
+            enforce_ml_limit=args.enforce_ml_limit,
             without=without,
         ),
         faults=names,

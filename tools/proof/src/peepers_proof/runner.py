@@ -27,6 +27,7 @@ from peepers_devstack.errors import StepFailed
 from peepers_devstack.processes import Supervisor
 from peepers_devstack.settings import Settings as DevstackSettings
 from peepers_devstack.settings import inherited_environment
+from peepers_messages.app import CONSUMED as MESSAGES_CONSUMED
 from peepers_orders.app import NOTIFICATION_TOPICS
 from peepers_proof import checks, faults
 from peepers_proof.checks import Check
@@ -185,8 +186,10 @@ class Runner:
         catalog = [prefix + t for t in (*ITEM_TOPICS, PEEPERS_SELLERS)]
         orders = [prefix + t for t in (*NOTIFICATION_TOPICS, PEEPERS_SELLERS)]
         mailer = plan.orders().env["ORDERS_MAIL__APP_ID"]
+        messages = [prefix + t for t in MESSAGES_CONSUMED]
         return (
-            await checks.caught_up(kafka, plan.catalog_group, catalog)
+            await checks.caught_up(kafka, plan.messages_group, messages)
+            and await checks.caught_up(kafka, plan.catalog_group, catalog)
             and await checks.caught_up(kafka, plan.orders_group, orders)
             and await checks.caught_up(kafka, mailer, [prefix + PEEPERS_ORDERS])
         )
