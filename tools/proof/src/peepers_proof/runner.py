@@ -105,7 +105,7 @@ class Runner:
         if not await _poll(lambda: self._converged(stack), timeout_s=o.sync_timeout_s, every_s=3):
             self.say("the initial syncs did not converge in time; checking anyway")
         synced = time.monotonic() - started
-        items, orders = await self._mirror_checks(stack)
+        items, orders, _ = await self._mirror_checks(stack)
         self.figures["workers per service"] = self.plan.options.workers
         self.figures["ML latency ms"] = self.plan.options.ml_latency_ms
         self.figures["initial sync s"] = round(synced, 1)
@@ -164,7 +164,7 @@ class Runner:
                 states.append(await response.json())
         return states
 
-    async def _mirror_checks(self, stack: Stack) -> tuple[Check, Check]:
+    async def _mirror_checks(self, stack: Stack) -> tuple[Check, Check, Check]:
         client = stack.redis()
         try:
             states = await self._states(stack)
@@ -174,11 +174,11 @@ class Runner:
 
     async def _converged(self, stack: Stack) -> bool:
         try:
-            items, orders = await self._mirror_checks(stack)
+            mirrors = await self._mirror_checks(stack)
         except Exception as exc:  # Redis may be restarting, Kafka rebalancing: poll again
             self.say(f"convergence not readable yet: {exc}")
             return False
-        return items.ok and orders.ok
+        return all(check.ok for check in mirrors)
 
     async def _caught_up(self, stack: Stack) -> bool:
         plan, kafka = self.plan.devstack, stack.kafka
@@ -204,7 +204,7 @@ class Runner:
             self.say("the consumer groups did not reach the end of their topics in time")
         await _poll(lambda: self._converged(stack), timeout_s=o.quiet_s, every_s=3)
         self.figures["quiet until converged s"] = round(time.monotonic() - began, 1)
-        items, orders = await self._mirror_checks(stack)
+        mirrors = await self._mirror_checks(stack)
         async with stack.session.get(f"{self.plan.state_url}/acked") as response:
             acked = (await response.json())["acked"]
         kafka, prefix = stack.kafka, self.plan.prefix
@@ -213,8 +213,7 @@ class Runner:
         for topic, count in republished.items():
             self.figures[f"event ids republished on {topic}"] = count
         return [
-            items,
-            orders,
+            *mirrors,
             await checks.nothing_lost(kafka, prefix, acked),
             *doubled,
             await checks.nothing_dead_lettered(kafka, prefix),
