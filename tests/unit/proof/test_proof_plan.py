@@ -8,6 +8,7 @@ import pytest
 
 from peepers_common.topics import PEEPERS_SELLERS, TOPICS, dlq_topic
 from peepers_proof.checks import doubled
+from peepers_proof.fairness import percentile
 from peepers_proof.faults import Fault, all_faults, schedule, validate
 from peepers_proof.plan import Options, ProofPlan
 from peepers_proof.stack import registry_topics
@@ -93,3 +94,11 @@ class TestDoubled:
     def test_one_change_under_two_event_ids_is(self):
         [problem] = doubled([("order 1 paid", "a"), ("order 1 paid", "b"), ("order 2 paid", "c")])
         assert problem.startswith("order 1 paid announced as 2 events")
+
+
+class TestPercentile:
+    def test_nearest_rank(self):
+        values = [float(v) for v in range(1, 101)]
+        assert percentile(values, 0.5) == 50.0
+        assert percentile(values, 0.99) == 99.0
+        assert percentile([7.0], 0.99) == 7.0

@@ -60,6 +60,9 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
     add(
         "--without", default="", help="comma-separated activity kinds left out of the sandbox's mix"
     )
+    add("--fairness", type=int, default=0,
+        help="N webhook->cache probes on the other sellers during the huge seller's sync,\n"
+        "N after it (0: none)")  # fmt: skip
     add("--faults", default="all",
         help="comma-separated: kill:<child>, redis-flushall, redis-restart, smtp-stop,\n"
         "token-expiry, ml-5xx, ml-429, ml-slow; 'all' (default) or 'none'")  # fmt: skip
@@ -96,6 +99,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
             without=without,
         ),
         faults=names,
+        fairness=args.fairness,
         overlapping=not args.no_overlap,
         hold_s=args.hold,
         gap_s=args.gap,
