@@ -111,6 +111,9 @@ def _stub_api() -> web.Application:
     async def tickets(request: web.Request) -> web.Response:
         return web.json_response({"tickets": [], "total": 0})
 
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"unanswered_questions": 3, "open_tickets": 0})
+
     async def ready(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready"})
 
@@ -119,6 +122,7 @@ def _stub_api() -> web.Application:
     app.router.add_get("/orders/sellers/{seller}/orders", orders)
     app.router.add_get("/messages/sellers/{seller}/questions/inbox", inbox)
     app.router.add_get("/messages/sellers/{seller}/tickets", tickets)
+    app.router.add_get("/messages/sellers/{seller}/stats", stats)
     app.router.add_get("/readyz", ready)
     return app
 

@@ -29,7 +29,9 @@ from peepers_auth.web.live import CLOSING, RELOAD, LiveEvent
 from peepers_auth.web.ports import (
     ANSWER_MAX_CHARS,
     AnswerRefused,
+    CatalogPage,
     OrderFilter,
+    OrderList,
     Readers,
     SellerStatus,
     ServiceNotAvailable,
@@ -124,7 +126,7 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 def _int_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise PageNotFound(raw)
     return int(raw)
 
@@ -149,7 +151,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
     today = _today(request)
     sales, questions, tickets, ready = await asyncio.gather(
         attempt(readers.orders.sales(seller, today - timedelta(days=29), today)),
-        attempt(readers.messages.unanswered(seller)),
+        attempt(readers.messages.unanswered_count(seller)),
         attempt(readers.messages.tickets(seller)),
         _ready(readers),
     )
@@ -184,7 +186,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
             "overview.html",
             status=_status(request),
             figures=figures,
-            questions=questions if isinstance(questions, Unavailable) else len(questions),
+            questions=questions,
             tickets=open_tickets,
             ready=ready,
         )
@@ -231,7 +233,12 @@ _ORDER_PARAMS: Final = ("state", "buyer", "from", "to")
 async def orders(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
     query, problem = _order_filter(request.query, request[locale_key].zone)
-    found = None if problem else await attempt(_readers(request).orders.search(seller, query))
+    found: OrderList | Unavailable | None = None
+    if problem is None:
+        try:
+            found = await attempt(_readers(request).orders.search(seller, query))
+        except ValueError as exc:  # the orders API refused the query (a stale cursor...)
+            problem = str(exc)
     return _html(
         render(
             request,
@@ -409,11 +416,11 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     params = {k: request.query[k] for k in _CATALOG_PARAMS if request.query.get(k)}
     params["limit"] = "25"
     problem = None
-    found: Any
+    found: CatalogPage | Unavailable | None = None
     try:
         found = await attempt(_readers(request).catalog.search(seller, params))
-    except ValueError as exc:
-        found, problem = None, str(exc)
+    except ValueError as exc:  # the catalog refused the query: say why beside the form
+        problem = str(exc)
     form = {k: v for k, v in params.items() if k not in ("limit", "cursor")}
     return _html(render(request, "catalog.html", found=found, problem=problem, form=form))
 
