@@ -46,6 +46,8 @@ class RunOptions:
     quiet_s: float = 120.0
     sync_timeout_s: float = 900.0
     progress_every_s: float = 10.0
+    # Checks whose name contains one of these: reported, not failing the run.
+    known_failing: tuple[str, ...] = ()
     # Latency probes during the huge seller's sync and after it (0: none).
     fairness: int = 0
     # Per checkout (not the shared .stack): a run stops the leftovers of an earlier run
@@ -61,7 +63,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return all(c.ok or c.known for c in self.checks)
 
 
 async def _poll(
@@ -81,6 +83,7 @@ class Runner:
         self.say = say
         self.plan = ProofPlan(options.stack, options.work_dir.resolve())
         self.figures: dict[str, Any] = {}
+        self._said_left = 0.0
 
     async def run(self) -> Result:
         plan = self.plan
@@ -111,7 +114,9 @@ class Runner:
             await stack.admin.patch_notifier(enabled=True)
             probed = await self._probe_items(stack)
             during = asyncio.create_task(fairness.probe(stack, probed, o.fairness, synced_event))
-        if not await _poll(lambda: self._converged(stack), timeout_s=o.sync_timeout_s, every_s=3):
+        if not await _poll(
+            lambda: self._converged(stack, initial=True), timeout_s=o.sync_timeout_s, every_s=3
+        ):
             self.say("the initial syncs did not converge in time; checking anyway")
         synced_event.set()
         synced = time.monotonic() - started
@@ -205,13 +210,23 @@ class Runner:
         finally:
             await client.aclose()
 
-    async def _converged(self, stack: Stack) -> bool:
+    async def _converged(self, stack: Stack, *, initial: bool = False) -> bool:
+        """Whether the mirrors equal ML; ``initial``: the syncs' and backfills' (items, orders).
+
+        The messages backfill mirrors what a seller must act on, not every old question
+        or conversation: its mirror is checked once the load has touched them.
+        """
         try:
             mirrors = await self._mirror_checks(stack)
         except Exception as exc:  # Redis may be restarting, Kafka rebalancing: poll again
             self.say(f"convergence not readable yet: {exc}")
             return False
-        return all(check.ok for check in mirrors)
+        left = [c for c in (mirrors[:2] if initial else mirrors) if not c.ok]
+        now = time.monotonic()
+        if left and now - self._said_left > 15:
+            self._said_left = now
+            self.say("not converged yet: " + "; ".join(f"{c.name}: {c.problems[0]}" for c in left))
+        return not left
 
     async def _caught_up(self, stack: Stack) -> bool:
         plan, kafka = self.plan.devstack, stack.kafka
@@ -245,7 +260,7 @@ class Runner:
         doubled, republished = await checks.nothing_doubled(kafka, prefix, mail_dir)
         for topic, count in republished.items():
             self.figures[f"event ids republished on {topic}"] = count
-        return [
+        found = [
             *mirrors,
             await checks.nothing_lost(kafka, prefix, acked),
             *doubled,
@@ -253,3 +268,6 @@ class Runner:
             await checks.no_relogin(kafka, prefix, self.plan.sellers),
             checks.limits_kept(await stack.admin.rate_limit_counters()),
         ]
+        for check in found:
+            check.known = any(words in check.name for words in o.known_failing)
+        return found
