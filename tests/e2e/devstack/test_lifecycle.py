@@ -31,8 +31,8 @@ ITEMS = 100
 NAMES = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
 # The orchestrator's line for each child it started: its name and pid.
 CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+)")
-# Printed once every child has started: the login comes next.
-STARTED = r"connected through auth's PKCE login"
+# Printed once every child has started and the sync is done.
+STARTED = r"full sync of seller \d+ done by the catalog worker"
 
 
 def devstack_argv(tmp_path: Path, *extra: str) -> list[str]:

@@ -4,11 +4,12 @@ Steps, each bounded in time; a child that exits or is not ready in time stops th
 with its log tail:
 
 1. start the sandbox (notifier aimed at ingest's webhook, auth's callback registered,
-   consent auto-approved), auth, ingest and the catalog worker, each ready on its probe;
-   the worker's state is this run's own, fresh (`peepers_devstack.state`), and the
-   previous run's is dropped first;
+   consent auto-approved) and auth, each ready on its probe;
 2. log the sandbox's demo seller in through auth's PKCE flow over HTTP (redirects
-   followed with a cookie jar, as a browser would);
+   followed with a cookie jar, as a browser would), then start ingest, the catalog
+   worker, the SMTP sink, the orders and the messages workers; the workers' state is
+   this run's own, fresh (`peepers_devstack.state`), and the previous run's is dropped
+   first;
 3. follow the full sync the worker runs on the ``seller.connected`` (or
    ``seller.reconnected``) event auth publishes, from the worker's sync metrics and the
    line it logs when done. The sync is not started a second time from here:
@@ -157,7 +158,15 @@ class Orchestrator:
             started: dict[str, Child] = {}
             for spec in self.plan.children():
                 started[spec.name] = await self._start(session, spec, urls[spec.name])
-            await self._connect(session)
+                if spec.name == "auth":
+                    # The login before anything reads ML with the seller's token: auth may
+                    # still hold the authorization an earlier run's login left (its Redis
+                    # outlives a run; each run's sandbox is new and refuses its refresh
+                    # token), and a worker or ingest's reconciler using it would meet
+                    # ReauthRequired and dead-letter the records. The workers' consumer
+                    # groups start at the topics' end before the login, so the
+                    # seller.connected event it publishes still reaches them.
+                    await self._connect(session)
             await self._follow_sync(session, started["catalog"])
             admin = SandboxAdmin(self.plan.sandbox_url, session)
             await admin.start_activity(self.options.activity_rate)
