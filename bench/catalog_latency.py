@@ -67,6 +67,7 @@ from bench.catalog_support import (
     connect_seller,
     kafka_settings,
     log,
+    ml_webhook,
     percentile,
     run_then_delete_topics,
     sandbox_process,
@@ -76,7 +77,7 @@ from bench.catalog_support import (
     wait_ready,
     worker_run,
 )
-from bench.ingest import APP_ID, PATH, cpu_seconds, start_ingest
+from bench.ingest import PATH, cpu_seconds, start_ingest
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.kafka import AIOKafkaEventPublisher, end_offsets
 from peepers_common.namespaces import connect_redis
@@ -95,20 +96,7 @@ PRICES_TOPIC: Final = notification_topic("items_prices")
 
 
 def webhook(run: str, seq: int, seller: int, item_id: str) -> bytes:
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps(
-        {
-            "_id": f"{run}-{seq}",
-            "resource": f"/items/{item_id}/prices",
-            "user_id": seller,
-            "topic": "items_prices",
-            "application_id": APP_ID,
-            "attempts": 1,
-            "sent": now,
-            "received": now,
-        },
-        separators=(",", ":"),
-    ).encode()
+    return ml_webhook(f"{run}-{seq}", "items_prices", f"/items/{item_id}/prices", seller)
 
 
 def seq_of(price: str | float, total: int) -> int | None:

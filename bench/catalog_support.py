@@ -19,13 +19,13 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import uuid4
 
 import aiohttp
 from aiohttp import web
 
-from bench.ingest import wait_port
+from bench.ingest import APP_ID, wait_port
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.ports import SyncState
 from peepers_catalog.settings import Settings as CatalogSettings
@@ -91,7 +91,13 @@ def one_seller_catalog(items: int) -> SandboxConfig:
 @contextmanager
 def sandbox_process(workdir: Path, items: int) -> Iterator[SandboxProcess]:
     """``python -m peepers_sandbox``: one seller with `items` items, no notifier, no limits."""
-    config = one_seller_catalog(items)
+    with sandbox_of(workdir, one_seller_catalog(items), timeout_s=60 + items / 2000) as sandbox:
+        yield sandbox
+
+
+@contextmanager
+def sandbox_of(workdir: Path, config: SandboxConfig, timeout_s: float) -> Iterator[SandboxProcess]:
+    """``python -m peepers_sandbox`` with `config`, its own rate limits off."""
     config.rate_limits.rules = []
     path = workdir / "sandbox.json"
     path.write_text(config.model_dump_json())
@@ -103,7 +109,7 @@ def sandbox_process(workdir: Path, items: int) -> Iterator[SandboxProcess]:
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_port(port, timeout_s=60 + items / 2000)
+        wait_port(port, timeout_s=timeout_s)
         url = f"http://127.0.0.1:{port}"
         yield SandboxProcess(url, process, _first_seller(url))
     finally:
@@ -117,6 +123,24 @@ def _first_seller(url: str) -> int:
     with urllib.request.urlopen(f"{url}/_admin/info") as response:  # noqa: S310 - loopback
         info = json.loads(response.read())
     return int(info["sellers"][0])
+
+
+def ml_webhook(notification_id: str, topic: str, resource: str, seller: int) -> bytes:
+    """The body ML POSTs for a notification, stamped now."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return json.dumps(
+        {
+            "_id": notification_id,
+            "resource": resource,
+            "user_id": seller,
+            "topic": topic,
+            "application_id": APP_ID,
+            "attempts": 1,
+            "sent": now,
+            "received": now,
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 # ---------------------------------------------------------------- token broker stand-in
@@ -203,8 +227,17 @@ async def wait_ready(run: WorkerRun, process: subprocess.Popen[bytes], timeout_s
         await asyncio.sleep(0.2)
 
 
-async def connect_seller(run: WorkerRun, seller: int) -> None:
-    """Publish ``seller.connected`` on the worker's sellers topic: it starts a full sync."""
+class Deployment(Protocol):
+    """A consumer deployment on scratch topics (catalog's, orders', messages' runs)."""
+
+    kafka: KafkaSettings
+
+    def topic(self, name: str) -> str: ...
+
+
+async def connect_seller(run: Deployment, seller: int) -> None:
+    """Publish ``seller.connected`` on the worker's sellers topic: it starts a full sync
+    (the catalog) or a backfill (orders, messages)."""
     event = SellerConnected(
         event_id=uuid4(),
         occurred_at=datetime.now(UTC),

@@ -48,11 +48,12 @@ from aiokafka import AIOKafkaConsumer
 from bench.catalog_support import (
     kafka_settings,
     log,
+    ml_webhook,
     percentile,
     run_then_delete_topics,
     token_broker,
 )
-from bench.ingest import APP_ID, PATH, start_ingest, wait_port
+from bench.ingest import PATH, start_ingest, wait_port
 from peepers_common.events import SellerConnected, seller_event_key
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import Namespace, connect_redis
@@ -176,20 +177,7 @@ async def backfill_figure(
 
 
 def webhook(run_id: str, seq: int, seller: int, question_id: int) -> bytes:
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps(
-        {
-            "_id": f"{run_id}-{seq}",
-            "resource": f"/questions/{question_id}",
-            "user_id": seller,
-            "topic": "questions",
-            "application_id": APP_ID,
-            "attempts": 1,
-            "sent": now,
-            "received": now,
-        },
-        separators=(",", ":"),
-    ).encode()
+    return ml_webhook(f"{run_id}-{seq}", "questions", f"/questions/{question_id}", seller)
 
 
 async def latency_figure(

@@ -20,7 +20,8 @@ from tests.integration.orders.smtp import SmtpSink
 from tests.integration.orders.worker import ready_worker
 from tests.support import unique, wait_until
 
-pytestmark = pytest.mark.e2e
+# Several worker starts, a backfill and a kill on a shared, loaded machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from peepers_common.events import QuestionAnswered, QuestionReceived
+from peepers_messages.adapters.redis_views import Submission
 from peepers_messages.domain import IdempotencyConflict, InvalidAnswer, NotFound, QuestionNotOpen
 from peepers_messages.handlers import Outcome, on_question
 from tests.integration.messages.harness import Stack, new_question, notification
@@ -89,3 +92,48 @@ class TestQuestions:
         question_id = messages.sandbox.state.market.questions_by_seller[other][0]
         with pytest.raises(NotFound):
             await messages.answer(question_id, "Oi", "k")
+
+
+class TestAbandonedSubmissions:
+    async def test_a_submission_left_pending_by_a_crash_is_taken_over_and_posted_once(
+        self, messages: Stack
+    ) -> None:
+        question_id = await new_question(messages)
+        crashed = Submission(
+            id=f"answer:{question_id}",
+            seller_id=messages.seller,
+            key="lost-client",
+            body_sha256="0" * 64,
+            state="pending",
+            submitted_at=datetime.now(UTC) - timedelta(minutes=5),
+        )
+        assert await messages.subs.view.claim(crashed) is None
+        before = await messages.counter("answers")
+        result = await messages.answer(question_id, "Temos sim!", "new-client")
+        assert result["answer"] == "Temos sim!"
+        assert await messages.counter("answers") == before + 1
+        again = await messages.answer(question_id, "Temos sim!", "new-client")
+        assert again == result
+        assert await messages.counter("answers") == before + 1
+
+    async def test_a_resumed_submission_whose_answer_landed_is_not_posted_again(
+        self, messages: Stack
+    ) -> None:
+        question_id = await new_question(messages)
+        # The answer reached ML, then the process died before recording it.
+        await messages.sandbox.admin.event(
+            "answer", question_id=question_id, text="Sim!", seller_id=messages.seller
+        )
+        crashed = Submission(
+            id=f"answer:{question_id}",
+            seller_id=messages.seller,
+            key="k",
+            body_sha256=hashlib.sha256(b"Sim!").hexdigest(),
+            state="pending",
+            submitted_at=datetime.now(UTC) - timedelta(minutes=5),
+        )
+        assert await messages.subs.view.claim(crashed) is None
+        before = await messages.counter("answers")
+        result = await messages.answer(question_id, "Sim!", "k")
+        assert result["answer"] == "Sim!"
+        assert await messages.counter("answers") == before

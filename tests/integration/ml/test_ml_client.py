@@ -76,6 +76,8 @@ class TestTypedEndpoints:
             assert claim.id == claim_id
             messages = await api.get_pack_messages(order_json["pack_id"], seller_id=seller)
             assert isinstance(messages.messages, list)
+            history = await api.get_shipment_history(shipment.id, seller_id=seller)
+            assert history[-1].status == shipment.status
             pack = await api.get_pack(order_json["pack_id"], seller_id=seller)
             assert order_id in [o.id for o in pack.orders]
             assert pack.shipment_id == order_json["shipping"]["id"]

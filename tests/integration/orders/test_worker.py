@@ -32,6 +32,9 @@ from tests.integration.orders.worker import (
 )
 from tests.support import unique, wait_until
 
+# Each test starts the sandbox, auth and a worker process (two, for the replay).
+pytestmark = pytest.mark.timeout(120)
+
 
 @pytest.fixture
 async def orders_redis() -> AsyncIterator[aioredis.Redis]:

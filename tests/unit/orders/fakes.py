@@ -7,7 +7,14 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from peepers_common.ml.models import MlOrder, MlPack, MlPayment, MlShipment, MlUser
+from peepers_common.ml.models import (
+    MlOrder,
+    MlPack,
+    MlPayment,
+    MlShipment,
+    MlShipmentStep,
+    MlUser,
+)
 from peepers_common.testing import FakeMlApi
 from peepers_orders.analytics import Counted
 from peepers_orders.errors import MailUnavailable
@@ -115,9 +122,11 @@ class Market:
     def ship(self, order_id: int, status: str = "shipped", at: datetime | None = None) -> None:
         order = self.ml.orders[order_id]
         assert order.shipment_id is not None
-        self.ml.shipments[order.shipment_id] = shipment(
-            status, shipment_id=order.shipment_id, at=at
-        )
+        moved = shipment(status, shipment_id=order.shipment_id, at=at)
+        self.ml.shipments[order.shipment_id] = moved
+        assert moved.last_updated is not None
+        step = MlShipmentStep(status=status, date=moved.last_updated)
+        self.ml.shipment_history.setdefault(order.shipment_id, []).append(step)
 
     def refund(self, order_id: int, amount: float) -> MlOrder:
         order = self.ml.orders[order_id]
@@ -210,7 +219,6 @@ class InMemorySellers:
         self.connections: dict[int, datetime] = {}
         self.profiles: dict[int, SellerProfile] = {}
         self.epoch = epoch
-        self.rebuilt = False
         self.backfills: dict[int, BackfillState] = {}
 
     async def connected(self, seller_id: int, at: datetime) -> None:
@@ -221,12 +229,6 @@ class InMemorySellers:
 
     async def epoch_started_at(self) -> datetime:
         return self.epoch
-
-    async def begin_epoch(self) -> tuple[datetime, bool]:
-        return self.epoch, self.rebuilt
-
-    async def epoch_rebuilt(self) -> None:
-        self.rebuilt = True
 
     async def profile(self, seller_id: int) -> SellerProfile | None:
         return self.profiles.get(seller_id)

@@ -277,3 +277,17 @@ async def test_two_records_of_one_order_handled_at_once_publish_each_event_once(
         on_notification(note("/collections/5000001", "payments", nid="n2"), orders),
     )
     assert types(orders) == ["order.created", "order.paid"]
+
+
+async def test_an_order_seen_shipped_only_once_delivered_is_dated_shipped_by_its_history(
+    market: Market, orders: Orders
+) -> None:
+    market.add(ml_order())
+    market.pay(2000001)
+    await on_notification(note("/orders/2000001"), orders)
+    shipped_at = T0 + timedelta(hours=5)
+    market.ship(2000001, at=shipped_at)
+    market.ship(2000001, "delivered", at=T0 + timedelta(days=2))
+    await on_notification(note("/shipments/4000001", "shipments", nid="n2"), orders)
+    summary = store(orders).order(2000001).summary
+    assert (summary.shipped_at, summary.delivered_at) == (shipped_at, T0 + timedelta(days=2))

@@ -121,14 +121,15 @@ class CacheGuard:
 
     `start` checks once and starts the periodic checks; `aclose` stops them and any
     rebuild this replica runs (the lease lapses; another replica, or this one restarted,
-    resumes it).
+    resumes it). With ``rebuild=None`` it only observes (a shell tool): it says
+    ``rebuilding`` when the marker is missing or not ready, and never writes one.
     """
 
     def __init__(
         self,
         redis: aioredis.Redis,
         namespace: Namespace,
-        rebuild: Rebuild,
+        rebuild: Rebuild | None,
         *,
         options: GuardOptions | None = None,
         clock: Callable[[], float] = time.time,
@@ -198,7 +199,11 @@ class CacheGuard:
             self._last_check = self._clock()
             with redis_errors("reading the cache epoch"):
                 raw = await self._redis.get(self._marker)
+            rebuild = self._rebuild
             if raw is None:
+                if rebuild is None:
+                    self.status = "rebuilding"  # an observer: a worker notices and rebuilds
+                    return
                 epoch = uuid4().hex
                 marker = _encode(epoch, "rebuilding", self._clock())
                 ttl_ms = int(self._opts.lease_s * 1000)
@@ -215,7 +220,7 @@ class CacheGuard:
                         reason,
                         epoch,
                     )
-                    self._begin(epoch, reason)
+                    self._begin(epoch, reason, rebuild)
                     return
                 with redis_errors("reading the cache epoch"):
                     raw = await self._redis.get(self._marker)
@@ -227,13 +232,15 @@ class CacheGuard:
                 self.status = "ready"
                 return
             self.status = "rebuilding"
-            if self._rebuilding is None and await self._lease.take(self._opts.lease_s):
+            if rebuild is None or self._rebuilding is not None:
+                return
+            if await self._lease.take(self._opts.lease_s):
                 log.warning(
                     "%s: taking over the unfinished rebuild of epoch %s", self._service, self.epoch
                 )
-                self._begin(self.epoch, "takeover")
+                self._begin(self.epoch, "takeover", rebuild)
 
-    def _begin(self, epoch: str, reason: str) -> None:
+    def _begin(self, epoch: str, reason: str, rebuild: Rebuild) -> None:
         self.epoch = epoch
         self.status = "rebuilding"
         self._restored.clear()
@@ -241,10 +248,10 @@ class CacheGuard:
             self._rebuilding.cancel()  # an earlier epoch, lost again meanwhile
         self._metrics.started.labels(reason).inc()
         self._rebuilding = asyncio.create_task(
-            self._run(epoch), name=f"{self._service}-rebuild-{epoch}"
+            self._run(epoch, rebuild), name=f"{self._service}-rebuild-{epoch}"
         )
 
-    async def _run(self, epoch: str) -> None:
+    async def _run(self, epoch: str, rebuild: Rebuild) -> None:
         self._metrics.running.set(1)
         renew = asyncio.create_task(self._renew_lease())
         try:
@@ -252,7 +259,7 @@ class CacheGuard:
                 started = time.monotonic()
                 try:
                     await self._lease.take(self._opts.lease_s)
-                    resync = await self._rebuild(epoch)
+                    resync = await rebuild(epoch)
                     if resync is not None:
                         self._restored.set()
                         await resync()
@@ -302,6 +309,25 @@ class CacheGuard:
                 await self.check("periodic check")
             except CacheUnavailable as exc:
                 log.warning("%s: cannot check the cache epoch: %s", self._service, exc)
+
+
+async def epoch_began(
+    redis: aioredis.Redis, namespace: Namespace, *, clock: Callable[[], float] = time.time
+) -> float:
+    """When the cache's current epoch began (unix time); a missing marker begins one now.
+
+    For handlers that judge what they meet by the epoch (orders: an order created before
+    it is history, a snapshot) and may meet a lost cache before the guard does. The marker
+    written here is ``rebuilding`` with no lease, so the service's `CacheGuard` takes its
+    rebuild over at its next check.
+    """
+    key = namespace.key(_MARKER)
+    now = clock()
+    with redis_errors("reading the cache epoch"):
+        await redis.set(key, _encode(uuid4().hex, "rebuilding", now), nx=True)
+        raw = await redis.get(key)
+    # None only if the cache was lost again between the two commands: it begins now.
+    return now if raw is None else float(json.loads(raw)["since"])
 
 
 def _encode(epoch: str, state: Status, since: float) -> str:

@@ -26,6 +26,7 @@ from peepers_common.ml.models import (
     MlQuestion,
     MlQuestionPage,
     MlShipment,
+    MlShipmentStep,
     MlUser,
 )
 
@@ -85,6 +86,7 @@ class FakeMlApi:
         self.items: dict[str, MlItem] = {}
         self.orders: dict[int, MlOrder] = {}
         self.shipments: dict[int, MlShipment] = {}
+        self.shipment_history: dict[int, list[MlShipmentStep]] = {}
         self.packs: dict[int, MlPack] = {}
         self.payments: dict[int, MlPayment] = {}
         self.questions: dict[int, MlQuestion] = {}
@@ -164,6 +166,11 @@ class FakeMlApi:
 
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment:
         return self._found("get_shipment", self.shipments, shipment_id)
+
+    async def get_shipment_history(
+        self, shipment_id: int, *, seller_id: int
+    ) -> list[MlShipmentStep]:
+        return self._found("get_shipment_history", self.shipment_history, shipment_id)
 
     async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack:
         return self._found("get_pack", self.packs, pack_id)

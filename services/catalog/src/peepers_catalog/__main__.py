@@ -90,7 +90,8 @@ async def _sync(settings: Settings, seller_id: int, *, restart: bool) -> SyncSta
             progress.update(scan, completed=state.total, total=state.total)
             progress.update(apply, visible=True, total=state.total, completed=state.next_index)
 
-        async with open_wiring(settings, watch_cache=False) as wiring:
+        async with open_wiring(settings, worker=False) as wiring:
+            await wiring.roster.keep(seller_id)  # a rebuild after a loss syncs it again
             return await full_sync(
                 seller_id,
                 wiring.catalog,

@@ -30,7 +30,6 @@ from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.api import create_api
 from peepers_catalog.audit import CatalogAudit
 from peepers_catalog.handlers import Catalog, item_of_record_key, on_item_notification
-from peepers_catalog.ports import STEADY_CACHE
 from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import SyncOptions, full_sync
@@ -67,18 +66,19 @@ class Wiring:
     processor: RecordProcessor
     ping: Callable[[], Awaitable[None]]
     roster: KafkaSellerRoster
-    # Watches for a lost cache and rebuilds it (the worker's; None in a shell's sync).
-    guard: CacheGuard | None
+    # Watches for a lost cache and rebuilds it (a shell's only observes).
+    guard: CacheGuard
     # The drift audit loop (the worker's, unless its share of the ML budget is 0).
     audit: BudgetedSampler | None
 
 
 @asynccontextmanager
-async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncIterator[Wiring]:
+async def open_wiring(settings: Settings, *, worker: bool = True) -> AsyncIterator[Wiring]:
     """Every client the catalog uses, opened together and closed in reverse (LIFO).
 
-    With ``watch_cache`` the wiring holds a `CacheGuard` (not started: the worker starts
-    it) that rebuilds the cache after a loss.
+    The wiring's `CacheGuard` (not started: the worker starts it) rebuilds the cache after
+    a loss, and the drift audit runs beside it. A shell's (``worker=False``) guard only
+    observes: its syncs announce snapshots while the worker rebuilds, and it audits nothing.
     """
     async with AsyncExitStack() as stack:
         redis = connect_redis(settings.redis)
@@ -88,11 +88,11 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncI
         publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
         namespace = Namespace("catalog", scope=settings.redis_scope)
         store = RedisItemStore(redis, namespace)
+        limiter = OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml")
+        # Unused leased permits go back to the shared budget before Redis closes.
+        stack.push_async_callback(limiter.aclose)
         ml = HttpMlApi(
-            session,
-            settings.ml,
-            BrokerTokenProvider(session, settings.token_broker),
-            OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml"),
+            session, settings.ml, BrokerTokenProvider(session, settings.token_broker), limiter
         )
 
         async def ping() -> None:
@@ -112,23 +112,23 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = True) -> AsyncI
                 epoch, roster, catalog, checkpoints, sync_options(settings)
             )
 
-        guard = None
-        if watch_cache:
-            guard = CacheGuard(redis, namespace, rebuild, options=settings.rebuild)
-            stack.push_async_callback(guard.aclose)
+        guard = CacheGuard(redis, namespace, rebuild if worker else None, options=settings.rebuild)
+        stack.push_async_callback(guard.aclose)
         catalog = Catalog(
             ml=ml,
             store=store,
             publisher=publisher,
             events_topic=settings.topic_prefix + PEEPERS_CATALOG,
-            epoch=guard or STEADY_CACHE,
+            epoch=guard,
         )
         audit = None
-        if guard is not None and settings.audit.share > 0:
+        if worker and settings.audit.share > 0:
             audit = BudgetedSampler(
                 redis,
                 namespace,
-                CatalogAudit(catalog, roster, batch=settings.audit.batch).step,
+                CatalogAudit(
+                    catalog, roster, batch=settings.audit.batch, grace_s=settings.audit.grace_s
+                ).step,
                 calls_per_s=audit_calls_per_s(settings.ml, settings.audit.share),
                 paused=lambda: guard.rebuilding,
             )
@@ -165,15 +165,17 @@ class Runtime(ConsumerRuntime):
     async def open(self, stack: AsyncExitStack) -> RecordProcessor:
         settings = self.settings
         self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
-        cache = wiring.guard or STEADY_CACHE
-        if wiring.guard is not None:
-            await wiring.guard.start()  # a lost cache is noticed before records are taken
+        await wiring.guard.start()  # a lost cache is noticed before records are taken
         if wiring.audit is not None:
             audit = asyncio.create_task(wiring.audit.run(), name="catalog-drift-audit")
             stack.push_async_callback(_cancelled, audit)
         api = web.AppRunner(
             create_api(
-                settings, store=wiring.store, search=wiring.store, ping=wiring.ping, cache=cache
+                settings,
+                store=wiring.store,
+                search=wiring.store,
+                ping=wiring.ping,
+                cache=wiring.guard,
             ),
             access_log=None,
         )

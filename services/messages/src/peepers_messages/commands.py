@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from peepers_common.errors import MlApiError, MlBadRequest, MlForbidden, MlNotFound
+from peepers_common.errors import MlBadRequest, MlForbidden, MlNotFound
 from peepers_common.events import QuestionSnapshot
 from peepers_messages import metrics
 from peepers_messages.adapters.redis_views import RedisSubmissions, Submission
@@ -164,6 +164,13 @@ async def answer(
             if holder.state == "sent":
                 msg = f"question {question_id} is already answered through Peepers"
                 raise QuestionNotOpen(msg)
+            taken = new.model_copy(update={"version": holder.version + 1})
+            abandoned = (deps.now() - holder.submitted_at).total_seconds() >= subs.wait_s
+            if abandoned and await subs.view.replace(holder, taken):
+                # Its submitter never came back (a crash, a client that gave up): this
+                # submission takes over, asking ML first whether the answer landed.
+                await subs.log.write(taken.id, taken.model_dump_json().encode())
+                return await _send_answer(taken, text, deps, subs, resume=True)
             msg = f"question {question_id} is being answered by another submission"
             raise IdempotencyConflict(msg)
         metrics.SUBMISSIONS.labels("answer", "replayed").inc()
@@ -374,4 +381,4 @@ async def _finish_message(
     return result
 
 
-__all__ = ["MlApiError", "Submissions", "answer", "send"]
+__all__ = ["Submissions", "answer", "send"]

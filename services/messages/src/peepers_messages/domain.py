@@ -95,17 +95,10 @@ class InvalidTicketChange(MessagesError, ValueError):
 
 # --- questions --------------------------------------------------------------------
 
+# Question statuses are open (FACTS.md 5.1): UNANSWERED, ANSWERED, CLOSED_UNANSWERED,
+# UNDER_REVIEW, BANNED, DELETED, DISABLED today. Only these two change behaviour.
 UNANSWERED: Final = "UNANSWERED"
 ANSWERED: Final = "ANSWERED"
-QUESTION_STATUSES: Final = (
-    UNANSWERED,
-    ANSWERED,
-    "CLOSED_UNANSWERED",
-    "UNDER_REVIEW",
-    "BANNED",
-    "DELETED",
-    "DISABLED",
-)
 ANSWER_MAX_CHARS: Final = 2000
 
 
@@ -165,13 +158,9 @@ def validate_message(text: str, max_chars: int) -> str:
 
 # --- conversations ----------------------------------------------------------------
 
+# A conversation is active or blocked; the substatus says why (blocked_by_time, _buyer,
+# _mediation, _fulfillment: FACTS.md 11), kept as ML sent it.
 BLOCKED: Final = "blocked"
-BLOCK_REASONS: Final = (
-    "blocked_by_time",
-    "blocked_by_buyer",
-    "blocked_by_mediation",
-    "blocked_by_fulfillment",
-)
 
 
 # --- claims and tickets -----------------------------------------------------------

@@ -29,7 +29,6 @@ from pydantic import TypeAdapter
 
 from peepers_common.errors import CacheUnavailable, MlNotFound
 from peepers_common.events import (
-    MESSAGES_EVENT,
     ORDERS_EVENT,
     ClaimClosed,
     ClaimEscalated,
@@ -551,7 +550,3 @@ async def order_timeline(order_id: int, deps: Messages) -> list[TimelineEntry]:
         *await deps.mirror.timeline(f"pack:{pack_id}"),
     ]
     return sorted(entries, key=lambda e: (e.at, e.id))
-
-
-def decode_event(raw: bytes) -> MessagesEvent:
-    return MESSAGES_EVENT.validate_json(raw)

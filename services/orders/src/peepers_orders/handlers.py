@@ -30,7 +30,7 @@ from typing import Final
 
 from pydantic import TypeAdapter
 
-from peepers_common.errors import CacheUnavailable
+from peepers_common.errors import CacheUnavailable, MlNotFound
 from peepers_common.events import (
     OrderCancelled,
     OrderCreated,
@@ -73,6 +73,7 @@ _RESOURCES: Final = {
     "payments": re.compile(r"^/collections/([1-9][0-9]{0,19})$"),
 }
 _CAS_ATTEMPTS: Final = 5
+_PAST_SHIPPED: Final = frozenset({"delivered", "not_delivered"})
 _PENDING: Final = TypeAdapter(list[OrdersEvent])
 _EVENT_OF_STATE: Final[dict[State, type[OrderEvent]]] = {
     State.CREATED: OrderCreated,
@@ -168,7 +169,7 @@ async def on_notification(notification: Notification, orders: Orders) -> Outcome
         msg = f"shipment {found} belongs to no cached order yet"
         raise ShipmentNotLinked(msg)
     outcomes = [await on_order(order_id, seller_id, revealed_by, orders) for order_id in order_ids]
-    return max(outcomes, key=list(Outcome).index)
+    return min(outcomes, key=list(Outcome).index)  # the most telling (the enum is in that order)
 
 
 async def on_order(order_id: int, seller_id: int, revealed_by: str, orders: Orders) -> Outcome:
@@ -196,6 +197,7 @@ async def _apply(order: MlOrder, revealed_by: str, orders: Orders) -> Outcome:
     lifecycle.count_unknown(order, shipment)
     now = occurred(orders.clock())
     reached = lifecycle.milestones(order, shipment, now=now)
+    dated = False
     for _ in range(_CAS_ATTEMPTS):
         stored = await orders.store.load(order.id)
         if stored.pending is not None:
@@ -207,6 +209,9 @@ async def _apply(order: MlOrder, revealed_by: str, orders: Orders) -> Outcome:
         else:
             snapshot = False
         recorded = [State(entry.state) for entry in cached.timeline] if cached else []
+        if shipment is not None and not dated and _shipped_unseen(shipment, recorded):
+            reached = await _with_shipped_at(reached, shipment, order.seller.id, orders)
+            dated = True
         new = lifecycle.new_milestones(recorded, reached)
         timeline = (
             *(cached.timeline if cached else ()),
@@ -234,6 +239,27 @@ async def _apply(order: MlOrder, revealed_by: str, orders: Orders) -> Outcome:
         metrics.CAS_CONFLICTS.inc()
     msg = f"order {order.id}: the cache kept changing under {_CAS_ATTEMPTS} writes"
     raise CacheUnavailable(msg)
+
+
+def _shipped_unseen(shipment: MlShipment, recorded: Sequence[State]) -> bool:
+    """Whether the shipment went past ``shipped`` while nobody recorded it shipping."""
+    return shipment.status in _PAST_SHIPPED and State.SHIPPED not in recorded
+
+
+async def _with_shipped_at(
+    reached: dict[State, datetime], shipment: MlShipment, seller_id: int, orders: Orders
+) -> dict[State, datetime]:
+    """``reached`` with the time the shipment really shipped, from its history.
+
+    The shipment alone dates ``shipped`` by its last change (the delivery); the history
+    has the day it left, which the paid-to-shipped analytics need.
+    """
+    try:
+        history = await orders.ml.get_shipment_history(shipment.id, seller_id=seller_id)
+    except MlNotFound:
+        return reached  # no history kept: the last change's time stands
+    shipped = next((step.date for step in history if step.status == "shipped"), None)
+    return reached if shipped is None else {**reached, State.SHIPPED: shipped}
 
 
 async def _announceable(order: MlOrder, orders: Orders) -> bool:

@@ -11,7 +11,15 @@ from typing import Protocol
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from peepers_common.events import OrderSummary
-from peepers_common.ml.models import MlOrder, MlOrderPage, MlPack, MlPayment, MlShipment, MlUser
+from peepers_common.ml.models import (
+    MlOrder,
+    MlOrderPage,
+    MlPack,
+    MlPayment,
+    MlShipment,
+    MlShipmentStep,
+    MlUser,
+)
 
 
 class OrderSource(Protocol):
@@ -20,6 +28,10 @@ class OrderSource(Protocol):
     async def get_order(self, order_id: int, *, seller_id: int) -> MlOrder: ...
 
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment: ...
+
+    async def get_shipment_history(
+        self, shipment_id: int, *, seller_id: int
+    ) -> list[MlShipmentStep]: ...
 
     async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack: ...
 
@@ -146,12 +158,6 @@ class SellerDirectory(Protocol):
     async def epoch_started_at(self) -> datetime:
         """When this cache began (it is new after a loss): orders older may be announced."""
         ...
-
-    async def begin_epoch(self) -> tuple[datetime, bool]:
-        """When this cache began (now, if it is new), and whether it was rebuilt since."""
-        ...
-
-    async def epoch_rebuilt(self) -> None: ...
 
     async def profile(self, seller_id: int) -> SellerProfile | None: ...
 

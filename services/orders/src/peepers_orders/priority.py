@@ -16,7 +16,15 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
 
-from peepers_common.ml.models import MlOrder, MlOrderPage, MlPack, MlPayment, MlShipment, MlUser
+from peepers_common.ml.models import (
+    MlOrder,
+    MlOrderPage,
+    MlPack,
+    MlPayment,
+    MlShipment,
+    MlShipmentStep,
+    MlUser,
+)
 from peepers_orders.ports import OrderSource
 
 T = TypeVar("T")
@@ -65,6 +73,14 @@ class PrioritizedSource:
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment:
         return await self._gate.run(
             lambda: self._inner.get_shipment(shipment_id, seller_id=seller_id),
+            urgent=self._urgent,
+        )
+
+    async def get_shipment_history(
+        self, shipment_id: int, *, seller_id: int
+    ) -> list[MlShipmentStep]:
+        return await self._gate.run(
+            lambda: self._inner.get_shipment_history(shipment_id, seller_id=seller_id),
             urgent=self._urgent,
         )
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from peepers_devstack.errors import ChildFailed, DevstackError
 from peepers_proof.plan import Options
 from peepers_proof.runner import Result, Runner, RunOptions
+from peepers_sandbox.activity import DEFAULT_MIX
 
 STARTED = time.monotonic()
 
@@ -43,6 +44,25 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
     add("--workers", type=int, default=2, choices=[1, 2, 3, 4],
         help="processes each of catalog and orders (2)")  # fmt: skip
     add("--rate", type=float, default=50.0, help="sandbox changes/s, every topic (50)")
+    add(
+        "--ml-latency-ms",
+        type=int,
+        default=0,
+        help="every ML call this slow, as production round trips (0; 50 for scale-out)",
+    )
+    add("--ml-requests-per-minute", type=int, default=60_000,
+        help="Peepers' outbound ML budget, every service (60000)")  # fmt: skip
+    add(
+        "--enforce-ml-limit",
+        action="store_true",
+        help="the sandbox refuses calls over that budget (429s the limits check counts)",
+    )
+    add(
+        "--without", default="", help="comma-separated activity kinds left out of the sandbox's mix"
+    )
+    add("--fairness", type=int, default=0,
+        help="N webhook->cache probes on the other sellers during the huge seller's sync,\n"
+        "N after it (0: none)")  # fmt: skip
     add("--faults", default="all",
         help="comma-separated: kill:<child>, redis-flushall, redis-restart, smtp-stop,\n"
         "token-expiry, ml-5xx, ml-429, ml-slow; 'all' (default) or 'none'")  # fmt: skip
@@ -56,6 +76,10 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
         help="<run id>/ holds each run's logs, mail, spool (.cache/proof)")  # fmt: skip
     add("--json", type=Path, default=None, help="write the results here as JSON too")
     args = parser.parse_args(argv)
+    without = tuple(k.strip() for k in args.without.split(",") if k.strip())
+    unknown = [k for k in without if k not in DEFAULT_MIX]
+    if unknown:
+        parser.error(f"--without: no such activity kind: {', '.join(unknown)}")
     names = None
     if args.faults == "none":
         names = ()
@@ -69,8 +93,13 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
             orders=args.orders,
             workers=args.workers,
             rate=args.rate,
+            ml_latency_ms=args.ml_latency_ms,
+            ml_requests_per_minute=args.ml_requests_per_minute,
+            enforce_ml_limit=args.enforce_ml_limit,
+            without=without,
         ),
         faults=names,
+        fairness=args.fairness,
         overlapping=not args.no_overlap,
         hold_s=args.hold,
         gap_s=args.gap,

@@ -1,11 +1,16 @@
 """The checks after the quiet period; each returns what diverged (empty: it holds).
 
-- convergence: every item and order of every seller, as the run's Redis holds it, equals
-  what the sandbox holds now;
+- convergence: every item, order, question, conversation and claim (with its ticket) of
+  every seller, as the run's Redis holds it, equals what the sandbox holds now;
 - nothing lost: every notification whose delivery ingest acknowledged is on a
   notification topic (its ``ce_id`` header), counted against the notifier's attempt log;
-- nothing doubled: no domain event id twice on ``peepers.catalog.v1`` or
-  ``peepers.orders.v1``, no mail twice at the SMTP sink;
+- nothing doubled: no change announced under two event ids on ``peepers.catalog.v1``
+  (an item's event type and ML version) or ``peepers.orders.v1`` (an order's
+  transition), no mail twice at the SMTP sink. A record repeating an event id already
+  on the topic is a republish after a crash (at-least-once: consumers deduplicate on
+  ``event_id``, ARCHITECTURE.md); those are counted, not failed;
+- nothing dead-lettered: a fault that heals is transient; a record on a ``.dlq`` topic
+  is a change no cache will see (shown with its error);
 - no manual step: no seller was told to log in again (``seller.reauth_required`` or
   ``seller.disconnected`` on ``peepers.sellers.v1``);
 - ML's limits kept: the sandbox's counters show no request refused for exceeding a limit
@@ -28,21 +33,26 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.domain import snapshot
-from peepers_common.events import CATALOG_EVENT, ORDERS_EVENT, SELLER_EVENT
+from peepers_common.consuming import H_ERROR, H_ERROR_DETAIL
+from peepers_common.events import CATALOG_EVENT, ORDERS_EVENT, SELLER_EVENT, OrderEvent
 from peepers_common.kafka import end_offsets, read_to_end
 from peepers_common.ml.models import MlItem, MlOrder, MlShipment
 from peepers_common.namespaces import Namespace
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import (
+    DLQ_SUFFIX,
     ML_TOPICS,
     NOTIFICATIONS_UNROUTED,
     PEEPERS_CATALOG,
     PEEPERS_ORDERS,
     PEEPERS_SELLERS,
+    TOPICS,
     notification_topic,
 )
+from peepers_messages.adapters import RedisMirror, RedisTickets
 from peepers_orders import lifecycle
 from peepers_orders.adapters.redis_store import RedisOrderStore
+from peepers_orders.mail import transition_of
 
 # Shown per check; the rest is counted.
 SHOWN = 5
@@ -108,11 +118,53 @@ def order_differences(orders: list[dict[str, Any]], cached: dict[int, Any]) -> l
     return wrong
 
 
+async def messages_differences(
+    mirror: RedisMirror, tickets: RedisTickets, state: dict[str, Any]
+) -> list[str]:
+    """What the messages mirror holds that differs from ML (the rules of its e2e test)."""
+    wrong = []
+    for served in state["questions"]:
+        cached = await mirror.question(served["id"])
+        answer = served["answer"]
+        if cached is None:
+            if served["status"] == "UNANSWERED":
+                wrong.append(f"question {served['id']}: unanswered at ML, not mirrored")
+        elif (cached.status, cached.answer_text) != (
+            served["status"],
+            answer["text"] if answer else None,
+        ):
+            wrong.append(f"question {served['id']}: {cached.status} vs {served['status']}")
+    for served in state["conversations"]:
+        pack_id = served["pack_id"]
+        conversation = await mirror.conversation(pack_id)
+        if conversation is None:
+            wrong.append(f"pack {pack_id}: not mirrored")
+            continue
+        if {m.id for m in conversation.messages} != set(served["message_ids"]):
+            wrong.append(f"pack {pack_id}: messages differ")
+        if conversation.unread != served["unread"]:
+            wrong.append(f"pack {pack_id}: unread {conversation.unread} vs {served['unread']}")
+    for claim in state["claims"]:
+        mirrored = await mirror.claim(claim["id"])
+        ticket = await tickets.get(claim["id"])
+        if mirrored is None or ticket is None:
+            wrong.append(f"claim {claim['id']}: mirrored {mirrored is not None}, ticket {ticket}")
+            continue
+        if (mirrored.status, mirrored.stage) != (claim["status"], claim["stage"]):
+            wrong.append(f"claim {claim['id']}: {mirrored.status}/{mirrored.stage} vs ML")
+        if (ticket.claim_status, ticket.claim_stage) != (claim["status"], claim["stage"]):
+            wrong.append(f"ticket {claim['id']}: does not follow its claim")
+    return wrong
+
+
 async def convergence(
     redis: aioredis.Redis, scope: str, states: Sequence[dict[str, Any]]
-) -> tuple[Check, Check]:
+) -> tuple[Check, Check, Check]:
     items = Check("items in Redis = ML")
     orders = Check("orders in Redis = ML")
+    messages = Check("questions, conversations, claims and tickets in Redis = ML")
+    mirror = RedisMirror(redis, Namespace("messages", scope=scope))
+    tickets = RedisTickets(redis, Namespace("messages", scope=scope))
     item_store = RedisItemStore(redis, Namespace("catalog", scope=scope))
     order_store = RedisOrderStore(redis, Namespace("orders", scope=scope))
     for state in states:
@@ -128,7 +180,10 @@ async def convergence(
         found = {o.summary.order_id: o for o in await order_store.get_many(ids)}
         orders.checked += len(ids)
         orders.problems += order_differences(state["orders"], found)
-    return items, orders
+        messages.checked += len(state["questions"]) + len(state["conversations"])
+        messages.checked += len(state["claims"])
+        messages.problems += await messages_differences(mirror, tickets, state)
+    return items, orders, messages
 
 
 def notification_topics(prefix: str) -> list[str]:
@@ -143,19 +198,63 @@ async def nothing_lost(kafka: KafkaSettings, prefix: str, acked: Sequence[str]) 
     return check
 
 
-async def nothing_doubled(kafka: KafkaSettings, prefix: str, mail_dir: Path) -> list[Check]:
+def doubled(changes: Sequence[tuple[str, str]]) -> list[str]:
+    """The changes announced under more than one event id, from (change, event id) pairs."""
+    ids: dict[str, set[str]] = {}
+    for change, event_id in changes:
+        ids.setdefault(change, set()).add(event_id)
+    return [f"{c} announced as {len(i)} events: {sorted(i)}" for c, i in ids.items() if len(i) > 1]
+
+
+async def nothing_doubled(
+    kafka: KafkaSettings, prefix: str, mail_dir: Path
+) -> tuple[list[Check], dict[str, int]]:
+    """The checks, and per topic the records repeating an event id already on it."""
+    catalog = [
+        CATALOG_EVENT.validate_json(r.value or b"")
+        for r in await read_to_end(kafka, [prefix + PEEPERS_CATALOG], timeout_s=120)
+    ]
+    orders = [
+        ORDERS_EVENT.validate_json(r.value or b"")
+        for r in await read_to_end(kafka, [prefix + PEEPERS_ORDERS], timeout_s=120)
+    ]
+    item_changes = [
+        (f"item {e.item_id} {e.type} @{e.last_updated.isoformat()}", str(e.event_id))
+        for e in catalog
+    ]
+    order_changes = [
+        (f"order {e.order_id} {transition_of(e)}", str(e.event_id))
+        for e in orders
+        if isinstance(e, OrderEvent) and e.type != "order.snapshot"
+    ]
     checks = []
-    for topic, adapter in ((PEEPERS_CATALOG, CATALOG_EVENT), (PEEPERS_ORDERS, ORDERS_EVENT)):
-        records = await read_to_end(kafka, [prefix + topic], timeout_s=120)
-        ids = Counter(str(adapter.validate_json(r.value or b"").event_id) for r in records)
-        check = Check(f"event ids unique on {topic}", checked=len(records))
-        check.problems += [f"event {i} {n} times" for i, n in ids.items() if n > 1]
+    republished = {}
+    for topic, events, changes in (
+        (PEEPERS_CATALOG, catalog, item_changes),
+        (PEEPERS_ORDERS, orders, order_changes),
+    ):
+        republished[topic] = len(events) - len({str(e.event_id) for e in events})
+        check = Check(f"one event id per change on {topic}", checked=len(events))
+        check.problems += doubled(changes)
         checks.append(check)
     mails = Counter(mail_ids(mail_dir))
     check = Check("one mail per (order, transition)", checked=sum(mails.values()))
     check.problems += [f"mail {m} {n} times" for m, n in mails.items() if n > 1]
     checks.append(check)
-    return checks
+    return checks, republished
+
+
+async def nothing_dead_lettered(kafka: KafkaSettings, prefix: str) -> Check:
+    topics = [prefix + name for name in TOPICS if name.endswith(DLQ_SUFFIX)]
+    records = await read_to_end(kafka, topics, timeout_s=60)
+    check = Check("nothing dead-lettered", checked=len(topics))
+    for r in records:
+        headers = dict(r.headers or ())
+        error = (headers.get(H_ERROR_DETAIL) or headers.get(H_ERROR) or b"?").decode(
+            errors="replace"
+        )
+        check.problems.append(f"{r.topic}: key {(r.key or b'').decode()}: {error[:200]}")
+    return check
 
 
 def mail_ids(mail_dir: Path) -> list[str]:

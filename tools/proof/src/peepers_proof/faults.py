@@ -69,11 +69,13 @@ async def _token_expiry(stack: Stack, name: str, hold_s: float) -> None:
 
 
 async def _sandbox(stack: Stack, name: str, hold_s: float) -> None:
-    await stack.admin.set_faults(**SANDBOX_FAULTS[name])
+    base = stack.plan.sandbox_config().faults
+    await stack.admin.set_faults(**{**base.model_dump(), **SANDBOX_FAULTS[name]})
     try:
         await asyncio.sleep(hold_s)
     finally:
-        await stack.admin.clear_faults()
+        # Back to the run's own setting (its ML latency), not to none.
+        await stack.admin.set_faults(**base.model_dump())
 
 
 _FAULTS: dict[str, Callable[[Stack, str, float], Awaitable[None]]] = {

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,9 @@ from peepers_devstack.errors import StepFailed
 from peepers_devstack.processes import Supervisor
 from peepers_devstack.settings import Settings as DevstackSettings
 from peepers_devstack.settings import inherited_environment
+from peepers_messages.app import CONSUMED as MESSAGES_CONSUMED
 from peepers_orders.app import NOTIFICATION_TOPICS
-from peepers_proof import checks, faults
+from peepers_proof import checks, fairness, faults
 from peepers_proof.checks import Check
 from peepers_proof.plan import Options, ProofPlan
 from peepers_proof.stack import Say, Stack
@@ -45,6 +46,8 @@ class RunOptions:
     quiet_s: float = 120.0
     sync_timeout_s: float = 900.0
     progress_every_s: float = 10.0
+    # Latency probes during the huge seller's sync and after it (0: none).
+    fairness: int = 0
     # Per checkout (not the shared .stack): a run stops the leftovers of an earlier run
     # killed outright here (the pid file), never another checkout's run.
     work_dir: Path = Path(".cache/proof")
@@ -101,11 +104,29 @@ class Runner:
         await stack.start()
         started = time.monotonic()
         await stack.connect_sellers()
+        synced_event = asyncio.Event()
+        during: asyncio.Task[list[float]] | None = None
+        if o.fairness:
+            # Webhooks flow while the huge seller's sync runs, and the probes time them.
+            await stack.admin.patch_notifier(enabled=True)
+            probed = await self._probe_items(stack)
+            during = asyncio.create_task(fairness.probe(stack, probed, o.fairness, synced_event))
         if not await _poll(lambda: self._converged(stack), timeout_s=o.sync_timeout_s, every_s=3):
             self.say("the initial syncs did not converge in time; checking anyway")
+        synced_event.set()
         synced = time.monotonic() - started
+        if during is not None:
+            await self._fairness(stack, await during)
+        items, orders, _ = await self._mirror_checks(stack)
+        self.figures["workers per service"] = self.plan.options.workers
+        self.figures["ML latency ms"] = self.plan.options.ml_latency_ms
         self.figures["initial sync s"] = round(synced, 1)
-        self.say(f"every seller mirrored in Redis {synced:.1f} s after the first login")
+        self.figures["initial sync items/s"] = round(items.checked / synced, 1)
+        self.figures["initial sync orders/s"] = round(orders.checked / synced, 1)
+        self.say(
+            f"{items.checked} items and {orders.checked} orders of every seller mirrored in "
+            f"Redis {synced:.1f} s after the first login"
+        )
         names = stack.names()
         wanted = list(o.faults) if o.faults is not None else faults.all_faults(names)
         unknown = faults.validate(wanted, names)
@@ -114,7 +135,7 @@ class Runner:
             raise StepFailed(msg)
         steps = faults.schedule(wanted, overlapping=o.overlapping)
         await stack.admin.patch_notifier(enabled=True)
-        await stack.admin.start_activity(o.stack.rate)
+        await stack.admin.start_activity(o.stack.rate, stack.plan.sandbox_config().activity_mix)
         load_started = time.monotonic()
         progress = asyncio.create_task(self._progress(stack, load_started))
         try:
@@ -134,6 +155,25 @@ class Runner:
         self.say(f"activity stopped: {made} changes in {load_s:.0f} s; quiet period")
         return Result(await self._quiet_checks(stack), injected, self.figures)
 
+    async def _probe_items(self, stack: Stack) -> dict[int, list[str]]:
+        """Up to 20 items of each ordinary seller (the huge one is syncing)."""
+        states = await self._states(stack, self.plan.sellers[1:])
+        return {s["seller_id"]: list(s["items"])[:20] for s in states}
+
+    async def _fairness(self, stack: Stack, during: list[float]) -> None:
+        after = await fairness.probe(stack, await self._probe_items(stack), self.options.fairness)
+        for name, latencies in (("during the huge sync", during), ("without it", after)):
+            if latencies:
+                p50, p99 = (fairness.percentile(latencies, q) for q in (0.5, 0.99))
+                self.figures[f"webhook->cache ms {name} (n, p50, p99)"] = (
+                    len(latencies),
+                    round(p50),
+                    round(p99),
+                )
+        if during and after:
+            ratio = fairness.percentile(during, 0.99) / fairness.percentile(after, 0.99)
+            self.figures["webhook->cache p99 ratio (target <= 2)"] = round(ratio, 2)
+
     async def _progress(self, stack: Stack, since: float) -> None:
         while True:
             await asyncio.sleep(self.options.progress_every_s)
@@ -147,15 +187,17 @@ class Runner:
                     f"failed attempts {n['failed_attempts']}"
                 )
 
-    async def _states(self, stack: Stack) -> list[dict[str, Any]]:
+    async def _states(
+        self, stack: Stack, sellers: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
         states = []
-        for seller in self.plan.sellers:
+        for seller in self.plan.sellers if sellers is None else sellers:
             async with stack.session.get(f"{self.plan.state_url}/state/{seller}") as response:
                 response.raise_for_status()
                 states.append(await response.json())
         return states
 
-    async def _mirror_checks(self, stack: Stack) -> tuple[Check, Check]:
+    async def _mirror_checks(self, stack: Stack) -> tuple[Check, Check, Check]:
         client = stack.redis()
         try:
             states = await self._states(stack)
@@ -165,11 +207,11 @@ class Runner:
 
     async def _converged(self, stack: Stack) -> bool:
         try:
-            items, orders = await self._mirror_checks(stack)
+            mirrors = await self._mirror_checks(stack)
         except Exception as exc:  # Redis may be restarting, Kafka rebalancing: poll again
             self.say(f"convergence not readable yet: {exc}")
             return False
-        return items.ok and orders.ok
+        return all(check.ok for check in mirrors)
 
     async def _caught_up(self, stack: Stack) -> bool:
         plan, kafka = self.plan.devstack, stack.kafka
@@ -177,8 +219,10 @@ class Runner:
         catalog = [prefix + t for t in (*ITEM_TOPICS, PEEPERS_SELLERS)]
         orders = [prefix + t for t in (*NOTIFICATION_TOPICS, PEEPERS_SELLERS)]
         mailer = plan.orders().env["ORDERS_MAIL__APP_ID"]
+        messages = [prefix + t for t in MESSAGES_CONSUMED]
         return (
-            await checks.caught_up(kafka, plan.catalog_group, catalog)
+            await checks.caught_up(kafka, plan.messages_group, messages)
+            and await checks.caught_up(kafka, plan.catalog_group, catalog)
             and await checks.caught_up(kafka, plan.orders_group, orders)
             and await checks.caught_up(kafka, mailer, [prefix + PEEPERS_ORDERS])
         )
@@ -193,16 +237,19 @@ class Runner:
             self.say("the consumer groups did not reach the end of their topics in time")
         await _poll(lambda: self._converged(stack), timeout_s=o.quiet_s, every_s=3)
         self.figures["quiet until converged s"] = round(time.monotonic() - began, 1)
-        items, orders = await self._mirror_checks(stack)
+        mirrors = await self._mirror_checks(stack)
         async with stack.session.get(f"{self.plan.state_url}/acked") as response:
             acked = (await response.json())["acked"]
         kafka, prefix = stack.kafka, self.plan.prefix
         mail_dir = self.plan.devstack.mail_dir
+        doubled, republished = await checks.nothing_doubled(kafka, prefix, mail_dir)
+        for topic, count in republished.items():
+            self.figures[f"event ids republished on {topic}"] = count
         return [
-            items,
-            orders,
+            *mirrors,
             await checks.nothing_lost(kafka, prefix, acked),
-            *await checks.nothing_doubled(kafka, prefix, mail_dir),
+            *doubled,
+            await checks.nothing_dead_lettered(kafka, prefix),
             await checks.no_relogin(kafka, prefix, self.plan.sellers),
             checks.limits_kept(await stack.admin.rate_limit_counters()),
         ]

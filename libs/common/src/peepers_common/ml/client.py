@@ -10,6 +10,7 @@ raised, so no call hangs. Outbound limits are taken before each attempt leaves.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from peepers_common.ml.models import (
     MlQuestion,
     MlQuestionPage,
     MlShipment,
+    MlShipmentStep,
     MlUser,
 )
 from peepers_common.ml.ratelimit import OutboundLimiter
@@ -98,6 +100,11 @@ _FAMILIES: Final = {
     "myfeeds": "missed_feeds",
 }
 
+# Each metric series looked up once (a family, an outcome): `labels` costs more than `inc`.
+_requests: Final = functools.cache(ML_REQUESTS.labels)
+_latency: Final = functools.cache(ML_LATENCY.labels)
+_limiter_wait: Final = functools.cache(ML_LIMITER_WAIT.labels)
+
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
@@ -143,6 +150,9 @@ class MlApi(Protocol):
         statuses: Sequence[str] = (),
     ) -> MlOrderPage: ...
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment: ...
+    async def get_shipment_history(
+        self, shipment_id: int, *, seller_id: int
+    ) -> list[MlShipmentStep]: ...
     async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack: ...
     async def get_payment(self, payment_id: int, *, seller_id: int) -> MlPayment: ...
     async def get_question(self, question_id: int, *, seller_id: int) -> MlQuestion: ...
@@ -276,6 +286,34 @@ class HttpMlApi:
             reason = "rate_limited" if isinstance(error, MlRateLimited) else "unavailable"
             ML_RETRIES.labels(family, reason).inc()
 
+        async def once() -> bytes:
+            nonlocal token, refreshed
+            while True:
+                try:
+                    return await self._attempt(
+                        method,
+                        path,
+                        family,
+                        token,
+                        seller_id,
+                        deadline,
+                        params=params,
+                        json=json,
+                        headers=headers,
+                    )
+                except MlUnauthorized:
+                    if refreshed:
+                        raise
+                    # One refresh per call: ML said the token is no longer valid.
+                    token = await self._tokens.refresh(seller_id, token)
+                    refreshed = True
+
+        # Almost every call succeeds at once: tenacity's machinery is built only after a
+        # transient failure, which it then treats as its own first attempt's.
+        try:
+            return await once()
+        except (MlRateLimited, MlUnavailable) as exc:
+            failed: Exception | None = exc
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((MlRateLimited, MlUnavailable)),
             wait=self._wait,
@@ -285,25 +323,10 @@ class HttpMlApi:
         )
         async for attempt in retrying:
             with attempt:
-                while True:
-                    try:
-                        return await self._attempt(
-                            method,
-                            path,
-                            family,
-                            token,
-                            seller_id,
-                            deadline,
-                            params=params,
-                            json=json,
-                            headers=headers,
-                        )
-                    except MlUnauthorized:
-                        if refreshed:
-                            raise
-                        # One refresh per call: ML said the token is no longer valid.
-                        token = await self._tokens.refresh(seller_id, token)
-                        refreshed = True
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
+                return await once()
         msg = "unreachable: tenacity either returns or raises"
         raise AssertionError(msg)
 
@@ -320,7 +343,7 @@ class HttpMlApi:
         json: Any,
         headers: Mapping[str, str] | None,
     ) -> bytes:
-        ML_LIMITER_WAIT.labels(family).inc(await self._limiter.acquire(family, seller_id))
+        _limiter_wait(family).inc(await self._limiter.acquire(family, seller_id))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             msg = f"the call's budget ran out waiting for the rate limiter ({path})"
@@ -342,12 +365,12 @@ class HttpMlApi:
                 body = await response.read()
                 status, response_headers = response.status, response.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
-            ML_REQUESTS.labels(family, "connection_error").inc()
+            _requests(family, "connection_error").inc()
             msg = f"ML did not answer {path}: {exc!r}"
             raise MlUnavailable(msg, path=path) from exc
         finally:
-            ML_LATENCY.labels(family).observe(time.monotonic() - start)
-        ML_REQUESTS.labels(family, str(status)).inc()
+            _latency(family).observe(time.monotonic() - start)
+        _requests(family, str(status)).inc()
         if status < 300:
             return body
         raise _classify(status, body, response_headers, path)
@@ -466,6 +489,14 @@ class HttpMlApi:
             seller_id=seller_id,
             headers={"x-format-new": "true"},
         )
+
+    async def get_shipment_history(
+        self, shipment_id: int, *, seller_id: int
+    ) -> list[MlShipmentStep]:
+        """The shipment's statuses with their dates, oldest first."""
+        path = f"/shipments/{shipment_id}/history"
+        body = await self._call("GET", path, seller_id=seller_id)
+        return _validated(path, "a shipment history", lambda: _HISTORY.validate_json(body))
 
     async def get_pack(self, pack_id: int, *, seller_id: int) -> MlPack:
         return await self._model(MlPack, f"/packs/{pack_id}", seller_id=seller_id)
@@ -624,6 +655,7 @@ class _MultigetEntry(BaseModel):
 
 
 _MULTIGET: Final = TypeAdapter(list[_MultigetEntry])
+_HISTORY: Final = TypeAdapter(list[MlShipmentStep])
 
 
 def _validated(path: str, what: str, parse: Callable[[], T]) -> T:

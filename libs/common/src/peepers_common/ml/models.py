@@ -155,6 +155,14 @@ class MlShipment(MlModel):
     date_created: datetime | None = None
 
 
+class MlShipmentStep(MlModel):
+    """One step of ``/shipments/{id}/history`` (FACTS.md 6)."""
+
+    status: str
+    substatus: str | None = None
+    date: datetime
+
+
 class MlPackOrder(MlModel):
     id: int
 

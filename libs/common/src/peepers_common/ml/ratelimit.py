@@ -48,7 +48,8 @@ KEY_PREFIX: Final = "ratelimit"
 # ML counts a request a little after its permit is spent here (event loop, network): two
 # requests one window apart here can land in one window at ML (the multiget bench saw 53
 # in one second under a 50/s limit). A one-second margin on every window absorbs that.
-# ML's limits are minute-scale (FACTS.md 7.1), where it costs under 2%.
+# ML's limits are minute-scale (FACTS.md 7.1), where it costs under 2% (3% with the
+# lease ttl below).
 MARGIN_S: Final = 1.0
 # A leased permit is usable for this long, at most a twentieth of the limit's window: the
 # window is counted longer by as much (leases.py), 1 s on a minute.

@@ -1,0 +1,104 @@
+"""The proof harness's pure parts: what it starts, the fault schedule, the doubles check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from peepers_common.topics import PEEPERS_SELLERS, TOPICS, dlq_topic
+from peepers_proof.checks import doubled
+from peepers_proof.fairness import percentile
+from peepers_proof.faults import Fault, all_faults, schedule, validate
+from peepers_proof.plan import Options, ProofPlan
+from peepers_proof.stack import registry_topics
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> ProofPlan:
+    return ProofPlan(Options(sellers=4, workers=3), tmp_path)
+
+
+class TestPlan:
+    def test_every_service_uses_the_runs_own_redis_server(self, plan: ProofPlan):
+        services = [c for c in plan.children() if c.name not in ("redis", "mail", "sandbox")]
+        for child in services:
+            urls = {v for k, v in child.env.items() if k.endswith("_REDIS__URL")}
+            assert urls == {plan.redis_url}, child.name
+
+    def test_consumers_read_the_runs_topics_in_groups_of_their_own(self, plan: ProofPlan):
+        kinds = ("catalog", "orders", "messages")
+        workers = [c for c in plan.children() if c.name.split("-")[0] in kinds]
+        assert [c.name for c in workers] == [f"{k}-{i}" for k in kinds for i in (1, 2, 3)]
+        for child in workers:
+            kind = child.name.split("-")[0].upper()
+            assert child.env[f"{kind}_TOPIC_PREFIX"] == plan.prefix
+            assert plan.run_id in child.env[f"{kind}_APP_ID"]
+        ports = [c.env[f"{c.name.split('-')[0].upper()}_HTTP_PORT"] for c in workers]
+        assert len(set(ports)) == len(ports)
+
+    def test_auth_and_ingest_write_behind_the_runs_prefix(self, plan: ProofPlan):
+        auth = next(c for c in plan.children() if c.name == "auth")
+        assert auth.argv[-2:] == ["--topic-prefix", plan.prefix]
+        ingest = next(c for c in plan.children() if c.name == "ingest")
+        assert ingest.env["INGEST_TOPIC_PREFIX"] == plan.prefix
+
+    def test_the_redis_server_keeps_nothing_and_has_a_user_per_service(self, plan: ProofPlan):
+        argv = plan.redis().argv
+        assert argv[argv.index("--save") + 1] == ""
+        assert argv[argv.index("--appendonly") + 1] == "no"
+        users = [argv[i + 1] for i, a in enumerate(argv) if a == "--user"]
+        assert users == ["ingest", "auth", "catalog", "orders", "messages"]
+
+    def test_registry_topics_are_all_behind_the_prefix(self, plan: ProofPlan):
+        names = {spec.name for spec in registry_topics(plan.prefix)}
+        assert all(n.startswith(plan.prefix) for n in names)
+        assert {plan.prefix + n for n in TOPICS} <= names
+        assert plan.prefix + dlq_topic(PEEPERS_SELLERS) in names
+
+
+class TestSchedule:
+    def test_every_service_process_is_killed_but_not_the_ones_standing_in(self):
+        names = ["redis", "mail", "sandbox", "auth", "ingest", "catalog-1", "orders-1"]
+        kills = [f for f in all_faults(names) if f.startswith("kill:")]
+        assert kills == ["kill:auth", "kill:ingest", "kill:catalog-1", "kill:orders-1"]
+
+    def test_faults_come_alone_then_in_pairs_never_two_sandbox_settings(self):
+        names = ["kill:ingest", "redis-flushall", "ml-5xx", "ml-slow", "smtp-stop"]
+        steps = schedule(names, overlapping=True)
+        assert steps[: len(names)] == [[Fault(n)] for n in names]
+        pairs = steps[len(names) :]
+        assert pairs
+        for pair in pairs:
+            assert len(pair) == 2
+            assert pair[0] != pair[1]
+            assert sum(f.name.startswith("ml-") for f in pair) <= 1
+
+    def test_without_overlap_each_fault_comes_alone(self):
+        assert schedule(["ml-5xx", "token-expiry"], overlapping=False) == [
+            [Fault("ml-5xx")],
+            [Fault("token-expiry")],
+        ]
+
+    def test_an_unknown_fault_is_named(self):
+        assert validate(["kill:catalog-9", "ml-5xx", "kafka"], ["catalog-1"]) == [
+            "kill:catalog-9",
+            "kafka",
+        ]
+
+
+class TestDoubled:
+    def test_a_republished_event_id_is_not_a_double(self):
+        assert doubled([("order 1 paid", "a"), ("order 1 paid", "a")]) == []
+
+    def test_one_change_under_two_event_ids_is(self):
+        [problem] = doubled([("order 1 paid", "a"), ("order 1 paid", "b"), ("order 2 paid", "c")])
+        assert problem.startswith("order 1 paid announced as 2 events")
+
+
+class TestPercentile:
+    def test_nearest_rank(self):
+        values = [float(v) for v in range(1, 101)]
+        assert percentile(values, 0.5) == 50.0
+        assert percentile(values, 0.99) == 99.0
+        assert percentile([7.0], 0.99) == 7.0
