@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from peepers_auth.errors import AuthError
 from peepers_auth.web import chart, metrics
+from peepers_auth.web.i18n import Locale
 from peepers_auth.web.live import CLOSING, RELOAD, LiveEvent
 from peepers_auth.web.ports import (
     ANSWER_MAX_CHARS,
@@ -289,11 +290,12 @@ async def questions(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _answer_problem(text: str) -> tuple[str, str] | None:
+def _answer_problem(text: str, locale: Locale) -> tuple[str, str] | None:
     if not text.strip():
-        return "empty", "Write an answer first."
+        return "empty", locale.text("Write an answer first.")
     if len(text) > ANSWER_MAX_CHARS:
-        return "too_long", f"At most {ANSWER_MAX_CHARS} characters ({len(text)} now)."
+        too_long = locale.text("At most {limit} characters ({count} now).")
+        return "too_long", too_long.format(limit=ANSWER_MAX_CHARS, count=len(text))
     return None
 
 
@@ -302,7 +304,7 @@ async def answer(request: web.Request) -> web.StreamResponse:
     question_id = _int_id(request.match_info["question_id"])
     form = await request.post()
     text = str(form.get("text", ""))
-    problem = _answer_problem(text)
+    problem = _answer_problem(text, request[locale_key])
     answered = False
     if problem is None:
         try:
