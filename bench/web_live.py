@@ -42,10 +42,12 @@ from peepers_auth.models import Session
 from peepers_auth.settings import Settings as AuthSettings
 from peepers_auth.web.app import create_web_app
 from peepers_auth.web.settings import ReadApi, WebSettings
-from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.errors import InfrastructureError
+from peepers_common.kafka import AIOKafkaEventPublisher, end_offsets
 from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.settings import KafkaSettings
 from tests.integration.auth.harness import bound_socket
-from tests.support import create_topic, unique
+from tests.support import create_topic, unique, wait_until
 
 FIRST_SELLER = 6_000_000_000
 SERVICE = ("web", "bench-web-secret")
@@ -111,6 +113,9 @@ def _stub_api() -> web.Application:
     async def tickets(request: web.Request) -> web.Response:
         return web.json_response({"tickets": [], "total": 0})
 
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response({"unanswered_questions": 3, "open_tickets": 0})
+
     async def ready(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready"})
 
@@ -119,6 +124,7 @@ def _stub_api() -> web.Application:
     app.router.add_get("/orders/sellers/{seller}/orders", orders)
     app.router.add_get("/messages/sellers/{seller}/questions/inbox", inbox)
     app.router.add_get("/messages/sellers/{seller}/tickets", tickets)
+    app.router.add_get("/messages/sellers/{seller}/stats", stats)
     app.router.add_get("/readyz", ready)
     return app
 
@@ -167,10 +173,24 @@ async def _page(pages: Pages, cookie: str, opened: asyncio.Event, total: int) ->
                 pages.all_seen.set()
 
 
+async def _visible(kafka: KafkaSettings, topics: list[str]) -> None:
+    """Wait until the new topics show in the broker's metadata (a loaded broker lags)."""
+
+    async def described() -> bool:
+        try:
+            await end_offsets(kafka, topics)
+        except InfrastructureError:
+            return False
+        return True
+
+    await wait_until(described, timeout_s=30, every_s=0.5)
+
+
 async def main(args: argparse.Namespace) -> None:
     kafka = kafka_settings()
     topic = await create_topic(kafka, partitions=3)
     sellers_topic = await create_topic(kafka)
+    await _visible(kafka, [topic, sellers_topic])
     namespace = Namespace("auth", scope=unique("bench"))
     writer = connect_redis(AuthSettings().redis)
     sessions = RedisSessions(writer, namespace)

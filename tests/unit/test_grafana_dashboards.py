@@ -17,7 +17,6 @@ from tests.observability import (
     DASHBOARDS_DIR,
     EXPECTED_LATER,
     NAME_PATTERNS,
-    NOT_RUNNING_YET,
     PER_SERVICE,
     PROMETHEUS_OWN,
     ROOT,
@@ -106,12 +105,6 @@ def test_every_metric_queried_is_declared_in_the_code_or_expected_later() -> Non
 def test_nothing_expected_later_is_declared_already() -> None:
     """A name that landed leaves EXPECTED_LATER, so the e2e check covers it."""
     assert EXPECTED_LATER & declared_in_code() == set()
-
-
-def test_what_make_run_does_not_export_yet_is_declared_in_the_code() -> None:
-    """NOT_RUNNING_YET is for services make run does not start, not for missing code."""
-    declared = declared_in_code()
-    assert {n for n in NOT_RUNNING_YET if not defined(n, declared)} <= PER_SERVICE
 
 
 def test_provisioning_loads_the_dashboards_folder_and_a_prometheus_datasource() -> None:

@@ -22,15 +22,17 @@ from pathlib import Path
 import pytest
 
 from peepers_sandbox.config import DEMO_SELLER_ID
-from tests.e2e.devstack.test_make_run import CHILD, _alive
+from tests.e2e.devstack.test_make_run import _alive
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 ITEMS = 100
-NAMES = ["sandbox", "auth", "ingest", "catalog"]
-# Printed once every child has started: the login comes next.
-STARTED = r"connected through auth's PKCE login"
+NAMES = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
+# The orchestrator's line for each child it started: its name and pid.
+CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+)")
+# Printed once every child has started and the sync is done.
+STARTED = r"full sync of seller \d+ done by the catalog worker"
 
 
 def devstack_argv(tmp_path: Path, *extra: str) -> list[str]:
@@ -78,7 +80,7 @@ async def read_until(
 
 def children(lines: list[str]) -> dict[str, int]:
     """Every child the run started (Prometheus too, where it is installed)."""
-    found = {m[1]: int(m[3]) for m in map(CHILD.search, lines) if m}
+    found = {m[1]: int(m[2]) for m in map(CHILD.search, lines) if m}
     assert list(found)[: len(NAMES)] == NAMES, "\n".join(lines)
     return found
 
@@ -156,10 +158,15 @@ async def test_a_second_run_converges_as_the_first_did(tmp_path: Path) -> None:
         outcomes = ast.literal_eval(counts[1])
         assert outcomes.get("created", 0) > 0, outcomes
         assert set(outcomes) <= {"created", "stale"}, outcomes
-    scope = re.search(r"Redis scope and consumer group (run-\w+)", first)
+    scope = re.search(r"Redis scope and consumer groups (run-\w+)", first)
     assert scope is not None
     dropped = re.search(
-        rf"dropped the previous run's catalog state \({scope[1]}: (\d+) keys\)", second
+        rf"dropped the previous run's state \({scope[1]}: "
+        r"catalog (\d+), orders (\d+), messages (\d+) keys\)",
+        second,
     )
     assert dropped is not None, second
     assert int(dropped[1]) > ITEMS  # items, their index, the sync's and rebuild's keys
+    # The orders worker's backfill and the messages worker's own keys, of the first run.
+    assert int(dropped[2]) > 0, dropped[0]
+    assert int(dropped[3]) > 0, dropped[0]

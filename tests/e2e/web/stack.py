@@ -80,6 +80,18 @@ class SellerStack:
         except AssertionError:
             raise AssertionError(self.messages.log_tail()) from None
 
+    async def ticket_opened(self, claim_id: int) -> None:
+        """Wait until the messages service opened the claim's ticket."""
+
+        async def listed() -> bool:
+            tickets = await self._messages_api(f"/messages/sellers/{SELLER}/tickets")
+            return claim_id in [t["claim_id"] for t in tickets.get("tickets", [])]
+
+        try:
+            await wait_until(listed, timeout_s=45, every_s=0.3)
+        except AssertionError:
+            raise AssertionError(self.messages.log_tail()) from None
+
     async def _messages_api(self, path: str) -> dict[str, Any]:
         headers = {"Authorization": aiohttp.encode_basic_auth(*READER)}
         async with (

@@ -29,11 +29,24 @@ async def sellers(
 
 @pytest.fixture
 async def page(browser: Browser, sellers: SellerStack) -> AsyncIterator[Page]:
+    """The seller's page; at the end, the browser must have refused nothing under the CSP
+    (an inline script or style anywhere would show up here)."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
     try:
-        yield await sellers.log_in(context, SELLER)
+        opened = await sellers.log_in(context, SELLER)
+        opened.on(
+            "console",
+            lambda message: (
+                refused.append(f"{opened.url} {message.location}: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        yield opened
     finally:
         await context.close()
+    assert refused == []
 
 
 async def _sales_counted(sellers: SellerStack, seller_id: int) -> bool:
@@ -180,6 +193,7 @@ async def test_a_ticket_moved_to_in_progress_with_a_note_survives_a_reload(
     sellers: SellerStack, page: Page
 ) -> None:
     claim_id = await sellers.new_claim(SELLER)
+    await sellers.ticket_opened(claim_id)
     await page.goto(f"{sellers.url}/app/tickets")
     link = page.locator(f"#ticket-{claim_id} a").first
     await expect(link).to_be_visible(timeout=15000)

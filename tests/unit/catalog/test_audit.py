@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import REGISTRY
@@ -15,6 +17,7 @@ from peepers_common.events import CATALOG_EVENT
 from peepers_common.settings import MlApiSettings, MlLimit
 from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.catalog.fakes import (
+    T0,
     FakeItemSource,
     InMemoryItemStore,
     InMemorySyncCheckpoints,
@@ -33,6 +36,12 @@ class Roster:
 
     async def sellers(self) -> list[int]:
         return list(self.kept)
+
+
+@pytest.fixture
+def catalog(catalog: Catalog) -> Catalog:
+    """The handlers' ports, an hour after ML's changes (all settled past the grace)."""
+    return dataclasses.replace(catalog, clock=lambda: T0.timestamp() + 3600)
 
 
 @pytest.fixture
@@ -107,3 +116,17 @@ async def test_a_seller_connected_after_the_first_step_is_audited_at_once(
     await full_sync(SELLER, catalog, InMemorySyncCheckpoints(), options=SyncOptions(chunk=20))
     await roster.keep(SELLER)
     assert await audit.step() == 1
+
+
+async def test_an_item_ml_changed_just_now_is_left_to_its_webhook(
+    catalog: Catalog, ml: FakeItemSource, store: InMemoryItemStore
+) -> None:
+    await full_sync(SELLER, catalog, InMemorySyncCheckpoints(), options=SyncOptions(chunk=20))
+    now = catalog.clock()
+    ml.edit("MLB7000002", price=1.0, last_updated=datetime.fromtimestamp(now - 5, tz=UTC))
+    before = drift("price")
+    await CatalogAudit(catalog, Roster(), grace_s=30).step()
+    assert drift("price") == before  # its notification is probably on its way
+    cached = await store.get("MLB7000002")
+    assert cached is not None
+    assert cached.price != 1

@@ -18,6 +18,7 @@ from peepers_devstack.plan import Plan, Ports, Secrets
 from peepers_devstack.state import swap_scope
 from peepers_ingest.settings import Settings as IngestSettings
 from peepers_messages.settings import Settings as MessagesSettings
+from peepers_orders.settings import Settings as OrdersSettings
 from peepers_sandbox.__main__ import build_config
 from peepers_sandbox.config import DEMO_APP_ID
 from tests.support import settings_field
@@ -26,6 +27,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "auth": AuthSettings,
     "ingest": IngestSettings,
     "catalog": CatalogSettings,
+    "orders": OrdersSettings,
+    "messages": MessagesSettings,
 }
 
 
@@ -58,9 +61,26 @@ def test_every_childs_settings_accept_its_values(
     for name, value in spec.env.items():
         monkeypatch.setenv(name, value)
     port = SETTINGS[service]().model_dump()["http_port"]
-    assert port == {"auth": plan.ports.auth, "ingest": plan.ports.ingest}.get(
-        service, plan.ports.catalog
-    )
+    assert port == getattr(plan.ports, service)
+
+
+def test_every_worker_runs_and_the_mail_sink_comes_before_the_orders_worker(
+    tmp_path: Path,
+) -> None:
+    names = [spec.name for spec in _plan(tmp_path).services()]
+    assert names == ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
+
+
+def test_the_orders_mailer_has_a_group_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tmp_path, "run-x")
+    for name, value in plan.orders().env.items():
+        monkeypatch.setenv(name, value)
+    settings = OrdersSettings()
+    assert (settings.app_id, settings.redis_scope) == ("peepers-orders-run-x", "run-x")
+    assert settings.mail.app_id == plan.mailer_group == "peepers-orders-run-x-mailer"
+    assert settings.smtp.port == plan.ports.smtp
 
 
 def test_the_messages_workers_variables_are_what_its_settings_read(

@@ -50,6 +50,8 @@ def test_every_service_with_an_http_port_is_scraped_and_the_sandbox_is_not(
         "peepers-auth": f"127.0.0.1:{plan.ports.auth}",
         "peepers-ingest": f"127.0.0.1:{plan.ports.ingest}",
         "peepers-catalog": f"127.0.0.1:{plan.ports.catalog}",
+        "peepers-orders": f"127.0.0.1:{plan.ports.orders}",
+        "peepers-messages": f"127.0.0.1:{plan.ports.messages}",
     }
 
 
@@ -64,12 +66,21 @@ def test_the_config_loads_the_repositorys_rules_and_is_written_where_the_child_r
     assert loaded["rule_files"] == [str(RULES_DIR / "*.yml")]
     assert sorted(RULES_DIR.glob("*.yml"))
     jobs = [job["job_name"] for job in loaded["scrape_configs"]]
-    assert jobs == ["peepers-auth", "peepers-ingest", "peepers-catalog"]
+    assert jobs == [
+        "peepers-auth",
+        "peepers-ingest",
+        "peepers-catalog",
+        "peepers-orders",
+        "peepers-messages",
+    ]
 
 
 def test_the_prometheus_port_stays_clear_of_the_others_and_of_prometheus_default() -> None:
     ports = Ports.from_base(18080)
-    others = {ports.sandbox, ports.auth, ports.ingest, ports.catalog}
+    others = {
+        ports.sandbox, ports.auth, ports.ingest, ports.catalog, ports.orders, ports.smtp,
+        ports.messages, ports.web,
+    }  # fmt: skip
     assert ports.prometheus not in others | {9090}
 
 

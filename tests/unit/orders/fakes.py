@@ -219,7 +219,6 @@ class InMemorySellers:
         self.connections: dict[int, datetime] = {}
         self.profiles: dict[int, SellerProfile] = {}
         self.epoch = epoch
-        self.rebuilt = False
         self.backfills: dict[int, BackfillState] = {}
 
     async def connected(self, seller_id: int, at: datetime) -> None:
@@ -230,12 +229,6 @@ class InMemorySellers:
 
     async def epoch_started_at(self) -> datetime:
         return self.epoch
-
-    async def begin_epoch(self) -> tuple[datetime, bool]:
-        return self.epoch, self.rebuilt
-
-    async def epoch_rebuilt(self) -> None:
-        self.rebuilt = True
 
     async def profile(self, seller_id: int) -> SellerProfile | None:
         return self.profiles.get(seller_id)

@@ -8,6 +8,7 @@ import pytest
 
 from peepers_common.topics import PEEPERS_SELLERS, TOPICS, dlq_topic
 from peepers_proof.checks import doubled
+from peepers_proof.fairness import percentile
 from peepers_proof.faults import Fault, all_faults, schedule, validate
 from peepers_proof.plan import Options, ProofPlan
 from peepers_proof.stack import registry_topics
@@ -26,11 +27,9 @@ class TestPlan:
             assert urls == {plan.redis_url}, child.name
 
     def test_consumers_read_the_runs_topics_in_groups_of_their_own(self, plan: ProofPlan):
-        workers = [c for c in plan.children() if c.name.split("-")[0] in ("catalog", "orders")]
-        assert [c.name for c in workers] == [
-            *(f"catalog-{i}" for i in (1, 2, 3)),
-            *(f"orders-{i}" for i in (1, 2, 3)),
-        ]
+        kinds = ("catalog", "orders", "messages")
+        workers = [c for c in plan.children() if c.name.split("-")[0] in kinds]
+        assert [c.name for c in workers] == [f"{k}-{i}" for k in kinds for i in (1, 2, 3)]
         for child in workers:
             kind = child.name.split("-")[0].upper()
             assert child.env[f"{kind}_TOPIC_PREFIX"] == plan.prefix
@@ -49,7 +48,7 @@ class TestPlan:
         assert argv[argv.index("--save") + 1] == ""
         assert argv[argv.index("--appendonly") + 1] == "no"
         users = [argv[i + 1] for i, a in enumerate(argv) if a == "--user"]
-        assert users == ["ingest", "auth", "catalog", "orders"]
+        assert users == ["ingest", "auth", "catalog", "orders", "messages"]
 
     def test_registry_topics_are_all_behind_the_prefix(self, plan: ProofPlan):
         names = {spec.name for spec in registry_topics(plan.prefix)}
@@ -95,3 +94,11 @@ class TestDoubled:
     def test_one_change_under_two_event_ids_is(self):
         [problem] = doubled([("order 1 paid", "a"), ("order 1 paid", "b"), ("order 2 paid", "c")])
         assert problem.startswith("order 1 paid announced as 2 events")
+
+
+class TestPercentile:
+    def test_nearest_rank(self):
+        values = [float(v) for v in range(1, 101)]
+        assert percentile(values, 0.5) == 50.0
+        assert percentile(values, 0.99) == 99.0
+        assert percentile([7.0], 0.99) == 7.0

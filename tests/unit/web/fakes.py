@@ -59,6 +59,9 @@ class FakeOrders:
     async def search(self, seller_id: int, query: OrderFilter) -> OrderList:
         self._up()
         self.queries.append(query)
+        if query.cursor == "stale":
+            msg = "cursor is not one this API returned"
+            raise ValueError(msg)
         return OrderList([o for o in self.orders if o.seller_id == seller_id])
 
     async def get(self, seller_id: int, order_id: int) -> OrderDetail | None:
@@ -94,6 +97,9 @@ class FakeMessages:
             if q.seller_id == seller_id and q.question_id not in self.answers
         ]
         return sorted(mine, key=lambda q: q.date_created)
+
+    async def unanswered_count(self, seller_id: int) -> int:
+        return len(await self.unanswered(seller_id))
 
     async def answer(self, seller_id: int, question_id: int, text: str) -> bool:
         self._up()

@@ -53,7 +53,7 @@ class TestParsing:
 
 class TestHub:
     async def test_a_page_gets_only_its_sellers_events(self) -> None:
-        hub = LiveHub(10)
+        hub = LiveHub(10, 600)
         async with hub.follow(SELLER, None) as (missed, queue):
             assert missed == []
             hub.publish(_event(1, OTHER))
@@ -64,21 +64,37 @@ class TestHub:
         assert hub.open_pages() == 0
 
     def test_last_event_id_resumes_after_what_the_page_saw(self) -> None:
-        hub = LiveHub(10)
+        hub = LiveHub(10, 600)
         for offset in range(1, 5):
             hub.publish(_event(offset))
         missed = hub.missed(SELLER, "peepers.orders.v1/0/2")
         assert [e.id for e in missed] == ["peepers.orders.v1/0/3", "peepers.orders.v1/0/4"]
 
     def test_an_id_no_longer_kept_asks_the_page_to_reload(self) -> None:
-        hub = LiveHub(10)
+        hub = LiveHub(10, 600)
         for offset in range(1, 30):
             hub.publish(_event(offset))
         [reload] = hub.missed(SELLER, "peepers.orders.v1/0/1")
         assert reload.type == RELOAD
 
+    def test_events_older_than_the_window_are_forgotten_and_so_are_idle_sellers(self) -> None:
+        now = [1000.0]
+        hub = LiveHub(10, 60, clock=lambda: now[0])
+        hub.publish(_event(1))
+        hub.publish(_event(2, OTHER))
+        now[0] += 30
+        hub.publish(_event(3))
+        assert [e.id for e in hub.missed(SELLER, "peepers.orders.v1/0/1")] == [
+            "peepers.orders.v1/0/3"
+        ]
+        now[0] += 45  # event 1 (and OTHER's only one) are 75 s old now
+        [reload] = hub.missed(SELLER, "peepers.orders.v1/0/1")
+        assert reload.type == RELOAD
+        hub.sweep()
+        assert hub.sellers_kept() == 1  # OTHER had nothing left and no page
+
     async def test_a_page_too_far_behind_is_told_to_reload_instead_of_growing(self) -> None:
-        hub = LiveHub(10, page_queue=2)
+        hub = LiveHub(10, 600, page_queue=2)
         async with hub.follow(SELLER, None) as (_, queue):
             for offset in range(1, 5):
                 hub.publish(_event(offset))

@@ -92,6 +92,14 @@ class TestOrders:
     async def test_another_sellers_order_is_not_found(self, client: Client) -> None:
         await _page(client, "/app/orders/2000000099", 404)
         await _page(client, "/app/orders/not-a-number", 404)
+        await _page(client, "/app/orders/%C2%B2", 404)  # a digit, but not an ASCII one
+
+    async def test_a_query_the_orders_api_refuses_is_explained(
+        self, client: Client, orders: FakeOrders
+    ) -> None:
+        html = await _page(client, "/app/orders?cursor=stale")
+        assert 'id="filter-error"' in html
+        assert "cursor" in html
 
 
 class TestQuestions:

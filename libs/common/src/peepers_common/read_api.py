@@ -11,29 +11,30 @@
 * Every path but ``/healthz``, ``/readyz`` and ``/metrics`` needs HTTP Basic service
   credentials (`peepers_common.service_auth`).
 * ``/readyz`` calls ``ready``, which returns a JSON-able status and whether it is ready.
+* A service's own ``middlewares`` run outside the error mapping (they see its answers).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from pydantic import SecretStr
 
 from peepers_common.errors import CacheUnavailable, InvalidQuery, ServiceUnauthorized
 from peepers_common.metrics import http_metrics_middleware, metrics_view
 from peepers_common.service_auth import authenticate_service
 
-__all__ = ["Readiness", "error_response", "read_api"]
+__all__ = ["OPEN_PATHS", "Readiness", "error_response", "read_api"]
 
 log = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 
-_OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 _credentials_key: Final = web.AppKey[Mapping[str, SecretStr]]("credentials_key")
 _ready_key: Final = web.AppKey[Readiness]("ready_key")
 
@@ -67,7 +68,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in _OPEN_PATHS:
+    if request.path not in OPEN_PATHS:
         authenticate_service(request.app[_credentials_key], request.headers.get("Authorization"))
     return await handler(request)
 
@@ -85,10 +86,16 @@ async def _readyz(request: web.Request) -> web.StreamResponse:
 
 
 def read_api(
-    service: str, *, credentials: Mapping[str, SecretStr], ready: Readiness
+    service: str,
+    *,
+    credentials: Mapping[str, SecretStr],
+    ready: Readiness,
+    middlewares: Sequence[Middleware] = (),
 ) -> web.Application:
     """An app with the error mapping, authentication, probes and metrics; add the routes."""
-    app = web.Application(middlewares=[http_metrics_middleware(service), _errors, _auth])
+    app = web.Application(
+        middlewares=[http_metrics_middleware(service), *middlewares, _errors, _auth]
+    )
     app[_credentials_key] = credentials
     app[_ready_key] = ready
     app.router.add_get("/healthz", _healthz)

@@ -311,5 +311,24 @@ class CacheGuard:
                 log.warning("%s: cannot check the cache epoch: %s", self._service, exc)
 
 
+async def epoch_began(
+    redis: aioredis.Redis, namespace: Namespace, *, clock: Callable[[], float] = time.time
+) -> float:
+    """When the cache's current epoch began (unix time); a missing marker begins one now.
+
+    For handlers that judge what they meet by the epoch (orders: an order created before
+    it is history, a snapshot) and may meet a lost cache before the guard does. The marker
+    written here is ``rebuilding`` with no lease, so the service's `CacheGuard` takes its
+    rebuild over at its next check.
+    """
+    key = namespace.key(_MARKER)
+    now = clock()
+    with redis_errors("reading the cache epoch"):
+        await redis.set(key, _encode(uuid4().hex, "rebuilding", now), nx=True)
+        raw = await redis.get(key)
+    # None only if the cache was lost again between the two commands: it begins now.
+    return now if raw is None else float(json.loads(raw)["since"])
+
+
 def _encode(epoch: str, state: Status, since: float) -> str:
     return json.dumps({"epoch": epoch, "state": state, "since": since})

@@ -2,7 +2,9 @@
 
 ``GET /catalog/sellers/{seller_id}/items`` (search) and ``GET /catalog/items/{item_id}``
 need HTTP Basic service credentials (``settings.service_credentials``); ``/healthz``,
-``/readyz`` and ``/metrics`` do not. Every error is ``{"error": code, "detail": ...}``.
+``/readyz`` and ``/metrics`` do not. Every error is ``{"error": code, "detail": ...}``. The
+error mapping, the credentials check and the probes are the shared ones
+(`peepers_common.read_api`).
 
 Every read answer carries ``Peepers-Cache-State: ready`` or ``rebuilding``: while the
 catalog rebuilds a lost cache, an answer may miss items or hold older versions.
@@ -10,7 +12,6 @@ catalog rebuilds a lost cache, an answer may miss items or hold older versions.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -20,67 +21,24 @@ from aiohttp.typedefs import Handler
 from peepers_catalog.ports import STEADY_CACHE, CacheEpoch, ItemSearch, ItemStore, SearchPage
 from peepers_catalog.search_query import from_params
 from peepers_catalog.settings import Settings
-from peepers_common.errors import CacheUnavailable, InvalidQuery, ServiceUnauthorized
-from peepers_common.metrics import http_metrics_middleware, metrics_view
-from peepers_common.service_auth import authenticate_service
+from peepers_common.read_api import OPEN_PATHS, error_response, read_api
 
 __all__ = ["create_api"]
 
-log = logging.getLogger(__name__)
-
 Ping = Callable[[], Awaitable[object]]
 
-settings_key: Final = web.AppKey("settings_key", Settings)
 store_key: Final = web.AppKey("store_key", ItemStore)
 search_key: Final = web.AppKey("search_key", ItemSearch)
-ping_key: Final = web.AppKey[Ping]("ping_key")
 cache_key: Final = web.AppKey("cache_key", CacheEpoch)
 
-_OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 CACHE_STATE_HEADER: Final = "Peepers-Cache-State"
-
-
-def _error(status: int, code: str, detail: str, **headers: str) -> web.Response:
-    return web.json_response(
-        {"error": code, "detail": detail},
-        status=status,
-        headers={"Cache-Control": "no-store", **headers},
-    )
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place errors become responses."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
-    except InvalidQuery as exc:
-        return _error(400, "bad_request", str(exc))
-    except ServiceUnauthorized as exc:
-        return _error(
-            401, "unauthorized", str(exc), **{"WWW-Authenticate": 'Basic realm="peepers"'}
-        )
-    except CacheUnavailable as exc:
-        log.error("%s %s failed: %s", request.method, request.path, exc)
-        return _error(503, "storage_unavailable", "the catalog cache is not answering")
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in _OPEN_PATHS:
-        credentials = request.app[settings_key].service_credentials
-        authenticate_service(credentials, request.headers.get("Authorization"))
-    return await handler(request)
 
 
 @web.middleware
 async def cache_state_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Flag every read answer with whether the cache is complete or being rebuilt."""
     response = await handler(request)
-    if request.path not in _OPEN_PATHS:
+    if request.path not in OPEN_PATHS:
         rebuilding = request.app[cache_key].rebuilding
         response.headers[CACHE_STATE_HEADER] = "rebuilding" if rebuilding else "ready"
     return response
@@ -108,29 +66,9 @@ async def get_item(request: web.Request) -> web.StreamResponse:
     if item is None:
         if await request.app[cache_key].after_miss():
             detail = f"no item {item_id!r} in the catalog yet: it is being rebuilt"
-            return _error(404, "not_found", detail)
-        return _error(404, "not_found", f"no item {item_id!r} in the catalog")
+            return error_response(404, "not_found", detail)
+        return error_response(404, "not_found", f"no item {item_id!r} in the catalog")
     return web.json_response({**item.model_dump(mode="json"), "gone": await store.is_gone(item_id)})
-
-
-async def healthz(_request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready when Redis, where every answer comes from, answers.
-
-    While a lost cache is rebuilt the answer is still 200, with ``"status": "rebuilding"``:
-    flagged answers beat none, and a 503 would take every replica out of service at once
-    for the minutes a rebuild takes.
-    """
-    try:
-        await request.app[ping_key]()
-    except CacheUnavailable:
-        return web.json_response({"status": "redis unavailable"}, status=503)
-    if request.app[cache_key].rebuilding:
-        return web.json_response({"status": "rebuilding"})
-    return web.json_response({"status": "ready"})
 
 
 def create_api(
@@ -146,22 +84,26 @@ def create_api(
     ``ping`` raises `CacheUnavailable` when Redis does not answer; ``cache`` says whether
     the cache is being rebuilt (`peepers_common.rebuild.CacheGuard`).
     """
-    app = web.Application(
-        middlewares=[
-            http_metrics_middleware("catalog"),
-            cache_state_middleware,
-            error_middleware,
-            auth_middleware,
-        ]
+
+    async def ready() -> tuple[bool, dict[str, Any]]:
+        """Ready when Redis, where every answer comes from, answers.
+
+        While a lost cache is rebuilt the answer is still 200, with ``"status":
+        "rebuilding"``: flagged answers beat none, and a 503 would take every replica out
+        of service at once for the minutes a rebuild takes.
+        """
+        await ping()
+        return True, {"status": "rebuilding" if cache.rebuilding else "ready"}
+
+    app = read_api(
+        "catalog",
+        credentials=settings.service_credentials,
+        ready=ready,
+        middlewares=[cache_state_middleware],
     )
     app[cache_key] = cache
-    app[settings_key] = settings
     app[store_key] = store
     app[search_key] = search
-    app[ping_key] = ping
     app.router.add_get("/catalog/sellers/{seller_id}/items", search_items)
     app.router.add_get("/catalog/items/{item_id}", get_item)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
     return app

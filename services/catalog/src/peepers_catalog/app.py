@@ -126,7 +126,9 @@ async def open_wiring(settings: Settings, *, worker: bool = True) -> AsyncIterat
             audit = BudgetedSampler(
                 redis,
                 namespace,
-                CatalogAudit(catalog, roster, batch=settings.audit.batch).step,
+                CatalogAudit(
+                    catalog, roster, batch=settings.audit.batch, grace_s=settings.audit.grace_s
+                ).step,
                 calls_per_s=audit_calls_per_s(settings.ml, settings.audit.share),
                 paused=lambda: guard.rebuilding,
             )

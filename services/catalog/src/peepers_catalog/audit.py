@@ -2,13 +2,16 @@
 
 One step (`CatalogAudit.step`, paced by `peepers_common.audit.BudgetedSampler` at the
 configured share of the ML budget): pick a kept seller at random, sample up to 20 of its
-cached items (HRANDFIELD), read them from ML in one multiget, and compare. An item whose
-content differs is counted per field (``peepers_catalog_drift_total{field=...}``) and
-applied through `apply_item`, the same compare-and-set path as a webhook, so the repair
-announces the change it makes (``item.price_changed``, ...) exactly as a notification
-would have. An item ML no longer has is marked gone (``field="gone"``). A difference
-under the same ``last_updated`` cannot win the compare-and-set (the cache never goes
-back in time); it is logged and counted, and the item's next change repairs it.
+cached items (HRANDFIELD), read them from ML in one multiget, and compare. Items ML
+changed within the last ``grace_s`` (30 s) are left alone: their notification is most
+likely on its way, and the audit would only race the webhook that brings it (drift is a
+change no notification brought). An item whose content differs is counted per field
+(``peepers_catalog_drift_total{field=...}``) and applied through `apply_item`, the same
+compare-and-set path as a webhook, so the repair announces the change it makes
+(``item.price_changed``, ...) exactly as a notification would have. An item ML no longer
+has is marked gone (``field="gone"``). A difference under the same ``last_updated``
+cannot win the compare-and-set (the cache never goes back in time); it is logged and
+counted, and the item's next change repairs it.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ class CatalogAudit:
         roster: SellerRoster,
         *,
         batch: int = 20,
+        grace_s: float = 30.0,
         roster_every_s: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
         self._catalog = catalog
         self._roster = roster
         self._batch = batch
+        self._grace_s = grace_s
         self._roster_every_s = roster_every_s
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
         self._sellers: list[int] = []
@@ -60,10 +65,13 @@ class CatalogAudit:
             return 0
         result = await self._catalog.ml.multiget_items(ids, seller_id=seller_id)
         cached = await store.get_many(ids)
+        settled = self._catalog.clock() - self._grace_s
         for item in result.items:
             old = cached.get(item.id)
-            if old is None:
-                continue  # left the cache meanwhile
+            if old is None or item.last_updated < old.last_updated:
+                continue  # left the cache, or a webhook wrote a newer version meanwhile
+            if item.last_updated.timestamp() > settled:
+                continue  # changed just now: its notification is probably on its way
             METRICS.audited.inc()
             fields = drifted_fields(old, snapshot(item), ignore=_NOT_DRIFT)
             if not fields:

@@ -19,6 +19,8 @@ class AuditSettings(BaseModel):
 
     share: float = Field(default=0.02, ge=0, le=1)  # 0 turns it off
     batch: int = Field(default=20, ge=1, le=20)  # items per sample: one multiget
+    # Items ML changed this recently are not audited: their webhook is likely in flight.
+    grace_s: float = Field(default=30.0, ge=0)
 
 
 class Settings(ConsumerSettings):

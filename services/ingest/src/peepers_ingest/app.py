@@ -13,13 +13,6 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from peepers_common.errors import PublishError
-from peepers_common.inbound_limits import (
-    InboundRateLimit,
-    LocalRateLimiter,
-    Rate,
-    application_level,
-    user_level,
-)
 from peepers_common.kafka import EventPublisher
 from peepers_common.metrics import metrics_view
 from peepers_common.ml import HttpMlApi, OutboundLimiter, TokenProvider, ml_session
@@ -35,6 +28,13 @@ from peepers_ingest.adapters.ml_missed_feeds import MlMissedFeedsSource
 from peepers_ingest.drainer import drain_forever, stop_draining
 from peepers_ingest.edge import EdgeRoutes
 from peepers_ingest.handlers import Intake, prefixed_topics
+from peepers_ingest.inbound_limits import (
+    InboundRateLimit,
+    LocalRateLimiter,
+    Rate,
+    application_level,
+    user_level,
+)
 from peepers_ingest.keys import (
     client_ip_key,
     intake_key,

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from peepers_common.inbound_limits import InboundRateLimit
 from peepers_ingest.handlers import Intake
+from peepers_ingest.inbound_limits import InboundRateLimit
 from peepers_ingest.ports import Spool
 from peepers_ingest.reconciler import Reconciler
 from peepers_ingest.security import SourceCheck

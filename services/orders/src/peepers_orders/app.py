@@ -14,10 +14,9 @@ and, in the mailer's own consumer group (``settings.mail.app_id``, `mailer`),
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -35,6 +34,7 @@ from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
+from peepers_common.rebuild import CacheGuard, GuardOptions, Resync
 from peepers_common.topics import (
     ORDERS_EMAILS_CHANGELOG,
     PEEPERS_ORDERS,
@@ -53,7 +53,7 @@ from peepers_orders.handlers import Orders, on_notification
 from peepers_orders.mail import Mailer, Templates, on_order_event
 from peepers_orders.mailer import MAILER, MailerLoops
 from peepers_orders.priority import PrioritizedSource, UrgentFirst
-from peepers_orders.rebuild import CacheGuard
+from peepers_orders.rebuild import OrdersRebuild, rebuild_orders
 from peepers_orders.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,8 @@ class Wiring:
     mailer: Mailer
     ledger: Changelog
     ping: Callable[[], Awaitable[None]]
+    # Watches for a lost cache and rebuilds it (not started: the worker starts it).
+    guard: CacheGuard
 
 
 @asynccontextmanager
@@ -118,12 +120,38 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             with redis_errors("answering a ping"):
                 await redis.ping()
 
+        backfill_orders = orders.reading_with(PrioritizedSource(ml, gate, urgent=False))
+        analytics_store = RedisAnalytics(redis, namespace)
+        rebuild_deps = OrdersRebuild(
+            orders=backfill_orders,
+            sellers=sellers,
+            checkpoints=sellers,
+            analytics=analytics_store,
+            kafka=settings.kafka,
+            sellers_topic=settings.topic_prefix + PEEPERS_SELLERS,
+            orders_topic=settings.topic_prefix + PEEPERS_ORDERS,
+            zone=ZoneInfo(settings.analytics_timezone),
+            backfill_days=settings.backfill.days,
+            new_generation=analytics_store.pinned,
+        )
+
+        async def rebuild(epoch: str) -> Resync:
+            return await rebuild_orders(epoch, rebuild_deps)
+
+        guard = CacheGuard(
+            redis,
+            namespace,
+            rebuild,
+            options=GuardOptions(check_every_s=settings.cache_check_every_s),
+        )
+        stack.push_async_callback(guard.aclose)
+
         yield Wiring(
             orders=orders,
-            backfill_orders=orders.reading_with(PrioritizedSource(ml, gate, urgent=False)),
+            backfill_orders=backfill_orders,
             store=store,
             sellers=sellers,
-            analytics=RedisAnalytics(redis, namespace),
+            analytics=analytics_store,
             processor=RecordProcessor(
                 consumer=CONSUMER, publisher=publisher, policy=settings.retry.policy()
             ),
@@ -138,6 +166,7 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             ),
             ledger=ledger,
             ping=ping,
+            guard=guard,
         )
 
 
@@ -155,26 +184,11 @@ class Runtime(ConsumerRuntime):
         self.settings = settings
         self.zone = ZoneInfo(settings.analytics_timezone)
         self._wiring: Wiring | None = None
-        self.guard: CacheGuard | None = None
 
     async def open(self, stack: AsyncExitStack) -> RecordProcessor:
         settings = self.settings
         self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
-        self.guard = CacheGuard(
-            orders=wiring.backfill_orders,
-            sellers=wiring.sellers,
-            checkpoints=wiring.sellers,
-            analytics=wiring.analytics,
-            kafka=settings.kafka,
-            sellers_topic=settings.topic_prefix + PEEPERS_SELLERS,
-            orders_topic=settings.topic_prefix + PEEPERS_ORDERS,
-            zone=self.zone,
-            backfill_days=settings.backfill.days,
-            new_generation=wiring.analytics.pinned,
-            check_every_s=settings.cache_check_every_s,
-        )
-        guarding = asyncio.create_task(self.guard.run(), name="orders-cache-guard")
-        stack.push_async_callback(_cancelled, guarding)
+        await wiring.guard.start()  # a lost cache is noticed before records are taken
         api = web.AppRunner(
             create_api(
                 settings,
@@ -230,10 +244,9 @@ class Runtime(ConsumerRuntime):
         """
         await self.wiring.ping()
         ledger = self.wiring.ledger
-        rebuilding = self.guard is not None and self.guard.rebuilding
         return True, {
             "status": "ready",
-            "cache": "rebuilding" if rebuilding else "ready",
+            "cache": "rebuilding" if self.wiring.guard.rebuilding else "ready",
             "mail_ledger": ledger.state.value,
             "mail_ledger_restore": ledger.progress.as_dict(),
         }
@@ -267,12 +280,6 @@ class Runtime(ConsumerRuntime):
         if source_topic.endswith(PEEPERS_ORDERS):
             return self.handle_analytics
         return self.handle_notification
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -52,7 +52,3 @@ BACKFILL_TOTAL: Final = Gauge(
 BACKFILL_RUNNING: Final = Gauge(
     "peepers_orders_backfill_running", "1 while a backfill of the seller runs", ["seller"]
 )
-REBUILD_RUNNING: Final = Gauge(
-    "peepers_orders_rebuild_running",
-    "1 while this worker rebuilds a lost cache (sellers, backfills, analytics replay)",
-)

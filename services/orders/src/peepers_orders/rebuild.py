@@ -1,32 +1,33 @@
 """A lost cache rebuilds itself: sellers from their topic, orders from ML, analytics by replay.
 
 Redis holds mirrors only (ARCHITECTURE.md): orders, indexes and analytics may be lost at
-any time (a restart without persistence, ``FLUSHALL``, a new node). The ``epoch`` key
-(`RedisSellerDirectory.begin_epoch`) is set when a cache begins, and marked once it is
-rebuilt; a worker that finds it gone, or not marked (a rebuild that failed or was cut
-short), knows the cache is new, and:
+any time (a restart without persistence, ``FLUSHALL``, a new node). The worker's
+`peepers_common.rebuild.CacheGuard` keeps the epoch marker ``orders:epoch``; when it is
+gone, or not ready (a rebuild that failed or was cut short, or an epoch a handler began,
+`RedisSellerDirectory.epoch_started_at`), it calls `rebuild_orders`:
 
 1. reads ``peepers.sellers.v1`` from its start: who is connected, and since when (the
    first connection decides which orders are history);
-2. backfills each connected seller's orders (`backfill.backfill`, the same mapping as
-   webhooks; first-seen orders are snapshots, since they predate the new epoch, so
-   nothing is mailed or announced as new again);
+2. (phase two: the worker takes records meanwhile) backfills each connected seller's
+   orders (`backfill.backfill`, the same mapping as webhooks; first-seen orders are
+   snapshots, since they predate the new epoch, so nothing is mailed or announced as new
+   again);
 3. replays ``peepers.orders.v1`` into a new analytics generation (`replay_analytics`).
 
 Meanwhile ``/readyz`` says ``"cache": "rebuilding"`` (it stays 200: a partial answer
 beats no answer from every replica at once) and ``peepers_orders_rebuild_running`` is 1.
-The mail ledger is not in this list: it is Peepers-owned state, restored from its
-changelog (`peepers_common.changelog`).
+A failed rebuild is retried, one cut short is taken over (run id ``rebuild-<epoch>``:
+backfills resume from their checkpoints). The mail ledger is not in this list: it is
+Peepers-owned state, restored from its changelog (`peepers_common.changelog`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo
@@ -35,8 +36,9 @@ from pydantic import ValidationError
 
 from peepers_common.events import SELLER_EVENT
 from peepers_common.kafka import batches_to, end_offsets
+from peepers_common.rebuild import Resync
 from peepers_common.settings import KafkaSettings
-from peepers_orders import analytics, metrics
+from peepers_orders import analytics
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.backfill import BackfillOptions, backfill
 from peepers_orders.handlers import Orders
@@ -107,9 +109,9 @@ async def replay_analytics(
     return replayed
 
 
-@dataclass
-class CacheGuard:
-    """Checks the cache's epoch every ``check_every_s``; rebuilds a new cache (module doc)."""
+@dataclass(frozen=True)
+class OrdersRebuild:
+    """What a rebuild of the orders cache needs (`rebuild`)."""
 
     orders: Orders
     sellers: SellerDirectory
@@ -121,47 +123,31 @@ class CacheGuard:
     zone: ZoneInfo
     backfill_days: int
     new_generation: Callable[[str], RedisAnalytics]
-    check_every_s: float = 10.0
-    rebuilding: bool = False
-    rebuilds: int = field(default=0)
 
-    async def run(self) -> None:
-        while True:
-            try:
-                started_at, rebuilt = await self.sellers.begin_epoch()
-                if not rebuilt:
-                    await self.rebuild(started_at)
-            except Exception:  # logged; the next round tries again
-                log.exception("the orders cache could not be checked or rebuilt")
-            await asyncio.sleep(self.check_every_s)
 
-    async def rebuild(self, epoch: datetime) -> None:
-        self.rebuilding = True
-        metrics.REBUILD_RUNNING.set(1)
-        run_id = f"rebuild-{epoch.isoformat()}"
-        try:
-            sellers = await connected_sellers(self.kafka, self.sellers_topic)
-            log.info("a new orders cache (epoch %s): rebuilding %d sellers", epoch, len(sellers))
-            for seller_id, facts in sellers.items():
-                await self.sellers.connected(seller_id, facts.first_connected)
-                await backfill(
-                    seller_id,
-                    self.orders,
-                    self.checkpoints,
-                    options=BackfillOptions(days=self.backfill_days, run_id=run_id),
-                )
-            generation = uuid.uuid4().hex[:12]
-            await replay_analytics(
-                self.kafka,
-                self.orders_topic,
-                self.analytics,
-                self.new_generation(generation),
-                generation,
-                self.zone,
+async def rebuild_orders(epoch: str, deps: OrdersRebuild) -> Resync:
+    """Phase one (who is connected, and since when); returns phase two (module doc)."""
+    sellers = await connected_sellers(deps.kafka, deps.sellers_topic)
+    log.info("a new orders cache (epoch %s): rebuilding %d sellers", epoch, len(sellers))
+    for seller_id, facts in sellers.items():
+        await deps.sellers.connected(seller_id, facts.first_connected)
+
+    async def resync() -> None:
+        for seller_id in sellers:
+            await backfill(
+                seller_id,
+                deps.orders,
+                deps.checkpoints,
+                options=BackfillOptions(days=deps.backfill_days, run_id=f"rebuild-{epoch}"),
             )
-            await self.sellers.epoch_rebuilt()
-            self.rebuilds += 1
-            log.info("the orders cache of epoch %s is rebuilt", epoch)
-        finally:
-            self.rebuilding = False
-            metrics.REBUILD_RUNNING.set(0)
+        generation = uuid.uuid4().hex[:12]
+        await replay_analytics(
+            deps.kafka,
+            deps.orders_topic,
+            deps.analytics,
+            deps.new_generation(generation),
+            generation,
+            deps.zone,
+        )
+
+    return resync

@@ -69,12 +69,14 @@ def render(summary: Summary, *, seller: str, footer: str) -> RenderableType:
 
     tables = Table.grid(padding=(0, 6))
     tables.add_row(ml, catalog)
+    tables.add_row(_orders(summary), _messages(summary))
     applied = ", ".join(f"{k} {_n(v)}" for k, v in sorted(summary.applied.items())) or "-"
     top = sorted(summary.events.items(), key=lambda kv: -kv[1])
     events = ", ".join(f"{k} {_n(v)}" for k, v in top) or "-"
     breakdown = Text.assemble(
-        ("applied ", "bold"), applied, "\n", ("events ", "bold"), events, style="dim"
-    )
+        ("applied ", "bold"), applied, "\n", ("events ", "bold"), events, "\n",
+        ("orders by state ", "bold"), _by_state(summary), style="dim",
+    )  # fmt: skip
     search = summary.search
     if search is None:
         line = Text("search: waiting for cached items", style="dim")
@@ -88,6 +90,56 @@ def render(summary: Summary, *, seller: str, footer: str) -> RenderableType:
     title = f"Peepers: seller {seller} connected, up {int(summary.uptime_s)} s"
     body = Group(tables, Text(""), breakdown, line, _alerts(summary), Text(footer, style="dim"))
     return Panel(body, title=title)
+
+
+def _table(title: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False, box=None)
+    table.add_column(style="dim")
+    table.add_column(justify="right")
+    return table
+
+
+def _by_state(summary: Summary) -> str:
+    states = summary.orders_by_state
+    if states is None:
+        return "-"
+    return ", ".join(f"{k} {_n(v)}" for k, v in sorted(states.items(), key=lambda kv: -kv[1]))
+
+
+def _sales(summary: Summary) -> str:
+    sales = summary.sales_today
+    if sales is None:
+        return "-"
+    revenue = ", ".join(f"{currency} {amount}" for currency, amount in sales.revenue.items())
+    return f"{_n(sales.orders)} orders" + (f", {revenue}" if revenue else "")
+
+
+def _orders(summary: Summary) -> Table:
+    table = _table("orders")
+    states = summary.orders_by_state
+    table.add_row("orders cached", _n(None if states is None else sum(states.values())))
+    table.add_row("today's sales", _sales(summary))
+    table.add_row("emails sent", _n(summary.emails_sent))
+    table.add_row("dead-lettered", _n(summary.orders_dead_lettered))
+    return table
+
+
+def _answer_time(summary: Summary) -> str:
+    took = summary.time_to_answer_s
+    if took is None:
+        return "-"
+    # The sandbox's seeded history answers questions days late; live answers take minutes.
+    shown = f"{took / 3600:.1f} h" if took >= 3600 else f"{took / 60:.1f} min"
+    return f"{shown} (mean of {_n(summary.answered)})"
+
+
+def _messages(summary: Summary) -> Table:
+    table = _table("messages")
+    table.add_row("unanswered questions", _n(summary.unanswered))
+    table.add_row("open tickets", _n(summary.open_tickets))
+    table.add_row("time to answer", _answer_time(summary))
+    table.add_row("dead-lettered", _n(summary.messages_dead_lettered))
+    return table
 
 
 def _alerts(summary: Summary) -> Text:
@@ -120,7 +172,19 @@ def plain(summary: Summary) -> str:
         "items_applied": int(sum(summary.applied.values())),
         "events": summary.events_total,
         "dead_lettered": int(summary.dead_lettered),
+        "orders": "-" if summary.orders_by_state is None else sum(summary.orders_by_state.values()),
+        "sales_today": "-" if summary.sales_today is None else summary.sales_today.orders,
+        "emails_sent": int(summary.emails_sent),
+        "orders_dead_lettered": int(summary.orders_dead_lettered),
+        "unanswered": int(summary.unanswered),
+        "open_tickets": int(summary.open_tickets),
+        "time_to_answer_s": _num(summary.time_to_answer_s),
+        "messages_dead_lettered": int(summary.messages_dead_lettered),
     }
+    if summary.orders_by_state:
+        fields["orders_by_state"] = ",".join(
+            f"{k}:{v}" for k, v in sorted(summary.orders_by_state.items())
+        )
     if summary.alerts is not None:
         fields["alerts_firing"] = ",".join(summary.alerts.firing) or "none"
     if summary.search is not None:

@@ -4,11 +4,12 @@ Steps, each bounded in time; a child that exits or is not ready in time stops th
 with its log tail:
 
 1. start the sandbox (notifier aimed at ingest's webhook, auth's callback registered,
-   consent auto-approved), auth, ingest and the catalog worker, each ready on its probe;
-   the worker's state is this run's own, fresh (`peepers_devstack.state`), and the
-   previous run's is dropped first;
+   consent auto-approved) and auth, each ready on its probe;
 2. log the sandbox's demo seller in through auth's PKCE flow over HTTP (redirects
-   followed with a cookie jar, as a browser would);
+   followed with a cookie jar, as a browser would), then start ingest, the catalog
+   worker, the SMTP sink, the orders and the messages workers; the workers' state is
+   this run's own, fresh (`peepers_devstack.state`), and the previous run's is dropped
+   first;
 3. follow the full sync the worker runs on the ``seller.connected`` (or
    ``seller.reconnected``) event auth publishes, from the worker's sync metrics and the
    line it logs when done. The sync is not started a second time from here:
@@ -41,11 +42,11 @@ from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.errors import CacheUnavailable, InfrastructureError
 from peepers_common.kafka import end_offsets
 from peepers_common.settings import KafkaSettings
-from peepers_common.topics import PEEPERS_SELLERS, notification_topic, retry_topic
+from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, notification_topic, retry_topic
 from peepers_devstack import prometheus
 from peepers_devstack.display import plain, render
 from peepers_devstack.errors import PreflightFailed, StepFailed
-from peepers_devstack.plan import ChildSpec, Plan, Ports, Secrets
+from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets
 from peepers_devstack.processes import Child, Supervisor
 from peepers_devstack.settings import Settings, inherited_environment, missing_stack_vars
 from peepers_devstack.state import drop_scope, swap_scope
@@ -53,18 +54,26 @@ from peepers_devstack.watch import (
     SummaryCollector,
     SyncProgress,
     SyncWatcher,
+    accepts,
     answers_200,
 )
+from peepers_messages.app import CONSUMED as MESSAGES_SOURCES
+from peepers_messages.settings import Settings as MessagesSettings
+from peepers_orders.app import NOTIFICATION_TOPICS as ORDERS_NOTIFICATIONS
+from peepers_orders.settings import Settings as OrdersSettings
 from peepers_sandbox.client import SandboxAdmin, SandboxAdminError
 
 # What the catalog worker consumes (peepers_catalog.app): a run's own consumer group
 # starts at these topics' current end, not at their first record.
 CATALOG_SOURCES = (notification_topic("items"), notification_topic("items_prices"), PEEPERS_SELLERS)
+ORDERS_SOURCES = (*ORDERS_NOTIFICATIONS, PEEPERS_SELLERS, PEEPERS_ORDERS)
 READY_PATHS = {
     "sandbox": "/_admin/health",
     "auth": "/readyz",
     "ingest": "/readyz",
     "catalog": "/readyz",
+    "orders": "/readyz",
+    "messages": "/readyz",
     "prometheus": "/-/ready",
 }
 # A seller event is picked up within seconds; much longer means it never came.
@@ -141,12 +150,23 @@ class Orchestrator:
                 "auth": self.plan.auth_url,
                 "ingest": self.plan.ingest_url,
                 "catalog": self.plan.catalog_url,
+                "mail": f"smtp://{LOOPBACK}:{self.plan.ports.smtp}",
+                "orders": self.plan.orders_url,
+                "messages": self.plan.messages_url,
                 "prometheus": self.plan.prometheus_url,
             }
             started: dict[str, Child] = {}
             for spec in self.plan.children():
                 started[spec.name] = await self._start(session, spec, urls[spec.name])
-            await self._connect(session)
+                if spec.name == "auth":
+                    # The login before anything reads ML with the seller's token: auth may
+                    # still hold the authorization an earlier run's login left (its Redis
+                    # outlives a run; each run's sandbox is new and refuses its refresh
+                    # token), and a worker or ingest's reconciler using it would meet
+                    # ReauthRequired and dead-letter the records. The workers' consumer
+                    # groups start at the topics' end before the login, so the
+                    # seller.connected event it publishes still reaches them.
+                    await self._connect(session)
             await self._follow_sync(session, started["catalog"])
             admin = SandboxAdmin(self.plan.sandbox_url, session)
             await admin.start_activity(self.options.activity_rate)
@@ -154,16 +174,37 @@ class Orchestrator:
             await self._summarise(session, admin)
 
     async def _fresh_state(self) -> None:
-        """This run's catalog state starts empty; the previous run's is dropped."""
-        previous = swap_scope(self.work_dir, self.plan.isolation)
+        """This run's workers' state starts empty; the previous run's is dropped."""
+        plan = self.plan
+        previous = swap_scope(self.work_dir, plan.isolation)
         if previous is not None:
+            redis = {
+                "catalog": CatalogSettings().redis,
+                "orders": OrdersSettings().redis,
+                "messages": MessagesSettings().redis,
+            }
+            dropped = {}
             try:
-                dropped = await drop_scope(CatalogSettings().redis, previous)
+                for service, settings in redis.items():
+                    dropped[service] = await drop_scope(settings, service, previous)
             except CacheUnavailable as exc:
                 raise PreflightFailed(str(exc)) from exc
-            self.say(f"dropped the previous run's catalog state ({previous}: {dropped} keys)")
-        await start_group_at_end(self.settings.kafka, self.plan.catalog_group)
-        self.say(f"this run's catalog state: Redis scope and consumer group {self.plan.isolation}")
+            counts = ", ".join(f"{service} {n}" for service, n in dropped.items())
+            self.say(f"dropped the previous run's state ({previous}: {counts} keys)")
+        groups = {
+            plan.catalog_group: _with_retries(CATALOG_SOURCES),
+            plan.orders_group: _with_retries(ORDERS_SOURCES),
+            # The orders mailer's two loops: each its own group (peepers_orders.mailer).
+            plan.mailer_group: [PEEPERS_ORDERS],
+            f"{plan.mailer_group}-retry": [retry_topic(PEEPERS_ORDERS)],
+            plan.messages_group: _with_retries(MESSAGES_SOURCES),
+        }
+        for group, topics in groups.items():
+            await start_group_at_end(self.settings.kafka, group, topics)
+        self.say(
+            "this run's catalog, orders and messages state: Redis scope and consumer groups "
+            f"{plan.isolation}"
+        )
 
     async def shutdown(self) -> None:
         if self.supervisor.children:
@@ -173,10 +214,11 @@ class Orchestrator:
     async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec, url: str) -> Child:
         name = spec.name
         child = await self.supervisor.start(spec)
-        probe_url = url + READY_PATHS[name]
 
         async def ready() -> bool:
-            return await answers_200(session, probe_url)
+            if name == "mail":  # an SMTP server: ready once it accepts a connection
+                return await accepts(LOOPBACK, self.plan.ports.smtp)
+            return await answers_200(session, url + READY_PATHS[name])
 
         took = await self.supervisor.wait_ready(
             child, ready, timeout_s=self.options.ready_timeout_s
@@ -320,9 +362,13 @@ def _sync_counts(line: str | None) -> str:
     return f" ({message.partition(': ')[2]})" if ": " in message else ""
 
 
-async def start_group_at_end(kafka: KafkaSettings, group: str) -> None:
-    """Commit the current end of every topic ``group`` consumes, before it first joins."""
-    topics = [*CATALOG_SOURCES, *(retry_topic(t) for t in CATALOG_SOURCES)]
+def _with_retries(sources: tuple[str, ...]) -> list[str]:
+    """A consumer kit's topics: its sources and their ``.retry`` topics."""
+    return [*sources, *(retry_topic(t) for t in sources)]
+
+
+async def start_group_at_end(kafka: KafkaSettings, group: str, topics: list[str]) -> None:
+    """Commit the current end of every topic in ``topics``, before ``group`` first joins."""
     try:
         ends = await end_offsets(kafka, topics)
     except InfrastructureError as exc:

@@ -219,6 +219,10 @@ class Plan:
     def catalog_group(self) -> str:
         return f"peepers-catalog-{self.isolation}"
 
+    @property
+    def mailer_group(self) -> str:
+        return f"{self.orders_group}-mailer"
+
     def children(self) -> list[ChildSpec]:
         """In start order; they are stopped in the reverse one."""
         services = self.services()
@@ -228,7 +232,16 @@ class Plan:
 
     def services(self) -> list[ChildSpec]:
         """The children that are Peepers or stand in for ML (not Prometheus)."""
-        started = [self.sandbox(), self.auth(), self.ingest(), self.catalog()]
+        started = [
+            self.sandbox(),
+            self.auth(),
+            self.ingest(),
+            self.catalog(),
+            # Before the orders worker, which mails through it.
+            self.mail_sink(),
+            self.orders(),
+            self.messages(),
+        ]
         return [*started, self.web()] if self.web_app else started
 
     @property
@@ -365,7 +378,7 @@ class Plan:
             "ORDERS_HTTP_HOST": LOOPBACK,
             "ORDERS_HTTP_PORT": str(self.ports.orders),
             "ORDERS_APP_ID": self.orders_group,
-            "ORDERS_MAIL__APP_ID": f"{self.orders_group}-mailer",
+            "ORDERS_MAIL__APP_ID": self.mailer_group,
             "ORDERS_ML__BASE_URL": self.sandbox_url,
             "ORDERS_ML__APP_ID": str(DEMO_APP_ID),
             "ORDERS_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,

@@ -8,10 +8,13 @@ come back older than the cached versions: the sync counted them ``stale`` and ke
 old data). So every run gets a catalog of its own, a Redis scope and a consumer group
 named by the run (starting at the topics' current end, so the old world's notifications
 and seller events are not replayed), and its first sync says ``created`` for every item,
-as the first run's did. Auth's seller authorization is renewed by each run's login.
+as the first run's did. The orders and messages workers follow the same rule (their
+Redis scope and consumer groups, the orders mailer's included, are the run's too): an
+order or a question of the old marketplace is not one of the new. Auth's seller
+authorization is renewed by each run's login.
 
 The scope of the last run is written to ``<work dir>/catalog.scope``; the next run drops
-its keys before it starts anything (SCAN and UNLINK as the catalog's Redis user: a
+its keys before it starts anything (SCAN and UNLINK as each service's Redis user: a
 developer tool emptying its own scratch scope, never a service's cache invalidation).
 """
 
@@ -36,9 +39,9 @@ def swap_scope(work_dir: Path, scope: str) -> str | None:
     return previous if previous and previous != scope else None
 
 
-async def drop_scope(redis: RedisSettings, scope: str) -> int:
-    """Drop every catalog key of ``scope``; returns how many there were."""
-    prefix = Namespace("catalog", scope=scope).prefix
+async def drop_scope(redis: RedisSettings, service: str, scope: str) -> int:
+    """Drop every key of ``service`` in ``scope``; returns how many there were."""
+    prefix = Namespace(service, scope=scope).prefix
     dropped = 0
     client = connect_redis(redis)
     try:

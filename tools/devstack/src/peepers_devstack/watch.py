@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,17 @@ async def answers_200(session: aiohttp.ClientSession, url: str) -> bool:
             return response.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
+
+
+async def accepts(host: str, port: int) -> bool:
+    """Whether something accepts a TCP connection on ``host:port``."""
+    try:
+        _reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
 
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> Scrape:
@@ -101,6 +113,14 @@ class Search:
 
 
 @dataclass
+class Sales:
+    """Today's sales, in the orders service's analytics timezone."""
+
+    orders: int
+    revenue: dict[str, str]
+
+
+@dataclass
 class Summary:
     uptime_s: float
     # The sandbox's notifier: what ML sent and how ingest answered it.
@@ -123,6 +143,17 @@ class Summary:
     dead_lettered: float = 0.0
     parked: float = 0.0
     search: Search | None = None
+    # The orders worker: its read API (None: it did not answer) and its mailer.
+    orders_by_state: dict[str, int] | None = None
+    sales_today: Sales | None = None
+    emails_sent: float = 0.0
+    orders_dead_lettered: float = 0.0
+    # The messages worker.
+    unanswered: float = 0.0
+    open_tickets: float = 0.0
+    answered: float = 0.0
+    time_to_answer_s: float | None = None
+    messages_dead_lettered: float = 0.0
     # Prometheus's alerts (None: not running, or it did not answer).
     alerts: prometheus.Alerts | None = None
 
@@ -153,14 +184,41 @@ class SummaryCollector:
         catalog = await scrape(self._session, self._plan.catalog_url)
         summary.applied = catalog.by("peepers_catalog_items_applied_total", "outcome")
         summary.events = catalog.by("peepers_catalog_events_published_total", "type")
-        summary.dead_lettered = catalog.total(
-            "peepers_consumer_failures_total", fate="dead_lettered"
-        )
+        summary.dead_lettered = _dead_lettered(catalog)
         summary.parked = catalog.total("peepers_consumer_failures_total", fate="parked")
         summary.items_cached, summary.search = await self._catalog_api()
+        await self._orders(summary)
+        await self._messages(summary)
         if self._plan.prometheus_binary is not None:
             summary.alerts = await prometheus.alerts(self._session, self._plan.prometheus_url)
         return summary
+
+    async def _orders(self, summary: Summary) -> None:
+        metrics = await scrape(self._session, self._plan.orders_url)
+        summary.emails_sent = metrics.total("peepers_orders_emails_total", outcome="sent")
+        summary.orders_dead_lettered = _dead_lettered(metrics)
+        base = f"{self._plan.orders_url}/orders/sellers/{self._plan.seller_id}"
+        by_state = await self._get(f"{base}/summary", {})
+        if by_state is not None:
+            summary.orders_by_state = {k: int(v) for k, v in by_state["by_state"].items() if v}
+        # The API's default range ends today in its own timezone: that day's figures.
+        figures = await self._get(f"{base}/analytics", {})
+        if figures is not None:
+            today: list[dict[str, Any]] = [d for d in figures["days"] if d["day"] == figures["to"]]
+            summary.sales_today = (
+                Sales(int(today[0]["orders"]), dict(today[0]["revenue"])) if today else Sales(0, {})
+            )
+
+    async def _messages(self, summary: Summary) -> None:
+        metrics = await scrape(self._session, self._plan.messages_url)
+        seller = str(self._plan.seller_id)
+        summary.unanswered = metrics.total("peepers_messages_unanswered_questions", seller=seller)
+        summary.open_tickets = metrics.total("peepers_messages_open_tickets", seller=seller)
+        summary.answered = metrics.total("peepers_messages_time_to_answer_seconds_count")
+        if summary.answered:
+            took = metrics.total("peepers_messages_time_to_answer_seconds_sum")
+            summary.time_to_answer_s = took / summary.answered
+        summary.messages_dead_lettered = _dead_lettered(metrics)
 
     async def _notifier(self, summary: Summary) -> None:
         stats = await self._admin.notifier_summary()
@@ -205,6 +263,10 @@ class SummaryCollector:
                 return body
         except (aiohttp.ClientError, TimeoutError):
             return None
+
+
+def _dead_lettered(metrics: Scrape) -> float:
+    return metrics.total("peepers_consumer_failures_total", fate="dead_lettered")
 
 
 def _words(titles: Any) -> list[str]:

@@ -50,9 +50,24 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
         default=0,
         help="every ML call this slow, as production round trips (0; 50 for scale-out)",
     )
+    add("--ml-requests-per-minute", type=int, default=60_000,
+        help="Peepers' outbound ML budget, every service (60000)")  # fmt: skip
+    add(
+        "--enforce-ml-limit",
+        action="store_true",
+        help="the sandbox refuses calls over that budget (429s the limits check counts)",
+    )
     add(
         "--without", default="", help="comma-separated activity kinds left out of the sandbox's mix"
     )
+    add(
+        "--known-failing",
+        default="",
+        help="comma-separated words: a check whose name holds one is reported, not failed",
+    )
+    add("--fairness", type=int, default=0,
+        help="N webhook->cache probes on the other sellers during the huge seller's sync,\n"
+        "N after it (0: none)")  # fmt: skip
     add("--faults", default="all",
         help="comma-separated: kill:<child>, redis-flushall, redis-restart, smtp-stop,\n"
         "token-expiry, ml-5xx, ml-429, ml-slow; 'all' (default) or 'none'")  # fmt: skip
@@ -84,9 +99,13 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
             workers=args.workers,
             rate=args.rate,
             ml_latency_ms=args.ml_latency_ms,
+            ml_requests_per_minute=args.ml_requests_per_minute,
+            enforce_ml_limit=args.enforce_ml_limit,
             without=without,
         ),
         faults=names,
+        fairness=args.fairness,
+        known_failing=tuple(w.strip() for w in args.known_failing.split(",") if w.strip()),
         overlapping=not args.no_overlap,
         hold_s=args.hold,
         gap_s=args.gap,

@@ -1,7 +1,7 @@
 """The checks after the quiet period; each returns what diverged (empty: it holds).
 
-- convergence: every item and order of every seller, as the run's Redis holds it, equals
-  what the sandbox holds now;
+- convergence: every item, order, question, conversation and claim (with its ticket) of
+  every seller, as the run's Redis holds it, equals what the sandbox holds now;
 - nothing lost: every notification whose delivery ingest acknowledged is on a
   notification topic (its ``ce_id`` header), counted against the notifier's attempt log;
 - nothing doubled: no change announced under two event ids on ``peepers.catalog.v1``
@@ -49,6 +49,7 @@ from peepers_common.topics import (
     TOPICS,
     notification_topic,
 )
+from peepers_messages.adapters import RedisMirror, RedisTickets
 from peepers_orders import lifecycle
 from peepers_orders.adapters.redis_store import RedisOrderStore
 from peepers_orders.mail import transition_of
@@ -62,13 +63,16 @@ class Check:
     name: str
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    # A failure written down and being fixed (--known-failing): shown, not failing the run.
+    known: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def line(self) -> str:
-        verdict = "ok" if self.ok else f"FAILED ({len(self.problems)})"
+        failed = "KNOWN FAILURE" if self.known else "FAILED"
+        verdict = "ok" if self.ok else f"{failed} ({len(self.problems)})"
         shown = "".join(f"\n    {p}" for p in self.problems[:SHOWN])
         more = len(self.problems) - SHOWN
         return f"{self.name}: {verdict}, {self.checked} checked{shown}" + (
@@ -117,11 +121,53 @@ def order_differences(orders: list[dict[str, Any]], cached: dict[int, Any]) -> l
     return wrong
 
 
+async def messages_differences(
+    mirror: RedisMirror, tickets: RedisTickets, state: dict[str, Any]
+) -> list[str]:
+    """What the messages mirror holds that differs from ML (the rules of its e2e test)."""
+    wrong = []
+    for served in state["questions"]:
+        cached = await mirror.question(served["id"])
+        answer = served["answer"]
+        if cached is None:
+            if served["status"] == "UNANSWERED":
+                wrong.append(f"question {served['id']}: unanswered at ML, not mirrored")
+        elif (cached.status, cached.answer_text) != (
+            served["status"],
+            answer["text"] if answer else None,
+        ):
+            wrong.append(f"question {served['id']}: {cached.status} vs {served['status']}")
+    for served in state["conversations"]:
+        pack_id = served["pack_id"]
+        conversation = await mirror.conversation(pack_id)
+        if conversation is None:
+            wrong.append(f"pack {pack_id}: not mirrored")
+            continue
+        if {m.id for m in conversation.messages} != set(served["message_ids"]):
+            wrong.append(f"pack {pack_id}: messages differ")
+        if conversation.unread != served["unread"]:
+            wrong.append(f"pack {pack_id}: unread {conversation.unread} vs {served['unread']}")
+    for claim in state["claims"]:
+        mirrored = await mirror.claim(claim["id"])
+        ticket = await tickets.get(claim["id"])
+        if mirrored is None or ticket is None:
+            wrong.append(f"claim {claim['id']}: mirrored {mirrored is not None}, ticket {ticket}")
+            continue
+        if (mirrored.status, mirrored.stage) != (claim["status"], claim["stage"]):
+            wrong.append(f"claim {claim['id']}: {mirrored.status}/{mirrored.stage} vs ML")
+        if (ticket.claim_status, ticket.claim_stage) != (claim["status"], claim["stage"]):
+            wrong.append(f"ticket {claim['id']}: does not follow its claim")
+    return wrong
+
+
 async def convergence(
     redis: aioredis.Redis, scope: str, states: Sequence[dict[str, Any]]
-) -> tuple[Check, Check]:
+) -> tuple[Check, Check, Check]:
     items = Check("items in Redis = ML")
     orders = Check("orders in Redis = ML")
+    messages = Check("questions, conversations, claims and tickets in Redis = ML")
+    mirror = RedisMirror(redis, Namespace("messages", scope=scope))
+    tickets = RedisTickets(redis, Namespace("messages", scope=scope))
     item_store = RedisItemStore(redis, Namespace("catalog", scope=scope))
     order_store = RedisOrderStore(redis, Namespace("orders", scope=scope))
     for state in states:
@@ -137,7 +183,10 @@ async def convergence(
         found = {o.summary.order_id: o for o in await order_store.get_many(ids)}
         orders.checked += len(ids)
         orders.problems += order_differences(state["orders"], found)
-    return items, orders
+        messages.checked += len(state["questions"]) + len(state["conversations"])
+        messages.checked += len(state["claims"])
+        messages.problems += await messages_differences(mirror, tickets, state)
+    return items, orders, messages
 
 
 def notification_topics(prefix: str) -> list[str]:

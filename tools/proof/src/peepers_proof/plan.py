@@ -10,9 +10,8 @@ with what keeps the run to itself added on top:
   groups named after the run, removed again at the end;
 - the sandbox with many sellers in a process of its own (`peepers_proof.sandbox_host`),
   and auth on the prefixed topics (`peepers_proof.auth_host`);
-- ``workers`` processes each of catalog and orders, one consumer group per service.
-
-The messages service is not started: it has no worker on this branch yet.
+- ``workers`` processes each of catalog, orders and messages, one consumer group per
+  service.
 """
 
 from __future__ import annotations
@@ -34,12 +33,14 @@ from peepers_sandbox.config import (
     FaultConfig,
     MarketplaceConfig,
     NotifierConfig,
+    RateLimitConfig,
+    RateLimitRule,
     SandboxConfig,
 )
 
-SERVICES = ("ingest", "auth", "catalog", "orders")
+SERVICES = ("ingest", "auth", "catalog", "orders", "messages")
 # How each worker kind is named in its children ("catalog-1", ...).
-WORKER_KINDS = ("catalog", "orders")
+WORKER_KINDS = ("catalog", "orders", "messages")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ class Options:
     orders: int = 30
     workers: int = 2
     rate: float = 50.0
+    # Peepers' outbound budget (every service's *_ML__APP_LIMIT); with `enforce_ml_limit`
+    # the sandbox refuses (429) what goes over it, counted by the limits check.
     ml_requests_per_minute: int = 60_000
+    enforce_ml_limit: bool = False
     # Every ML call this slow (the sandbox's fault latency), as production round trips are.
     ml_latency_ms: int = 0
     # Activity kinds left out of the sandbox's default mix.
@@ -117,7 +121,9 @@ class ProofPlan:
         )
 
     def worker_ports(self, kind: str) -> list[int]:
-        first = self.ports.catalog if kind == "catalog" else self.ports.orders
+        first = {"catalog": self.ports.catalog, "orders": self.ports.orders}.get(
+            kind, self.ports.messages
+        )
         return [first, *(free_port() for _ in range(self.options.workers - 1))]
 
     def sandbox_config(self) -> SandboxConfig:
@@ -135,12 +141,20 @@ class ProofPlan:
             ),
             api=ApiConfig(auto_approve=True),
             faults=FaultConfig(latency_ms=o.ml_latency_ms),
+            rate_limits=RateLimitConfig(rules=self._ml_limits()),
             activity_mix={k: w for k, w in DEFAULT_MIX.items() if k not in o.without},
             # Off until every seller is connected and synced (Runner.connect).
             notifier=NotifierConfig(
                 enabled=False, retry_gaps_s=list(o.retry_gaps_s), attempt_log_size=5_000_000
             ),
         )
+
+    def _ml_limits(self) -> list[RateLimitRule]:
+        """The sandbox's default rules, plus the app's whole budget per minute if enforced."""
+        rules = RateLimitConfig().rules
+        if self.options.enforce_ml_limit:
+            rules.append(RateLimitRule(family="*", per_minute=self.options.ml_requests_per_minute))
+        return rules
 
     def children(self) -> list[ChildSpec]:
         """In start order (stopped in reverse)."""
@@ -150,8 +164,7 @@ class ProofPlan:
             self.sandbox(),
             self.auth(),
             self.ingest(),
-            *self.workers("catalog"),
-            *self.workers("orders"),
+            *(spec for kind in WORKER_KINDS for spec in self.workers(kind)),
         ]
 
     def redis(self) -> ChildSpec:
@@ -209,7 +222,7 @@ class ProofPlan:
 
     def workers(self, kind: str) -> list[ChildSpec]:
         base = self.devstack
-        spec = base.catalog() if kind == "catalog" else base.orders()
+        spec = {"catalog": base.catalog, "orders": base.orders, "messages": base.messages}[kind]()
         up = kind.upper()
         env = {
             **spec.env,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,9 @@ from peepers_devstack.errors import StepFailed
 from peepers_devstack.processes import Supervisor
 from peepers_devstack.settings import Settings as DevstackSettings
 from peepers_devstack.settings import inherited_environment
+from peepers_messages.app import CONSUMED as MESSAGES_CONSUMED
 from peepers_orders.app import NOTIFICATION_TOPICS
-from peepers_proof import checks, faults
+from peepers_proof import checks, fairness, faults
 from peepers_proof.checks import Check
 from peepers_proof.plan import Options, ProofPlan
 from peepers_proof.stack import Say, Stack
@@ -45,6 +46,10 @@ class RunOptions:
     quiet_s: float = 120.0
     sync_timeout_s: float = 900.0
     progress_every_s: float = 10.0
+    # Checks whose name contains one of these: reported, not failing the run.
+    known_failing: tuple[str, ...] = ()
+    # Latency probes during the huge seller's sync and after it (0: none).
+    fairness: int = 0
     # Per checkout (not the shared .stack): a run stops the leftovers of an earlier run
     # killed outright here (the pid file), never another checkout's run.
     work_dir: Path = Path(".cache/proof")
@@ -58,7 +63,7 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return all(c.ok or c.known for c in self.checks)
 
 
 async def _poll(
@@ -78,6 +83,7 @@ class Runner:
         self.say = say
         self.plan = ProofPlan(options.stack, options.work_dir.resolve())
         self.figures: dict[str, Any] = {}
+        self._said_left = 0.0
 
     async def run(self) -> Result:
         plan = self.plan
@@ -101,10 +107,22 @@ class Runner:
         await stack.start()
         started = time.monotonic()
         await stack.connect_sellers()
-        if not await _poll(lambda: self._converged(stack), timeout_s=o.sync_timeout_s, every_s=3):
+        synced_event = asyncio.Event()
+        during: asyncio.Task[list[float]] | None = None
+        if o.fairness:
+            # Webhooks flow while the huge seller's sync runs, and the probes time them.
+            await stack.admin.patch_notifier(enabled=True)
+            probed = await self._probe_items(stack)
+            during = asyncio.create_task(fairness.probe(stack, probed, o.fairness, synced_event))
+        if not await _poll(
+            lambda: self._converged(stack, initial=True), timeout_s=o.sync_timeout_s, every_s=3
+        ):
             self.say("the initial syncs did not converge in time; checking anyway")
+        synced_event.set()
         synced = time.monotonic() - started
-        items, orders = await self._mirror_checks(stack)
+        if during is not None:
+            await self._fairness(stack, await during)
+        items, orders, _ = await self._mirror_checks(stack)
         self.figures["workers per service"] = self.plan.options.workers
         self.figures["ML latency ms"] = self.plan.options.ml_latency_ms
         self.figures["initial sync s"] = round(synced, 1)
@@ -142,6 +160,25 @@ class Runner:
         self.say(f"activity stopped: {made} changes in {load_s:.0f} s; quiet period")
         return Result(await self._quiet_checks(stack), injected, self.figures)
 
+    async def _probe_items(self, stack: Stack) -> dict[int, list[str]]:
+        """Up to 20 items of each ordinary seller (the huge one is syncing)."""
+        states = await self._states(stack, self.plan.sellers[1:])
+        return {s["seller_id"]: list(s["items"])[:20] for s in states}
+
+    async def _fairness(self, stack: Stack, during: list[float]) -> None:
+        after = await fairness.probe(stack, await self._probe_items(stack), self.options.fairness)
+        for name, latencies in (("during the huge sync", during), ("without it", after)):
+            if latencies:
+                p50, p99 = (fairness.percentile(latencies, q) for q in (0.5, 0.99))
+                self.figures[f"webhook->cache ms {name} (n, p50, p99)"] = (
+                    len(latencies),
+                    round(p50),
+                    round(p99),
+                )
+        if during and after:
+            ratio = fairness.percentile(during, 0.99) / fairness.percentile(after, 0.99)
+            self.figures["webhook->cache p99 ratio (target <= 2)"] = round(ratio, 2)
+
     async def _progress(self, stack: Stack, since: float) -> None:
         while True:
             await asyncio.sleep(self.options.progress_every_s)
@@ -155,15 +192,17 @@ class Runner:
                     f"failed attempts {n['failed_attempts']}"
                 )
 
-    async def _states(self, stack: Stack) -> list[dict[str, Any]]:
+    async def _states(
+        self, stack: Stack, sellers: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
         states = []
-        for seller in self.plan.sellers:
+        for seller in self.plan.sellers if sellers is None else sellers:
             async with stack.session.get(f"{self.plan.state_url}/state/{seller}") as response:
                 response.raise_for_status()
                 states.append(await response.json())
         return states
 
-    async def _mirror_checks(self, stack: Stack) -> tuple[Check, Check]:
+    async def _mirror_checks(self, stack: Stack) -> tuple[Check, Check, Check]:
         client = stack.redis()
         try:
             states = await self._states(stack)
@@ -171,13 +210,23 @@ class Runner:
         finally:
             await client.aclose()
 
-    async def _converged(self, stack: Stack) -> bool:
+    async def _converged(self, stack: Stack, *, initial: bool = False) -> bool:
+        """Whether the mirrors equal ML; ``initial``: the syncs' and backfills' (items, orders).
+
+        The messages backfill mirrors what a seller must act on, not every old question
+        or conversation: its mirror is checked once the load has touched them.
+        """
         try:
-            items, orders = await self._mirror_checks(stack)
+            mirrors = await self._mirror_checks(stack)
         except Exception as exc:  # Redis may be restarting, Kafka rebalancing: poll again
             self.say(f"convergence not readable yet: {exc}")
             return False
-        return items.ok and orders.ok
+        left = [c for c in (mirrors[:2] if initial else mirrors) if not c.ok]
+        now = time.monotonic()
+        if left and now - self._said_left > 15:
+            self._said_left = now
+            self.say("not converged yet: " + "; ".join(f"{c.name}: {c.problems[0]}" for c in left))
+        return not left
 
     async def _caught_up(self, stack: Stack) -> bool:
         plan, kafka = self.plan.devstack, stack.kafka
@@ -185,8 +234,10 @@ class Runner:
         catalog = [prefix + t for t in (*ITEM_TOPICS, PEEPERS_SELLERS)]
         orders = [prefix + t for t in (*NOTIFICATION_TOPICS, PEEPERS_SELLERS)]
         mailer = plan.orders().env["ORDERS_MAIL__APP_ID"]
+        messages = [prefix + t for t in MESSAGES_CONSUMED]
         return (
-            await checks.caught_up(kafka, plan.catalog_group, catalog)
+            await checks.caught_up(kafka, plan.messages_group, messages)
+            and await checks.caught_up(kafka, plan.catalog_group, catalog)
             and await checks.caught_up(kafka, plan.orders_group, orders)
             and await checks.caught_up(kafka, mailer, [prefix + PEEPERS_ORDERS])
         )
@@ -201,7 +252,7 @@ class Runner:
             self.say("the consumer groups did not reach the end of their topics in time")
         await _poll(lambda: self._converged(stack), timeout_s=o.quiet_s, every_s=3)
         self.figures["quiet until converged s"] = round(time.monotonic() - began, 1)
-        items, orders = await self._mirror_checks(stack)
+        mirrors = await self._mirror_checks(stack)
         async with stack.session.get(f"{self.plan.state_url}/acked") as response:
             acked = (await response.json())["acked"]
         kafka, prefix = stack.kafka, self.plan.prefix
@@ -209,12 +260,14 @@ class Runner:
         doubled, republished = await checks.nothing_doubled(kafka, prefix, mail_dir)
         for topic, count in republished.items():
             self.figures[f"event ids republished on {topic}"] = count
-        return [
-            items,
-            orders,
+        found = [
+            *mirrors,
             await checks.nothing_lost(kafka, prefix, acked),
             *doubled,
             await checks.nothing_dead_lettered(kafka, prefix),
             await checks.no_relogin(kafka, prefix, self.plan.sellers),
             checks.limits_kept(await stack.admin.rate_limit_counters()),
         ]
+        for check in found:
+            check.known = any(words in check.name for words in o.known_failing)
+        return found

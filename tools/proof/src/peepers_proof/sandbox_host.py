@@ -6,8 +6,8 @@ The sandbox is the truth the checks compare Peepers against. Its public API woul
 the checks call ML as a seller does (paged searches that hide cancelled orders, ...),
 so this process serves beside it, on a second port, what the sandbox holds:
 
-- ``GET /state/{seller_id}``: the seller's items (as the owner sees them) and orders with
-  their shipments;
+- ``GET /state/{seller_id}``: the seller's items (as the owner sees them), orders with
+  their shipments, questions, conversations (message ids, unread count) and claims;
 - ``GET /acked``: the ids of the notifications whose delivery ingest acknowledged (200
   within the deadline), from the notifier's attempt log;
 - ``POST /expire-tokens``: expire every access token now (ML's 6-hour expiry for every
@@ -47,7 +47,25 @@ def seller_state(state: SandboxState, seller_id: int) -> dict[str, Any]:
     for order_id in market.orders_by_seller.get(seller_id, []):
         order = market.orders[order_id]
         orders.append({"order": order, "shipment": market.shipments[order["shipping"]["id"]]})
-    return {"seller_id": seller_id, "items": items, "orders": orders}
+    questions = [market.questions[q] for q in market.questions_by_seller.get(seller_id, [])]
+    conversations = [
+        {
+            "pack_id": pack_id,
+            "message_ids": list(ids),
+            "unread": market.unread.get(seller_id, {}).get(pack_id, 0),
+        }
+        for pack_id, ids in market.messages_by_pack.items()
+        if ids and market.pack_parties(pack_id)[0] == seller_id
+    ]
+    claims = [market.claims[c] for c in market.claims_by_seller.get(seller_id, [])]
+    return {
+        "seller_id": seller_id,
+        "items": items,
+        "orders": orders,
+        "questions": questions,
+        "conversations": conversations,
+        "claims": claims,
+    }
 
 
 async def _state(request: web.Request) -> web.Response:

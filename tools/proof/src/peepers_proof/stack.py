@@ -27,7 +27,7 @@ from peepers_devstack.errors import StepFailed
 from peepers_devstack.plan import LOOPBACK, ChildSpec
 from peepers_devstack.processes import Child, Probe, Supervisor
 from peepers_devstack.watch import answers_200
-from peepers_proof.plan import ProofPlan
+from peepers_proof.plan import WORKER_KINDS, ProofPlan
 from peepers_sandbox.client import SandboxAdmin
 
 Say = Callable[[str], None]
@@ -76,7 +76,12 @@ class Stack:
         self.say(f"topics behind {self.plan.prefix} created")
         for spec in self.plan.children():
             self.specs[spec.name] = spec
-            await self.start_child(spec.name)
+        workers = [n for n in self.specs if n.partition("-")[0] in WORKER_KINDS]
+        for name in self.specs:
+            if name not in workers:  # in order: each needs the ones before it
+                await self.start_child(name)
+        # The workers need only those, not each other: started together.
+        await asyncio.gather(*(self.start_child(name) for name in workers))
 
     async def start_child(self, name: str) -> None:
         spec = self.specs[name]

@@ -142,7 +142,7 @@ def create_web_app(
         client_max_size=64 * 1024,
     )
     app[web_settings_key] = settings
-    app[hub_key] = LiveHub(settings.live_buffer_per_seller)
+    app[hub_key] = LiveHub(settings.live_buffer_per_seller, settings.live_replay_s)
     app[views.templates_key] = templates()
     app[overrides_key] = _Overrides(
         sessions, readers, namespace or Namespace("auth"), live_topics, sellers_topic, follow_kafka

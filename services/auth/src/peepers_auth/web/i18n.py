@@ -170,6 +170,8 @@ PT_BR: Final = {
     "under_review": "em revisão",
     "inactive": "inativo",
     "Revenue": "Faturamento",
+    "Write an answer first.": "Escreva uma resposta primeiro.",
+    "At most {limit} characters ({count} now).": "No máximo {limit} caracteres ({count} agora).",
     "order": "pedido",
     "message": "mensagem",
     "claim": "reclamação",

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -101,17 +102,34 @@ def seller_status(raw: bytes | None) -> tuple[int, SellerStatus] | None:
 
 @dataclass
 class _Seller:
-    recent: deque[LiveEvent]
+    # (when it arrived, monotonic; the event)
+    recent: deque[tuple[float, LiveEvent]]
     pages: set[asyncio.Queue[LiveEvent]] = field(default_factory=set)
 
 
 class LiveHub:
-    """Per seller: the last ``keep`` events and the queues of the pages open now."""
+    """Per seller: its last events and the queues of its pages open now.
 
-    def __init__(self, keep: int, *, page_queue: int = 256) -> None:
+    An event is kept for ``keep_s`` (the replay window a starting replica reads, so every
+    replica can resume the same ids) and at most the last ``keep`` per seller; a seller
+    with no recent event and no open page is forgotten, so memory follows the traffic
+    of the last minutes, not the number of sellers ever seen.
+    """
+
+    def __init__(
+        self,
+        keep: int,
+        keep_s: float,
+        *,
+        page_queue: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._keep = keep
+        self._keep_s = keep_s
         self._page_queue = page_queue
+        self._clock = clock
         self._sellers: dict[int, _Seller] = {}
+        self._swept_at = clock()
         self.statuses: dict[int, SellerStatus] = {}
 
     def _seller(self, seller_id: int) -> _Seller:
@@ -120,9 +138,15 @@ class LiveHub:
             seller = self._sellers[seller_id] = _Seller(deque(maxlen=self._keep))
         return seller
 
+    def _prune(self, seller: _Seller, now: float) -> None:
+        while seller.recent and seller.recent[0][0] < now - self._keep_s:
+            seller.recent.popleft()
+
     def publish(self, event: LiveEvent) -> None:
+        now = self._clock()
         seller = self._seller(event.seller_id)
-        seller.recent.append(event)
+        self._prune(seller, now)
+        seller.recent.append((now, event))
         for queue in list(seller.pages):
             if queue.full():
                 # A page this far behind reloads rather than holding memory for it.
@@ -131,15 +155,27 @@ class LiveHub:
                 queue.put_nowait(LiveEvent(RELOAD, event.seller_id, RELOAD, RELOAD))
             else:
                 queue.put_nowait(event)
+        if now - self._swept_at > self._keep_s / 10:
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Drop expired events, and the sellers left with none and no open page."""
+        now = self._swept_at = self._clock()
+        for seller_id, seller in list(self._sellers.items()):
+            self._prune(seller, now)
+            if not seller.recent and not seller.pages:
+                del self._sellers[seller_id]
 
     def missed(self, seller_id: int, last_event_id: str | None) -> list[LiveEvent]:
         """What a page that last saw ``last_event_id`` has not seen (a reload if unknown)."""
         if last_event_id is None:
             return []
-        recent = self._seller(seller_id).recent
+        seller = self._seller(seller_id)
+        self._prune(seller, self._clock())
+        recent = [event for _, event in seller.recent]
         for index, event in enumerate(recent):
             if event.id == last_event_id:
-                return list(recent)[index + 1 :]
+                return recent[index + 1 :]
         return [LiveEvent(RELOAD, seller_id, RELOAD, RELOAD)]
 
     @asynccontextmanager
@@ -165,3 +201,6 @@ class LiveHub:
 
     def open_pages(self) -> int:
         return sum(len(s.pages) for s in self._sellers.values())
+
+    def sellers_kept(self) -> int:
+        return len(self._sellers)

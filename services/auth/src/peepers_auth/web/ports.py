@@ -179,7 +179,11 @@ class OrdersReader(Protocol):
 
 class MessagesReader(Protocol):
     async def unanswered(self, seller_id: int) -> list[Question]:
-        """The seller's unanswered questions, oldest first."""
+        """The seller's unanswered questions, oldest first (the first 200)."""
+        ...
+
+    async def unanswered_count(self, seller_id: int) -> int:
+        """How many questions wait for an answer (all of them, not one page)."""
         ...
 
     async def answer(self, seller_id: int, question_id: int, text: str) -> bool:

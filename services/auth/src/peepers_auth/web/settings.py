@@ -51,10 +51,10 @@ class WebSettings(BaseSettings):
     # The site (and so the time zone and currency) shown until the seller's own is known.
     default_site: str = "MLB"
 
-    # Live updates: how far back a starting replica reads the domain topics, and how many
-    # events per seller it keeps, so a page that reconnects (Last-Event-ID) to it, or to
-    # another replica, gets what it missed.
-    live_replay_s: int = Field(default=600, ge=0)
+    # Live updates: how far back a starting replica reads the domain topics, which is also
+    # how long every replica keeps an event, and at most how many per seller: a page that
+    # reconnects (Last-Event-ID) to any replica within that window gets what it missed.
+    live_replay_s: int = Field(default=600, ge=10)
     live_buffer_per_seller: int = Field(default=500, ge=10)
     live_heartbeat_s: float = Field(default=15.0, gt=0)
 

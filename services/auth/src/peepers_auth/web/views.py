@@ -25,11 +25,14 @@ from redis.exceptions import RedisError
 
 from peepers_auth.errors import AuthError
 from peepers_auth.web import chart, metrics
+from peepers_auth.web.i18n import Locale
 from peepers_auth.web.live import CLOSING, RELOAD, LiveEvent
 from peepers_auth.web.ports import (
     ANSWER_MAX_CHARS,
     AnswerRefused,
+    CatalogPage,
     OrderFilter,
+    OrderList,
     Readers,
     SellerStatus,
     ServiceNotAvailable,
@@ -124,7 +127,7 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 def _int_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
         raise PageNotFound(raw)
     return int(raw)
 
@@ -149,7 +152,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
     today = _today(request)
     sales, questions, tickets, ready = await asyncio.gather(
         attempt(readers.orders.sales(seller, today - timedelta(days=29), today)),
-        attempt(readers.messages.unanswered(seller)),
+        attempt(readers.messages.unanswered_count(seller)),
         attempt(readers.messages.tickets(seller)),
         _ready(readers),
     )
@@ -184,7 +187,7 @@ async def overview(request: web.Request) -> web.StreamResponse:
             "overview.html",
             status=_status(request),
             figures=figures,
-            questions=questions if isinstance(questions, Unavailable) else len(questions),
+            questions=questions,
             tickets=open_tickets,
             ready=ready,
         )
@@ -231,7 +234,12 @@ _ORDER_PARAMS: Final = ("state", "buyer", "from", "to")
 async def orders(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
     query, problem = _order_filter(request.query, request[locale_key].zone)
-    found = None if problem else await attempt(_readers(request).orders.search(seller, query))
+    found: OrderList | Unavailable | None = None
+    if problem is None:
+        try:
+            found = await attempt(_readers(request).orders.search(seller, query))
+        except ValueError as exc:  # the orders API refused the query (a stale cursor...)
+            problem = str(exc)
     return _html(
         render(
             request,
@@ -282,11 +290,12 @@ async def questions(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _answer_problem(text: str) -> tuple[str, str] | None:
+def _answer_problem(text: str, locale: Locale) -> tuple[str, str] | None:
     if not text.strip():
-        return "empty", "Write an answer first."
+        return "empty", locale.text("Write an answer first.")
     if len(text) > ANSWER_MAX_CHARS:
-        return "too_long", f"At most {ANSWER_MAX_CHARS} characters ({len(text)} now)."
+        too_long = locale.text("At most {limit} characters ({count} now).")
+        return "too_long", too_long.format(limit=ANSWER_MAX_CHARS, count=len(text))
     return None
 
 
@@ -295,7 +304,7 @@ async def answer(request: web.Request) -> web.StreamResponse:
     question_id = _int_id(request.match_info["question_id"])
     form = await request.post()
     text = str(form.get("text", ""))
-    problem = _answer_problem(text)
+    problem = _answer_problem(text, request[locale_key])
     answered = False
     if problem is None:
         try:
@@ -409,11 +418,11 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     params = {k: request.query[k] for k in _CATALOG_PARAMS if request.query.get(k)}
     params["limit"] = "25"
     problem = None
-    found: Any
+    found: CatalogPage | Unavailable | None = None
     try:
         found = await attempt(_readers(request).catalog.search(seller, params))
-    except ValueError as exc:
-        found, problem = None, str(exc)
+    except ValueError as exc:  # the catalog refused the query: say why beside the form
+        problem = str(exc)
     form = {k: v for k, v in params.items() if k not in ("limit", "cursor")}
     return _html(render(request, "catalog.html", found=found, problem=problem, form=form))
 

@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 
 from peepers_common.errors import ConfigurationError, InvalidQuery
 from peepers_common.namespaces import Namespace, redis_errors
+from peepers_common.rebuild import epoch_began
 from peepers_orders.lifecycle import LIFECYCLE
 from peepers_orders.ports import (
     BackfillState,
@@ -283,28 +284,8 @@ class RedisSellerDirectory:
         return None if raw is None else datetime.fromisoformat(_text(raw))
 
     async def epoch_started_at(self) -> datetime:
-        return (await self.begin_epoch())[0]
-
-    async def begin_epoch(self) -> tuple[datetime, bool]:
-        """When this cache began, and whether its rebuild is done.
-
-        A cache that lost its marker begins now.
-        """
-        key = self._ns.key("epoch")
-        now = datetime.now(UTC)
-        with redis_errors("reading the cache epoch"):
-            await self._redis.set(key, now.isoformat(), nx=True)
-            raw, rebuilt = cast(
-                "list[bytes | None]",
-                await self._redis.mget([key, self._ns.key("epoch", "rebuilt")]),
-            )
-        # None only if the cache was lost again between the two commands: it begins now.
-        started = now if raw is None else datetime.fromisoformat(_text(raw))
-        return started, rebuilt is not None
-
-    async def epoch_rebuilt(self) -> None:
-        with redis_errors("marking the cache rebuilt"):
-            await self._redis.set(self._ns.key("epoch", "rebuilt"), b"1")
+        """The epoch marker of `peepers_common.rebuild`: a lost one begins now."""
+        return datetime.fromtimestamp(await epoch_began(self._redis, self._ns), UTC)
 
     async def profile(self, seller_id: int) -> SellerProfile | None:
         with redis_errors("reading a seller's profile"):

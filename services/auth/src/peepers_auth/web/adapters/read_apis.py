@@ -12,7 +12,8 @@ Paths (docs/web.md lists them with what each page needs):
   alone: its ``seller_id`` is checked here), ``.../analytics?from=&to=``;
 - messages: ``GET /messages/sellers/{id}/questions/inbox``, ``POST .../questions/{qid}/answer``
   (with an ``Idempotency-Key``), ``GET .../tickets``, ``GET .../tickets/{claim}``,
-  ``POST .../tickets/{claim}/status|assignee|notes``, ``GET .../orders/{order_id}/timeline``.
+  ``POST .../tickets/{claim}/status|assignee|notes``, ``GET .../orders/{order_id}/timeline``,
+  ``GET .../stats`` (the unanswered count).
 """
 
 from __future__ import annotations
@@ -227,6 +228,15 @@ class HttpMessages:
         )
         mine = [q for q in questions if q.seller_id == seller_id and q.status == "UNANSWERED"]
         return sorted(mine, key=lambda q: q.date_created)
+
+    async def unanswered_count(self, seller_id: int) -> int:
+        status, body = await self._client.call("GET", self._path(seller_id, "stats"))
+        if status != 200 or not isinstance(body, dict):
+            self._client.unexpected("stats", status)
+        try:
+            return int(body["unanswered_questions"])
+        except (KeyError, TypeError, ValueError):
+            self._client.unexpected("stats without unanswered_questions", status)
 
     async def answer(self, seller_id: int, question_id: int, text: str) -> bool:
         # The same text for the same question is the same submission: a double click or a

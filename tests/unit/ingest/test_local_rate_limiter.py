@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peepers_common.inbound_limits import LocalRateLimiter, Rate, Refusal
+from peepers_ingest.inbound_limits import LocalRateLimiter, Rate, Refusal
 
 
 class Clock:

@@ -14,10 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from peepers_common.inbound_limits import Check, Rate, RedisRateLimiter, Refusal
 from peepers_common.namespaces import connect_redis
+from peepers_ingest.inbound_limits import Check, Rate, RedisRateLimiter, Refusal
 from peepers_ingest.settings import Settings as IngestSettings
-from tests.integration.common.test_inbound_limits import limiter
+from tests.integration.ingest.test_inbound_limits import limiter
 from tests.support import redis_commands_during, unique
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Inbound rate limiting for Peepers' own HTTP APIs.
+"""Inbound rate limiting for ingest's webhook (only ingest uses it, so it lives here: STYLE 5.1).
 
 The multi-level check of the original design: *application* (all callers together), then
 *user* (one caller: a seller, a service, a source IP), then *endpoint* (one caller on one

@@ -7,7 +7,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from peepers_common.errors import ConfigurationError
-from peepers_common.inbound_limits import (
+from peepers_common.namespaces import connect_redis
+from peepers_ingest.inbound_limits import (
     InboundRateLimit,
     Rate,
     RedisRateLimiter,
@@ -15,7 +16,6 @@ from peepers_common.inbound_limits import (
     endpoint_level,
     user_level,
 )
-from peepers_common.namespaces import connect_redis
 from peepers_ingest.settings import Settings as IngestSettings
 from tests.support import unique
 
