@@ -45,7 +45,7 @@ async def probe(
             seller = sellers[i % len(sellers)]
             item_id = items[seller][(i // len(sellers)) % len(items[seller])]
             started = time.monotonic()
-            changed = (await stack.admin.event("price_change", item_id=item_id))["result"]
+            changed = await stack.admin.event("price_change", item_id=item_id)
             price = Decimal(str(changed["price"]))
             while True:
                 cached = (await store.get_many([item_id])).get(item_id)

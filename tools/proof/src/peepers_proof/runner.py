@@ -114,11 +114,17 @@ class Runner:
             await stack.admin.patch_notifier(enabled=True)
             probed = await self._probe_items(stack)
             during = asyncio.create_task(fairness.probe(stack, probed, o.fairness, synced_event))
-        if not await _poll(
-            lambda: self._converged(stack, initial=True), timeout_s=o.sync_timeout_s, every_s=3
-        ):
-            self.say("the initial syncs did not converge in time; checking anyway")
-        synced_event.set()
+        try:
+            if not await _poll(
+                lambda: self._converged(stack, initial=True), timeout_s=o.sync_timeout_s, every_s=3
+            ):
+                self.say("the initial syncs did not converge in time; checking anyway")
+        except BaseException:
+            if during is not None:
+                during.cancel()
+            raise
+        finally:
+            synced_event.set()
         synced = time.monotonic() - started
         if during is not None:
             await self._fairness(stack, await during)
