@@ -164,7 +164,10 @@ class TestClaimsAndTickets:
         ):
             await change_ticket(claim_id, messages.seller, change, messages.deps)
         # Lose every key of this service scope, as a FLUSHALL would (the scope is the test's).
-        keys = [k async for k in redis_admin.scan_iter(match=messages.namespace.prefix + "*")]
+        keys = [
+            k
+            async for k in redis_admin.scan_iter(match=messages.namespace.prefix + "*", count=20000)
+        ]
         assert keys
         await redis_admin.delete(*keys)
         assert await messages.deps.tickets.get(claim_id) is None
