@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka.admin import AIOKafkaAdminClient
 
 from peepers_catalog.app import ITEM_TOPICS
 from peepers_catalog.domain import snapshot
@@ -30,7 +29,7 @@ from peepers_common.events import (
     ItemStockChanged,
     ItemUpdated,
 )
-from peepers_common.kafka import end_offsets
+from peepers_common.kafka import caught_up
 from peepers_common.ml.models import MlItem
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_CATALOG, PEEPERS_SELLERS
@@ -354,20 +353,6 @@ class Deployment:
             return await caught_up(self.kafka, self.run.app_id, topics)
 
         await wait_until(consumed, timeout_s=timeout_s, every_s=0.5)
-
-
-async def caught_up(kafka: KafkaSettings, group: str, topics: Sequence[str]) -> bool:
-    """Whether `group` committed offsets up to the end of every partition of `topics`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    ends = await end_offsets(kafka, topics)
-    return all(
-        tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end > 0
-    )
 
 
 @asynccontextmanager

@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from peepers_common.events import ORDERS_EVENT, OrdersEvent
+from peepers_common.kafka import caught_up
 from peepers_common.ml.models import MlOrder, MlShipment
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS
@@ -23,7 +24,6 @@ from peepers_orders.app import NOTIFICATION_TOPICS
 from peepers_orders.mail import transition_of
 from peepers_orders.ports import CachedOrder
 from peepers_sandbox.config import DEMO_APP_ID
-from tests.e2e.catalog.harness import caught_up
 from tests.integration.auth.harness import SELLER, AuthStack, auth_stack, login
 from tests.integration.ingest.support import URL, read_all, running_ingest
 from tests.integration.orders.smtp import SmtpSink

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +17,12 @@ from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.app import ITEM_TOPICS
 from peepers_catalog.settings import Settings as CatalogSettings
-from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import Namespace
-from peepers_common.notifications import Notification, cloudevent_headers, encode_value
 from peepers_common.settings import KafkaSettings
-from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import (
     CATALOG_SELLERS_CHANGELOG,
     PEEPERS_CATALOG,
     PEEPERS_SELLERS,
-    TOPICS,
-    TopicSpec,
-    dlq_topic,
-    retry_topic,
 )
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 from tests.integration.auth.harness import (
@@ -43,6 +34,9 @@ from tests.integration.auth.harness import (
     read_all,
 )
 from tests.integration.ingest.support import free_port
+from tests.integration.workers import answers_ready, worker_topics
+from tests.integration.workers import notify as notify_worker
+from tests.integration.workers import worker_process as running_worker
 from tests.support import unique, wait_until
 
 READER = ("reader", "reader-secret-0123456789")
@@ -52,15 +46,8 @@ async def catalog_topics(kafka: KafkaSettings, prefix: str | None = None) -> str
     """Registry-shaped topics for the catalog behind a fresh prefix (or ``prefix``, shared
     with another service's topics); returns the prefix."""
     prefix = prefix or f"{unique('test')}."
-    consumed = [*ITEM_TOPICS, PEEPERS_SELLERS]
-    names = [PEEPERS_CATALOG, CATALOG_SELLERS_CHANGELOG, *consumed]
-    names += [retry_topic(n) for n in consumed] + [dlq_topic(n) for n in consumed]
-    await ensure_topics(
-        kafka,
-        [
-            TopicSpec(prefix + n, TOPICS[n].partitions, TOPICS[n].description, TOPICS[n].config)
-            for n in names
-        ],
+    await worker_topics(
+        kafka, prefix, [*ITEM_TOPICS, PEEPERS_SELLERS], [PEEPERS_CATALOG, CATALOG_SELLERS_CHANGELOG]
     )
     return prefix
 
@@ -137,36 +124,11 @@ class WorkerRun:
         )
 
     async def ready(self) -> bool:
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"{self.url}/readyz") as response,
-            ):
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
+        return await answers_ready(self.url)
 
 
-@contextmanager
-def worker_process(run: WorkerRun) -> Iterator[subprocess.Popen[bytes]]:
-    with run.log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "peepers_catalog", "worker"],
-            env=run.env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=run.log.parent,  # Faust makes a data folder in its working directory
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def worker_process(run: WorkerRun) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return running_worker("peepers_catalog", run.env(), run.log)
 
 
 def worker_run(
@@ -220,22 +182,7 @@ async def connect_and_sync(auth: AuthStack, run: WorkerRun, redis: aioredis.Redi
 
 async def notify(kafka: KafkaSettings, run: WorkerRun, topic: str, resource: str) -> None:
     """Put an ML-shaped notification straight on the worker's notification topic."""
-    body = {
-        "_id": unique("n"),
-        "resource": resource,
-        "user_id": SELLER,
-        "topic": topic,
-        "application_id": DEMO_APP_ID,
-        "attempts": 1,
-    }
-    now = datetime.now(UTC)
-    async with AIOKafkaEventPublisher(kafka) as publisher:
-        await publisher.publish(
-            run.topic(f"ml.notifications.{topic}"),
-            key=f"{SELLER}:{resource}".encode(),
-            value=encode_value(body, now),
-            headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
-        )
+    await notify_worker(kafka, run.prefix, topic, resource)
 
 
 async def events(kafka: KafkaSettings, run: WorkerRun) -> list[dict[str, Any]]:

@@ -4,38 +4,32 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 
-from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.namespaces import Namespace
-from peepers_common.notifications import Notification, cloudevent_headers, encode_value
 from peepers_common.settings import KafkaSettings
-from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import (
     ORDERS_EMAILS_CHANGELOG,
     PEEPERS_ORDERS,
     PEEPERS_SELLERS,
-    TOPICS,
-    TopicSpec,
-    dlq_topic,
-    retry_topic,
 )
 from peepers_orders.adapters.redis_store import RedisOrderStore
 from peepers_orders.app import NOTIFICATION_TOPICS
 from peepers_orders.ports import CachedOrder
 from peepers_orders.settings import Settings as OrdersSettings
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
-from tests.integration.auth.harness import SELLER, SERVICE, SERVICE_SECRET, AuthStack, read_all
+from tests.integration.auth.harness import SERVICE, SERVICE_SECRET, AuthStack, read_all
 from tests.integration.ingest.support import free_port
+from tests.integration.workers import answers_ready, worker_topics
+from tests.integration.workers import notify as notify_worker
+from tests.integration.workers import worker_process as running_worker
 from tests.support import unique, wait_until
 
 READER = ("reader", "reader-secret-0123456789")
@@ -44,15 +38,11 @@ READER = ("reader", "reader-secret-0123456789")
 async def orders_topics(kafka: KafkaSettings) -> str:
     """Registry-shaped topics for the orders service behind a fresh prefix; the prefix."""
     prefix = f"{unique('test')}."
-    consumed = [*NOTIFICATION_TOPICS, PEEPERS_SELLERS, PEEPERS_ORDERS]
-    names = [*consumed, ORDERS_EMAILS_CHANGELOG]
-    names += [retry_topic(n) for n in consumed] + [dlq_topic(n) for n in consumed]
-    await ensure_topics(
+    await worker_topics(
         kafka,
-        [
-            TopicSpec(prefix + n, TOPICS[n].partitions, TOPICS[n].description, TOPICS[n].config)
-            for n in names
-        ],
+        prefix,
+        [*NOTIFICATION_TOPICS, PEEPERS_SELLERS, PEEPERS_ORDERS],
+        [ORDERS_EMAILS_CHANGELOG],
     )
     return prefix
 
@@ -121,14 +111,7 @@ class OrdersRun:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
     async def ready(self) -> bool:
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"{self.url}/readyz") as response,
-            ):
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
+        return await answers_ready(self.url)
 
     def store(self, redis: aioredis.Redis) -> RedisOrderStore:
         return RedisOrderStore(redis, Namespace("orders", scope=self.scope))
@@ -152,26 +135,8 @@ class OrdersRun:
             return await response.json()
 
 
-@contextmanager
-def worker_process(run: OrdersRun) -> Iterator[subprocess.Popen[bytes]]:
-    with run.log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "peepers_orders", "worker"],
-            env=run.env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=run.log.parent,  # Faust makes a data folder in its working directory
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def worker_process(run: OrdersRun) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return running_worker("peepers_orders", run.env(), run.log)
 
 
 @asynccontextmanager
@@ -187,22 +152,7 @@ async def ready_worker(run: OrdersRun) -> AsyncIterator[subprocess.Popen[bytes]]
 
 async def notify(kafka: KafkaSettings, run: OrdersRun, topic: str, resource: str) -> None:
     """Put an ML-shaped notification straight on the worker's notification topic."""
-    body = {
-        "_id": unique("n"),
-        "resource": resource,
-        "user_id": SELLER,
-        "topic": topic,
-        "application_id": DEMO_APP_ID,
-        "attempts": 1,
-    }
-    now = datetime.now(UTC)
-    async with AIOKafkaEventPublisher(kafka) as publisher:
-        await publisher.publish(
-            run.topic(f"ml.notifications.{topic}"),
-            key=f"{SELLER}:{resource}".encode(),
-            value=encode_value(body, now),
-            headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
-        )
+    await notify_worker(kafka, run.prefix, topic, resource)
 
 
 def of_order(events: list[dict[str, Any]], order_id: int) -> list[str]:

@@ -2,8 +2,9 @@
 
 The adapter is an idempotent producer with ``acks=all``: a record is acknowledged only once
 every in-sync replica has it, and retries never duplicate it within a producer session.
-`end_offsets` and `read_to_end` serve operator tools (the DLQ tool, the dev stack) and tests;
-`batches_to` streams a topic up to given ends (changelog restores).
+`end_offsets`, `caught_up` and `read_to_end` serve operator tools (the DLQ tool, the dev
+stack, the proof) and tests; `batches_to` streams a topic up to given ends (changelog
+restores).
 """
 
 from __future__ import annotations
@@ -321,6 +322,20 @@ async def end_offsets(settings: KafkaSettings, topics: Sequence[str]) -> dict[To
         msg = f"cannot read the ends of {list(topics)}: {exc!r}"
         raise InfrastructureError(msg) from exc
     return ends
+
+
+async def caught_up(settings: KafkaSettings, group: str, topics: Sequence[str]) -> bool:
+    """Whether ``group`` committed up to the end of every non-empty partition of ``topics``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    ends = await end_offsets(settings, topics)
+    return all(
+        tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end > 0
+    )
 
 
 async def read_to_end(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from typing import Any, Final
 
 from aiohttp import web
@@ -28,7 +29,7 @@ from peepers_common.errors import CacheUnavailable, InvalidQuery, ServiceUnautho
 from peepers_common.metrics import http_metrics_middleware, metrics_view
 from peepers_common.service_auth import authenticate_service
 
-__all__ = ["OPEN_PATHS", "Readiness", "error_response", "read_api"]
+__all__ = ["OPEN_PATHS", "Readiness", "error_response", "read_api", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +103,11 @@ def read_api(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", metrics_view)
     return app
+
+
+async def serve(app: web.Application, stack: AsyncExitStack, host: str, port: int) -> None:
+    """Serve ``app`` on ``host:port`` beside the worker's agents, until ``stack`` closes."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, host, port).start()

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiohttp import web
 
 from peepers_catalog.adapters.kafka_roster import KafkaSellerRoster
 from peepers_catalog.adapters.redis_store import RedisItemStore
@@ -42,6 +41,7 @@ from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
+from peepers_common.read_api import serve
 from peepers_common.rebuild import CacheGuard, Resync
 from peepers_common.topics import (
     CATALOG_SELLERS_CHANGELOG,
@@ -169,19 +169,10 @@ class Runtime(ConsumerRuntime):
         if wiring.audit is not None:
             audit = asyncio.create_task(wiring.audit.run(), name="catalog-drift-audit")
             stack.push_async_callback(_cancelled, audit)
-        api = web.AppRunner(
-            create_api(
-                settings,
-                store=wiring.store,
-                search=wiring.store,
-                ping=wiring.ping,
-                cache=wiring.guard,
-            ),
-            access_log=None,
+        api = create_api(
+            settings, store=wiring.store, search=wiring.store, ping=wiring.ping, cache=wiring.guard
         )
-        await api.setup()
-        stack.push_async_callback(api.cleanup)
-        await web.TCPSite(api, settings.http_host, settings.http_port).start()
+        await serve(api, stack, settings.http_host, settings.http_port)
         log.info("catalog worker ready; read API on port %d", settings.http_port)
         return wiring.processor
 

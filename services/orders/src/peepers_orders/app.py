@@ -22,7 +22,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import faust
-from aiohttp import web
 
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
@@ -34,6 +33,7 @@ from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
+from peepers_common.read_api import serve
 from peepers_common.rebuild import CacheGuard, GuardOptions, Resync
 from peepers_common.topics import (
     ORDERS_EMAILS_CHANGELOG,
@@ -189,18 +189,10 @@ class Runtime(ConsumerRuntime):
         settings = self.settings
         self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
         await wiring.guard.start()  # a lost cache is noticed before records are taken
-        api = web.AppRunner(
-            create_api(
-                settings,
-                store=wiring.store,
-                analytics_store=wiring.analytics,
-                ready=self.ready_state,
-            ),
-            access_log=None,
+        api = create_api(
+            settings, store=wiring.store, analytics_store=wiring.analytics, ready=self.ready_state
         )
-        await api.setup()
-        stack.push_async_callback(api.cleanup)
-        await web.TCPSite(api, settings.http_host, settings.http_port).start()
+        await serve(api, stack, settings.http_host, settings.http_port)
         if settings.mail.enabled:
             events = settings.topic_prefix + PEEPERS_ORDERS
             loops = MailerLoops(

@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka.admin import AIOKafkaAdminClient
 
 from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.domain import snapshot
 from peepers_common.consuming import H_ERROR, H_ERROR_DETAIL
 from peepers_common.events import CATALOG_EVENT, ORDERS_EVENT, SELLER_EVENT, OrderEvent
-from peepers_common.kafka import end_offsets, read_to_end
+from peepers_common.kafka import read_to_end
 from peepers_common.ml.models import MlItem, MlOrder, MlShipment
 from peepers_common.namespaces import Namespace
 from peepers_common.settings import KafkaSettings
@@ -291,17 +290,3 @@ def limits_kept(counters: Sequence[dict[str, Any]]) -> Check:
         if c["limited"]
     ]
     return check
-
-
-async def caught_up(kafka: KafkaSettings, group: str, topics: Sequence[str]) -> bool:
-    """Whether ``group`` committed up to the end of every non-empty partition of ``topics``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    ends = await end_offsets(kafka, topics)
-    return all(
-        tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end > 0
-    )

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from peepers_catalog.app import ITEM_TOPICS
+from peepers_common.kafka import caught_up
 from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS
 from peepers_devstack.errors import StepFailed
 from peepers_devstack.processes import Supervisor
@@ -242,10 +243,10 @@ class Runner:
         mailer = plan.orders().env["ORDERS_MAIL__APP_ID"]
         messages = [prefix + t for t in MESSAGES_CONSUMED]
         return (
-            await checks.caught_up(kafka, plan.messages_group, messages)
-            and await checks.caught_up(kafka, plan.catalog_group, catalog)
-            and await checks.caught_up(kafka, plan.orders_group, orders)
-            and await checks.caught_up(kafka, mailer, [prefix + PEEPERS_ORDERS])
+            await caught_up(kafka, plan.messages_group, messages)
+            and await caught_up(kafka, plan.catalog_group, catalog)
+            and await caught_up(kafka, plan.orders_group, orders)
+            and await caught_up(kafka, mailer, [prefix + PEEPERS_ORDERS])
         )
 
     async def _quiet_checks(self, stack: Stack) -> list[Check]:

@@ -1,0 +1,98 @@
+"""What every Faust worker's harness does the same: its topics, its process, its probe.
+
+The catalog's and the orders' ``worker.py`` build on these (their own settings, ids and
+reads stay theirs).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.notifications import Notification, cloudevent_headers, encode_value
+from peepers_common.settings import KafkaSettings
+from peepers_common.topic_admin import ensure_topics
+from peepers_common.topics import TOPICS, TopicSpec, dlq_topic, retry_topic
+from peepers_sandbox.config import DEMO_APP_ID
+from tests.integration.auth.harness import SELLER
+from tests.support import unique
+
+
+async def worker_topics(
+    kafka: KafkaSettings, prefix: str, consumed: Sequence[str], produced: Sequence[str]
+) -> None:
+    """Registry-shaped topics behind ``prefix``: the consumed ones with their retry and
+    dead-letter topics, and the produced ones."""
+    names = [*produced, *consumed]
+    names += [retry_topic(n) for n in consumed] + [dlq_topic(n) for n in consumed]
+    await ensure_topics(
+        kafka,
+        [
+            TopicSpec(prefix + n, TOPICS[n].partitions, TOPICS[n].description, TOPICS[n].config)
+            for n in names
+        ],
+    )
+
+
+async def answers_ready(url: str) -> bool:
+    """Whether the worker's ``/readyz`` at ``url`` answers 200."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/readyz") as response,
+        ):
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+@contextmanager
+def worker_process(
+    package: str, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m <package> worker``, its output in ``log``; stopped on exit."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(  # noqa: S603 - our own worker, by package name
+            [sys.executable, "-m", package, "worker"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,  # Faust makes a data folder in its working directory
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def notify(kafka: KafkaSettings, prefix: str, topic: str, resource: str) -> None:
+    """Put an ML-shaped notification straight on a worker's notification topic."""
+    body = {
+        "_id": unique("n"),
+        "resource": resource,
+        "user_id": SELLER,
+        "topic": topic,
+        "application_id": DEMO_APP_ID,
+        "attempts": 1,
+    }
+    now = datetime.now(UTC)
+    async with AIOKafkaEventPublisher(kafka) as publisher:
+        await publisher.publish(
+            f"{prefix}ml.notifications.{topic}",
+            key=f"{SELLER}:{resource}".encode(),
+            value=encode_value(body, now),
+            headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
+        )
