@@ -46,7 +46,7 @@ SHIPMENT_TABLE = {
     "shipped": State.SHIPPED,
     "delivered": State.DELIVERED,
     "not_delivered": State.NOT_DELIVERED,
-    "not_verified": State.PAID,
+    "not_verified": State.SHIPPED,
     "cancelled": State.PAID,
     "closed": State.PAID,
     "error": State.PAID,

@@ -12,7 +12,8 @@ paid                status ``paid`` / ``partially_refunded``, or a ``date_closed
                     confirmation; a part payment has none), or shipped: nothing ships unpaid
 partially_refunded  once paid: some of the money refunded (``transaction_amount_refunded``),
                     or status ``partially_refunded``
-shipped             shipment ``shipped`` / ``stale_shipped``, or delivered / not_delivered
+shipped             shipment ``shipped`` / ``stale_shipped`` / ``not_verified``, or
+                    delivered / not_delivered
 not_delivered       shipment ``not_delivered``
 delivered           shipment ``delivered``
 refunded            once paid: all of the money refunded (a refunded sale may stay ``paid``:
@@ -114,7 +115,11 @@ _CANCELLED_ORDER: Final = frozenset({"cancelled", "invalid"})
 _MONEY_IN_PAYMENT: Final = frozenset(
     {"approved", "authorized", "refunded", "partially_refunded", "charged_back", "in_mediation"}
 )
-_SHIPPED: Final = frozenset({"shipped", "stale_shipped", "delivered", "not_delivered"})
+# ``not_verified`` ends a shipment that left (the sandbox reaches it only from ``shipped``):
+# the order was shipped, whichever path (webhook or backfill) first sees it.
+_SHIPPED: Final = frozenset(
+    {"shipped", "stale_shipped", "delivered", "not_delivered", "not_verified"}
+)
 _IMPLIES: Final[Mapping[State, tuple[State, ...]]] = {
     State.SHIPPED: (State.PAID,),
     State.NOT_DELIVERED: (State.SHIPPED, State.PAID),
