@@ -18,21 +18,17 @@ from peepers_common.events import MESSAGES_EVENT, MessagesEvent
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.notifications import Notification, cloudevent_headers, encode_value
 from peepers_common.settings import KafkaSettings
-from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import (
     MESSAGES_SUBMISSIONS_CHANGELOG,
     MESSAGES_TICKETS_CHANGELOG,
     PEEPERS_MESSAGES,
-    TOPICS,
-    TopicSpec,
-    dlq_topic,
-    retry_topic,
 )
 from peepers_messages.app import CONSUMED
 from peepers_messages.settings import Settings as MessagesSettings
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 from tests.integration.auth.harness import SELLER, SERVICE, SERVICE_SECRET, AuthStack, read_all
 from tests.integration.ingest.support import free_port
+from tests.integration.workers import worker_topics
 from tests.support import unique, wait_until
 
 READER = ("support", "support-secret-0123456789")
@@ -42,15 +38,8 @@ async def messages_topics(kafka: KafkaSettings, prefix: str | None = None) -> st
     """Registry-shaped topics for the messages worker behind a fresh prefix (or ``prefix``,
     shared with another service's topics); the prefix."""
     prefix = prefix or f"{unique('test')}."
-    names = [PEEPERS_MESSAGES, MESSAGES_TICKETS_CHANGELOG, MESSAGES_SUBMISSIONS_CHANGELOG]
-    names += [*CONSUMED, *(retry_topic(n) for n in CONSUMED), *(dlq_topic(n) for n in CONSUMED)]
-    await ensure_topics(
-        kafka,
-        [
-            TopicSpec(prefix + n, TOPICS[n].partitions, TOPICS[n].description, TOPICS[n].config)
-            for n in names
-        ],
-    )
+    produced = [PEEPERS_MESSAGES, MESSAGES_TICKETS_CHANGELOG, MESSAGES_SUBMISSIONS_CHANGELOG]
+    await worker_topics(kafka, prefix, CONSUMED, produced)
     return prefix
 
 
