@@ -239,12 +239,8 @@ async def backfill_figure(
     redis = connect_redis(OrdersSettings().redis)
     checkpoints = RedisSellerDirectory(redis, Namespace("orders", scope=run.scope))
     try:
-        rebuilt = Namespace("orders", scope=run.scope).key("epoch", "rebuilt")
-
-        async def cache_rebuilt() -> bool:  # else its rebuild may backfill the seller too
-            return bool(await redis.exists(rebuilt))
-
-        await wait_until(cache_rebuilt, timeout_s=60, every_s=0.1)
+        # Else the new cache's rebuild may backfill the seller too.
+        await wait_until(run.cache_ready, timeout_s=60, every_s=0.1)
         before = await ml_requests(http, run)
         started = last_log = time.monotonic()
         await connect_seller(run, seller)

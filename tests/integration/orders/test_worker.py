@@ -81,6 +81,13 @@ class TestOrdersWorker:
         assert {e["type"] for e in events} == {"order.snapshot"}
         assert sink.inbox.snapshot() == []
 
+    async def test_a_new_deployments_cache_becomes_ready_as_the_bench_waits(
+        self, deployed: OrdersRun
+    ) -> None:
+        # bench.orders waits on this before it connects its seller (it waited on a key
+        # the worker no longer writes, and crashed).
+        await wait_until(deployed.cache_ready, timeout_s=20, every_s=0.2)
+
     async def test_each_transition_gives_one_event_and_one_email(
         self,
         deployed: OrdersRun,

@@ -113,6 +113,11 @@ class OrdersRun:
     async def ready(self) -> bool:
         return await answers_ready(self.url)
 
+    async def cache_ready(self) -> bool:
+        """Whether the worker says its cache is ready: a new (or lost) cache's rebuild is
+        done (``/readyz`` answers 200 meanwhile, with ``"cache": "rebuilding"``)."""
+        return await answers_ready(self.url) and (await self.get("/readyz"))["cache"] == "ready"
+
     def store(self, redis: aioredis.Redis) -> RedisOrderStore:
         return RedisOrderStore(redis, Namespace("orders", scope=self.scope))
 

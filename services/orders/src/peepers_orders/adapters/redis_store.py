@@ -12,8 +12,9 @@ Keys (under ``orders:``, or ``orders:<scope>:`` in tests)::
     seller:{seller_id}:connected_at      ISO time of the seller's first connection
     seller:{seller_id}:profile           JSON: nickname and email (for mail)
     backfill:{seller_id}                 JSON: the seller's backfill checkpoint
-    epoch                                ISO time this cache began (gone after a loss)
-    epoch:rebuilt                        set once the new cache's rebuild is done
+    epoch                                JSON: this cache's epoch, "rebuilding" or "ready",
+                                         since when (gone after a loss; peepers_common.rebuild)
+    epoch:lease                          the lease of the replica rebuilding it
 
 An order is written with its index entries and its pending events by one Lua script
 (``lua/put_order.lua``), a compare-and-set on the record's version. Lists page by a cursor
