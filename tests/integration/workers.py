@@ -55,12 +55,12 @@ async def answers_ready(url: str) -> bool:
 
 @contextmanager
 def worker_process(
-    package: str, env: dict[str, str], log: Path
+    package: str, env: dict[str, str], log: Path, command: str = "worker"
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m <package> worker``, its output in ``log``; stopped on exit."""
+    """``python -m <package> <command>``, its output in ``log``; stopped on exit."""
     with log.open("ab") as out:
         process = subprocess.Popen(  # noqa: S603 - our own worker, by package name
-            [sys.executable, "-m", package, "worker"],
+            [sys.executable, "-m", package, command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

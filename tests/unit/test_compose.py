@@ -36,8 +36,13 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-# The seller web app: a process of auth's package with settings of its own.
-PROCESSES: dict[str, type[BaseSettings]] = {**SERVICES, "web": WebSettings}
+# The seller web app: a process of auth's package with settings of its own; the orders
+# mailer: a process of the orders package with its settings.
+PROCESSES: dict[str, type[BaseSettings]] = {
+    **SERVICES,
+    "web": WebSettings,
+    "orders-mailer": OrdersSettings,
+}
 
 
 def test_every_service_and_dependency_is_in_compose(compose: dict[str, Any]) -> None:
@@ -65,7 +70,10 @@ def test_service_port_matches_its_settings(compose: dict[str, Any], service: str
     spec = compose["services"][service]
     prefix = settings.model_config.get("env_prefix", "")
     assert spec["environment"][f"{prefix}HTTP_PORT"] == str(port)
-    assert f"{port}:{port}" in spec["ports"]
+    if service == "orders-mailer":  # probes and metrics only: not published on the host
+        assert "ports" not in spec
+    else:
+        assert f"{port}:{port}" in spec["ports"]
 
 
 def test_kafka_version_matches_the_local_stack(compose: dict[str, Any]) -> None:

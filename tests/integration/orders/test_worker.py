@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,24 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from peepers_common.consuming import H_ERROR_KIND
-from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.kafka import AIOKafkaEventPublisher, caught_up
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings
-from peepers_common.topics import PEEPERS_SELLERS, dlq_topic
+from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, dlq_topic
 from peepers_orders.settings import Settings as OrdersSettings
 from tests.integration.auth.harness import SELLER, auth_stack, login, read_all
 from tests.integration.ingest.support import free_port
 from tests.integration.orders.smtp import SmtpSink, smtp_sink
 from tests.integration.orders.worker import (
     OrdersRun,
+    mailer_process,
     notify,
     of_order,
     orders_topics,
     ready_worker,
+    worker_only,
 )
+from tests.integration.workers import answers_ready
 from tests.support import unique, wait_until
 
 # Each test starts the sandbox, auth and a worker process (two, for the replay).
@@ -226,6 +230,7 @@ class TestOrdersWorker:
             deployed,
             mailer_id=unique("mailer"),
             port=free_port(),
+            mailer_port=free_port(),
             log=deployed.log.with_name("replay.log"),
         )
         async with ready_worker(replay):
@@ -269,6 +274,40 @@ class TestOrdersWorker:
         assert len(sink.inbox.snapshot()) == 2
 
 
+async def test_the_worker_mails_nothing_and_the_mailer_process_mails_what_it_left(
+    kafka: KafkaSettings, tmp_path: Path, sink: SmtpSink, orders_redis: aioredis.Redis
+) -> None:
+    prefix = await orders_topics(kafka)
+    async with auth_stack(kafka, topic=prefix + PEEPERS_SELLERS) as auth:
+        run = OrdersRun(
+            prefix=prefix, kafka=kafka, auth=auth, smtp_port=sink.port, log=tmp_path / "orders.log"
+        )
+        events = [run.topic(PEEPERS_ORDERS)]
+        with worker_only(run):
+            await wait_until(partial(answers_ready, run.url), timeout_s=40, every_s=0.2)
+            async with auth.browser() as browser:
+                await login(auth, browser)
+            order = await _event(run, "new_order", seller_id=SELLER)
+            await notify(kafka, run, "orders_v2", f"/orders/{order['id']}")
+
+            async def analysed() -> bool:  # the worker's own agent took the event
+                created = "order.created" in of_order(await run.events(), order["id"])
+                return created and await caught_up(kafka, run.app_id, events)
+
+            await wait_until(analysed, timeout_s=20, every_s=0.2)
+            # No SMTP from the worker: the mailer's group has not even read the event.
+            assert sink.inbox.snapshot() == []
+            assert not await caught_up(kafka, run.mailer_id, events)
+        with mailer_process(run):
+
+            async def mailed() -> bool:
+                return len(sink.inbox.snapshot()) == 1
+
+            await wait_until(mailed, timeout_s=30, every_s=0.2)
+        (mid,) = sink.inbox.ids()
+        assert mid.startswith(f"<order-{order['id']}-created@")
+
+
 async def _paid_and_mailed(run: OrdersRun, sink: SmtpSink, kafka: KafkaSettings) -> dict[str, Any]:
     """A new order, paid, notified once: its two mails (created, paid) are out."""
     order = await _event(run, "new_order", seller_id=SELLER)
@@ -283,8 +322,11 @@ async def _paid_and_mailed(run: OrdersRun, sink: SmtpSink, kafka: KafkaSettings)
 
 
 async def _duplicates(run: OrdersRun) -> float:
-    """Mails the worker skipped because its ledger had them (its /metrics)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{run.url}/metrics") as response:
+    """Mails the mailer skipped because its ledger had them (its /metrics)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{run.mailer_url}/metrics") as response,
+    ):
         text = await response.text()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

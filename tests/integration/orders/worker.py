@@ -1,11 +1,12 @@
-"""Run the real orders worker (``python -m peepers_orders worker``) against the stack."""
+"""Run the real orders worker (``python -m peepers_orders worker``) and its mailer
+(``python -m peepers_orders mailer``, a process of its own) against the stack."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import AbstractContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ async def orders_topics(kafka: KafkaSettings) -> str:
 
 @dataclass
 class OrdersRun:
-    """One worker deployment: its topics, consumer groups, Redis scope, port and SMTP."""
+    """One deployment (worker and mailer): topics, consumer groups, Redis scope, ports, SMTP."""
 
     prefix: str
     kafka: KafkaSettings
@@ -60,11 +61,23 @@ class OrdersRun:
     app_id: str = field(default_factory=lambda: unique("orders"))
     mailer_id: str = field(default_factory=lambda: unique("mailer"))
     port: int = field(default_factory=free_port)
+    mailer_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def mailer_url(self) -> str:
+        return f"http://127.0.0.1:{self.mailer_port}"
+
+    @property
+    def mailer_log(self) -> Path:
+        return self.log.with_name(f"{self.log.stem}-mailer{self.log.suffix}")
+
+    def mailer_env(self) -> dict[str, str]:
+        return {**self.env(), "ORDERS_HTTP_PORT": str(self.mailer_port)}
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -108,10 +121,15 @@ class OrdersRun:
         }
 
     def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+        return "\n".join(
+            f"{log.name}:\n{log.read_text(errors='replace')[-4000:]}"
+            for log in (self.log, self.mailer_log)
+            if log.exists()
+        )
 
     async def ready(self) -> bool:
-        return await answers_ready(self.url)
+        """Whether the worker and the mailer both answer ready."""
+        return await answers_ready(self.url) and await answers_ready(self.mailer_url)
 
     async def cache_ready(self) -> bool:
         """Whether the worker says its cache is ready: a new (or lost) cache's rebuild is
@@ -140,8 +158,25 @@ class OrdersRun:
             return await response.json()
 
 
-def worker_process(run: OrdersRun) -> AbstractContextManager[subprocess.Popen[bytes]]:
-    return running_worker("peepers_orders", run.env(), run.log)
+@contextmanager
+def mailer_process(run: OrdersRun) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m peepers_orders mailer``, the deployment's mailer alone."""
+    with running_worker("peepers_orders", run.mailer_env(), run.mailer_log, command="mailer") as p:
+        yield p
+
+
+@contextmanager
+def worker_only(run: OrdersRun) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m peepers_orders worker``, with no mailer."""
+    with running_worker("peepers_orders", run.env(), run.log) as process:
+        yield process
+
+
+@contextmanager
+def worker_process(run: OrdersRun) -> Iterator[subprocess.Popen[bytes]]:
+    """The worker and its mailer, as deployed (two processes); yields the worker's."""
+    with mailer_process(run), worker_only(run) as worker:
+        yield worker
 
 
 @asynccontextmanager

@@ -68,7 +68,16 @@ def test_every_worker_runs_and_the_mail_sink_comes_before_the_orders_worker(
     tmp_path: Path,
 ) -> None:
     names = [spec.name for spec in _plan(tmp_path).services()]
-    assert names == ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
+    assert names == [
+        "sandbox",
+        "auth",
+        "ingest",
+        "catalog",
+        "mail",
+        "orders",
+        "mailer",
+        "messages",
+    ]
 
 
 def test_the_orders_mailer_has_a_group_of_the_run(
@@ -81,6 +90,19 @@ def test_the_orders_mailer_has_a_group_of_the_run(
     assert (settings.app_id, settings.redis_scope) == ("peepers-orders-run-x", "run-x")
     assert settings.mail.app_id == plan.mailer_group == "peepers-orders-run-x-mailer"
     assert settings.smtp.port == plan.ports.smtp
+
+
+def test_the_mailer_is_its_own_process_with_the_orders_settings_and_its_own_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tmp_path, "run-x")
+    spec = plan.mailer()
+    assert spec.argv[-2:] == ["peepers_orders", "mailer"]
+    for name, value in spec.env.items():
+        monkeypatch.setenv(name, value)
+    settings = OrdersSettings()
+    assert settings.mail.app_id == plan.mailer_group
+    assert settings.http_port == plan.ports.mailer != plan.ports.orders
 
 
 def test_the_messages_workers_variables_are_what_its_settings_read(

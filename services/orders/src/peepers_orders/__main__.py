@@ -1,9 +1,10 @@
-"""``python -m peepers_orders``: the worker, a seller's backfill, and the analytics rebuild."""
+"""``python -m peepers_orders``: the worker, the mailer, a backfill, the analytics rebuild."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import uuid
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ from peepers_common.topics import PEEPERS_ORDERS
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.app import backfill_options, create_app, open_wiring
 from peepers_orders.backfill import backfill as run_backfill
+from peepers_orders.mailer import run_mailer
 from peepers_orders.ports import BackfillState
 from peepers_orders.rebuild import replay_analytics
 from peepers_orders.settings import Settings
@@ -53,10 +55,26 @@ class _Worker(faust.Worker):
 
 @cli.command()
 def worker() -> None:
-    """Consume order notifications and seller events; mail sellers; serve the read API."""
+    """Consume order notifications and seller events; serve the read API."""
     settings = Settings()
     runner = _Worker(create_app(settings), loglevel=settings.log_level, redirect_stdouts=False)
     runner.execute_from_commandline()
+
+
+@cli.command()
+def mailer() -> None:
+    """Mail sellers on each order transition (its own consumer group); stop on SIGTERM."""
+    settings = Settings()
+    configure_logging("orders", settings.log_level)
+    asyncio.run(_mailer(settings))
+
+
+async def _mailer(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await run_mailer(settings, stop)
 
 
 @cli.command()

@@ -8,8 +8,8 @@ Topics (``settings.topic_prefix`` before each), consumer group ``settings.app_id
 * ``peepers.orders.v1`` → sales analytics (`analytics.on_order_event`)
 * the ``.retry`` topics of all of them → the same handlers once a parked record is due
 
-and, in the mailer's own consumer group (``settings.mail.app_id``, `mailer`),
-``peepers.orders.v1`` → `mail.on_order_event`.
+Mail is not sent here: the mailer is its own process and consumer group
+(`peepers_orders.mailer`), so a slow or dead SMTP server never delays the order cache.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import faust
+import redis.asyncio as aioredis
 
-from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
-from peepers_common.consumer_lag import ConsumerLagMonitor
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.events import SELLER_EVENT, event_type_of
 from peepers_common.kafka import AIOKafkaEventPublisher
@@ -35,23 +35,13 @@ from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
 from peepers_common.read_api import serve
 from peepers_common.rebuild import CacheGuard, GuardOptions, Resync
-from peepers_common.topics import (
-    ORDERS_EMAILS_CHANGELOG,
-    PEEPERS_ORDERS,
-    PEEPERS_SELLERS,
-    notification_topic,
-    retry_topic,
-)
+from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, notification_topic
 from peepers_orders import analytics
-from peepers_orders.adapters.mail_ledger import ChangelogMailLedger, RedisMailView
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.adapters.redis_store import RedisOrderStore, RedisSellerDirectory
-from peepers_orders.adapters.smtp import SmtpMailSender
 from peepers_orders.api import create_api
 from peepers_orders.backfill import BackfillOptions, backfill
 from peepers_orders.handlers import Orders, on_notification
-from peepers_orders.mail import Mailer, Templates, on_order_event
-from peepers_orders.mailer import MAILER, MailerLoops
 from peepers_orders.priority import PrioritizedSource, UrgentFirst
 from peepers_orders.rebuild import OrdersRebuild, rebuild_orders
 from peepers_orders.settings import Settings
@@ -73,11 +63,19 @@ class Wiring:
     sellers: RedisSellerDirectory
     analytics: RedisAnalytics
     processor: RecordProcessor
-    mailer: Mailer
-    ledger: Changelog
     ping: Callable[[], Awaitable[None]]
     # Watches for a lost cache and rebuilds it (not started: the worker starts it).
     guard: CacheGuard
+
+
+def ml_api(settings: Settings, session: aiohttp.ClientSession, redis: aioredis.Redis) -> HttpMlApi:
+    """ML through the shared outbound limit, with tokens from the auth service's broker."""
+    return HttpMlApi(
+        session,
+        settings.ml,
+        BrokerTokenProvider(session, settings.token_broker),
+        OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml"),
+    )
 
 
 @asynccontextmanager
@@ -92,12 +90,7 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
         namespace = Namespace("orders", scope=settings.redis_scope)
         store = RedisOrderStore(redis, namespace)
         sellers = RedisSellerDirectory(redis, namespace)
-        ml = HttpMlApi(
-            session,
-            settings.ml,
-            BrokerTokenProvider(session, settings.token_broker),
-            OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml"),
-        )
+        ml = ml_api(settings, session, redis)
         gate = UrgentFirst()
         orders = Orders(
             ml=PrioritizedSource(ml, gate, urgent=True),
@@ -105,15 +98,6 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             sellers=sellers,
             publisher=publisher,
             events_topic=settings.topic_prefix + PEEPERS_ORDERS,
-        )
-        view = RedisMailView(redis, namespace)
-        ledger = await stack.enter_async_context(
-            Changelog(
-                settings.kafka,
-                settings.topic_prefix + ORDERS_EMAILS_CHANGELOG,
-                view=view,
-                marker=RedisViewMarker(redis, namespace, "emails"),
-            )
         )
 
         async def ping() -> None:
@@ -155,16 +139,6 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             processor=RecordProcessor(
                 consumer=CONSUMER, publisher=publisher, policy=settings.retry.policy()
             ),
-            mailer=Mailer(
-                ledger=ChangelogMailLedger(ledger, view),
-                sender=SmtpMailSender(settings.smtp),
-                sellers=sellers,
-                ml=orders.ml,
-                mail=settings.mail,
-                smtp=settings.smtp,
-                templates=Templates(),
-            ),
-            ledger=ledger,
             ping=ping,
             guard=guard,
         )
@@ -193,31 +167,6 @@ class Runtime(ConsumerRuntime):
             settings, store=wiring.store, analytics_store=wiring.analytics, ready=self.ready_state
         )
         await serve(api, stack, settings.http_host, settings.http_port)
-        if settings.mail.enabled:
-            events = settings.topic_prefix + PEEPERS_ORDERS
-            loops = MailerLoops(
-                settings.kafka,
-                topic=events,
-                retry_topic=retry_topic(events),
-                group=settings.mail.app_id,
-                processor=RecordProcessor(
-                    consumer=MAILER,
-                    publisher=wiring.orders.publisher,
-                    policy=settings.mail.retry.policy(),
-                ),
-                handler=self.handle_mail,
-            )
-            await loops.start()
-            stack.push_async_callback(loops.aclose)
-            # The mailer's group is not the kit's: its lag (mail not yet sent) is its own.
-            await stack.enter_async_context(
-                ConsumerLagMonitor(
-                    settings.kafka,
-                    settings.mail.app_id,
-                    [events],
-                    interval_s=settings.lag_interval_s,
-                )
-            )
         log.info("orders worker ready; read API on port %d", settings.http_port)
         return wiring.processor
 
@@ -229,18 +178,11 @@ class Runtime(ConsumerRuntime):
         return self._wiring
 
     async def ready_state(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when Redis answers.
-
-        The body says whether the cache is being rebuilt, and how the mail ledger's view
-        stands.
-        """
+        """Ready when Redis answers; the body says whether the cache is being rebuilt."""
         await self.wiring.ping()
-        ledger = self.wiring.ledger
         return True, {
             "status": "ready",
             "cache": "rebuilding" if self.wiring.guard.rebuilding else "ready",
-            "mail_ledger": ledger.state.value,
-            "mail_ledger_restore": ledger.progress.as_dict(),
         }
 
     async def handle_notification(self, record: InboundRecord) -> str:
@@ -262,9 +204,6 @@ class Runtime(ConsumerRuntime):
 
     async def handle_analytics(self, record: InboundRecord) -> str:
         return await analytics.on_order_event(record.value, self.wiring.analytics, self.zone)
-
-    async def handle_mail(self, record: InboundRecord) -> str:
-        return await on_order_event(record.value, self.wiring.mailer)
 
     def handler_for(self, source_topic: str) -> Handler:
         if source_topic.endswith(PEEPERS_SELLERS):

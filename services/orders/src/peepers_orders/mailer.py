@@ -1,16 +1,20 @@
-"""The mailer's own consumer group on ``peepers.orders.v1`` (and its parked records).
+"""The mailer: its own process (``python -m peepers_orders mailer``) and consumer group.
 
-Faust runs one consumer group per app, and a slow agent can hold up the app's other
-streams (the consumer waits on a full stream buffer). The mailer must never hold up the
-order cache, so it reads with aiokafka consumers of its own, in the worker's process:
+A slow or dead SMTP server must never hold up the order cache, so mail is not sent by the
+orders worker at all: a separate process (its own Deployment, its own ``make run`` child)
+reads ``peepers.orders.v1`` with aiokafka consumers of its own:
 
-* ``peepers.orders.v1``: each event through `mail.on_order_event` under the mailer's
-  retry policy (`RecordProcessor`): an SMTP outage parks the mail on
-  ``peepers.orders.v1.retry`` with the ``orders-mailer`` consumer name;
-* ``peepers.orders.v1.retry``: the mailer's parked records, each when due.
+* ``peepers.orders.v1`` (group ``settings.mail.app_id``): each event through
+  `mail.on_order_event` under the mailer's retry policy (`RecordProcessor`): an SMTP
+  outage parks the mail on ``peepers.orders.v1.retry`` with the ``orders-mailer``
+  consumer name;
+* ``peepers.orders.v1.retry`` (group ``<app_id>-retry``): the mailer's parked records,
+  each when due.
 
 Offsets are committed after a partition's records of one poll are processed, so a crash
-redelivers what was not finished; the ledger makes that harmless.
+redelivers what was not finished; the ledger makes that harmless. The process serves
+``/healthz``, ``/readyz`` (with the ledger's restore state) and ``/metrics`` on
+``ORDERS_HTTP_PORT``, and stops promptly on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -18,14 +22,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from contextlib import suppress
-from typing import Final
+from contextlib import AsyncExitStack, suppress
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from peepers_common.changelog import Changelog, RedisViewMarker
+from peepers_common.consumer_lag import ConsumerLagMonitor
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor, sleep_until_due
+from peepers_common.kafka import AIOKafkaEventPublisher
+from peepers_common.ml import ml_session
+from peepers_common.namespaces import Namespace, connect_redis, redis_errors
+from peepers_common.read_api import read_api, serve
 from peepers_common.settings import KafkaSettings
+from peepers_common.topics import ORDERS_EMAILS_CHANGELOG, PEEPERS_ORDERS, retry_topic
+from peepers_orders.adapters.mail_ledger import ChangelogMailLedger, RedisMailView
+from peepers_orders.adapters.redis_store import RedisSellerDirectory
+from peepers_orders.adapters.smtp import SmtpMailSender
+from peepers_orders.app import ml_api
+from peepers_orders.mail import Mailer, Templates, on_order_event
+from peepers_orders.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +166,70 @@ class MailerLoops:
             with suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+
+
+async def run_mailer(settings: Settings, stop: asyncio.Event) -> None:
+    """The mailer process: its clients, probes and loops, until `stop` is set."""
+    async with AsyncExitStack() as stack:
+        redis = connect_redis(settings.redis)
+        stack.push_async_callback(redis.aclose)
+        session = ml_session(settings.ml)
+        stack.push_async_callback(session.close)
+        publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
+        namespace = Namespace("orders", scope=settings.redis_scope)
+        view = RedisMailView(redis, namespace)
+        ledger = await stack.enter_async_context(
+            Changelog(
+                settings.kafka,
+                settings.topic_prefix + ORDERS_EMAILS_CHANGELOG,
+                view=view,
+                marker=RedisViewMarker(redis, namespace, "emails"),
+            )
+        )
+        mailer = Mailer(
+            ledger=ChangelogMailLedger(ledger, view),
+            sender=SmtpMailSender(settings.smtp),
+            sellers=RedisSellerDirectory(redis, namespace),
+            ml=ml_api(settings, session, redis),
+            mail=settings.mail,
+            smtp=settings.smtp,
+            templates=Templates(),
+        )
+
+        async def ready() -> tuple[bool, dict[str, Any]]:
+            """Ready when Redis answers; the body says how the ledger's view stands."""
+            with redis_errors("answering a ping"):
+                await redis.ping()
+            return True, {
+                "status": "ready",
+                "mail_ledger": ledger.state.value,
+                "mail_ledger_restore": ledger.progress.as_dict(),
+            }
+
+        api = read_api(MAILER, credentials=settings.service_credentials, ready=ready)
+        await serve(api, stack, settings.http_host, settings.http_port)
+
+        async def handle(record: InboundRecord) -> str:
+            return await on_order_event(record.value, mailer)
+
+        events = settings.topic_prefix + PEEPERS_ORDERS
+        loops = MailerLoops(
+            settings.kafka,
+            topic=events,
+            retry_topic=retry_topic(events),
+            group=settings.mail.app_id,
+            processor=RecordProcessor(
+                consumer=MAILER, publisher=publisher, policy=settings.mail.retry.policy()
+            ),
+            handler=handle,
+        )
+        await loops.start()
+        stack.push_async_callback(loops.aclose)
+        await stack.enter_async_context(
+            ConsumerLagMonitor(
+                settings.kafka, settings.mail.app_id, [events], interval_s=settings.lag_interval_s
+            )
+        )
+        log.info("orders mailer ready; probes on port %d", settings.http_port)
+        await stop.wait()
+        log.info("orders mailer stopping")

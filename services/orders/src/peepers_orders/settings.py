@@ -44,12 +44,12 @@ class SmtpSettings(BaseModel):
 
 
 class MailSettings(BaseModel):
-    enabled: bool = True
     transitions: list[str] = Field(default_factory=lambda: list(MAIL_TRANSITIONS))
     # pt-BR by default (ML Brasil's sellers); en available.
     locale: str = "pt-BR"
-    # The mailer's own consumer group on peepers.orders.v1: a slow SMTP server never
-    # holds up the order cache. An outage parks mail for longer and longer, for about a day.
+    # The mailer's own consumer group on peepers.orders.v1, in its own process (`python -m
+    # peepers_orders mailer`): a slow SMTP server never holds up the order cache. An
+    # outage parks mail for longer and longer, for about a day.
     app_id: str = "peepers-orders-mailer"
     retry: RetrySettings = RetrySettings(
         in_place_attempts=2,

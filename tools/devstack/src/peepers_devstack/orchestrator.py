@@ -73,6 +73,7 @@ READY_PATHS = {
     "ingest": "/readyz",
     "catalog": "/readyz",
     "orders": "/readyz",
+    "mailer": "/readyz",
     "messages": "/readyz",
     "prometheus": "/-/ready",
 }
@@ -152,6 +153,7 @@ class Orchestrator:
                 "catalog": self.plan.catalog_url,
                 "mail": f"smtp://{LOOPBACK}:{self.plan.ports.smtp}",
                 "orders": self.plan.orders_url,
+                "mailer": self.plan.mailer_url,
                 "messages": self.plan.messages_url,
                 "prometheus": self.plan.prometheus_url,
             }

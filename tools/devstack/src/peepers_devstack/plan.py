@@ -40,6 +40,8 @@ class Ports:
     messages: int
     # The seller web app (python -m peepers_auth web).
     web: int = 0
+    # The orders mailer's probes and metrics (python -m peepers_orders mailer).
+    mailer: int = 0
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -54,6 +56,7 @@ class Ports:
                 smtp=free_port(),
                 messages=free_port(),
                 web=free_port(),
+                mailer=free_port(),
             )
         return cls(
             sandbox=base + 10,
@@ -65,6 +68,7 @@ class Ports:
             smtp=base + 25,
             messages=base + 4,
             web=base + 5,
+            mailer=base + 6,
         )
 
     def taken(self) -> list[int]:
@@ -79,6 +83,7 @@ class Ports:
             self.smtp,
             self.messages,
             self.web,
+            self.mailer,
         )
         return [port for port in ports if in_use(port)]
 
@@ -220,6 +225,10 @@ class Plan:
         return f"peepers-catalog-{self.isolation}"
 
     @property
+    def mailer_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.mailer}"
+
+    @property
     def mailer_group(self) -> str:
         return f"{self.orders_group}-mailer"
 
@@ -240,6 +249,7 @@ class Plan:
             # Before the orders worker, which mails through it.
             self.mail_sink(),
             self.orders(),
+            self.mailer(),
             self.messages(),
         ]
         return [*started, self.web()] if self.web_app else started
@@ -394,6 +404,11 @@ class Plan:
             "ORDERS_REDIS_SCOPE": self.isolation,
         }
         return ChildSpec("orders", [*_python("peepers_orders"), "worker"], env)
+
+    def mailer(self) -> ChildSpec:
+        """The orders mailer: the orders worker's settings, its own process and port."""
+        env = {**self.orders().env, "ORDERS_HTTP_PORT": str(self.ports.mailer)}
+        return ChildSpec("mailer", [*_python("peepers_orders"), "mailer"], env)
 
     def messages(self) -> ChildSpec:
         """The messages worker (Q&A, conversations, tickets); its API is called as READER."""

@@ -195,7 +195,8 @@ class SummaryCollector:
 
     async def _orders(self, summary: Summary) -> None:
         metrics = await scrape(self._session, self._plan.orders_url)
-        summary.emails_sent = metrics.total("peepers_orders_emails_total", outcome="sent")
+        mailer = await scrape(self._session, self._plan.mailer_url)
+        summary.emails_sent = mailer.total("peepers_orders_emails_total", outcome="sent")
         summary.orders_dead_lettered = _dead_lettered(metrics)
         base = f"{self._plan.orders_url}/orders/sellers/{self._plan.seller_id}"
         by_state = await self._get(f"{base}/summary", {})
