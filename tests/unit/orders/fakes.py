@@ -254,6 +254,17 @@ class InMemoryLedger:
         self.entries[key] = message_id
 
 
+class InMemoryClaims:
+    """`MailClaims` of one process (`owner`) over a store shared by several."""
+
+    def __init__(self, store: dict[str, str] | None = None, owner: str = "mailer-1") -> None:
+        self.store = {} if store is None else store
+        self.owner = owner
+
+    async def take(self, key: str) -> bool:
+        return self.store.setdefault(key, self.owner) == self.owner
+
+
 class FakeMailSender:
     """An SMTP server that takes everything, or is down while ``down`` is set."""
 

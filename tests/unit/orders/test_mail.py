@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -16,7 +17,7 @@ from peepers_common.events import (
     OrderSummary,
 )
 from peepers_common.testing import FakeMlApi
-from peepers_orders.errors import MailUnavailable
+from peepers_orders.errors import MailInFlight, MailUnavailable
 from peepers_orders.mail import (
     Mailer,
     Templates,
@@ -25,11 +26,13 @@ from peepers_orders.mail import (
     money,
     on_order_event,
 )
+from peepers_orders.ports import OutgoingMail
 from peepers_orders.settings import MailSettings, SmtpSettings
 from tests.unit.orders.fakes import (
     SELLER,
     T0,
     FakeMailSender,
+    InMemoryClaims,
     InMemoryLedger,
     InMemorySellers,
     Market,
@@ -72,6 +75,7 @@ def paid_event(**fields) -> bytes:
 def mailer() -> Mailer:
     return Mailer(
         ledger=InMemoryLedger(),
+        claims=InMemoryClaims(),
         sender=FakeMailSender(),
         sellers=InMemorySellers(),
         ml=Market(FakeMlApi()).ml,
@@ -159,3 +163,47 @@ def test_message_ids_and_amounts() -> None:
     assert message_id(7, "paid", "vendas@x.example") == "<order-7-paid@x.example>"
     assert money(Decimal("1234567.5"), "BRL", "pt-BR") == "R$ 1.234.567,50"
     assert money(Decimal("3"), "USD", "en") == "US$ 3.00"
+
+
+class HeldServer(FakeMailSender):
+    """An SMTP server that takes each message once `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, message: OutgoingMail) -> None:
+        self.reached.set()
+        await self.release.wait()
+        await super().send(message)
+
+
+async def test_two_copies_of_a_transition_at_once_send_one_mail(mailer: Mailer) -> None:
+    # A copy parked during an SMTP outage and a fresh copy (the event published twice),
+    # both handled as the server comes back.
+    server = HeldServer()
+    held = replace(mailer, sender=server)
+    first = asyncio.create_task(on_order_event(paid_event(), held))
+    await server.reached.wait()
+    second = asyncio.create_task(on_order_event(paid_event(), held))
+    for _ in range(10):  # let the second copy run as far as it can (no time passes)
+        await asyncio.sleep(0)
+    server.release.set()
+    assert sorted(await asyncio.gather(first, second)) == ["duplicate", "sent"]
+    assert len(server.sent) == 1
+
+
+async def test_a_mail_another_process_is_sending_is_retried_and_then_skipped(
+    mailer: Mailer,
+) -> None:
+    store: dict[str, str] = {}
+    other = replace(mailer, claims=InMemoryClaims(store, owner="mailer-2"))
+    mine = replace(mailer, claims=InMemoryClaims(store, owner="mailer-1"))
+    assert await other.claims.take("2000001:paid")  # the other process is sending it
+    with pytest.raises(MailInFlight):
+        await on_order_event(paid_event(), mine)
+    assert sent(mailer).sent == []
+    assert await on_order_event(paid_event(), other) == "sent"
+    assert await on_order_event(paid_event(), mine) == "duplicate"
+    assert len(sent(mailer).sent) == 1

@@ -24,9 +24,10 @@ return 1
 
 
 class RedisLease:
-    def __init__(self, redis: aioredis.Redis, key: str) -> None:
+    def __init__(self, redis: aioredis.Redis, key: str, *, owner: str | None = None) -> None:
         self.key = key
-        self.owner = f"replica-{uuid4().hex}"
+        # One owner per lease by default; a process holding many keys may name itself.
+        self.owner = owner or f"replica-{uuid4().hex}"
         self._take = redis.register_script(_TAKE)
 
     async def take(self, ttl_s: float) -> bool:

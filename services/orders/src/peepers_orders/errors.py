@@ -8,8 +8,10 @@ PeepersError
 ├── MailRejected                            the SMTP server refused the sender or the
 │                                           recipient: no retry fixes it, to the DLQ
 ├── ResourceBusy
-│   └── ShipmentNotLinked                   a shipment of no order cached yet: parked,
-│                                           retried once its order is known
+│   ├── ShipmentNotLinked                   a shipment of no order cached yet: parked,
+│   │                                       retried once its order is known
+│   └── MailInFlight                        another mailer process is sending this mail:
+│                                           retried (then the ledger has it)
 └── InfrastructureError
 └── MailUnavailable                     the SMTP server refused or did not answer:
 the mail is parked and sent when it is back
@@ -30,6 +32,10 @@ class MailRejected(PeepersError):
 
 class ShipmentNotLinked(ResourceBusy):
     """No cached order names this shipment yet (its order's notification is behind it)."""
+
+
+class MailInFlight(ResourceBusy):
+    """Another mailer process holds this (order, transition)'s mail: it is sending it."""
 
 
 class MailUnavailable(InfrastructureError):

@@ -37,7 +37,11 @@ from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.read_api import read_api, serve
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import ORDERS_EMAILS_CHANGELOG, PEEPERS_ORDERS, retry_topic
-from peepers_orders.adapters.mail_ledger import ChangelogMailLedger, RedisMailView
+from peepers_orders.adapters.mail_ledger import (
+    ChangelogMailLedger,
+    RedisMailClaims,
+    RedisMailView,
+)
 from peepers_orders.adapters.redis_store import RedisSellerDirectory
 from peepers_orders.adapters.smtp import SmtpMailSender
 from peepers_orders.app import ml_api
@@ -188,6 +192,8 @@ async def run_mailer(settings: Settings, stop: asyncio.Event) -> None:
         )
         mailer = Mailer(
             ledger=ChangelogMailLedger(ledger, view),
+            # Longer than a send can take (connect, commands, the ledger's writes).
+            claims=RedisMailClaims(redis, namespace, ttl_s=3 * settings.smtp.timeout_s + 30),
             sender=SmtpMailSender(settings.smtp),
             sellers=RedisSellerDirectory(redis, namespace),
             ml=ml_api(settings, session, redis),

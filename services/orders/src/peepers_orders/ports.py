@@ -216,6 +216,17 @@ class MailLedger(Protocol):
         ...
 
 
+class MailClaims(Protocol):
+    """Which mailer process is sending a mail now (a mail has one sender at a time)."""
+
+    async def take(self, key: str) -> bool:
+        """Hold ``key``'s mail for this process for a while; False when another holds it.
+
+        Taking it again renews it: a retry in the same process is not locked out.
+        """
+        ...
+
+
 class MailSender(Protocol):
     async def send(self, message: OutgoingMail) -> None:
         """Hand the message to the SMTP server; return once it answered 250."""

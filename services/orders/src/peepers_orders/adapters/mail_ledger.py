@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Final, cast
+from uuid import uuid4
 
 import redis.asyncio as aioredis
 
 from peepers_common.changelog import Changelog, ChangelogEntry
+from peepers_common.lease import RedisLease
 from peepers_common.namespaces import Namespace, redis_errors
 
 
@@ -50,6 +52,24 @@ class RedisMailView:
 
 
 _PENDING: Final = b"pending:"
+
+
+class RedisMailClaims:
+    """`MailClaims` in Redis: one key per mail being sent.
+
+    ``orders:mail:{key}:sending`` names the process sending the mail, for ``ttl_s`` (longer
+    than a send takes), so a process that died mid-send lets it go.
+    """
+
+    def __init__(self, redis: aioredis.Redis, namespace: Namespace, ttl_s: float) -> None:
+        self._redis = redis
+        self._ns = namespace
+        self._ttl_s = ttl_s
+        self.owner = f"mailer-{uuid4().hex}"
+
+    async def take(self, key: str) -> bool:
+        lease = RedisLease(self._redis, self._ns.key("mail", key, "sending"), owner=self.owner)
+        return await lease.take(self._ttl_s)
 
 
 class ChangelogMailLedger:
