@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -151,3 +152,30 @@ async def test_an_observer_says_rebuilding_but_never_writes_an_epoch(
     assert await marker(redis_admin, namespace) is None
     await redis_admin.set(namespace.key("epoch"), json.dumps({"epoch": "x", "state": "ready"}))
     assert not await observer.after_miss()
+
+
+async def test_a_rebuild_that_swallows_a_cancellation_is_stopped_promptly(
+    redis_admin: aioredis.Redis, namespace: Namespace
+) -> None:
+    never = asyncio.Event()
+    resyncing = asyncio.Event()
+
+    async def rebuild(epoch: str) -> Resync:
+        async def resync() -> None:
+            resyncing.set()
+            # Lost, as a client's own timeout racing the cancellation loses it.
+            with contextlib.suppress(asyncio.CancelledError):
+                await never.wait()
+            await never.wait()
+
+        return resync
+
+    guard = CacheGuard(redis_admin, namespace, rebuild, options=FAST)
+    await guard.start()
+    await resyncing.wait()
+    stop = asyncio.ensure_future(guard.aclose())
+    # Else the stop waits for the whole rebuild (here: for ever).
+    done, _ = await asyncio.wait({stop}, timeout=5)
+    assert done == {stop}
+    await stop
+    never.set()

@@ -62,6 +62,8 @@ Resync = Callable[[], Awaitable[None]]
 Rebuild = Callable[[str], Awaitable[Resync | None]]
 
 _MARKER: Final = "epoch"
+# How long a stop waits for a cancelled rebuild before cancelling it again.
+_RECANCEL_S: Final = 0.5
 _LEASE: Final = "epoch:lease"
 # Mark the epoch ready only if it is still the one this rebuild was for.
 _READY_SCRIPT: Final = """
@@ -171,9 +173,7 @@ class CacheGuard:
     async def aclose(self) -> None:
         for task in (self._task, self._rebuilding):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _cancelled(task)
         self._task = self._rebuilding = None
 
     async def after_miss(self) -> bool:
@@ -309,6 +309,21 @@ class CacheGuard:
                 await self.check("periodic check")
             except CacheUnavailable as exc:
                 log.warning("%s: cannot check the cache epoch: %s", self._service, exc)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it ends.
+
+    One cancellation can be lost on its way down (code that catches it, or a client's own
+    timeout racing it), and a rebuild left running holds the worker's stop for as long as
+    the whole rebuild takes: an orders worker stopped under load was seen waiting ~10 s
+    for its rebuild to finish before it went on stopping.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_RECANCEL_S)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def epoch_began(
