@@ -220,6 +220,7 @@ class InMemorySellers:
         self.profiles: dict[int, SellerProfile] = {}
         self.epoch = epoch
         self.backfills: dict[int, BackfillState] = {}
+        self.claims: dict[int, str] = {}
 
     async def connected(self, seller_id: int, at: datetime) -> None:
         self.connections.setdefault(seller_id, at)
@@ -241,6 +242,13 @@ class InMemorySellers:
 
     async def save(self, state: BackfillState) -> None:
         self.backfills[state.seller_id] = state
+
+    async def claim(self, seller_id: int, owner: str, ttl_s: float) -> bool:
+        return self.claims.setdefault(seller_id, owner) == owner
+
+    async def release(self, seller_id: int, owner: str) -> None:
+        if self.claims.get(seller_id) == owner:
+            del self.claims[seller_id]
 
 
 class InMemoryLedger:

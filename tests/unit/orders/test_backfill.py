@@ -8,6 +8,7 @@ import pytest
 
 from peepers_common.errors import MlUnavailable
 from peepers_orders.backfill import BackfillOptions, backfill
+from peepers_orders.errors import BackfillBusy
 from peepers_orders.handlers import Orders
 from tests.unit.orders.fakes import SELLER, T0, Market, ml_order
 from tests.unit.orders.test_handlers import store, types
@@ -78,3 +79,36 @@ async def test_a_redelivered_seller_event_does_not_run_its_backfill_again(
     calls = len(market.ml.calls)
     await backfill(SELLER, orders, sellers, options=options)
     assert len(market.ml.calls) == calls
+
+
+async def test_a_seller_connecting_during_a_rebuilds_backfill_is_backfilled_once(
+    market: Market, orders: Orders, sellers
+) -> None:
+    sellers.connections[SELLER] = T0 + timedelta(days=2)
+    _history(market, 12)
+    search = market.ml.search_orders
+    connected: list[BaseException] = []
+
+    async def a_connection_arrives_mid_run(**kwargs):
+        if kwargs["offset"] == 5 and not connected:
+            with pytest.raises(BackfillBusy) as busy:  # retried later, parked
+                await backfill(SELLER, orders, sellers, options=connection)
+            connected.append(busy.value)
+        return await search(**kwargs)
+
+    market.ml.search_orders = a_connection_arrives_mid_run  # type: ignore[method-assign]
+    connection = BackfillOptions(page_size=5, run_id="seller.connected", not_before=T0)
+    await backfill(SELLER, orders, sellers, options=BackfillOptions(page_size=5, run_id="rb"))
+    assert connected
+    searches = len([c for c in market.ml.calls if c[0] == "search_orders"])
+    # The connection's retry: the rebuild's run, done after it connected, covers it.
+    state = await backfill(SELLER, orders, sellers, options=connection)
+    assert (state.run_id, state.phase, state.offset) == ("rb", "done", 12)
+    assert len([c for c in market.ml.calls if c[0] == "search_orders"]) == searches == 3
+    assert types(orders) == ["order.snapshot"] * 12
+    # A later connection is news: it backfills again.
+    assert state.finished_at is not None
+    later = BackfillOptions(
+        page_size=5, run_id="again", not_before=state.finished_at + timedelta(seconds=1)
+    )
+    assert (await backfill(SELLER, orders, sellers, options=later)).run_id == "again"

@@ -197,7 +197,9 @@ class Runtime(ConsumerRuntime):
             event.seller_id,
             self.wiring.backfill_orders,
             self.wiring.sellers,
-            options=backfill_options(self.settings, run_id=str(event.event_id)),
+            options=backfill_options(
+                self.settings, run_id=str(event.event_id), not_before=event.occurred_at
+            ),
         )
         log.info("backfill of seller %d: %s", event.seller_id, state.counts)
         return "backfilled"

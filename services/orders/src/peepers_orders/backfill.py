@@ -8,6 +8,12 @@ mapping as webhooks, from the search's own order bodies (no extra fetch per orde
 checkpoint (offset, counts) is saved after each page, so a run interrupted by a restart
 or a rebalance resumes where it stopped. The orders are announced as ``order.snapshot``
 (they predate the connection) and send no email.
+
+One run per seller at a time: a run holds the seller's lease (`BackfillCheckpoints.claim`,
+renewed each page). A second request meanwhile (a seller connecting while a rebuild
+backfills them) raises `BackfillBusy` and is retried; by then the first run is done,
+and a run done at or after the moment a request asks for (``not_before``: the connection)
+covers it, so the history is read once, not twice.
 """
 
 from __future__ import annotations
@@ -17,16 +23,22 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Final
+from uuid import uuid4
 
 from peepers_common.events import occurred
 from peepers_common.ml.models import MlOrder
 from peepers_orders import metrics
+from peepers_orders.errors import BackfillBusy
 from peepers_orders.handlers import Orders, apply_order
 from peepers_orders.lifecycle import ORDER_STATUSES
 from peepers_orders.ports import BackfillCheckpoints, BackfillState
 
 log = logging.getLogger(__name__)
+
+# How long a run holds the seller between two pages (a page waits for the ML budget).
+LEASE_S: Final = 120.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,8 @@ class BackfillOptions:
     run_id: str = "manual"
     restart: bool = False
     apply_concurrency: int = 10
+    # A run done at or after this covers the request (None: only this very run does).
+    not_before: datetime | None = None
 
 
 async def backfill(
@@ -46,10 +60,32 @@ async def backfill(
     options: BackfillOptions,
     progress: Callable[[BackfillState], None] | None = None,
 ) -> BackfillState:
-    """Run (or resume) the seller's backfill; returns its final state."""
+    """Run (or resume) the seller's backfill; returns its final state.
+
+    Raises:
+        BackfillBusy: another run holds the seller now.
+    """
+    owner = f"backfill-{uuid4().hex}"
+    if not await checkpoints.claim(seller_id, owner, LEASE_S):
+        msg = f"seller {seller_id} is being backfilled by another run"
+        raise BackfillBusy(msg)
+    try:
+        return await _run(seller_id, orders, checkpoints, owner, options, progress)
+    finally:
+        await checkpoints.release(seller_id, owner)
+
+
+async def _run(
+    seller_id: int,
+    orders: Orders,
+    checkpoints: BackfillCheckpoints,
+    owner: str,
+    options: BackfillOptions,
+    progress: Callable[[BackfillState], None] | None,
+) -> BackfillState:
     state = await checkpoints.load(seller_id)
-    if state is not None and state.phase == "done" and state.run_id == options.run_id:
-        return state  # this very run is done: a redelivered seller event
+    if state is not None and state.phase == "done" and _covers(state, options):
+        return state  # this very run is done (a redelivered event), or a later one
     if state is None or state.phase == "done" or options.restart:
         since = occurred(orders.clock()) - timedelta(days=options.days)
         state = BackfillState(seller_id=seller_id, run_id=options.run_id, created_from=since)
@@ -86,6 +122,8 @@ async def backfill(
                 counts=dict(counts),
                 phase="done" if done else "running",
             )
+            if done:
+                state = replace(state, finished_at=occurred(orders.clock()))
             await checkpoints.save(state)
             metrics.BACKFILL_ORDERS.labels(label).inc(len(page.results))
             if progress is not None:
@@ -93,5 +131,16 @@ async def backfill(
             if done:
                 log.info("backfill of seller %d done: %s", seller_id, state.counts)
                 return state
+            await checkpoints.claim(seller_id, owner, LEASE_S)
     finally:
         metrics.BACKFILL_RUNNING.labels(label).set(0)
+
+
+def _covers(done: BackfillState, options: BackfillOptions) -> bool:
+    if done.run_id == options.run_id:
+        return True
+    return (
+        options.not_before is not None
+        and done.finished_at is not None
+        and done.finished_at >= options.not_before
+    )

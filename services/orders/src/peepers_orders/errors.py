@@ -10,6 +10,8 @@ PeepersError
 ├── ResourceBusy
 │   ├── ShipmentNotLinked                   a shipment of no order cached yet: parked,
 │   │                                       retried once its order is known
+│   ├── BackfillBusy                        another run backfills the seller now: retried
+│   │                                       (then that run covers it)
 │   └── MailInFlight                        another mailer process is sending this mail:
 │                                           retried (then the ledger has it)
 └── InfrastructureError
@@ -32,6 +34,10 @@ class MailRejected(PeepersError):
 
 class ShipmentNotLinked(ResourceBusy):
     """No cached order names this shipment yet (its order's notification is behind it)."""
+
+
+class BackfillBusy(ResourceBusy):
+    """Another run (a rebuild's, or a connection's) is backfilling this seller now."""
 
 
 class MailInFlight(ResourceBusy):

@@ -182,12 +182,25 @@ class BackfillState:
     offset: int = 0
     total: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    # When it was done (a later request for the seller's history is covered by it).
+    finished_at: datetime | None = None
 
 
 class BackfillCheckpoints(Protocol):
     async def load(self, seller_id: int) -> BackfillState | None: ...
 
     async def save(self, state: BackfillState) -> None: ...
+
+    async def claim(self, seller_id: int, owner: str, ttl_s: float) -> bool:
+        """Hold the seller's backfill for ``owner`` for ``ttl_s``; False if another holds it.
+
+        Claiming it again renews it.
+        """
+        ...
+
+    async def release(self, seller_id: int, owner: str) -> None:
+        """Let the seller's backfill go, if ``owner`` holds it."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -133,12 +133,17 @@ async def rebuild_orders(epoch: str, deps: OrdersRebuild) -> Resync:
         await deps.sellers.connected(seller_id, facts.first_connected)
 
     async def resync() -> None:
+        # A seller's backfill done since this cache began (a connection's, meanwhile)
+        # covers the rebuild's; one running now makes this attempt retry (BackfillBusy).
+        began = await deps.sellers.epoch_started_at()
         for seller_id in sellers:
             await backfill(
                 seller_id,
                 deps.orders,
                 deps.checkpoints,
-                options=BackfillOptions(days=deps.backfill_days, run_id=f"rebuild-{epoch}"),
+                options=BackfillOptions(
+                    days=deps.backfill_days, run_id=f"rebuild-{epoch}", not_before=began
+                ),
             )
         generation = uuid.uuid4().hex[:12]
         await replay_analytics(

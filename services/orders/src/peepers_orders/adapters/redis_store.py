@@ -12,6 +12,7 @@ Keys (under ``orders:``, or ``orders:<scope>:`` in tests)::
     seller:{seller_id}:connected_at      ISO time of the seller's first connection
     seller:{seller_id}:profile           JSON: nickname and email (for mail)
     backfill:{seller_id}                 JSON: the seller's backfill checkpoint
+    backfill:{seller_id}:lease           the run backfilling the seller now
     epoch                                JSON: this cache's epoch, "rebuilding" or "ready",
                                          since when (gone after a loss; peepers_common.rebuild)
     epoch:lease                          the lease of the replica rebuilding it
@@ -35,6 +36,7 @@ from typing import Final, cast
 import redis.asyncio as aioredis
 
 from peepers_common.errors import ConfigurationError, InvalidQuery
+from peepers_common.lease import RedisLease
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_common.rebuild import epoch_began
 from peepers_orders.lifecycle import LIFECYCLE
@@ -306,9 +308,23 @@ class RedisSellerDirectory:
             return None
         body = json.loads(raw)
         body["created_from"] = datetime.fromisoformat(body["created_from"])
+        if body.get("finished_at") is not None:
+            body["finished_at"] = datetime.fromisoformat(body["finished_at"])
         return BackfillState(**body)
 
     async def save(self, state: BackfillState) -> None:
-        body = {**asdict(state), "created_from": state.created_from.isoformat()}
+        finished = state.finished_at.isoformat() if state.finished_at else None
+        body = {
+            **asdict(state),
+            "created_from": state.created_from.isoformat(),
+            "finished_at": finished,
+        }
         with redis_errors("saving a backfill checkpoint"):
             await self._redis.set(self._ns.key("backfill", state.seller_id), json.dumps(body))
+
+    async def claim(self, seller_id: int, owner: str, ttl_s: float) -> bool:
+        lease = RedisLease(self._redis, self._ns.key("backfill", seller_id, "lease"), owner=owner)
+        return await lease.take(ttl_s)
+
+    async def release(self, seller_id: int, owner: str) -> None:
+        await self.claim(seller_id, owner, ttl_s=0.001)  # the owner's, for 1 ms more
