@@ -28,10 +28,6 @@ GRAFANA_VARIABLES: Final = {"$__rate_interval": "5m", "$__interval": "1m", "$__r
 EXPECTED_LATER: Final = frozenset(
     {
         "peepers_auth_sellers_reauth_required",
-        # The orders dashboard's rebuild outcomes and drift audit: the orders worker has
-        # its own rebuild guard (peepers_orders.rebuild, no outcome counter) and no audit.
-        "peepers_orders_rebuild_finished_total",
-        "peepers_orders_drift_total",
     }
 )
 # `{__name__=~...}` selectors of the state rules: one family per service, registered

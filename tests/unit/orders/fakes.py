@@ -202,6 +202,10 @@ class InMemoryOrderStore:
     async def search(self, query: OrderQuery) -> OrderPage:
         raise NotImplementedError
 
+    async def sample_order_ids(self, seller_id: int, count: int) -> list[int]:
+        mine = [i for i, r in self.records.items() if r.order and r.order.seller_id == seller_id]
+        return mine[:count]
+
     async def get_many(self, order_ids: Sequence[int]) -> list[CachedOrder]:
         return [r.order for i in order_ids if (r := self.records.get(i)) and r.order]
 

@@ -14,9 +14,10 @@ Mail is not sent here: the mailer is its own process and consumer group
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +26,7 @@ import aiohttp
 import faust
 import redis.asyncio as aioredis
 
+from peepers_common.audit import BudgetedSampler, audit_calls_per_s
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.events import SELLER_EVENT, event_type_of
@@ -40,10 +42,11 @@ from peepers_orders import analytics
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.adapters.redis_store import RedisOrderStore, RedisSellerDirectory
 from peepers_orders.api import create_api
+from peepers_orders.audit import OrdersAudit
 from peepers_orders.backfill import BackfillOptions, backfill
 from peepers_orders.handlers import Orders, on_notification
 from peepers_orders.priority import PrioritizedSource, UrgentFirst
-from peepers_orders.rebuild import OrdersRebuild, rebuild_orders
+from peepers_orders.rebuild import OrdersRebuild, connected_sellers, rebuild_orders
 from peepers_orders.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ class Wiring:
     ping: Callable[[], Awaitable[None]]
     # Watches for a lost cache and rebuilds it (not started: the worker starts it).
     guard: CacheGuard
+    # The drift audit loop (not started; None when its share of the ML budget is 0).
+    audit: BudgetedSampler | None
 
 
 def ml_api(settings: Settings, session: aiohttp.ClientSession, redis: aioredis.Redis) -> HttpMlApi:
@@ -130,6 +135,24 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
         )
         stack.push_async_callback(guard.aclose)
 
+        async def roster() -> list[int]:
+            return list(await connected_sellers(settings.kafka, rebuild_deps.sellers_topic))
+
+        audit = None
+        if settings.audit.share > 0:
+            audit = BudgetedSampler(
+                redis,
+                namespace,
+                OrdersAudit(
+                    backfill_orders,  # behind webhook-driven calls, as a backfill
+                    roster,
+                    batch=settings.audit.batch,
+                    grace_s=settings.audit.grace_s,
+                ).step,
+                calls_per_s=audit_calls_per_s(settings.ml, settings.audit.share),
+                paused=lambda: guard.rebuilding,
+            )
+
         yield Wiring(
             orders=orders,
             backfill_orders=backfill_orders,
@@ -141,6 +164,7 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             ),
             ping=ping,
             guard=guard,
+            audit=audit,
         )
 
 
@@ -163,6 +187,9 @@ class Runtime(ConsumerRuntime):
         settings = self.settings
         self._wiring = wiring = await stack.enter_async_context(open_wiring(settings))
         await wiring.guard.start()  # a lost cache is noticed before records are taken
+        if wiring.audit is not None:
+            audit = asyncio.create_task(wiring.audit.run(), name="orders-drift-audit")
+            stack.push_async_callback(_cancelled, audit)
         api = create_api(
             settings, store=wiring.store, analytics_store=wiring.analytics, ready=self.ready_state
         )
@@ -227,3 +254,9 @@ def create_app(settings: Settings) -> faust.App:
         runtime.handler_for,
     )
     return kit.app
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

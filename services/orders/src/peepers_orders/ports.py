@@ -143,6 +143,10 @@ class OrderStore(Protocol):
 
     async def get_many(self, order_ids: Sequence[int]) -> list[CachedOrder]: ...
 
+    async def sample_order_ids(self, seller_id: int, count: int) -> list[int]:
+        """Up to ``count`` distinct cached orders of the seller, at random."""
+        ...
+
     async def count_by_state(self, seller_id: int) -> dict[str, int]: ...
 
 

@@ -27,6 +27,15 @@ class BackfillSettings(BaseModel):
     page_size: int = Field(default=50, ge=1, le=51)
 
 
+class AuditSettings(BaseModel):
+    """The drift auditor (peepers_orders.audit): a share of the ML budget, at most."""
+
+    share: float = Field(default=0.02, ge=0, le=1)  # 0 turns it off
+    batch: int = Field(default=5, ge=1, le=50)  # orders per sample
+    # Orders ML changed this recently are not audited: their webhook is likely in flight.
+    grace_s: float = Field(default=30.0, ge=0)
+
+
 class SmtpSettings(BaseModel):
     """The SMTP server the seller's emails go through (aiosmtplib)."""
 
@@ -75,6 +84,7 @@ class Settings(ConsumerSettings):
     token_broker: TokenBrokerSettings = TokenBrokerSettings(service="orders")
     app_id: str = "peepers-orders"
     backfill: BackfillSettings = BackfillSettings()
+    audit: AuditSettings = AuditSettings()
     smtp: SmtpSettings = SmtpSettings()
     mail: MailSettings = MailSettings()
     # How often a worker checks that its cache was not lost (peepers_orders.rebuild).

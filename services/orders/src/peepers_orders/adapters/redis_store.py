@@ -192,6 +192,11 @@ class RedisOrderStore:
                 counts = await pipe.execute()
         return {state.value: int(n) for state, n in zip(LIFECYCLE, counts, strict=True) if n}
 
+    async def sample_order_ids(self, seller_id: int, count: int) -> list[int]:
+        with redis_errors("sampling a seller's orders"):
+            found = await self._redis.zrandmember(self._seller_index(seller_id, "orders"), count)
+        return [int(_text(order_id)) for order_id in cast("list[bytes]", found or [])]
+
     async def search(self, query: OrderQuery) -> OrderPage:
         """The seller's orders newest first, from the most selective index the query has."""
         if not 1 <= query.limit <= _MAX_LIMIT:

@@ -1,0 +1,46 @@
+"""The drift audit: a cached order ML moved without a notification is repaired."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from peepers_orders.audit import METRICS, OrdersAudit
+from peepers_orders.handlers import Orders, on_order
+from tests.unit.orders.fakes import SELLER, T0, Market, ml_order
+from tests.unit.orders.test_handlers import store, types
+
+
+async def roster() -> list[int]:
+    return [SELLER]
+
+
+def drift(field: str) -> float:
+    return METRICS.drift.labels(field)._value.get()  # noqa: SLF001 - the counter's value
+
+
+async def test_an_order_ml_moved_without_a_notification_is_repaired_and_counted(
+    market: Market, orders: Orders
+) -> None:
+    order = market.add(ml_order(2000001, date_created=T0 + timedelta(days=2)))
+    await on_order(order.id, SELLER, "notification:n1", orders)
+    market.pay(order.id)  # ML moves on; its notification never comes
+    before = drift("state")
+    audit = OrdersAudit(orders, roster, grace_s=30)
+    assert await audit.step() >= 1
+    assert store(orders).order(order.id).summary.state == "paid"
+    assert types(orders) == ["order.created", "order.paid"]  # the repair is announced
+    assert drift("state") == before + 1
+    assert await audit.step() >= 1  # nothing differs now: nothing counted, nothing sent
+    assert drift("state") == before + 1
+    assert types(orders) == ["order.created", "order.paid"]
+
+
+async def test_an_order_ml_changed_just_now_is_left_to_its_notification(
+    market: Market, orders: Orders
+) -> None:
+    order = market.add(ml_order(2000001, date_created=T0 + timedelta(days=2)))
+    await on_order(order.id, SELLER, "notification:n1", orders)
+    market.pay(order.id)
+    grace_s = (T0 + timedelta(days=3) - T0).total_seconds()  # the clock is T0 + 3 days
+    await OrdersAudit(orders, roster, grace_s=grace_s).step()
+    assert store(orders).order(order.id).summary.state == "created"
