@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from peepers_orders.audit import METRICS, OrdersAudit
+from prometheus_client import REGISTRY
+
+from peepers_orders.audit import OrdersAudit
 from peepers_orders.handlers import Orders, on_order
 from tests.unit.orders.fakes import SELLER, T0, Market, ml_order
 from tests.unit.orders.test_handlers import store, types
@@ -15,7 +17,7 @@ async def roster() -> list[int]:
 
 
 def drift(field: str) -> float:
-    return METRICS.drift.labels(field)._value.get()  # noqa: SLF001 - the counter's value
+    return REGISTRY.get_sample_value("peepers_orders_drift_total", {"field": field}) or 0.0
 
 
 async def test_an_order_ml_moved_without_a_notification_is_repaired_and_counted(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -179,6 +180,15 @@ class TestShipmentsPaymentsAndPacks:
     async def test_a_shipment_of_no_cached_order_waits_for_its_order(self, orders: Orders) -> None:
         with pytest.raises(ShipmentNotLinked):
             await on_notification(note("/shipments/4000999", "shipments"), orders)
+
+    async def test_a_shipment_of_no_cached_order_during_a_rebuild_is_left_to_it(
+        self, orders: Orders
+    ) -> None:
+        # Parked, it would be dead-lettered before the rebuild's backfill caches its order
+        # (the proof's ShipmentNotLinked records around a Redis flush).
+        rebuilding = replace(orders, rebuilding=lambda: True)
+        outcome = await on_notification(note("/shipments/4000999", "shipments"), rebuilding)
+        assert outcome == Outcome.LEFT_TO_REBUILD
 
     async def test_a_payment_notification_fetches_its_order(
         self, market: Market, orders: Orders

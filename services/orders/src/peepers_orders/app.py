@@ -103,6 +103,7 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             sellers=sellers,
             publisher=publisher,
             events_topic=settings.topic_prefix + PEEPERS_ORDERS,
+            rebuilding=lambda: guard.rebuilding,  # the guard below, once it runs
         )
 
         async def ping() -> None:

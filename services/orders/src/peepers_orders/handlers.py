@@ -93,6 +93,9 @@ class Outcome(StrEnum):
     ADVANCED = "advanced"  # new milestones recorded, one event each
     UPDATED = "updated"  # fields changed (amounts, shipment status), no new milestone
     UNCHANGED = "unchanged"  # what the cache holds already: a duplicate or reordered fetch
+    # A shipment of no cached order while the cache is rebuilt: the rebuild's backfill
+    # reads the order, and its shipment, as they are by then.
+    LEFT_TO_REBUILD = "left_to_rebuild"
 
 
 class OrderLocks:
@@ -133,6 +136,8 @@ class Orders:
     events_topic: str
     clock: Callable[[], float] = time.time
     locks: OrderLocks = field(default_factory=OrderLocks)
+    # Whether the cache is being rebuilt (`peepers_common.rebuild.CacheGuard.rebuilding`).
+    rebuilding: Callable[[], bool] = lambda: False
 
     def reading_with(self, ml: OrderSource) -> Orders:
         return dataclasses.replace(self, ml=ml)
@@ -165,6 +170,9 @@ async def on_notification(notification: Notification, orders: Orders) -> Outcome
             raise InvalidOrderNotification(msg)
         return await on_order(payment.order_id, seller_id, revealed_by, orders)
     order_ids = await orders.store.orders_of_shipment(found)
+    if not order_ids and orders.rebuilding():
+        # Not lost: parked until the rebuild ends, it would be dead-lettered meanwhile.
+        return _counted(Outcome.LEFT_TO_REBUILD)
     if not order_ids:
         msg = f"shipment {found} belongs to no cached order yet"
         raise ShipmentNotLinked(msg)
