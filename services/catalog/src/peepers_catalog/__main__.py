@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Annotated
 
-import faust
 import typer
 import uvloop
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from peepers_catalog.app import create_app, open_wiring, sync_options
 from peepers_catalog.ports import SyncState
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import full_sync
-from peepers_common.error_tracking import ErrorTrackingSettings, init_error_tracking
-from peepers_common.errors import PeepersError
-from peepers_common.logs import configure_logging
-from peepers_common.process import tune_gc
+from peepers_common.faust_worker import run_worker
+from peepers_common.shell import counts_line, progress_bar, run_command
 
 cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
-
-
-class _Worker(faust.Worker):
-    """Faust's worker, logging JSON lines like every other Peepers service."""
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        configure_logging("catalog", logging.getLevelName(level))
-        init_error_tracking("catalog", ErrorTrackingSettings())
 
 
 @cli.command()
@@ -46,10 +25,7 @@ def worker() -> None:
     # libuv's loop, as ingest's: mode makes its loops through the policy. Under
     # bench.catalog_latency it cut the worker's CPU per record (docs/benchmarks.md).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    app = create_app(settings)
-    runner = _Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
-    tune_gc()
-    runner.execute_from_commandline()
+    run_worker("catalog", create_app(settings), settings.log_level)
 
 
 @cli.command()
@@ -60,26 +36,12 @@ def sync(
     ] = False,
 ) -> None:
     """Run (or resume) the full catalog sync of one seller, with a progress bar."""
-    settings = Settings()
-    configure_logging("catalog", "WARNING", json=False)
-    try:
-        state = asyncio.run(_sync(settings, seller_id, restart=restart))
-    except PeepersError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    counts = ", ".join(f"{name} {n}" for name, n in sorted(state.counts.items())) or "nothing"
-    typer.echo(f"seller {seller_id}: {state.total} items; {counts}")
+    state = run_command("catalog", _sync(Settings(), seller_id, restart=restart))
+    typer.echo(f"seller {seller_id}: {state.total} items; {counts_line(state.counts)}")
 
 
 async def _sync(settings: Settings, seller_id: int, *, restart: bool) -> SyncState:
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
+    with progress_bar() as progress:
         scan = progress.add_task("scanning item ids", total=None)
         apply = progress.add_task("syncing items", total=None, visible=False)
 

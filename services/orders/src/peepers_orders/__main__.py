@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import uuid
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-import faust
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from peepers_common.errors import PeepersError
+from peepers_common.faust_worker import run_worker
 from peepers_common.logs import configure_logging
 from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.shell import counts_line, progress_bar, run_command
 from peepers_common.topics import PEEPERS_ORDERS
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.app import backfill_options, create_app, open_wiring
@@ -36,29 +27,12 @@ cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=F
 analytics_cli = typer.Typer(help="Sales analytics.")
 cli.add_typer(analytics_cli, name="analytics")
 
-_COLUMNS = (
-    TextColumn("[bold]{task.description}"),
-    BarColumn(),
-    MofNCompleteColumn(),
-    TimeElapsedColumn(),
-    TimeRemainingColumn(),
-)
-
-
-class _Worker(faust.Worker):
-    """Faust's worker, logging JSON lines like every other Peepers service."""
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        configure_logging("orders", logging.getLevelName(level))
-
 
 @cli.command()
 def worker() -> None:
     """Consume order notifications and seller events; serve the read API."""
     settings = Settings()
-    runner = _Worker(create_app(settings), loglevel=settings.log_level, redirect_stdouts=False)
-    runner.execute_from_commandline()
+    run_worker("orders", create_app(settings), settings.log_level)
 
 
 @cli.command()
@@ -85,19 +59,12 @@ def backfill(
     ] = False,
 ) -> None:
     """Run (or resume) the backfill of one seller's recent orders, with a progress bar."""
-    settings = Settings()
-    configure_logging("orders", "WARNING", json=False)
-    try:
-        state = asyncio.run(_backfill(settings, seller_id, restart=restart))
-    except PeepersError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    counts = ", ".join(f"{name} {n}" for name, n in sorted(state.counts.items())) or "nothing"
-    typer.echo(f"seller {seller_id}: {state.total} orders; {counts}")
+    state = run_command("orders", _backfill(Settings(), seller_id, restart=restart))
+    typer.echo(f"seller {seller_id}: {state.total} orders; {counts_line(state.counts)}")
 
 
 async def _backfill(settings: Settings, seller_id: int, *, restart: bool) -> BackfillState:
-    with Progress(*_COLUMNS, transient=False) as progress:
+    with progress_bar() as progress:
         task = progress.add_task("backfilling orders", total=None)
 
         def show(state: BackfillState) -> None:
@@ -116,13 +83,7 @@ async def _backfill(settings: Settings, seller_id: int, *, restart: bool) -> Bac
 @analytics_cli.command("rebuild")
 def rebuild() -> None:
     """Replay peepers.orders.v1 from its start into new analytics, then switch to them."""
-    settings = Settings()
-    configure_logging("orders", "WARNING", json=False)
-    try:
-        generation, events = asyncio.run(_rebuild(settings))
-    except PeepersError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    generation, events = run_command("orders", _rebuild(Settings()))
     typer.echo(f"analytics generation {generation}: {events} events replayed")
 
 
@@ -131,7 +92,7 @@ async def _rebuild(settings: Settings) -> tuple[str, int]:
     redis = connect_redis(settings.redis)
     try:
         live = RedisAnalytics(redis, Namespace("orders", scope=settings.redis_scope))
-        with Progress(*_COLUMNS, transient=False) as progress:
+        with progress_bar() as progress:
             task = progress.add_task("replaying order events", total=None)
 
             def show(replayed: int, total: int) -> None:
