@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from prometheus_client import REGISTRY
 
+from peepers_common.audit import Roster
 from peepers_orders.audit import OrdersAudit
 from peepers_orders.handlers import Orders, on_order
 from tests.unit.orders.fakes import SELLER, T0, Market, ml_order
@@ -27,7 +28,7 @@ async def test_an_order_ml_moved_without_a_notification_is_repaired_and_counted(
     await on_order(order.id, SELLER, "notification:n1", orders)
     market.pay(order.id)  # ML moves on; its notification never comes
     before = drift("state")
-    audit = OrdersAudit(orders, roster, grace_s=30)
+    audit = OrdersAudit(orders, Roster(roster), grace_s=30)
     assert await audit.step() >= 1
     assert store(orders).order(order.id).summary.state == "paid"
     assert types(orders) == ["order.created", "order.paid"]  # the repair is announced
@@ -44,5 +45,5 @@ async def test_an_order_ml_changed_just_now_is_left_to_its_notification(
     await on_order(order.id, SELLER, "notification:n1", orders)
     market.pay(order.id)
     grace_s = (T0 + timedelta(days=3) - T0).total_seconds()  # the clock is T0 + 3 days
-    await OrdersAudit(orders, roster, grace_s=grace_s).step()
+    await OrdersAudit(orders, Roster(roster), grace_s=grace_s).step()
     assert store(orders).order(order.id).summary.state == "created"

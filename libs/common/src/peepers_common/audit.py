@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Final
@@ -71,6 +72,27 @@ def drifted_fields(
     """The fields whose values differ between the cached and ML's copy of an entity."""
     before, after = cached.model_dump(), fresh.model_dump()
     return sorted(name for name in after if name not in ignore and before.get(name) != after[name])
+
+
+class Roster:
+    """The sellers an audit samples from.
+
+    Read from ``fetch`` (Kafka: slow) at most every ``every_s``, and at every call while it
+    is empty (no seller connected yet).
+    """
+
+    def __init__(self, fetch: Callable[[], Awaitable[list[int]]], every_s: float = 60.0) -> None:
+        self._fetch = fetch
+        self._every_s = every_s
+        self._sellers: list[int] = []
+        self._at = float("-inf")
+
+    async def sellers(self) -> list[int]:
+        now = time.monotonic()
+        if not self._sellers or now - self._at >= self._every_s:
+            self._sellers = await self._fetch()
+            self._at = now
+        return self._sellers
 
 
 class BudgetedSampler:

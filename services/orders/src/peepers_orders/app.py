@@ -26,7 +26,7 @@ import aiohttp
 import faust
 import redis.asyncio as aioredis
 
-from peepers_common.audit import BudgetedSampler, audit_calls_per_s
+from peepers_common.audit import BudgetedSampler, Roster, audit_calls_per_s
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.events import SELLER_EVENT, event_type_of
@@ -83,16 +83,33 @@ def ml_api(settings: Settings, session: aiohttp.ClientSession, redis: aioredis.R
     )
 
 
+@dataclass(frozen=True)
+class Clients:
+    """What the worker and the mailer both open: Redis, ML's session, a Kafka publisher."""
+
+    redis: aioredis.Redis
+    session: aiohttp.ClientSession
+    publisher: AIOKafkaEventPublisher
+    namespace: Namespace
+
+
+async def open_clients(settings: Settings, stack: AsyncExitStack) -> Clients:
+    """The shared clients, closed in reverse by ``stack``."""
+    redis = connect_redis(settings.redis)
+    stack.push_async_callback(redis.aclose)
+    session = ml_session(settings.ml)
+    stack.push_async_callback(session.close)
+    publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
+    return Clients(redis, session, publisher, Namespace("orders", scope=settings.redis_scope))
+
+
 @asynccontextmanager
 async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
     """Every client the orders service uses, opened together and closed in reverse."""
     async with AsyncExitStack() as stack:
-        redis = connect_redis(settings.redis)
-        stack.push_async_callback(redis.aclose)
-        session = ml_session(settings.ml)
-        stack.push_async_callback(session.close)
-        publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
-        namespace = Namespace("orders", scope=settings.redis_scope)
+        clients = await open_clients(settings, stack)
+        redis, session, publisher = clients.redis, clients.session, clients.publisher
+        namespace = clients.namespace
         store = RedisOrderStore(redis, namespace)
         sellers = RedisSellerDirectory(redis, namespace)
         ml = ml_api(settings, session, redis)
@@ -146,7 +163,7 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
                 namespace,
                 OrdersAudit(
                     backfill_orders,  # behind webhook-driven calls, as a backfill
-                    roster,
+                    Roster(roster),
                     batch=settings.audit.batch,
                     grace_s=settings.audit.grace_s,
                 ).step,

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable
 from typing import Final
 
-from peepers_common.audit import drift_metrics, drifted_fields
+from peepers_common.audit import Roster, drift_metrics, drifted_fields
 from peepers_orders import lifecycle
 from peepers_orders.handlers import Orders, apply_order
 
@@ -34,55 +32,47 @@ class OrdersAudit:
     def __init__(
         self,
         orders: Orders,
-        roster: Callable[[], Awaitable[list[int]]],
+        roster: Roster,
         *,
         batch: int = 5,
         grace_s: float = 30.0,
-        roster_every_s: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
         self._orders = orders
         self._roster = roster
         self._batch = batch
         self._grace_s = grace_s
-        self._roster_every_s = roster_every_s
         self._rng = rng or random.Random()  # noqa: S311 - sampling, not secrets
-        self._sellers: list[int] = []
-        self._sellers_at = float("-inf")
 
     async def step(self) -> int:
         """Audit one sample; returns the ML calls made."""
-        sellers = await self._connected()
+        sellers = await self._roster.sellers()
         if not sellers:
             return 0
         seller_id = self._rng.choice(sellers)
         store = self._orders.store
         calls = 0
         for order_id in await store.sample_order_ids(seller_id, self._batch):
-            before = (await store.load(order_id)).order
-            if before is None:
-                continue  # left the cache meanwhile
-            order = await self._orders.ml.get_order(order_id, seller_id=seller_id)
-            calls += 1
-            changed = order.last_updated
-            if changed is not None and changed.timestamp() > self._orders.clock() - self._grace_s:
-                continue  # changed just now: its notification is probably on its way
-            if order.shipment_id is not None and lifecycle.needs_shipment(order):
-                calls += 1  # apply_order reads the shipment too
-            outcome = await apply_order(order, "audit", self._orders)
-            METRICS.audited.inc()
-            after = (await store.load(order_id)).order
-            fields = drifted_fields(before.summary, after.summary) if after else []
-            for name in fields:
-                METRICS.drift.labels(name).inc()
-            if fields:
-                log.warning("drift: order %d differed from ML in %s: %s", order_id, fields, outcome)
+            calls += await self._audit(order_id, seller_id)
         return calls
 
-    async def _connected(self) -> list[int]:
-        # Read from Kafka once a minute, not every step; while empty, at every step.
-        now = time.monotonic()
-        if not self._sellers or now - self._sellers_at >= self._roster_every_s:
-            self._sellers = await self._roster()
-            self._sellers_at = now
-        return self._sellers
+    async def _audit(self, order_id: int, seller_id: int) -> int:
+        """One order: compared, repaired and counted; returns the ML calls made."""
+        store = self._orders.store
+        before = (await store.load(order_id)).order
+        if before is None:
+            return 0  # left the cache meanwhile
+        order = await self._orders.ml.get_order(order_id, seller_id=seller_id)
+        changed = order.last_updated
+        if changed is not None and changed.timestamp() > self._orders.clock() - self._grace_s:
+            return 1  # changed just now: its notification is probably on its way
+        outcome = await apply_order(order, "audit", self._orders)
+        METRICS.audited.inc()
+        after = (await store.load(order_id)).order
+        fields = drifted_fields(before.summary, after.summary) if after else []
+        for name in fields:
+            METRICS.drift.labels(name).inc()
+        if fields:
+            log.warning("drift: order %d differed from ML in %s: %s", order_id, fields, outcome)
+        # apply_order read the shipment too when the order needs it.
+        return 2 if order.shipment_id is not None and lifecycle.needs_shipment(order) else 1

@@ -13,8 +13,8 @@ a slow or dead SMTP server holds up mail only, never the order cache. For each e
 
 One sender at a time: the same (order, transition) can reach the mailer twice at once
 (the event published twice when two writers race on the outbox, one copy fresh and one
-parked, both due when an SMTP outage ends). Steps 2 to 4 run under a per-key lock in the
-process and a claim across processes (`MailClaims`: a Redis key naming the process, for
+parked, both due when an SMTP outage ends). Steps 2 to 4 run under a per-order lock in
+the process and a claim across processes (`MailClaims`: a Redis key naming the process, for
 longer than a send takes); a mail claimed elsewhere is retried later (`MailInFlight`),
 when the ledger has it, or the claim of a process that died has lapsed.
 
@@ -30,11 +30,9 @@ is worth more than a rare duplicate, so the ledger is written after the send.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
@@ -44,6 +42,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from peepers_common.events import ORDERS_EVENT, OrderEvent, OrderRefunded, event_type_of
 from peepers_orders import metrics
 from peepers_orders.errors import MailInFlight
+from peepers_orders.handlers import OrderLocks
 from peepers_orders.ports import (
     MailClaims,
     MailLedger,
@@ -192,27 +191,6 @@ class WaitingMail:
         return self._clock() - min(self._since.values()) if self._since else 0.0
 
 
-class KeyLocks:
-    """One task at a time per key in this process; a key's lock goes with its last user."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 @dataclass(frozen=True)
 class Mailer:
     """Everything the mail handler needs, built by the composition root (or a test)."""
@@ -226,7 +204,8 @@ class Mailer:
     smtp: SmtpSettings
     templates: Templates
     waiting: WaitingMail = field(default_factory=WaitingMail)
-    sending: KeyLocks = field(default_factory=KeyLocks)
+    # One mail of an order at a time in this process (the same lock as the handlers').
+    sending: OrderLocks = field(default_factory=OrderLocks)
 
 
 async def on_order_event(raw: bytes, mailer: Mailer) -> str:
@@ -240,7 +219,7 @@ async def on_order_event(raw: bytes, mailer: Mailer) -> str:
     key = ledger_key(event.order_id, transition)
     if await mailer.ledger.sent(key):
         return _counted("duplicate")
-    async with mailer.sending.hold(key):
+    async with mailer.sending.hold(event.order_id):
         if not await mailer.claims.take(key):
             msg = f"another mailer process is sending {key}"
             raise MailInFlight(msg)

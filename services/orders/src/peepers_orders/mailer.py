@@ -31,9 +31,7 @@ from aiokafka.errors import KafkaError
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.consumer_lag import ConsumerLagMonitor
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor, sleep_until_due
-from peepers_common.kafka import AIOKafkaEventPublisher
-from peepers_common.ml import ml_session
-from peepers_common.namespaces import Namespace, connect_redis, redis_errors
+from peepers_common.namespaces import redis_errors
 from peepers_common.read_api import read_api, serve
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import ORDERS_EMAILS_CHANGELOG, PEEPERS_ORDERS, retry_topic
@@ -44,7 +42,7 @@ from peepers_orders.adapters.mail_ledger import (
 )
 from peepers_orders.adapters.redis_store import RedisSellerDirectory
 from peepers_orders.adapters.smtp import SmtpMailSender
-from peepers_orders.app import ml_api
+from peepers_orders.app import ml_api, open_clients
 from peepers_orders.mail import Mailer, Templates, on_order_event
 from peepers_orders.settings import Settings
 
@@ -175,12 +173,8 @@ class MailerLoops:
 async def run_mailer(settings: Settings, stop: asyncio.Event) -> None:
     """The mailer process: its clients, probes and loops, until `stop` is set."""
     async with AsyncExitStack() as stack:
-        redis = connect_redis(settings.redis)
-        stack.push_async_callback(redis.aclose)
-        session = ml_session(settings.ml)
-        stack.push_async_callback(session.close)
-        publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
-        namespace = Namespace("orders", scope=settings.redis_scope)
+        clients = await open_clients(settings, stack)
+        redis, namespace = clients.redis, clients.namespace
         view = RedisMailView(redis, namespace)
         ledger = await stack.enter_async_context(
             Changelog(
@@ -196,7 +190,7 @@ async def run_mailer(settings: Settings, stop: asyncio.Event) -> None:
             claims=RedisMailClaims(redis, namespace, ttl_s=3 * settings.smtp.timeout_s + 30),
             sender=SmtpMailSender(settings.smtp),
             sellers=RedisSellerDirectory(redis, namespace),
-            ml=ml_api(settings, session, redis),
+            ml=ml_api(settings, clients.session, redis),
             mail=settings.mail,
             smtp=settings.smtp,
             templates=Templates(),
@@ -225,7 +219,7 @@ async def run_mailer(settings: Settings, stop: asyncio.Event) -> None:
             retry_topic=retry_topic(events),
             group=settings.mail.app_id,
             processor=RecordProcessor(
-                consumer=MAILER, publisher=publisher, policy=settings.mail.retry.policy()
+                consumer=MAILER, publisher=clients.publisher, policy=settings.mail.retry.policy()
             ),
             handler=handle,
         )
