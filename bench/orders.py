@@ -2,7 +2,8 @@
 
 The sandbox (``python -m peepers_sandbox``: one seller with ``--orders`` orders of
 history, no notifier, no limits of its own), ingest (``python -m peepers_ingest``,
-acks=all), the orders worker (``python -m peepers_orders worker``), aiosmtpd (a real SMTP
+acks=all), the orders worker (``python -m peepers_orders worker``) and its mailer (``python
+-m peepers_orders mailer``, a process of its own), aiosmtpd (a real SMTP
 server, in this process) and the catalog benches' stand-in token broker; scratch topics
 and Redis scope. The worker shares one outbound limit (``--requests-per-minute``) over
 every ML family (``--limit`` requests per ``--window-s`` seconds; 100 a second by
