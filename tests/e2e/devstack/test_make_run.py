@@ -38,9 +38,9 @@ ITEMS = 300
 CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+), log (\S+)\)")
 READY_AT = re.compile(r"run: (\w+) ready on (\S+) in ")
 # The children that serve /metrics.
-SERVICES = ("auth", "ingest", "catalog", "orders", "messages")
+SERVICES = ("auth", "ingest", "catalog", "orders", "mailer", "messages")
 # scripts/test installs it; a bare `make run` goes on without it.
-CHILDREN = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"] + (
+CHILDREN = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "mailer", "messages"] + (
     ["prometheus"] if shutil.which("prometheus") else []
 )
 

@@ -37,6 +37,17 @@ class TestPlan:
         ports = [c.env[f"{c.name.split('-')[0].upper()}_HTTP_PORT"] for c in workers]
         assert len(set(ports)) == len(ports)
 
+    def test_the_orders_mailer_runs_beside_the_orders_workers_with_their_settings(
+        self, plan: ProofPlan
+    ):
+        mailer = next(c for c in plan.children() if c.name == "mailer")
+        orders = next(c for c in plan.children() if c.name == "orders-1")
+        assert mailer.argv[-2:] == ["peepers_orders", "mailer"]
+        assert {k: v for k, v in mailer.env.items() if k != "ORDERS_HTTP_PORT"} == {
+            k: v for k, v in orders.env.items() if k != "ORDERS_HTTP_PORT"
+        }
+        assert mailer.env["ORDERS_HTTP_PORT"] != orders.env["ORDERS_HTTP_PORT"]
+
     def test_auth_and_ingest_write_behind_the_runs_prefix(self, plan: ProofPlan):
         auth = next(c for c in plan.children() if c.name == "auth")
         assert auth.argv[-2:] == ["--topic-prefix", plan.prefix]

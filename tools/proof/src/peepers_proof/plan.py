@@ -165,6 +165,7 @@ class ProofPlan:
             self.auth(),
             self.ingest(),
             *(spec for kind in WORKER_KINDS for spec in self.workers(kind)),
+            self.mailer(),
         ]
 
     def redis(self) -> ChildSpec:
@@ -219,6 +220,12 @@ class ProofPlan:
             "INGEST_RATE_LIMIT_PER_IP_PER_S": "5000",
         }
         return dataclasses.replace(spec, env=env)
+
+    def mailer(self) -> ChildSpec:
+        """The orders mailer (its own process since issue 14): the orders workers' settings."""
+        orders = self.workers("orders")[0]
+        env = {**orders.env, "ORDERS_HTTP_PORT": str(self.ports.mailer)}
+        return ChildSpec("mailer", [*orders.argv[:-1], "mailer"], env)
 
     def workers(self, kind: str) -> list[ChildSpec]:
         base = self.devstack
