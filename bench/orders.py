@@ -88,6 +88,7 @@ from peepers_common.topics import PEEPERS_ORDERS, TopicSpec
 from peepers_devstack.metrics import Scrape
 from peepers_orders.adapters.redis_store import RedisSellerDirectory
 from peepers_orders.adapters.smtp import build_message
+from peepers_orders.app import NOTIFICATION_TOPICS
 from peepers_orders.ports import OutgoingMail
 from peepers_orders.settings import Settings as OrdersSettings
 from peepers_sandbox.client import SandboxAdmin
@@ -217,9 +218,35 @@ async def cleanup_scope(scope: str) -> None:
         await admin.aclose()
 
 
-async def ml_requests(http: aiohttp.ClientSession, run: OrdersRun) -> float:
+async def scrape_worker(http: aiohttp.ClientSession, run: OrdersRun) -> Scrape:
     async with http.get(f"{run.url}/metrics") as response:
-        return Scrape.parse(await response.text()).total("peepers_ml_requests_total")
+        return Scrape.parse(await response.text())
+
+
+async def ml_requests(http: aiohttp.ClientSession, run: OrdersRun) -> float:
+    return (await scrape_worker(http, run)).total("peepers_ml_requests_total")
+
+
+def breakdown(before: Scrape, after: Scrape, topics: list[str]) -> dict[str, float]:
+    """Where the worker's time went between two scrapes: per notification record, the
+    take-to-ack time, the ML calls and their mean, the limiter's wait and the CPU."""
+
+    def delta(name: str, **labels: str) -> float:
+        return after.total(name, **labels) - before.total(name, **labels)
+
+    processing = "peepers_consumer_processing_seconds"
+    records = sum(delta(f"{processing}_count", consumer="orders", topic=t) for t in topics)
+    took = sum(delta(f"{processing}_sum", consumer="orders", topic=t) for t in topics)
+    calls = delta("peepers_ml_request_duration_seconds_count")
+    per = records or float("nan")
+    return {
+        "records": records,
+        "take_to_ack_ms": took / per * 1000,
+        "ml_calls_per_record": calls / per,
+        "ml_call_ms": delta("peepers_ml_request_duration_seconds_sum") / (calls or 1) * 1000,
+        "limiter_wait_ms_per_record": delta("peepers_ml_limiter_wait_seconds_total") / per * 1000,
+        "cpu_ms_per_record": delta("process_cpu_seconds_total") / per * 1000,
+    }
 
 
 async def tail_consumer(kafka: KafkaSettings, topic: str) -> AIOKafkaConsumer:
@@ -356,6 +383,7 @@ async def latency_figure(
     sent_at: dict[Change, float] = {}
     seen_at: dict[Change, float] = {}
     template: dict[str, Any] | None = None
+    scraped = await scrape_worker(http, run)
     events = await tail_consumer(run.kafka, run.topic(PEEPERS_ORDERS))
     notifications = await tail_consumer(run.kafka, run.topic(ORDERS_V2))
     stop = asyncio.Event()
@@ -435,6 +463,11 @@ async def latency_figure(
             "worker": worker,
             "raw_loop": baseline,
             "target_p99_ms": TARGET_P99_MS,
+            "worker_breakdown": breakdown(
+                scraped,
+                await scrape_worker(http, run),
+                [run.topic(topic) for topic in NOTIFICATION_TOPICS],
+            ),
         },
         template,
     )

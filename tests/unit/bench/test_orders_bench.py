@@ -12,6 +12,7 @@ import pytest
 from bench.orders import (
     MAIL_ORDER_BASE,
     ChangePlan,
+    breakdown,
     is_copy_mail,
     latencies_ms,
     limit_bound_s,
@@ -19,6 +20,7 @@ from bench.orders import (
     webhook,
 )
 from peepers_common.events import ORDERS_EVENT, OrderCreated, OrderSummary
+from peepers_devstack.metrics import Sample, Scrape
 from peepers_orders.mail import message_id
 
 
@@ -95,3 +97,25 @@ def test_the_webhook_names_the_order_on_orders_v2() -> None:
     assert body["resource"] == "/orders/2000001"
     assert body["topic"] == "orders_v2"
     assert body["user_id"] == 5
+
+
+def test_the_breakdown_is_per_notification_record_between_two_scrapes() -> None:
+    def scrape(records: float, took_s: float, calls: float, cpu_s: float) -> Scrape:
+        topic = {"consumer": "orders", "topic": "t.orders_v2"}
+        return Scrape(
+            [
+                Sample("peepers_consumer_processing_seconds_count", topic, records),
+                Sample("peepers_consumer_processing_seconds_sum", topic, took_s),
+                Sample("peepers_ml_request_duration_seconds_count", {}, calls),
+                Sample("peepers_ml_request_duration_seconds_sum", {}, calls * 0.02),
+                Sample("peepers_ml_limiter_wait_seconds_total", {}, 0.0),
+                Sample("process_cpu_seconds_total", {}, cpu_s),
+            ]
+        )
+
+    figures = breakdown(scrape(10, 1.0, 10, 5.0), scrape(110, 11.0, 160, 6.0), ["t.orders_v2"])
+    assert figures["records"] == 100
+    assert figures["take_to_ack_ms"] == pytest.approx(100.0)
+    assert figures["ml_calls_per_record"] == pytest.approx(1.5)
+    assert figures["ml_call_ms"] == pytest.approx(20.0)
+    assert figures["cpu_ms_per_record"] == pytest.approx(10.0)
