@@ -83,7 +83,7 @@ async def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_announced_o
                 return len(sink.inbox.snapshot()) >= 15
 
             await wait_until(mailing, timeout_s=30, every_s=0.2)
-            first.kill()  # SIGKILL: no rebalance, no commit, no flush
+            first.kill()  # SIGKILL of the worker and its mailer: no commit, no flush
             first.wait()
             before_kill = set(sink.inbox.ids())
         killed_at = (await admin.notifier_summary())["delivered"]
@@ -100,7 +100,7 @@ async def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_announced_o
             audit = await d.audit()
     log.info("%s", audit)
     assert audit.problems == []
-    # At most the mail in flight when the worker died (the 250 came, the ledger write did
+    # At most the mail in flight when the mailer died (the 250 came, the ledger write did
     # not: docs/orders.md) comes twice; anything more would be the ledger failing.
     assert len(audit.mailed_twice) <= 1
     assert set(audit.mailed_twice) <= before_kill

@@ -172,15 +172,39 @@ def worker_only(run: OrdersRun) -> Iterator[subprocess.Popen[bytes]]:
         yield process
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """The worker's and the mailer's processes; ``pid`` and ``poll`` are the worker's."""
+
+    worker: subprocess.Popen[bytes]
+    mailer: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.worker.pid
+
+    def poll(self) -> int | None:
+        return self.worker.poll()
+
+    def kill(self) -> None:
+        """SIGKILL both: no rebalance, no commit, no flush, no ledger write."""
+        self.worker.kill()
+        self.mailer.kill()
+
+    def wait(self) -> None:
+        self.worker.wait()
+        self.mailer.wait()
+
+
 @contextmanager
-def worker_process(run: OrdersRun) -> Iterator[subprocess.Popen[bytes]]:
-    """The worker and its mailer, as deployed (two processes); yields the worker's."""
-    with mailer_process(run), worker_only(run) as worker:
-        yield worker
+def worker_process(run: OrdersRun) -> Iterator[Deployed]:
+    """The worker and its mailer, as deployed (two processes)."""
+    with mailer_process(run) as mailer, worker_only(run) as worker:
+        yield Deployed(worker, mailer)
 
 
 @asynccontextmanager
-async def ready_worker(run: OrdersRun) -> AsyncIterator[subprocess.Popen[bytes]]:
+async def ready_worker(run: OrdersRun) -> AsyncIterator[Deployed]:
     """`worker_process`, entered once its read API answers ready."""
     with worker_process(run) as process:
         try:
