@@ -227,7 +227,7 @@ async def ml_requests(http: aiohttp.ClientSession, run: OrdersRun) -> float:
     return (await scrape_worker(http, run)).total("peepers_ml_requests_total")
 
 
-def breakdown(before: Scrape, after: Scrape, topics: list[str]) -> dict[str, float]:
+def breakdown(before: Scrape, after: Scrape, topics: list[str]) -> dict[str, Any]:
     """Where the worker's time went between two scrapes: per notification record, the
     take-to-ack time, the ML calls and their mean, the limiter's wait and the CPU."""
 
@@ -239,8 +239,16 @@ def breakdown(before: Scrape, after: Scrape, topics: list[str]) -> dict[str, flo
     took = sum(delta(f"{processing}_sum", consumer="orders", topic=t) for t in topics)
     calls = delta("peepers_ml_request_duration_seconds_count")
     per = records or float("nan")
+    family = "peepers_ml_request_duration_seconds_count"
+    was = before.by(family, "family")
+    by_family = {
+        name: round((n - was.get(name, 0.0)) / per, 2)
+        for name, n in after.by(family, "family").items()
+        if n - was.get(name, 0.0)
+    }
     return {
         "records": records,
+        "ml_calls_per_record_by_family": by_family,
         "take_to_ack_ms": took / per * 1000,
         "ml_calls_per_record": calls / per,
         "ml_call_ms": delta("peepers_ml_request_duration_seconds_sum") / (calls or 1) * 1000,

@@ -106,7 +106,7 @@ def test_the_breakdown_is_per_notification_record_between_two_scrapes() -> None:
             [
                 Sample("peepers_consumer_processing_seconds_count", topic, records),
                 Sample("peepers_consumer_processing_seconds_sum", topic, took_s),
-                Sample("peepers_ml_request_duration_seconds_count", {}, calls),
+                Sample("peepers_ml_request_duration_seconds_count", {"family": "orders"}, calls),
                 Sample("peepers_ml_request_duration_seconds_sum", {}, calls * 0.02),
                 Sample("peepers_ml_limiter_wait_seconds_total", {}, 0.0),
                 Sample("process_cpu_seconds_total", {}, cpu_s),
@@ -118,4 +118,5 @@ def test_the_breakdown_is_per_notification_record_between_two_scrapes() -> None:
     assert figures["take_to_ack_ms"] == pytest.approx(100.0)
     assert figures["ml_calls_per_record"] == pytest.approx(1.5)
     assert figures["ml_call_ms"] == pytest.approx(20.0)
+    assert figures["ml_calls_per_record_by_family"] == {"orders": 1.5}
     assert figures["cpu_ms_per_record"] == pytest.approx(10.0)
