@@ -167,7 +167,7 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
                     batch=settings.audit.batch,
                     grace_s=settings.audit.grace_s,
                 ).step,
-                calls_per_s=audit_calls_per_s(settings.ml, settings.audit.share),
+                calls_per_s=audit_pace(settings),
                 paused=lambda: guard.rebuilding,
             )
 
@@ -184,6 +184,12 @@ async def open_wiring(settings: Settings) -> AsyncIterator[Wiring]:
             guard=guard,
             audit=audit,
         )
+
+
+def audit_pace(settings: Settings) -> float:
+    """The drift audit's ML calls a second: its share of the app limit, capped."""
+    share = audit_calls_per_s(settings.ml, settings.audit.share)
+    return min(share, settings.audit.max_calls_per_s)
 
 
 def backfill_options(settings: Settings, **overrides: Any) -> BackfillOptions:

@@ -31,6 +31,9 @@ class AuditSettings(BaseModel):
     """The drift auditor (peepers_orders.audit): a share of the ML budget, at most."""
 
     share: float = Field(default=0.02, ge=0, le=1)  # 0 turns it off
+    # And never more than this: a share of a large (or, in a bench, unbounded) limit
+    # would compete with the webhooks for the worker's time and the ML connection pool.
+    max_calls_per_s: float = Field(default=5.0, gt=0)
     batch: int = Field(default=5, ge=1, le=50)  # orders per sample
     # Orders ML changed this recently are not audited: their webhook is likely in flight.
     grace_s: float = Field(default=30.0, ge=0)
