@@ -181,12 +181,19 @@ async def new_question(messages: Stack, text: str = "Tem na cor azul?") -> int:
 
 
 def an_order(messages: Stack) -> dict[str, Any]:
+    """A paid order of the seller, its conversation open and empty, without a claim."""
     market = messages.sandbox.state.market
     for order_id in market.orders_by_seller[messages.seller]:
         order = market.orders[order_id]
-        if order["status"] == "paid" and not order["mediations"]:
+        pack_id = order["pack_id"]
+        quiet = not order["mediations"] and not market.messages_by_pack[pack_id]
+        if (
+            order["status"] == "paid"
+            and quiet
+            and market.conversation_status(pack_id)["status"] == "active"
+        ):
             return dict(order)
-    msg = "the sandbox has no paid order without a claim"
+    msg = "the sandbox has no paid order with an open, empty conversation and no claim"
     raise AssertionError(msg)
 
 

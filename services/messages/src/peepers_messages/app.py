@@ -189,6 +189,7 @@ def backfill_options(settings: Settings, **overrides: Any) -> BackfillOptions:
     return BackfillOptions(
         page_size=settings.backfill.page_size,
         item_concurrency=settings.backfill.item_concurrency,
+        conversation_days=settings.backfill.conversation_days,
         **overrides,
     )
 

@@ -1,10 +1,13 @@
-"""Backfill on ``seller.connected``: the seller's unanswered questions and open claims.
+"""Backfill on ``seller.connected``: unanswered questions, open claims, conversations.
 
 ML's question search stops at 1,000 results (``offset + limit``; FACTS.md 5.1): a seller
 with more unanswered questions is searched item by item (the items from the scan search,
 each item's questions a search of its own). Claims are paged while ``offset + limit``
-stays under ML's 10,000 (FACTS.md 5.3). Every question and claim goes through the same
-apply path as a notification, so a backfill racing the webhooks changes nothing twice.
+stays under ML's 10,000 (FACTS.md 5.3). ML lists no seller's conversations, so they are
+found through the seller's orders (all of them, or those of the last
+``conversation_days``; every status: ML's search hides cancelled ones unless asked), one
+pack page each. Every question, claim and conversation goes through the same apply path
+as a notification, so a backfill racing the webhooks changes nothing twice.
 
 Its ML requests wait in the outbound limiter's bulk lane, behind webhook-driven ones. The
 backfill is resumable: its checkpoint (``backfill:{seller}``: phase, offset, items
@@ -19,6 +22,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 import redis.asyncio as aioredis
@@ -29,15 +33,27 @@ from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
 from peepers_messages.domain import UNANSWERED, claim_snapshot
-from peepers_messages.handlers import Messages, apply_claim, apply_question
+from peepers_messages.handlers import Messages, apply_claim, apply_question, sync_conversation
 
 log = logging.getLogger(__name__)
 
 QUESTION_SEARCH_CAP: Final = 1000
 CLAIM_SEARCH_CAP: Final = 10_000
 CLAIM_PAGE: Final = 50
+# Every order status ML knows (FACTS.md 4.2): a cancelled order's pack has a conversation too.
+ORDER_STATUSES: Final = (
+    "confirmed",
+    "payment_required",
+    "payment_in_process",
+    "partially_paid",
+    "paid",
+    "partially_refunded",
+    "pending_cancel",
+    "cancelled",
+    "invalid",
+)
 
-Phase = Literal["questions", "item_questions", "claims", "done"]
+Phase = Literal["questions", "item_questions", "claims", "conversations", "done"]
 
 
 @dataclass
@@ -49,6 +65,10 @@ class BackfillState:
     items_done: int = 0
     total_questions: int = 0
     total_claims: int = 0
+    total_orders: int = 0
+    # The conversations phase's window start (ISO), fixed when it starts so a resumed run
+    # pages the same search.
+    orders_since: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -57,6 +77,7 @@ class BackfillOptions:
     run_id: str
     page_size: int = 50
     item_concurrency: int = 8
+    conversation_days: int | None = None
     restart: bool = False
 
 
@@ -117,6 +138,8 @@ async def _run(
             await _item_questions(state, deps, checkpoints, options, progress)
         if state.phase == "claims":
             await _claims(state, deps, checkpoints, progress)
+        if state.phase == "conversations":
+            await _conversations(state, deps, checkpoints, options, progress)
     finally:
         metrics.BACKFILL_RUNNING.labels(label).set(0)
 
@@ -239,7 +262,7 @@ async def _claims(
         state.offset += len(page.data)
         done = not page.data or state.offset >= page.paging.total
         if done:
-            state.phase = "done"
+            state.phase, state.offset = "conversations", 0
         await _save(state, checkpoints, progress)
         if done:
             return
@@ -248,7 +271,7 @@ async def _claims(
         state.seller_id,
         CLAIM_SEARCH_CAP,
     )
-    state.phase = "done"
+    state.phase, state.offset = "conversations", 0
     await _save(state, checkpoints, progress)
 
 
@@ -260,3 +283,47 @@ async def _apply_claim(claim: MlClaim, state: BackfillState, deps: Messages) -> 
     outcome = await apply_claim(claim_snapshot(claim, detail, state.seller_id), deps)
     state.counts[f"claims_{outcome.value}"] = state.counts.get(f"claims_{outcome.value}", 0) + 1
     metrics.BACKFILL.labels(str(state.seller_id), "claim").inc()
+
+
+async def _conversations(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+) -> None:
+    if state.orders_since is None and options.conversation_days is not None:
+        state.orders_since = (deps.now() - timedelta(days=options.conversation_days)).isoformat()
+    since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
+    gate = asyncio.Semaphore(options.item_concurrency)
+
+    async def one(pack_id: int) -> None:
+        async with gate:
+            try:
+                outcome = await sync_conversation(pack_id, state.seller_id, deps)
+            except MlNotFound:
+                return  # not a pack of this seller's any more
+        key = f"conversations_{outcome.value}"
+        state.counts[key] = state.counts.get(key, 0) + 1
+        metrics.BACKFILL.labels(str(state.seller_id), "conversation").inc()
+
+    while True:
+        # Oldest first: orders made meanwhile land after the offset, not before it.
+        page = await deps.ml.search_orders(
+            seller_id=state.seller_id,
+            offset=state.offset,
+            limit=options.page_size,
+            sort="date_asc",
+            created_from=since,
+            statuses=ORDER_STATUSES,
+        )
+        state.total_orders = page.paging.total
+        packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
+        await asyncio.gather(*(one(pack_id) for pack_id in packs))
+        state.offset += len(page.results)
+        done = not page.results or state.offset >= page.paging.total
+        if done:
+            state.phase = "done"
+        await _save(state, checkpoints, progress)
+        if done:
+            return

@@ -55,7 +55,7 @@ from peepers_common.events import (
     stable_event_id,
 )
 from peepers_common.kafka import EventPublisher, Published
-from peepers_common.ml.models import MlMessage, MlQuestion
+from peepers_common.ml.models import MlConversationStatus, MlMessage, MlQuestion
 from peepers_common.notifications import Notification
 from peepers_messages import metrics
 from peepers_messages.adapters.redis_mirror import RedisMirror
@@ -87,6 +87,8 @@ _QUESTION: Final = re.compile(r"^/questions/(\d{1,20})$")
 _MESSAGE: Final = re.compile(r"^/(?:messages/)?([0-9A-Za-z]{8,64})$")
 _CLAIM: Final = re.compile(r"^/(?:post-purchase/v1/claims/)?(\d{1,20})$")
 _CAS_ATTEMPTS: Final = 5
+# A conversation's page: the sandbox's (and public clients') largest.
+PACK_PAGE: Final = 100
 _PENDING: Final = TypeAdapter(list[MessagesEvent])
 SOURCE: Final = "peepers-messages"
 
@@ -260,7 +262,12 @@ def message_view(message: MlMessage, pack_id: int) -> MessageView:
 
 
 async def on_message(notification: Notification, deps: Messages) -> Outcome:
-    """A ``messages`` notification (``created`` or ``read``): the message and its pack."""
+    """A ``messages`` notification (``created`` or ``read``): the message and its pack.
+
+    The whole conversation is synced, not only the notified message: messages ML never
+    notified (a conversation older than the seller's connection) and read marks join the
+    mirror with it, at the same two requests (the message, for its pack; the pack's page).
+    """
     message_id = _match(_MESSAGE, notification, "message")
     seller_id = notification.user_id
     try:
@@ -276,20 +283,47 @@ async def on_message(notification: Notification, deps: Messages) -> Outcome:
     if seller_id not in (message.user_id("from"), message.user_id("to")):
         msg = f"message {message_id} is not in a conversation of seller {seller_id}"
         raise InvalidNotification(msg)
-    status = (
-        await deps.ml.get_pack_messages(pack_id, seller_id=seller_id, limit=1)
-    ).conversation_status
-    view = message_view(message, pack_id)
-    buyer = view.to_user_id if view.from_user_id == seller_id else view.from_user_id
+    return await sync_conversation(pack_id, seller_id, deps, also=message)
+
+
+async def sync_conversation(
+    pack_id: int, seller_id: int, deps: Messages, *, also: MlMessage | None = None
+) -> Outcome:
+    """Bring a pack's conversation (status and every message) into the mirror.
+
+    ``also``: a message known to be in the pack (the notified one), applied even if ML's
+    page does not list it yet. A pack without messages has no conversation to mirror.
+    """
+    messages: list[MlMessage] = []
+    status: MlConversationStatus | None = None
+    while True:
+        page = await deps.ml.get_pack_messages(
+            pack_id, seller_id=seller_id, offset=len(messages), limit=PACK_PAGE
+        )
+        status = status or page.conversation_status
+        messages += page.messages
+        total = int((page.paging or {}).get("total") or 0)
+        if not page.messages or len(messages) >= total:
+            break
+    if also is not None and all(m.id != also.id for m in messages):
+        messages.append(also)
+    if not messages:
+        return Outcome.UNCHANGED
+    views = [message_view(m, pack_id) for m in messages]
+    first = views[0]
     head = ConversationView(
         pack_id=pack_id,
         seller_id=seller_id,
-        buyer_id=buyer,
+        buyer_id=first.to_user_id if first.from_user_id == seller_id else first.from_user_id,
         status=status.status if status else "active",
         substatus=status.substatus if status else None,
         claim_id=status.claim_id if status else None,
     )
-    return await apply_message(head, view, deps)
+    outcomes = {await apply_message(head, view, deps) for view in views}
+    for outcome in (Outcome.CREATED, Outcome.UPDATED):
+        if outcome in outcomes:
+            return outcome
+    return Outcome.UNCHANGED
 
 
 async def apply_message(head: ConversationView, view: MessageView, deps: Messages) -> Outcome:

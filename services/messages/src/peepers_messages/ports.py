@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -13,6 +14,7 @@ from peepers_common.ml.models import (
     MlClaimPage,
     MlMessage,
     MlMessagePage,
+    MlOrderPage,
     MlQuestion,
     MlQuestionPage,
 )
@@ -43,6 +45,16 @@ class MessagesSource(Protocol):
         self, pack_id: int, text: str, *, seller_id: int, buyer_id: int
     ) -> MlMessage: ...
     async def get_claim(self, claim_id: int, *, seller_id: int) -> MlClaim: ...
+    async def search_orders(
+        self,
+        *,
+        seller_id: int,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "date_desc",
+        created_from: datetime | None = None,
+        statuses: Sequence[str] = (),
+    ) -> MlOrderPage: ...
     async def get_claim_detail(self, claim_id: int, *, seller_id: int) -> MlClaimDetail: ...
     async def search_claims(
         self, *, seller_id: int, status: str | None = "opened", offset: int = 0, limit: int = 30

@@ -14,6 +14,10 @@ class BackfillSettings(BaseModel):
     # Items whose questions are searched at once when a seller has more than ML's
     # search shows (1,000 questions): each is one request.
     item_concurrency: int = Field(default=8, ge=1)
+    # Conversations are found through the seller's orders (ML has no conversation search):
+    # those created this many days back, or all of them (None, the default: every
+    # conversation ML holds is mirrored, one request a pack, in the limiter's bulk lane).
+    conversation_days: int | None = Field(default=None, ge=1)
 
 
 class Settings(ConsumerSettings):
