@@ -108,7 +108,40 @@ def wired(ml: FakeMlApi, redis: aioredis.Redis) -> tuple[Messages, RedisBackfill
     return deps, RedisBackfillCheckpoints(redis, namespace)
 
 
+class CountingRedis:
+    """Counts the round trips of a client's connections (a pipeline is one)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.round_trips = 0
+        pool = client.connection_pool
+        base = pool.connection_class
+        counter = self
+
+        class Counting(base):  # type: ignore[valid-type,misc]  # a class from a variable
+            async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+                counter.round_trips += 1
+                await super().send_packed_command(*args, **kwargs)
+
+        pool.connection_class = Counting
+
+
 class TestBackfill:
+    async def test_a_page_of_questions_costs_a_few_redis_round_trips_not_ten_each(
+        self,
+    ) -> None:
+        client = connect_redis(Settings().redis)
+        counting = CountingRedis(client)
+        try:
+            ml = marketplace(questions=500, items=5, claims=0)
+            deps, checkpoints = wired(ml, client)
+            state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="rt"))
+            _, total = await deps.mirror.inbox(SELLER, offset=0, limit=1)
+        finally:
+            await client.aclose()
+        assert total == state.counts["questions_created"] == 450
+        # Per page of 50: read, watch, write, clear the outboxes, checkpoint.
+        assert counting.round_trips <= 10 * 10
+
     async def test_more_than_1000_unanswered_questions_are_found_item_by_item(
         self, redis: aioredis.Redis
     ) -> None:

@@ -33,13 +33,15 @@ from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
 from peepers_messages.domain import UNANSWERED, claim_snapshot
-from peepers_messages.handlers import Messages, apply_claim, apply_question, sync_conversation
+from peepers_messages.handlers import Messages, apply_claim, apply_questions, sync_conversation
 
 log = logging.getLogger(__name__)
 
 QUESTION_SEARCH_CAP: Final = 1000
 CLAIM_SEARCH_CAP: Final = 10_000
 CLAIM_PAGE: Final = 50
+# Questions written in one transaction (and read in one pipeline).
+APPLY_BATCH: Final = 200
 # Every order status ML knows (FACTS.md 4.2): a cancelled order's pack has a conversation too.
 ORDER_STATUSES: Final = (
     "confirmed",
@@ -152,19 +154,14 @@ async def _save(
 
 
 async def _apply_questions(
-    questions: Iterable[MlQuestion], state: BackfillState, deps: Messages, concurrency: int
+    questions: Iterable[MlQuestion], state: BackfillState, deps: Messages
 ) -> None:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(question: MlQuestion) -> None:
-        async with gate:
-            outcome = await apply_question(question, deps)
-        state.counts[f"questions_{outcome.value}"] = (
-            state.counts.get(f"questions_{outcome.value}", 0) + 1
-        )
-        metrics.BACKFILL.labels(str(state.seller_id), "question").inc()
-
-    await asyncio.gather(*(one(q) for q in questions if q.seller_id == state.seller_id))
+    mine = [q for q in questions if q.seller_id == state.seller_id]
+    for start in range(0, len(mine), APPLY_BATCH):
+        for outcome in await apply_questions(mine[start : start + APPLY_BATCH], deps):
+            key = f"questions_{outcome.value}"
+            state.counts[key] = state.counts.get(key, 0) + 1
+    metrics.BACKFILL.labels(str(state.seller_id), "question").inc(len(mine))
 
 
 async def _questions(
@@ -185,7 +182,7 @@ async def _questions(
             state.phase, state.offset = "item_questions", 0
             await _save(state, checkpoints, progress)
             return
-        await _apply_questions(page.questions, state, deps, options.item_concurrency)
+        await _apply_questions(page.questions, state, deps)
         state.offset += len(page.questions)
         done = not page.questions or state.offset >= page.total
         if done:
@@ -227,9 +224,7 @@ async def _item_questions(
             return found
 
         pages = await asyncio.gather(*(one(item_id) for item_id in batch))
-        await _apply_questions(
-            (q for page in pages for q in page), state, deps, options.item_concurrency
-        )
+        await _apply_questions((q for page in pages for q in page), state, deps)
         state.items_done += len(batch)
         batch.clear()
         await _save(state, checkpoints, progress)

@@ -16,6 +16,7 @@ version announced, so a crash before the announcement is made good on the next h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -58,7 +59,7 @@ from peepers_common.kafka import EventPublisher, Published
 from peepers_common.ml.models import MlConversationStatus, MlMessage, MlQuestion
 from peepers_common.notifications import Notification
 from peepers_messages import metrics
-from peepers_messages.adapters.redis_mirror import RedisMirror
+from peepers_messages.adapters.redis_mirror import QuestionState, QuestionWrite, RedisMirror
 from peepers_messages.adapters.redis_views import RedisTickets, TicketRecord
 from peepers_messages.domain import (
     InvalidNotification,
@@ -234,12 +235,61 @@ async def apply_question(question: MlQuestion, deps: Messages, *, rebuild: bool 
         if await deps.mirror.put_question(new, previous=cached, pending=pending):
             if pending is not None:
                 await flush_outbox(entity, deps, pending)
-            for event in events:
-                if isinstance(event, QuestionAnswered) and event.seconds_to_answer is not None:
-                    metrics.TIME_TO_ANSWER.observe(event.seconds_to_answer)
+            _observe_time_to_answer(events)
             return _counted("question", Outcome.CREATED if cached is None else Outcome.UPDATED)
     msg = f"question {new.id}: the mirror kept changing under {_CAS_ATTEMPTS} writes"
     raise CacheUnavailable(msg)
+
+
+async def apply_questions(questions: Sequence[MlQuestion], deps: Messages) -> list[Outcome]:
+    """`apply_question` for a page of questions (a backfill's), in a few round trips.
+
+    The page is read in one pipeline and written in one transaction, its events published
+    together and its outboxes cleared in one pipeline. A question with unsent events
+    goes the one-by-one way (which publishes them first), and so does the whole page if
+    a webhook changed one of its questions meanwhile.
+    """
+    found = {question.id: question for question in questions}
+    news = {question_id: question_snapshot(q) for question_id, q in found.items()}
+    outcomes: dict[int, Outcome] = {}
+    one_by_one: list[int] = []
+    events: dict[int, list[DomainEvent]] = {}
+
+    async def decide(states: list[QuestionState]) -> list[QuestionWrite]:
+        writes: list[QuestionWrite] = []
+        rebuild: bool | None = None
+        for new, (pending, cached) in zip(news.values(), states, strict=True):
+            if pending is not None:
+                one_by_one.append(new.id)
+            elif cached is not None and new.last_updated <= cached.last_updated:
+                outcomes[new.id] = Outcome.UNCHANGED if cached == new else Outcome.STALE
+            else:
+                if cached is None and rebuild is None:
+                    rebuild = await deps.cache.after_miss()
+                made = question_events(cached, new, now=deps.now(), rebuild=bool(rebuild))
+                events[new.id] = made
+                writes.append(QuestionWrite(new, cached, _encode(made)))
+                outcomes[new.id] = Outcome.CREATED if cached is None else Outcome.UPDATED
+        return writes
+
+    writes = await deps.mirror.put_questions(list(news), decide)
+    if writes is None:
+        return [await apply_question(question, deps) for question in questions]
+    published = [(w.question.id, w.pending) for w in writes if w.pending is not None]
+    await asyncio.gather(*(publish(events[question_id], deps) for question_id, _ in published))
+    await deps.mirror.clear_many([(f"question:{q}", pending) for q, pending in published])
+    for made in events.values():
+        _observe_time_to_answer(made)
+    applied = [_counted("question", outcome) for outcome in outcomes.values()]
+    for question_id in one_by_one:
+        applied.append(await apply_question(found[question_id], deps))
+    return applied
+
+
+def _observe_time_to_answer(events: Sequence[DomainEvent]) -> None:
+    for event in events:
+        if isinstance(event, QuestionAnswered) and event.seconds_to_answer is not None:
+            metrics.TIME_TO_ANSWER.observe(event.seconds_to_answer)
 
 
 # --- post-sale messages -------------------------------------------------------------

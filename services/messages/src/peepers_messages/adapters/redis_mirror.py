@@ -15,15 +15,16 @@ Keys (under ``messages:`` or ``messages:<scope>:``):
 * ``sellers``: every seller seen (for metrics).
 
 Writes are compare-and-set on the entity's ``version`` (ML's ``last_updated``) with
-WATCH/MULTI, and carry the write's events into the outbox in the same transaction.
+WATCH/MULTI, and carry the write's events into the outbox in the same transaction. A page
+of questions (a backfill's) is read in one round trip and written in one transaction.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -33,6 +34,7 @@ from peepers_common.errors import CacheUnavailable
 from peepers_common.events import ClaimSnapshot, QuestionSnapshot
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_common.text import terms
+from peepers_messages.adapters.redis_views import DELETE_IF_EQUAL
 from peepers_messages.domain import UNANSWERED
 from peepers_messages.ports import ConversationView, MessageView, TimelineEntry
 
@@ -46,10 +48,28 @@ def _ids(raw: object) -> list[str]:
     return [m.decode() if isinstance(m, bytes) else str(m) for m in cast(Iterable[object], raw)]
 
 
+class QuestionState(NamedTuple):
+    """A question as the mirror holds it: its unsent events and its cached version."""
+
+    pending: bytes | None
+    cached: QuestionSnapshot | None
+
+
+class QuestionWrite(NamedTuple):
+    question: QuestionSnapshot
+    previous: QuestionSnapshot | None
+    pending: bytes | None
+
+
+# Given the states of a page's questions (in the order asked), the writes to make.
+DecideWrites = Callable[[list[QuestionState]], Awaitable[list[QuestionWrite]]]
+
+
 class RedisMirror:
     def __init__(self, redis: aioredis.Redis, namespace: Namespace) -> None:
         self._redis = redis
         self._ns = namespace
+        self._delete_if_equal = redis.register_script(DELETE_IF_EQUAL)
 
     def _k(self, *parts: str | int) -> str:
         return self._ns.key(*parts)
@@ -63,17 +83,22 @@ class RedisMirror:
 
     async def clear_pending(self, entity: str, pending: bytes) -> None:
         """Forget published events, if they are still the ones in the outbox."""
-        key = self._k("outbox", entity)
-        with redis_errors("clearing an outbox"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    if await pipe.get(key) == pending:
-                        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                        pipe.delete(key)
-                        await pipe.execute()
-                except WatchError:
-                    pass  # a newer write's events took their place: those stay
+        await self.clear_many([(entity, pending)])
+
+    async def clear_many(self, published: Sequence[tuple[str, bytes]]) -> None:
+        """`clear_pending` for many entities, in one round trip.
+
+        An outbox a newer write filled meanwhile keeps its events.
+        """
+        if not published:
+            return
+        with redis_errors("clearing outboxes"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entity, pending in published:
+                    await self._delete_if_equal(
+                        keys=[self._k("outbox", entity)], args=[pending], client=pipe
+                    )
+                await pipe.execute()
 
     def _outbox(self, pipe: Pipeline, entity: str, pending: bytes | None) -> None:
         if pending is not None:
@@ -110,28 +135,72 @@ class RedisMirror:
         pending: bytes | None,
     ) -> bool:
         """Write ``question`` over ``previous`` (None: nothing cached), with its indexes."""
-        key = self._k("question", question.id)
+        expected = previous.last_updated.isoformat() if previous is not None else None
+        return await self._cas(
+            self._k("question", question.id),
+            expected,
+            lambda pipe: self._queue_question(pipe, QuestionWrite(question, previous, pending)),
+        )
+
+    def _queue_question(self, pipe: Pipeline, write: QuestionWrite) -> None:
+        question, previous = write.question, write.previous
         seller, member = question.seller_id, str(question.id)
         created = _ts(question.date_created)
         old_terms = set(terms(previous.text)) if previous is not None else set()
+        version = question.last_updated.isoformat()
+        pipe.hset(
+            self._k("question", question.id),
+            mapping={"data": question.model_dump_json(), "version": version},
+        )
+        pipe.zadd(self._k("seller", seller, "questions"), {member: created})
+        pipe.zadd(self._k("item", question.item_id, "questions"), {member: created})
+        pipe.sadd(self._k("sellers"), str(seller))
+        inbox = self._k("seller", seller, "inbox")
+        if question.status == UNANSWERED:
+            pipe.zadd(inbox, {member: created})
+        else:
+            pipe.zrem(inbox, member)
+        for term in set(terms(question.text)) - old_terms:
+            pipe.sadd(self._k("seller", seller, "qterm", term), member)
+        self._outbox(pipe, f"question:{question.id}", write.pending)
 
-        def write(pipe: Pipeline) -> None:
-            version = question.last_updated.isoformat()
-            pipe.hset(key, mapping={"data": question.model_dump_json(), "version": version})
-            pipe.zadd(self._k("seller", seller, "questions"), {member: created})
-            pipe.zadd(self._k("item", question.item_id, "questions"), {member: created})
-            pipe.sadd(self._k("sellers"), str(seller))
-            inbox = self._k("seller", seller, "inbox")
-            if question.status == UNANSWERED:
-                pipe.zadd(inbox, {member: created})
-            else:
-                pipe.zrem(inbox, member)
-            for term in set(terms(question.text)) - old_terms:
-                pipe.sadd(self._k("seller", seller, "qterm", term), member)
-            self._outbox(pipe, f"question:{question.id}", pending)
+    async def question_states(self, ids: Sequence[int]) -> list[QuestionState]:
+        """Each question's unsent events and cached version, in one round trip."""
+        with redis_errors("reading questions"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for question_id in ids:
+                    pipe.get(self._k("outbox", f"question:{question_id}"))
+                    pipe.hget(self._k("question", question_id), "data")
+                raws = await pipe.execute()
+        return [
+            QuestionState(
+                pending if isinstance(pending, bytes) else None,
+                None if raw is None else QuestionSnapshot.model_validate_json(raw),
+            )
+            for pending, raw in zip(raws[::2], raws[1::2], strict=True)
+        ]
 
-        expected = previous.last_updated.isoformat() if previous is not None else None
-        return await self._cas(key, expected, write)
+    async def put_questions(
+        self, ids: Sequence[int], decide: DecideWrites
+    ) -> list[QuestionWrite] | None:
+        """Write a page of questions at once: what ``decide`` makes of their states.
+
+        The questions are watched before they are read, and every write goes in one
+        transaction: None (nothing written) if any of them changed meanwhile.
+        """
+        with redis_errors("writing questions"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(*(self._k("question", q) for q in ids))
+                    writes = await decide(await self.question_states(ids))
+                    if writes:
+                        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+                        for write in writes:
+                            self._queue_question(pipe, write)
+                        await pipe.execute()
+                except WatchError:
+                    return None
+        return writes
 
     async def _questions(self, ids: Sequence[str]) -> list[QuestionSnapshot]:
         if not ids:
