@@ -59,7 +59,7 @@ from peepers_common.kafka import EventPublisher, Published
 from peepers_common.ml.models import MlConversationStatus, MlMessage, MlQuestion
 from peepers_common.notifications import Notification
 from peepers_messages import metrics
-from peepers_messages.adapters.redis_mirror import QuestionState, QuestionWrite, RedisMirror
+from peepers_messages.adapters.redis_mirror import QuestionWrite, RedisMirror
 from peepers_messages.adapters.redis_views import RedisTickets, TicketRecord
 from peepers_messages.domain import (
     InvalidNotification,
@@ -244,36 +244,32 @@ async def apply_question(question: MlQuestion, deps: Messages, *, rebuild: bool 
 async def apply_questions(questions: Sequence[MlQuestion], deps: Messages) -> list[Outcome]:
     """`apply_question` for a page of questions (a backfill's), in a few round trips.
 
-    The page is read in one pipeline and written in one transaction, its events published
+    The page is read in one pipeline and written in one script, its events published
     together and its outboxes cleared in one pipeline. A question with unsent events
     goes the one-by-one way (which publishes them first), and so does the whole page if
     a webhook changed one of its questions meanwhile.
     """
     found = {question.id: question for question in questions}
     news = {question_id: question_snapshot(q) for question_id, q in found.items()}
+    states = await deps.mirror.question_states(list(news))
     outcomes: dict[int, Outcome] = {}
     one_by_one: list[int] = []
     events: dict[int, list[DomainEvent]] = {}
-
-    async def decide(states: list[QuestionState]) -> list[QuestionWrite]:
-        writes: list[QuestionWrite] = []
-        rebuild: bool | None = None
-        for new, (pending, cached) in zip(news.values(), states, strict=True):
-            if pending is not None:
-                one_by_one.append(new.id)
-            elif cached is not None and new.last_updated <= cached.last_updated:
-                outcomes[new.id] = Outcome.UNCHANGED if cached == new else Outcome.STALE
-            else:
-                if cached is None and rebuild is None:
-                    rebuild = await deps.cache.after_miss()
-                made = question_events(cached, new, now=deps.now(), rebuild=bool(rebuild))
-                events[new.id] = made
-                writes.append(QuestionWrite(new, cached, _encode(made)))
-                outcomes[new.id] = Outcome.CREATED if cached is None else Outcome.UPDATED
-        return writes
-
-    writes = await deps.mirror.put_questions(list(news), decide)
-    if writes is None:
+    writes: list[QuestionWrite] = []
+    rebuild: bool | None = None
+    for new, (pending, cached) in zip(news.values(), states, strict=True):
+        if pending is not None:
+            one_by_one.append(new.id)
+        elif cached is not None and new.last_updated <= cached.last_updated:
+            outcomes[new.id] = Outcome.UNCHANGED if cached == new else Outcome.STALE
+        else:
+            if cached is None and rebuild is None:
+                rebuild = await deps.cache.after_miss()
+            made = question_events(cached, new, now=deps.now(), rebuild=bool(rebuild))
+            events[new.id] = made
+            writes.append(QuestionWrite(new, cached, _encode(made)))
+            outcomes[new.id] = Outcome.CREATED if cached is None else Outcome.UPDATED
+    if not await deps.mirror.put_questions(writes):
         return [await apply_question(question, deps) for question in questions]
     published = [(w.question.id, w.pending) for w in writes if w.pending is not None]
     await asyncio.gather(*(publish(events[question_id], deps) for question_id, _ in published))

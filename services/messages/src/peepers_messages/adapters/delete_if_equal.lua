@@ -1,7 +1,10 @@
--- Delete a key only if it still holds the given value: a lock only by its holder, an
+-- Delete keys only while they hold the given values: a lock only by its holder, an
 -- outbox only while it holds the events just published (not a newer write's).
--- KEYS[1]: the key; ARGV[1]: the value expected
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+-- KEYS[i]: a key; ARGV[i]: the value it must hold. Returns how many were deleted.
+local deleted = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i] then
+    deleted = deleted + redis.call('DEL', key)
+  end
 end
-return 0
+return deleted

@@ -14,17 +14,19 @@ Keys (under ``messages:`` or ``messages:<scope>:``):
 * ``outbox:{kind}:{id}``: the encoded events of the last write, until published;
 * ``sellers``: every seller seen (for metrics).
 
-Writes are compare-and-set on the entity's ``version`` (ML's ``last_updated``) with
-WATCH/MULTI, and carry the write's events into the outbox in the same transaction. A page
-of questions (a backfill's) is read in one round trip and written in one transaction.
+Writes are compare-and-set on the entity's ``version`` (ML's ``last_updated``), and carry
+the write's events into the outbox in the same transaction: questions in one script
+(``put_questions.lua``, a backfill's page of them at once, read by ``read_questions.lua``),
+the rest with WATCH/MULTI.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import NamedTuple, cast
+from importlib import resources
+from typing import Final, NamedTuple, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -37,6 +39,9 @@ from peepers_common.text import terms
 from peepers_messages.adapters.redis_views import DELETE_IF_EQUAL
 from peepers_messages.domain import UNANSWERED
 from peepers_messages.ports import ConversationView, MessageView, TimelineEntry
+
+_PUT_QUESTIONS: Final = resources.files(__package__).joinpath("put_questions.lua").read_text()
+_READ_QUESTIONS: Final = resources.files(__package__).joinpath("read_questions.lua").read_text()
 
 
 def _ts(value: datetime) -> float:
@@ -61,8 +66,22 @@ class QuestionWrite(NamedTuple):
     pending: bytes | None
 
 
-# Given the states of a page's questions (in the order asked), the writes to make.
-DecideWrites = Callable[[list[QuestionState]], Awaitable[list[QuestionWrite]]]
+def _question_write(write: QuestionWrite) -> dict[str, object]:
+    """A write as ``put_questions.lua`` takes it."""
+    question, previous = write.question, write.previous
+    old_terms = set(terms(previous.text)) if previous is not None else set()
+    return {
+        "id": str(question.id),
+        "seller": str(question.seller_id),
+        "item": question.item_id,
+        "created": repr(_ts(question.date_created)),
+        "version": question.last_updated.isoformat(),
+        "expected": previous.last_updated.isoformat() if previous is not None else "",
+        "data": question.model_dump_json(),
+        "unanswered": question.status == UNANSWERED,
+        "terms": sorted(set(terms(question.text)) - old_terms),
+        "pending": write.pending.decode() if write.pending is not None else "",
+    }
 
 
 class RedisMirror:
@@ -70,6 +89,8 @@ class RedisMirror:
         self._redis = redis
         self._ns = namespace
         self._delete_if_equal = redis.register_script(DELETE_IF_EQUAL)
+        self._put_questions = redis.register_script(_PUT_QUESTIONS)
+        self._read_questions = redis.register_script(_READ_QUESTIONS)
 
     def _k(self, *parts: str | int) -> str:
         return self._ns.key(*parts)
@@ -93,12 +114,10 @@ class RedisMirror:
         if not published:
             return
         with redis_errors("clearing outboxes"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for entity, pending in published:
-                    await self._delete_if_equal(
-                        keys=[self._k("outbox", entity)], args=[pending], client=pipe
-                    )
-                await pipe.execute()
+            await self._delete_if_equal(
+                keys=[self._k("outbox", entity) for entity, _ in published],
+                args=[pending for _, pending in published],
+            )
 
     def _outbox(self, pipe: Pipeline, entity: str, pending: bytes | None) -> None:
         if pending is not None:
@@ -135,43 +154,14 @@ class RedisMirror:
         pending: bytes | None,
     ) -> bool:
         """Write ``question`` over ``previous`` (None: nothing cached), with its indexes."""
-        expected = previous.last_updated.isoformat() if previous is not None else None
-        return await self._cas(
-            self._k("question", question.id),
-            expected,
-            lambda pipe: self._queue_question(pipe, QuestionWrite(question, previous, pending)),
-        )
-
-    def _queue_question(self, pipe: Pipeline, write: QuestionWrite) -> None:
-        question, previous = write.question, write.previous
-        seller, member = question.seller_id, str(question.id)
-        created = _ts(question.date_created)
-        old_terms = set(terms(previous.text)) if previous is not None else set()
-        version = question.last_updated.isoformat()
-        pipe.hset(
-            self._k("question", question.id),
-            mapping={"data": question.model_dump_json(), "version": version},
-        )
-        pipe.zadd(self._k("seller", seller, "questions"), {member: created})
-        pipe.zadd(self._k("item", question.item_id, "questions"), {member: created})
-        pipe.sadd(self._k("sellers"), str(seller))
-        inbox = self._k("seller", seller, "inbox")
-        if question.status == UNANSWERED:
-            pipe.zadd(inbox, {member: created})
-        else:
-            pipe.zrem(inbox, member)
-        for term in set(terms(question.text)) - old_terms:
-            pipe.sadd(self._k("seller", seller, "qterm", term), member)
-        self._outbox(pipe, f"question:{question.id}", write.pending)
+        return await self.put_questions([QuestionWrite(question, previous, pending)])
 
     async def question_states(self, ids: Sequence[int]) -> list[QuestionState]:
         """Each question's unsent events and cached version, in one round trip."""
+        if not ids:
+            return []
         with redis_errors("reading questions"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for question_id in ids:
-                    pipe.get(self._k("outbox", f"question:{question_id}"))
-                    pipe.hget(self._k("question", question_id), "data")
-                raws = await pipe.execute()
+            raws = await self._read_questions(args=[self._ns.prefix, *map(str, ids)])
         return [
             QuestionState(
                 pending if isinstance(pending, bytes) else None,
@@ -180,27 +170,17 @@ class RedisMirror:
             for pending, raw in zip(raws[::2], raws[1::2], strict=True)
         ]
 
-    async def put_questions(
-        self, ids: Sequence[int], decide: DecideWrites
-    ) -> list[QuestionWrite] | None:
-        """Write a page of questions at once: what ``decide`` makes of their states.
+    async def put_questions(self, writes: Sequence[QuestionWrite]) -> bool:
+        """Write questions at once (``put_questions.lua``), each over its ``previous``.
 
-        The questions are watched before they are read, and every write goes in one
-        transaction: None (nothing written) if any of them changed meanwhile.
+        False, and nothing written, if any of them is no longer at its ``previous``.
         """
+        if not writes:
+            return True
+        page = [_question_write(write) for write in writes]
         with redis_errors("writing questions"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(*(self._k("question", q) for q in ids))
-                    writes = await decide(await self.question_states(ids))
-                    if writes:
-                        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                        for write in writes:
-                            self._queue_question(pipe, write)
-                        await pipe.execute()
-                except WatchError:
-                    return None
-        return writes
+            written = await self._put_questions(args=[self._ns.prefix, json.dumps(page)])
+        return bool(written)
 
     async def _questions(self, ids: Sequence[str]) -> list[QuestionSnapshot]:
         if not ids:
