@@ -58,6 +58,7 @@ from peepers_common.events import (
 from peepers_common.kafka import EventPublisher, Published
 from peepers_common.ml.models import MlConversationStatus, MlMessage, MlQuestion
 from peepers_common.notifications import Notification
+from peepers_common.rebuild import STEADY_CACHE, CacheEpoch
 from peepers_messages import metrics
 from peepers_messages.adapters.redis_mirror import QuestionWrite, RedisMirror
 from peepers_messages.adapters.redis_views import RedisTickets, TicketRecord
@@ -73,8 +74,6 @@ from peepers_messages.domain import (
     seconds_to_answer,
 )
 from peepers_messages.ports import (
-    STEADY_CACHE,
-    CacheEpoch,
     ConversationView,
     MessagesSource,
     MessageView,

@@ -131,26 +131,3 @@ class TimelineEntry(BaseModel):
     kind: str  # order | message | claim
     type: str
     detail: dict[str, Any] = {}
-
-
-class CacheEpoch(Protocol):
-    """Whether the mirror is being rebuilt after a loss (`peepers_common.rebuild.CacheGuard`)."""
-
-    @property
-    def rebuilding(self) -> bool: ...
-
-    async def after_miss(self) -> bool:
-        """An entity was not cached: check for a lost cache; returns `rebuilding`."""
-        ...
-
-
-class _SteadyCache:
-    """A mirror nobody watches: never rebuilding (a shell's backfill, tests)."""
-
-    rebuilding = False
-
-    async def after_miss(self) -> bool:
-        return False
-
-
-STEADY_CACHE: CacheEpoch = _SteadyCache()
