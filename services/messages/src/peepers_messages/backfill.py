@@ -28,12 +28,18 @@ from typing import Final, Literal
 import redis.asyncio as aioredis
 
 from peepers_common.errors import MlNotFound
-from peepers_common.ml.models import MlClaim, MlQuestion
+from peepers_common.ml.models import ORDER_STATUSES, MlClaim, MlQuestion
 from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
 from peepers_messages.domain import UNANSWERED, claim_snapshot
-from peepers_messages.handlers import Messages, apply_claim, apply_questions, sync_conversation
+from peepers_messages.handlers import (
+    Messages,
+    Outcome,
+    apply_claim,
+    apply_questions,
+    sync_conversation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +48,6 @@ CLAIM_SEARCH_CAP: Final = 10_000
 CLAIM_PAGE: Final = 50
 # Questions written in one transaction (and read in one pipeline).
 APPLY_BATCH: Final = 200
-# Every order status ML knows (FACTS.md 4.2): a cancelled order's pack has a conversation too.
-ORDER_STATUSES: Final = (
-    "confirmed",
-    "payment_required",
-    "payment_in_process",
-    "partially_paid",
-    "paid",
-    "partially_refunded",
-    "pending_cancel",
-    "cancelled",
-    "invalid",
-)
-
 Phase = Literal["questions", "item_questions", "claims", "conversations", "done"]
 
 
@@ -146,6 +139,13 @@ async def _run(
         metrics.BACKFILL_RUNNING.labels(label).set(0)
 
 
+def _count(state: BackfillState, entity: str, outcome: Outcome) -> None:
+    """One entity applied: its outcome in the checkpoint's counts (``questions_created``)."""
+    key = f"{entity}s_{outcome.value}"
+    state.counts[key] = state.counts.get(key, 0) + 1
+    metrics.BACKFILL.labels(str(state.seller_id), entity).inc()
+
+
 async def _save(
     state: BackfillState, checkpoints: RedisBackfillCheckpoints, progress: Progress
 ) -> None:
@@ -159,9 +159,7 @@ async def _apply_questions(
     mine = [q for q in questions if q.seller_id == state.seller_id]
     for start in range(0, len(mine), APPLY_BATCH):
         for outcome in await apply_questions(mine[start : start + APPLY_BATCH], deps):
-            key = f"questions_{outcome.value}"
-            state.counts[key] = state.counts.get(key, 0) + 1
-    metrics.BACKFILL.labels(str(state.seller_id), "question").inc(len(mine))
+            _count(state, "question", outcome)
 
 
 async def _questions(
@@ -276,8 +274,7 @@ async def _apply_claim(claim: MlClaim, state: BackfillState, deps: Messages) -> 
     except MlNotFound:
         detail = None
     outcome = await apply_claim(claim_snapshot(claim, detail, state.seller_id), deps)
-    state.counts[f"claims_{outcome.value}"] = state.counts.get(f"claims_{outcome.value}", 0) + 1
-    metrics.BACKFILL.labels(str(state.seller_id), "claim").inc()
+    _count(state, "claim", outcome)
 
 
 async def _conversations(
@@ -298,9 +295,7 @@ async def _conversations(
                 outcome = await sync_conversation(pack_id, state.seller_id, deps)
             except MlNotFound:
                 return  # not a pack of this seller's any more
-        key = f"conversations_{outcome.value}"
-        state.counts[key] = state.counts.get(key, 0) + 1
-        metrics.BACKFILL.labels(str(state.seller_id), "conversation").inc()
+        _count(state, "conversation", outcome)
 
     while True:
         # Oldest first: orders made meanwhile land after the offset, not before it.
@@ -310,7 +305,7 @@ async def _conversations(
             limit=options.page_size,
             sort="date_asc",
             created_from=since,
-            statuses=ORDER_STATUSES,
+            statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
         )
         state.total_orders = page.paging.total
         packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
