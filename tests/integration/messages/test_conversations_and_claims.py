@@ -85,6 +85,19 @@ class TestConversations:
         assert await mirrored(messages, pack_id) == seeded_conversations(messages)[pack_id]
         assert (await mirrored(messages, pack_id) or (set(), 0))[0] == {*before, message_id}
 
+    async def test_a_message_of_a_mirrored_conversation_costs_one_request(
+        self, messages: Stack
+    ) -> None:
+        pack_id = int(an_order(messages)["pack_id"])
+        await buyer_message(messages, pack_id)  # met first: the whole conversation
+        before = await messages.counter("messages")
+        second = await buyer_message(messages, pack_id, "E a nota fiscal?")
+        assert await messages.counter("messages") - before == 1
+        conversation = await messages.deps.mirror.conversation(pack_id)
+        assert conversation is not None
+        assert second in {m.id for m in conversation.messages}
+        assert conversation.unread == 2
+
     async def test_a_buyer_message_makes_a_conversation_with_one_unread(
         self, messages: Stack
     ) -> None:

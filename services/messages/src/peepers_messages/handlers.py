@@ -309,9 +309,11 @@ def message_view(message: MlMessage, pack_id: int) -> MessageView:
 async def on_message(notification: Notification, deps: Messages) -> Outcome:
     """A ``messages`` notification (``created`` or ``read``): the message and its pack.
 
-    The whole conversation is synced, not only the notified message: messages ML never
-    notified (a conversation older than the seller's connection) and read marks join the
-    mirror with it, at the same two requests (the message, for its pack; the pack's page).
+    ML's messaging quota (500 reads a minute for every seller, FACTS.md 5.2) is the scarce
+    resource, so a message of a conversation already mirrored costs one request: the
+    message. A conversation met for the first time (or lost with the mirror) is synced
+    whole, status and every message, with one more: messages ML never notified (a
+    conversation older than the seller's connection) join the mirror with it.
     """
     message_id = _match(_MESSAGE, notification, "message")
     seller_id = notification.user_id
@@ -328,7 +330,11 @@ async def on_message(notification: Notification, deps: Messages) -> Outcome:
     if seller_id not in (message.user_id("from"), message.user_id("to")):
         msg = f"message {message_id} is not in a conversation of seller {seller_id}"
         raise InvalidNotification(msg)
-    return await sync_conversation(pack_id, seller_id, deps, also=message)
+    cached = await deps.mirror.conversation(pack_id)
+    if cached is None:
+        return await sync_conversation(pack_id, seller_id, deps, also=message)
+    head = cached.model_copy(update={"messages": ()})
+    return await apply_message(head, message_view(message, pack_id), deps)
 
 
 async def sync_conversation(
