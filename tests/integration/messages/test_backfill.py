@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from peepers_common.errors import MlUnavailable
 from peepers_common.kafka import Published
 from peepers_common.ml.models import MlClaim, MlItem, MlQuestion, MlQuestionPage
+from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.testing import FakeMlApi, InMemoryEventPublisher
 from peepers_messages.adapters import RedisMirror, RedisTickets
@@ -108,6 +109,18 @@ def wired(ml: FakeMlApi, redis: aioredis.Redis) -> tuple[Messages, RedisBackfill
     return deps, RedisBackfillCheckpoints(redis, namespace)
 
 
+class LaneRecordingMl(FakeMlApi):
+    """ML that notes the limiter lane each call was made in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lanes: list[tuple[str, Lane]] = []
+
+    def _take(self, method: str, key: object) -> None:
+        self.lanes.append((method, current_lane()))
+        super()._take(method, key)
+
+
 class CountingRedis:
     """Counts the round trips of a client's connections (a pipeline is one)."""
 
@@ -126,6 +139,18 @@ class CountingRedis:
 
 
 class TestBackfill:
+    async def test_every_backfill_request_waits_in_the_bulk_lane_behind_webhooks(
+        self, redis: aioredis.Redis
+    ) -> None:
+        ml = LaneRecordingMl()
+        marketplace(questions=60, items=3, claims=2, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="lanes"))
+        made = {method for method, _ in ml.lanes}
+        assert {"search_questions", "search_claims", "search_orders"} <= made
+        assert {lane for _, lane in ml.lanes} == {Lane.BULK}
+        assert current_lane() is Lane.LIVE  # the webhooks' lane, outside the backfill
+
     async def test_a_page_of_questions_costs_a_few_redis_round_trips_not_ten_each(
         self,
     ) -> None:
