@@ -44,7 +44,7 @@ def backfill_command(
         str | None, typer.Option(help="resume the run with this id (default: a new run)")
     ] = None,
 ) -> None:
-    """Mirror one seller's unanswered questions and open claims, with a progress bar."""
+    """Mirror a seller's unanswered questions, open claims and conversations (progress bar)."""
     settings = Settings()
     configure_logging("messages", "WARNING", json=False)
     try:
