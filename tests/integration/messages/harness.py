@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.errors import InfrastructureError
 from peepers_common.events import MESSAGES_EVENT, DomainEvent, MessagesEvent
-from peepers_common.kafka import end_offsets
+from peepers_common.kafka import Published, end_offsets
 from peepers_common.ml import HttpMlApi
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.notifications import Notification
@@ -28,7 +28,9 @@ from peepers_common.topics import (
 )
 from peepers_messages import commands
 from peepers_messages.adapters import RedisMirror, RedisSubmissions, RedisTickets
+from peepers_messages.backfill import RedisBackfillCheckpoints
 from peepers_messages.handlers import Messages, Outcome, on_claim, on_message, on_question
+from peepers_messages.ports import MessagesSource
 from peepers_messages.settings import Settings
 from peepers_sandbox.app import Sandbox
 from peepers_sandbox.config import DEMO_APP_ID
@@ -211,3 +213,31 @@ async def claim_changed(messages: Stack, claim_id: int, action: str = "claims") 
     return await on_claim(
         notification("post_purchase", resource, messages.seller, [action]), messages.deps
     )
+
+
+class NoChangelog:
+    """Tickets' changelog as the handlers see it, kept in memory (Kafka is not the subject)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str | bytes, bytes | None]] = []
+
+    async def write(self, key: str | bytes, value: bytes | None) -> Published:
+        self.records.append((key, value))
+        return Published("tickets", 0, len(self.records) - 1)
+
+    async def verify(self) -> bool:
+        return False
+
+
+def wired(ml: MessagesSource, redis: aioredis.Redis) -> tuple[Messages, RedisBackfillCheckpoints]:
+    """The handlers over ``ml`` and the real Redis (a scope of their own), without Kafka."""
+    namespace = Namespace("messages", scope=unique("bf"))
+    deps = Messages(
+        ml=ml,
+        mirror=RedisMirror(redis, namespace),
+        tickets=RedisTickets(redis, namespace),
+        ticket_log=NoChangelog(),
+        publisher=InMemoryEventPublisher(),
+        events_topic="events",
+    )
+    return deps, RedisBackfillCheckpoints(redis, namespace)

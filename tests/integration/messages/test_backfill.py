@@ -10,16 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.errors import MlUnavailable
-from peepers_common.kafka import Published
 from peepers_common.ml.models import MlClaim, MlItem, MlQuestion, MlQuestionPage
 from peepers_common.ml.ratelimit import Lane, current_lane
-from peepers_common.namespaces import Namespace, connect_redis
-from peepers_common.testing import FakeMlApi, InMemoryEventPublisher
-from peepers_messages.adapters import RedisMirror, RedisTickets
-from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
-from peepers_messages.handlers import Messages
+from peepers_common.namespaces import connect_redis
+from peepers_common.testing import FakeMlApi
+from peepers_messages.backfill import BackfillOptions, backfill
 from peepers_messages.settings import Settings
-from tests.support import unique
+from tests.integration.messages.harness import wired
 
 SELLER = 3000000001
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -39,20 +36,6 @@ class FlakyMl(FakeMlApi):
             msg = "ML went away"
             raise MlUnavailable(msg)
         return await super().search_questions(**kwargs)
-
-
-class NoChangelog:
-    """Tickets' changelog as the handlers see it, kept in memory (Kafka is not the subject)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str | bytes, bytes | None]] = []
-
-    async def write(self, key: str | bytes, value: bytes | None) -> Published:
-        self.records.append((key, value))
-        return Published("tickets", 0, len(self.records) - 1)
-
-    async def verify(self) -> bool:
-        return False
 
 
 @pytest.fixture
@@ -94,19 +77,6 @@ def marketplace(questions: int, items: int, claims: int, ml: FakeMlApi | None = 
             }
         )
     return ml
-
-
-def wired(ml: FakeMlApi, redis: aioredis.Redis) -> tuple[Messages, RedisBackfillCheckpoints]:
-    namespace = Namespace("messages", scope=unique("bf"))
-    deps = Messages(
-        ml=ml,
-        mirror=RedisMirror(redis, namespace),
-        tickets=RedisTickets(redis, namespace),
-        ticket_log=NoChangelog(),
-        publisher=InMemoryEventPublisher(),
-        events_topic="events",
-    )
-    return deps, RedisBackfillCheckpoints(redis, namespace)
 
 
 class LaneRecordingMl(FakeMlApi):
