@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_common.namespaces import connect_redis
 from peepers_common.testing import FakeMlApi
 from peepers_messages.backfill import BackfillOptions, backfill
+from peepers_messages.rebuild import rebuild_messages
 from peepers_messages.settings import Settings
 from tests.integration.messages.harness import wired
 
@@ -79,16 +81,19 @@ def marketplace(questions: int, items: int, claims: int, ml: FakeMlApi | None = 
     return ml
 
 
-class LaneRecordingMl(FakeMlApi):
-    """ML that notes the limiter lane each call was made in."""
+class RecordingMl(FakeMlApi):
+    """ML that notes when, and in which limiter lane, each call was made."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.lanes: list[tuple[str, Lane]] = []
+        self.made: list[tuple[str, Lane, float]] = []
 
     def _take(self, method: str, key: object) -> None:
-        self.lanes.append((method, current_lane()))
+        self.made.append((method, current_lane(), time.monotonic()))
         super()._take(method, key)
+
+    def first(self, method: str) -> float:
+        return min(at for made, _, at in self.made if made == method)
 
 
 class CountingRedis:
@@ -112,14 +117,32 @@ class TestBackfill:
     async def test_every_backfill_request_waits_in_the_bulk_lane_behind_webhooks(
         self, redis: aioredis.Redis
     ) -> None:
-        ml = LaneRecordingMl()
+        ml = RecordingMl()
         marketplace(questions=60, items=3, claims=2, ml=ml)
         deps, checkpoints = wired(ml, redis)
         await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="lanes"))
-        made = {method for method, _ in ml.lanes}
-        assert {"search_questions", "search_claims", "search_orders"} <= made
-        assert {lane for _, lane in ml.lanes} == {Lane.BULK}
+        assert {"search_questions", "search_claims", "search_orders"} <= {m for m, _, _ in ml.made}
+        assert {lane for _, lane, _ in ml.made} == {Lane.BULK}
         assert current_lane() is Lane.LIVE  # the webhooks' lane, outside the backfill
+
+    async def test_a_rebuilds_conversations_wait_out_the_messaging_window(
+        self, redis: aioredis.Redis
+    ) -> None:
+        ml = RecordingMl()
+        marketplace(questions=20, items=2, claims=1, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        options = BackfillOptions(run_id="unused")
+        resync = await rebuild_messages(
+            "e1", deps, (), [SELLER], checkpoints, options, conversations_wait_s=0.5
+        )
+        assert resync is not None
+        started = time.monotonic()
+        await resync()
+        assert ml.first("search_questions") - started < 0.5  # the inbox comes back at once
+        assert ml.first("search_orders") - started >= 0.5
+        state = await checkpoints.load(SELLER)
+        assert state is not None
+        assert (state.run_id, state.phase) == ("rebuild-e1", "done")
 
     async def test_a_page_of_questions_costs_a_few_redis_round_trips_not_ten_each(
         self,
