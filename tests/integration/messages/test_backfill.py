@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,13 +37,6 @@ class FlakyMl(FakeMlApi):
             msg = "ML went away"
             raise MlUnavailable(msg)
         return await super().search_questions(**kwargs)
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(Settings().redis)
-    yield client
-    await client.aclose()
 
 
 def marketplace(questions: int, items: int, claims: int, ml: FakeMlApi | None = None) -> FakeMlApi:

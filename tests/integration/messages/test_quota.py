@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
-import pytest
 import redis.asyncio as aioredis
 
-from peepers_common.namespaces import connect_redis
 from peepers_common.settings import MlLimit
 from peepers_messages.handlers import sync_conversation
-from peepers_messages.settings import Settings
 from peepers_sandbox.app import run_sandbox
 from peepers_sandbox.config import (
     MarketplaceConfig,
@@ -25,13 +21,6 @@ from tests.support import ml_client, unique
 
 # A second of ML's messaging quota, scaled down so the test takes seconds, not minutes.
 PER_SECOND = 8
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(Settings().redis)
-    yield client
-    await client.aclose()
 
 
 class TestMessagingQuota:
