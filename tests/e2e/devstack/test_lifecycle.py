@@ -25,12 +25,12 @@ from peepers_sandbox.config import DEMO_SELLER_ID
 from tests.e2e.devstack.test_make_run import _alive
 from tests.support import wait_until
 
-# Seven children, each started after the previous one is ready: on a loaded machine each
+# Eight children, each started after the previous one is ready: on a loaded machine each
 # takes up to ~30 s.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 ITEMS = 100
-NAMES = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
+NAMES = ["sandbox", "auth", "web", "ingest", "catalog", "mail", "orders", "messages"]
 # The orchestrator's line for each child it started: its name and pid.
 CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+)")
 # Printed once every child has started (the login came before the workers): the

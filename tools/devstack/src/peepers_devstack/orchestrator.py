@@ -4,9 +4,10 @@ Steps, each bounded in time; a child that exits or is not ready in time stops th
 with its log tail:
 
 1. start the sandbox (notifier aimed at ingest's webhook, auth's callback registered,
-   consent auto-approved) and auth, each ready on its probe;
+   consent auto-approved), auth and the seller web app, each ready on its probe;
 2. log the sandbox's demo seller in through auth's PKCE flow over HTTP (redirects
-   followed with a cookie jar, as a browser would), then start ingest, the catalog
+   followed with a cookie jar, as a browser would) until the web app's overview shows
+   that seller, then start ingest, the catalog
    worker, the SMTP sink, the orders and the messages workers; the workers' state is
    this run's own, fresh (`peepers_devstack.state`), and the previous run's is dropped
    first;
@@ -16,7 +17,8 @@ with its log tail:
    ``python -m peepers_catalog sync`` would begin another run beside the worker's;
 4. turn on the sandbox's scripted activity;
 5. refresh a summary every ``refresh_s`` until interrupted (or ``exit_after_s``), with
-   the alerts Prometheus (started last, when installed) has firing.
+   the alerts Prometheus (started last, when installed) has firing, and the dashboard's
+   link (`Plan.dashboard_url`: one click through the sandbox's consent page, logged in).
 
 Children are stopped in reverse start order by whoever owns the `Orchestrator`
 (``shutdown``), also after a failure.
@@ -74,8 +76,10 @@ READY_PATHS = {
     "catalog": "/readyz",
     "orders": "/readyz",
     "messages": "/readyz",
+    "web": "/readyz",
     "prometheus": "/-/ready",
 }
+DASHBOARD = "dashboard (logs the demo seller in through the sandbox's consent page): "
 # A seller event is picked up within seconds; much longer means it never came.
 SYNC_START_TIMEOUT_S = 60.0
 
@@ -110,6 +114,7 @@ class Orchestrator:
             ml_requests_per_minute=options.ml_requests_per_minute,
             prometheus_binary=prometheus.installed(),
             prometheus_dir=work_dir / "prometheus",
+            web_app=True,
         )
         self.work_dir = work_dir
         self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
@@ -153,12 +158,15 @@ class Orchestrator:
                 "mail": f"smtp://{LOOPBACK}:{self.plan.ports.smtp}",
                 "orders": self.plan.orders_url,
                 "messages": self.plan.messages_url,
+                "web": self.plan.web_url,
                 "prometheus": self.plan.prometheus_url,
             }
             started: dict[str, Child] = {}
+            # The login once the page it lands on answers.
+            login_after = "web" if self.plan.web_app else "auth"
             for spec in self.plan.children():
                 started[spec.name] = await self._start(session, spec, urls[spec.name])
-                if spec.name == "auth":
+                if spec.name == login_after:
                     # The login before anything reads ML with the seller's token: auth may
                     # still hold the authorization an earlier run's login left (its Redis
                     # outlives a run; each run's sandbox is new and refuses its refresh
@@ -227,8 +235,13 @@ class Orchestrator:
         return child
 
     async def _connect(self, session: aiohttp.ClientSession) -> None:
-        """The seller's login as a browser does it: auth -> ML consent -> auth's callback."""
+        """The seller's login as a browser does it: auth -> ML consent -> auth's callback.
+
+        It must land on `Plan.landing_url` showing the seller: the web app's overview read
+        the session auth wrote.
+        """
         seller = self.plan.seller_id
+        landing = urlsplit(self.plan.landing_url)
         # unsafe: keep cookies for an IP host (127.0.0.1), as a browser does.
         jar = aiohttp.CookieJar(unsafe=True)
         async with (
@@ -236,16 +249,21 @@ class Orchestrator:
             browser.get(f"{self.plan.auth_url}/auth/login", params={"site": "MLB"}) as page,
         ):
             body = await page.text()
-            landed = urlsplit(str(page.url)).path
-            if page.status != 200 or landed != "/auth/dashboard" or str(seller) not in body:
+            landed = urlsplit(str(page.url))
+            where = (landed.netloc, landed.path)
+            if (
+                page.status != 200
+                or where != (landing.netloc, landing.path)
+                or (str(seller) not in body)
+            ):
                 msg = (
-                    f"the login of seller {seller} did not reach the dashboard "
-                    f"(HTTP {page.status} at {landed}); see {self.log_dir / 'auth.log'}"
+                    f"the login of seller {seller} did not reach {self.plan.landing_url} "
+                    f"(HTTP {page.status} at {landed.geturl()}); see {self.log_dir}/auth.log"
                 )
                 raise StepFailed(msg)
         self.say(
             f"seller {seller} connected through auth's PKCE login "
-            f"(dashboard: {self.plan.auth_url}/auth/dashboard)"
+            f"(landed on {self.plan.landing_url})"
         )
 
     async def _follow_sync(self, session: aiohttp.ClientSession, worker: Child) -> None:
@@ -323,9 +341,13 @@ class Orchestrator:
         )
         if self.plan.prometheus_binary is not None:
             footer = f"Prometheus: {self.plan.prometheus_url}/alerts\n{footer}"
+        if self.plan.web_app:
+            footer = f"{DASHBOARD}{self.plan.dashboard_url}\n{footer}"
         seller = str(self.plan.seller_id)
         began = time.monotonic()
         live = Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
+        if self.plan.web_app:
+            self.say(f"{DASHBOARD}{self.plan.dashboard_url}")
         if live is None:
             self.say(f"logs: {logs}")
         try:
