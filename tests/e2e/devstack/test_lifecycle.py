@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from peepers_devstack.lock import RunLock
+from peepers_devstack.settings import inherited_environment
 from peepers_sandbox.config import DEMO_SELLER_ID
 from tests.e2e.devstack.test_make_run import _alive
 from tests.support import wait_until
@@ -173,3 +175,23 @@ async def test_a_second_run_converges_as_the_first_did(tmp_path: Path) -> None:
     # The orders worker's backfill and the messages worker's own keys, of the first run.
     assert int(dropped[2]) > 0, dropped[0]
     assert int(dropped[3]) > 0, dropped[0]
+
+
+async def test_a_second_concurrent_run_is_refused_and_starts_nothing(tmp_path: Path) -> None:
+    stack = tmp_path / "stack"
+    holder = RunLock(stack / "run.lock")
+    holder.acquire(tmp_path / "first")
+    try:
+        second = await asyncio.create_subprocess_exec(
+            *devstack_argv(tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**inherited_environment(), "PEEPERS_STACK_DIR": str(stack)},
+        )
+        async with asyncio.timeout(60):
+            output = (await second.communicate())[0].decode()
+    finally:
+        holder.release()
+    assert second.returncode == 1, output
+    assert f"another make run (pid {os.getpid()}, work dir {tmp_path / 'first'}" in output
+    assert " ready on " not in output

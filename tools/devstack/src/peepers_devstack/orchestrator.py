@@ -48,6 +48,7 @@ from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, notification_
 from peepers_devstack import prometheus
 from peepers_devstack.display import plain, render
 from peepers_devstack.errors import PreflightFailed, StepFailed
+from peepers_devstack.lock import RunLock
 from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets
 from peepers_devstack.processes import Child, Supervisor
 from peepers_devstack.settings import Settings, inherited_environment, missing_stack_vars
@@ -117,6 +118,8 @@ class Orchestrator:
             web_app=True,
         )
         self.work_dir = work_dir
+        # One run per stack (peepers_devstack.lock says why).
+        self.lock = RunLock(stack / "run.lock")
         self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
         self.started = time.monotonic()
 
@@ -135,6 +138,7 @@ class Orchestrator:
                 "start it with scripts/stack up and source .stack/env (make run does both)"
             )
             raise PreflightFailed(msg)
+        self.lock.acquire(self.work_dir)
         await self.supervisor.stop_leftovers(self.say)
         taken = self.plan.ports.taken()
         if taken:
@@ -218,6 +222,7 @@ class Orchestrator:
         if self.supervisor.children:
             self.say("stopping the children, newest first")
         await self.supervisor.stop_all(self.say)
+        self.lock.release()
 
     async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec, url: str) -> Child:
         name = spec.name
