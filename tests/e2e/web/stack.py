@@ -119,7 +119,7 @@ class SellerStack:
         async def listed() -> bool:
             found = await self._messages_api(f"/messages/sellers/{SELLER}/conversations")
             packs = {c["pack_id"]: c["messages"] for c in found.get("conversations", [])}
-            return packs.get(pack_id, 0) > 0
+            return int(packs.get(pack_id, 0)) > 0
 
         try:
             await wait_until(listed, timeout_s=45, every_s=0.3)
