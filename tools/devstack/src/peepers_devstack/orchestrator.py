@@ -104,9 +104,12 @@ class Orchestrator:
         self.options = options
         self.settings = settings
         self.console = console
-        stack = settings.stack_dir
-        self.log_dir = options.log_dir or stack / "logs"
-        work_dir = options.work_dir or stack / "run"
+        # Absolute paths: the children run with the work dir as their cwd, so a relative
+        # `.stack/run/...` handed to them (Prometheus's config, ingest's spool) would resolve
+        # under the work dir a second time.
+        stack = settings.stack_dir.resolve()
+        self.log_dir = (options.log_dir or stack / "logs").resolve()
+        work_dir = (options.work_dir or stack / "run").resolve()
         self.plan = Plan(
             ports=Ports.from_base(options.port_base),
             secrets=Secrets.load_or_create(stack / "secrets" / "devstack.json"),
