@@ -33,6 +33,8 @@ class TestOverview:
         # two unanswered questions of this seller, one open ticket with its due date
         assert re.search(r'href="/app/questions">2<', html)
         assert re.search(r'href="/app/tickets">1<', html)
+        # three unread messages over its two conversations (not the other seller's)
+        assert re.search(r'href="/app/conversations">3<', html)
         assert "R$" in html
 
     async def test_english_is_one_click_away_and_remembered(self, client: Client) -> None:

@@ -173,6 +173,7 @@ PT_BR: Final = {
     "Write an answer first.": "Escreva uma resposta primeiro.",
     "At most {limit} characters ({count} now).": "No máximo {limit} caracteres ({count} agora).",
     "Conversations": "Conversas",
+    "Unread messages": "Mensagens não lidas",
     "Conversation": "Conversa",
     "Latest first": "Mais recentes primeiro",
     "No conversations yet.": "Nenhuma conversa ainda.",

@@ -153,9 +153,10 @@ async def overview(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
     readers = _readers(request)
     today = _today(request)
-    sales, questions, tickets, ready = await asyncio.gather(
+    sales, questions, conversations, tickets, ready = await asyncio.gather(
         attempt(readers.orders.sales(seller, today - timedelta(days=29), today)),
         attempt(readers.messages.unanswered_count(seller)),
+        attempt(readers.messages.conversations(seller)),
         attempt(readers.messages.tickets(seller)),
         _ready(readers),
     )
@@ -191,6 +192,10 @@ async def overview(request: web.Request) -> web.StreamResponse:
             status=_status(request),
             figures=figures,
             questions=questions,
+            # Over the latest conversations the list shows (the messages API's first 50).
+            unread=conversations
+            if isinstance(conversations, Unavailable)
+            else sum(c.unread for c in conversations),
             tickets=open_tickets,
             ready=ready,
         )
