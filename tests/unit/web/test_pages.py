@@ -213,6 +213,7 @@ class TestConversations:
         html = await response.text()
         assert response.status == 422
         assert 'id="message-error" data-code="blocked"' in html
+        assert "Esta conversa está bloqueada" in html
         assert "blocked_by_time" in html
         assert "Olá de novo</textarea>" in html
         assert messages.sent == []

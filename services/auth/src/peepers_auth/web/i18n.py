@@ -174,6 +174,9 @@ PT_BR: Final = {
     "At most {limit} characters ({count} now).": "No máximo {limit} caracteres ({count} agora).",
     "Conversations": "Conversas",
     "Unread messages": "Mensagens não lidas",
+    "This conversation is blocked: Mercado Livre takes no message into it.": (
+        "Esta conversa está bloqueada: o Mercado Livre não aceita mensagens nela."
+    ),
     "Conversation": "Conversa",
     "Latest first": "Mais recentes primeiro",
     "No conversations yet.": "Nenhuma conversa ainda.",

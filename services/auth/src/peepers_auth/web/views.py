@@ -373,6 +373,11 @@ def _conversation_page(
     )
 
 
+_MESSAGE_REFUSALS: Final = {
+    "blocked": "This conversation is blocked: Mercado Livre takes no message into it.",
+}
+
+
 def _message_form(
     *, text: str = "", problem: tuple[str, str] | None = None, sent: bool = False
 ) -> dict[str, Any]:
@@ -402,7 +407,10 @@ async def send_message(request: web.Request) -> web.StreamResponse:
         try:
             sent = await messages.send(seller, pack_id, text, nonce=nonce)
         except AnswerRefused as exc:
-            problem = exc.code, str(exc)
+            # In the seller's words, with the service's detail (the substatus says why).
+            lead = _MESSAGE_REFUSALS.get(exc.code)
+            said = f"{request[locale_key].text(lead)} ({exc})" if lead else str(exc)
+            problem = exc.code, said
         else:
             if not sent:
                 raise PageNotFound(str(pack_id))
