@@ -44,6 +44,7 @@ def order(order_id: int, seller_id: int = SELLER, state: str = "paid") -> OrderV
         total_amount=Decimal("1234.56"),
         date_created=NOW,
         titles=("Caneca <b>azul</b>",),
+        pack_id=order_id + 1000,
     )
 
 

@@ -90,6 +90,8 @@ class TestOrders:
         html = await _page(client, "/app/orders/2000000001")
         assert "Olá, quando chega?" in html
         assert 'id="timeline"' in html
+        # its messages are a conversation, one click away
+        assert 'id="order-conversation" href="/app/conversations/2000001001"' in html
 
     async def test_another_sellers_order_is_not_found(self, client: Client) -> None:
         await _page(client, "/app/orders/2000000099", 404)

@@ -69,6 +69,8 @@ class OrderView(_View):
     total_amount: Decimal
     date_created: AwareDatetime
     titles: tuple[str, ...] = ()
+    # Its conversation's id (every order has one since 2024, FACTS.md 5).
+    pack_id: int | None = None
 
     @model_validator(mode="before")
     @classmethod
