@@ -105,6 +105,7 @@ def _moving(frame: dict[str, str]) -> bool:
         and int(frame["events"]) > ITEMS  # the sync's item.created, then live changes
         and int(frame.get("search_hits", "0")) > 0
         and frame["p99_ms"] != "-"
+        and "web_pages" in frame
     )
 
 
