@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,7 @@ from peepers_devstack.lock import RunLock
 from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets
 from peepers_devstack.processes import Child, Supervisor
 from peepers_devstack.settings import Settings, inherited_environment, missing_stack_vars
-from peepers_devstack.state import drop_scope, swap_scope
+from peepers_devstack.state import drop_data_dirs, drop_scope, swap_scope
 from peepers_devstack.watch import (
     SummaryCollector,
     SyncProgress,
@@ -83,6 +84,8 @@ READY_PATHS = {
 DASHBOARD = "dashboard (logs the demo seller in through the sandbox's consent page): "
 # A seller event is picked up within seconds; much longer means it never came.
 SYNC_START_TIMEOUT_S = 60.0
+# A child killed under a live run is started again this many times at most (_heal).
+MAX_RESTARTS = 5
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Orchestrator:
         # One run per stack (peepers_devstack.lock says why).
         self.lock = RunLock(stack / "run.lock")
         self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
+        self.restarts: Counter[str] = Counter()
         self.started = time.monotonic()
 
     def say(self, message: str) -> None:
@@ -157,22 +161,11 @@ class Orchestrator:
             prometheus.write_config(self.plan)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            urls = {
-                "sandbox": self.plan.sandbox_url,
-                "auth": self.plan.auth_url,
-                "ingest": self.plan.ingest_url,
-                "catalog": self.plan.catalog_url,
-                "mail": f"smtp://{LOOPBACK}:{self.plan.ports.smtp}",
-                "orders": self.plan.orders_url,
-                "messages": self.plan.messages_url,
-                "web": self.plan.web_url,
-                "prometheus": self.plan.prometheus_url,
-            }
             started: dict[str, Child] = {}
             # The login once the page it lands on answers.
             login_after = "web" if self.plan.web_app else "auth"
             for spec in self.plan.children():
-                started[spec.name] = await self._start(session, spec, urls[spec.name])
+                started[spec.name] = await self._start(session, spec)
                 if spec.name == login_after:
                     # The login before anything reads ML with the seller's token: auth may
                     # still hold the authorization an earlier run's login left (its Redis
@@ -205,7 +198,11 @@ class Orchestrator:
             except CacheUnavailable as exc:
                 raise PreflightFailed(str(exc)) from exc
             counts = ", ".join(f"{service} {n}" for service, n in dropped.items())
-            self.say(f"dropped the previous run's state ({previous}: {counts} keys)")
+            data_dirs = drop_data_dirs(self.work_dir, previous)
+            self.say(
+                f"dropped the previous run's state ({previous}: {counts} keys; "
+                f"{data_dirs} worker data directories)"
+            )
         groups = {
             plan.catalog_group: _with_retries(CATALOG_SOURCES),
             plan.orders_group: _with_retries(ORDERS_SOURCES),
@@ -227,20 +224,63 @@ class Orchestrator:
         await self.supervisor.stop_all(self.say)
         self.lock.release()
 
-    async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec, url: str) -> Child:
-        name = spec.name
-        child = await self.supervisor.start(spec)
+    def _url(self, name: str) -> str:
+        if name == "mail":
+            return f"smtp://{LOOPBACK}:{self.plan.ports.smtp}"
+        urls = {
+            "sandbox": self.plan.sandbox_url,
+            "auth": self.plan.auth_url,
+            "ingest": self.plan.ingest_url,
+            "catalog": self.plan.catalog_url,
+            "orders": self.plan.orders_url,
+            "messages": self.plan.messages_url,
+            "web": self.plan.web_url,
+            "prometheus": self.plan.prometheus_url,
+        }
+        return urls[name]
+
+    async def _ready(self, session: aiohttp.ClientSession, child: Child) -> float:
+        """Waits until ``child`` answers its readiness probe; returns the seconds it took."""
+        name = child.name
 
         async def ready() -> bool:
             if name == "mail":  # an SMTP server: ready once it accepts a connection
                 return await accepts(LOOPBACK, self.plan.ports.smtp)
-            return await answers_200(session, url + READY_PATHS[name])
+            return await answers_200(session, self._url(name) + READY_PATHS[name])
 
-        took = await self.supervisor.wait_ready(
+        return await self.supervisor.wait_ready(
             child, ready, timeout_s=self.options.ready_timeout_s
         )
-        self.say(f"{name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
+
+    async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec) -> Child:
+        child = await self.supervisor.start(spec)
+        took = await self._ready(session, child)
+        url = self._url(spec.name)
+        self.say(f"{spec.name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
         return child
+
+    async def _heal(self, session: aiohttp.ClientSession) -> None:
+        """Start again a child that died once the run is up, as Kubernetes restarts a pod.
+
+        So a developer can kill -9 a worker (or auth, or ingest) under a live run and
+        watch Peepers recover. The sandbox is the exception: its marketplace lives in its
+        memory, and a new one would be another world. A child that keeps dying (more
+        than ``MAX_RESTARTS`` times) or does not come back ends the run.
+        """
+        for child in self.supervisor.exited():
+            code = child.process.returncode
+            restarts = self.restarts[child.name] + 1
+            if child.name == "sandbox" or restarts > MAX_RESTARTS:
+                reason = f"exited with code {code}"
+                raise child.failed(reason)
+            self.restarts[child.name] = restarts
+            self.say(
+                f"{child.name} (pid {child.pid}) exited with code {code}: starting it again "
+                f"(restart {restarts} of at most {MAX_RESTARTS})"
+            )
+            fresh = await self.supervisor.restart(child)
+            took = await self._ready(session, fresh)
+            self.say(f"{child.name} ready again in {took:.1f} s (pid {fresh.pid})")
 
     async def _connect(self, session: aiohttp.ClientSession) -> None:
         """The seller's login as a browser does it: auth -> ML consent -> auth's callback.
@@ -362,7 +402,7 @@ class Orchestrator:
             if live is not None:
                 live.start()
             while True:
-                self.supervisor.check()
+                await self._heal(session)
                 try:
                     summary = await collector.collect()
                 except (aiohttp.ClientError, TimeoutError, SandboxAdminError, KeyError):
