@@ -186,8 +186,10 @@ async def run_mailer(settings: Settings, stop: asyncio.Event) -> None:
         )
         mailer = Mailer(
             ledger=ChangelogMailLedger(ledger, view),
-            # Longer than a send can take (connect, commands, the ledger's writes).
-            claims=RedisMailClaims(redis, namespace, ttl_s=3 * settings.smtp.timeout_s + 30),
+            # Longer than a send takes (connect, commands, the ledger's writes), and short:
+            # a mailer killed mid-send holds its mail until the claim lapses (the retry
+            # then sends it, if the ledger does not have it).
+            claims=RedisMailClaims(redis, namespace, ttl_s=2 * settings.smtp.timeout_s + 10),
             sender=SmtpMailSender(settings.smtp),
             sellers=RedisSellerDirectory(redis, namespace),
             ml=ml_api(settings, clients.session, redis),
