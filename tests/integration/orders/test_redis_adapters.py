@@ -21,7 +21,11 @@ from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import KafkaSettings
 from peepers_common.testing import InMemoryEventPublisher
 from peepers_common.topics import ORDERS_EMAILS_CHANGELOG, PEEPERS_ORDERS, topic_spec
-from peepers_orders.adapters.mail_ledger import ChangelogMailLedger, RedisMailView
+from peepers_orders.adapters.mail_ledger import (
+    ChangelogMailLedger,
+    RedisMailClaims,
+    RedisMailView,
+)
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
 from peepers_orders.adapters.redis_store import RedisOrderStore, RedisSellerDirectory
 from peepers_orders.analytics import Counted
@@ -29,7 +33,7 @@ from peepers_orders.handlers import Orders, apply_order
 from peepers_orders.ports import CachedOrder, OrderQuery, PackLink
 from peepers_orders.settings import Settings
 from tests.integration.orders.worker import orders_topics
-from tests.support import create_topic, unique
+from tests.support import create_topic, unique, wait_until
 from tests.unit.orders.fakes import (
     SELLER,
     T0,
@@ -148,6 +152,38 @@ class TestSellerDirectory:
         assert await sellers.epoch_started_at() == first
         await orders_redis.delete(namespace.key("epoch"))
         assert await sellers.epoch_started_at() > first
+
+
+class TestClaims:
+    async def test_a_mail_has_one_sender_process_until_its_claim_lapses(
+        self, orders_redis, namespace
+    ) -> None:
+        mine = RedisMailClaims(orders_redis, namespace, ttl_s=0.3)
+        other = RedisMailClaims(orders_redis, namespace, ttl_s=0.3)
+        assert await mine.take("1:paid")
+        assert await mine.take("1:paid")  # a retry in the same process renews it
+        assert not await other.take("1:paid")
+        assert await other.take("1:created")  # another mail is free
+
+        async def lapsed() -> bool:  # the holder died mid-send: its claim's ttl runs out
+            return await other.take("1:paid")
+
+        await wait_until(lapsed, timeout_s=3, every_s=0.05)
+
+    async def test_a_sellers_backfill_has_one_run_and_is_let_go_at_its_end(
+        self, orders_redis, namespace
+    ) -> None:
+        sellers = RedisSellerDirectory(orders_redis, namespace)
+        assert await sellers.claim(SELLER, "run-a", 60)
+        assert not await sellers.claim(SELLER, "run-b", 60)
+        await sellers.release(SELLER, "run-b")  # not its holder: nothing changes
+        assert not await sellers.claim(SELLER, "run-b", 60)
+        await sellers.release(SELLER, "run-a")
+
+        async def free() -> bool:
+            return await sellers.claim(SELLER, "run-b", 60)
+
+        await wait_until(free, timeout_s=2, every_s=0.01)
 
 
 class TestAnalytics:
