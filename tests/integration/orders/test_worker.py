@@ -294,7 +294,7 @@ async def test_the_worker_mails_nothing_and_the_mailer_process_mails_what_it_lef
                 created = "order.created" in of_order(await run.events(), order["id"])
                 return created and await caught_up(kafka, run.app_id, events)
 
-            await wait_until(analysed, timeout_s=20, every_s=0.2)
+            await wait_until(analysed, timeout_s=40, every_s=0.2)
             # No SMTP from the worker: the mailer's group has not even read the event.
             assert sink.inbox.snapshot() == []
             assert not await caught_up(kafka, run.mailer_id, events)
@@ -303,7 +303,10 @@ async def test_the_worker_mails_nothing_and_the_mailer_process_mails_what_it_lef
             async def mailed() -> bool:
                 return len(sink.inbox.snapshot()) == 1
 
-            await wait_until(mailed, timeout_s=30, every_s=0.2)
+            try:
+                await wait_until(mailed, timeout_s=40, every_s=0.2)
+            except AssertionError:
+                raise AssertionError(run.log_tail()) from None
         (mid,) = sink.inbox.ids()
         assert mid.startswith(f"<order-{order['id']}-created@")
 
