@@ -128,6 +128,36 @@ class TestSharedBudget:
         clock.now += 3.5  # the window passed and hook has not asked for 3.5 s
         assert (await budget.take(ask("sync", 12, seq=2, lane=Lane.BULK))).granted == 12
 
+    async def test_a_greedy_holder_is_capped_at_its_share_while_another_waits(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        assert (await budget.take(ask("greedy", 12))).granted == 12  # alone: all of it
+        assert (await budget.take(ask("small", 2))).granted == 0  # small waits for 2
+        clock.now += LEVEL.window_s
+        # Setting aside small's 2 alone would leave greedy 10; small waits below its
+        # share, so greedy gets its own share only.
+        assert (await budget.take(ask("greedy", 12, seq=1))).granted == 6
+        assert (await budget.take(ask("greedy", 12, seq=2))).granted == 0
+        # small may now take up to its share, even more than it first asked for.
+        assert (await budget.take(ask("small", 6, seq=1))).granted == 6
+
+    async def test_a_peer_served_in_full_does_not_cap_anyone(self, budget: CountingBudget) -> None:
+        assert (await budget.take(ask("small", 1))).granted == 1
+        # small is active but got all it asked: greedy may go past its share of 6.
+        assert (await budget.take(ask("greedy", 10))).granted == 10
+
+    async def test_greedy_holders_end_with_even_shares(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        """Four holders asking for everything, in turns, over many windows."""
+        granted = dict.fromkeys("abcd", 0)
+        for seq in range(200):
+            for name in ("a", "b", "c", "d") if seq % 2 else ("d", "c", "b", "a"):
+                granted[name] += (await budget.take(ask(name, 12, seq=seq))).granted
+            clock.now += LEVEL.window_s / 8
+        # Apart from the first window, which the first asker had alone, all even.
+        assert max(granted.values()) - min(granted.values()) <= LEVEL.amount
+
 
 def limiter_over(
     budget: MemoryLeaseBudget, clock: Clock, amount: int, per_s: int

@@ -1,7 +1,8 @@
 -- One lease from the shared outbound budget: the rules of peepers_common/ml/leases.py
 -- (MemoryLeaseBudget keeps the same ones in a process; read its docstring first).
 -- KEYS: per level, its :leases (sorted set: lease member -> granted at, ms), :held (hash:
--- total permits counted, and d:<holder> = '<want> <lane>' of each active holder) and
+-- total permits counted, and d:<holder> = '<want> <lane> <short>' of each active holder:
+-- what it last asked for, its lane, and how much of that it was refused) and
 -- :holders (sorted set: holder -> last asked, ms).
 -- ARGV: holder, seq, want, lane, active ms, give-back member ('' = none), its unused
 -- permits, leaving ('1'/'0'), min retry ms, max retry ms, then per level its amount and
@@ -53,11 +54,11 @@ for i = 1, levels do
     redis.call('HDEL', held, 'd:' .. holder)
   elseif want > 0 then
     redis.call('ZADD', holders, now, holder)
-    redis.call('HSET', held, 'd:' .. holder, want .. ' ' .. lane)
   end
   local room = amount - tonumber(redis.call('HGET', held, 'total') or '0')
   -- Set aside the other active holders' unmet demand, up to their fair share (a live
-  -- lease sets aside only other live holders').
+  -- lease sets aside only other live holders'). While one of them waits (it was refused
+  -- part of its last ask) below its share, the asker is capped at its own share.
   local active = redis.call('ZRANGE', holders, 0, -1)
   if #active > 1 or (#active == 1 and active[1] ~= holder) then
     local used = {}
@@ -66,14 +67,18 @@ for i = 1, levels do
       used[h] = (used[h] or 0) + c
     end
     local share = math.max(1, math.floor(amount / #active))
+    local waiting = false
     for _, h in ipairs(active) do
       if h ~= holder then
-        local w, l = string.match(redis.call('HGET', held, 'd:' .. h) or '0 live', '^(%d+) (%a+)$')
+        local d = redis.call('HGET', held, 'd:' .. h) or '0 live 0'
+        local w, l, short = string.match(d, '^(%d+) (%a+) (%d+)$')
         if lane == 'bulk' or l == 'live' then
           room = room - math.max(0, math.min(tonumber(w), share - (used[h] or 0)))
+          if tonumber(short) > 0 and (used[h] or 0) < share then waiting = true end
         end
       end
     end
+    if waiting then room = math.min(room, share - (used[holder] or 0)) end
   end
   if room < grant then
     grant = math.max(room, 0)
@@ -87,6 +92,9 @@ for i = 1, levels do
   if grant > 0 then
     redis.call('ZADD', KEYS[3 * i - 2], now, holder .. SEP .. seq .. SEP .. grant)
     redis.call('HINCRBY', KEYS[3 * i - 1], 'total', grant)
+  end
+  if want > 0 and not leaving then
+    redis.call('HSET', KEYS[3 * i - 1], 'd:' .. holder, want .. ' ' .. lane .. ' ' .. (want - grant))
   end
   for k = 3 * i - 2, 3 * i do redis.call('PEXPIRE', KEYS[k], window + active_ms) end
 end

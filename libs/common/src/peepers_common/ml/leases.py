@@ -19,8 +19,11 @@ and nobody waits on it (that is the lease expiring).
 **Fair share.** Holders that asked within the last ``active_s`` are active. When the
 budget is short, each active holder may count on ``N / active`` permits of the window:
 a holder is granted only what is left after the other holders' unmet demand (what each
-last asked for, up to its share minus what it holds) is set aside. A holder alone, or
-whose peers want little, takes everything (the budget is work-conserving).
+last asked for, up to its share minus what it holds) is set aside. And while another
+holder *waits* (its last ask was not granted in full) and holds less than its share, the
+asker is capped at its own share minus what it holds: a greedy holder cannot keep
+taking what its peers' next asks would need. A holder alone, or whose peers were served
+in full, takes everything (the budget is work-conserving).
 
 **Priority.** A lease asked for in the ``live`` lane (webhook-driven fetches) sets aside
 only the demand of other live holders; one asked for in the ``bulk`` lane (full syncs,
@@ -113,6 +116,7 @@ class _Holder:
     seen: float
     want: int
     lane: Lane
+    short: int = 0  # permits of its last ask it was refused: it waits for them
 
 
 @dataclass
@@ -142,9 +146,13 @@ class _LevelState:
             used[holder] = used.get(holder, 0) + count
         room = amount - sum(used.values())
         share = max(1, amount // max(1, len(self.holders)))
+        waiting = False
         for name, other in self.holders.items():
             if name != request.holder and (request.lane is Lane.BULK or other.lane is Lane.LIVE):
                 room -= max(0, min(other.want, share - used.get(name, 0)))
+                waiting = waiting or (other.short > 0 and used.get(name, 0) < share)
+        if waiting:
+            room = min(room, share - used.get(request.holder, 0))
         return room
 
     def retry_in_s(self, now: float) -> float:
@@ -189,9 +197,11 @@ class MemoryLeaseBudget:
             if room < grant:
                 grant, retry = max(room, 0), state.retry_in_s(now)
         member = lease_member(request.holder, request.seq, grant)
-        if grant > 0:
-            for state in states:
+        for state in states:
+            if grant > 0:
                 state.leases[member] = now
+            if request.want > 0 and not request.leaving:
+                state.holders[request.holder].short = request.want - grant
         return LeaseGrant(grant, member, 0.0 if grant > 0 else retry)
 
 
