@@ -201,6 +201,18 @@ class TestLimiter:
         assert len(budget.requests) == 10
         await limiter.aclose()
 
+    async def test_requests_one_at_a_time_still_get_leases_of_their_rate(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        limiter = limiter_over(budget, clock, amount=4000, per_s=60)
+        for _ in range(800):  # 400 a second, each alone (a pipelined consumer's fetches)
+            clock.now += 0.0025
+            await limiter.acquire("items")
+        # Leases grow to a quarter of a second of demand, not shrink to a request each.
+        assert budget.requests[-1].want >= 90
+        assert len(budget.requests) <= 25
+        await limiter.aclose()
+
     async def test_waiting_live_requests_go_before_bulk_ones(
         self, budget: CountingBudget, clock: Clock
     ) -> None:
