@@ -4,13 +4,21 @@ the unit tests, kept by the Lua script on Redis time, and the limiter across pro
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from peepers_catalog.settings import Settings as CatalogSettings
-from peepers_common.ml.leases import ACTIVE_S, Lane, LeaseRequest, Level, RedisLeaseBudget
+from peepers_common.ml.leases import (
+    ACTIVE_S,
+    LIVE_RESERVE,
+    Lane,
+    LeaseRequest,
+    Level,
+    RedisLeaseBudget,
+)
 from peepers_common.ml.ratelimit import OutboundLimiter, bulk_lane
 from peepers_common.namespaces import connect_redis
 from peepers_common.settings import MlApiSettings, MlLimit
@@ -107,6 +115,15 @@ class TestRedisLeaseBudget:
         budget = RedisLeaseBudget(redis)
         assert (await budget.take(ask(level, "small", 1))).granted == 1
         assert (await budget.take(ask(level, "greedy", 10))).granted == 10
+
+    async def test_bulk_leases_leave_a_reserve_of_the_window_to_live_ones(
+        self, redis: aioredis.Redis
+    ) -> None:
+        budget = RedisLeaseBudget(redis)
+        level = Level(f"ratelimit:{unique()}:app", amount=100, window_s=WINDOW_S)
+        reserve = math.floor(100 * LIVE_RESERVE)
+        assert (await budget.take(ask(level, "sync", 100, lane=Lane.BULK))).granted == 100 - reserve
+        assert (await budget.take(ask(level, "hook", 100))).granted == reserve
 
 
 class TestLimiterOnRedis:

@@ -4,11 +4,13 @@ Redis script's) on an injected clock, and the limiter's local side over that bud
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
 from peepers_common.ml.leases import (
     ACTIVE_S,
+    LIVE_RESERVE,
     Lane,
     LeaseGrant,
     LeaseRequest,
@@ -158,6 +160,15 @@ class TestSharedBudget:
         # Apart from the first window, which the first asker had alone, all even.
         assert max(granted.values()) - min(granted.values()) <= LEVEL.amount
 
+    async def test_bulk_leases_leave_a_reserve_of_the_window_to_live_ones(
+        self, budget: CountingBudget
+    ) -> None:
+        level = Level("ratelimit:test:big", amount=100, window_s=2.0)
+        sync = LeaseRequest("sync", 0, 100, Lane.BULK, (level,))
+        assert (await budget.take(sync)).granted == 100 - math.floor(100 * LIVE_RESERVE)
+        hook = LeaseRequest("hook", 0, 100, Lane.LIVE, (level,))
+        assert (await budget.take(hook)).granted == math.floor(100 * LIVE_RESERVE)
+
 
 def limiter_over(
     budget: MemoryLeaseBudget, clock: Clock, amount: int, per_s: int
@@ -234,6 +245,22 @@ class TestLimiter:
         await until_done(clock, tasks, step_s=1.0)
         assert order[2:] == ["live0", "live1", "bulk2"]
         await limiter.aclose()
+
+    async def test_a_process_asks_as_one_holder_per_lane(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        """So the budget's lane rules order its own sync behind its own webhooks."""
+        limiter = limiter_over(budget, clock, amount=40, per_s=60)
+        await limiter.acquire("items")
+        with bulk_lane():
+            clock.now += LEVEL.window_s  # past the first lease's ttl
+            await limiter.acquire("items")
+        live, bulk = (request.holder for request in budget.requests)
+        assert live.endswith(".live")
+        assert bulk == live.removesuffix(".live") + ".bulk"
+        await limiter.aclose()
+        leaving = {r.holder for r in budget.requests if r.leaving}
+        assert leaving == {live, bulk}
 
     async def test_unused_permits_are_given_back(
         self, budget: CountingBudget, clock: Clock

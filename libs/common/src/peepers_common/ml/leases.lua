@@ -5,14 +5,15 @@
 -- what it last asked for, its lane, and how much of that it was refused) and
 -- :holders (sorted set: holder -> last asked, ms).
 -- ARGV: holder, seq, want, lane, active ms, give-back member ('' = none), its unused
--- permits, leaving ('1'/'0'), min retry ms, max retry ms, then per level its amount and
--- counted window in ms.
+-- permits, leaving ('1'/'0'), min retry ms, max retry ms, the live reserve (share of a
+-- window bulk leases leave unused), then per level its amount and counted window in ms.
 -- Returns {granted, retry in ms (0 when granted)}. A lease member is holder|seq|count.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder, seq, want, lane = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local active_ms, back, unused = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local leaving, min_retry, max_retry = ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
+local reserve = tonumber(ARGV[11])
 local SEP = '|'
 
 local function parse(member)
@@ -24,7 +25,7 @@ local grant, retry = want, 0
 local levels = #KEYS / 3
 for i = 1, levels do
   local leases, held, holders = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local amount, window = tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i])
+  local amount, window = tonumber(ARGV[10 + 2 * i]), tonumber(ARGV[11 + 2 * i])
   -- Leases that left the window, and holders that stopped asking.
   local old = redis.call('ZRANGEBYSCORE', leases, '-inf', now - window)
   if #old > 0 then
@@ -56,6 +57,7 @@ for i = 1, levels do
     redis.call('ZADD', holders, now, holder)
   end
   local room = amount - tonumber(redis.call('HGET', held, 'total') or '0')
+  if lane == 'bulk' then room = room - math.floor(amount * reserve) end
   -- Set aside the other active holders' unmet demand, up to their fair share (a live
   -- lease sets aside only other live holders'). While one of them waits (it was refused
   -- part of its last ask) below its share, the asker is capped at its own share.
@@ -88,7 +90,7 @@ for i = 1, levels do
   end
 end
 for i = 1, levels do
-  local window = tonumber(ARGV[10 + 2 * i])
+  local window = tonumber(ARGV[11 + 2 * i])
   if grant > 0 then
     redis.call('ZADD', KEYS[3 * i - 2], now, holder .. SEP .. seq .. SEP .. grant)
     redis.call('HINCRBY', KEYS[3 * i - 1], 'total', grant)

@@ -27,7 +27,12 @@ in full, takes everything (the budget is work-conserving).
 
 **Priority.** A lease asked for in the ``live`` lane (webhook-driven fetches) sets aside
 only the demand of other live holders; one asked for in the ``bulk`` lane (full syncs,
-backfills) sets aside every other holder's, so live demand is served first.
+backfills) sets aside every other holder's, so live demand is served first. A process is
+one holder per lane, so this orders its own sync behind its own webhooks too. And bulk
+leases leave ``LIVE_RESERVE`` of every window unused: a webhook that arrives after a
+quiet spell, while a sync has filled the window, finds permits at once instead of
+waiting for the sync's leases to slide out (up to a minute on ML's limits). A sync thus
+runs at most 1 / (1 - LIVE_RESERVE) = 1.05x slower than the bound of its budget.
 
 Two budgets keep these rules: `RedisLeaseBudget` (one Lua script on Redis time, shared by
 every replica; the script is ``leases.lua``) and `MemoryLeaseBudget` (in the process, on
@@ -55,6 +60,8 @@ SEP: Final = "|"
 ACTIVE_S: Final = 3.0
 MAX_RETRY_S: Final = 1.0
 MIN_RETRY_S: Final = 0.01
+# The share of every window that bulk leases leave to live ones (rounded down).
+LIVE_RESERVE: Final = 0.05
 
 
 class Lane(StrEnum):
@@ -145,6 +152,8 @@ class _LevelState:
             holder, _, count = _parse(member)
             used[holder] = used.get(holder, 0) + count
         room = amount - sum(used.values())
+        if request.lane is Lane.BULK:
+            room -= math.floor(amount * LIVE_RESERVE)
         share = max(1, amount // max(1, len(self.holders)))
         waiting = False
         for name, other in self.holders.items():
@@ -225,7 +234,7 @@ class RedisLeaseBudget:
 
     async def take(self, request: LeaseRequest) -> LeaseGrant:
         keys: list[str] = []
-        args: list[str | int] = [
+        args: list[str | int | float] = [
             request.holder,
             request.seq,
             request.want,
@@ -236,6 +245,7 @@ class RedisLeaseBudget:
             1 if request.leaving else 0,
             int(MIN_RETRY_S * 1000),
             int(MAX_RETRY_S * 1000),
+            LIVE_RESERVE,
         ]
         for level in request.levels:
             keys += [f"{level.key}:leases", f"{level.key}:held", f"{level.key}:holders"]

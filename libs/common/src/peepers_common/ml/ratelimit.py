@@ -262,7 +262,9 @@ class OutboundLimiter:
         give_back, pool.give_back = pool.give_back, None
         grant = await self._budget.take(
             LeaseRequest(
-                holder=self._holder,
+                # One holder per lane: the budget's lane rules then order this process's
+                # own sync behind its own webhooks, as they order other processes'.
+                holder=f"{self._holder}.{lane.value}",
                 seq=next(self._seq),
                 want=want,
                 lane=lane,
@@ -304,8 +306,9 @@ class OutboundLimiter:
             if pool.refill is not None:
                 pool.refill.cancel()
             pool.retire()
-            with suppress(Exception):
-                await self._take(pool, 0, Lane.LIVE, leaving=True)
+            for lane in Lane:
+                with suppress(Exception):
+                    await self._take(pool, 0, lane, leaving=True)
 
 
 def _ttl_s(limit: MlLimit) -> float:
