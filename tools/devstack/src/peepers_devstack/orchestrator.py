@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,7 @@ from peepers_devstack.errors import PreflightFailed, StepFailed
 from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets
 from peepers_devstack.processes import Child, Supervisor
 from peepers_devstack.settings import Settings, inherited_environment, missing_stack_vars
-from peepers_devstack.state import drop_scope, swap_scope
+from peepers_devstack.state import drop_data_dirs, drop_scope, swap_scope
 from peepers_devstack.watch import (
     SummaryCollector,
     SyncProgress,
@@ -78,6 +79,8 @@ READY_PATHS = {
 }
 # A seller event is picked up within seconds; much longer means it never came.
 SYNC_START_TIMEOUT_S = 60.0
+# A child killed under a live run is started again this many times at most (_heal).
+MAX_RESTARTS = 5
 
 
 @dataclass(frozen=True)
@@ -99,9 +102,12 @@ class Orchestrator:
         self.options = options
         self.settings = settings
         self.console = console
-        stack = settings.stack_dir
-        self.log_dir = options.log_dir or stack / "logs"
-        work_dir = options.work_dir or stack / "run"
+        # Absolute paths: the children run with the work dir as their cwd, so a relative
+        # `.stack/run/...` handed to them (Prometheus's config, ingest's spool) would resolve
+        # under the work dir a second time.
+        stack = settings.stack_dir.resolve()
+        self.log_dir = (options.log_dir or stack / "logs").resolve()
+        work_dir = (options.work_dir or stack / "run").resolve()
         self.plan = Plan(
             ports=Ports.from_base(options.port_base),
             secrets=Secrets.load_or_create(stack / "secrets" / "devstack.json"),
@@ -113,6 +119,7 @@ class Orchestrator:
         )
         self.work_dir = work_dir
         self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
+        self.restarts: Counter[str] = Counter()
         self.started = time.monotonic()
 
     def say(self, message: str) -> None:
@@ -145,19 +152,9 @@ class Orchestrator:
             prometheus.write_config(self.plan)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            urls = {
-                "sandbox": self.plan.sandbox_url,
-                "auth": self.plan.auth_url,
-                "ingest": self.plan.ingest_url,
-                "catalog": self.plan.catalog_url,
-                "mail": f"smtp://{LOOPBACK}:{self.plan.ports.smtp}",
-                "orders": self.plan.orders_url,
-                "messages": self.plan.messages_url,
-                "prometheus": self.plan.prometheus_url,
-            }
             started: dict[str, Child] = {}
             for spec in self.plan.children():
-                started[spec.name] = await self._start(session, spec, urls[spec.name])
+                started[spec.name] = await self._start(session, spec)
                 if spec.name == "auth":
                     # The login before anything reads ML with the seller's token: auth may
                     # still hold the authorization an earlier run's login left (its Redis
@@ -190,7 +187,11 @@ class Orchestrator:
             except CacheUnavailable as exc:
                 raise PreflightFailed(str(exc)) from exc
             counts = ", ".join(f"{service} {n}" for service, n in dropped.items())
-            self.say(f"dropped the previous run's state ({previous}: {counts} keys)")
+            data_dirs = drop_data_dirs(self.work_dir, previous)
+            self.say(
+                f"dropped the previous run's state ({previous}: {counts} keys; "
+                f"{data_dirs} worker data directories)"
+            )
         groups = {
             plan.catalog_group: _with_retries(CATALOG_SOURCES),
             plan.orders_group: _with_retries(ORDERS_SOURCES),
@@ -211,20 +212,62 @@ class Orchestrator:
             self.say("stopping the children, newest first")
         await self.supervisor.stop_all(self.say)
 
-    async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec, url: str) -> Child:
-        name = spec.name
-        child = await self.supervisor.start(spec)
+    def _url(self, name: str) -> str:
+        if name == "mail":
+            return f"smtp://{LOOPBACK}:{self.plan.ports.smtp}"
+        urls = {
+            "sandbox": self.plan.sandbox_url,
+            "auth": self.plan.auth_url,
+            "ingest": self.plan.ingest_url,
+            "catalog": self.plan.catalog_url,
+            "orders": self.plan.orders_url,
+            "messages": self.plan.messages_url,
+            "prometheus": self.plan.prometheus_url,
+        }
+        return urls[name]
+
+    async def _ready(self, session: aiohttp.ClientSession, child: Child) -> float:
+        """Waits until ``child`` answers its readiness probe; returns the seconds it took."""
+        name = child.name
 
         async def ready() -> bool:
             if name == "mail":  # an SMTP server: ready once it accepts a connection
                 return await accepts(LOOPBACK, self.plan.ports.smtp)
-            return await answers_200(session, url + READY_PATHS[name])
+            return await answers_200(session, self._url(name) + READY_PATHS[name])
 
-        took = await self.supervisor.wait_ready(
+        return await self.supervisor.wait_ready(
             child, ready, timeout_s=self.options.ready_timeout_s
         )
-        self.say(f"{name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
+
+    async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec) -> Child:
+        child = await self.supervisor.start(spec)
+        took = await self._ready(session, child)
+        url = self._url(spec.name)
+        self.say(f"{spec.name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
         return child
+
+    async def _heal(self, session: aiohttp.ClientSession) -> None:
+        """Start again a child that died once the run is up, as Kubernetes restarts a pod.
+
+        So a developer can kill -9 a worker (or auth, or ingest) under a live run and
+        watch Peepers recover. The sandbox is the exception: its marketplace lives in its
+        memory, and a new one would be another world. A child that keeps dying (more
+        than ``MAX_RESTARTS`` times) or does not come back ends the run.
+        """
+        for child in self.supervisor.exited():
+            code = child.process.returncode
+            restarts = self.restarts[child.name] + 1
+            if child.name == "sandbox" or restarts > MAX_RESTARTS:
+                reason = f"exited with code {code}"
+                raise child.failed(reason)
+            self.restarts[child.name] = restarts
+            self.say(
+                f"{child.name} (pid {child.pid}) exited with code {code}: starting it again "
+                f"(restart {restarts} of at most {MAX_RESTARTS})"
+            )
+            fresh = await self.supervisor.restart(child)
+            took = await self._ready(session, fresh)
+            self.say(f"{child.name} ready again in {took:.1f} s (pid {fresh.pid})")
 
     async def _connect(self, session: aiohttp.ClientSession) -> None:
         """The seller's login as a browser does it: auth -> ML consent -> auth's callback."""
@@ -332,7 +375,7 @@ class Orchestrator:
             if live is not None:
                 live.start()
             while True:
-                self.supervisor.check()
+                await self._heal(session)
                 try:
                     summary = await collector.collect()
                 except (aiohttp.ClientError, TimeoutError, SandboxAdminError, KeyError):

@@ -95,8 +95,13 @@ def main() -> None:
 
 
 def write_config(plan: Plan) -> Path:
-    """The configuration for the plan's services, where `Plan.prometheus` points."""
+    """The configuration for the plan's services, where `Plan.prometheus` points.
+
+    The previous run's samples are dropped with it: its services are gone, and an alert
+    over a window (dead letters in the last 15 minutes, say) would fire on their series.
+    """
     path = plan.prometheus_config
+    shutil.rmtree(path.parent / "data", ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     # JSON is YAML: no YAML library needed to write it.
     path.write_text(json.dumps(config(plan.services()), indent=2))
