@@ -23,10 +23,8 @@ A worker is a `ConsumerKit` (the Faust app, its raw topics and agents) around on
 * **The record adapter.** A Faust event becomes a `peepers_common.consuming.InboundRecord`.
 * **Agents** run at concurrency 1 (faust issue #606: with more, acks can commit offsets
   of records still in flight, so a crash loses them) and hand each record to the
-  runtime's `RecordProcessor` (retry, park, dead-letter). A batch agent still overlaps
-  records of different keys: its `peepers_common.consuming.KeyedPipeline` keeps up to
-  ``batch_max`` in flight and acks each partition's records in offset order. The retry
-  agent skips records parked by other consumers and holds each until it is due.
+  runtime's `RecordProcessor` (retry, park, dead-letter). The retry agent skips records
+  parked by other consumers and holds each until it is due.
 * **Consumer lag.** Once the runtime is open, a `peepers_common.consumer_lag` monitor
   exports the group's lag (records and seconds) on the topics of its batch and record
   agents, every ``lag_interval_s``: the numbers the alert rules and KEDA read. The
@@ -42,7 +40,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import faust
 from mode import Service
@@ -51,12 +49,11 @@ from pydantic_settings import BaseSettings
 
 from peepers_common.consumer_lag import DEFAULT_INTERVAL_S, ConsumerLagMonitor
 from peepers_common.consuming import (
-    Fate,
     Handler,
     InboundRecord,
-    KeyedPipeline,
     RecordProcessor,
     RetryPolicy,
+    process_batch,
     record_key,
     sleep_until_due,
 )
@@ -91,9 +88,10 @@ class ConsumerSettings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     retry: RetrySettings = RetrySettings()
-    # Notifications are processed as they arrive, concurrently across keys, with up to
-    # this many in flight (taken and not yet acked).
+    # Notifications are taken in batches of up to this many (waiting at most
+    # batch_within_s for one to fill) and processed concurrently across keys.
     batch_max: int = Field(default=64, ge=1)
+    batch_within_s: float = Field(default=0.005, gt=0)
     # The Kafka consumer group; replicas of one deployment share it.
     app_id: str
     # How fast the group notices a dead replica and hands its partitions on. Kafka's 45 s
@@ -107,15 +105,6 @@ class ConsumerSettings(BaseSettings):
     redis_scope: str | None = None
     # How often the group's lag gauges are measured (KEDA polls every 15 s).
     lag_interval_s: float = Field(default=DEFAULT_INTERVAL_S, gt=0)
-
-
-def _acker(
-    stream: faust.StreamT[bytes], event: faust.EventT[bytes]
-) -> Callable[[Fate], Awaitable[bool]]:
-    async def ack(_fate: Fate) -> bool:
-        return await stream.ack(event)
-
-    return ack
 
 
 def inbound_record(event: faust.EventT[bytes]) -> InboundRecord:
@@ -241,22 +230,18 @@ class ConsumerKit:
         *,
         key: Callable[[InboundRecord], object] = record_key,
     ) -> None:
-        """Records concurrent across ``key`` and in order within one (`KeyedPipeline`).
-
-        Up to ``batch_max`` records are in flight; each is acked once it and every earlier
-        record of its partition are done, so at-least-once holds at concurrency 1.
-        """
+        """Batches of records, concurrent across ``key`` and in order within one."""
         settings = self.settings
 
         async def agent(stream: faust.StreamT[bytes]) -> None:
             processor = await self._ready()
-            # The pipeline acks each record when done; Faust must not ack it on the next.
-            stream.enable_acks = False
-            async with KeyedPipeline(
-                processor, handler, key=key, in_flight=settings.batch_max
-            ) as pipeline:
-                async for event in stream.events():
-                    await pipeline.submit(inbound_record(event), _acker(stream, event))
+            # StreamT does not declare take_events; the Stream Faust passes has it.
+            batches = cast(faust.Stream[bytes], stream).take_events(
+                settings.batch_max, within=settings.batch_within_s
+            )
+            async for events in batches:
+                records = [inbound_record(event) for event in events]
+                await process_batch(processor, records, handler, key=key)
 
         self._agent(name, topics, agent, lag=True)
 

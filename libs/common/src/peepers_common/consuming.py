@@ -27,7 +27,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -248,7 +247,7 @@ class RecordProcessor:
             current_seller.reset(seller)
 
     def count_done(self, done: Mapping[tuple[str, str], int]) -> None:
-        """Count records done, by (source topic, outcome)."""
+        """Count records done, by (source topic, outcome): once per batch, not per record."""
         for (source, outcome), n in done.items():
             series = self._done.get((source, outcome))
             if series is None:
@@ -371,120 +370,6 @@ def record_key(record: InboundRecord) -> bytes | None:
     return record.key
 
 
-class KeyedPipeline:
-    """Records processed as they arrive: concurrently across keys, in order within one.
-
-    The batch agents' engine. A record starts as soon as it is submitted and no earlier
-    record of its key is in flight; at most ``in_flight`` records are taken and not yet
-    done (``submit`` waits for a slot: the back-pressure on the consumer). No batch
-    boundary holds a record: with batches taken and processed in turn, the slowest record
-    of each batch (a lease refill, an acks=all publish at p99) stalled the 63 behind it,
-    and at 400 records a second that kept a standing queue of over a second.
-
-    ``done`` callbacks run in submission order within each partition, so an agent that
-    acks in them commits no offset past a record still in flight (Faust's commit skips a
-    single unacked offset at the head of a partition, so out-of-order acks could lose a
-    record on a crash). ``key`` names what must not be handled twice at once (the record
-    key by default; catalog uses the item, which ``items`` and ``items_prices`` share).
-    """
-
-    def __init__(
-        self,
-        processor: RecordProcessor,
-        handler: Handler,
-        *,
-        key: Callable[[InboundRecord], object] = record_key,
-        in_flight: int = 64,
-    ) -> None:
-        self._processor = processor
-        self._handler = handler
-        self._key = key
-        self._slots = asyncio.Semaphore(in_flight)
-        self._by_key: dict[object, deque[_Entry]] = {}
-        self._by_partition: dict[tuple[str, int], deque[_Entry]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._failure: BaseException | None = None
-
-    async def __aenter__(self) -> KeyedPipeline:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if exc_info[0] is None:
-            await self.join()
-        else:
-            await self.cancel()
-
-    async def submit(
-        self, record: InboundRecord, done: Callable[[Fate], Awaitable[object]] | None = None
-    ) -> None:
-        """Start ``record`` once a slot is free; ``done(fate)`` runs once it is processed."""
-        self._raise_failure()
-        await self._slots.acquire()
-        entry = _Entry(record, done)
-        self._by_partition.setdefault((record.topic, record.partition), deque()).append(entry)
-        key = self._key(record)
-        queue = self._by_key.get(key)
-        if queue is not None:
-            queue.append(entry)  # its key's task takes it after the earlier ones
-            return
-        self._by_key[key] = deque([entry])
-        self._idle.clear()
-        task = asyncio.create_task(self._run_key(key))
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    async def join(self) -> None:
-        """Wait until every submitted record is done (raises what a key's task raised)."""
-        await self._idle.wait()
-        self._raise_failure()
-
-    async def cancel(self) -> None:
-        """Stop the records in flight (the worker stops; they were not acked)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _run_key(self, key: object) -> None:
-        queue = self._by_key[key]
-        try:
-            while queue:
-                entry = queue[0]
-                entry.fate = await self._processor.process(entry.record, self._handler)
-                queue.popleft()
-                self._slots.release()
-                await self._complete(entry.record)
-        finally:
-            del self._by_key[key]
-
-    async def _complete(self, record: InboundRecord) -> None:
-        """Run the ``done`` callbacks of the partition's finished head, in order."""
-        partition = self._by_partition[(record.topic, record.partition)]
-        while partition and (fate := partition[0].fate) is not None:
-            entry = partition.popleft()
-            if entry.done is not None:
-                await entry.done(fate)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._failure is None:
-            self._failure = task.exception()
-        if not self._tasks:
-            self._idle.set()
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-
-@dataclass
-class _Entry:
-    record: InboundRecord
-    done: Callable[[Fate], Awaitable[object]] | None
-    fate: Fate | None = None
-
-
 async def process_batch(
     processor: RecordProcessor,
     records: Sequence[InboundRecord],
@@ -492,21 +377,32 @@ async def process_batch(
     *,
     key: Callable[[InboundRecord], object] = record_key,
 ) -> list[Fate]:
-    """Process a batch concurrently across keys, in order within each key (`KeyedPipeline`)."""
-    fates: dict[int, Fate] = {}
+    """Process a batch concurrently across keys, in order within each key.
 
-    def note(index: int) -> Callable[[Fate], Awaitable[None]]:
-        async def done(fate: Fate) -> None:
-            fates[index] = fate
+    Agents stay at concurrency 1 (faust issue #606) and take a batch with Faust's
+    ``take_events``, which acks the batch only after this returns: nothing is acked
+    before it is processed, and one key's records keep their order, while the network
+    waits of different keys (ML, Redis, Kafka acks) overlap. ``key`` names what must
+    not be handled twice at once (the record key by default; catalog uses the item,
+    which ``items`` and ``items_prices`` records share).
+    """
+    by_key: dict[object, list[int]] = {}
+    for index, record in enumerate(records):
+        by_key.setdefault(key(record), []).append(index)
+    fates: list[Fate] = [Fate.DONE] * len(records)
+    done: dict[tuple[str, str], int] = {}
 
-        return done
+    async def one_key(indexes: list[int]) -> None:
+        for index in indexes:
+            record = records[index]
+            fates[index], outcome = await processor._process(record, handler)
+            if outcome is not None:
+                series = (record.source_topic, outcome)
+                done[series] = done.get(series, 0) + 1
 
-    async with KeyedPipeline(
-        processor, handler, key=key, in_flight=max(1, len(records))
-    ) as pipeline:
-        for index, record in enumerate(records):
-            await pipeline.submit(record, note(index))
-    return [fates[index] for index in range(len(records))]
+    await asyncio.gather(*(one_key(indexes) for indexes in by_key.values()))
+    processor.count_done(done)
+    return fates
 
 
 async def sleep_until_due(processor: RecordProcessor, record: InboundRecord) -> None:
