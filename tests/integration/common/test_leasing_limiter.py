@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -124,6 +125,14 @@ class TestRedisLeaseBudget:
         reserve = math.floor(100 * LIVE_RESERVE)
         assert (await budget.take(ask(level, "sync", 100, lane=Lane.BULK))).granted == 100 - reserve
         assert (await budget.take(ask(level, "hook", 100))).granted == reserve
+
+    async def test_a_holder_written_by_the_previous_script_is_read(
+        self, redis: aioredis.Redis, level: Level
+    ) -> None:
+        """A rolling upgrade: an old replica's demand has no refused part; it caps nobody."""
+        await redis.zadd(f"{level.key}:holders", {"old": int(time.time() * 1000)})
+        await redis.hset(f"{level.key}:held", "d:old", "4 live")
+        assert (await RedisLeaseBudget(redis).take(ask(level, "new", 12))).granted == 8
 
 
 class TestLimiterOnRedis:

@@ -72,11 +72,12 @@ for i = 1, levels do
     local waiting = false
     for _, h in ipairs(active) do
       if h ~= holder then
-        local d = redis.call('HGET', held, 'd:' .. h) or '0 live 0'
-        local w, l, short = string.match(d, '^(%d+) (%a+) (%d+)$')
+        -- A holder of the previous script (a rolling upgrade) wrote no <short>: 0.
+        local d = redis.call('HGET', held, 'd:' .. h) or '0 live'
+        local w, l, short = string.match(d, '^(%d+) (%a+) ?(%d*)$')
         if lane == 'bulk' or l == 'live' then
           room = room - math.max(0, math.min(tonumber(w), share - (used[h] or 0)))
-          if tonumber(short) > 0 and (used[h] or 0) < share then waiting = true end
+          if (tonumber(short) or 0) > 0 and (used[h] or 0) < share then waiting = true end
         end
       end
     end
