@@ -22,16 +22,18 @@ from pathlib import Path
 
 import pytest
 
+from peepers_devstack.lock import RunLock
+from peepers_devstack.settings import inherited_environment
 from peepers_sandbox.config import DEMO_SELLER_ID
 from tests.e2e.devstack.test_make_run import _alive
 from tests.support import wait_until
 
-# Seven children, each started after the previous one is ready: on a loaded machine each
+# Eight children, each started after the previous one is ready: on a loaded machine each
 # takes up to ~30 s.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 ITEMS = 100
-NAMES = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
+NAMES = ["sandbox", "auth", "web", "ingest", "catalog", "mail", "orders", "messages"]
 # The orchestrator's line for each child it started: its name and pid.
 CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+)")
 # Printed once every child has started (the login came before the workers): the
@@ -205,3 +207,23 @@ async def test_a_worker_killed_under_a_live_run_is_started_again(tmp_path: Path)
     # The log goes on in one file: the first process's lines, then the second's.
     log = (tmp_path / "logs" / "catalog.log").read_text()
     assert log.count("[^_Worker]: Starting...") == 2, log[-2000:]
+
+
+async def test_a_second_concurrent_run_is_refused_and_starts_nothing(tmp_path: Path) -> None:
+    stack = tmp_path / "stack"
+    holder = RunLock(stack / "run.lock")
+    holder.acquire(tmp_path / "first")
+    try:
+        second = await asyncio.create_subprocess_exec(
+            *devstack_argv(tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**inherited_environment(), "PEEPERS_STACK_DIR": str(stack)},
+        )
+        async with asyncio.timeout(60):
+            output = (await second.communicate())[0].decode()
+    finally:
+        holder.release()
+    assert second.returncode == 1, output
+    assert f"another make run (pid {os.getpid()}, work dir {tmp_path / 'first'}" in output
+    assert " ready on " not in output

@@ -36,10 +36,14 @@ def installed() -> Path | None:
 
 
 def scrape_targets(children: list[ChildSpec]) -> dict[str, str]:
-    """``job -> host:port`` for every child that has an HTTP port (its ``/metrics``)."""
+    """``job -> host:port`` for every child that has an HTTP port (its ``/metrics``).
+
+    That port is the one ``*_HTTP_PORT`` variable of its environment (``AUTH_WEB_HTTP_PORT``
+    for the web app).
+    """
     targets: dict[str, str] = {}
     for child in children:
-        port = child.env.get(f"{child.name.upper()}_HTTP_PORT")
+        port = next((v for k, v in child.env.items() if k.endswith("_HTTP_PORT")), None)
         if port is not None:
             targets[f"peepers-{child.name}"] = f"{LOOPBACK}:{port}"
     return targets
