@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from peepers_common.errors import MlUnavailable
+from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_orders.backfill import BackfillOptions, backfill
 from peepers_orders.errors import BackfillBusy
 from peepers_orders.handlers import Orders
@@ -112,3 +113,20 @@ async def test_a_seller_connecting_during_a_rebuilds_backfill_is_backfilled_once
         page_size=5, run_id="again", not_before=state.finished_at + timedelta(seconds=1)
     )
     assert (await backfill(SELLER, orders, sellers, options=later)).run_id == "again"
+
+
+async def test_its_ml_requests_wait_in_the_limiters_bulk_lane(
+    market: Market, orders: Orders, sellers
+) -> None:
+    _history(market, 3)
+    search = market.ml.search_orders
+    lanes: list[Lane] = []
+
+    async def noting_the_lane(**kwargs):
+        lanes.append(current_lane())
+        return await search(**kwargs)
+
+    market.ml.search_orders = noting_the_lane  # type: ignore[method-assign]
+    await backfill(SELLER, orders, sellers, options=BackfillOptions(page_size=5, run_id="r1"))
+    assert lanes == [Lane.BULK]
+    assert current_lane() is Lane.LIVE

@@ -20,6 +20,7 @@ import random
 from typing import Final
 
 from peepers_common.audit import Roster, drift_metrics, drifted_fields
+from peepers_common.ml.ratelimit import bulk_lane
 from peepers_orders import lifecycle
 from peepers_orders.handlers import Orders, apply_order
 
@@ -52,8 +53,9 @@ class OrdersAudit:
         seller_id = self._rng.choice(sellers)
         store = self._orders.store
         calls = 0
-        for order_id in await store.sample_order_ids(seller_id, self._batch):
-            calls += await self._audit(order_id, seller_id)
+        with bulk_lane():  # behind webhook-driven fetches, at the limiter too
+            for order_id in await store.sample_order_ids(seller_id, self._batch):
+                calls += await self._audit(order_id, seller_id)
         return calls
 
     async def _audit(self, order_id: int, seller_id: int) -> int:

@@ -29,6 +29,7 @@ from uuid import uuid4
 
 from peepers_common.events import occurred
 from peepers_common.ml.models import MlOrder
+from peepers_common.ml.ratelimit import bulk_lane
 from peepers_orders import metrics
 from peepers_orders.errors import BackfillBusy
 from peepers_orders.handlers import Orders, apply_order
@@ -70,7 +71,9 @@ async def backfill(
         msg = f"seller {seller_id} is being backfilled by another run"
         raise BackfillBusy(msg)
     try:
-        return await _run(seller_id, orders, checkpoints, owner, options, progress)
+        # Across replicas too, the outbound limiter serves webhook-driven fetches first.
+        with bulk_lane():
+            return await _run(seller_id, orders, checkpoints, owner, options, progress)
     finally:
         await checkpoints.release(seller_id, owner)
 
