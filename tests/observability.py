@@ -27,7 +27,6 @@ GRAFANA_VARIABLES: Final = {"$__rate_interval": "5m", "$__interval": "1m", "$__r
 # them name them so (orders, messages, state). A name leaves this list when its code lands.
 EXPECTED_LATER: Final = frozenset(
     {
-        "peepers_auth_sellers_reauth_required",
         # The orders dashboard's rebuild outcomes and drift audit: the orders worker has
         # its own rebuild guard (peepers_orders.rebuild, no outcome counter) and no audit.
         "peepers_orders_rebuild_finished_total",

@@ -131,6 +131,7 @@ def auth_settings(
         service_credentials={SERVICE: SecretStr(SERVICE_SECRET)},
         public_base_url=public_url,
         refresh_wait_s=15.0,
+        status_count_every_s=0.2,
     )
 
 

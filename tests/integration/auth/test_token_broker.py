@@ -24,6 +24,7 @@ from tests.integration.auth.harness import (
     raw_values,
     read_all,
 )
+from tests.support import wait_until
 
 SIX_HOURS = 21600
 
@@ -122,6 +123,13 @@ async def test_a_revoked_seller_ends_reauth_required_with_one_event(
         assert [e["type"] for e in events] == ["seller.connected", "seller.reauth_required"]
         assert events[1]["seller_id"] == SELLER
         assert events[1]["reason"] == "invalid_grant"
+
+        async def gauge_counts_the_seller() -> bool:
+            # What PeepersAuthSellersNeedReauth queries, as Prometheus scrapes it.
+            async with aiohttp.ClientSession() as http, http.get(f"{stack.url}/metrics") as page:
+                return "\npeepers_auth_sellers_reauth_required 1.0\n" in await page.text()
+
+        await wait_until(gauge_counts_the_seller)
 
 
 async def test_the_broker_provider_gets_a_token_ml_accepts_and_refreshes_after_a_401(
