@@ -1,9 +1,8 @@
 """Faults on a schedule: one at a time, then two at once.
 
 Each fault injects, holds for ``hold_s`` while the load goes on, and heals (a killed
-process is started again and waited on until ready). The Kafka broker is never touched:
-the shared broker serves other stacks, and this harness runs no broker of its own, so a
-broker fault is not offered (tests/integration/ingest covers ingest's broker outage).
+process is started again and waited on until ready). The shared Kafka broker is never
+touched: ``kill:kafka`` exists only when the run has a broker of its own (``--own-broker``).
 """
 
 from __future__ import annotations

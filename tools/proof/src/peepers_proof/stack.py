@@ -27,6 +27,7 @@ from peepers_devstack.errors import StepFailed
 from peepers_devstack.plan import LOOPBACK, ChildSpec
 from peepers_devstack.processes import Child, Probe, Supervisor
 from peepers_devstack.watch import answers_200
+from peepers_proof.broker import STARTED_MARKER
 from peepers_proof.plan import WORKER_KINDS, ProofPlan
 from peepers_sandbox.client import SandboxAdmin
 
@@ -72,19 +73,28 @@ class Stack:
 
     async def start(self) -> None:
         await self.supervisor.stop_leftovers(self.say)
-        await ensure_topics(self.kafka, registry_topics(self.plan.prefix))
-        self.say(f"topics behind {self.plan.prefix} created")
         for spec in self.plan.children():
             self.specs[spec.name] = spec
+        broker = self.plan.broker
+        if broker is not None:
+            await asyncio.to_thread(broker.format)
+            await self.start_child("kafka")
+        await ensure_topics(self.kafka, registry_topics(self.plan.prefix))
+        self.say(f"topics behind {self.plan.prefix} created")
         workers = [n for n in self.specs if n.partition("-")[0] in WORKER_KINDS]
         for name in self.specs:
-            if name not in workers:  # in order: each needs the ones before it
+            if name not in workers and name != "kafka":  # in order: each needs the ones before
                 await self.start_child(name)
         # The workers need only those, not each other: started together.
         await asyncio.gather(*(self.start_child(name) for name in workers))
 
     async def start_child(self, name: str) -> None:
         spec = self.specs[name]
+        # A restarted child's log must not overwrite the one of the process it replaces.
+        log = self.supervisor.log_dir / f"{name}.log"
+        if log.exists():
+            earlier = len(list(self.supervisor.log_dir.glob(f"{name}.*.log")))
+            log.rename(log.with_name(f"{name}.{earlier + 1}.log"))
         child = await self.supervisor.start(spec)
         took = await self.supervisor.wait_ready(
             child, self._probe(spec), timeout_s=self.plan.options.ready_timeout_s
@@ -98,6 +108,13 @@ class Stack:
             return self._redis_up
         if kind == "mail":
             return self._smtp_up
+        if kind == "kafka":
+            log = self.supervisor.log_dir / "kafka.log"
+
+            async def started() -> bool:
+                return STARTED_MARKER in await asyncio.to_thread(log.read_bytes)
+
+            return started
         urls = {
             "sandbox": f"{base.sandbox_url}/_admin/health",
             "auth": f"{base.auth_url}/readyz",
@@ -173,5 +190,11 @@ class Stack:
         # The workers' Faust data directories (in the shared working directory).
         for data in self.supervisor.work_dir.glob(f"*-{self.plan.scope}-data"):
             shutil.rmtree(data, ignore_errors=True)
+        broker = self.plan.broker
+        if broker is not None:
+            # The run's broker is stopped with the rest: its topics go with its storage.
+            shutil.rmtree(broker.directory, ignore_errors=True)
+            self.say("removed the run's broker and its topics")
+            return
         deleted = await delete_topics_containing(self.kafka, self.plan.prefix)
         self.say(f"deleted the run's {len(deleted)} topics")
