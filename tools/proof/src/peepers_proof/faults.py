@@ -37,7 +37,7 @@ async def _kill(stack: Stack, name: str, hold_s: float) -> None:
     child = name.partition(":")[2]
     await stack.kill(child)
     await asyncio.sleep(hold_s)  # the pause before a restart, as an orchestrator's backoff
-    await stack.start_child(child)
+    await stack.restart_child(child)
 
 
 async def _redis_flushall(stack: Stack, name: str, hold_s: float) -> None:
@@ -52,13 +52,13 @@ async def _redis_flushall(stack: Stack, name: str, hold_s: float) -> None:
 async def _redis_restart(stack: Stack, name: str, hold_s: float) -> None:
     await stack.kill("redis")
     await asyncio.sleep(hold_s)
-    await stack.start_child("redis")
+    await stack.restart_child("redis")
 
 
 async def _smtp_stop(stack: Stack, name: str, hold_s: float) -> None:
     await stack.stop_child("mail")
     await asyncio.sleep(hold_s)
-    await stack.start_child("mail")
+    await stack.restart_child("mail")
 
 
 async def _token_expiry(stack: Stack, name: str, hold_s: float) -> None:

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 
 from peepers_catalog.app import ITEM_TOPICS
 from peepers_common.kafka import caught_up, lag
+from peepers_common.ml.broker_tokens import BrokerTokenProvider, TokenBrokerSettings
 from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS
 from peepers_devstack.errors import StepFailed
 from peepers_devstack.processes import Supervisor
@@ -30,10 +32,13 @@ from peepers_devstack.settings import Settings as DevstackSettings
 from peepers_devstack.settings import inherited_environment
 from peepers_messages.app import CONSUMED as MESSAGES_CONSUMED
 from peepers_orders.app import NOTIFICATION_TOPICS
-from peepers_proof import checks, fairness, faults
+from peepers_proof import baseline, checks, fairness, faults
 from peepers_proof.checks import Check
 from peepers_proof.plan import WORKER_KINDS, Options, ProofPlan
 from peepers_proof.stack import Say, Stack
+
+# The scale-out's yardstick figure (`peepers_proof.baseline`).
+BASELINE = "plain aiokafka loop, the catalog's fetches: records, records/s"
 
 
 @dataclass(frozen=True)
@@ -287,14 +292,29 @@ class Runner:
         groups = {kind: g for kind, g in self._groups().items() if kind in WORKER_KINDS}
         backlog = {kind: await lag(stack.kafka, *g) for kind, g in groups.items()}
         self.say(f"backlog: {backlog}; starting {len(workers)} workers at once")
-        starting = asyncio.gather(*(stack.start_child(name) for name in workers))
+        starting = asyncio.gather(*(stack.restart_child(name) for name in workers))
         rates = await asyncio.gather(
             *(self._drain_rate(stack, kind, *g, backlog[kind]) for kind, g in groups.items())
         )
         await starting
         for kind, rate in zip(groups, rates, strict=True):
             self.figures[f"drain {kind}: records, records/s"] = (backlog[kind], rate)
+        if self.plan.options.workers == 1:
+            await self._baseline(stack)
         return await self._quiet_checks(stack)
+
+    async def _baseline(self, stack: Stack) -> None:
+        """The catalog's backlog again, through a plain aiokafka loop's fetches only."""
+        plan = self.plan.devstack
+        broker = TokenBrokerSettings(
+            url=plan.auth_url, service="catalog", secret=SecretStr(plan.secrets.catalog_broker)
+        )
+        tokens = BrokerTokenProvider(stack.session, broker)
+        topics = [self.plan.prefix + t for t in ITEM_TOPICS]
+        records, rate = await baseline.plain_loop(
+            stack.kafka, topics, plan.sandbox_url, tokens, stack.session
+        )
+        self.figures[BASELINE] = (records, rate)
 
     async def _drain_rate(
         self, stack: Stack, kind: str, group: str, topics: list[str], backlog: int

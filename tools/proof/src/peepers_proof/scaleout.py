@@ -6,7 +6,9 @@ production) and no faults: while every worker is stopped, the sandbox's activity
 backlog on Kafka; then all the workers start at once and each consumer group drains it,
 rebalancing as its processes join. A consumer's rate is the records it drained over the
 time from its group's first commit to the end of its topics. Each run's checks (nothing
-lost, nothing doubled, the mirrors equal ML) still apply.
+lost, nothing doubled, the mirrors equal ML) still apply. With one process, a plain
+aiokafka loop then reads the catalog's backlog again doing only its fetches
+(`peepers_proof.baseline`): the worker's rate against it is what Faust and the kit cost.
 
 Any other argument goes to ``python -m peepers_proof`` for every run, e.g.::
 
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 
 from peepers_proof.__main__ import parse, report, say
 from peepers_proof.plan import WORKER_KINDS
-from peepers_proof.runner import Result, Runner
+from peepers_proof.runner import BASELINE, Result, Runner
 
 TARGET = 3.5  # issue 18: 4 processes against 1
 
@@ -46,6 +48,10 @@ def table(results: dict[int, Result]) -> str:
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     checks = ", ".join(f"{n}: {'PASSED' if results[n].ok else 'FAILED'}" for n in counts)
     lines.append(f"checks (lost, doubled, converged) per count: {checks}")
+    for n in counts:
+        plain = results[n].figures.get(BASELINE)
+        if plain is not None:
+            lines.append(f"plain aiokafka loop, the catalog's fetches: {plain[1]} of {plain[0]}")
     lines.append(f"target: {max(counts)} processes >= {TARGET}x one")
     return "\n".join(lines)
 

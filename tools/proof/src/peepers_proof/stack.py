@@ -90,16 +90,45 @@ class Stack:
 
     async def start_child(self, name: str) -> None:
         spec = self.specs[name]
+        child = await self._launch(name)
+        took = await self.supervisor.wait_ready(
+            child, self._probe(spec), timeout_s=self.plan.options.ready_timeout_s
+        )
+        self.say(f"{name} ready in {took:.1f} s (pid {child.pid})")
+
+    async def restart_child(self, name: str) -> None:
+        """Start a stopped child again, as an orchestrator does after a kill.
+
+        A start that exits (a dependency still down: auth while the run's broker is
+        restarting) is retried every 2 s until the ready timeout.
+        """
+        probe = self._probe(self.specs[name])
+        started = time.monotonic()
+        deadline = started + self.plan.options.ready_timeout_s
+        while True:
+            child = await self._launch(name)
+            while child.process.returncode is None and not await probe():
+                if time.monotonic() > deadline:
+                    reason = f"did not become ready within {self.plan.options.ready_timeout_s} s"
+                    raise child.failed(reason)
+                await asyncio.sleep(0.2)
+            if child.process.returncode is None:
+                self.say(f"{name} ready in {time.monotonic() - started:.1f} s (pid {child.pid})")
+                return
+            self.supervisor.children.remove(child)
+            reason = f"exited with code {child.process.returncode} while starting"
+            if time.monotonic() > deadline:
+                raise child.failed(reason)
+            self.say(f"{name} {reason}; started again in 2 s")
+            await asyncio.sleep(2)
+
+    async def _launch(self, name: str) -> Child:
         # A restarted child's log must not overwrite the one of the process it replaces.
         log = self.supervisor.log_dir / f"{name}.log"
         if log.exists():
             earlier = len(list(self.supervisor.log_dir.glob(f"{name}.*.log")))
             log.rename(log.with_name(f"{name}.{earlier + 1}.log"))
-        child = await self.supervisor.start(spec)
-        took = await self.supervisor.wait_ready(
-            child, self._probe(spec), timeout_s=self.plan.options.ready_timeout_s
-        )
-        self.say(f"{name} ready in {took:.1f} s (pid {child.pid})")
+        return await self.supervisor.start(self.specs[name])
 
     def _probe(self, spec: ChildSpec) -> Probe:
         kind = spec.name.split("-")[0]
@@ -150,7 +179,7 @@ class Stack:
         return True
 
     async def kill(self, name: str) -> None:
-        """SIGKILL the child's process group, and forget it until `start_child`."""
+        """SIGKILL the child's process group, and forget it until `restart_child`."""
         child = self.child(name)
         # Forgotten first: `Supervisor.check` (the progress loop) must not see it exit.
         self.supervisor.children.remove(child)
@@ -159,7 +188,7 @@ class Stack:
         await child.process.wait()
 
     async def stop_child(self, name: str) -> None:
-        """A graceful stop (SIGTERM, as the supervisor does), forgotten until `start_child`."""
+        """A graceful stop (SIGTERM, as the supervisor does), forgotten until `restart_child`."""
         child = self.child(name)
         self.supervisor.children.remove(child)
         with contextlib.suppress(ProcessLookupError):
