@@ -319,18 +319,21 @@ class Runner:
     async def _drain_rate(
         self, stack: Stack, kind: str, group: str, topics: list[str], backlog: int
     ) -> float | None:
-        """Records/s from the group's first progress to the end of its topics."""
-        first: tuple[float, int] | None = None
+        """Records/s from the last look before the group's first commit to its last one.
+
+        The processes' start is not counted; the first batch's work is (the group commits
+        a batch once it is done), and up to one look (0.25 s) more.
+        """
         deadline = time.monotonic() + self.options.quiet_s + self.options.stack.ready_timeout_s
+        idle = time.monotonic()
         while time.monotonic() < deadline:
             left = await lag(stack.kafka, group, topics)
             now = time.monotonic()
-            if first is None and left < backlog:
-                first = (now, left)
-            if left == 0 and first is not None:
-                took = now - first[0]
-                return round(first[1] / took, 1) if took > 0 else None
-            await asyncio.sleep(0.5)
+            if left >= backlog:
+                idle = now
+            elif left == 0:
+                return round(backlog / (now - idle), 1)
+            await asyncio.sleep(0.25)
         self.say(f"{kind} did not drain its backlog in time")
         return None
 
