@@ -18,29 +18,21 @@ import aiohttp
 import pytest
 
 from peepers_common.settings import KafkaSettings
-from tests.integration.auth.harness import SELLER, AuthStack, auth_stack, json_of, login, read_all
+from tests.integration.auth.harness import (
+    SELLER,
+    AuthStack,
+    auth_stack,
+    broker_token,
+    json_of,
+    login,
+    ml_me,
+    read_all,
+)
 from tests.integration.auth.redis_server import private_redis
 from tests.support import wait_until
 
 SIX_HOURS = 21600
 TOKEN_ENDPOINT_MS = 1500
-
-
-async def _token(http: aiohttp.ClientSession, stack: AuthStack) -> tuple[int, Any]:
-    async with http.get(
-        f"{stack.url}/internal/sellers/{SELLER}/token", headers=stack.service_auth()
-    ) as response:
-        return response.status, await response.json()
-
-
-async def _ml_me(stack: AuthStack, access_token: str) -> int:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(
-            f"{stack.sandbox.url}/users/me", headers={"Authorization": f"Bearer {access_token}"}
-        ) as response,
-    ):
-        return response.status
 
 
 async def _event_types(kafka: KafkaSettings, stack: AuthStack) -> list[str]:
@@ -52,7 +44,7 @@ async def _served(http: aiohttp.ClientSession, stack: AuthStack) -> str:
     answers: list[tuple[int, Any]] = []
 
     async def ok() -> bool:
-        answers.append(await _token(http, stack))
+        answers.append(await broker_token(http, stack))
         return answers[-1][0] == 200
 
     await wait_until(ok, timeout_s=30, every_s=0.2)
@@ -73,14 +65,14 @@ async def test_redis_lost_while_ml_answers_a_refresh_keeps_the_new_tokens(
     ):
         async with stack.browser() as browser:
             await login(stack, browser)
-        status, body = await _token(http, stack)
+        status, body = await broker_token(http, stack)
         assert status == 200, body
         expired = body["access_token"]
         await stack.advance(SIX_HOURS + 1)
         await stack.sandbox.admin.set_faults(latency_ms=TOKEN_ENDPOINT_MS, families=["oauth"])
         calls = await stack.oauth_calls()
 
-        refreshing = asyncio.create_task(_token(http, stack))
+        refreshing = asyncio.create_task(broker_token(http, stack))
 
         async def ml_has_the_request() -> bool:
             return await stack.oauth_calls() > calls
@@ -98,7 +90,7 @@ async def test_redis_lost_while_ml_answers_a_refresh_keeps_the_new_tokens(
         fresh = body["access_token"] if status == 200 else await _served(http, stack)
 
         assert fresh != expired
-        assert await _ml_me(stack, fresh) == 200
+        assert await ml_me(stack, fresh) == 200
         assert await stack.oauth_calls() == calls + 1  # ML spent the refresh token once
         record = await stack.record()
         assert record is not None
@@ -123,7 +115,7 @@ async def test_a_view_that_missed_a_logged_refresh_catches_up_instead_of_a_relog
         spent = await view.fields(SELLER)
         assert spent is not None
         await stack.advance(SIX_HOURS + 1)
-        status, body = await _token(http, stack)
+        status, body = await broker_token(http, stack)
         assert status == 200, body
         refreshed = body["access_token"]
         # The view goes back to the record before the refresh (its spent refresh token).
@@ -141,7 +133,7 @@ async def test_a_view_that_missed_a_logged_refresh_catches_up_instead_of_a_relog
             assert response.status == 200, answer
 
         assert answer["access_token"] == refreshed  # the logged successor, not a re-login
-        assert await _ml_me(stack, refreshed) == 200
+        assert await ml_me(stack, refreshed) == 200
         assert await stack.oauth_calls() == calls + 1  # the refused attempt only
         record = await stack.record()
         assert record is not None
