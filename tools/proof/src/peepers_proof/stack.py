@@ -215,6 +215,10 @@ class Stack:
         self.say(f"{len(self.plan.sellers)} sellers connected through auth's login in {took:.1f} s")
 
     async def stop(self) -> None:
+        # In reverse start order, restarted children included: the services before the
+        # broker and Redis they need to shut down cleanly.
+        order = {name: i for i, name in enumerate(self.specs)}
+        self.supervisor.children.sort(key=lambda child: order.get(child.name, len(order)))
         await self.supervisor.stop_all(self.say)
         # The workers' Faust data directories (in the shared working directory).
         for data in self.supervisor.work_dir.glob(f"*-{self.plan.scope}-data"):
