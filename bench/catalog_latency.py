@@ -169,6 +169,7 @@ class Changes:
     total: int
     pool: int
     sent_at: dict[int, float] = field(default_factory=dict)  # seq -> t0 (epoch s)
+    queued_at: dict[int, float] = field(default_factory=dict)  # seq -> notification's
     made_at: dict[int, float] = field(default_factory=dict)  # seq -> Kafka timestamp
     read_at: dict[int, float] = field(default_factory=dict)  # seq -> consumed
     rejected: int = 0
@@ -202,8 +203,16 @@ async def collect(consumer: AIOKafkaConsumer, changes: Changes, stop: asyncio.Ev
     while not stop.is_set():
         batches = await consumer.getmany(timeout_ms=100)
         now = time.time()
-        for records in batches.values():
+        for tp, records in batches.items():
             for record in records:
+                if tp.topic.endswith(PRICES_TOPIC):
+                    # Ingest's record of the webhook: its Kafka timestamp is when ingest
+                    # handed it to its producer (the ingest stage ends there).
+                    notification_id = json.loads(record.value or b"{}").get("_id", "")
+                    changes.queued_at[int(notification_id.rpartition("-")[2])] = (
+                        record.timestamp / 1000
+                    )
+                    continue
                 event = json.loads(record.value or b"{}")
                 if event.get("type") != "item.price_changed":
                     continue
@@ -520,7 +529,12 @@ async def main(
         (keep_logs / "changes.json").write_text(
             json.dumps(
                 {
-                    seq: [t0, changes.made_at.get(seq), changes.read_at.get(seq)]
+                    seq: [
+                        t0,
+                        changes.queued_at.get(seq),
+                        changes.made_at.get(seq),
+                        changes.read_at.get(seq),
+                    ]
                     for seq, t0 in changes.sent_at.items()
                 }
             )
@@ -595,6 +609,7 @@ async def _drive(
     run_id = unique("lat")
     consumer = AIOKafkaConsumer(
         run.topic(PEEPERS_CATALOG),
+        run.topic(PRICES_TOPIC),
         bootstrap_servers=run.kafka.bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -659,6 +674,8 @@ def _report(
     print("|---|---|---|---|---|---|---|")
     fetches = base.latencies_ms
     print(row("baseline: sandbox GET /items/{id}", fetches, base.achieved, len(fetches)))
+    queued = changes.latencies_ms(changes.queued_at)
+    print(row("webhook -> notification in Kafka (ingest)", queued, achieved, len(queued)))
     print(row("webhook -> event made (Kafka timestamp)", made, achieved, len(made)))
     print(row("webhook -> event read by the bench", read, achieved, len(read)))
     print(row("meanwhile: Redis PING", changes.redis_ms, 10, len(changes.redis_ms)))

@@ -1,7 +1,8 @@
 """The messages service's three figures (issue 15), with real processes on loopback.
 
-The sandbox (``python -m peepers_sandbox``: one seller, ``--items`` items, ``--questions``
-unanswered questions spread over them, no notifier, no limits of its own), ingest
+The sandbox (``python -m peepers_sandbox``: one seller, ``--items`` items, exactly
+``--questions`` unanswered questions spread over them, made through its admin API: its
+own seed answers 60% of what it makes; no notifier, no limits of its own), ingest
 (``python -m peepers_ingest``, acks=all), the messages worker (``python -m peepers_messages
 worker``) and the catalog benches' stand-in token broker; scratch topics and Redis scope.
 
@@ -69,13 +70,13 @@ from tests.support import unique
 
 
 @contextmanager
-def sandbox(workdir: Path, items: int, questions: int) -> Iterator[tuple[str, int]]:
+def sandbox(workdir: Path, items: int) -> Iterator[tuple[str, int]]:
     config = SandboxConfig(
         marketplace=MarketplaceConfig(
             sellers=1,
             items_per_seller=items,
             orders_per_seller=0,
-            questions_per_seller=questions,
+            questions_per_seller=0,
             claims_per_seller=0,
         ),
         notifier=NotifierConfig(enabled=False),
@@ -101,6 +102,17 @@ def sandbox(workdir: Path, items: int, questions: int) -> Iterator[tuple[str, in
     finally:
         process.terminate()
         process.wait()
+
+
+async def unanswered_questions(admin: SandboxAdmin, seller: int, count: int) -> None:
+    """``count`` unanswered questions of ``seller``, on random items of theirs."""
+    gate = asyncio.Semaphore(16)
+
+    async def one(n: int) -> None:
+        async with gate:
+            await admin.event("question", seller_id=seller, text=f"Tem garantia? {n}")
+
+    await asyncio.gather(*(one(n) for n in range(count)))
 
 
 async def cleanup_scope(scope: str) -> None:
@@ -293,7 +305,7 @@ async def main(args: argparse.Namespace) -> None:
         prefix = await messages_topics(kafka)
         ingest_port = free_port()
         log(f"sandbox: {args.items} items, {args.questions} unanswered questions")
-        with sandbox(workdir, args.items, args.questions) as (sandbox_url, seller):
+        with sandbox(workdir, args.items) as (sandbox_url, seller):
             ingest = start_ingest(ingest_port, prefix, workdir / "spool", workdir / "ingest.log")
             scope = unique("bench")
             try:
@@ -301,6 +313,9 @@ async def main(args: argparse.Namespace) -> None:
                     aiohttp.ClientSession() as http,
                     token_broker(SandboxAdmin(sandbox_url, http)) as broker,
                 ):
+                    await unanswered_questions(
+                        SandboxAdmin(sandbox_url, http), seller, args.questions
+                    )
                     run = WorkerRun(
                         prefix=prefix,
                         kafka=kafka,

@@ -113,6 +113,9 @@ def _stub_api() -> web.Application:
     async def tickets(request: web.Request) -> web.Response:
         return web.json_response({"tickets": [], "total": 0})
 
+    async def conversations(request: web.Request) -> web.Response:
+        return web.json_response({"conversations": []})
+
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({"unanswered_questions": 3, "open_tickets": 0})
 
@@ -125,6 +128,7 @@ def _stub_api() -> web.Application:
     app.router.add_get("/messages/sellers/{seller}/questions/inbox", inbox)
     app.router.add_get("/messages/sellers/{seller}/tickets", tickets)
     app.router.add_get("/messages/sellers/{seller}/stats", stats)
+    app.router.add_get("/messages/sellers/{seller}/conversations", conversations)
     app.router.add_get("/readyz", ready)
     return app
 

@@ -1,7 +1,7 @@
 """What every Faust worker's harness does the same: its topics, its process, its probe.
 
-The catalog's and the orders' ``worker.py`` build on these (their own settings, ids and
-reads stay theirs).
+The catalog's, the orders' and the messages' ``worker.py`` build on these (their own
+settings, ids and reads stay theirs).
 """
 
 from __future__ import annotations
@@ -78,9 +78,21 @@ def worker_process(
                 process.wait()
 
 
-async def notify(kafka: KafkaSettings, prefix: str, topic: str, resource: str) -> None:
-    """Put an ML-shaped notification straight on a worker's notification topic."""
-    body = {
+async def notify(
+    kafka: KafkaSettings,
+    prefix: str,
+    topic: str,
+    resource: str,
+    *,
+    actions: list[str] | None = None,
+    value: bytes | None = None,
+) -> None:
+    """Put an ML-shaped notification straight on a worker's notification topic.
+
+    ``actions`` as ML sends them for some topics; ``value`` replaces the record's value
+    (a malformed record), its key and headers still the notification's.
+    """
+    body: dict[str, object] = {
         "_id": unique("n"),
         "resource": resource,
         "user_id": SELLER,
@@ -88,11 +100,13 @@ async def notify(kafka: KafkaSettings, prefix: str, topic: str, resource: str) -
         "application_id": DEMO_APP_ID,
         "attempts": 1,
     }
+    if actions is not None:
+        body["actions"] = actions
     now = datetime.now(UTC)
     async with AIOKafkaEventPublisher(kafka) as publisher:
         await publisher.publish(
             f"{prefix}ml.notifications.{topic}",
             key=f"{SELLER}:{resource}".encode(),
-            value=encode_value(body, now),
+            value=value if value is not None else encode_value(body, now),
             headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
         )

@@ -3,7 +3,8 @@
 - killed with SIGKILL, its children die with it (PR_SET_PDEATHSIG, no cleanup code runs);
 - run as ``make run | tee run.log`` and interrupted with Ctrl-C (the terminal signals the
   whole foreground group, ``tee`` too), it still stops every child;
-- a second run converges as the first did: a fresh catalog, every item ``created`` again.
+- a second run converges as the first did: a fresh catalog, every item ``created`` again;
+- a worker killed with SIGKILL under a live run is started again, and the run goes on.
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ from pathlib import Path
 
 import pytest
 
+from peepers_devstack.lock import RunLock
+from peepers_devstack.settings import inherited_environment
 from peepers_sandbox.config import DEMO_SELLER_ID
 from tests.e2e.devstack.test_make_run import _alive
 from tests.support import wait_until
 
-# Seven children, each started after the previous one is ready: on a loaded machine each
+# Eight children, each started after the previous one is ready: on a loaded machine each
 # takes up to ~30 s.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 ITEMS = 100
-NAMES = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
+NAMES = ["sandbox", "auth", "web", "ingest", "catalog", "mail", "orders", "messages"]
 # The orchestrator's line for each child it started: its name and pid.
 CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+)")
 # Printed once every child has started (the login came before the workers): the
@@ -165,7 +168,7 @@ async def test_a_second_run_converges_as_the_first_did(tmp_path: Path) -> None:
     assert scope is not None
     dropped = re.search(
         rf"dropped the previous run's state \({scope[1]}: "
-        r"catalog (\d+), orders (\d+), messages (\d+) keys\)",
+        r"catalog (\d+), orders (\d+), messages (\d+) keys; (\d+) worker data directories\)",
         second,
     )
     assert dropped is not None, second
@@ -173,3 +176,54 @@ async def test_a_second_run_converges_as_the_first_did(tmp_path: Path) -> None:
     # The orders worker's backfill and the messages worker's own keys, of the first run.
     assert int(dropped[2]) > 0, dropped[0]
     assert int(dropped[3]) > 0, dropped[0]
+    # The first run's catalog, orders and messages workers each left a Faust data dir.
+    assert int(dropped[4]) >= 3, dropped[0]
+    assert not list((tmp_path / "run").glob(f"*{scope[1]}*"))
+
+
+async def test_a_worker_killed_under_a_live_run_is_started_again(tmp_path: Path) -> None:
+    lines: list[str] = []
+    async with launched(devstack_argv(tmp_path)) as process:
+        await read_until(process, lines, r"^summary ", timeout_s=300)
+        catalog = children(lines)["catalog"]
+        os.kill(catalog, signal.SIGKILL)
+        again = r"run: catalog ready again in [\d.]+ s \(pid (\d+)\)"
+        await read_until(process, lines, again, timeout_s=120)
+        output = "\n".join(lines)
+        assert f"catalog (pid {catalog}) exited with code -9: starting it again" in output
+        found = re.search(again, lines[-1])
+        assert found is not None
+        fresh = int(found[1])
+        assert fresh != catalog
+        assert _alive(fresh)
+        # The run goes on: summary frames after the restart, then a clean stop.
+        await read_until(process, lines, r"^summary ", timeout_s=60)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.stdout is not None
+        async with asyncio.timeout(60):
+            lines += (await process.stdout.read()).decode().splitlines()
+            assert await process.wait() == 0, "\n".join(lines)
+    assert not _alive(fresh)
+    # The log goes on in one file: the first process's lines, then the second's.
+    log = (tmp_path / "logs" / "catalog.log").read_text()
+    assert log.count("[^_Worker]: Starting...") == 2, log[-2000:]
+
+
+async def test_a_second_concurrent_run_is_refused_and_starts_nothing(tmp_path: Path) -> None:
+    stack = tmp_path / "stack"
+    holder = RunLock(stack / "run.lock")
+    holder.acquire(tmp_path / "first")
+    try:
+        second = await asyncio.create_subprocess_exec(
+            *devstack_argv(tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**inherited_environment(), "PEEPERS_STACK_DIR": str(stack)},
+        )
+        async with asyncio.timeout(60):
+            output = (await second.communicate())[0].decode()
+    finally:
+        holder.release()
+    assert second.returncode == 1, output
+    assert f"another make run (pid {os.getpid()}, work dir {tmp_path / 'first'}" in output
+    assert " ready on " not in output

@@ -1,6 +1,7 @@
 """End to end: the orchestrator behind `make run`, as a process, against the local stack.
 
-It must start every child, connect the sandbox's seller through auth's login, see the
+It must start every child, connect the sandbox's seller through auth's login (landing on
+the seller web app's overview), print a dashboard link that logs a browser in, see the
 catalog worker's full sync through, then show live numbers that move, with Prometheus
 scraping every service (every target up) and the alerts in the summary; every metric the
 alert rules and dashboards query must be one a running service exports (or one that work
@@ -38,9 +39,9 @@ ITEMS = 300
 CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+), log (\S+)\)")
 READY_AT = re.compile(r"run: (\w+) ready on (\S+) in ")
 # The children that serve /metrics.
-SERVICES = ("auth", "ingest", "catalog", "orders", "messages")
+SERVICES = ("auth", "web", "ingest", "catalog", "orders", "messages")
 # scripts/test installs it; a bare `make run` goes on without it.
-CHILDREN = ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"] + (
+CHILDREN = ["sandbox", "auth", "web", "ingest", "catalog", "mail", "orders", "messages"] + (
     ["prometheus"] if shutil.which("prometheus") else []
 )
 
@@ -84,6 +85,18 @@ async def _exported(urls: list[str]) -> set[str]:
     return families
 
 
+async def _logs_in(dashboard: str) -> str:
+    """Follow the printed link as a new browser does: the overview, logged in."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with (
+        aiohttp.ClientSession(cookie_jar=jar) as browser,
+        browser.get(dashboard) as page,
+    ):
+        assert page.status == 200, page.url
+        assert page.url.path == "/app/", page.url
+        return await page.text()
+
+
 def _moving(frame: dict[str, str]) -> bool:
     return (
         int(frame["acked"]) > 0
@@ -92,6 +105,7 @@ def _moving(frame: dict[str, str]) -> bool:
         and int(frame["events"]) > ITEMS  # the sync's item.created, then live changes
         and int(frame.get("search_hits", "0")) > 0
         and frame["p99_ms"] != "-"
+        and "web_pages" in frame
     )
 
 
@@ -129,6 +143,10 @@ async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
             assert prometheus is not None, "\n".join(lines)
             await _every_target_up(prometheus[1])
             assert "alerts_firing" in _fields(line), line
+        dashboard = re.search(r"run: dashboard \(.*\): (\S+)$", "\n".join(lines), re.M)
+        assert dashboard is not None, "\n".join(lines)
+        overview = await _logs_in(dashboard[1])
+        assert f'id="seller-id">{DEMO_SELLER_ID}<' in overview
         services = [m[2] for m in map(READY_AT.search, lines) if m and m[1] in SERVICES]
         exported = await _exported(services)
         names, _patterns = queried()

@@ -25,6 +25,8 @@ FAST = {
     "MESSAGES_SESSION_TIMEOUT_S": "6",
     "MESSAGES_HEARTBEAT_INTERVAL_S": "1",
     "MESSAGES_REBUILD__CHECK_EVERY_S": "1",
+    # The test's own sandbox has no messaging quota a lost budget could breach.
+    "MESSAGES_BACKFILL__REBUILD_CONVERSATIONS_WAIT_S": "0",
 }
 
 

@@ -101,6 +101,31 @@ class SellerStack:
             body: dict[str, Any] = await response.json()
             return body
 
+    async def buyer_message(self, order_id: int, text: str) -> int:
+        """The buyer writes on the order's pack in the sandbox, and ML notifies it; the pack."""
+        message = await self.sandbox_event("message", order_id=order_id, text=text)
+        await self.message_notified(message["id"])
+        return int(self.auth.sandbox.state.market.order(order_id)["pack_id"])
+
+    async def message_notified(self, message_id: str) -> None:
+        """ML's notification of a new post-sale message."""
+        await notify_messages(
+            self.kafka, self.messages, "messages", f"/messages/{message_id}", actions=["created"]
+        )
+
+    async def in_conversations(self, pack_id: int) -> None:
+        """Wait until the messages service has the pack's conversation with a message."""
+
+        async def listed() -> bool:
+            found = await self._messages_api(f"/messages/sellers/{SELLER}/conversations")
+            packs = {c["pack_id"]: c["messages"] for c in found.get("conversations", [])}
+            return int(packs.get(pack_id, 0)) > 0
+
+        try:
+            await wait_until(listed, timeout_s=45, every_s=0.3)
+        except AssertionError:
+            raise AssertionError(self.messages.log_tail()) from None
+
     async def question_changed(self, question_id: int) -> None:
         """ML's notification that a question changed (answered, moderated...)."""
         await notify_messages(self.kafka, self.messages, "questions", f"/questions/{question_id}")

@@ -208,3 +208,51 @@ async def test_a_ticket_moved_to_in_progress_with_a_note_survives_a_reload(
     await expect(page.locator("#ticket-assignee")).to_have_text("Ana")
     await expect(page.locator("#ticket-notes")).to_contain_text("Trocar o produto")
     await screenshot(page, "ticket")
+
+
+async def test_a_buyers_message_appears_live_and_the_seller_replies_from_the_page(
+    sellers: SellerStack, page: Page
+) -> None:
+    order_id = await sellers.new_paid_order(SELLER)
+    await page.goto(f"{sellers.url}/app/conversations")
+    await expect(page.locator("h1")).to_be_visible()
+    pack_id = await sellers.buyer_message(order_id, "Olá, quando chega?")
+    # message.received reaches the open list without a reload
+    row = page.locator(f"#c-{pack_id}")
+    await expect(row).to_be_visible(timeout=15000)
+    await expect(row.locator(".unread-count")).to_have_text("1")
+    await screenshot(page, "conversations")
+
+    await row.locator("a").click()
+    await expect(page.locator("#thread")).to_contain_text("Olá, quando chega?")
+    await page.fill("#message-text", "Sai hoje pelos Correios!")
+    await expect(page.locator("#message-count span")).to_have_text(str(350 - 24))
+    await page.click("#send button")
+    await expect(page.locator("#sent")).to_be_visible()
+    market = sellers.auth.sandbox.state.market
+    texts = [market.messages[m]["text"] for m in market.messages_by_pack[pack_id]]
+    assert texts == ["Olá, quando chega?", "Sai hoje pelos Correios!"]
+    # ML notifies the seller's message too: the open thread shows it without a reload.
+    await sellers.message_notified(market.messages_by_pack[pack_id][-1])
+    await expect(page.locator("#thread li.mine")).to_contain_text("Sai hoje pelos Correios!")
+    await screenshot(page, "conversation")
+
+
+async def test_a_blocked_conversation_shows_mls_refusal_next_to_the_field(
+    sellers: SellerStack, page: Page
+) -> None:
+    order_id = await sellers.new_paid_order(SELLER)
+    pack_id = await sellers.buyer_message(order_id, "Não quero mais contato.")
+    await sellers.in_conversations(pack_id)
+    await sellers.sandbox_event("conversation_block", pack_id=pack_id)
+    await page.goto(f"{sellers.url}/app/conversations/{pack_id}")
+    await page.fill("#message-text", "Podemos conversar?")
+    await page.click("#send button")
+    error = page.locator("#message-error")
+    await expect(error).to_be_visible()
+    await expect(error).to_have_attribute("data-code", "blocked")
+    # the text stays in the field, to send elsewhere
+    await expect(page.locator("#message-text")).to_have_value("Podemos conversar?")
+    await screenshot(page, "conversation-blocked")
+    market = sellers.auth.sandbox.state.market
+    assert len(market.messages_by_pack[pack_id]) == 1

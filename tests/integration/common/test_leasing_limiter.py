@@ -4,13 +4,22 @@ the unit tests, kept by the Lua script on Redis time, and the limiter across pro
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
 from peepers_catalog.settings import Settings as CatalogSettings
-from peepers_common.ml.leases import ACTIVE_S, Lane, LeaseRequest, Level, RedisLeaseBudget
+from peepers_common.ml.leases import (
+    ACTIVE_S,
+    LIVE_RESERVE,
+    Lane,
+    LeaseRequest,
+    Level,
+    RedisLeaseBudget,
+)
 from peepers_common.ml.ratelimit import OutboundLimiter, bulk_lane
 from peepers_common.namespaces import connect_redis
 from peepers_common.settings import MlApiSettings, MlLimit
@@ -90,6 +99,41 @@ class TestRedisLeaseBudget:
         assert (await budget.take(ask(level, "hook", 12, seq=1))).granted == 8
         assert await held(redis, level) == 12
 
+    async def test_a_greedy_holder_is_capped_at_its_share_while_another_waits(
+        self, redis: aioredis.Redis, level: Level
+    ) -> None:
+        budget = RedisLeaseBudget(redis)
+        assert (await budget.take(ask(level, "greedy", 12))).granted == 12
+        assert (await budget.take(ask(level, "small", 2))).granted == 0
+        await asyncio.sleep(WINDOW_S + 0.05)
+        assert (await budget.take(ask(level, "greedy", 12, seq=1))).granted == 6
+        assert (await budget.take(ask(level, "greedy", 12, seq=2))).granted == 0
+        assert (await budget.take(ask(level, "small", 6, seq=1))).granted == 6
+
+    async def test_a_peer_served_in_full_does_not_cap_anyone(
+        self, redis: aioredis.Redis, level: Level
+    ) -> None:
+        budget = RedisLeaseBudget(redis)
+        assert (await budget.take(ask(level, "small", 1))).granted == 1
+        assert (await budget.take(ask(level, "greedy", 10))).granted == 10
+
+    async def test_bulk_leases_leave_a_reserve_of_the_window_to_live_ones(
+        self, redis: aioredis.Redis
+    ) -> None:
+        budget = RedisLeaseBudget(redis)
+        level = Level(f"ratelimit:{unique()}:app", amount=100, window_s=WINDOW_S)
+        reserve = math.floor(100 * LIVE_RESERVE)
+        assert (await budget.take(ask(level, "sync", 100, lane=Lane.BULK))).granted == 100 - reserve
+        assert (await budget.take(ask(level, "hook", 100))).granted == reserve
+
+    async def test_a_holder_written_by_the_previous_script_is_read(
+        self, redis: aioredis.Redis, level: Level
+    ) -> None:
+        """A rolling upgrade: an old replica's demand has no refused part; it caps nobody."""
+        await redis.zadd(f"{level.key}:holders", {"old": int(time.time() * 1000)})
+        await redis.hset(f"{level.key}:held", "d:old", "4 live")
+        assert (await RedisLeaseBudget(redis).take(ask(level, "new", 12))).granted == 8
+
 
 class TestLimiterOnRedis:
     async def test_replicas_together_stay_within_the_limit_each_with_its_share(
@@ -119,9 +163,9 @@ class TestLimiterOnRedis:
             await asyncio.gather(*tasks, return_exceptions=True)
             for replica in replicas:
                 await replica.aclose()
-        # 40 per counted window (1 s + 1 s margin + 50 ms): nobody is starved. Over these
-        # three or four windows the shares are uneven (in 1 run of 5 the smallest was 30%
-        # of an even share, so half an even share failed CI now and then): the set-aside
-        # counts other holders' unmet demand but does not cap a greedy holder at its share
-        # yet. Issue 19 stays open on it; the exact rule is tested on MemoryLeaseBudget.
-        assert min(granted) >= sum(granted) / 4 * 0.2
+        # 40 per counted window (1 s + 1 s margin + 50 ms), over three or four windows:
+        # each replica gets close to an even share (leases.lua caps a greedy holder at
+        # its share while another waits; runs gave 0.8-0.95 of an even share for the
+        # smallest). 0.7 leaves room for a loaded machine, not for a greedy replica.
+        even = sum(granted) / 4
+        assert min(granted) >= even * 0.7, granted

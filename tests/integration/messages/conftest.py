@@ -3,11 +3,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 
+from peepers_common.namespaces import connect_redis
 from peepers_common.settings import KafkaSettings
+from peepers_messages.settings import Settings
 from peepers_sandbox.app import Sandbox, run_sandbox
 from peepers_sandbox.config import MarketplaceConfig, NotifierConfig, SandboxConfig
 from tests.integration.messages.harness import Stack, messages_stack
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    """A client of the shared Redis as the messages service's ACL user."""
+    client = connect_redis(Settings().redis)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

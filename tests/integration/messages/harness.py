@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.errors import InfrastructureError
 from peepers_common.events import MESSAGES_EVENT, DomainEvent, MessagesEvent
-from peepers_common.kafka import end_offsets
+from peepers_common.kafka import Published, end_offsets
 from peepers_common.ml import HttpMlApi
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.notifications import Notification
@@ -28,7 +28,9 @@ from peepers_common.topics import (
 )
 from peepers_messages import commands
 from peepers_messages.adapters import RedisMirror, RedisSubmissions, RedisTickets
+from peepers_messages.backfill import RedisBackfillCheckpoints
 from peepers_messages.handlers import Messages, Outcome, on_claim, on_message, on_question
+from peepers_messages.ports import MessagesSource
 from peepers_messages.settings import Settings
 from peepers_sandbox.app import Sandbox
 from peepers_sandbox.config import DEMO_APP_ID
@@ -181,12 +183,19 @@ async def new_question(messages: Stack, text: str = "Tem na cor azul?") -> int:
 
 
 def an_order(messages: Stack) -> dict[str, Any]:
+    """A paid order of the seller, its conversation open and empty, without a claim."""
     market = messages.sandbox.state.market
     for order_id in market.orders_by_seller[messages.seller]:
         order = market.orders[order_id]
-        if order["status"] == "paid" and not order["mediations"]:
+        pack_id = order["pack_id"]
+        quiet = not order["mediations"] and not market.messages_by_pack[pack_id]
+        if (
+            order["status"] == "paid"
+            and quiet
+            and market.conversation_status(pack_id)["status"] == "active"
+        ):
             return dict(order)
-    msg = "the sandbox has no paid order without a claim"
+    msg = "the sandbox has no paid order with an open, empty conversation and no claim"
     raise AssertionError(msg)
 
 
@@ -204,3 +213,31 @@ async def claim_changed(messages: Stack, claim_id: int, action: str = "claims") 
     return await on_claim(
         notification("post_purchase", resource, messages.seller, [action]), messages.deps
     )
+
+
+class NoChangelog:
+    """Tickets' changelog as the handlers see it, kept in memory (Kafka is not the subject)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str | bytes, bytes | None]] = []
+
+    async def write(self, key: str | bytes, value: bytes | None) -> Published:
+        self.records.append((key, value))
+        return Published("tickets", 0, len(self.records) - 1)
+
+    async def verify(self) -> bool:
+        return False
+
+
+def wired(ml: MessagesSource, redis: aioredis.Redis) -> tuple[Messages, RedisBackfillCheckpoints]:
+    """The handlers over ``ml`` and the real Redis (a scope of their own), without Kafka."""
+    namespace = Namespace("messages", scope=unique("bf"))
+    deps = Messages(
+        ml=ml,
+        mirror=RedisMirror(redis, namespace),
+        tickets=RedisTickets(redis, namespace),
+        ticket_log=NoChangelog(),
+        publisher=InMemoryEventPublisher(),
+        events_topic="events",
+    )
+    return deps, RedisBackfillCheckpoints(redis, namespace)

@@ -23,8 +23,8 @@ Client = TestClient[Any, Any]
 async def client(messages: Stack) -> AsyncIterator[Client]:
     settings = Settings(service_credentials={"support": SecretStr("s3cret")})
 
-    async def ready() -> dict[str, Any]:
-        return {"status": "ready"}
+    async def ready() -> tuple[bool, dict[str, Any]]:
+        return True, {"status": "ready"}
 
     app = create_api(settings, deps=messages.deps, subs=messages.subs, ready=ready)
     async with TestClient(TestServer(app)) as test_client:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,15 +10,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.errors import MlUnavailable
-from peepers_common.kafka import Published
 from peepers_common.ml.models import MlClaim, MlItem, MlQuestion, MlQuestionPage
-from peepers_common.namespaces import Namespace, connect_redis
-from peepers_common.testing import FakeMlApi, InMemoryEventPublisher
-from peepers_messages.adapters import RedisMirror, RedisTickets
-from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
-from peepers_messages.handlers import Messages
+from peepers_common.ml.ratelimit import Lane, current_lane
+from peepers_common.namespaces import connect_redis
+from peepers_common.testing import FakeMlApi
+from peepers_messages.backfill import BackfillOptions, backfill
+from peepers_messages.rebuild import rebuild_messages
 from peepers_messages.settings import Settings
-from tests.support import unique
+from tests.integration.messages.harness import wired
 
 SELLER = 3000000001
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,27 +37,6 @@ class FlakyMl(FakeMlApi):
             msg = "ML went away"
             raise MlUnavailable(msg)
         return await super().search_questions(**kwargs)
-
-
-class NoChangelog:
-    """Tickets' changelog as the handlers see it, kept in memory (Kafka is not the subject)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str | bytes, bytes | None]] = []
-
-    async def write(self, key: str | bytes, value: bytes | None) -> Published:
-        self.records.append((key, value))
-        return Published("tickets", 0, len(self.records) - 1)
-
-    async def verify(self) -> bool:
-        return False
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(Settings().redis)
-    yield client
-    await client.aclose()
 
 
 def marketplace(questions: int, items: int, claims: int, ml: FakeMlApi | None = None) -> FakeMlApi:
@@ -95,20 +73,85 @@ def marketplace(questions: int, items: int, claims: int, ml: FakeMlApi | None = 
     return ml
 
 
-def wired(ml: FakeMlApi, redis: aioredis.Redis) -> tuple[Messages, RedisBackfillCheckpoints]:
-    namespace = Namespace("messages", scope=unique("bf"))
-    deps = Messages(
-        ml=ml,
-        mirror=RedisMirror(redis, namespace),
-        tickets=RedisTickets(redis, namespace),
-        ticket_log=NoChangelog(),
-        publisher=InMemoryEventPublisher(),
-        events_topic="events",
-    )
-    return deps, RedisBackfillCheckpoints(redis, namespace)
+class RecordingMl(FakeMlApi):
+    """ML that notes when, and in which limiter lane, each call was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: list[tuple[str, Lane, float]] = []
+
+    def _take(self, method: str, key: object) -> None:
+        self.made.append((method, current_lane(), time.monotonic()))
+        super()._take(method, key)
+
+    def first(self, method: str) -> float:
+        return min(at for made, _, at in self.made if made == method)
+
+
+class CountingRedis:
+    """Counts the round trips of a client's connections (a pipeline is one)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.round_trips = 0
+        pool = client.connection_pool
+        base = pool.connection_class
+        counter = self
+
+        class Counting(base):  # type: ignore[valid-type,misc]  # a class from a variable
+            async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+                counter.round_trips += 1
+                await super().send_packed_command(*args, **kwargs)
+
+        pool.connection_class = Counting
 
 
 class TestBackfill:
+    async def test_every_backfill_request_waits_in_the_bulk_lane_behind_webhooks(
+        self, redis: aioredis.Redis
+    ) -> None:
+        ml = RecordingMl()
+        marketplace(questions=60, items=3, claims=2, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="lanes"))
+        assert {"search_questions", "search_claims", "search_orders"} <= {m for m, _, _ in ml.made}
+        assert {lane for _, lane, _ in ml.made} == {Lane.BULK}
+        assert current_lane() is Lane.LIVE  # the webhooks' lane, outside the backfill
+
+    async def test_a_rebuilds_conversations_wait_out_the_messaging_window(
+        self, redis: aioredis.Redis
+    ) -> None:
+        ml = RecordingMl()
+        marketplace(questions=20, items=2, claims=1, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        options = BackfillOptions(run_id="unused")
+        resync = await rebuild_messages(
+            "e1", deps, (), [SELLER], checkpoints, options, conversations_wait_s=0.5
+        )
+        assert resync is not None
+        started = time.monotonic()
+        await resync()
+        assert ml.first("search_questions") - started < 0.5  # the inbox comes back at once
+        assert ml.first("search_orders") - started >= 0.5
+        state = await checkpoints.load(SELLER)
+        assert state is not None
+        assert (state.run_id, state.phase) == ("rebuild-e1", "done")
+
+    async def test_a_page_of_questions_costs_a_few_redis_round_trips_not_ten_each(
+        self,
+    ) -> None:
+        client = connect_redis(Settings().redis)
+        counting = CountingRedis(client)
+        try:
+            ml = marketplace(questions=500, items=5, claims=0)
+            deps, checkpoints = wired(ml, client)
+            state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="rt"))
+            _, total = await deps.mirror.inbox(SELLER, offset=0, limit=1)
+        finally:
+            await client.aclose()
+        assert total == state.counts["questions_created"] == 450
+        # Per page of 50: read, watch, write, clear the outboxes, checkpoint.
+        assert counting.round_trips <= 10 * 10
+
     async def test_more_than_1000_unanswered_questions_are_found_item_by_item(
         self, redis: aioredis.Redis
     ) -> None:

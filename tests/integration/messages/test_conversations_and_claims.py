@@ -19,6 +19,7 @@ from peepers_common.events import (
     TicketUpdated,
     order_event_id,
 )
+from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
 from peepers_messages.domain import (
     ConversationBlocked,
     IllegalTransition,
@@ -43,7 +44,60 @@ from tests.integration.messages.harness import (
 )
 
 
+def seeded_conversations(messages: Stack) -> dict[int, tuple[set[str], int]]:
+    """The sandbox's conversations of the seller: pack -> (message ids, unread)."""
+    market = messages.sandbox.state.market
+    return {
+        pack_id: (set(ids), market.unread.get(messages.seller, {}).get(pack_id, 0))
+        for pack_id, ids in market.messages_by_pack.items()
+        if ids and market.pack_parties(pack_id)[0] == messages.seller
+    }
+
+
+async def mirrored(messages: Stack, pack_id: int) -> tuple[set[str], int] | None:
+    conversation = await messages.deps.mirror.conversation(pack_id)
+    if conversation is None:
+        return None
+    return {m.id for m in conversation.messages}, conversation.unread
+
+
 class TestConversations:
+    async def test_the_backfill_mirrors_every_conversation_ml_holds(self, messages: Stack) -> None:
+        seeded = seeded_conversations(messages)
+        assert seeded, "the sandbox seeds conversations that ML never notified"
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        state = await backfill(
+            messages.seller, messages.deps, checkpoints, BackfillOptions(run_id="conv")
+        )
+        assert state.phase == "done"
+        assert {p: await mirrored(messages, p) for p in seeded} == seeded
+        received = {e.message_id for e in messages.events_of(MessageReceived)}
+        assert received == {m for ids, _ in seeded.values() for m in ids}
+
+    async def test_a_message_webhook_mirrors_the_whole_conversation(self, messages: Stack) -> None:
+        market = messages.sandbox.state.market
+        pack_id, (before, _) = next(
+            (pack, seeded)
+            for pack, seeded in seeded_conversations(messages).items()
+            if market.conversation_status(pack)["status"] == "active"
+        )
+        message_id = await buyer_message(messages, pack_id)
+        assert await mirrored(messages, pack_id) == seeded_conversations(messages)[pack_id]
+        assert (await mirrored(messages, pack_id) or (set(), 0))[0] == {*before, message_id}
+
+    async def test_a_message_of_a_mirrored_conversation_costs_one_request(
+        self, messages: Stack
+    ) -> None:
+        pack_id = int(an_order(messages)["pack_id"])
+        await buyer_message(messages, pack_id)  # met first: the whole conversation
+        before = await messages.counter("messages")
+        second = await buyer_message(messages, pack_id, "E a nota fiscal?")
+        assert await messages.counter("messages") - before == 1
+        conversation = await messages.deps.mirror.conversation(pack_id)
+        assert conversation is not None
+        assert second in {m.id for m in conversation.messages}
+        assert conversation.unread == 2
+
     async def test_a_buyer_message_makes_a_conversation_with_one_unread(
         self, messages: Stack
     ) -> None:

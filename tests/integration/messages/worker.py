@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from peepers_common.events import MESSAGES_EVENT, MessagesEvent
-from peepers_common.kafka import AIOKafkaEventPublisher
-from peepers_common.notifications import Notification, cloudevent_headers, encode_value
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import (
     MESSAGES_SUBMISSIONS_CHANGELOG,
@@ -28,7 +24,9 @@ from peepers_messages.settings import Settings as MessagesSettings
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 from tests.integration.auth.harness import SELLER, SERVICE, SERVICE_SECRET, AuthStack, read_all
 from tests.integration.ingest.support import free_port
-from tests.integration.workers import worker_topics
+from tests.integration.workers import answers_ready, worker_topics
+from tests.integration.workers import notify as notify_worker
+from tests.integration.workers import worker_process as running_worker
 from tests.support import unique, wait_until
 
 READER = ("support", "support-secret-0123456789")
@@ -99,14 +97,7 @@ class WorkerRun:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
     async def ready(self) -> bool:
-        try:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"{self.url}/readyz") as response,
-            ):
-                return response.status == 200
-        except aiohttp.ClientError:
-            return False
+        return await answers_ready(self.url)
 
     async def get(self, path: str) -> Any:
         headers = {"Authorization": aiohttp.encode_basic_auth(*READER)}
@@ -143,26 +134,8 @@ def worker_run(
     )
 
 
-@contextmanager
-def worker_process(run: WorkerRun) -> Iterator[subprocess.Popen[bytes]]:
-    with run.log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "peepers_messages", "worker"],
-            env=run.env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=run.log.parent,  # Faust makes a data folder in its working directory
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def worker_process(run: WorkerRun) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return running_worker("peepers_messages", run.env(), run.log)
 
 
 @asynccontextmanager
@@ -187,21 +160,4 @@ async def notify(
     actions: list[str] | None = None,
 ) -> None:
     """Put an ML-shaped notification (or ``value`` as it is) on the worker's topic."""
-    body: dict[str, Any] = {
-        "_id": unique("n"),
-        "resource": resource,
-        "user_id": SELLER,
-        "topic": topic,
-        "application_id": DEMO_APP_ID,
-        "attempts": 1,
-    }
-    if actions is not None:
-        body["actions"] = actions
-    now = datetime.now(UTC)
-    async with AIOKafkaEventPublisher(kafka) as publisher:
-        await publisher.publish(
-            run.topic(f"ml.notifications.{topic}"),
-            key=f"{SELLER}:{resource}".encode(),
-            value=value if value is not None else encode_value(body, now),
-            headers=cloudevent_headers(Notification.model_validate(body), received_at=now),
-        )
+    await notify_worker(kafka, run.prefix, topic, resource, actions=actions, value=value)

@@ -4,11 +4,13 @@ Redis script's) on an injected clock, and the limiter's local side over that bud
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
 from peepers_common.ml.leases import (
     ACTIVE_S,
+    LIVE_RESERVE,
     Lane,
     LeaseGrant,
     LeaseRequest,
@@ -128,6 +130,45 @@ class TestSharedBudget:
         clock.now += 3.5  # the window passed and hook has not asked for 3.5 s
         assert (await budget.take(ask("sync", 12, seq=2, lane=Lane.BULK))).granted == 12
 
+    async def test_a_greedy_holder_is_capped_at_its_share_while_another_waits(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        assert (await budget.take(ask("greedy", 12))).granted == 12  # alone: all of it
+        assert (await budget.take(ask("small", 2))).granted == 0  # small waits for 2
+        clock.now += LEVEL.window_s
+        # Setting aside small's 2 alone would leave greedy 10; small waits below its
+        # share, so greedy gets its own share only.
+        assert (await budget.take(ask("greedy", 12, seq=1))).granted == 6
+        assert (await budget.take(ask("greedy", 12, seq=2))).granted == 0
+        # small may now take up to its share, even more than it first asked for.
+        assert (await budget.take(ask("small", 6, seq=1))).granted == 6
+
+    async def test_a_peer_served_in_full_does_not_cap_anyone(self, budget: CountingBudget) -> None:
+        assert (await budget.take(ask("small", 1))).granted == 1
+        # small is active but got all it asked: greedy may go past its share of 6.
+        assert (await budget.take(ask("greedy", 10))).granted == 10
+
+    async def test_greedy_holders_end_with_even_shares(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        """Four holders asking for everything, in turns, over many windows."""
+        granted = dict.fromkeys("abcd", 0)
+        for seq in range(200):
+            for name in ("a", "b", "c", "d") if seq % 2 else ("d", "c", "b", "a"):
+                granted[name] += (await budget.take(ask(name, 12, seq=seq))).granted
+            clock.now += LEVEL.window_s / 8
+        # Apart from the first window, which the first asker had alone, all even.
+        assert max(granted.values()) - min(granted.values()) <= LEVEL.amount
+
+    async def test_bulk_leases_leave_a_reserve_of_the_window_to_live_ones(
+        self, budget: CountingBudget
+    ) -> None:
+        level = Level("ratelimit:test:big", amount=100, window_s=2.0)
+        sync = LeaseRequest("sync", 0, 100, Lane.BULK, (level,))
+        assert (await budget.take(sync)).granted == 100 - math.floor(100 * LIVE_RESERVE)
+        hook = LeaseRequest("hook", 0, 100, Lane.LIVE, (level,))
+        assert (await budget.take(hook)).granted == math.floor(100 * LIVE_RESERVE)
+
 
 def limiter_over(
     budget: MemoryLeaseBudget, clock: Clock, amount: int, per_s: int
@@ -171,6 +212,18 @@ class TestLimiter:
         assert len(budget.requests) == 10
         await limiter.aclose()
 
+    async def test_requests_one_at_a_time_still_get_leases_of_their_rate(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        limiter = limiter_over(budget, clock, amount=4000, per_s=60)
+        for _ in range(800):  # 400 a second, each alone (a pipelined consumer's fetches)
+            clock.now += 0.0025
+            await limiter.acquire("items")
+        # Leases grow to a quarter of a second of demand, not shrink to a request each.
+        assert budget.requests[-1].want >= 90
+        assert len(budget.requests) <= 25
+        await limiter.aclose()
+
     async def test_waiting_live_requests_go_before_bulk_ones(
         self, budget: CountingBudget, clock: Clock
     ) -> None:
@@ -192,6 +245,22 @@ class TestLimiter:
         await until_done(clock, tasks, step_s=1.0)
         assert order[2:] == ["live0", "live1", "bulk2"]
         await limiter.aclose()
+
+    async def test_a_process_asks_as_one_holder_per_lane(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        """So the budget's lane rules order its own sync behind its own webhooks."""
+        limiter = limiter_over(budget, clock, amount=40, per_s=60)
+        await limiter.acquire("items")
+        with bulk_lane():
+            clock.now += LEVEL.window_s  # past the first lease's ttl
+            await limiter.acquire("items")
+        live, bulk = (request.holder for request in budget.requests)
+        assert live.endswith(".live")
+        assert bulk == live.removesuffix(".live") + ".bulk"
+        await limiter.aclose()
+        leaving = {r.holder for r in budget.requests if r.leaving}
+        assert leaving == {live, bulk}
 
     async def test_unused_permits_are_given_back(
         self, budget: CountingBudget, clock: Clock

@@ -71,6 +71,14 @@ def test_every_worker_runs_and_the_mail_sink_comes_before_the_orders_worker(
     assert names == ["sandbox", "auth", "ingest", "catalog", "mail", "orders", "messages"]
 
 
+def test_the_web_app_starts_right_after_auth_and_a_login_lands_on_it(tmp_path: Path) -> None:
+    plan = replace(_plan(tmp_path), web_app=True)
+    names = [spec.name for spec in plan.services()]
+    assert names[:3] == ["sandbox", "auth", "web"]
+    assert plan.landing_url == f"{plan.web_url}/app/"
+    assert replace(plan, web_app=False).landing_url == f"{plan.auth_url}/auth/dashboard"
+
+
 def test_the_orders_mailer_has_a_group_of_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ service the plan starts, with the repository's rules; and the summary's alerts l
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from peepers_devstack.display import plain
@@ -53,6 +54,11 @@ def test_every_service_with_an_http_port_is_scraped_and_the_sandbox_is_not(
         "peepers-orders": f"127.0.0.1:{plan.ports.orders}",
         "peepers-messages": f"127.0.0.1:{plan.ports.messages}",
     }
+
+
+def test_the_web_app_is_scraped_on_its_own_port(tmp_path: Path) -> None:
+    plan = replace(_plan(tmp_path, binary=Path("/usr/bin/prometheus")), web_app=True)
+    assert scrape_targets(plan.services())["peepers-web"] == f"127.0.0.1:{plan.ports.web}"
 
 
 def test_the_config_loads_the_repositorys_rules_and_is_written_where_the_child_reads_it(

@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from peepers_common.errors import MlUnauthorized, MlUnavailable, PeepersError
+from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_common.settings import MlApiSettings
 from peepers_ingest.handlers import Intake, prefixed_topics
 from peepers_ingest.keys import reconciler_key
@@ -31,10 +32,12 @@ class FakeMissedFeeds:
         self.fail_with = fail_with
         self.fail_once = False
         self.calls = 0
+        self.lanes: list[Lane] = []  # the limiter's lane at each page read
 
     async def missed_notifications(self) -> AsyncIterator[dict[str, Any]]:
         self.calls += 1
         for entry in self.entries:
+            self.lanes.append(current_lane())
             yield entry
         if self.fail_with is not None:
             error = self.fail_with
@@ -68,6 +71,16 @@ async def test_missed_notifications_are_published_without_their_delivery_details
     values = [json.loads(r.value) for r in publisher.acked]
     assert [v["_id"] for v in values] == [notification_body(1)["_id"], notification_body(2)["_id"]]
     assert all("request" not in v and "response" not in v for v in values)
+
+
+async def test_missed_feeds_are_read_in_the_bulk_lane_behind_webhook_fetches() -> None:
+    source = FakeMissedFeeds([missed(1), missed(2)])
+    intake = Intake(
+        FakePublisher(), FakeSpool(), FakeDedup(), topic_for=prefixed_topics(""), budget_s=0.1
+    )
+    await Reconciler(source, intake, application_id=APP_ID).run_once()
+    assert source.lanes == [Lane.BULK, Lane.BULK]
+    assert current_lane() is Lane.LIVE  # only the round's own requests
 
 
 async def test_a_missed_notification_that_was_delivered_after_all_is_a_duplicate() -> None:

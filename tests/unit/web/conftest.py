@@ -20,6 +20,7 @@ from tests.unit.web.fakes import (
     FakeCatalog,
     FakeMessages,
     FakeOrders,
+    conversation,
     item,
     order,
 )
@@ -82,6 +83,11 @@ def messages() -> FakeMessages:
                 due_date=NOW + timedelta(days=1),
             ),
             Ticket(claim_id=7009, seller_id=OTHER, status="open"),
+        ],
+        conversations_=[
+            conversation(4001, texts=("Olá, quando chega?", "Pode enviar hoje?")),
+            conversation(4002, status="blocked", texts=("Obrigado!",)),
+            conversation(4099, OTHER, texts=("de outro vendedor",)),
         ],
     )
 

@@ -11,6 +11,9 @@ from decimal import Decimal
 from peepers_auth.web.ports import (
     AnswerRefused,
     CatalogPage,
+    Conversation,
+    ConversationMessage,
+    ConversationSummary,
     DaySales,
     OrderDetail,
     OrderFilter,
@@ -41,6 +44,7 @@ def order(order_id: int, seller_id: int = SELLER, state: str = "paid") -> OrderV
         total_amount=Decimal("1234.56"),
         date_created=NOW,
         titles=("Caneca <b>azul</b>",),
+        pack_id=order_id + 1000,
     )
 
 
@@ -77,11 +81,37 @@ class FakeOrders:
         return [d for d in self.days if first <= d.day <= last]
 
 
+def conversation(
+    pack_id: int, seller_id: int = SELLER, *, status: str = "active", texts: tuple[str, ...] = ()
+) -> Conversation:
+    """A pack's conversation: the buyer wrote each of ``texts``, none read yet."""
+    buyer = 9000000001
+    said = tuple(
+        ConversationMessage(
+            id=f"m{pack_id}-{n}",
+            from_user_id=buyer,
+            to_user_id=seller_id,
+            text=text,
+            status="available",
+            created_at=NOW,
+        )
+        for n, text in enumerate(texts)
+    )
+    substatus = "blocked_by_time" if status == "blocked" else None
+    return Conversation(
+        pack_id=pack_id, seller_id=seller_id, buyer_id=buyer, status=status,
+        substatus=substatus, messages=said,
+    )  # fmt: skip
+
+
 @dataclass
 class FakeMessages:
     questions: list[Question] = field(default_factory=list)
     tickets_: list[Ticket] = field(default_factory=list)
     answers: dict[int, str] = field(default_factory=dict)
+    conversations_: list[Conversation] = field(default_factory=list)
+    # (pack, nonce, text) of every message the seller sent
+    sent: list[tuple[int, str, str]] = field(default_factory=list)
     down: bool = False
     service: str = "messages"
 
@@ -111,6 +141,40 @@ class FakeMessages:
         ):
             return False
         self.answers[question_id] = text
+        return True
+
+    async def conversations(self, seller_id: int) -> list[ConversationSummary]:
+        self._up()
+        return [
+            ConversationSummary(
+                **c.model_dump(exclude={"messages"}),
+                messages=len(c.messages),
+                unread=sum(1 for m in c.messages if m.read_at is None),
+                last_message_at=c.messages[-1].created_at if c.messages else None,
+            )
+            for c in self.conversations_
+            if c.seller_id == seller_id
+        ]
+
+    async def conversation(self, seller_id: int, pack_id: int) -> Conversation | None:
+        self._up()
+        return next(
+            (c for c in self.conversations_ if c.pack_id == pack_id and c.seller_id == seller_id),
+            None,
+        )
+
+    async def send(self, seller_id: int, pack_id: int, text: str, *, nonce: str) -> bool:
+        found = await self.conversation(seller_id, pack_id)
+        if found is None:
+            return False
+        if found.status == "blocked":
+            code, msg = (
+                "blocked",
+                f"the conversation of pack {pack_id} is blocked ({found.substatus})",
+            )
+            raise AnswerRefused(code, msg)
+        if (pack_id, nonce, text) not in self.sent:
+            self.sent.append((pack_id, nonce, text))
         return True
 
     async def tickets(self, seller_id: int, *, status: str | None = None) -> list[Ticket]:

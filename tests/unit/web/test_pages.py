@@ -33,6 +33,8 @@ class TestOverview:
         # two unanswered questions of this seller, one open ticket with its due date
         assert re.search(r'href="/app/questions">2<', html)
         assert re.search(r'href="/app/tickets">1<', html)
+        # three unread messages over its two conversations (not the other seller's)
+        assert re.search(r'href="/app/conversations">3<', html)
         assert "R$" in html
 
     async def test_english_is_one_click_away_and_remembered(self, client: Client) -> None:
@@ -88,6 +90,8 @@ class TestOrders:
         html = await _page(client, "/app/orders/2000000001")
         assert "Olá, quando chega?" in html
         assert 'id="timeline"' in html
+        # its messages are a conversation, one click away
+        assert 'id="order-conversation" href="/app/conversations/2000001001"' in html
 
     async def test_another_sellers_order_is_not_found(self, client: Client) -> None:
         await _page(client, "/app/orders/2000000099", 404)
@@ -154,6 +158,97 @@ class TestQuestions:
         )
         assert response.status == 404
         assert messages.answers == {}
+
+
+class TestConversations:
+    async def test_lists_the_sellers_conversations_with_unread_counts(self, client: Client) -> None:
+        html = await _page(client, "/app/conversations")
+        assert 'id="c-4001"' in html
+        assert 'data-unread="2"' in html
+        assert 'id="c-4002"' in html
+        assert "bloqueada" in html
+        assert "4099" not in html
+
+    async def test_one_conversation_shows_its_messages_and_a_send_form(
+        self, client: Client
+    ) -> None:
+        html = await _page(client, "/app/conversations/4001")
+        assert html.index("Olá, quando chega?") < html.index("Pode enviar hoje?")
+        assert 'data-maxchars="350"' in html
+        assert re.search(r'name="nonce" value="[0-9a-f]{32}"', html)
+
+    async def test_a_message_is_sent_once_per_form(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        form = {"text": "Sai hoje!", "nonce": "a" * 32, "csrf_token": CSRF}
+        for _ in range(2):  # a double click
+            response = await client.post(
+                "/app/conversations/4001/messages", data=form, headers={"HX-Request": "true"}
+            )
+            assert response.status == 200
+            assert response.headers["HX-Trigger"] == "peepers:sent"
+            html = await response.text()
+            assert 'id="sent"' in html
+            # a fresh form, for the next message
+            assert 'value="' + "a" * 32 + '"' not in html
+        assert messages.sent == [(4001, "a" * 32, "Sai hoje!")]
+
+    async def test_without_htmx_a_sent_message_returns_to_the_conversation(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/conversations/4001/messages",
+            data={"text": "Sai hoje!", "nonce": "b" * 32, "csrf_token": CSRF},
+            allow_redirects=False,
+        )
+        assert response.status == 303
+        assert response.headers["Location"] == "/app/conversations/4001"
+        assert len(messages.sent) == 1
+
+    async def test_a_blocked_conversation_shows_the_refusal_next_to_the_field(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post(
+            "/app/conversations/4002/messages",
+            data={"text": "Olá de novo", "nonce": "c" * 32, "csrf_token": CSRF},
+        )
+        html = await response.text()
+        assert response.status == 422
+        assert 'id="message-error" data-code="blocked"' in html
+        assert "Esta conversa está bloqueada" in html
+        assert "blocked_by_time" in html
+        assert "Olá de novo</textarea>" in html
+        assert messages.sent == []
+
+    async def test_an_empty_or_too_long_message_is_refused_before_asking(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        for text, code in (("  ", "empty"), ("x" * 351, "too_long")):
+            response = await client.post(
+                "/app/conversations/4001/messages",
+                data={"text": text, "csrf_token": CSRF},
+                headers={"HX-Request": "true"},
+            )
+            assert response.status == 422
+            assert f'data-code="{code}"' in await response.text()
+        assert messages.sent == []
+
+    async def test_another_sellers_conversation_is_not_found(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        assert (await client.get("/app/conversations/4099")).status == 404
+        response = await client.post(
+            "/app/conversations/4099/messages", data={"text": "hi", "csrf_token": CSRF}
+        )
+        assert response.status == 404
+        assert messages.sent == []
+
+    async def test_a_message_posted_without_its_csrf_token_is_refused(
+        self, client: Client, messages: FakeMessages
+    ) -> None:
+        response = await client.post("/app/conversations/4001/messages", data={"text": "hi"})
+        assert response.status == 403
+        assert messages.sent == []
 
 
 class TestCsrf:

@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 from uuid import uuid4
 
 import redis.asyncio as aioredis
@@ -60,6 +60,29 @@ Resync = Callable[[], Awaitable[None]]
 # The first phase, given the epoch being rebuilt (a stable name for resumable runs):
 # restore the state the service owns, and return its resync (None: nothing to resync).
 Rebuild = Callable[[str], Awaitable[Resync | None]]
+
+
+class CacheEpoch(Protocol):
+    """What a handler asks of `CacheGuard`: whether the cache is being rebuilt after a loss."""
+
+    @property
+    def rebuilding(self) -> bool: ...
+
+    async def after_miss(self) -> bool:
+        """An entity was not cached: check for a lost cache; returns `rebuilding`."""
+        ...
+
+
+class _SteadyCache:
+    """A cache nobody watches: never rebuilding (a shell's sync or backfill, tests, benches)."""
+
+    rebuilding = False
+
+    async def after_miss(self) -> bool:
+        return False
+
+
+STEADY_CACHE: CacheEpoch = _SteadyCache()
 
 _MARKER: Final = "epoch"
 _LEASE: Final = "epoch:lease"

@@ -18,10 +18,11 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from peepers_catalog.ports import STEADY_CACHE, CacheEpoch, ItemSearch, ItemStore, SearchPage
+from peepers_catalog.ports import ItemSearch, ItemStore, SearchPage
 from peepers_catalog.search_query import from_params
 from peepers_catalog.settings import Settings
 from peepers_common.read_api import OPEN_PATHS, error_response, read_api
+from peepers_common.rebuild import STEADY_CACHE, CacheEpoch
 
 __all__ = ["create_api"]
 

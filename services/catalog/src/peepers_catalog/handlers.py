@@ -31,7 +31,7 @@ from pydantic import TypeAdapter
 
 from peepers_catalog import metrics
 from peepers_catalog.domain import changes, is_newer, same_content, snapshot
-from peepers_catalog.ports import STEADY_CACHE, CachedItem, CacheEpoch, ItemSource, ItemStore
+from peepers_catalog.ports import CachedItem, ItemSource, ItemStore
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
 from peepers_common.events import (
     CatalogEvent,
@@ -43,6 +43,7 @@ from peepers_common.events import (
 from peepers_common.kafka import EventPublisher
 from peepers_common.ml.models import MlItem
 from peepers_common.notifications import Notification
+from peepers_common.rebuild import STEADY_CACHE, CacheEpoch
 
 log = logging.getLogger(__name__)
 

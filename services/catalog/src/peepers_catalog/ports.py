@@ -25,29 +25,6 @@ class ItemSource(Protocol):
     def iter_item_ids(self, *, seller_id: int, status: str | None = None) -> AsyncIterator[str]: ...
 
 
-class CacheEpoch(Protocol):
-    """Whether the cache is being rebuilt after a loss (`peepers_common.rebuild.CacheGuard`)."""
-
-    @property
-    def rebuilding(self) -> bool: ...
-
-    async def after_miss(self) -> bool:
-        """An item was not cached: check for a lost cache; returns `rebuilding`."""
-        ...
-
-
-class _SteadyCache:
-    """A cache nobody watches: never rebuilding (a shell's sync, unit tests, benches)."""
-
-    rebuilding = False
-
-    async def after_miss(self) -> bool:
-        return False
-
-
-STEADY_CACHE: CacheEpoch = _SteadyCache()
-
-
 @dataclass(frozen=True)
 class CachedItem:
     """What the cache holds for an item: its snapshot, the gone flag, unsent events."""

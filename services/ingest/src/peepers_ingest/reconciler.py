@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from peepers_common.errors import InfrastructureError, PeepersError
+from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.notifications import Notification
 from peepers_ingest import metrics
 from peepers_ingest.handlers import Intake, Outcome, build_record
@@ -66,8 +67,11 @@ class Reconciler:
         async with self._round:
             report = ReconcileReport()
             try:
-                async for entry in self._source.missed_notifications():
-                    report.count(await self._reconcile(entry))
+                # Its ML requests (the missed_feeds pages) wait behind webhook-driven
+                # fetches for the shared budget: a safety net, not a change someone waits on.
+                with bulk_lane():
+                    async for entry in self._source.missed_notifications():
+                        report.count(await self._reconcile(entry))
             except PeepersError as exc:
                 report.failure = f"{type(exc).__name__}: {exc}"
                 log.warning("missed_feeds round stopped early: %s", report.failure)

@@ -44,7 +44,7 @@ def backfill_command(
         str | None, typer.Option(help="resume the run with this id (default: a new run)")
     ] = None,
 ) -> None:
-    """Mirror one seller's unanswered questions and open claims, with a progress bar."""
+    """Mirror a seller's unanswered questions, open claims and conversations (progress bar)."""
     settings = Settings()
     configure_logging("messages", "WARNING", json=False)
     try:
@@ -66,13 +66,18 @@ async def _backfill(settings: Settings, seller_id: int, run_id: str) -> Backfill
     with Progress(*columns, transient=False) as progress:
         questions = progress.add_task("unanswered questions", total=None)
         claims = progress.add_task("open claims", total=None, visible=False)
+        orders = progress.add_task("orders' conversations", total=None, visible=False)
 
         def show(state: BackfillState) -> None:
             applied = sum(n for k, n in state.counts.items() if k.startswith("questions_"))
             progress.update(questions, completed=applied, total=state.total_questions or None)
-            if state.phase in ("claims", "done"):
+            if state.phase in ("claims", "conversations", "done"):
                 done = sum(n for k, n in state.counts.items() if k.startswith("claims_"))
                 progress.update(claims, visible=True, completed=done, total=state.total_claims)
+            if state.phase in ("conversations", "done"):
+                progress.update(
+                    orders, visible=True, completed=state.offset, total=state.total_orders
+                )
 
         async with open_wiring(settings) as wiring:
             return await backfill(

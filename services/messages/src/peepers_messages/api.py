@@ -27,7 +27,6 @@ error is ``{"error": code, "detail": ...}`` (plus ``rule`` for a refused text an
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Final, TypeVar
 
@@ -36,17 +35,14 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from peepers_common.errors import (
-    CacheUnavailable,
     InfrastructureError,
     InvalidQuery,
     MlApiError,
     ResourceBusy,
-    ServiceUnauthorized,
     TokenError,
 )
 from peepers_common.events import TicketSnapshot
-from peepers_common.metrics import http_metrics_middleware, metrics_view
-from peepers_common.service_auth import authenticate_service
+from peepers_common.read_api import Readiness, read_api
 from peepers_messages import commands, metrics
 from peepers_messages.domain import (
     ConversationBlocked,
@@ -66,48 +62,35 @@ __all__ = ["create_api"]
 
 log = logging.getLogger(__name__)
 
-Ready = Callable[[], Awaitable[dict[str, Any]]]
-
 settings_key: Final = web.AppKey("settings_key", Settings)
 deps_key: Final = web.AppKey("deps_key", Messages)
 subs_key: Final = web.AppKey("subs_key", commands.Submissions)
-ready_key: Final = web.AppKey[Ready]("ready_key")
 
-_OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 _MAX_LIMIT: Final = 200
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
-    headers = {"Cache-Control": "no-store"}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Basic realm="peepers"'
     return web.json_response(
-        {"error": code, "detail": detail, **extra}, status=status, headers=headers
+        {"error": code, "detail": detail, **extra},
+        status=status,
+        headers={"Cache-Control": "no-store"},
     )
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The one place errors become responses."""
+async def messages_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The messages service's own errors; the common ones are `read_api`'s to answer."""
     try:
         return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
     except InvalidAnswer as exc:
         return _error(exc.status, exc.code, str(exc), rule=exc.rule)
     except ConversationBlocked as exc:
         return _error(exc.status, exc.code, str(exc), substatus=exc.substatus)
     except MessagesError as exc:
         return _error(exc.status, exc.code, str(exc))
-    except InvalidQuery as exc:
-        return _error(400, "bad_request", str(exc))
-    except ServiceUnauthorized as exc:
-        return _error(401, "unauthorized", str(exc))
     except ResourceBusy as exc:
         return _error(409, "busy", str(exc))
-    except (CacheUnavailable, InfrastructureError) as exc:
+    except InfrastructureError as exc:  # Kafka (Redis is read_api's CacheUnavailable)
         log.error("%s %s failed: %s", request.method, request.path, exc)
         return _error(503, "storage_unavailable", "Redis or Kafka is not answering; retry")
     except TokenError as exc:
@@ -115,14 +98,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except MlApiError as exc:
         log.warning("%s %s: ML failed: %s", request.method, request.path, exc)
         return _error(502, "ml_unavailable", f"Mercado Libre did not answer as expected: {exc}")
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in _OPEN_PATHS:
-        credentials = request.app[settings_key].service_credentials
-        authenticate_service(credentials, request.headers.get("Authorization"))
-    return await handler(request)
 
 
 # --- parameters ---------------------------------------------------------------------
@@ -402,30 +377,22 @@ async def get_stats(request: web.Request) -> web.StreamResponse:
     return web.json_response({"seller_id": seller_id, **stats})
 
 
-async def healthz(_request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready when Redis answers and the changelog views are restored."""
-    try:
-        state = await request.app[ready_key]()
-    except CacheUnavailable:
-        return web.json_response({"status": "redis unavailable"}, status=503)
-    return web.json_response(state, status=200 if state.get("status") == "ready" else 503)
-
-
 def create_api(
-    settings: Settings, *, deps: Messages, subs: commands.Submissions, ready: Ready
+    settings: Settings, *, deps: Messages, subs: commands.Submissions, ready: Readiness
 ) -> web.Application:
-    """The API over ``deps``; ``ready`` says whether the service may take traffic."""
-    app = web.Application(
-        middlewares=[http_metrics_middleware("messages"), error_middleware, auth_middleware]
+    """The API over ``deps``; ``ready`` says whether the service may take traffic.
+
+    Errors, service credentials and the probes are `peepers_common.read_api`'s.
+    """
+    app = read_api(
+        "messages",
+        credentials=settings.service_credentials,
+        ready=ready,
+        middlewares=[messages_errors],
     )
     app[settings_key] = settings
     app[deps_key] = deps
     app[subs_key] = subs
-    app[ready_key] = ready
     base = "/messages/sellers/{seller_id}"
     r = app.router
     r.add_get(f"{base}/questions/inbox", inbox)
@@ -442,7 +409,4 @@ def create_api(
     r.add_post(f"{base}/tickets/{{claim_id}}/assignee", post_ticket_assignee)
     r.add_post(f"{base}/tickets/{{claim_id}}/notes", post_ticket_note)
     r.add_get(f"{base}/stats", get_stats)
-    r.add_get("/healthz", healthz)
-    r.add_get("/readyz", readyz)
-    r.add_get("/metrics", metrics_view)
     return app

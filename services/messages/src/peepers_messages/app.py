@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import faust
-from aiohttp import web
 
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
@@ -38,6 +37,7 @@ from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
 from peepers_common.notifications import decode_value
+from peepers_common.read_api import serve
 from peepers_common.rebuild import CacheGuard, Resync
 from peepers_common.topics import (
     MESSAGES_SUBMISSIONS_CHANGELOG,
@@ -78,7 +78,7 @@ class Wiring:
     # Watches for a lost mirror and rebuilds it (the worker's; None in a shell's backfill).
     guard: CacheGuard | None = None
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready once the owned views are restored; a mirror being rebuilt still serves.
 
         While a lost mirror is rebuilt the answer stays 200 with ``"cache": "rebuilding"``:
@@ -91,7 +91,8 @@ class Wiring:
         }
         ready = all(log.ready for log in self.changelogs)
         cache = "steady" if self.guard is None else self.guard.status
-        return {"status": "ready" if ready else "restoring", "cache": cache, "changelogs": views}
+        status = "ready" if ready else "restoring"
+        return ready, {"status": status, "cache": cache, "changelogs": views}
 
 
 @asynccontextmanager
@@ -161,6 +162,7 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> Async
                     sellers,
                     checkpoints,
                     backfill_options(settings, run_id=epoch),
+                    conversations_wait_s=settings.backfill.rebuild_conversations_wait_s,
                 )
 
             guard = CacheGuard(redis, namespace, rebuild, options=settings.rebuild)
@@ -189,6 +191,7 @@ def backfill_options(settings: Settings, **overrides: Any) -> BackfillOptions:
     return BackfillOptions(
         page_size=settings.backfill.page_size,
         item_concurrency=settings.backfill.item_concurrency,
+        conversation_days=settings.backfill.conversation_days,
         **overrides,
     )
 
@@ -208,13 +211,8 @@ class Runtime(ConsumerRuntime):
         )
         if wiring.guard is not None:
             await wiring.guard.start()  # a lost mirror is noticed before records are taken
-        api = web.AppRunner(
-            create_api(settings, deps=wiring.deps, subs=wiring.subs, ready=wiring.ready),
-            access_log=None,
-        )
-        await api.setup()
-        stack.push_async_callback(api.cleanup)
-        await web.TCPSite(api, settings.http_host, settings.http_port).start()
+        api = create_api(settings, deps=wiring.deps, subs=wiring.subs, ready=wiring.ready)
+        await serve(api, stack, settings.http_host, settings.http_port)
         stats = asyncio.create_task(self._refresh_stats(), name="messages-stats")
         stack.push_async_callback(_cancel, stats)
         log.info("messages worker ready; API on port %d", settings.http_port)

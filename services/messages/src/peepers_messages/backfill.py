@@ -1,10 +1,13 @@
-"""Backfill on ``seller.connected``: the seller's unanswered questions and open claims.
+"""Backfill on ``seller.connected``: unanswered questions, open claims, conversations.
 
 ML's question search stops at 1,000 results (``offset + limit``; FACTS.md 5.1): a seller
 with more unanswered questions is searched item by item (the items from the scan search,
 each item's questions a search of its own). Claims are paged while ``offset + limit``
-stays under ML's 10,000 (FACTS.md 5.3). Every question and claim goes through the same
-apply path as a notification, so a backfill racing the webhooks changes nothing twice.
+stays under ML's 10,000 (FACTS.md 5.3). ML lists no seller's conversations, so they are
+found through the seller's orders (all of them, or those of the last
+``conversation_days``; every status: ML's search hides cancelled ones unless asked), one
+pack page each. Every question, claim and conversation goes through the same apply path
+as a notification, so a backfill racing the webhooks changes nothing twice.
 
 Its ML requests wait in the outbound limiter's bulk lane, behind webhook-driven ones. The
 backfill is resumable: its checkpoint (``backfill:{seller}``: phase, offset, items
@@ -19,25 +22,33 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 import redis.asyncio as aioredis
 
 from peepers_common.errors import MlNotFound
-from peepers_common.ml.models import MlClaim, MlQuestion
+from peepers_common.ml.models import ORDER_STATUSES, MlClaim, MlQuestion
 from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
 from peepers_messages.domain import UNANSWERED, claim_snapshot
-from peepers_messages.handlers import Messages, apply_claim, apply_question
+from peepers_messages.handlers import (
+    Messages,
+    Outcome,
+    apply_claim,
+    apply_questions,
+    sync_conversation,
+)
 
 log = logging.getLogger(__name__)
 
 QUESTION_SEARCH_CAP: Final = 1000
 CLAIM_SEARCH_CAP: Final = 10_000
 CLAIM_PAGE: Final = 50
-
-Phase = Literal["questions", "item_questions", "claims", "done"]
+# Questions written in one transaction (and read in one pipeline).
+APPLY_BATCH: Final = 200
+Phase = Literal["questions", "item_questions", "claims", "conversations", "done"]
 
 
 @dataclass
@@ -49,6 +60,10 @@ class BackfillState:
     items_done: int = 0
     total_questions: int = 0
     total_claims: int = 0
+    total_orders: int = 0
+    # The conversations phase's window start (ISO), fixed when it starts so a resumed run
+    # pages the same search.
+    orders_since: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -57,6 +72,9 @@ class BackfillOptions:
     run_id: str
     page_size: int = 50
     item_concurrency: int = 8
+    conversation_days: int | None = None
+    # Wall-clock time (``deps.clock``) before which the conversations phase does not start.
+    conversations_after: float = 0.0
     restart: bool = False
 
 
@@ -117,8 +135,21 @@ async def _run(
             await _item_questions(state, deps, checkpoints, options, progress)
         if state.phase == "claims":
             await _claims(state, deps, checkpoints, progress)
+        if state.phase == "conversations":
+            wait_s = options.conversations_after - deps.clock()
+            if wait_s > 0:
+                log.info("seller %d: conversations in %.0f s", state.seller_id, wait_s)
+                await asyncio.sleep(wait_s)
+            await _conversations(state, deps, checkpoints, options, progress)
     finally:
         metrics.BACKFILL_RUNNING.labels(label).set(0)
+
+
+def _count(state: BackfillState, entity: str, outcome: Outcome) -> None:
+    """One entity applied: its outcome in the checkpoint's counts (``questions_created``)."""
+    key = f"{entity}s_{outcome.value}"
+    state.counts[key] = state.counts.get(key, 0) + 1
+    metrics.BACKFILL.labels(str(state.seller_id), entity).inc()
 
 
 async def _save(
@@ -129,19 +160,12 @@ async def _save(
 
 
 async def _apply_questions(
-    questions: Iterable[MlQuestion], state: BackfillState, deps: Messages, concurrency: int
+    questions: Iterable[MlQuestion], state: BackfillState, deps: Messages
 ) -> None:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(question: MlQuestion) -> None:
-        async with gate:
-            outcome = await apply_question(question, deps)
-        state.counts[f"questions_{outcome.value}"] = (
-            state.counts.get(f"questions_{outcome.value}", 0) + 1
-        )
-        metrics.BACKFILL.labels(str(state.seller_id), "question").inc()
-
-    await asyncio.gather(*(one(q) for q in questions if q.seller_id == state.seller_id))
+    mine = [q for q in questions if q.seller_id == state.seller_id]
+    for start in range(0, len(mine), APPLY_BATCH):
+        for outcome in await apply_questions(mine[start : start + APPLY_BATCH], deps):
+            _count(state, "question", outcome)
 
 
 async def _questions(
@@ -162,7 +186,7 @@ async def _questions(
             state.phase, state.offset = "item_questions", 0
             await _save(state, checkpoints, progress)
             return
-        await _apply_questions(page.questions, state, deps, options.item_concurrency)
+        await _apply_questions(page.questions, state, deps)
         state.offset += len(page.questions)
         done = not page.questions or state.offset >= page.total
         if done:
@@ -204,9 +228,7 @@ async def _item_questions(
             return found
 
         pages = await asyncio.gather(*(one(item_id) for item_id in batch))
-        await _apply_questions(
-            (q for page in pages for q in page), state, deps, options.item_concurrency
-        )
+        await _apply_questions((q for page in pages for q in page), state, deps)
         state.items_done += len(batch)
         batch.clear()
         await _save(state, checkpoints, progress)
@@ -239,7 +261,7 @@ async def _claims(
         state.offset += len(page.data)
         done = not page.data or state.offset >= page.paging.total
         if done:
-            state.phase = "done"
+            state.phase, state.offset = "conversations", 0
         await _save(state, checkpoints, progress)
         if done:
             return
@@ -248,7 +270,7 @@ async def _claims(
         state.seller_id,
         CLAIM_SEARCH_CAP,
     )
-    state.phase = "done"
+    state.phase, state.offset = "conversations", 0
     await _save(state, checkpoints, progress)
 
 
@@ -258,5 +280,46 @@ async def _apply_claim(claim: MlClaim, state: BackfillState, deps: Messages) -> 
     except MlNotFound:
         detail = None
     outcome = await apply_claim(claim_snapshot(claim, detail, state.seller_id), deps)
-    state.counts[f"claims_{outcome.value}"] = state.counts.get(f"claims_{outcome.value}", 0) + 1
-    metrics.BACKFILL.labels(str(state.seller_id), "claim").inc()
+    _count(state, "claim", outcome)
+
+
+async def _conversations(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+) -> None:
+    if state.orders_since is None and options.conversation_days is not None:
+        state.orders_since = (deps.now() - timedelta(days=options.conversation_days)).isoformat()
+    since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
+    gate = asyncio.Semaphore(options.item_concurrency)
+
+    async def one(pack_id: int) -> None:
+        async with gate:
+            try:
+                outcome = await sync_conversation(pack_id, state.seller_id, deps)
+            except MlNotFound:
+                return  # not a pack of this seller's any more
+        _count(state, "conversation", outcome)
+
+    while True:
+        # Oldest first: orders made meanwhile land after the offset, not before it.
+        page = await deps.ml.search_orders(
+            seller_id=state.seller_id,
+            offset=state.offset,
+            limit=options.page_size,
+            sort="date_asc",
+            created_from=since,
+            statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
+        )
+        state.total_orders = page.paging.total
+        packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
+        await asyncio.gather(*(one(pack_id) for pack_id in packs))
+        state.offset += len(page.results)
+        done = not page.results or state.offset >= page.paging.total
+        if done:
+            state.phase = "done"
+        await _save(state, checkpoints, progress)
+        if done:
+            return

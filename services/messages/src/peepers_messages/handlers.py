@@ -16,6 +16,7 @@ version announced, so a crash before the announcement is made good on the next h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -55,10 +56,11 @@ from peepers_common.events import (
     stable_event_id,
 )
 from peepers_common.kafka import EventPublisher, Published
-from peepers_common.ml.models import MlMessage, MlQuestion
+from peepers_common.ml.models import MlConversationStatus, MlMessage, MlQuestion
 from peepers_common.notifications import Notification
+from peepers_common.rebuild import STEADY_CACHE, CacheEpoch
 from peepers_messages import metrics
-from peepers_messages.adapters.redis_mirror import RedisMirror
+from peepers_messages.adapters.redis_mirror import QuestionWrite, RedisMirror
 from peepers_messages.adapters.redis_views import RedisTickets, TicketRecord
 from peepers_messages.domain import (
     InvalidNotification,
@@ -72,8 +74,6 @@ from peepers_messages.domain import (
     seconds_to_answer,
 )
 from peepers_messages.ports import (
-    STEADY_CACHE,
-    CacheEpoch,
     ConversationView,
     MessagesSource,
     MessageView,
@@ -87,6 +87,8 @@ _QUESTION: Final = re.compile(r"^/questions/(\d{1,20})$")
 _MESSAGE: Final = re.compile(r"^/(?:messages/)?([0-9A-Za-z]{8,64})$")
 _CLAIM: Final = re.compile(r"^/(?:post-purchase/v1/claims/)?(\d{1,20})$")
 _CAS_ATTEMPTS: Final = 5
+# A conversation's page: the sandbox's (and public clients') largest.
+PACK_PAGE: Final = 100
 _PENDING: Final = TypeAdapter(list[MessagesEvent])
 SOURCE: Final = "peepers-messages"
 
@@ -232,12 +234,57 @@ async def apply_question(question: MlQuestion, deps: Messages, *, rebuild: bool 
         if await deps.mirror.put_question(new, previous=cached, pending=pending):
             if pending is not None:
                 await flush_outbox(entity, deps, pending)
-            for event in events:
-                if isinstance(event, QuestionAnswered) and event.seconds_to_answer is not None:
-                    metrics.TIME_TO_ANSWER.observe(event.seconds_to_answer)
+            _observe_time_to_answer(events)
             return _counted("question", Outcome.CREATED if cached is None else Outcome.UPDATED)
     msg = f"question {new.id}: the mirror kept changing under {_CAS_ATTEMPTS} writes"
     raise CacheUnavailable(msg)
+
+
+async def apply_questions(questions: Sequence[MlQuestion], deps: Messages) -> list[Outcome]:
+    """`apply_question` for a page of questions (a backfill's), in a few round trips.
+
+    The page is read in one pipeline and written in one script, its events published
+    together and its outboxes cleared in one pipeline. A question with unsent events
+    goes the one-by-one way (which publishes them first), and so does the whole page if
+    a webhook changed one of its questions meanwhile.
+    """
+    found = {question.id: question for question in questions}
+    news = {question_id: question_snapshot(q) for question_id, q in found.items()}
+    states = await deps.mirror.question_states(list(news))
+    outcomes: dict[int, Outcome] = {}
+    one_by_one: list[int] = []
+    events: dict[int, list[DomainEvent]] = {}
+    writes: list[QuestionWrite] = []
+    rebuild: bool | None = None
+    for new, (pending, cached) in zip(news.values(), states, strict=True):
+        if pending is not None:
+            one_by_one.append(new.id)
+        elif cached is not None and new.last_updated <= cached.last_updated:
+            outcomes[new.id] = Outcome.UNCHANGED if cached == new else Outcome.STALE
+        else:
+            if cached is None and rebuild is None:
+                rebuild = await deps.cache.after_miss()
+            made = question_events(cached, new, now=deps.now(), rebuild=bool(rebuild))
+            events[new.id] = made
+            writes.append(QuestionWrite(new, cached, _encode(made)))
+            outcomes[new.id] = Outcome.CREATED if cached is None else Outcome.UPDATED
+    if not await deps.mirror.put_questions(writes):
+        return [await apply_question(question, deps) for question in questions]
+    published = [(w.question.id, w.pending) for w in writes if w.pending is not None]
+    await asyncio.gather(*(publish(events[question_id], deps) for question_id, _ in published))
+    await deps.mirror.clear_many([(f"question:{q}", pending) for q, pending in published])
+    for made in events.values():
+        _observe_time_to_answer(made)
+    applied = [_counted("question", outcome) for outcome in outcomes.values()]
+    for question_id in one_by_one:
+        applied.append(await apply_question(found[question_id], deps))
+    return applied
+
+
+def _observe_time_to_answer(events: Sequence[DomainEvent]) -> None:
+    for event in events:
+        if isinstance(event, QuestionAnswered) and event.seconds_to_answer is not None:
+            metrics.TIME_TO_ANSWER.observe(event.seconds_to_answer)
 
 
 # --- post-sale messages -------------------------------------------------------------
@@ -260,7 +307,14 @@ def message_view(message: MlMessage, pack_id: int) -> MessageView:
 
 
 async def on_message(notification: Notification, deps: Messages) -> Outcome:
-    """A ``messages`` notification (``created`` or ``read``): the message and its pack."""
+    """A ``messages`` notification (``created`` or ``read``): the message and its pack.
+
+    ML's messaging quota (500 reads a minute for every seller, FACTS.md 5.2) is the scarce
+    resource, so a message of a conversation already mirrored costs one request: the
+    message. A conversation met for the first time (or lost with the mirror) is synced
+    whole, status and every message, with one more: messages ML never notified (a
+    conversation older than the seller's connection) join the mirror with it.
+    """
     message_id = _match(_MESSAGE, notification, "message")
     seller_id = notification.user_id
     try:
@@ -276,20 +330,51 @@ async def on_message(notification: Notification, deps: Messages) -> Outcome:
     if seller_id not in (message.user_id("from"), message.user_id("to")):
         msg = f"message {message_id} is not in a conversation of seller {seller_id}"
         raise InvalidNotification(msg)
-    status = (
-        await deps.ml.get_pack_messages(pack_id, seller_id=seller_id, limit=1)
-    ).conversation_status
-    view = message_view(message, pack_id)
-    buyer = view.to_user_id if view.from_user_id == seller_id else view.from_user_id
+    cached = await deps.mirror.conversation(pack_id)
+    if cached is None:
+        return await sync_conversation(pack_id, seller_id, deps, also=message)
+    head = cached.model_copy(update={"messages": ()})
+    return await apply_message(head, message_view(message, pack_id), deps)
+
+
+async def sync_conversation(
+    pack_id: int, seller_id: int, deps: Messages, *, also: MlMessage | None = None
+) -> Outcome:
+    """Bring a pack's conversation (status and every message) into the mirror.
+
+    ``also``: a message known to be in the pack (the notified one), applied even if ML's
+    page does not list it yet. A pack without messages has no conversation to mirror.
+    """
+    messages: list[MlMessage] = []
+    status: MlConversationStatus | None = None
+    while True:
+        page = await deps.ml.get_pack_messages(
+            pack_id, seller_id=seller_id, offset=len(messages), limit=PACK_PAGE
+        )
+        status = status or page.conversation_status
+        messages += page.messages
+        total = int((page.paging or {}).get("total") or 0)
+        if not page.messages or len(messages) >= total:
+            break
+    if also is not None and all(m.id != also.id for m in messages):
+        messages.append(also)
+    if not messages:
+        return Outcome.UNCHANGED
+    views = [message_view(m, pack_id) for m in messages]
+    first = views[0]
     head = ConversationView(
         pack_id=pack_id,
         seller_id=seller_id,
-        buyer_id=buyer,
+        buyer_id=first.to_user_id if first.from_user_id == seller_id else first.from_user_id,
         status=status.status if status else "active",
         substatus=status.substatus if status else None,
         claim_id=status.claim_id if status else None,
     )
-    return await apply_message(head, view, deps)
+    outcomes = {await apply_message(head, view, deps) for view in views}
+    for outcome in (Outcome.CREATED, Outcome.UPDATED):
+        if outcome in outcomes:
+            return outcome
+    return Outcome.UNCHANGED
 
 
 async def apply_message(head: ConversationView, view: MessageView, deps: Messages) -> Outcome:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -13,6 +14,7 @@ from peepers_common.ml.models import (
     MlClaimPage,
     MlMessage,
     MlMessagePage,
+    MlOrderPage,
     MlQuestion,
     MlQuestionPage,
 )
@@ -43,6 +45,16 @@ class MessagesSource(Protocol):
         self, pack_id: int, text: str, *, seller_id: int, buyer_id: int
     ) -> MlMessage: ...
     async def get_claim(self, claim_id: int, *, seller_id: int) -> MlClaim: ...
+    async def search_orders(
+        self,
+        *,
+        seller_id: int,
+        offset: int = 0,
+        limit: int = 50,
+        sort: str = "date_desc",
+        created_from: datetime | None = None,
+        statuses: Sequence[str] = (),
+    ) -> MlOrderPage: ...
     async def get_claim_detail(self, claim_id: int, *, seller_id: int) -> MlClaimDetail: ...
     async def search_claims(
         self, *, seller_id: int, status: str | None = "opened", offset: int = 0, limit: int = 30
@@ -119,26 +131,3 @@ class TimelineEntry(BaseModel):
     kind: str  # order | message | claim
     type: str
     detail: dict[str, Any] = {}
-
-
-class CacheEpoch(Protocol):
-    """Whether the mirror is being rebuilt after a loss (`peepers_common.rebuild.CacheGuard`)."""
-
-    @property
-    def rebuilding(self) -> bool: ...
-
-    async def after_miss(self) -> bool:
-        """An entity was not cached: check for a lost cache; returns `rebuilding`."""
-        ...
-
-
-class _SteadyCache:
-    """A mirror nobody watches: never rebuilding (a shell's backfill, tests)."""
-
-    rebuilding = False
-
-    async def after_miss(self) -> bool:
-        return False
-
-
-STEADY_CACHE: CacheEpoch = _SteadyCache()

@@ -8,7 +8,8 @@
    ``seller.connected``, with the run id ``rebuild-<epoch>`` (a retried or taken-over
    rebuild resumes each seller from its checkpoint). Questions and claims it meets are
    announced as ``question.snapshot`` / ``claim.snapshot``: whether they were announced
-   before cannot be proven.
+   before cannot be proven. The conversations phase waits out ML's messaging window
+   first: the limiter's budget was lost with Redis, ML's count was not.
 
 Which sellers: those connected per ``peepers.sellers.v1``, read from its start (a seller's
 last connection event wins; disconnected sellers are left out), as any team would read it.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import aclosing
+from dataclasses import replace
 from typing import Final
 
 from peepers_common.errors import MlForbidden, MlUnauthorized, TokenError
@@ -55,20 +57,24 @@ async def rebuild_messages(
     sellers: list[int],
     checkpoints: RedisBackfillCheckpoints,
     options: BackfillOptions,
+    *,
+    conversations_wait_s: float = 0.0,
 ) -> Resync | None:
-    """Phase one (owned state back); returns phase two (the sellers' backfills)."""
+    """Phase one (owned state back); returns phase two (the sellers' backfills).
+
+    The conversations wait ``conversations_wait_s`` from now: the limiter's budget was lost
+    with the mirror (``BackfillSettings.rebuild_conversations_wait_s``).
+    """
     for changelog in changelogs:
         await changelog.verify()
     if not sellers:
         return None
     log.warning("rebuilding the messages mirror (epoch %s): %d sellers", epoch, len(sellers))
 
+    conversations_after = deps.clock() + conversations_wait_s
+
     async def resync() -> None:
-        run = BackfillOptions(
-            run_id=f"rebuild-{epoch}",
-            page_size=options.page_size,
-            item_concurrency=options.item_concurrency,
-        )
+        run = replace(options, run_id=f"rebuild-{epoch}", conversations_after=conversations_after)
         for seller_id in sellers:
             try:
                 state = await backfill(seller_id, deps, checkpoints, run)

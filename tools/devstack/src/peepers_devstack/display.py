@@ -88,7 +88,10 @@ def render(summary: Summary, *, seller: str, footer: str) -> RenderableType:
             (f"  {titles}", "dim"),
         )
     title = f"Peepers: seller {seller} connected, up {int(summary.uptime_s)} s"
-    body = Group(tables, Text(""), breakdown, line, _alerts(summary), Text(footer, style="dim"))
+    body = Group(
+        tables, Text(""), breakdown, line, _web(summary), _alerts(summary),
+        Text(footer, style="dim"),
+    )  # fmt: skip
     return Panel(body, title=title)
 
 
@@ -142,6 +145,16 @@ def _messages(summary: Summary) -> Table:
     return table
 
 
+def _web(summary: Summary) -> Text:
+    web = summary.web
+    if web is None:
+        return Text("web app: not running", style="dim")
+    return Text.assemble(
+        ("web app ", "bold"),
+        f"{_n(web.open_pages)} pages open, {_n(web.live_updates)} live updates sent to them",
+    )
+
+
 def _alerts(summary: Summary) -> Text:
     alerts = summary.alerts
     if alerts is None:
@@ -185,6 +198,9 @@ def plain(summary: Summary) -> str:
         fields["orders_by_state"] = ",".join(
             f"{k}:{v}" for k, v in sorted(summary.orders_by_state.items())
         )
+    if summary.web is not None:
+        fields["web_pages"] = int(summary.web.open_pages)
+        fields["web_live_updates"] = int(summary.web.live_updates)
     if summary.alerts is not None:
         fields["alerts_firing"] = ",".join(summary.alerts.firing) or "none"
     if summary.search is not None:

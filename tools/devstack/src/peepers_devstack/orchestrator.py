@@ -4,9 +4,10 @@ Steps, each bounded in time; a child that exits or is not ready in time stops th
 with its log tail:
 
 1. start the sandbox (notifier aimed at ingest's webhook, auth's callback registered,
-   consent auto-approved) and auth, each ready on its probe;
+   consent auto-approved), auth and the seller web app, each ready on its probe;
 2. log the sandbox's demo seller in through auth's PKCE flow over HTTP (redirects
-   followed with a cookie jar, as a browser would), then start ingest, the catalog
+   followed with a cookie jar, as a browser would) until the web app's overview shows
+   that seller, then start ingest, the catalog
    worker, the SMTP sink, the orders and the messages workers; the workers' state is
    this run's own, fresh (`peepers_devstack.state`), and the previous run's is dropped
    first;
@@ -16,7 +17,8 @@ with its log tail:
    ``python -m peepers_catalog sync`` would begin another run beside the worker's;
 4. turn on the sandbox's scripted activity;
 5. refresh a summary every ``refresh_s`` until interrupted (or ``exit_after_s``), with
-   the alerts Prometheus (started last, when installed) has firing.
+   the alerts Prometheus (started last, when installed) has firing, and the dashboard's
+   link (`Plan.dashboard_url`: one click through the sandbox's consent page, logged in).
 
 Children are stopped in reverse start order by whoever owns the `Orchestrator`
 (``shutdown``), also after a failure.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +49,11 @@ from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, notification_
 from peepers_devstack import prometheus
 from peepers_devstack.display import plain, render
 from peepers_devstack.errors import PreflightFailed, StepFailed
+from peepers_devstack.lock import RunLock
 from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets
 from peepers_devstack.processes import Child, Supervisor
 from peepers_devstack.settings import Settings, inherited_environment, missing_stack_vars
-from peepers_devstack.state import drop_scope, swap_scope
+from peepers_devstack.state import drop_data_dirs, drop_scope, swap_scope
 from peepers_devstack.watch import (
     SummaryCollector,
     SyncProgress,
@@ -74,10 +78,14 @@ READY_PATHS = {
     "catalog": "/readyz",
     "orders": "/readyz",
     "messages": "/readyz",
+    "web": "/readyz",
     "prometheus": "/-/ready",
 }
+DASHBOARD = "dashboard (logs the demo seller in through the sandbox's consent page): "
 # A seller event is picked up within seconds; much longer means it never came.
 SYNC_START_TIMEOUT_S = 60.0
+# A child killed under a live run is started again this many times at most (_heal).
+MAX_RESTARTS = 5
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,12 @@ class Orchestrator:
         self.options = options
         self.settings = settings
         self.console = console
-        stack = settings.stack_dir
-        self.log_dir = options.log_dir or stack / "logs"
-        work_dir = options.work_dir or stack / "run"
+        # Absolute paths: the children run with the work dir as their cwd, so a relative
+        # `.stack/run/...` handed to them (Prometheus's config, ingest's spool) would resolve
+        # under the work dir a second time.
+        stack = settings.stack_dir.resolve()
+        self.log_dir = (options.log_dir or stack / "logs").resolve()
+        work_dir = (options.work_dir or stack / "run").resolve()
         self.plan = Plan(
             ports=Ports.from_base(options.port_base),
             secrets=Secrets.load_or_create(stack / "secrets" / "devstack.json"),
@@ -110,9 +121,13 @@ class Orchestrator:
             ml_requests_per_minute=options.ml_requests_per_minute,
             prometheus_binary=prometheus.installed(),
             prometheus_dir=work_dir / "prometheus",
+            web_app=True,
         )
         self.work_dir = work_dir
+        # One run per stack (peepers_devstack.lock says why).
+        self.lock = RunLock(stack / "run.lock")
         self.supervisor = Supervisor(self.log_dir, work_dir, inherited_environment())
+        self.restarts: Counter[str] = Counter()
         self.started = time.monotonic()
 
     def say(self, message: str) -> None:
@@ -130,6 +145,7 @@ class Orchestrator:
                 "start it with scripts/stack up and source .stack/env (make run does both)"
             )
             raise PreflightFailed(msg)
+        self.lock.acquire(self.work_dir)
         await self.supervisor.stop_leftovers(self.say)
         taken = self.plan.ports.taken()
         if taken:
@@ -145,20 +161,12 @@ class Orchestrator:
             prometheus.write_config(self.plan)
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            urls = {
-                "sandbox": self.plan.sandbox_url,
-                "auth": self.plan.auth_url,
-                "ingest": self.plan.ingest_url,
-                "catalog": self.plan.catalog_url,
-                "mail": f"smtp://{LOOPBACK}:{self.plan.ports.smtp}",
-                "orders": self.plan.orders_url,
-                "messages": self.plan.messages_url,
-                "prometheus": self.plan.prometheus_url,
-            }
             started: dict[str, Child] = {}
+            # The login once the page it lands on answers.
+            login_after = "web" if self.plan.web_app else "auth"
             for spec in self.plan.children():
-                started[spec.name] = await self._start(session, spec, urls[spec.name])
-                if spec.name == "auth":
+                started[spec.name] = await self._start(session, spec)
+                if spec.name == login_after:
                     # The login before anything reads ML with the seller's token: auth may
                     # still hold the authorization an earlier run's login left (its Redis
                     # outlives a run; each run's sandbox is new and refuses its refresh
@@ -190,7 +198,11 @@ class Orchestrator:
             except CacheUnavailable as exc:
                 raise PreflightFailed(str(exc)) from exc
             counts = ", ".join(f"{service} {n}" for service, n in dropped.items())
-            self.say(f"dropped the previous run's state ({previous}: {counts} keys)")
+            data_dirs = drop_data_dirs(self.work_dir, previous)
+            self.say(
+                f"dropped the previous run's state ({previous}: {counts} keys; "
+                f"{data_dirs} worker data directories)"
+            )
         groups = {
             plan.catalog_group: _with_retries(CATALOG_SOURCES),
             plan.orders_group: _with_retries(ORDERS_SOURCES),
@@ -210,25 +222,74 @@ class Orchestrator:
         if self.supervisor.children:
             self.say("stopping the children, newest first")
         await self.supervisor.stop_all(self.say)
+        self.lock.release()
 
-    async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec, url: str) -> Child:
-        name = spec.name
-        child = await self.supervisor.start(spec)
+    def _url(self, name: str) -> str:
+        if name == "mail":
+            return f"smtp://{LOOPBACK}:{self.plan.ports.smtp}"
+        urls = {
+            "sandbox": self.plan.sandbox_url,
+            "auth": self.plan.auth_url,
+            "ingest": self.plan.ingest_url,
+            "catalog": self.plan.catalog_url,
+            "orders": self.plan.orders_url,
+            "messages": self.plan.messages_url,
+            "web": self.plan.web_url,
+            "prometheus": self.plan.prometheus_url,
+        }
+        return urls[name]
+
+    async def _ready(self, session: aiohttp.ClientSession, child: Child) -> float:
+        """Waits until ``child`` answers its readiness probe; returns the seconds it took."""
+        name = child.name
 
         async def ready() -> bool:
             if name == "mail":  # an SMTP server: ready once it accepts a connection
                 return await accepts(LOOPBACK, self.plan.ports.smtp)
-            return await answers_200(session, url + READY_PATHS[name])
+            return await answers_200(session, self._url(name) + READY_PATHS[name])
 
-        took = await self.supervisor.wait_ready(
+        return await self.supervisor.wait_ready(
             child, ready, timeout_s=self.options.ready_timeout_s
         )
-        self.say(f"{name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
+
+    async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec) -> Child:
+        child = await self.supervisor.start(spec)
+        took = await self._ready(session, child)
+        url = self._url(spec.name)
+        self.say(f"{spec.name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
         return child
 
+    async def _heal(self, session: aiohttp.ClientSession) -> None:
+        """Start again a child that died once the run is up, as Kubernetes restarts a pod.
+
+        So a developer can kill -9 a worker (or auth, or ingest) under a live run and
+        watch Peepers recover. The sandbox is the exception: its marketplace lives in its
+        memory, and a new one would be another world. A child that keeps dying (more
+        than ``MAX_RESTARTS`` times) or does not come back ends the run.
+        """
+        for child in self.supervisor.exited():
+            code = child.process.returncode
+            restarts = self.restarts[child.name] + 1
+            if child.name == "sandbox" or restarts > MAX_RESTARTS:
+                reason = f"exited with code {code}"
+                raise child.failed(reason)
+            self.restarts[child.name] = restarts
+            self.say(
+                f"{child.name} (pid {child.pid}) exited with code {code}: starting it again "
+                f"(restart {restarts} of at most {MAX_RESTARTS})"
+            )
+            fresh = await self.supervisor.restart(child)
+            took = await self._ready(session, fresh)
+            self.say(f"{child.name} ready again in {took:.1f} s (pid {fresh.pid})")
+
     async def _connect(self, session: aiohttp.ClientSession) -> None:
-        """The seller's login as a browser does it: auth -> ML consent -> auth's callback."""
+        """The seller's login as a browser does it: auth -> ML consent -> auth's callback.
+
+        It must land on `Plan.landing_url` showing the seller: the web app's overview read
+        the session auth wrote.
+        """
         seller = self.plan.seller_id
+        landing = urlsplit(self.plan.landing_url)
         # unsafe: keep cookies for an IP host (127.0.0.1), as a browser does.
         jar = aiohttp.CookieJar(unsafe=True)
         async with (
@@ -236,16 +297,21 @@ class Orchestrator:
             browser.get(f"{self.plan.auth_url}/auth/login", params={"site": "MLB"}) as page,
         ):
             body = await page.text()
-            landed = urlsplit(str(page.url)).path
-            if page.status != 200 or landed != "/auth/dashboard" or str(seller) not in body:
+            landed = urlsplit(str(page.url))
+            where = (landed.netloc, landed.path)
+            if (
+                page.status != 200
+                or where != (landing.netloc, landing.path)
+                or (str(seller) not in body)
+            ):
                 msg = (
-                    f"the login of seller {seller} did not reach the dashboard "
-                    f"(HTTP {page.status} at {landed}); see {self.log_dir / 'auth.log'}"
+                    f"the login of seller {seller} did not reach {self.plan.landing_url} "
+                    f"(HTTP {page.status} at {landed.geturl()}); see {self.log_dir}/auth.log"
                 )
                 raise StepFailed(msg)
         self.say(
             f"seller {seller} connected through auth's PKCE login "
-            f"(dashboard: {self.plan.auth_url}/auth/dashboard)"
+            f"(landed on {self.plan.landing_url})"
         )
 
     async def _follow_sync(self, session: aiohttp.ClientSession, worker: Child) -> None:
@@ -323,16 +389,20 @@ class Orchestrator:
         )
         if self.plan.prometheus_binary is not None:
             footer = f"Prometheus: {self.plan.prometheus_url}/alerts\n{footer}"
+        if self.plan.web_app:
+            footer = f"{DASHBOARD}{self.plan.dashboard_url}\n{footer}"
         seller = str(self.plan.seller_id)
         began = time.monotonic()
         live = Live(console=self.console, auto_refresh=False) if self.console.is_terminal else None
+        if self.plan.web_app:
+            self.say(f"{DASHBOARD}{self.plan.dashboard_url}")
         if live is None:
             self.say(f"logs: {logs}")
         try:
             if live is not None:
                 live.start()
             while True:
-                self.supervisor.check()
+                await self._heal(session)
                 try:
                     summary = await collector.collect()
                 except (aiohttp.ClientError, TimeoutError, SandboxAdminError, KeyError):

@@ -195,6 +195,11 @@ class Plan:
         return f"{self.auth_url}/auth/login?site=MLB"
 
     @property
+    def landing_url(self) -> str:
+        """Where a completed login lands: the web app's overview, else auth's dashboard."""
+        return f"{self.web_url}/app/" if self.web_app else f"{self.auth_url}/auth/dashboard"
+
+    @property
     def orders_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.orders}"
 
@@ -232,9 +237,11 @@ class Plan:
 
     def services(self) -> list[ChildSpec]:
         """The children that are Peepers or stand in for ML (not Prometheus)."""
-        started = [
+        # The web app right after auth: the login lands on its overview.
+        front = [self.auth(), self.web()] if self.web_app else [self.auth()]
+        return [
             self.sandbox(),
-            self.auth(),
+            *front,
             self.ingest(),
             self.catalog(),
             # Before the orders worker, which mails through it.
@@ -242,7 +249,6 @@ class Plan:
             self.orders(),
             self.messages(),
         ]
-        return [*started, self.web()] if self.web_app else started
 
     @property
     def prometheus_config(self) -> Path:
@@ -301,7 +307,7 @@ class Plan:
             ),
         }
         if self.web_app:
-            env["AUTH_DASHBOARD_URL"] = f"{self.web_url}/app/"
+            env["AUTH_DASHBOARD_URL"] = self.landing_url
         return ChildSpec("auth", _python("peepers_auth"), env)
 
     def web(self) -> ChildSpec:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from peepers_devstack.errors import ChildFailed
 from peepers_devstack.plan import ChildSpec
@@ -69,10 +70,30 @@ class Supervisor:
         return self.work_dir / "children.pids"
 
     async def start(self, spec: ChildSpec) -> Child:
+        child = await self._spawn(spec, "wb")
+        self.children.append(child)
+        self._write_pids()
+        return child
+
+    def exited(self) -> list[Child]:
+        return [child for child in self.children if child.process.returncode is not None]
+
+    async def restart(self, child: Child) -> Child:
+        """Start ``child``'s command again, in its place (the stop order is unchanged).
+
+        Its log goes on in the same file, after the lines that tell how it ended.
+        """
+        _signal_group(child.pid, signal.SIGKILL)  # anything it started that outlived it
+        fresh = await self._spawn(child.spec, "ab")
+        self.children[self.children.index(child)] = fresh
+        self._write_pids()
+        return fresh
+
+    async def _spawn(self, spec: ChildSpec, mode: Literal["wb", "ab"]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{spec.name}.log"
-        with log.open("wb") as out:
+        with log.open(mode) as out:
             process = await asyncio.create_subprocess_exec(
                 # Through the launcher that binds the child to our life (peepers_devstack.child).
                 *(sys.executable, "-m", "peepers_devstack.child", str(os.getpid())),
@@ -85,18 +106,13 @@ class Supervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
             )
-        child = Child(spec, log, process)
-        self.children.append(child)
-        self._write_pids()
-        return child
+        return Child(spec, log, process)
 
     def check(self) -> None:
         """Raise if a child has exited: nothing here is meant to stop on its own."""
-        for child in self.children:
-            code = child.process.returncode
-            if code is not None:
-                reason = f"exited with code {code}"
-                raise child.failed(reason)
+        for child in self.exited():
+            reason = f"exited with code {child.process.returncode}"
+            raise child.failed(reason)
 
     async def wait_ready(self, child: Child, probe: Probe, *, timeout_s: float) -> float:
         """Poll ``probe`` until it answers true; returns the seconds it took."""

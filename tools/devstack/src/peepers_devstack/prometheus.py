@@ -36,10 +36,14 @@ def installed() -> Path | None:
 
 
 def scrape_targets(children: list[ChildSpec]) -> dict[str, str]:
-    """``job -> host:port`` for every child that has an HTTP port (its ``/metrics``)."""
+    """``job -> host:port`` for every child that has an HTTP port (its ``/metrics``).
+
+    That port is the one ``*_HTTP_PORT`` variable of its environment (``AUTH_WEB_HTTP_PORT``
+    for the web app).
+    """
     targets: dict[str, str] = {}
     for child in children:
-        port = child.env.get(f"{child.name.upper()}_HTTP_PORT")
+        port = next((v for k, v in child.env.items() if k.endswith("_HTTP_PORT")), None)
         if port is not None:
             targets[f"peepers-{child.name}"] = f"{LOOPBACK}:{port}"
     return targets
@@ -95,8 +99,13 @@ def main() -> None:
 
 
 def write_config(plan: Plan) -> Path:
-    """The configuration for the plan's services, where `Plan.prometheus` points."""
+    """The configuration for the plan's services, where `Plan.prometheus` points.
+
+    The previous run's samples are dropped with it: its services are gone, and an alert
+    over a window (dead letters in the last 15 minutes, say) would fire on their series.
+    """
     path = plan.prometheus_config
+    shutil.rmtree(path.parent / "data", ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     # JSON is YAML: no YAML library needed to write it.
     path.write_text(json.dumps(config(plan.services()), indent=2))

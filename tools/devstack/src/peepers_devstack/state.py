@@ -15,11 +15,13 @@ authorization is renewed by each run's login.
 
 The scope of the last run is written to ``<work dir>/catalog.scope``; the next run drops
 its keys before it starts anything (SCAN and UNLINK as each service's Redis user: a
-developer tool emptying its own scratch scope, never a service's cache invalidation).
+developer tool emptying its own scratch scope, never a service's cache invalidation),
+and the workers' Faust data directories it left in the work dir.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Final
 
@@ -57,3 +59,14 @@ async def drop_scope(redis: RedisSettings, service: str, scope: str) -> int:
     finally:
         await client.aclose()
     return dropped
+
+
+def drop_data_dirs(work_dir: Path, scope: str) -> int:
+    """Remove the Faust data directories of the run ``scope``; returns how many.
+
+    Each worker keeps one in its cwd, the work dir, named after its app id.
+    """
+    found = list(work_dir.glob(f"peepers-*-{scope}-data"))
+    for directory in found:
+        shutil.rmtree(directory, ignore_errors=True)
+    return len(found)

@@ -121,6 +121,14 @@ class Sales:
 
 
 @dataclass
+class WebFigures:
+    """The seller web app: pages with a live stream open, and updates sent to them."""
+
+    open_pages: float
+    live_updates: float
+
+
+@dataclass
 class Summary:
     uptime_s: float
     # The sandbox's notifier: what ML sent and how ingest answered it.
@@ -154,6 +162,8 @@ class Summary:
     answered: float = 0.0
     time_to_answer_s: float | None = None
     messages_dead_lettered: float = 0.0
+    # The seller web app (None: not run).
+    web: WebFigures | None = None
     # Prometheus's alerts (None: not running, or it did not answer).
     alerts: prometheus.Alerts | None = None
 
@@ -189,6 +199,11 @@ class SummaryCollector:
         summary.items_cached, summary.search = await self._catalog_api()
         await self._orders(summary)
         await self._messages(summary)
+        if self._plan.web_app:
+            web = await scrape(self._session, self._plan.web_url)
+            summary.web = WebFigures(
+                web.total("peepers_web_open_pages"), web.total("peepers_web_live_events_total")
+            )
         if self._plan.prometheus_binary is not None:
             summary.alerts = await prometheus.alerts(self._session, self._plan.prometheus_url)
         return summary

@@ -1,17 +1,19 @@
 -- One lease from the shared outbound budget: the rules of peepers_common/ml/leases.py
 -- (MemoryLeaseBudget keeps the same ones in a process; read its docstring first).
 -- KEYS: per level, its :leases (sorted set: lease member -> granted at, ms), :held (hash:
--- total permits counted, and d:<holder> = '<want> <lane>' of each active holder) and
+-- total permits counted, and d:<holder> = '<want> <lane> <short>' of each active holder:
+-- what it last asked for, its lane, and how much of that it was refused) and
 -- :holders (sorted set: holder -> last asked, ms).
 -- ARGV: holder, seq, want, lane, active ms, give-back member ('' = none), its unused
--- permits, leaving ('1'/'0'), min retry ms, max retry ms, then per level its amount and
--- counted window in ms.
+-- permits, leaving ('1'/'0'), min retry ms, max retry ms, the live reserve (share of a
+-- window bulk leases leave unused), then per level its amount and counted window in ms.
 -- Returns {granted, retry in ms (0 when granted)}. A lease member is holder|seq|count.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder, seq, want, lane = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local active_ms, back, unused = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local leaving, min_retry, max_retry = ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
+local reserve = tonumber(ARGV[11])
 local SEP = '|'
 
 local function parse(member)
@@ -23,7 +25,7 @@ local grant, retry = want, 0
 local levels = #KEYS / 3
 for i = 1, levels do
   local leases, held, holders = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local amount, window = tonumber(ARGV[9 + 2 * i]), tonumber(ARGV[10 + 2 * i])
+  local amount, window = tonumber(ARGV[10 + 2 * i]), tonumber(ARGV[11 + 2 * i])
   -- Leases that left the window, and holders that stopped asking.
   local old = redis.call('ZRANGEBYSCORE', leases, '-inf', now - window)
   if #old > 0 then
@@ -53,11 +55,12 @@ for i = 1, levels do
     redis.call('HDEL', held, 'd:' .. holder)
   elseif want > 0 then
     redis.call('ZADD', holders, now, holder)
-    redis.call('HSET', held, 'd:' .. holder, want .. ' ' .. lane)
   end
   local room = amount - tonumber(redis.call('HGET', held, 'total') or '0')
+  if lane == 'bulk' then room = room - math.floor(amount * reserve) end
   -- Set aside the other active holders' unmet demand, up to their fair share (a live
-  -- lease sets aside only other live holders').
+  -- lease sets aside only other live holders'). While one of them waits (it was refused
+  -- part of its last ask) below its share, the asker is capped at its own share.
   local active = redis.call('ZRANGE', holders, 0, -1)
   if #active > 1 or (#active == 1 and active[1] ~= holder) then
     local used = {}
@@ -66,14 +69,19 @@ for i = 1, levels do
       used[h] = (used[h] or 0) + c
     end
     local share = math.max(1, math.floor(amount / #active))
+    local waiting = false
     for _, h in ipairs(active) do
       if h ~= holder then
-        local w, l = string.match(redis.call('HGET', held, 'd:' .. h) or '0 live', '^(%d+) (%a+)$')
+        -- A holder of the previous script (a rolling upgrade) wrote no <short>: 0.
+        local d = redis.call('HGET', held, 'd:' .. h) or '0 live'
+        local w, l, short = string.match(d, '^(%d+) (%a+) ?(%d*)$')
         if lane == 'bulk' or l == 'live' then
           room = room - math.max(0, math.min(tonumber(w), share - (used[h] or 0)))
+          if (tonumber(short) or 0) > 0 and (used[h] or 0) < share then waiting = true end
         end
       end
     end
+    if waiting then room = math.min(room, share - (used[holder] or 0)) end
   end
   if room < grant then
     grant = math.max(room, 0)
@@ -83,10 +91,13 @@ for i = 1, levels do
   end
 end
 for i = 1, levels do
-  local window = tonumber(ARGV[10 + 2 * i])
+  local window = tonumber(ARGV[11 + 2 * i])
   if grant > 0 then
     redis.call('ZADD', KEYS[3 * i - 2], now, holder .. SEP .. seq .. SEP .. grant)
     redis.call('HINCRBY', KEYS[3 * i - 1], 'total', grant)
+  end
+  if want > 0 and not leaving then
+    redis.call('HSET', KEYS[3 * i - 1], 'd:' .. holder, want .. ' ' .. lane .. ' ' .. (want - grant))
   end
   for k = 3 * i - 2, 3 * i do redis.call('PEXPIRE', KEYS[k], window + active_ms) end
 end

@@ -19,12 +19,20 @@ and nobody waits on it (that is the lease expiring).
 **Fair share.** Holders that asked within the last ``active_s`` are active. When the
 budget is short, each active holder may count on ``N / active`` permits of the window:
 a holder is granted only what is left after the other holders' unmet demand (what each
-last asked for, up to its share minus what it holds) is set aside. A holder alone, or
-whose peers want little, takes everything (the budget is work-conserving).
+last asked for, up to its share minus what it holds) is set aside. And while another
+holder *waits* (its last ask was not granted in full) and holds less than its share, the
+asker is capped at its own share minus what it holds: a greedy holder cannot keep
+taking what its peers' next asks would need. A holder alone, or whose peers were served
+in full, takes everything (the budget is work-conserving).
 
 **Priority.** A lease asked for in the ``live`` lane (webhook-driven fetches) sets aside
 only the demand of other live holders; one asked for in the ``bulk`` lane (full syncs,
-backfills) sets aside every other holder's, so live demand is served first.
+backfills) sets aside every other holder's, so live demand is served first. A process is
+one holder per lane, so this orders its own sync behind its own webhooks too. And bulk
+leases leave ``LIVE_RESERVE`` of every window unused: a webhook that arrives after a
+quiet spell, while a sync has filled the window, finds permits at once instead of
+waiting for the sync's leases to slide out (up to a minute on ML's limits). A sync thus
+runs at most 1 / (1 - LIVE_RESERVE) = 1.05x slower than the bound of its budget.
 
 Two budgets keep these rules: `RedisLeaseBudget` (one Lua script on Redis time, shared by
 every replica; the script is ``leases.lua``) and `MemoryLeaseBudget` (in the process, on
@@ -52,6 +60,8 @@ SEP: Final = "|"
 ACTIVE_S: Final = 3.0
 MAX_RETRY_S: Final = 1.0
 MIN_RETRY_S: Final = 0.01
+# The share of every window that bulk leases leave to live ones (rounded down).
+LIVE_RESERVE: Final = 0.05
 
 
 class Lane(StrEnum):
@@ -113,6 +123,7 @@ class _Holder:
     seen: float
     want: int
     lane: Lane
+    short: int = 0  # permits of its last ask it was refused: it waits for them
 
 
 @dataclass
@@ -141,10 +152,16 @@ class _LevelState:
             holder, _, count = _parse(member)
             used[holder] = used.get(holder, 0) + count
         room = amount - sum(used.values())
+        if request.lane is Lane.BULK:
+            room -= math.floor(amount * LIVE_RESERVE)
         share = max(1, amount // max(1, len(self.holders)))
+        waiting = False
         for name, other in self.holders.items():
             if name != request.holder and (request.lane is Lane.BULK or other.lane is Lane.LIVE):
                 room -= max(0, min(other.want, share - used.get(name, 0)))
+                waiting = waiting or (other.short > 0 and used.get(name, 0) < share)
+        if waiting:
+            room = min(room, share - used.get(request.holder, 0))
         return room
 
     def retry_in_s(self, now: float) -> float:
@@ -189,9 +206,11 @@ class MemoryLeaseBudget:
             if room < grant:
                 grant, retry = max(room, 0), state.retry_in_s(now)
         member = lease_member(request.holder, request.seq, grant)
-        if grant > 0:
-            for state in states:
+        for state in states:
+            if grant > 0:
                 state.leases[member] = now
+            if request.want > 0 and not request.leaving:
+                state.holders[request.holder].short = request.want - grant
         return LeaseGrant(grant, member, 0.0 if grant > 0 else retry)
 
 
@@ -215,7 +234,7 @@ class RedisLeaseBudget:
 
     async def take(self, request: LeaseRequest) -> LeaseGrant:
         keys: list[str] = []
-        args: list[str | int] = [
+        args: list[str | int | float] = [
             request.holder,
             request.seq,
             request.want,
@@ -226,6 +245,7 @@ class RedisLeaseBudget:
             1 if request.leaving else 0,
             int(MIN_RETRY_S * 1000),
             int(MAX_RETRY_S * 1000),
+            LIVE_RESERVE,
         ]
         for level in request.levels:
             keys += [f"{level.key}:leases", f"{level.key}:held", f"{level.key}:holders"]

@@ -7,7 +7,7 @@ breaks us. Shapes follow ../shared/ml-api/FACTS.md.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -105,6 +105,21 @@ class MlPayment(MlModel):
 class MlOrderParty(MlModel):
     id: int
     nickname: str | None = None
+
+
+# Every order status ML documents (FACTS.md 4.2): a search for all of a seller's orders
+# names them, as ML's search hides cancelled ones otherwise.
+ORDER_STATUSES: Final = (
+    "confirmed",
+    "payment_required",
+    "payment_in_process",
+    "partially_paid",
+    "paid",
+    "partially_refunded",
+    "pending_cancel",
+    "cancelled",
+    "invalid",
+)
 
 
 class MlOrder(MlModel):

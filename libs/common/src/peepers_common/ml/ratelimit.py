@@ -137,9 +137,16 @@ class _Pool:
     def want(self) -> int:
         """The next lease's size: the waiting requests, or ``LEASE_S`` of recent demand."""
         now = self.clock()
-        # Over at least LEASE_S, so a first burst counts as that much demand, not infinite.
-        recent = self.asked / max(now - self.last_request, LEASE_S)
-        self.rate = recent if self.rate == 0 else (self.rate + recent) / 2
+        # A moving average of the rate with a time constant of LEASE_S, weighted by the
+        # time each interval covers: a steady rate reads as itself however often leases
+        # are asked for, and a first burst as that much in LEASE_S, not infinite (the
+        # weight over the interval tends to 1 / LEASE_S as it shrinks). Averaging
+        # asked / max(elapsed, LEASE_S) per lease read a steady stream as less the more
+        # often it asked, so small leases begot smaller ones (23 round trips a second
+        # at 200 requests a second, one at a time).
+        elapsed = now - self.last_request
+        weight = -math.expm1(-elapsed / LEASE_S) / elapsed if elapsed > 0 else 1 / LEASE_S
+        self.rate += weight * (self.asked - self.rate * elapsed)
         self.asked, self.last_request = 0, now
         return max(self.n_waiting(), min(self.max_lease, math.ceil(self.rate * LEASE_S)))
 
@@ -255,7 +262,9 @@ class OutboundLimiter:
         give_back, pool.give_back = pool.give_back, None
         grant = await self._budget.take(
             LeaseRequest(
-                holder=self._holder,
+                # One holder per lane: the budget's lane rules then order this process's
+                # own sync behind its own webhooks, as they order other processes'.
+                holder=f"{self._holder}.{lane.value}",
                 seq=next(self._seq),
                 want=want,
                 lane=lane,
@@ -297,8 +306,9 @@ class OutboundLimiter:
             if pool.refill is not None:
                 pool.refill.cancel()
             pool.retire()
-            with suppress(Exception):
-                await self._take(pool, 0, Lane.LIVE, leaving=True)
+            for lane in Lane:
+                with suppress(Exception):
+                    await self._take(pool, 0, lane, leaving=True)
 
 
 def _ttl_s(limit: MlLimit) -> float:

@@ -32,7 +32,8 @@ _PARTS: Final = {
     "order": "orders",
     "question": "questions",
     "answer": "questions",
-    "message": "orders",
+    # A message changes its conversation and its order's timeline (both pages listen).
+    "message": "conversations",
     "claim": "tickets",
     "ticket": "tickets",
     "item": "catalog",
@@ -80,7 +81,7 @@ def parse_event(topic: str, partition: int, offset: int, raw: bytes | None) -> L
     ref = next(
         (
             str(body[name])
-            for name in ("order_id", "question_id", "item_id", "ticket_id", "claim_id")
+            for name in ("order_id", "question_id", "item_id", "ticket_id", "claim_id", "pack_id")
             if name in body
         ),
         None,

@@ -3,15 +3,16 @@
 The models are the web app's own view of those answers: they ignore fields they do not
 show, so a read API can grow without breaking the pages. Adapters (``adapters/``) raise
 `ServiceNotAvailable` when a service is not configured, not reachable or failing, and
-`AnswerRefused` when ML (through the messages service) refuses an answer; a lookup of
-another seller's id returns ``None``, which the pages show as 404.
+`AnswerRefused` when ML (through the messages service) refuses an answer or a message; a
+lookup of another seller's id returns ``None``, which the pages show as 404.
 
 ::
 
     PeepersError
     └── WebError
         ├── ServiceNotAvailable     a read API is missing, down or answering 5xx
-        └── AnswerRefused           empty, too long, already answered (shown by the field)
+        └── AnswerRefused           empty, too long, already answered, conversation blocked
+                                    (shown by the field)
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from peepers_common.events import ItemSnapshot
 
 # ML's limit on an answer's length (FACTS.md, questions and answers).
 ANSWER_MAX_CHARS = 2000
+# What the messages service sends of a post-sale message (its MESSAGES_MESSAGE_MAX_CHARS
+# default, FACTS.md 5): the counter's limit. Should that service be set otherwise, its
+# refusal is shown beside the field all the same.
+MESSAGE_MAX_CHARS = 350
 
 
 class WebError(PeepersError):
@@ -64,6 +69,8 @@ class OrderView(_View):
     total_amount: Decimal
     date_created: AwareDatetime
     titles: tuple[str, ...] = ()
+    # Its conversation's id (every order has one since 2024, FACTS.md 5).
+    pack_id: int | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -101,6 +108,41 @@ class Question(_View):
     text: str
     date_created: AwareDatetime
     status: str = "UNANSWERED"
+
+
+class ConversationMessage(_View):
+    """One post-sale message (the messages service's ``MessageView``)."""
+
+    id: str
+    from_user_id: int | None = None
+    to_user_id: int | None = None
+    text: str | None = None
+    status: str | None = None
+    created_at: AwareDatetime | None = None
+    read_at: AwareDatetime | None = None
+
+
+class _ConversationHead(_View):
+    pack_id: int
+    seller_id: int
+    buyer_id: int | None = None
+    status: str = "active"  # or "blocked", ``substatus`` saying why
+    substatus: str | None = None
+    claim_id: int | None = None
+
+
+class ConversationSummary(_ConversationHead):
+    """A pack's conversation in the list: how many messages, how many unread."""
+
+    messages: int = 0
+    unread: int = 0
+    last_message_at: AwareDatetime | None = None
+
+
+class Conversation(_ConversationHead):
+    """A pack's conversation with its messages, oldest first."""
+
+    messages: tuple[ConversationMessage, ...] = ()
 
 
 class TicketNote(_View):
@@ -188,6 +230,20 @@ class MessagesReader(Protocol):
 
     async def answer(self, seller_id: int, question_id: int, text: str) -> bool:
         """False when the seller has no such question; raises `AnswerRefused`."""
+        ...
+
+    async def conversations(self, seller_id: int) -> list[ConversationSummary]:
+        """The seller's pack conversations, the latest message first (the first 50)."""
+        ...
+
+    async def conversation(self, seller_id: int, pack_id: int) -> Conversation | None: ...
+
+    async def send(self, seller_id: int, pack_id: int, text: str, *, nonce: str) -> bool:
+        """Message the pack's buyer, once per ``nonce`` and text.
+
+        A form resent or clicked twice sends once. False when the seller has no such
+        conversation; raises `AnswerRefused` (empty, too long, blocked).
+        """
         ...
 
     async def tickets(self, seller_id: int, *, status: str | None = None) -> list[Ticket]: ...

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar
+from uuid import uuid4
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -29,8 +30,10 @@ from peepers_auth.web.i18n import Locale
 from peepers_auth.web.live import CLOSING, RELOAD, LiveEvent
 from peepers_auth.web.ports import (
     ANSWER_MAX_CHARS,
+    MESSAGE_MAX_CHARS,
     AnswerRefused,
     CatalogPage,
+    Conversation,
     OrderFilter,
     OrderList,
     Readers,
@@ -150,9 +153,10 @@ async def overview(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
     readers = _readers(request)
     today = _today(request)
-    sales, questions, tickets, ready = await asyncio.gather(
+    sales, questions, conversations, tickets, ready = await asyncio.gather(
         attempt(readers.orders.sales(seller, today - timedelta(days=29), today)),
         attempt(readers.messages.unanswered_count(seller)),
+        attempt(readers.messages.conversations(seller)),
         attempt(readers.messages.tickets(seller)),
         _ready(readers),
     )
@@ -188,6 +192,10 @@ async def overview(request: web.Request) -> web.StreamResponse:
             status=_status(request),
             figures=figures,
             questions=questions,
+            # Over the latest conversations the list shows (the messages API's first 50).
+            unread=conversations
+            if isinstance(conversations, Unavailable)
+            else sum(c.unread for c in conversations),
             tickets=open_tickets,
             ready=ready,
         )
@@ -290,12 +298,13 @@ async def questions(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _answer_problem(text: str, locale: Locale) -> tuple[str, str] | None:
+def _text_problem(text: str, limit: int, empty: str, locale: Locale) -> tuple[str, str] | None:
+    """Why a text cannot be sent as it is (code, words), checked before asking ML."""
     if not text.strip():
-        return "empty", locale.text("Write an answer first.")
-    if len(text) > ANSWER_MAX_CHARS:
+        return "empty", locale.text(empty)
+    if len(text) > limit:
         too_long = locale.text("At most {limit} characters ({count} now).")
-        return "too_long", too_long.format(limit=ANSWER_MAX_CHARS, count=len(text))
+        return "too_long", too_long.format(limit=limit, count=len(text))
     return None
 
 
@@ -304,7 +313,7 @@ async def answer(request: web.Request) -> web.StreamResponse:
     question_id = _int_id(request.match_info["question_id"])
     form = await request.post()
     text = str(form.get("text", ""))
-    problem = _answer_problem(text, request[locale_key])
+    problem = _text_problem(text, ANSWER_MAX_CHARS, "Write an answer first.", request[locale_key])
     answered = False
     if problem is None:
         try:
@@ -337,6 +346,94 @@ async def answer(request: web.Request) -> web.StreamResponse:
         ),
         status,
     )
+
+
+# --------------------------------------------------------------------------- conversations
+
+
+async def conversations(request: web.Request) -> web.StreamResponse:
+    seller = request[session_key].seller_id
+    found = await attempt(_readers(request).messages.conversations(seller))
+    return _html(render(request, "conversations.html", found=found))
+
+
+def _conversation_page(
+    request: web.Request,
+    pack_id: int,
+    found: Conversation | Unavailable,
+    form: Mapping[str, Any],
+) -> str:
+    return render(
+        request,
+        "conversation.html",
+        pack_id=pack_id,
+        conversation=found,
+        limit=MESSAGE_MAX_CHARS,
+        **form,
+    )
+
+
+_MESSAGE_REFUSALS: Final = {
+    "blocked": "This conversation is blocked: Mercado Livre takes no message into it.",
+}
+
+
+def _message_form(
+    *, text: str = "", problem: tuple[str, str] | None = None, sent: bool = False
+) -> dict[str, Any]:
+    # A new nonce per form shown: its submissions are one message (read_apis.send).
+    return {"text": text, "problem": problem, "sent": sent, "nonce": uuid4().hex}
+
+
+async def conversation(request: web.Request) -> web.StreamResponse:
+    seller = request[session_key].seller_id
+    pack_id = _int_id(request.match_info["pack_id"])
+    found = await attempt(_readers(request).messages.conversation(seller, pack_id))
+    if found is None:
+        raise PageNotFound(str(pack_id))
+    return _html(_conversation_page(request, pack_id, found, _message_form()))
+
+
+async def send_message(request: web.Request) -> web.StreamResponse:
+    seller = request[session_key].seller_id
+    pack_id = _int_id(request.match_info["pack_id"])
+    form = await request.post()
+    text = str(form.get("text", ""))
+    # The form's nonce (hex, from _message_form); a form without one sends without dedup.
+    nonce = str(form.get("nonce", ""))[:64] or uuid4().hex
+    messages = _readers(request).messages
+    problem = _text_problem(text, MESSAGE_MAX_CHARS, "Write a message first.", request[locale_key])
+    if problem is None:
+        try:
+            sent = await messages.send(seller, pack_id, text, nonce=nonce)
+        except AnswerRefused as exc:
+            # In the seller's words, with the service's detail (the substatus says why).
+            lead = _MESSAGE_REFUSALS.get(exc.code)
+            said = f"{request[locale_key].text(lead)} ({exc})" if lead else str(exc)
+            problem = exc.code, said
+        else:
+            if not sent:
+                raise PageNotFound(str(pack_id))
+    htmx = request.headers.get("HX-Request") == "true"
+    if problem is None:
+        if not htmx:
+            return _redirect(f"/app/conversations/{pack_id}")
+        # The thread refreshes itself (hx-trigger "peepers:sent from:body").
+        part = render(request, "_message.html", pack_id=pack_id, limit=MESSAGE_MAX_CHARS,
+                      **_message_form(sent=True))  # fmt: skip
+        response = _html(part)
+        response.headers["HX-Trigger"] = "peepers:sent"
+        return response
+    # Refused: the text stays in the field, the reason beside it, a fresh nonce (the
+    # corrected text is another message).
+    kept = _message_form(text=text, problem=problem)
+    if htmx:
+        part = render(request, "_message.html", pack_id=pack_id, limit=MESSAGE_MAX_CHARS, **kept)
+        return _html(part, 422)
+    found = await attempt(messages.conversation(seller, pack_id))
+    if found is None:
+        raise PageNotFound(str(pack_id))
+    return _html(_conversation_page(request, pack_id, found, kept), 422)
 
 
 # --------------------------------------------------------------------------- tickets
@@ -518,6 +615,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_get("/app/orders/{order_id}", order)
     r.add_get("/app/questions", questions)
     r.add_post("/app/questions/{question_id}/answer", answer)
+    r.add_get("/app/conversations", conversations)
+    r.add_get("/app/conversations/{pack_id}", conversation)
+    r.add_post("/app/conversations/{pack_id}/messages", send_message)
     r.add_get("/app/tickets", tickets)
     r.add_get("/app/tickets/{claim_id}", ticket)
     r.add_post("/app/tickets/{claim_id}", change_ticket)

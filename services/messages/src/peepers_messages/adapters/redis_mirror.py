@@ -14,8 +14,10 @@ Keys (under ``messages:`` or ``messages:<scope>:``):
 * ``outbox:{kind}:{id}``: the encoded events of the last write, until published;
 * ``sellers``: every seller seen (for metrics).
 
-Writes are compare-and-set on the entity's ``version`` (ML's ``last_updated``) with
-WATCH/MULTI, and carry the write's events into the outbox in the same transaction.
+Writes are compare-and-set on the entity's ``version`` (ML's ``last_updated``), and carry
+the write's events into the outbox in the same transaction: questions in one script
+(``put_questions.lua``, a backfill's page of them at once, read by ``read_questions.lua``),
+the rest with WATCH/MULTI.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from importlib import resources
+from typing import Final, NamedTuple, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -33,8 +36,12 @@ from peepers_common.errors import CacheUnavailable
 from peepers_common.events import ClaimSnapshot, QuestionSnapshot
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_common.text import terms
+from peepers_messages.adapters.redis_views import DELETE_IF_EQUAL
 from peepers_messages.domain import UNANSWERED
 from peepers_messages.ports import ConversationView, MessageView, TimelineEntry
+
+_PUT_QUESTIONS: Final = resources.files(__package__).joinpath("put_questions.lua").read_text()
+_READ_QUESTIONS: Final = resources.files(__package__).joinpath("read_questions.lua").read_text()
 
 
 def _ts(value: datetime) -> float:
@@ -46,10 +53,44 @@ def _ids(raw: object) -> list[str]:
     return [m.decode() if isinstance(m, bytes) else str(m) for m in cast(Iterable[object], raw)]
 
 
+class QuestionState(NamedTuple):
+    """A question as the mirror holds it: its unsent events and its cached version."""
+
+    pending: bytes | None
+    cached: QuestionSnapshot | None
+
+
+class QuestionWrite(NamedTuple):
+    question: QuestionSnapshot
+    previous: QuestionSnapshot | None
+    pending: bytes | None
+
+
+def _question_write(write: QuestionWrite) -> dict[str, object]:
+    """A write as ``put_questions.lua`` takes it."""
+    question, previous = write.question, write.previous
+    old_terms = set(terms(previous.text)) if previous is not None else set()
+    return {
+        "id": str(question.id),
+        "seller": str(question.seller_id),
+        "item": question.item_id,
+        "created": repr(_ts(question.date_created)),
+        "version": question.last_updated.isoformat(),
+        "expected": previous.last_updated.isoformat() if previous is not None else "",
+        "data": question.model_dump_json(),
+        "unanswered": question.status == UNANSWERED,
+        "terms": sorted(set(terms(question.text)) - old_terms),
+        "pending": write.pending.decode() if write.pending is not None else "",
+    }
+
+
 class RedisMirror:
     def __init__(self, redis: aioredis.Redis, namespace: Namespace) -> None:
         self._redis = redis
         self._ns = namespace
+        self._delete_if_equal = redis.register_script(DELETE_IF_EQUAL)
+        self._put_questions = redis.register_script(_PUT_QUESTIONS)
+        self._read_questions = redis.register_script(_READ_QUESTIONS)
 
     def _k(self, *parts: str | int) -> str:
         return self._ns.key(*parts)
@@ -63,17 +104,20 @@ class RedisMirror:
 
     async def clear_pending(self, entity: str, pending: bytes) -> None:
         """Forget published events, if they are still the ones in the outbox."""
-        key = self._k("outbox", entity)
-        with redis_errors("clearing an outbox"):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(key)
-                    if await pipe.get(key) == pending:
-                        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-                        pipe.delete(key)
-                        await pipe.execute()
-                except WatchError:
-                    pass  # a newer write's events took their place: those stay
+        await self.clear_many([(entity, pending)])
+
+    async def clear_many(self, published: Sequence[tuple[str, bytes]]) -> None:
+        """`clear_pending` for many entities, in one round trip.
+
+        An outbox a newer write filled meanwhile keeps its events.
+        """
+        if not published:
+            return
+        with redis_errors("clearing outboxes"):
+            await self._delete_if_equal(
+                keys=[self._k("outbox", entity) for entity, _ in published],
+                args=[pending for _, pending in published],
+            )
 
     def _outbox(self, pipe: Pipeline, entity: str, pending: bytes | None) -> None:
         if pending is not None:
@@ -110,28 +154,33 @@ class RedisMirror:
         pending: bytes | None,
     ) -> bool:
         """Write ``question`` over ``previous`` (None: nothing cached), with its indexes."""
-        key = self._k("question", question.id)
-        seller, member = question.seller_id, str(question.id)
-        created = _ts(question.date_created)
-        old_terms = set(terms(previous.text)) if previous is not None else set()
+        return await self.put_questions([QuestionWrite(question, previous, pending)])
 
-        def write(pipe: Pipeline) -> None:
-            version = question.last_updated.isoformat()
-            pipe.hset(key, mapping={"data": question.model_dump_json(), "version": version})
-            pipe.zadd(self._k("seller", seller, "questions"), {member: created})
-            pipe.zadd(self._k("item", question.item_id, "questions"), {member: created})
-            pipe.sadd(self._k("sellers"), str(seller))
-            inbox = self._k("seller", seller, "inbox")
-            if question.status == UNANSWERED:
-                pipe.zadd(inbox, {member: created})
-            else:
-                pipe.zrem(inbox, member)
-            for term in set(terms(question.text)) - old_terms:
-                pipe.sadd(self._k("seller", seller, "qterm", term), member)
-            self._outbox(pipe, f"question:{question.id}", pending)
+    async def question_states(self, ids: Sequence[int]) -> list[QuestionState]:
+        """Each question's unsent events and cached version, in one round trip."""
+        if not ids:
+            return []
+        with redis_errors("reading questions"):
+            raws = await self._read_questions(args=[self._ns.prefix, *map(str, ids)])
+        return [
+            QuestionState(
+                pending if isinstance(pending, bytes) else None,
+                None if raw is None else QuestionSnapshot.model_validate_json(raw),
+            )
+            for pending, raw in zip(raws[::2], raws[1::2], strict=True)
+        ]
 
-        expected = previous.last_updated.isoformat() if previous is not None else None
-        return await self._cas(key, expected, write)
+    async def put_questions(self, writes: Sequence[QuestionWrite]) -> bool:
+        """Write questions at once (``put_questions.lua``), each over its ``previous``.
+
+        False, and nothing written, if any of them is no longer at its ``previous``.
+        """
+        if not writes:
+            return True
+        page = [_question_write(write) for write in writes]
+        with redis_errors("writing questions"):
+            written = await self._put_questions(args=[self._ns.prefix, json.dumps(page)])
+        return bool(written)
 
     async def _questions(self, ids: Sequence[str]) -> list[QuestionSnapshot]:
         if not ids:

@@ -32,7 +32,7 @@ from peepers_common.events import TicketSnapshot
 from peepers_common.namespaces import Namespace, redis_errors
 
 _APPLY: Final = resources.files(__package__).joinpath("apply_versioned.lua").read_text()
-_RELEASE: Final = resources.files(__package__).joinpath("release_lock.lua").read_text()
+DELETE_IF_EQUAL: Final = resources.files(__package__).joinpath("delete_if_equal.lua").read_text()
 _LOCK_TTL_MS: Final = 15_000
 _LOCK_WAIT_S: Final = 10.0
 
@@ -68,7 +68,7 @@ class RedisTickets:
         self._redis = redis
         self._ns = namespace
         self._apply = redis.register_script(_APPLY)
-        self._release = redis.register_script(_RELEASE)
+        self._release = redis.register_script(DELETE_IF_EQUAL)
 
     async def apply(self, entries: Sequence[ChangelogEntry]) -> None:
         for entry in entries:

@@ -11,7 +11,9 @@ Paths (docs/web.md lists them with what each page needs):
 - orders: ``GET /orders/sellers/{id}/orders``, ``GET /orders/orders/{order_id}`` (by id
   alone: its ``seller_id`` is checked here), ``.../analytics?from=&to=``;
 - messages: ``GET /messages/sellers/{id}/questions/inbox``, ``POST .../questions/{qid}/answer``
-  (with an ``Idempotency-Key``), ``GET .../tickets``, ``GET .../tickets/{claim}``,
+  (with an ``Idempotency-Key``), ``GET .../conversations``, ``GET .../conversations/{pack}``,
+  ``POST .../conversations/{pack}/messages`` (with an ``Idempotency-Key``),
+  ``GET .../tickets``, ``GET .../tickets/{claim}``,
   ``POST .../tickets/{claim}/status|assignee|notes``, ``GET .../orders/{order_id}/timeline``,
   ``GET .../stats`` (the unanswered count).
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, Final, NoReturn
 
 import aiohttp
@@ -29,6 +31,8 @@ from pydantic import TypeAdapter, ValidationError
 from peepers_auth.web.ports import (
     AnswerRefused,
     CatalogPage,
+    Conversation,
+    ConversationSummary,
     DaySales,
     OrderDetail,
     OrderFilter,
@@ -49,6 +53,8 @@ _DAYS: Final = TypeAdapter(list[DaySales])
 _QUESTIONS: Final = TypeAdapter(list[Question])
 _TICKETS: Final = TypeAdapter(list[Ticket])
 _STEPS: Final = TypeAdapter(list[TimelineStep])
+_CONVERSATIONS: Final = TypeAdapter(list[ConversationSummary])
+_CONVERSATION: Final = TypeAdapter(Conversation)
 
 
 class ReadApiClient:
@@ -206,8 +212,13 @@ class HttpOrders:
         return days
 
 
-# The messages service's refusals of an answer, as the page names them.
-_ANSWER_CODES: Final = {"not_empty": "empty", "max_length": "too_long"}
+# The messages service's refusals of an answer or a message, as the page names them.
+_ANSWER_CODES: Final = {
+    "not_empty": "empty",
+    "max_length": "too_long",
+    "question_not_unanswered": "already_answered",
+    "conversation_blocked": "blocked",
+}
 
 
 class HttpMessages:
@@ -248,15 +259,45 @@ class HttpMessages:
             json={"text": text},
             headers={"Idempotency-Key": key},
         )
+        return _sent(status, body)
+
+    async def conversations(self, seller_id: int) -> list[ConversationSummary]:
+        status, body = await self._client.call(
+            "GET", self._path(seller_id, "conversations"), params={"limit": "50"}
+        )
+        if status != 200 or not isinstance(body, dict):
+            self._client.unexpected("conversations", status)
+        found: list[ConversationSummary] = _parse(
+            self._client.service, _CONVERSATIONS, body.get("conversations", [])
+        )
+        mine = [c for c in found if c.seller_id == seller_id]
+        return sorted(mine, key=_latest, reverse=True)
+
+    async def conversation(self, seller_id: int, pack_id: int) -> Conversation | None:
+        status, body = await self._client.call(
+            "GET", self._path(seller_id, f"conversations/{pack_id}")
+        )
         if status == 404:
-            return False
-        if status >= 400:
-            fields = body if isinstance(body, dict) else {}
-            code = str(fields.get("rule") or fields.get("error") or "refused")
-            if status == 409 and code == "question_not_unanswered":
-                code = "already_answered"
-            raise AnswerRefused(_ANSWER_CODES.get(code, code), _detail(body) or code)
-        return True
+            return None
+        if status != 200:
+            self._client.unexpected("conversation", status)
+        found: Conversation = _parse(self._client.service, _CONVERSATION, body)
+        if found.seller_id != seller_id:
+            return None
+        ordered = sorted(found.messages, key=lambda m: m.created_at or _EPOCH)
+        return found.model_copy(update={"messages": tuple(ordered)})
+
+    async def send(self, seller_id: int, pack_id: int, text: str, *, nonce: str) -> bool:
+        # One form (its nonce) with one text is one message: a double click or a resent
+        # form sends it once, while the same words sent again from a new form are sent.
+        key = hashlib.sha256(f"{seller_id}:{pack_id}:{nonce}:{text}".encode()).hexdigest()
+        status, body = await self._client.call(
+            "POST",
+            self._path(seller_id, f"conversations/{pack_id}/messages"),
+            json={"text": text},
+            headers={"Idempotency-Key": key},
+        )
+        return _sent(status, body)
 
     async def tickets(self, seller_id: int, *, status: str | None = None) -> list[Ticket]:
         params = {"status": status} if status else {}
@@ -315,6 +356,24 @@ class HttpMessages:
         # The order's own states come from the orders service; these add the rest.
         parsed: list[TimelineStep] = _parse(self._client.service, _STEPS, steps)
         return [step for step in parsed if step.kind != "order"]
+
+
+_EPOCH: Final = datetime.min.replace(tzinfo=UTC)
+
+
+def _latest(conversation: ConversationSummary) -> datetime:
+    return conversation.last_message_at or _EPOCH
+
+
+def _sent(status: int, body: object) -> bool:
+    """An answer's or a message's outcome: True, False for 404, or `AnswerRefused`."""
+    if status == 404:
+        return False
+    if status >= 400:
+        fields = body if isinstance(body, dict) else {}
+        code = str(fields.get("rule") or fields.get("error") or "refused")
+        raise AnswerRefused(_ANSWER_CODES.get(code, code), _detail(body) or code)
+    return True
 
 
 def _entry_text(entry: dict[str, Any]) -> str:

@@ -36,7 +36,7 @@
     var source = new EventSource(url);
     source.onopen = function () { if (state) state.className = "live on"; };
     source.onerror = function () { if (state) state.className = "live off"; };
-    ["orders", "questions", "tickets", "catalog", "status", "reload"].forEach(function (part) {
+    ["orders", "questions", "conversations", "tickets", "catalog", "status", "reload"].forEach(function (part) {
       source.addEventListener(part, function () { refresh(part); });
     });
   }
