@@ -25,11 +25,7 @@ GRAFANA_VARIABLES: Final = {"$__rate_interval": "5m", "$__interval": "1m", "$__r
 
 # Names the rules and dashboards use that no service exports yet: the issues that add
 # them name them so (orders, messages, state). A name leaves this list when its code lands.
-EXPECTED_LATER: Final = frozenset(
-    {
-        "peepers_auth_sellers_reauth_required",
-    }
-)
+EXPECTED_LATER: Final[frozenset[str]] = frozenset()
 # `{__name__=~...}` selectors of the state rules: one family per service, registered
 # under the service's name by peepers_common.rebuild and peepers_common.audit.
 NAME_PATTERNS: Final = frozenset(

@@ -29,7 +29,7 @@ SMALL = ["--sellers", "3", "--items", "60", "--huge-items", "600", "--orders", "
 # full run in docs/benchmarks.md shows them): redis-flushall and kill:orders-* (orders
 # missing after the orders rebuild, their shipments dead-lettered as ShipmentNotLinked),
 # smtp-stop (a mail the sink kept but never acknowledged is sent again, same Message-ID).
-FAULTS = "kill:catalog-1,kill:messages-2,kill:ingest,token-expiry,ml-5xx,ml-429"
+FAULTS = "kill:catalog-1,kill:messages-2,kill:ingest,kill:auth,token-expiry,ml-5xx,ml-429"
 # A shipment going shipped -> not_verified left the orders cache at "shipped" when the
 # webhooks showed it, "paid" when a rebuild recomputed it. peepers_orders.lifecycle now
 # counts not_verified as shipped on both paths; the activity stays out of this CI variant

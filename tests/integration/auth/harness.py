@@ -131,6 +131,7 @@ def auth_settings(
         service_credentials={SERVICE: SecretStr(SERVICE_SECRET)},
         public_base_url=public_url,
         refresh_wait_s=15.0,
+        status_count_every_s=0.2,
     )
 
 
@@ -266,6 +267,27 @@ async def raw_values(admin: aioredis.Redis, namespace: Namespace) -> list[bytes]
         elif kind == b"set":
             dumped.extend(await admin.smembers(key))
     return [v if isinstance(v, bytes) else v.encode() for v in dumped]
+
+
+async def broker_token(
+    http: aiohttp.ClientSession, stack: AuthStack, url: str | None = None, seller_id: int = SELLER
+) -> tuple[int, Any]:
+    """The token broker's answer (status, body) for a seller, asked as a service asks."""
+    async with http.get(
+        f"{url or stack.url}/internal/sellers/{seller_id}/token", headers=stack.service_auth()
+    ) as response:
+        return response.status, await response.json()
+
+
+async def ml_me(stack: AuthStack, access_token: str) -> int:
+    """ML's ``/users/me`` status for the token: 200 while ML accepts it."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{stack.sandbox.url}/users/me", headers={"Authorization": f"Bearer {access_token}"}
+        ) as response,
+    ):
+        return response.status
 
 
 def json_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from peepers_common.settings import KafkaSettings
-from tests.integration.auth.harness import SELLER, AuthStack, auth_stack
+from tests.integration.auth.harness import SELLER, AuthStack, auth_stack, broker_token, ml_me
 from tests.integration.auth.redis_server import PrivateRedis, private_redis
 from tests.support import wait_until
 
@@ -33,25 +32,6 @@ async def _login_as(stack: AuthStack, seller_id: int) -> None:
         async with browser.get(authorize) as done:
             assert done.status == 200, await done.text()
             assert done.url.path == "/auth/dashboard"
-
-
-async def _token(
-    http: aiohttp.ClientSession, stack: AuthStack, url: str, seller_id: int = SELLER
-) -> tuple[int, Any]:
-    async with http.get(
-        f"{url}/internal/sellers/{seller_id}/token", headers=stack.service_auth()
-    ) as response:
-        return response.status, await response.json()
-
-
-async def _ml_me(stack: AuthStack, access_token: str) -> int:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(
-            f"{stack.sandbox.url}/users/me", headers={"Authorization": f"Bearer {access_token}"}
-        ) as response,
-    ):
-        return response.status
 
 
 async def _lose(server: PrivateRedis, how: str) -> None:
@@ -75,7 +55,7 @@ async def test_every_seller_keeps_its_token_and_the_next_refresh_happens_once(
             await _login_as(stack, seller_id)
         before = {}
         for seller_id in SELLERS:
-            status, body = await _token(http, stack, stack.urls[0], seller_id)
+            status, body = await broker_token(http, stack, stack.urls[0], seller_id)
             assert status == 200, body
             before[seller_id] = body["access_token"]
         oauth_before = await stack.oauth_calls()
@@ -89,7 +69,7 @@ async def test_every_seller_keeps_its_token_and_the_next_refresh_happens_once(
             # A restarted Redis drops the replicas' connections: a request may meet one
             # and answer 503 once; the next one reconnects.
             for seller_id, url in zip(SELLERS, stack.urls, strict=True):
-                status, body = await _token(http, stack, url, seller_id)
+                status, body = await broker_token(http, stack, url, seller_id)
                 if status != 200:
                     return False
                 after[seller_id] = body["access_token"]
@@ -99,16 +79,18 @@ async def test_every_seller_keeps_its_token_and_the_next_refresh_happens_once(
         assert after == before  # the same tokens: no new login, no refresh
         assert await stack.oauth_calls() == oauth_before
         for token in after.values():
-            assert await _ml_me(stack, token) == 200
+            assert await ml_me(stack, token) == 200
 
         await stack.advance(SIX_HOURS + 1)  # every access token has just expired
         replicas = itertools.cycle(stack.urls)
-        answers = await asyncio.gather(*(_token(http, stack, next(replicas)) for _ in range(60)))
+        answers = await asyncio.gather(
+            *(broker_token(http, stack, next(replicas)) for _ in range(60))
+        )
         assert await stack.oauth_calls() - oauth_before == 1  # exactly one refresh reached ML
         assert {status for status, _ in answers} == {200}
         [fresh] = {body["access_token"] for _, body in answers}
         assert fresh != before[SELLER]
-        assert await _ml_me(stack, fresh) == 200
+        assert await ml_me(stack, fresh) == 200
 
         async def all_ready() -> bool:
             # A replica whose check met the restart retries it within seconds.

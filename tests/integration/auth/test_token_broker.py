@@ -19,20 +19,16 @@ from tests.integration.auth.harness import (
     SERVICE_SECRET,
     AuthStack,
     auth_stack,
+    broker_token,
     json_of,
     login,
+    ml_me,
     raw_values,
     read_all,
 )
+from tests.support import wait_until
 
 SIX_HOURS = 21600
-
-
-async def _token(http: aiohttp.ClientSession, stack: AuthStack, url: str) -> tuple[int, Any]:
-    async with http.get(
-        f"{url}/internal/sellers/{SELLER}/token", headers=stack.service_auth()
-    ) as response:
-        return response.status, await response.json()
 
 
 async def _ml_refresh(stack: AuthStack, refresh_token: str) -> tuple[int, Any]:
@@ -52,16 +48,6 @@ async def _ml_refresh(stack: AuthStack, refresh_token: str) -> tuple[int, Any]:
         return response.status, await response.json()
 
 
-async def _ml_me(stack: AuthStack, access_token: str) -> int:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(
-            f"{stack.sandbox.url}/users/me", headers={"Authorization": f"Bearer {access_token}"}
-        ) as response,
-    ):
-        return response.status
-
-
 async def test_three_replicas_and_sixty_callers_spend_an_expired_refresh_token_once(
     kafka: KafkaSettings,
 ) -> None:
@@ -74,13 +60,13 @@ async def test_three_replicas_and_sixty_callers_spend_an_expired_refresh_token_o
         old_access = before.tokens.access_token.get_secret_value()
         old_refresh = before.tokens.refresh_token.get_secret_value()
         await stack.advance(SIX_HOURS + 1)  # the access token has just expired
-        assert await _ml_me(stack, old_access) == 401
+        assert await ml_me(stack, old_access) == 401
         oauth_before = await stack.oauth_calls()
 
         async with aiohttp.ClientSession() as http:
             replicas = itertools.cycle(stack.urls)
             answers = await asyncio.gather(
-                *(_token(http, stack, next(replicas)) for _ in range(60))
+                *(broker_token(http, stack, next(replicas)) for _ in range(60))
             )
 
         assert await stack.oauth_calls() - oauth_before == 1  # exactly one refresh reached ML
@@ -89,7 +75,7 @@ async def test_three_replicas_and_sixty_callers_spend_an_expired_refresh_token_o
         assert len(tokens) == 1
         [new_access] = tokens
         assert new_access != old_access
-        assert await _ml_me(stack, new_access) == 200
+        assert await ml_me(stack, new_access) == 200
         status, body = await _ml_refresh(stack, old_refresh)
         assert (status, body["error"]) == (400, "invalid_grant")  # the old one is dead
         after = await stack.record()
@@ -109,12 +95,12 @@ async def test_a_revoked_seller_ends_reauth_required_with_one_event(
         async with aiohttp.ClientSession() as http:
             replicas = itertools.cycle(stack.urls)
             answers = await asyncio.gather(
-                *(_token(http, stack, next(replicas)) for _ in range(30))
+                *(broker_token(http, stack, next(replicas)) for _ in range(30))
             )
             assert {status for status, _ in answers} == {409}
             assert {body["error"] for _, body in answers} == {"reauth_required"}
             # Asking again changes nothing: no second refresh, no second event.
-            assert (await _token(http, stack, stack.urls[1]))[0] == 409
+            assert (await broker_token(http, stack, stack.urls[1]))[0] == 409
         record = await stack.record()
         assert record is not None
         assert (record.status, record.tokens) == ("reauth_required", None)
@@ -122,6 +108,13 @@ async def test_a_revoked_seller_ends_reauth_required_with_one_event(
         assert [e["type"] for e in events] == ["seller.connected", "seller.reauth_required"]
         assert events[1]["seller_id"] == SELLER
         assert events[1]["reason"] == "invalid_grant"
+
+        async def gauge_counts_the_seller() -> bool:
+            # What PeepersAuthSellersNeedReauth queries, as Prometheus scrapes it.
+            async with aiohttp.ClientSession() as http, http.get(f"{stack.url}/metrics") as page:
+                return "\npeepers_auth_sellers_reauth_required 1.0\n" in await page.text()
+
+        await wait_until(gauge_counts_the_seller)
 
 
 async def test_the_broker_provider_gets_a_token_ml_accepts_and_refreshes_after_a_401(
@@ -136,13 +129,13 @@ async def test_the_broker_provider_gets_a_token_ml_accepts_and_refreshes_after_a
         async with aiohttp.ClientSession() as http:
             provider = BrokerTokenProvider(http, settings)
             token = await provider.access_token(SELLER)
-            assert await _ml_me(stack, token) == 200
+            assert await ml_me(stack, token) == 200
             assert await provider.access_token(SELLER) == token  # kept in process
             # ML answered 401 to it (say, the seller changed their password).
             await stack.sandbox.admin.expire_token(token)
             fresh = await provider.refresh(SELLER, token)
             assert fresh != token
-            assert await _ml_me(stack, fresh) == 200
+            assert await ml_me(stack, fresh) == 200
             # A second replica asking with the same stale token gets the same new token.
             assert await provider.refresh(SELLER, token) == fresh
 
@@ -173,7 +166,7 @@ async def test_no_token_reaches_the_logs_raw_redis_or_the_raw_changelog(
             await login(stack, browser)
             await stack.advance(SIX_HOURS + 1)
             async with aiohttp.ClientSession() as http:
-                assert (await _token(http, stack, stack.urls[1]))[0] == 200
+                assert (await broker_token(http, stack, stack.urls[1]))[0] == 200
                 async with http.post(
                     f"{stack.url}/internal/sellers/{SELLER}/token/refresh",
                     headers=stack.service_auth(),

@@ -52,6 +52,8 @@ class InMemorySessions:
 class InMemorySellerStore:
     def __init__(self) -> None:
         self.records: dict[int, SellerRecord] = {}
+        # What a changelog would hold of the durable writes (the view may miss them).
+        self.durable: dict[int, SellerRecord] = {}
         self.locks: dict[int, str] = {}
         self._changed = asyncio.Event()
 
@@ -59,8 +61,15 @@ class InMemorySellerStore:
         return self.records.get(seller_id)
 
     async def put(
-        self, record: SellerRecord, *, expected_version: int, lock_token: str | None = None
+        self,
+        record: SellerRecord,
+        *,
+        expected_version: int,
+        lock_token: str | None = None,
+        durable: bool = False,
     ) -> bool:
+        if durable:
+            self.durable[record.seller_id] = record
         current = self.records.get(record.seller_id)
         if (current.version if current else 0) != expected_version:
             return False
@@ -68,6 +77,13 @@ class InMemorySellerStore:
             return False
         self.records[record.seller_id] = record
         return True
+
+    async def catch_up(self, seller_id: int) -> SellerRecord | None:
+        logged = self.durable.get(seller_id)
+        current = self.records.get(seller_id)
+        if logged is not None and (current is None or current.version < logged.version):
+            self.records[seller_id] = logged
+        return self.records.get(seller_id)
 
     async def clear_outbox(self, seller_id: int, *, version: int) -> None:
         current = self.records.get(seller_id)

@@ -208,11 +208,13 @@ class LosingSellerStore(InMemorySellerStore):
         super().__init__()
         self.losing = False
 
-    async def put(self, record, *, expected_version, lock_token=None):
+    async def put(self, record, *, expected_version, lock_token=None, durable=False):
         if self.losing:
             msg = "the changelog did not acknowledge the record"
             raise PublishError(msg)
-        return await super().put(record, expected_version=expected_version, lock_token=lock_token)
+        return await super().put(
+            record, expected_version=expected_version, lock_token=lock_token, durable=durable
+        )
 
 
 async def test_tokens_ml_refreshed_but_never_stored_leave_the_seller_reauth_required(

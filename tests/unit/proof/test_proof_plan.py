@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 
 from peepers_common.topics import PEEPERS_SELLERS, TOPICS, dlq_topic
+from peepers_proof.broker import kafka_libs
 from peepers_proof.checks import doubled
 from peepers_proof.fairness import percentile
 from peepers_proof.faults import Fault, all_faults, schedule, validate
 from peepers_proof.plan import Options, ProofPlan
+from peepers_proof.runner import Result
+from peepers_proof.scaleout import table
 from peepers_proof.stack import registry_topics
 
 
@@ -60,6 +63,31 @@ class TestPlan:
         assert argv[argv.index("--appendonly") + 1] == "no"
         users = [argv[i + 1] for i, a in enumerate(argv) if a == "--user"]
         assert users == ["ingest", "auth", "catalog", "orders", "messages"]
+
+    def test_without_its_own_broker_the_run_starts_none_and_changes_no_kafka_setting(
+        self, plan: ProofPlan
+    ):
+        assert plan.broker is None
+        assert "kafka" not in [c.name for c in plan.children()]
+        envs = [name for child in plan.children() for name in child.env]
+        assert not [name for name in envs if name.endswith("_KAFKA__BOOTSTRAP_SERVERS")]
+
+    def test_its_own_broker_starts_first_and_every_service_uses_it(self, tmp_path: Path):
+        if kafka_libs() is None:
+            pytest.skip("no Kafka jars in .cache/kafka (scripts/stack fetches them)")
+        plan = ProofPlan(Options(sellers=2, workers=1, own_broker=True), tmp_path)
+        broker = plan.broker
+        assert broker is not None
+        assert broker.directory == plan.run_dir / "kafka"
+        children = plan.children()
+        assert children[0].name == "kafka"
+        assert children[0].argv == broker.command()
+        for child in children:
+            if child.name in ("kafka", "redis", "mail", "sandbox"):
+                continue
+            kind = child.name.split("-")[0].upper()
+            assert child.env[f"{kind}_KAFKA__BOOTSTRAP_SERVERS"] == broker.bootstrap, child.name
+        assert "kill:kafka" in all_faults([c.name for c in children])
 
     def test_registry_topics_are_all_behind_the_prefix(self, plan: ProofPlan):
         names = {spec.name for spec in registry_topics(plan.prefix)}
@@ -113,3 +141,21 @@ class TestPercentile:
         assert percentile(values, 0.5) == 50.0
         assert percentile(values, 0.99) == 99.0
         assert percentile([7.0], 0.99) == 7.0
+
+
+class TestScaleOutTable:
+    def test_each_consumer_has_its_rate_per_count_and_the_ratio_to_one_process(self):
+        def result(rates: dict[str, tuple[int, float | None]]) -> Result:
+            figures = {f"drain {k}: records, records/s": v for k, v in rates.items()}
+            return Result(checks=[], faults=[], figures=dict(figures))
+
+        printed = table(
+            {
+                1: result({"catalog": (900, 30.0), "orders": (600, 20.0)}),
+                4: result({"catalog": (900, 105.0), "orders": (600, None)}),
+            }
+        )
+        assert "| catalog | 30.0 of 900 | 105.0 of 900 (3.50x) |" in printed
+        assert "| orders | 20.0 of 600 | - of 600 |" in printed
+        assert "| messages | - of 0 | - of 0 |" in printed
+        assert "1: PASSED, 4: PASSED" in printed

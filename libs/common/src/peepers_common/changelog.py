@@ -54,13 +54,13 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge
 
@@ -348,6 +348,19 @@ class Changelog(AsyncResource):
         finally:
             RESTORING.labels(self.topic).set(0)
 
+    async def replay(self) -> int:
+        """Apply the whole topic to the view again, up to its end now; the records read.
+
+        For a view that may have missed a logged record (its compare-and-set failed, or
+        Redis did not answer, after the record was durable): the view's monotonic apply
+        keeps whatever is newer. The epoch marker is not touched.
+
+        Raises:
+            InfrastructureError: Kafka or Redis failed.
+        """
+        ends = await end_offsets(self._kafka, [self.topic])
+        return await self._apply_to(ends, RestoreProgress(total=sum(ends.values())))
+
     async def _restore_once(self) -> bool:
         epoch = await self._marker.begin()
         ends = await end_offsets(self._kafka, [self.topic])
@@ -355,7 +368,20 @@ class Changelog(AsyncResource):
             total=sum(ends.values()), started_at=time.monotonic()
         )
         log.info("changelog %s: restoring the view (up to %d offsets)", self.topic, progress.total)
-        logged = progress.started_at
+        await self._apply_to(ends, progress)
+        if not await self._marker.complete(epoch, progress.records):
+            return False
+        progress.finished_at = time.monotonic()
+        log.info(
+            "changelog %s: view restored, %d records in %.2f s",
+            self.topic,
+            progress.records,
+            progress.finished_at - progress.started_at,
+        )
+        return True
+
+    async def _apply_to(self, ends: Mapping[TopicPartition, int], progress: RestoreProgress) -> int:
+        logged = time.monotonic()
         async with aclosing(batches_to(self._kafka, ends)) as batches:
             async for batch in batches:
                 await self._view.apply(
@@ -376,13 +402,4 @@ class Changelog(AsyncResource):
                         progress.records,
                         progress.total,
                     )
-        if not await self._marker.complete(epoch, progress.records):
-            return False
-        progress.finished_at = time.monotonic()
-        log.info(
-            "changelog %s: view restored, %d records in %.2f s",
-            self.topic,
-            progress.records,
-            progress.finished_at - progress.started_at,
-        )
-        return True
+        return progress.records

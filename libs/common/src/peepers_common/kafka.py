@@ -2,7 +2,7 @@
 
 The adapter is an idempotent producer with ``acks=all``: a record is acknowledged only once
 every in-sync replica has it, and retries never duplicate it within a producer session.
-`end_offsets`, `caught_up` and `read_to_end` serve operator tools (the DLQ tool, the dev
+`end_offsets`, `caught_up`, `lag` and `read_to_end` serve operator tools (the DLQ tool, the dev
 stack, the proof) and tests; `batches_to` streams a topic up to given ends (changelog
 restores).
 """
@@ -326,6 +326,11 @@ async def end_offsets(settings: KafkaSettings, topics: Sequence[str]) -> dict[To
 
 async def caught_up(settings: KafkaSettings, group: str, topics: Sequence[str]) -> bool:
     """Whether ``group`` committed up to the end of every non-empty partition of ``topics``."""
+    return await lag(settings, group, topics) == 0
+
+
+async def lag(settings: KafkaSettings, group: str, topics: Sequence[str]) -> int:
+    """The records of ``topics`` past ``group``'s commits (never committed: all of them)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
@@ -333,9 +338,8 @@ async def caught_up(settings: KafkaSettings, group: str, topics: Sequence[str]) 
     finally:
         await admin.close()
     ends = await end_offsets(settings, topics)
-    return all(
-        tp in committed and committed[tp].offset >= end for tp, end in ends.items() if end > 0
-    )
+    done = {tp: meta.offset for tp, meta in committed.items()}
+    return sum(max(end - max(done.get(tp, 0), 0), 0) for tp, end in ends.items())
 
 
 async def read_to_end(

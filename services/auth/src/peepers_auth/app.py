@@ -7,9 +7,11 @@ pass fakes for any of them as keyword overrides.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,6 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from peepers_auth import metrics
 from peepers_auth.adapters.changelog_store import ChangelogSellerStore
 from peepers_auth.adapters.ml_oauth import HttpMlOAuth
 from peepers_auth.adapters.redis_store import RedisLoginStates, RedisSellerStore, RedisSessions
@@ -27,7 +30,7 @@ from peepers_auth.ports import LoginStates, MlOAuth, SellerStore, Sessions
 from peepers_auth.settings import Settings
 from peepers_auth.views import deps_key, settings_key, setup_routes
 from peepers_common.changelog import Changelog, RedisViewMarker
-from peepers_common.errors import ConfigurationError
+from peepers_common.errors import CacheUnavailable, ConfigurationError
 from peepers_common.kafka import AIOKafkaEventPublisher, EventPublisher
 from peepers_common.metrics import http_metrics_middleware
 from peepers_common.ml import ml_session
@@ -35,6 +38,8 @@ from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.topics import AUTH_SELLERS_CHANGELOG, PEEPERS_SELLERS
 
 SERVICE: Final = "auth"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,29 @@ async def _seller_store(
         check_every_s=settings.view_check_every_s,
     )
     app[changelog_key] = await stack.enter_async_context(changelog)
+    counting = asyncio.create_task(
+        _count_statuses(view, settings.status_count_every_s), name="auth-status-count"
+    )
+    stack.push_async_callback(_cancel, counting)
     return ChangelogSellerStore(view, changelog)
+
+
+async def _count_statuses(view: RedisSellerStore, every_s: float) -> None:
+    """Keep the gauge of sellers in ``reauth_required`` current (every replica counts)."""
+    while True:
+        try:
+            counts = await view.count_by_status()
+        except CacheUnavailable as exc:
+            log.warning("sellers not counted: %s", exc)
+        else:
+            metrics.SELLERS_REAUTH_REQUIRED.set(counts["reauth_required"])
+        await asyncio.sleep(every_s)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:

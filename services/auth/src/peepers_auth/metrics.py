@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from peepers_common.metrics import LATENCY_BUCKETS_S
 
@@ -25,4 +25,8 @@ REFRESH_LATENCY: Final = Histogram(
     "peepers_auth_refresh_duration_seconds",
     "Time ML's token endpoint took to answer a refresh",
     buckets=LATENCY_BUCKETS_S,
+)
+SELLERS_REAUTH_REQUIRED: Final = Gauge(
+    "peepers_auth_sellers_reauth_required",
+    "Sellers whose authorization ML refused, who must log in again (counted from the view)",
 )

@@ -49,13 +49,24 @@ class SellerStore(Protocol):
     async def get(self, seller_id: int) -> SellerRecord | None: ...
 
     async def put(
-        self, record: SellerRecord, *, expected_version: int, lock_token: str | None = None
+        self,
+        record: SellerRecord,
+        *,
+        expected_version: int,
+        lock_token: str | None = None,
+        durable: bool = False,
     ) -> bool:
         """Write ``record`` if the stored version is still ``expected_version``.
 
         The version is 0 when no record exists. With ``lock_token``, the write also needs
-        that refresh lock to be still held.
+        that refresh lock to be still held. ``durable``: the record holds the only tokens
+        that work (ML retired the ones it replaces), so it is kept where `catch_up` and a
+        restore find it even when this write does not land (False is still answered).
         """
+        ...
+
+    async def catch_up(self, seller_id: int) -> SellerRecord | None:
+        """The record after every durable write that missed the store is applied to it."""
         ...
 
     async def clear_outbox(self, seller_id: int, *, version: int) -> None: ...

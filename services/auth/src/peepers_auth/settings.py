@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # How often the sellers' view is checked for a loss (its epoch marker) besides every
     # read that finds no seller; a lost view is restored from the changelog.
     view_check_every_s: float = Field(default=10.0, gt=0)
+    # How often the sellers who must log in again are counted from the view (the gauge
+    # peepers_auth_sellers_reauth_required, which PeepersAuthSellersNeedReauth watches).
+    status_count_every_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _lock_outlives_a_refresh(self) -> Settings:

@@ -6,7 +6,9 @@ on topics, consumer groups and a Redis server of the run's own. Faults come one 
 time, then two at once; after a quiet period the checks run. Exit status: 0 when every
 check holds, 1 when one failed (what diverged is printed), 2 when the run could not
 get that far. Ctrl-C (or SIGTERM) stops every child the run started, newest first.
-Kafka (the shared broker) is not faulted: see peepers_proof.faults.
+The shared Kafka broker is never faulted; ``--own-broker`` runs one to kill. ``--drain``
+measures scale-out instead of faults (``python -m peepers_proof.scaleout`` runs it for 1,
+2 and 4 processes).
 """
 
 from __future__ import annotations
@@ -69,9 +71,16 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
         help="N webhook->cache probes on the other sellers during the huge seller's sync,\n"
         "N after it (0: none)")  # fmt: skip
     add("--faults", default="all",
-        help="comma-separated: kill:<child>, redis-flushall, redis-restart, smtp-stop,\n"
-        "token-expiry, ml-5xx, ml-429, ml-slow; 'all' (default) or 'none'")  # fmt: skip
+        help="comma-separated: kill:<child> (kill:kafka with --own-broker),\n"
+        "redis-flushall, redis-restart, smtp-stop, token-expiry, ml-5xx, ml-429,\n"
+        "ml-slow; 'all' (default) or 'none'")  # fmt: skip
     add("--no-overlap", action="store_true", help="only one fault at a time")
+    add("--drain", type=float, default=0.0,
+        help="scale-out instead of faults: this many seconds of activity with every\n"
+        "worker stopped, then the backlog drained by all of them at once (0: off)")  # fmt: skip
+    add("--own-broker", action="store_true",
+        help="a Kafka broker of the run's own, killed by the fault kill:kafka\n"
+        "(the shared broker is never faulted)")  # fmt: skip
     add("--hold", type=float, default=8.0, help="seconds each fault lasts (8)")
     add("--gap", type=float, default=4.0, help="seconds between faults (4)")
     add("--settle", type=float, default=10.0, help="load without faults around them (10)")
@@ -102,9 +111,11 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
             ml_requests_per_minute=args.ml_requests_per_minute,
             enforce_ml_limit=args.enforce_ml_limit,
             without=without,
+            own_broker=args.own_broker,
         ),
         faults=names,
         fairness=args.fairness,
+        drain_s=args.drain,
         known_failing=tuple(w.strip() for w in args.known_failing.split(",") if w.strip()),
         overlapping=not args.no_overlap,
         hold_s=args.hold,

@@ -1,9 +1,8 @@
 """Faults on a schedule: one at a time, then two at once.
 
 Each fault injects, holds for ``hold_s`` while the load goes on, and heals (a killed
-process is started again and waited on until ready). The Kafka broker is never touched:
-the shared broker serves other stacks, and this harness runs no broker of its own, so a
-broker fault is not offered (tests/integration/ingest covers ingest's broker outage).
+process is started again and waited on until ready). The shared Kafka broker is never
+touched: ``kill:kafka`` exists only when the run has a broker of its own (``--own-broker``).
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ async def _kill(stack: Stack, name: str, hold_s: float) -> None:
     child = name.partition(":")[2]
     await stack.kill(child)
     await asyncio.sleep(hold_s)  # the pause before a restart, as an orchestrator's backoff
-    await stack.start_child(child)
+    await stack.restart_child(child)
 
 
 async def _redis_flushall(stack: Stack, name: str, hold_s: float) -> None:
@@ -53,13 +52,13 @@ async def _redis_flushall(stack: Stack, name: str, hold_s: float) -> None:
 async def _redis_restart(stack: Stack, name: str, hold_s: float) -> None:
     await stack.kill("redis")
     await asyncio.sleep(hold_s)
-    await stack.start_child("redis")
+    await stack.restart_child("redis")
 
 
 async def _smtp_stop(stack: Stack, name: str, hold_s: float) -> None:
     await stack.stop_child("mail")
     await asyncio.sleep(hold_s)
-    await stack.start_child("mail")
+    await stack.restart_child("mail")
 
 
 async def _token_expiry(stack: Stack, name: str, hold_s: float) -> None:

@@ -6,6 +6,8 @@ with what keeps the run to itself added on top:
 - its own Redis server (``redis-server`` on a free port, no persistence, one ACL user
   per service as ``scripts/stack`` makes them), so a ``FLUSHALL`` or a restart touches
   nobody else's data;
+- with ``own_broker``, its own Kafka broker (`peepers_proof.broker`), so that it may
+  be killed; otherwise the shared one;
 - its own topics: every registry topic behind a run prefix (``proof-<run>.``), consumer
   groups named after the run, removed again at the end;
 - the sandbox with many sellers in a process of its own (`peepers_proof.sandbox_host`),
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peepers_devstack.plan import LOOPBACK, ChildSpec, Plan, Ports, Secrets, free_port
+from peepers_proof.broker import Broker, kafka_libs
 from peepers_sandbox.activity import DEFAULT_MIX
 from peepers_sandbox.config import (
     DEMO_SELLER_ID,
@@ -63,6 +66,9 @@ class Options:
     retry_gaps_s: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
     seed: int = 42
     ready_timeout_s: float = 120.0
+    # A Kafka broker of the run's own (a child like the others: ``kill:kafka``), instead
+    # of the shared one, which is never faulted.
+    own_broker: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class ProofPlan:
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     ports: Ports = field(default_factory=lambda: Ports.from_base(0))
     redis_port: int = field(default_factory=free_port)
+    kafka_ports: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
     state_port: int = field(default_factory=free_port)
     redis_passwords: dict[str, str] = field(
         default_factory=lambda: {s: secrets.token_urlsafe(18) for s in SERVICES}
@@ -102,6 +109,17 @@ class ProofPlan:
     @property
     def redis_url(self) -> str:
         return f"redis://{LOOPBACK}:{self.redis_port}/0"
+
+    @property
+    def broker(self) -> Broker | None:
+        """The run's own broker (``own_broker``), storage under the run's directory."""
+        if not self.options.own_broker:
+            return None
+        libs = kafka_libs()
+        if libs is None:
+            msg = "no Kafka jars in .cache/kafka (scripts/stack fetches them)"
+            raise FileNotFoundError(msg)
+        return Broker(self.run_dir / "kafka", libs, *self.kafka_ports)
 
     @property
     def state_url(self) -> str:
@@ -158,7 +176,9 @@ class ProofPlan:
 
     def children(self) -> list[ChildSpec]:
         """In start order (stopped in reverse)."""
+        broker = self.broker
         return [
+            *([ChildSpec("kafka", broker.command(), {})] if broker is not None else []),
             self.redis(),
             self.mail_sink(),
             self.sandbox(),
@@ -196,24 +216,27 @@ class ProofPlan:
                 "--huge-items", str(max(self.options.huge_items, self.options.items))]  # fmt: skip
         return ChildSpec("sandbox", argv, {})
 
-    def _redis_env(self, service: str) -> dict[str, str]:
+    def _service_env(self, service: str) -> dict[str, str]:
+        """The run's Redis as the service's ACL user; the run's broker when it has one."""
         up = service.upper()
+        broker = self.broker
         return {
             f"{up}_REDIS__URL": self.redis_url,
             f"{up}_REDIS__USERNAME": service,
             f"{up}_REDIS__PASSWORD": self.redis_passwords[service],
+            **({f"{up}_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap} if broker else {}),
         }
 
     def auth(self) -> ChildSpec:
         spec = self.devstack.auth()
         argv = [sys.executable, "-m", "peepers_proof.auth_host", "--topic-prefix", self.prefix]
-        return ChildSpec("auth", argv, {**spec.env, **self._redis_env("auth")})
+        return ChildSpec("auth", argv, {**spec.env, **self._service_env("auth")})
 
     def ingest(self) -> ChildSpec:
         spec = self.devstack.ingest()
         env = {
             **spec.env,
-            **self._redis_env("ingest"),
+            **self._service_env("ingest"),
             "INGEST_TOPIC_PREFIX": self.prefix,
             "INGEST_RECONCILE_SELLER_IDS": json.dumps(self.sellers),
             # The notifier's bursts come from one address (loopback).
@@ -233,7 +256,7 @@ class ProofPlan:
         up = kind.upper()
         env = {
             **spec.env,
-            **self._redis_env(kind),
+            **self._service_env(kind),
             f"{up}_TOPIC_PREFIX": self.prefix,
             f"{up}_ML__BACKOFF_INITIAL_S": "0.1",
             f"{up}_ML__BACKOFF_MAX_S": "2",

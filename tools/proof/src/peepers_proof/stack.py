@@ -27,6 +27,7 @@ from peepers_devstack.errors import StepFailed
 from peepers_devstack.plan import LOOPBACK, ChildSpec
 from peepers_devstack.processes import Child, Probe, Supervisor
 from peepers_devstack.watch import answers_200
+from peepers_proof.broker import STARTED_MARKER
 from peepers_proof.plan import WORKER_KINDS, ProofPlan
 from peepers_sandbox.client import SandboxAdmin
 
@@ -72,24 +73,62 @@ class Stack:
 
     async def start(self) -> None:
         await self.supervisor.stop_leftovers(self.say)
-        await ensure_topics(self.kafka, registry_topics(self.plan.prefix))
-        self.say(f"topics behind {self.plan.prefix} created")
         for spec in self.plan.children():
             self.specs[spec.name] = spec
+        broker = self.plan.broker
+        if broker is not None:
+            await asyncio.to_thread(broker.format)
+            await self.start_child("kafka")
+        await ensure_topics(self.kafka, registry_topics(self.plan.prefix))
+        self.say(f"topics behind {self.plan.prefix} created")
         workers = [n for n in self.specs if n.partition("-")[0] in WORKER_KINDS]
         for name in self.specs:
-            if name not in workers:  # in order: each needs the ones before it
+            if name not in workers and name != "kafka":  # in order: each needs the ones before
                 await self.start_child(name)
         # The workers need only those, not each other: started together.
         await asyncio.gather(*(self.start_child(name) for name in workers))
 
     async def start_child(self, name: str) -> None:
         spec = self.specs[name]
-        child = await self.supervisor.start(spec)
+        child = await self._launch(name)
         took = await self.supervisor.wait_ready(
             child, self._probe(spec), timeout_s=self.plan.options.ready_timeout_s
         )
         self.say(f"{name} ready in {took:.1f} s (pid {child.pid})")
+
+    async def restart_child(self, name: str) -> None:
+        """Start a stopped child again, as an orchestrator does after a kill.
+
+        A start that exits (a dependency still down: auth while the run's broker is
+        restarting) is retried every 2 s until the ready timeout.
+        """
+        probe = self._probe(self.specs[name])
+        started = time.monotonic()
+        deadline = started + self.plan.options.ready_timeout_s
+        while True:
+            child = await self._launch(name)
+            while child.process.returncode is None and not await probe():
+                if time.monotonic() > deadline:
+                    reason = f"did not become ready within {self.plan.options.ready_timeout_s} s"
+                    raise child.failed(reason)
+                await asyncio.sleep(0.2)
+            if child.process.returncode is None:
+                self.say(f"{name} ready in {time.monotonic() - started:.1f} s (pid {child.pid})")
+                return
+            self.supervisor.children.remove(child)
+            reason = f"exited with code {child.process.returncode} while starting"
+            if time.monotonic() > deadline:
+                raise child.failed(reason)
+            self.say(f"{name} {reason}; started again in 2 s")
+            await asyncio.sleep(2)
+
+    async def _launch(self, name: str) -> Child:
+        # A restarted child's log must not overwrite the one of the process it replaces.
+        log = self.supervisor.log_dir / f"{name}.log"
+        if log.exists():
+            earlier = len(list(self.supervisor.log_dir.glob(f"{name}.*.log")))
+            log.rename(log.with_name(f"{name}.{earlier + 1}.log"))
+        return await self.supervisor.start(self.specs[name])
 
     def _probe(self, spec: ChildSpec) -> Probe:
         kind = spec.name.split("-")[0]
@@ -98,6 +137,13 @@ class Stack:
             return self._redis_up
         if kind == "mail":
             return self._smtp_up
+        if kind == "kafka":
+            log = self.supervisor.log_dir / "kafka.log"
+
+            async def started() -> bool:
+                return STARTED_MARKER in await asyncio.to_thread(log.read_bytes)
+
+            return started
         urls = {
             "sandbox": f"{base.sandbox_url}/_admin/health",
             "auth": f"{base.auth_url}/readyz",
@@ -133,7 +179,7 @@ class Stack:
         return True
 
     async def kill(self, name: str) -> None:
-        """SIGKILL the child's process group, and forget it until `start_child`."""
+        """SIGKILL the child's process group, and forget it until `restart_child`."""
         child = self.child(name)
         # Forgotten first: `Supervisor.check` (the progress loop) must not see it exit.
         self.supervisor.children.remove(child)
@@ -142,7 +188,7 @@ class Stack:
         await child.process.wait()
 
     async def stop_child(self, name: str) -> None:
-        """A graceful stop (SIGTERM, as the supervisor does), forgotten until `start_child`."""
+        """A graceful stop (SIGTERM, as the supervisor does), forgotten until `restart_child`."""
         child = self.child(name)
         self.supervisor.children.remove(child)
         with contextlib.suppress(ProcessLookupError):
@@ -169,9 +215,19 @@ class Stack:
         self.say(f"{len(self.plan.sellers)} sellers connected through auth's login in {took:.1f} s")
 
     async def stop(self) -> None:
+        # In reverse start order, restarted children included: the services before the
+        # broker and Redis they need to shut down cleanly.
+        order = {name: i for i, name in enumerate(self.specs)}
+        self.supervisor.children.sort(key=lambda child: order.get(child.name, len(order)))
         await self.supervisor.stop_all(self.say)
         # The workers' Faust data directories (in the shared working directory).
         for data in self.supervisor.work_dir.glob(f"*-{self.plan.scope}-data"):
             shutil.rmtree(data, ignore_errors=True)
+        broker = self.plan.broker
+        if broker is not None:
+            # The run's broker is stopped with the rest: its topics go with its storage.
+            shutil.rmtree(broker.directory, ignore_errors=True)
+            self.say("removed the run's broker and its topics")
+            return
         deleted = await delete_topics_containing(self.kafka, self.plan.prefix)
         self.say(f"deleted the run's {len(deleted)} topics")

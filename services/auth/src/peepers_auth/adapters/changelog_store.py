@@ -62,11 +62,22 @@ class ChangelogSellerStore:
             await self._relog(fields.seller_id)
 
     async def put(
-        self, record: SellerRecord, *, expected_version: int, lock_token: str | None = None
+        self,
+        record: SellerRecord,
+        *,
+        expected_version: int,
+        lock_token: str | None = None,
+        durable: bool = False,
     ) -> bool:
-        # Skipped while the view is being restored: it may not hold the seller yet.
-        if self._changelog.ready and not await self._view.may_write(
-            record.seller_id, expected_version=expected_version, lock_token=lock_token
+        # Skipped while the view is being restored (it may not hold the seller yet), and
+        # for a durable record: the view may be lost or unreachable right now, and a
+        # restore or `catch_up` must find the record in the changelog then.
+        if (
+            not durable
+            and self._changelog.ready
+            and not await self._view.may_write(
+                record.seller_id, expected_version=expected_version, lock_token=lock_token
+            )
         ):
             return False
         fields = self._view.encode(record)
@@ -116,6 +127,17 @@ class ChangelogSellerStore:
         if winner is not None:
             await self._changelog.write(str(seller_id), winner.changelog_value())
             log.info("seller %s: a concurrent write won; its record logged again", seller_id)
+
+    async def catch_up(self, seller_id: int) -> SellerRecord | None:
+        """The seller's record after the whole changelog is applied to the view again.
+
+        A record can be durable in the changelog yet missing from the view: its writer's
+        compare-and-set found the view lost (flushed, restarted) or Redis did not answer,
+        or the writer was killed between the two. The view's apply keeps what is newer.
+        """
+        replayed = await self._changelog.replay()
+        log.info("seller %s: view caught up with the changelog (%d records)", seller_id, replayed)
+        return await self.get(seller_id)
 
     async def clear_outbox(self, seller_id: int, *, version: int) -> None:
         # Logged too: a restore must not publish the record's events a second time.

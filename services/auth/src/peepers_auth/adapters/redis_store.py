@@ -31,6 +31,7 @@ import json
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, NamedTuple
@@ -403,6 +404,15 @@ class RedisSellerStore:
             if int(current or 0) != version or not locked:
                 return
             await asyncio.sleep(_POLL_S)
+
+    async def count_by_status(self) -> Counter[str]:
+        """How many sellers the view holds in each status (reads ``meta``: no secrets)."""
+        ids = await self.seller_ids()
+        async with redis_errors(), self._client.pipeline(transaction=False) as pipe:
+            for seller_id in ids:
+                pipe.hget(self._key(seller_id), "meta")  # type: ignore[unused-awaitable]
+            metas: list[bytes | None] = await pipe.execute()
+        return Counter(str(json.loads(meta)["status"]) for meta in metas if meta is not None)
 
     async def seller_ids(self) -> list[int]:
         async with redis_errors():

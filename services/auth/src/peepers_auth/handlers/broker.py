@@ -136,6 +136,8 @@ async def _refresh_locked(deps: AuthDeps, record: SellerRecord, lock: str) -> Se
             msg = "ML's refresh answer carried no refresh token"
             raise ReauthRequired(msg, seller_id=seller_id)
     except ReauthRequired:
+        if await _replaced_already(deps, record):
+            return None
         metrics.REFRESHES.labels("invalid_grant").inc()
         if not await _mark_reauth_required(deps, record, lock):
             return None
@@ -160,13 +162,35 @@ async def _refresh_locked(deps: AuthDeps, record: SellerRecord, lock: str) -> Se
     )
     # Fenced on the version only, not the lock: ML has already retired the old refresh
     # token, so these tokens are the only working ones unless a newer login replaced them.
-    if await deps.sellers.put(refreshed, expected_version=record.version):
+    # Durable even when the write does not land (the view lost or unreachable): the next
+    # read restores them, or `_replaced_already` finds them when ML refuses the old ones.
+    if await deps.sellers.put(refreshed, expected_version=record.version, durable=True):
         metrics.REFRESHES.labels("refreshed").inc()
         log.info("seller %s: access token refreshed", seller_id)
         return refreshed
     metrics.REFRESHES.labels("superseded").inc()
     log.warning("seller %s: refreshed tokens superseded by a newer write", seller_id)
     return None
+
+
+async def _replaced_already(deps: AuthDeps, record: SellerRecord) -> bool:
+    """Whether a newer state of the seller is durable though ``record`` was read.
+
+    ML refused ``record``'s refresh token. When an earlier refresh spent it, its tokens
+    are durable but may have missed the view (Redis flushed, restarted or silent when
+    they were written, or auth killed between the changelog and the view): caught up,
+    the view holds them and the caller evaluates it afresh instead of declaring the
+    seller lost.
+    """
+    current = await deps.sellers.catch_up(record.seller_id)
+    if current is None or current.version <= record.version:
+        return False
+    metrics.REFRESHES.labels("recovered").inc()
+    log.warning(
+        "seller %s: ML refused a spent refresh token; its successor was durable, recovered",
+        record.seller_id,
+    )
+    return True
 
 
 async def _mark_reauth_required(deps: AuthDeps, record: SellerRecord, lock: str) -> bool:
