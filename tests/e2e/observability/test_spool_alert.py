@@ -53,8 +53,9 @@ def broker(tmp_path: Path) -> Iterator[PrivateBroker]:
     libs = kafka_libs()
     if libs is None:
         pytest.fail("Kafka jars are missing: run scripts/stack up first")
-    private = PrivateBroker(tmp_path / "kafka", libs)
-    private.directory.mkdir()
+    directory = tmp_path / "kafka"
+    directory.mkdir()
+    private = PrivateBroker(directory, libs)
     private.format()
     private.start()
     try:
