@@ -4,6 +4,7 @@ killed mid-stream loses and doubles nothing."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,8 +26,12 @@ FAST = {
     "MESSAGES_SESSION_TIMEOUT_S": "6",
     "MESSAGES_HEARTBEAT_INTERVAL_S": "1",
     "MESSAGES_REBUILD__CHECK_EVERY_S": "1",
-    # The test's own sandbox has no messaging quota a lost budget could breach.
-    "MESSAGES_BACKFILL__REBUILD_CONVERSATIONS_WAIT_S": "0",
+    # A flush loses the limiter's budget: the worker then waits out a full counted window
+    # (docs/ml-client.md), 6.25 s on these limits, not 62 s.
+    "MESSAGES_ML__APP_LIMIT": '{"amount": 500, "per_s": 5}',
+    "MESSAGES_ML__FAMILY_LIMITS": json.dumps(
+        {family: {"amount": 500, "per_s": 5} for family in ("messages", "messages_write")}
+    ),
 }
 
 

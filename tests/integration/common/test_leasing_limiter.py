@@ -7,9 +7,11 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.ml.leases import (
@@ -23,7 +25,7 @@ from peepers_common.ml.leases import (
 from peepers_common.ml.ratelimit import OutboundLimiter, bulk_lane
 from peepers_common.namespaces import connect_redis
 from peepers_common.settings import MlApiSettings, MlLimit
-from tests.support import unique, wait_until
+from tests.support import private_redis, unique, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +51,18 @@ def ask(
     seq: int = 0,
     lane: Lane = Lane.LIVE,
     give_back: tuple[str, int] | None = None,
+    epoch: str = "",
 ) -> LeaseRequest:
-    return LeaseRequest(holder, seq, want, lane, (level,), give_back=give_back)
+    return LeaseRequest(
+        holder,
+        seq,
+        want,
+        lane,
+        (level,),
+        give_back=give_back,
+        marker=f"{level.key}:epoch",
+        epoch=epoch,
+    )
 
 
 async def held(redis: aioredis.Redis, level: Level) -> int:
@@ -169,3 +181,55 @@ class TestLimiterOnRedis:
         # smallest). 0.7 leaves room for a loaded machine, not for a greedy replica.
         even = sum(granted) / 4
         assert min(granted) >= even * 0.7, granted
+
+
+@pytest.fixture
+async def flushable(tmp_path: Path) -> AsyncIterator[aioredis.Redis]:
+    """A Redis of this test's own: the shared one is never flushed."""
+    async with private_redis(tmp_path) as url:
+        client = aioredis.Redis.from_url(url)
+        yield client
+        await client.aclose()
+
+
+class TestLostBudgetOnRedis:
+    async def test_after_a_flushall_nothing_is_granted_before_the_window_has_passed(
+        self, flushable: aioredis.Redis, level: Level
+    ) -> None:
+        budget = RedisLeaseBudget(flushable)
+        first = await budget.take(ask(level, "a", 4))
+        assert (first.granted, first.lost) == (4, False)
+        await flushable.flushall()
+        started = time.monotonic()
+        found = await budget.take(ask(level, "a", 4, seq=1, epoch=first.epoch))
+        assert (found.granted, found.lost) == (0, True)
+        assert found.epoch != first.epoch
+        assert (await budget.take(ask(level, "new", 1))).granted == 0  # on the new epoch
+        seq = 2
+
+        async def granted() -> bool:
+            nonlocal seq
+            seq += 1
+            grant = await budget.take(ask(level, "a", 1, seq=seq, epoch=found.epoch))
+            return grant.granted == 1
+
+        await wait_until(granted, timeout_s=5, every_s=0.02)
+        assert time.monotonic() - started >= WINDOW_S
+
+    async def test_a_limiter_waits_out_a_full_window_after_a_flushall(
+        self, flushable: aioredis.Redis
+    ) -> None:
+        lost_before = REGISTRY.get_sample_value("peepers_ml_limiter_budget_lost_total") or 0
+        settings = MlApiSettings(app_limit=MlLimit(amount=40, per_s=1), family_limits={})
+        limiter = OutboundLimiter(flushable, settings, scope=unique("lost"))
+        try:
+            await limiter.acquire("items")
+            await flushable.flushall()
+            await asyncio.sleep(0.1)  # past the lease's ttl (50 ms on a 1 s limit)
+            started = time.monotonic()
+            await limiter.acquire("items")
+            # The counted window: 1 s, the 1 s margin and the 50 ms ttl.
+            assert time.monotonic() - started >= 2.05
+        finally:
+            await limiter.aclose()
+        assert REGISTRY.get_sample_value("peepers_ml_limiter_budget_lost_total") == lost_before + 1

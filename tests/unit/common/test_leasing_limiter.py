@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
 from peepers_common.ml.leases import (
     ACTIVE_S,
@@ -22,6 +24,7 @@ from peepers_common.settings import MlApiSettings, MlLimit
 
 LEVEL = Level("ratelimit:test:app", amount=12, window_s=2.0)
 APP_KEY = "ratelimit:unit:0:app"  # the limiter's app level: scope "unit", app id 0
+MARKER = "ratelimit:test:epoch"
 
 
 class Clock:
@@ -58,8 +61,11 @@ def ask(
     seq: int = 0,
     lane: Lane = Lane.LIVE,
     give_back: tuple[str, int] | None = None,
+    epoch: str = "",
 ) -> LeaseRequest:
-    return LeaseRequest(holder, seq, want, lane, (LEVEL,), give_back=give_back)
+    return LeaseRequest(
+        holder, seq, want, lane, (LEVEL,), give_back=give_back, marker=MARKER, epoch=epoch
+    )
 
 
 class TestSharedBudget:
@@ -164,10 +170,70 @@ class TestSharedBudget:
         self, budget: CountingBudget
     ) -> None:
         level = Level("ratelimit:test:big", amount=100, window_s=2.0)
-        sync = LeaseRequest("sync", 0, 100, Lane.BULK, (level,))
+        sync = LeaseRequest("sync", 0, 100, Lane.BULK, (level,), marker=MARKER)
         assert (await budget.take(sync)).granted == 100 - math.floor(100 * LIVE_RESERVE)
-        hook = LeaseRequest("hook", 0, 100, Lane.LIVE, (level,))
+        hook = LeaseRequest("hook", 0, 100, Lane.LIVE, (level,), marker=MARKER)
         assert (await budget.take(hook)).granted == math.floor(100 * LIVE_RESERVE)
+
+
+class TestLostBudget:
+    """Redis lost the budget (FLUSHALL, a restart without persistence): ML did not."""
+
+    async def test_a_holder_that_finds_its_epoch_gone_is_granted_nothing_for_a_window(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        first = await budget.take(ask("a", 4))
+        assert (first.granted, first.lost) == (4, False)
+        budget.lose()
+        clock.now += 0.5
+        found = await budget.take(ask("a", 4, seq=1, epoch=first.epoch))
+        assert (found.granted, found.lost) == (0, True)
+        assert found.epoch != first.epoch
+        assert 0 < found.retry_in_s <= LEVEL.window_s
+        # Nobody is granted anything in that window, on the new epoch or the old one.
+        assert (await budget.take(ask("b", 1, epoch=found.epoch))).granted == 0
+        late = await budget.take(ask("c", 1, epoch=first.epoch))
+        assert (late.granted, late.lost) == (0, True)
+        clock.now += LEVEL.window_s - 0.01
+        assert (await budget.take(ask("a", 1, seq=2, epoch=found.epoch))).granted == 0
+        clock.now += 0.01
+        assert (await budget.take(ask("a", 1, seq=3, epoch=found.epoch))).granted == 1
+
+    async def test_a_loss_is_accounted_once_however_late_a_holder_finds_it(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        first = await budget.take(ask("a", 1))
+        budget.lose()
+        found = await budget.take(ask("a", 1, seq=1, epoch=first.epoch))
+        clock.now += LEVEL.window_s
+        idle = await budget.take(ask("b", 1, epoch=first.epoch))  # asks again only now
+        assert (idle.granted, idle.lost, idle.epoch) == (1, True, found.epoch)
+
+    async def test_a_holder_that_saw_no_epoch_cannot_tell(self, budget: CountingBudget) -> None:
+        await budget.take(ask("a", 12))
+        budget.lose()
+        fresh = await budget.take(ask("new", 12))
+        assert (fresh.granted, fresh.lost) == (12, False)
+
+    async def test_the_limiter_waits_a_full_window_logs_it_and_counts_it(
+        self, budget: CountingBudget, clock: Clock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        lost_before = REGISTRY.get_sample_value("peepers_ml_limiter_budget_lost_total") or 0
+        limiter = limiter_over(budget, clock, amount=100, per_s=60)
+        await limiter.acquire("items")
+        budget.lose()
+        clock.now += 1.0  # past the first lease's ttl
+        waiting = asyncio.create_task(limiter.acquire("items"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert REGISTRY.get_sample_value("peepers_ml_limiter_budget_lost_total") == lost_before + 1
+        assert "budget ratelimit:unit:0 was lost" in caplog.text
+        clock.now += 60 + MARGIN_S + 1.0 - 0.1  # the counted window, less a little
+        await asyncio.sleep(1.2)  # the limiter asks again every second
+        assert not waiting.done()
+        await until_done(clock, [waiting], step_s=0.1)
+        assert budget.held(APP_KEY) == budget.requests[-1].want
+        await limiter.aclose()
 
 
 def limiter_over(
@@ -177,7 +243,7 @@ def limiter_over(
     return OutboundLimiter(None, settings, scope="unit", budget=budget, clock=clock)  # type: ignore[arg-type]
 
 
-async def until_done(clock: Clock, tasks: list[asyncio.Task[None]], step_s: float) -> None:
+async def until_done(clock: Clock, tasks: Sequence[asyncio.Task[object]], step_s: float) -> None:
     """Let fake time pass (``step_s`` per real 20 ms) until every task is done."""
     for _ in range(250):
         if all(task.done() for task in tasks):

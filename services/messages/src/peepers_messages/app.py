@@ -162,7 +162,6 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> Async
                     sellers,
                     checkpoints,
                     backfill_options(settings, run_id=epoch),
-                    conversations_wait_s=settings.backfill.rebuild_conversations_wait_s,
                 )
 
             guard = CacheGuard(redis, namespace, rebuild, options=settings.rebuild)

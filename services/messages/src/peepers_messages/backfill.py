@@ -73,8 +73,6 @@ class BackfillOptions:
     page_size: int = 50
     item_concurrency: int = 8
     conversation_days: int | None = None
-    # Wall-clock time (``deps.clock``) before which the conversations phase does not start.
-    conversations_after: float = 0.0
     restart: bool = False
 
 
@@ -136,10 +134,6 @@ async def _run(
         if state.phase == "claims":
             await _claims(state, deps, checkpoints, progress)
         if state.phase == "conversations":
-            wait_s = options.conversations_after - deps.clock()
-            if wait_s > 0:
-                log.info("seller %d: conversations in %.0f s", state.seller_id, wait_s)
-                await asyncio.sleep(wait_s)
             await _conversations(state, deps, checkpoints, options, progress)
     finally:
         metrics.BACKFILL_RUNNING.labels(label).set(0)

@@ -8,8 +8,9 @@
    ``seller.connected``, with the run id ``rebuild-<epoch>`` (a retried or taken-over
    rebuild resumes each seller from its checkpoint). Questions and claims it meets are
    announced as ``question.snapshot`` / ``claim.snapshot``: whether they were announced
-   before cannot be proven. The conversations phase waits out ML's messaging window
-   first: the limiter's budget was lost with Redis, ML's count was not.
+   before cannot be proven. The limiter's budget was lost with Redis while ML's count
+   was not: the limiter itself holds every request back for that window
+   (docs/ml-client.md, "A budget lost with Redis"), the rebuild's as any other's.
 
 Which sellers: those connected per ``peepers.sellers.v1``, read from its start (a seller's
 last connection event wins; disconnected sellers are left out), as any team would read it.
@@ -57,24 +58,16 @@ async def rebuild_messages(
     sellers: list[int],
     checkpoints: RedisBackfillCheckpoints,
     options: BackfillOptions,
-    *,
-    conversations_wait_s: float = 0.0,
 ) -> Resync | None:
-    """Phase one (owned state back); returns phase two (the sellers' backfills).
-
-    The conversations wait ``conversations_wait_s`` from now: the limiter's budget was lost
-    with the mirror (``BackfillSettings.rebuild_conversations_wait_s``).
-    """
+    """Phase one (owned state back); returns phase two (the sellers' backfills)."""
     for changelog in changelogs:
         await changelog.verify()
     if not sellers:
         return None
     log.warning("rebuilding the messages mirror (epoch %s): %d sellers", epoch, len(sellers))
 
-    conversations_after = deps.clock() + conversations_wait_s
-
     async def resync() -> None:
-        run = replace(options, run_id=f"rebuild-{epoch}", conversations_after=conversations_after)
+        run = replace(options, run_id=f"rebuild-{epoch}")
         for seller_id in sellers:
             try:
                 state = await backfill(seller_id, deps, checkpoints, run)

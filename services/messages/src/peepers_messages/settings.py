@@ -18,11 +18,6 @@ class BackfillSettings(BaseModel):
     # those created this many days back, or all of them (None, the default: every
     # conversation ML holds is mirrored, one request a pack, in the limiter's bulk lane).
     conversation_days: int | None = Field(default=None, ge=1)
-    # A rebuild follows a lost Redis, which took the shared limiter's budget with it, while
-    # ML still counts the messaging reads of the minute before: the rebuild's conversations
-    # (a request a pack) wait out that window (a minute, plus the limiter's margin and lease
-    # ttl) so they cannot push ML past its 500 a minute. Webhooks are not held back.
-    rebuild_conversations_wait_s: float = Field(default=62.0, ge=0)
 
 
 class Settings(ConsumerSettings):

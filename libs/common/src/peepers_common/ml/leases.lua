@@ -1,19 +1,23 @@
 -- One lease from the shared outbound budget: the rules of peepers_common/ml/leases.py
 -- (MemoryLeaseBudget keeps the same ones in a process; read its docstring first).
--- KEYS: per level, its :leases (sorted set: lease member -> granted at, ms), :held (hash:
--- total permits counted, and d:<holder> = '<want> <lane> <short>' of each active holder:
--- what it last asked for, its lane, and how much of that it was refused) and
--- :holders (sorted set: holder -> last asked, ms).
+-- KEYS: the budget's epoch marker (a hash without TTL: e = the epoch, lost_at = when a
+-- lost budget was noticed, lost:<epoch> = that loss is accounted), then per level its
+-- :leases (sorted set: lease member -> granted at, ms), :held (hash: total permits
+-- counted, and d:<holder> = '<want> <lane> <short>' of each active holder: what it last
+-- asked for, its lane, and how much of that it was refused) and :holders (sorted set:
+-- holder -> last asked, ms).
 -- ARGV: holder, seq, want, lane, active ms, give-back member ('' = none), its unused
 -- permits, leaving ('1'/'0'), min retry ms, max retry ms, the live reserve (share of a
--- window bulk leases leave unused), then per level its amount and counted window in ms.
--- Returns {granted, retry in ms (0 when granted)}. A lease member is holder|seq|count.
+-- window bulk leases leave unused), the epoch the holder last saw ('' = none), then per
+-- level its amount and counted window in ms.
+-- Returns {granted, retry in ms (0 when granted), the epoch, 1 if the holder's epoch was
+-- lost}. A lease member is holder|seq|count.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holder, seq, want, lane = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local active_ms, back, unused = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local leaving, min_retry, max_retry = ARGV[8] == '1', tonumber(ARGV[9]), tonumber(ARGV[10])
-local reserve = tonumber(ARGV[11])
+local reserve, seen = tonumber(ARGV[11]), ARGV[12]
 local SEP = '|'
 
 local function parse(member)
@@ -21,11 +25,26 @@ local function parse(member)
   return h, s, tonumber(c)
 end
 
+-- A holder that saw another epoch saw a budget that is gone (FLUSHALL, a restart without
+-- persistence): ML still counts what it granted, so the first such holder marks the
+-- window from now spent in full at every level.
+local marker = KEYS[1]
+local epoch = redis.call('HGET', marker, 'e')
+if not epoch then
+  epoch = now .. ':' .. holder .. ':' .. seq
+  redis.call('HSET', marker, 'e', epoch)
+end
+local lost = seen ~= '' and seen ~= epoch
+if lost and redis.call('HSETNX', marker, 'lost:' .. seen, now) == 1 then
+  redis.call('HSET', marker, 'lost_at', now)
+end
+local lost_at = tonumber(redis.call('HGET', marker, 'lost_at') or '')
+
 local grant, retry = want, 0
-local levels = #KEYS / 3
+local levels = (#KEYS - 1) / 3
 for i = 1, levels do
-  local leases, held, holders = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local amount, window = tonumber(ARGV[10 + 2 * i]), tonumber(ARGV[11 + 2 * i])
+  local leases, held, holders = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local amount, window = tonumber(ARGV[11 + 2 * i]), tonumber(ARGV[12 + 2 * i])
   -- Leases that left the window, and holders that stopped asking.
   local old = redis.call('ZRANGEBYSCORE', leases, '-inf', now - window)
   if #old > 0 then
@@ -83,23 +102,26 @@ for i = 1, levels do
     end
     if waiting then room = math.min(room, share - (used[holder] or 0)) end
   end
+  local spent = lost_at and lost_at + window > now
+  if spent then room = 0 end
   if room < grant then
     grant = math.max(room, 0)
     local first = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
     local at = first[2] and tonumber(first[2]) or now
+    if spent then at = lost_at end
     retry = math.min(math.max(at + window - now, min_retry), max_retry)
   end
 end
 for i = 1, levels do
-  local window = tonumber(ARGV[11 + 2 * i])
+  local window = tonumber(ARGV[12 + 2 * i])
   if grant > 0 then
-    redis.call('ZADD', KEYS[3 * i - 2], now, holder .. SEP .. seq .. SEP .. grant)
-    redis.call('HINCRBY', KEYS[3 * i - 1], 'total', grant)
+    redis.call('ZADD', KEYS[3 * i - 1], now, holder .. SEP .. seq .. SEP .. grant)
+    redis.call('HINCRBY', KEYS[3 * i], 'total', grant)
   end
   if want > 0 and not leaving then
-    redis.call('HSET', KEYS[3 * i - 1], 'd:' .. holder, want .. ' ' .. lane .. ' ' .. (want - grant))
+    redis.call('HSET', KEYS[3 * i], 'd:' .. holder, want .. ' ' .. lane .. ' ' .. (want - grant))
   end
-  for k = 3 * i - 2, 3 * i do redis.call('PEXPIRE', KEYS[k], window + active_ms) end
+  for k = 3 * i - 1, 3 * i + 1 do redis.call('PEXPIRE', KEYS[k], window + active_ms) end
 end
 if grant > 0 then retry = 0 end
-return {grant, retry}
+return {grant, retry, epoch, lost and 1 or 0}

@@ -34,6 +34,16 @@ quiet spell, while a sync has filled the window, finds permits at once instead o
 waiting for the sync's leases to slide out (up to a minute on ML's limits). A sync thus
 runs at most 1 / (1 - LIVE_RESERVE) = 1.05x slower than the bound of its budget.
 
+**A lost budget.** The budget lives in Redis, ML's count of the same requests does not:
+after a FLUSHALL or a restart without persistence a fresh budget would grant a full
+window again while ML still counts the one before. So a budget has an *epoch*, kept in a
+marker without TTL (one per app and scope, shared by its levels), and every grant tells
+the holder the epoch; a holder that saw an epoch and finds another (the marker was lost
+and made anew) has found the budget lost. The first to find it marks the window from then
+spent in full at every level: nothing is granted until each level's counted window has
+passed since (docs/ml-client.md: why a full window). A process that starts after the loss
+saw no epoch and cannot tell: the processes that ran before it do.
+
 Two budgets keep these rules: `RedisLeaseBudget` (one Lua script on Redis time, shared by
 every replica; the script is ``leases.lua``) and `MemoryLeaseBudget` (in the process, on
 an injected clock: for one process, and for the rules' unit tests).
@@ -87,12 +97,16 @@ class LeaseRequest:
     levels: Sequence[Level]
     give_back: tuple[str, int] | None = None  # (lease member, permits not used)
     leaving: bool = False  # the holder closes: it is no longer active
+    marker: str = field(kw_only=True)  # the key of the budget's epoch marker
+    epoch: str = field(default="", kw_only=True)  # the epoch last granted under ('' = none)
 
 
 class LeaseGrant(NamedTuple):
     granted: int
     member: str  # names the lease for a later give-back
     retry_in_s: float  # when nothing was granted: when asking again may succeed
+    epoch: str  # the budget's epoch, to send with the next request
+    lost: bool  # the request's epoch was lost: the window from then on is spent
 
 
 def lease_member(holder: str, seq: int, count: int) -> str:
@@ -164,9 +178,16 @@ class _LevelState:
             room = min(room, share - used.get(request.holder, 0))
         return room
 
-    def retry_in_s(self, now: float) -> float:
-        first = min(self.leases.values(), default=now)
+    def retry_in_s(self, now: float, lost_at: float | None) -> float:
+        first = min(self.leases.values(), default=now) if lost_at is None else lost_at
         return min(max(first + self.window_s - now, MIN_RETRY_S), MAX_RETRY_S)
+
+
+@dataclass
+class _Marker:
+    epoch: str
+    lost_at: float | None = None
+    accounted: set[str] = field(default_factory=set)  # lost epochs already marked
 
 
 class MemoryLeaseBudget:
@@ -178,6 +199,12 @@ class MemoryLeaseBudget:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._levels: dict[str, _LevelState] = {}
+        self._markers: dict[str, _Marker] = {}
+
+    def lose(self) -> None:
+        """Forget everything, as Redis does on a FLUSHALL."""
+        self._levels.clear()
+        self._markers.clear()
 
     def held(self, key: str) -> int:
         """Permits counted in the window of level ``key`` now."""
@@ -189,6 +216,14 @@ class MemoryLeaseBudget:
 
     async def take(self, request: LeaseRequest) -> LeaseGrant:
         now = self._clock()
+        marker = self._markers.get(request.marker)
+        if marker is None:
+            epoch = f"{now}:{request.holder}:{request.seq}"
+            marker = self._markers[request.marker] = _Marker(epoch)
+        lost = request.epoch not in ("", marker.epoch)
+        if lost and request.epoch not in marker.accounted:
+            marker.accounted.add(request.epoch)
+            marker.lost_at = now
         grant, retry = request.want, 0.0
         states = []
         for level in request.levels:
@@ -203,15 +238,20 @@ class MemoryLeaseBudget:
             elif request.want > 0:
                 state.holders[request.holder] = _Holder(now, request.want, request.lane)
             room = state.room(level.amount, request)
+            lost_at = marker.lost_at
+            if lost_at is not None and lost_at + level.window_s > now:
+                room = 0  # the window since a lost budget was found is spent
+            else:
+                lost_at = None
             if room < grant:
-                grant, retry = max(room, 0), state.retry_in_s(now)
+                grant, retry = max(room, 0), state.retry_in_s(now, lost_at)
         member = lease_member(request.holder, request.seq, grant)
         for state in states:
             if grant > 0:
                 state.leases[member] = now
             if request.want > 0 and not request.leaving:
                 state.holders[request.holder].short = request.want - grant
-        return LeaseGrant(grant, member, 0.0 if grant > 0 else retry)
+        return LeaseGrant(grant, member, 0.0 if grant > 0 else retry, marker.epoch, lost)
 
 
 # ---------------------------------------------------------------- shared, in Redis
@@ -224,6 +264,7 @@ class RedisLeaseBudget:
 
     The script runs on Redis time, so replicas disagree on no clock.
 
+    The budget's epoch marker is a hash without TTL under the request's ``marker``.
     Each level keeps three keys under its ``key``: ``:leases`` (sorted set of lease
     members by grant time), ``:held`` (hash: the permits counted, and each active
     holder's demand) and ``:holders`` (sorted set of active holders by last request).
@@ -233,7 +274,7 @@ class RedisLeaseBudget:
         self._script = redis.register_script(_SCRIPT)
 
     async def take(self, request: LeaseRequest) -> LeaseGrant:
-        keys: list[str] = []
+        keys: list[str] = [request.marker]
         args: list[str | int | float] = [
             request.holder,
             request.seq,
@@ -246,16 +287,21 @@ class RedisLeaseBudget:
             int(MIN_RETRY_S * 1000),
             int(MAX_RETRY_S * 1000),
             LIVE_RESERVE,
+            request.epoch,
         ]
         for level in request.levels:
             keys += [f"{level.key}:leases", f"{level.key}:held", f"{level.key}:holders"]
             args += [level.amount, math.ceil(level.window_s * 1000)]
         try:
-            granted, retry_ms = await self._script(keys=keys, args=args)
+            granted, retry_ms, epoch, lost = await self._script(keys=keys, args=args)
         except RedisError as exc:
             msg = f"the outbound rate limiter's Redis failed: {exc!r}"
             raise CacheUnavailable(msg) from exc
         granted = int(granted)
         return LeaseGrant(
-            granted, lease_member(request.holder, request.seq, granted), int(retry_ms) / 1000
+            granted,
+            lease_member(request.holder, request.seq, granted),
+            int(retry_ms) / 1000,
+            epoch.decode() if isinstance(epoch, bytes) else str(epoch),
+            bool(lost),
         )

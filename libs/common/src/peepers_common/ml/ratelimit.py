@@ -12,6 +12,10 @@ Requests wait in two lanes: ``live`` (the default: webhook-driven fetches) befor
 ``bulk`` (full syncs and backfills: ``with bulk_lane(): ...``). The lane is a context
 variable, so a sync marks its whole task tree at once, and the shared budget serves live
 demand across replicas first too.
+
+A budget lost with Redis (FLUSHALL, a restart without persistence) is noticed by the
+processes that had leased from it, and the window from then is treated as spent in full
+(`leases`: "A lost budget"), logged and counted (``peepers_ml_limiter_budget_lost_total``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import logging
 import math
 import random
 import time
@@ -44,6 +49,8 @@ from peepers_common.settings import MlApiSettings, MlLimit
 
 __all__ = ["KEY_PREFIX", "Lane", "OutboundLimiter", "bulk_lane", "current_lane"]
 
+log = logging.getLogger(__name__)
+
 KEY_PREFIX: Final = "ratelimit"
 # ML counts a request a little after its permit is spent here (event loop, network): two
 # requests one window apart here can land in one window at ML (the multiget bench saw 53
@@ -61,6 +68,12 @@ LEASES: Final = Counter(
     "peepers_ml_limiter_leases_total",
     "Round trips to the shared outbound budget, by outcome (granted, refused, returned)",
     ["outcome"],
+)
+
+BUDGET_LOST: Final = Counter(
+    "peepers_ml_limiter_budget_lost_total",
+    "Times this process found the shared outbound budget lost (Redis flushed or restarted "
+    "empty) and treated the window from then as spent",
 )
 
 _lane: contextvars.ContextVar[Lane] = contextvars.ContextVar("outbound_lane", default=Lane.LIVE)
@@ -174,12 +187,17 @@ class OutboundLimiter:
         self._settings = settings
         self._scope = scope
         self._holder = uuid.uuid4().hex[:12]
+        self._epoch = ""  # the shared budget's epoch, once a lease told it
         self._seq = itertools.count()
         self._pools: dict[tuple[str, int | None], _Pool] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def _app(self) -> str:
+        return f"{KEY_PREFIX}:{self._scope}:{self._settings.app_id}"
+
     def _limits(self, family: str, seller_id: int | None) -> list[tuple[str, MlLimit]]:
-        app = f"{KEY_PREFIX}:{self._scope}:{self._settings.app_id}"
+        app = self._app
         limits: list[tuple[str, MlLimit]] = []
         family_limit = self._settings.family_limits.get(family)
         if family_limit is not None:
@@ -260,6 +278,7 @@ class OutboundLimiter:
         self, pool: _Pool, want: int, lane: Lane, *, leaving: bool = False
     ) -> LeaseGrant:
         give_back, pool.give_back = pool.give_back, None
+        seen = self._epoch
         grant = await self._budget.take(
             LeaseRequest(
                 # One holder per lane: the budget's lane rules then order this process's
@@ -271,8 +290,21 @@ class OutboundLimiter:
                 levels=pool.levels,
                 give_back=give_back,
                 leaving=leaving,
+                marker=f"{self._app}:epoch",
+                epoch=seen,
             )
         )
+        if grant.lost and self._epoch == seen:  # else a concurrent lease reported it
+            BUDGET_LOST.inc()
+            log.warning(
+                "the shared outbound budget %s was lost (epoch %s, now %s): Redis was flushed "
+                "or restarted empty while ML still counts the last window, so the window from "
+                "now is treated as spent in full: no permits until it has passed",
+                self._app,
+                seen,
+                grant.epoch,
+            )
+        self._epoch = grant.epoch
         if want:
             LEASES.labels("granted" if grant.granted else "refused").inc()
         else:
