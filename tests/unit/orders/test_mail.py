@@ -18,6 +18,7 @@ from peepers_common.events import (
 )
 from peepers_common.testing import FakeMlApi
 from peepers_orders.errors import MailInFlight, MailUnavailable
+from peepers_orders.handlers import OrderLocks
 from peepers_orders.mail import (
     Mailer,
     Templates,
@@ -26,7 +27,7 @@ from peepers_orders.mail import (
     money,
     on_order_event,
 )
-from peepers_orders.ports import OutgoingMail
+from peepers_orders.ports import OutgoingMail, SellerProfile
 from peepers_orders.settings import MailSettings, SmtpSettings
 from tests.unit.orders.fakes import (
     SELLER,
@@ -206,4 +207,38 @@ async def test_a_mail_another_process_is_sending_is_retried_and_then_skipped(
     assert sent(mailer).sent == []
     assert await on_order_event(paid_event(), other) == "sent"
     assert await on_order_event(paid_event(), mine) == "duplicate"
+    assert len(sent(mailer).sent) == 1
+
+
+class SlowSellers(InMemorySellers):
+    """A seller directory whose lookups wait for `answer` (ML's limiter holding them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def profile(self, seller_id: int) -> SellerProfile | None:
+        self.asked.set()
+        await self.answer.wait()
+        return await super().profile(seller_id)
+
+
+async def test_a_mail_sent_by_the_new_owner_while_the_old_one_waited_is_not_sent_again(
+    mailer: Mailer,
+) -> None:
+    # After a rebalance the partition's old owner and its new one handle the same event.
+    # The old one waits on the seller's profile for longer than a claim lives; the new
+    # one sends the mail meanwhile. The old one must not send it again.
+    store: dict[str, str] = {}
+    slow = SlowSellers()
+    old = replace(mailer, claims=InMemoryClaims(store, owner="mailer-1"), sellers=slow)
+    new = replace(mailer, claims=InMemoryClaims(store, owner="mailer-2"), sending=OrderLocks())
+    waiting = asyncio.create_task(on_order_event(paid_event(), old))
+    await slow.asked.wait()
+    store.clear()  # whatever the old owner held has lapsed
+    assert await on_order_event(paid_event(), new) == "sent"
+    store.clear()  # and so has the new owner's claim, its mail in the ledger
+    slow.answer.set()
+    assert await waiting == "duplicate"
     assert len(sent(mailer).sent) == 1

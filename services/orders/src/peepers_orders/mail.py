@@ -13,9 +13,11 @@ a slow or dead SMTP server holds up mail only, never the order cache. For each e
 
 One sender at a time: the same (order, transition) can reach the mailer twice at once
 (the event published twice when two writers race on the outbox, one copy fresh and one
-parked, both due when an SMTP outage ends). Steps 2 to 4 run under a per-order lock in
-the process and a claim across processes (`MailClaims`: a Redis key naming the process, for
-longer than a send takes); a mail claimed elsewhere is retried later (`MailInFlight`),
+parked, both due when an SMTP outage ends; or one copy handled by two processes, the
+partition's old owner and its new one after a rebalance). Steps 2 to 4 run under a
+per-order lock in the process and a claim across processes (`MailClaims`: a Redis key
+naming the process, for longer than a send takes), taken right before the send with the
+ledger re-checked under it; a mail claimed elsewhere is retried later (`MailInFlight`),
 when the ledger has it, or the claim of a process that died has lapsed.
 
 The window between 3 and 4 is the one place a mail can go twice: a crash after the 250
@@ -220,11 +222,6 @@ async def on_order_event(raw: bytes, mailer: Mailer) -> str:
     if await mailer.ledger.sent(key):
         return _counted("duplicate")
     async with mailer.sending.hold(event.order_id):
-        if not await mailer.claims.take(key):
-            msg = f"another mailer process is sending {key}"
-            raise MailInFlight(msg)
-        if await mailer.ledger.sent(key):  # sent while this one waited for the lock
-            return _counted("duplicate")
         return await _send(event, transition, key, mailer)
 
 
@@ -236,6 +233,15 @@ async def _send(event: OrderEvent, transition: str, key: str, mailer: Mailer) ->
         return _counted("no_address")
     subject, text, html = mailer.templates.render(event, transition, profile, mailer.mail.locale)
     mid = message_id(event.order_id, transition, mailer.smtp.from_address)
+    # The claim is taken last, right before the send: it lives for a send and the ledger's
+    # first write, and no longer. Taken before the profile's lookup (an ML call that can wait
+    # on the shared limiter longer than that), it lapsed while its holder still meant to
+    # send, and the process that took the event over after a rebalance sent it too.
+    if not await mailer.claims.take(key):
+        msg = f"another mailer process is sending {key}"
+        raise MailInFlight(msg)
+    if await mailer.ledger.sent(key):  # sent meanwhile, here or by another process
+        return _counted("duplicate")
     try:
         await mailer.sender.send(
             OutgoingMail(message_id=mid, to=to, subject=subject, text=text, html=html)

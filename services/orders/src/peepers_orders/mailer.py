@@ -12,7 +12,9 @@ reads ``peepers.orders.v1`` with aiokafka consumers of its own:
   each when due.
 
 Offsets are committed after a partition's records of one poll are processed, so a crash
-redelivers what was not finished; the ledger makes that harmless. The process serves
+redelivers what was not finished; the ledger makes that harmless. A partition a rebalance
+takes away mid-batch is left to its new owner at once (`GroupLoop`): the old owner does
+not go on sending its batch, nor restart on the refused commit. The process serves
 ``/healthz``, ``/readyz`` (with the ledger's restore state) and ``/metrics`` on
 ``ORDERS_HTTP_PORT``, and stops promptly on SIGTERM or SIGINT.
 """
@@ -25,8 +27,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from typing import Any, Final
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.consumer_lag import ConsumerLagMonitor
@@ -99,25 +101,44 @@ class GroupLoop:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=100)
                 for partition, records in batches.items():
-                    for record in records:
-                        await self._handle(
-                            InboundRecord.from_kafka(
-                                record.topic,
-                                record.partition,
-                                record.offset,
-                                record.key,
-                                record.value,
-                                record.headers,
-                            )
-                        )
-                    await consumer.commit(
-                        {
-                            TopicPartition(partition.topic, partition.partition): records[-1].offset
-                            + 1
-                        }
-                    )
+                    await self._drain(consumer, partition, records)
         finally:
             await consumer.stop()
+
+    async def _drain(
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, records: list[ConsumerRecord]
+    ) -> None:
+        """Handle one partition's records of a poll while it is ours, then commit them.
+
+        A rebalance can take the partition away mid-batch: its new owner starts again from
+        the last commit, so the rest of the batch is left to it (the claim and the ledger
+        keep a record both handle from mailing twice). The commit then fails; that is no
+        Kafka failure to restart the consumer for (a restart is one more rebalance for the
+        whole group, and each one hands batches over again).
+        """
+        done: int | None = None
+        for record in records:
+            if partition not in consumer.assignment():
+                break
+            await self._handle(
+                InboundRecord.from_kafka(
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    record.headers,
+                )
+            )
+            done = record.offset
+        if done is None:
+            return
+        try:
+            await consumer.commit({partition: done + 1})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.info(
+                "%s: %s was reassigned; its new owner goes on: %r", self._group, partition, exc
+            )
 
 
 class MailerLoops:
