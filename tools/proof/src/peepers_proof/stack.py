@@ -151,7 +151,9 @@ class Stack:
         }
         url = urls.get(kind)
         if url is None:
-            port = spec.env[f"{kind.upper()}_HTTP_PORT"]
+            # The mailer runs on the orders service's settings: ORDERS_HTTP_PORT is its port.
+            settings = "ORDERS" if kind == "mailer" else kind.upper()
+            port = spec.env[f"{settings}_HTTP_PORT"]
             url = f"http://{LOOPBACK}:{port}/readyz"
 
         async def ready() -> bool:
