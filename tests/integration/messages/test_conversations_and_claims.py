@@ -136,6 +136,12 @@ class TestConversations:
         submission = await messages.subs.view.get(f"message:{pack_id}:send-blocked")
         assert submission is not None
         assert submission.state == "failed"
+        # ML blocked it without a notification: the refusal brought its status to the
+        # mirror (the inbox and the web page no longer show it active), messages kept.
+        mirrored = await messages.deps.mirror.conversation(pack_id)
+        assert mirrored is not None
+        assert (mirrored.status, mirrored.substatus) == ("blocked", "blocked_by_buyer")
+        assert mirrored.unread == 1
 
     async def test_another_sellers_pack_is_not_found(self, messages: Stack) -> None:
         market = messages.sandbox.state.market

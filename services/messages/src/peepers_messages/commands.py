@@ -254,7 +254,7 @@ async def _owned_conversation(pack_id: int, seller_id: int, deps: Messages) -> C
         other = view.to_user_id if view.from_user_id == seller_id else view.from_user_id
         buyer = buyer or other
     status = page.conversation_status
-    return ConversationView(
+    fresh = ConversationView(
         pack_id=pack_id,
         seller_id=seller_id,
         buyer_id=buyer,
@@ -262,6 +262,16 @@ async def _owned_conversation(pack_id: int, seller_id: int, deps: Messages) -> C
         substatus=status.substatus if status else None,
         claim_id=status.claim_id if status else None,
     )
+    if cached is not None and _head(cached) != fresh:
+        # ML blocks (and unblocks) a conversation without a notification: what it just
+        # said goes into the mirror's head, so the inbox and the web page stop showing a
+        # blocked conversation as active. Its messages stay as they are.
+        await deps.mirror.put_conversation(fresh, None, pending=None)
+    return fresh
+
+
+def _head(conversation: ConversationView) -> ConversationView:
+    return conversation.model_copy(update={"messages": ()})
 
 
 def _blocked(conversation: ConversationView) -> ConversationBlocked:
