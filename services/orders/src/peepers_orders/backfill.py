@@ -28,12 +28,11 @@ from typing import Final
 from uuid import uuid4
 
 from peepers_common.events import occurred
-from peepers_common.ml.models import MlOrder
+from peepers_common.ml.models import ORDER_STATUSES, MlOrder
 from peepers_common.ml.ratelimit import bulk_lane
 from peepers_orders import metrics
 from peepers_orders.errors import BackfillBusy
 from peepers_orders.handlers import Orders, apply_order
-from peepers_orders.lifecycle import ORDER_STATUSES
 from peepers_orders.ports import BackfillCheckpoints, BackfillState
 
 log = logging.getLogger(__name__)

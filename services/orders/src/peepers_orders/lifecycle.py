@@ -42,7 +42,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Final
 
-from peepers_common.ml.models import MlOrder, MlShipment
+from peepers_common.ml.models import ORDER_STATUSES, MlOrder, MlShipment
 from peepers_orders import metrics
 
 
@@ -61,20 +61,8 @@ class State(StrEnum):
 LIFECYCLE: Final = tuple(State)
 _RANK: Final = {state: rank for rank, state in enumerate(LIFECYCLE)}
 
-# FACTS.md 4.2 (order), 4.1 (payment) and 6 (shipment): every value known today.
-ORDER_STATUSES: Final = frozenset(
-    {
-        "confirmed",
-        "payment_required",
-        "payment_in_process",
-        "partially_paid",
-        "paid",
-        "partially_refunded",
-        "pending_cancel",
-        "cancelled",
-        "invalid",
-    }
-)
+# FACTS.md 4.2 (order: peepers_common.ml.models.ORDER_STATUSES), 4.1 (payment) and 6
+# (shipment): every value known today.
 PAYMENT_STATUSES: Final = frozenset(
     {
         "pending",
