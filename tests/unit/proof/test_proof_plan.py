@@ -11,7 +11,7 @@ from peepers_proof.broker import kafka_libs
 from peepers_proof.checks import doubled
 from peepers_proof.fairness import percentile
 from peepers_proof.faults import Fault, all_faults, schedule, validate
-from peepers_proof.plan import Options, ProofPlan
+from peepers_proof.plan import Options, ProofPlan, settings_prefix
 from peepers_proof.runner import Result
 from peepers_proof.scaleout import table
 from peepers_proof.stack import registry_topics
@@ -85,8 +85,8 @@ class TestPlan:
         for child in children:
             if child.name in ("kafka", "redis", "mail", "sandbox"):
                 continue
-            kind = child.name.split("-")[0].upper()
-            assert child.env[f"{kind}_KAFKA__BOOTSTRAP_SERVERS"] == broker.bootstrap, child.name
+            prefix = settings_prefix(child.name)
+            assert child.env[f"{prefix}_KAFKA__BOOTSTRAP_SERVERS"] == broker.bootstrap, child.name
         assert "kill:kafka" in all_faults([c.name for c in children])
 
     def test_registry_topics_are_all_behind_the_prefix(self, plan: ProofPlan):

@@ -46,6 +46,15 @@ SERVICES = ("ingest", "auth", "catalog", "orders", "messages")
 WORKER_KINDS = ("catalog", "orders", "messages")
 
 
+def settings_prefix(child: str) -> str:
+    """The environment prefix of a service child's settings (``catalog-2`` -> ``CATALOG``).
+
+    The orders mailer runs on the orders service's settings: ``ORDERS_*`` are its own.
+    """
+    kind = child.split("-")[0]
+    return "ORDERS" if kind == "mailer" else kind.upper()
+
+
 @dataclass(frozen=True)
 class Options:
     sellers: int = 20
@@ -245,7 +254,7 @@ class ProofPlan:
         return dataclasses.replace(spec, env=env)
 
     def mailer(self) -> ChildSpec:
-        """The orders mailer (its own process since issue 14): the orders workers' settings."""
+        """The orders mailer (its own process since issue 14), on the orders' settings."""
         orders = self.workers("orders")[0]
         env = {**orders.env, "ORDERS_HTTP_PORT": str(self.ports.mailer)}
         return ChildSpec("mailer", [*orders.argv[:-1], "mailer"], env)

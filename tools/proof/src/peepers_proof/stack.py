@@ -28,7 +28,7 @@ from peepers_devstack.plan import LOOPBACK, ChildSpec
 from peepers_devstack.processes import Child, Probe, Supervisor
 from peepers_devstack.watch import answers_200
 from peepers_proof.broker import STARTED_MARKER
-from peepers_proof.plan import WORKER_KINDS, ProofPlan
+from peepers_proof.plan import WORKER_KINDS, ProofPlan, settings_prefix
 from peepers_sandbox.client import SandboxAdmin
 
 Say = Callable[[str], None]
@@ -151,9 +151,7 @@ class Stack:
         }
         url = urls.get(kind)
         if url is None:
-            # The mailer runs on the orders service's settings: ORDERS_HTTP_PORT is its port.
-            settings = "ORDERS" if kind == "mailer" else kind.upper()
-            port = spec.env[f"{settings}_HTTP_PORT"]
+            port = spec.env[f"{settings_prefix(kind)}_HTTP_PORT"]
             url = f"http://{LOOPBACK}:{port}/readyz"
 
         async def ready() -> bool:
