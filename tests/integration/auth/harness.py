@@ -36,7 +36,7 @@ from peepers_sandbox.config import (
     NotifierConfig,
     SandboxConfig,
 )
-from tests.support import create_topic, unique
+from tests.support import create_topic, unique, wait_until
 
 SERVICE = "catalog"
 SERVICE_SECRET = "catalog-broker-secret-0123456789"  # noqa: S105 - a test credential
@@ -231,7 +231,18 @@ async def auth_stack(
 
 
 async def login(stack: AuthStack, browser: aiohttp.ClientSession) -> str:
-    """The whole login, following every redirect (auto-approving sandbox); the final HTML."""
+    """The whole login, following every redirect (auto-approving sandbox); the final HTML.
+
+    First, auth must be ready, as Kubernetes waits for it before it routes a request: its
+    sellers' view may still be restoring from a changelog topic made a moment ago (on a
+    fresh broker its metadata can lag), and until then it answers 503.
+    """
+
+    async def ready() -> bool:
+        async with browser.get(f"{stack.url}/readyz") as response:
+            return response.status == 200
+
+    await wait_until(ready, timeout_s=30, every_s=0.1)
     async with browser.get(f"{stack.url}/auth/login?site=MLB") as response:
         assert response.status == 200, await response.text()
         assert urlsplit(str(response.url)).path == "/auth/dashboard"
