@@ -74,15 +74,12 @@ async def small_sandbox() -> AsyncIterator[SmallSandbox]:
 
     async def start(callback_url: str | None = None, **overrides: Any) -> Sandbox:
         notifier = overrides.pop("notifier", NotifierConfig())
+        market = MarketplaceConfig(
+            sellers=2, items_per_seller=40, orders_per_seller=12, questions_per_seller=5, buyers=20
+        )
         config = SandboxConfig(
             apps=[AppConfig(app_id=DEMO_APP_ID, callback_url=callback_url)],
-            marketplace=MarketplaceConfig(
-                sellers=2,
-                items_per_seller=40,
-                orders_per_seller=12,
-                questions_per_seller=5,
-                buyers=20,
-            ),
+            marketplace=market.model_copy(update=overrides.pop("marketplace", {})),
             notifier=notifier,
             **overrides,
         )

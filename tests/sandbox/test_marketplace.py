@@ -122,3 +122,20 @@ class TestCommandLine:
 
     def test_without_redirect_uri_flags_the_demo_redirect_uri_stays(self):
         assert build_config([]).apps[0].redirect_uris == [DEMO_REDIRECT_URI]
+
+
+async def test_an_id_offset_shifts_every_new_id_but_the_items(small_sandbox: SmallSandbox) -> None:
+    """ML never gives an id twice: a run of `make run` asks for ids no earlier run used."""
+    plain: Sandbox = await small_sandbox()
+    shifted: Sandbox = await small_sandbox(marketplace={"id_offset": 7_000_000})
+    base, moved = plain.state.market, shifted.state.market
+    assert min(moved.orders) == min(base.orders) + 7_000_000
+    assert min(moved.packs) == min(base.packs) + 7_000_000
+    assert min(moved.shipments) == min(base.shipments) + 7_000_000
+    assert min(moved.questions) == min(base.questions) + 7_000_000
+    assert min(moved.claims) == min(base.claims) + 7_000_000
+    assert sorted(moved.items) == sorted(base.items)
+    # Live activity too: the same seed makes the same order, its id moved by the offset.
+    made = await plain.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+    order = await shifted.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+    assert order["id"] == made["id"] + 7_000_000

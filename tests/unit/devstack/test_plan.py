@@ -14,7 +14,7 @@ from peepers_auth.web.settings import WebSettings
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
-from peepers_devstack.plan import Plan, Ports, Secrets
+from peepers_devstack.plan import Plan, Ports, Secrets, run_id_offset
 from peepers_devstack.state import swap_scope
 from peepers_ingest.settings import Settings as IngestSettings
 from peepers_messages.settings import Settings as MessagesSettings
@@ -140,6 +140,17 @@ def test_the_sandbox_registers_auths_callback_and_posts_to_ingests_webhook(
     assert config.marketplace.items_per_seller == 300
     auth = dict(plan.auth().env)
     assert auth["AUTH_OAUTH__REDIRECT_URI"] == plan.redirect_uri
+
+
+def test_each_runs_marketplace_gets_ids_no_earlier_run_used(tmp_path: Path) -> None:
+    # Peepers' ledgers outlive a run in Kafka, keyed by ML's ids: one seed would give the
+    # next run's orders the last run's ids (and find their mail sent already).
+    plan = _plan(tmp_path)
+    config = build_config(plan.sandbox().argv[3:])
+    assert config.marketplace.id_offset == plan.id_offset
+    assert run_id_offset(1_000.0) == 1_000_000_000
+    assert run_id_offset(1_001.9) - run_id_offset(1_000.0) == 1_000_000
+    assert run_id_offset(1_000_000.0) == 0  # wraps after ~11.6 days
 
 
 def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:

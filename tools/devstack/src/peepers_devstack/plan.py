@@ -12,6 +12,7 @@ import json
 import secrets
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import uuid4
@@ -88,6 +89,20 @@ class Ports:
         return [port for port in ports if in_use(port)]
 
 
+def run_id_offset(now_s: float | None = None) -> int:
+    """The sandbox's id offset for a run: a million ids per second of the clock.
+
+    Each run's marketplace is new, but Peepers' own state (the email ledger, tickets,
+    submissions) lives on in Kafka and is keyed by ML's ids, which ML never reuses: with
+    one seed, the next run's orders would carry the last run's ids and find their mail
+    already sent. Runs start seconds apart, and a run makes far fewer than a million
+    orders, claims or questions; the clock wraps after about 11 days, long after a run's
+    ledger entries stop mattering to a demo.
+    """
+    seconds = int(time.time() if now_s is None else now_s)
+    return (seconds % 1_000_000) * 1_000_000
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
@@ -151,6 +166,7 @@ class Plan:
     seller_id: int = DEMO_SELLER_ID
     # Names this run's catalog state: its consumer group and Redis scope (peepers_devstack.state).
     isolation: str = field(default_factory=lambda: f"run-{uuid4().hex[:8]}")
+    id_offset: int = field(default_factory=run_id_offset)
     # Debian's prometheus binary, when installed, and the directory of its configuration
     # (peepers_devstack.prometheus writes it) and data.
     prometheus_binary: Path | None = None
@@ -290,6 +306,8 @@ class Plan:
             # One seller: the one who logs in (the notifier posts for every seller).
             "--sellers", "1",
             "--items-per-seller", str(self.items),
+            # A marketplace whose ids no earlier run used (peepers_devstack.state).
+            "--id-offset", str(self.id_offset),
             "--callback-url", self.webhook_url,
             "--redirect-uri", self.redirect_uri,
             "--auto-approve",

@@ -27,6 +27,9 @@ def build_config(argv: Sequence[str] | None = None) -> SandboxConfig:
     parser.add_argument("--sellers", type=int, default=None)
     parser.add_argument("--items-per-seller", type=int, default=None)
     parser.add_argument("--orders-per-seller", type=int, default=None)
+    parser.add_argument(
+        "--id-offset", type=int, default=None, help="added to every order, claim, ... id"
+    )
     parser.add_argument("--callback-url", default=None, help="callback URL of the default app")
     parser.add_argument(
         "--redirect-uri",
@@ -57,7 +60,7 @@ def build_config(argv: Sequence[str] | None = None) -> SandboxConfig:
         config.host = args.host
     config.port = args.port if args.port is not None else (config.port or 8090)
     market = config.marketplace
-    for name in ("seed", "sellers", "items_per_seller", "orders_per_seller"):
+    for name in ("seed", "id_offset", "sellers", "items_per_seller", "orders_per_seller"):
         value = getattr(args, name)
         if value is not None:
             setattr(market, name, value)

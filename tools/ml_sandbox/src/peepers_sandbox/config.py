@@ -147,6 +147,12 @@ class MarketplaceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 42
+    # Added to the first id of every order, pack, shipment, payment, question and claim.
+    # ML never gives an id twice; two sandboxes with one seed would. Peepers keeps state
+    # of its own by those ids (the orders' email ledger, tickets, answer submissions) in
+    # Kafka, across runs: `make run` gives each run's marketplace an offset of its own, so
+    # a new world's order 1 is not mistaken for the last world's (mailed already).
+    id_offset: int = Field(default=0, ge=0, le=10**13)
     sellers: int = 3
     items_per_seller: int = 2000
     orders_per_seller: int = 120

@@ -80,12 +80,12 @@ class MarketCore:
         self.unread: dict[int, dict[int, int]] = {}
         self._item_json: dict[tuple[str, bool], bytes] = {}
         self._next_item = _FIRST_ITEM_NUMBER
-        self._next_order = _FIRST_ORDER_ID
-        self._next_pack = _FIRST_PACK_ID
-        self._next_shipment = _FIRST_SHIPMENT_ID
-        self._next_payment = _FIRST_PAYMENT_ID
-        self._next_question = _FIRST_QUESTION_ID
-        self._next_claim = _FIRST_CLAIM_ID
+        self._next_order = _FIRST_ORDER_ID + cfg.id_offset
+        self._next_pack = _FIRST_PACK_ID + cfg.id_offset
+        self._next_shipment = _FIRST_SHIPMENT_ID + cfg.id_offset
+        self._next_payment = _FIRST_PAYMENT_ID + cfg.id_offset
+        self._next_question = _FIRST_QUESTION_ID + cfg.id_offset
+        self._next_claim = _FIRST_CLAIM_ID + cfg.id_offset
         self._next_variation = _FIRST_VARIATION_ID
         self._now_ms: int | None = None  # set while seeding, so seeded stamps ignore wall time
 
