@@ -23,9 +23,13 @@ budget; target <= 1.2x, meaningful when the limit binds).
 
     uv run python -m bench.fairness [--huge-items 20000] [--small-sellers 3] [--rate 20]
 
-``--worker-env KEY=VALUE`` (repeatable) sets the worker's environment, e.g.
-``CATALOG_SYNC__APPLY_CONCURRENCY=5``; ``--profile FILE`` py-spies the worker during the
-sync. Needs the stack (``scripts/stack up``) with ``.stack/env`` sourced.
+``--sync-process`` splits the worker by role (``CATALOG_ROLE``): one ``items`` process
+takes the webhooks, a ``sync`` process of its own the seller events and their syncs;
+``--sync-nice N`` lowers that process's CPU priority (as a smaller CPU share for a sync
+pod would).
+``--worker-env KEY=VALUE`` (repeatable) sets the workers' environment, e.g.
+``CATALOG_SYNC__APPLY_CONCURRENCY=5``; ``--profile FILE`` py-spies the (items) worker
+during the sync. Needs the stack (``scripts/stack up``) with ``.stack/env`` sourced.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
@@ -83,6 +88,8 @@ class Probes:
     read_at: dict[int, float] = field(default_factory=dict)
     phase: dict[int, str] = field(default_factory=dict)
     rejected: int = 0
+    # Beside each probe, a plain GET /items/{id} at the sandbox: what ML's side costs.
+    fetch_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def latencies_ms(self, phase: str, pool: int) -> list[float]:
         """t1 - t0 of the phase's probes; a probe overtaken by a later one of the same item
@@ -178,6 +185,7 @@ async def drive(
     admin: SandboxAdmin,
     ingest_url: str,
     pool: list[tuple[int, str]],
+    tokens: dict[int, str],
     probes: Probes,
     phase: str,
     rate: float,
@@ -190,9 +198,17 @@ async def drive(
     start = loop.time()
     first = len(probes.sent_at) + probes.rejected
 
+    async def fetch(seller: int, item_id: str) -> None:
+        started = time.perf_counter()
+        headers = {"Authorization": f"Bearer {tokens[seller]}"}
+        async with http.get(f"{admin.base_url}/items/{item_id}", headers=headers) as response:
+            await response.read()
+        probes.fetch_ms.setdefault(phase, []).append((time.perf_counter() - started) * 1000)
+
     async def one(seq: int) -> None:
         seller, item_id = pool[seq % len(pool)]
         await admin.event("price_change", item_id=item_id, price=PRICE_BASE + seq)
+        await fetch(seller, item_id)
         t0 = time.time()
         body = webhook(run_id, seq, seller, item_id)
         async with http.post(
@@ -243,6 +259,8 @@ class Options:
     per_minute: int
     worker_env: dict[str, str]
     profile: Path | None
+    sync_process: bool = False
+    sync_nice: int = 0
 
 
 async def main(opts: Options) -> None:
@@ -268,16 +286,28 @@ async def main(opts: Options) -> None:
                     CATALOG_ML__APP_LIMIT=json.dumps(limit),
                     **opts.worker_env,
                 )
+                runs = [run]
+                if opts.sync_process:
+                    run.extra_env["CATALOG_ROLE"] = "items"
+                    env = {**run.extra_env, "CATALOG_ROLE": "sync"}
+                    sync_log = workdir / "catalog-sync.log"
+                    runs.append(replace(run, port=free_port(), log=sync_log, extra_env=env))
                 try:
-                    with worker_process(run) as process:
-                        await wait_ready(run, process, timeout_s=60)
-                        pool = await _small_sellers_synced(http, admin, url, run, small)
+                    with ExitStack() as stack:
+                        processes = [stack.enter_context(worker_process(r)) for r in runs]
+                        if opts.sync_process and opts.sync_nice:
+                            os.setpriority(os.PRIO_PROCESS, processes[1].pid, opts.sync_nice)
+                        for r, started in zip(runs, processes, strict=True):
+                            await wait_ready(r, started, timeout_s=60)
+                        process = processes[0]
+                        pool, tokens = await _small_sellers_synced(http, admin, url, run, small)
                         probes, sync_s = await _phases(
-                            http, admin, run, process, ingest_port, pool, opts
+                            http, admin, run, process, ingest_port, (pool, tokens), opts
                         )
-                        if process.poll() is not None:
-                            msg = f"the worker died:\n{run.log_tail()}"
-                            raise SystemExit(msg)
+                        for r, started in zip(runs, processes, strict=True):
+                            if started.poll() is not None:
+                                msg = f"a worker died:\n{r.log_tail()}"
+                                raise SystemExit(msg)
                 finally:
                     ingest.terminate()
                     ingest.wait()
@@ -287,17 +317,19 @@ async def main(opts: Options) -> None:
 
 async def _small_sellers_synced(
     http: aiohttp.ClientSession, admin: SandboxAdmin, url: str, run: WorkerRun, sellers: list[int]
-) -> list[tuple[int, str]]:
+) -> tuple[list[tuple[int, str]], dict[int, str]]:
+    """The small sellers' (seller, item) pairs once synced, round robin; their tokens."""
     for seller in sellers:
         await connect_seller(run, seller)
     for seller in sellers:
         await _synced(run, seller, timeout_s=120)
     pool: list[tuple[int, str]] = []
+    tokens: dict[int, str] = {}
     for seller in sellers:
-        token = (await admin.mint_token(seller))["access_token"]
+        tokens[seller] = token = (await admin.mint_token(seller))["access_token"]
         pool += [(seller, item) for item in await seller_item_ids(http, url, seller, token)]
     log(f"small sellers synced: {len(pool):,} items")
-    return round_robin(pool, sellers)
+    return round_robin(pool, sellers), tokens
 
 
 async def _phases(
@@ -306,7 +338,7 @@ async def _phases(
     run: WorkerRun,
     process: subprocess.Popen[bytes],
     ingest_port: int,
-    pool: list[tuple[int, str]],
+    targets: tuple[list[tuple[int, str]], dict[int, str]],
     opts: Options,
 ) -> tuple[Probes, float]:
     probes = Probes()
@@ -326,12 +358,12 @@ async def _phases(
         log(f"phase 1: probes at {opts.rate:g}/s for {opts.baseline_s:g} s, no sync")
         baseline_over = asyncio.Event()
         asyncio.get_running_loop().call_later(opts.baseline_s, baseline_over.set)
-        await drive(http, admin, ingest_url, pool, probes, "without", opts.rate, baseline_over)
+        await drive(http, admin, ingest_url, *targets, probes, "without", opts.rate, baseline_over)
         log(f"phase 2: the huge seller's sync ({opts.huge_items:,} items), probes until done")
         sync_done = asyncio.Event()
         await connect_seller(run, DEMO_SELLER_ID)
         prober = asyncio.create_task(
-            drive(http, admin, ingest_url, pool, probes, "during", opts.rate, sync_done)
+            drive(http, admin, ingest_url, *targets, probes, "during", opts.rate, sync_done)
         )
         with py_spy(process.pid, opts.profile):
             sync_s = await _synced(run, DEMO_SELLER_ID, SYNC_TIMEOUT_S)
@@ -356,7 +388,13 @@ def _report(opts: Options, probes: Probes, sync_s: float, pool: int) -> None:
     print()
     print("| webhook -> event read, small sellers | probes | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
-    for name, values in (("without the sync", without), ("during the huge sync", during)):
+    rows = [
+        ("without the sync", without),
+        ("during the huge sync", during),
+        ("sandbox GET /items/{id} alone, without the sync", probes.fetch_ms.get("without", [])),
+        ("sandbox GET /items/{id} alone, during it", probes.fetch_ms.get("during", [])),
+    ]
+    for name, values in rows:
         cells = " | ".join(f"{percentile(values, q):,.0f}" for q in (0.5, 0.99))
         print(f"| {name} | {len(values):,} | {cells} | {max(values, default=0):,.0f} |")
     print()
@@ -396,6 +434,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--worker-env", type=_env_pair, action="append", default=[])
     parser.add_argument("--profile", type=Path, help="py-spy the worker during the sync")
+    parser.add_argument(
+        "--sync-process", action="store_true", help="run the sync in a process of its own"
+    )
+    parser.add_argument("--sync-nice", type=int, default=0, help="that process's niceness")
     args = parser.parse_args()
     run_then_delete_topics(
         main(
@@ -408,6 +450,8 @@ if __name__ == "__main__":
                 per_minute=args.ml_requests_per_minute,
                 worker_env=dict(args.worker_env),
                 profile=args.profile,
+                sync_process=args.sync_process,
+                sync_nice=args.sync_nice,
             )
         )
     )
