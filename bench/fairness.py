@@ -51,7 +51,7 @@ from typing import Final
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 
-from bench.catalog_latency import PRICE_BASE, py_spy, seq_of, webhook
+from bench.catalog_latency import PRICE_BASE, post_webhook, py_spy, seq_of, webhook
 from bench.catalog_support import (
     cleanup_scope,
     connect_seller,
@@ -210,14 +210,9 @@ async def drive(
         await admin.event("price_change", item_id=item_id, price=PRICE_BASE + seq)
         await fetch(seller, item_id)
         t0 = time.time()
-        body = webhook(run_id, seq, seller, item_id)
-        async with http.post(
-            ingest_url, data=body, headers={"Content-Type": "application/json"}
-        ) as response:
-            await response.read()
-            if response.status != 200:
-                probes.rejected += 1
-                return
+        if not await post_webhook(http, ingest_url, webhook(run_id, seq, seller, item_id)):
+            probes.rejected += 1
+            return
         probes.phase[seq] = phase
         probes.sent_at[seq] = t0
 
