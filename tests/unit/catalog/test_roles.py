@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from peepers_catalog.app import create_app
@@ -9,14 +11,18 @@ from peepers_catalog.settings import Settings
 
 
 def _subscriptions(role: str) -> tuple[str, dict[str, set[str]]]:
-    app = create_app(Settings(role=role, app_id="cat", topic_prefix="p."))
+    # The app takes the current event loop: a private one, closed after (not the tests').
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     try:
+        app = create_app(Settings(role=role, app_id="cat", topic_prefix="p."))
         topics = {
             name.rpartition(".")[2]: set(agent.channel.topics) for name, agent in app.agents.items()
         }
         return app.conf.id, topics
     finally:
-        app.loop.close()
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @pytest.mark.parametrize("role", ["all", "items", "sync"])
