@@ -100,6 +100,13 @@ def webhook(run: str, seq: int, seller: int, item_id: str) -> bytes:
     return ml_webhook(f"{run}-{seq}", "items_prices", f"/items/{item_id}/prices", seller)
 
 
+async def post_webhook(http: aiohttp.ClientSession, url: str, body: bytes) -> bool:
+    """POST an ML webhook body to ingest; whether ingest accepted it (200)."""
+    async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+        await response.read()
+        return response.status == 200
+
+
 def seq_of(price: str | float, total: int) -> int | None:
     """The change a ``new_price`` announces, or None for a price this run did not set."""
     seq = int(Decimal(str(price))) - PRICE_BASE
@@ -626,13 +633,9 @@ async def _drive(
         await admin.event("price_change", item_id=item_id, price=PRICE_BASE + seq)
         body = webhook(run_id, seq, seller, item_id)
         t0 = time.time()
-        async with http.post(
-            target, data=body, headers={"Content-Type": "application/json"}
-        ) as response:
-            await response.read()
-            if response.status != 200:
-                changes.rejected += 1
-                return
+        if not await post_webhook(http, target, body):
+            changes.rejected += 1
+            return
         changes.sent_at[seq] = t0
         if time.monotonic() - shown[0] >= 5:
             shown[0] = time.monotonic()

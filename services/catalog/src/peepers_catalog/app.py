@@ -208,16 +208,25 @@ class Runtime(ConsumerRuntime):
 
 
 def create_app(settings: Settings) -> faust.App:
-    kit = ConsumerKit(settings, consumer=CONSUMER)
+    """The worker's app: the agents of its role (`Settings.role`), each with its retries."""
+    group = settings
+    if settings.role == "sync":
+        group = settings.model_copy(update={"app_id": f"{settings.app_id}-sync"})
+    kit = ConsumerKit(group, consumer=CONSUMER)
     runtime = kit.serve(Runtime(settings, loop=kit.app.loop, beacon=kit.app.beacon))
-    kit.batch_agent(
-        "catalog.items",
-        ITEM_TOPICS,
-        runtime.handle_item,
-        key=lambda record: item_of_record_key(record.key),
-    )
-    kit.record_agent("catalog.sellers", [PEEPERS_SELLERS], runtime.handle_seller)
-    kit.retry_agent("catalog.retries", [*ITEM_TOPICS, PEEPERS_SELLERS], runtime.handler_for)
+    retried: list[str] = []
+    if settings.role != "sync":
+        kit.batch_agent(
+            "catalog.items",
+            ITEM_TOPICS,
+            runtime.handle_item,
+            key=lambda record: item_of_record_key(record.key),
+        )
+        retried += ITEM_TOPICS
+    if settings.role != "items":
+        kit.record_agent("catalog.sellers", [PEEPERS_SELLERS], runtime.handle_seller)
+        retried.append(PEEPERS_SELLERS)
+    kit.retry_agent("catalog.retries", retried, runtime.handler_for)
     return kit.app
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -44,5 +46,12 @@ class Settings(ConsumerSettings):
     rebuild: GuardOptions = GuardOptions()
     audit: AuditSettings = AuditSettings()
     app_id: str = "peepers-catalog"
+    # Which agents this process runs (one image, several roles): "all" of them, the
+    # "items" webhooks (and their retries), or the "sync" of sellers' full syncs (seller
+    # events and their retries). A split deployment runs one "sync" process beside the
+    # "items" ones, so that a huge seller's sync does not share their event loop, Kafka
+    # producer and Redis connection (docs/catalog.md). The "sync" role consumes as group
+    # ``<app_id>-sync``: the two roles subscribe to different topics.
+    role: Literal["all", "items", "sync"] = "all"
     # Services allowed to call the read API: name -> shared secret (HTTP Basic), as at auth.
     service_credentials: dict[str, SecretStr] = Field(default_factory=dict)
