@@ -35,7 +35,10 @@ worker's throughput is reported as a ratio to the loop's (target >= 0.5).
         [--backlog 4000]
 
 ``--workers N`` runs N worker replicas in one consumer group (the items topics have 6
-partitions); ``--keep-logs DIR`` keeps the processes' logs and every change's times.
+partitions); ``--keep-logs DIR`` keeps the processes' logs and every change's times;
+``--worker-env CATALOG_NAME=VALUE`` (repeatable) sets a worker setting, e.g. the batch
+window ``CATALOG_BATCH_WITHIN_S`` or ``CATALOG_BATCH_MAX`` (the workers' environment is
+built by the bench: the shell's ``CATALOG_*`` variables do not reach them).
 
 Needs the stack (``scripts/stack up``) with ``.stack/env`` sourced.
 """
@@ -456,6 +459,7 @@ async def main(
     keep_logs: Path | None,
     profile: Path | None = None,
     backlog_size: int = 0,
+    worker_env: dict[str, str] | None = None,
 ) -> None:
     kafka = kafka_settings()
     prefix = await catalog_topics(kafka)
@@ -478,6 +482,7 @@ async def main(
                     workdir,
                     # Far above the offered load: the limiter's check runs on every fetch.
                     CATALOG_ML__APP_LIMIT=json.dumps({"amount": 60_000, "per_s": 60}),
+                    **(worker_env or {}),
                 )
                 # Replicas share the consumer group, the Redis scope and the topics.
                 runs = [run] + [
@@ -499,7 +504,12 @@ async def main(
                         )
                         before = [await scrape(http, r) for r in runs]
                         cpu_before = sum(cpu_seconds(p.pid) for p in processes)
-                        log(f"driving {total:,} changes at {rate:g}/s, {workers} worker(s)")
+                        log(
+                            f"driving {total:,} changes at {rate:g}/s, {workers} worker(s)"
+                            + "".join(
+                                f", {name}={value}" for name, value in (worker_env or {}).items()
+                            )
+                        )
                         with py_spy(processes[0].pid, profile):
                             changes, achieved = await _drive(
                                 http, admin, run, ingest_port, sandbox.seller, pool, rate, total
@@ -714,6 +724,15 @@ def _report(
     print(f"target p99 < {TARGET_P99_MS:g} ms (upper bound, event read): {verdict}")
 
 
+def _assignment(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of a worker setting; the worker's own environment holds only these."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("CATALOG_"):
+        msg = f"expected CATALOG_NAME=VALUE, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return name, value
+
+
 def _report_saturation(sat: Saturation) -> None:
     n = sat.records
     print(
@@ -739,6 +758,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--backlog", type=int, default=4000, help="notifications for the raw baseline (0: skip)"
     )
+    parser.add_argument(
+        "--worker-env",
+        type=_assignment,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a CATALOG_* setting for the workers, e.g. CATALOG_BATCH_WITHIN_S=0.02 (repeatable)",
+    )
     args = parser.parse_args()
     run_then_delete_topics(
         main(
@@ -750,5 +777,6 @@ if __name__ == "__main__":
             args.keep_logs,
             args.profile,
             args.backlog,
+            dict(args.worker_env),
         )
     )

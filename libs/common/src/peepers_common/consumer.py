@@ -90,6 +90,9 @@ class ConsumerSettings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     # Notifications are taken in batches of up to this many (waiting at most
     # batch_within_s for one to fill) and processed concurrently across keys.
+    # Keep the window short: Faust's take_events waits it out after every batch unless
+    # batch_max records arrive, so it adds to each batch's cycle; 20 ms fell behind at
+    # 400 changes/s where 5 ms kept up (docs/benchmarks.md, issue 19's paired runs).
     batch_max: int = Field(default=64, ge=1)
     batch_within_s: float = Field(default=0.005, gt=0)
     # The Kafka consumer group; replicas of one deployment share it.
