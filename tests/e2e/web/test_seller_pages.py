@@ -202,7 +202,10 @@ async def test_a_ticket_moved_to_in_progress_with_a_note_survives_a_reload(
     await page.select_option("#ticket-status-select", "in_progress")
     await page.fill("#ticket-assignee-input", "Ana")
     await page.fill("#ticket-note", "Trocar o produto")
-    await page.click("#ticket-save")
+    # A plain form POST (then a redirect to the ticket): the reload waits for it to land,
+    # or it races the navigation (Page.reload: "Not attached to an active page").
+    async with page.expect_navigation():
+        await page.click("#ticket-save")
     await page.reload()
     await expect(page.locator("#ticket-status")).to_have_text("em andamento")
     await expect(page.locator("#ticket-assignee")).to_have_text("Ana")
