@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import redis.asyncio as aioredis
 from redis.asyncio.connection import SSLConnection
 
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import RedisSettings
 from peepers_ingest.settings import Settings as IngestSettings
+from tests.integration.auth.redis_server import private_redis
 from tests.support import unique
 
 
@@ -41,3 +45,17 @@ def test_tls_keeps_redis_pys_own_connection_class() -> None:
     plain = connect_redis(RedisSettings(url="redis://127.0.0.1:6379/0"))
     assert plain.connection_pool.connection_class is not aioredis.Connection
     assert issubclass(plain.connection_pool.connection_class, aioredis.Connection)
+
+
+async def test_a_restarted_redis_costs_no_command_an_error(tmp_path: Path) -> None:
+    """Every pooled connection dies with the server; each reconnects on its next command
+    (one retry) instead of failing it (auth answered 503 once per dead connection)."""
+    async with private_redis(tmp_path) as server:
+        client = connect_redis(server.settings)
+        try:
+            keys = [f"k{i}" for i in range(5)]
+            await asyncio.gather(*(client.set(key, 1) for key in keys))  # five connections
+            await server.restart()
+            assert await asyncio.gather(*(client.get(key) for key in keys)) == [None] * 5
+        finally:
+            await client.aclose()

@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.connection import HiredisRespSerializer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from peepers_common.errors import CacheUnavailable, ConfigurationError, NamespaceViolation
@@ -77,6 +80,11 @@ def connect_redis(settings: RedisSettings) -> aioredis.Redis:
         "socket_timeout": settings.socket_timeout_s,
         "socket_connect_timeout": settings.socket_timeout_s,
         "health_check_interval": 30,
+        # A Redis that restarted drops every pooled connection; each would fail its next
+        # command once (a 503, a parked record) before reconnecting. One retry on a fresh
+        # connection, for a connection error only: a timeout may have run the command.
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError],
     }
     if settings.url.startswith("redis://"):  # TLS and unix sockets keep their own classes
         options["connection_class"] = _HiredisPackedConnection
