@@ -724,7 +724,7 @@ def _report(
     print(f"target p99 < {TARGET_P99_MS:g} ms (upper bound, event read): {verdict}")
 
 
-def _assignment(text: str) -> tuple[str, str]:
+def worker_setting(text: str) -> tuple[str, str]:
     """``NAME=VALUE`` of a worker setting; the worker's own environment holds only these."""
     name, sep, value = text.partition("=")
     if not sep or not name.startswith("CATALOG_"):
@@ -760,7 +760,7 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--worker-env",
-        type=_assignment,
+        type=worker_setting,
         action="append",
         default=[],
         metavar="NAME=VALUE",

@@ -51,7 +51,14 @@ from typing import Final
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 
-from bench.catalog_latency import PRICE_BASE, post_webhook, py_spy, seq_of, webhook
+from bench.catalog_latency import (
+    PRICE_BASE,
+    post_webhook,
+    py_spy,
+    seq_of,
+    webhook,
+    worker_setting,
+)
 from bench.catalog_support import (
     cleanup_scope,
     connect_seller,
@@ -407,14 +414,6 @@ def _report(opts: Options, probes: Probes, sync_s: float, pool: int) -> None:
     )
 
 
-def _env_pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        msg = f"expected KEY=VALUE, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return key, value
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -427,7 +426,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--ml-requests-per-minute", type=int, default=30_000, help="the worker's ML budget"
     )
-    parser.add_argument("--worker-env", type=_env_pair, action="append", default=[])
+    parser.add_argument("--worker-env", type=worker_setting, action="append", default=[])
     parser.add_argument("--profile", type=Path, help="py-spy the worker during the sync")
     parser.add_argument(
         "--sync-process", action="store_true", help="run the sync in a process of its own"
