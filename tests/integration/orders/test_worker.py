@@ -290,10 +290,13 @@ async def test_the_worker_mails_nothing_and_the_mailer_process_mails_what_it_lef
             order = await _event(run, "new_order", seller_id=SELLER)
             await notify(kafka, run, "orders_v2", f"/orders/{order['id']}")
 
-            async def analysed() -> bool:  # the worker's own agent took the event
-                created = "order.created" in of_order(await run.events(), order["id"])
-                return created and await caught_up(kafka, run.app_id, events)
+            async def created() -> bool:
+                return "order.created" in of_order(await run.events(), order["id"])
 
+            async def analysed() -> bool:  # the worker's own agent took the event
+                return await caught_up(kafka, run.app_id, events)
+
+            await wait_until(created, timeout_s=40, every_s=0.2)
             await wait_until(analysed, timeout_s=40, every_s=0.2)
             # No SMTP from the worker: the mailer's group has not even read the event.
             assert sink.inbox.snapshot() == []
