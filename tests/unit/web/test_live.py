@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from aiokafka import ConsumerRecord, TopicPartition
 
+from peepers_auth.web.adapters.live_feed import _follow
 from peepers_auth.web.live import RELOAD, LiveEvent, LiveHub, parse_event, seller_status
 from peepers_auth.web.security import hub_key
 from tests.unit.web.fakes import OTHER, SELLER
@@ -124,3 +127,46 @@ class TestStream:
         client.session.cookie_jar.clear()
         response = await client.get("/app/live")
         assert response.status == 401
+
+
+class _ScriptedConsumer:
+    """Stands in for AIOKafkaConsumer in `_follow`: each getmany returns the next batch of a
+    script (an empty one is a fetch that came back before any data), then blocks."""
+
+    def __init__(self, batches: list[dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]]):
+        self._batches = batches
+        self._positions: dict[TopicPartition, int] = {}
+
+    async def getmany(self, **_: object) -> dict[TopicPartition, list[Any]]:
+        if not self._batches:
+            await asyncio.Event().wait()
+        batch = self._batches.pop(0)
+        for tp, records in batch.items():
+            self._positions[tp] = records[-1].offset + 1
+        return batch
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._positions.get(tp, 0)
+
+
+def _record(tp: TopicPartition, offset: int, seller: int) -> ConsumerRecord[bytes, bytes]:
+    body = {"seller_id": seller, "type": "order.created", "order_id": offset}
+    return ConsumerRecord(
+        tp.topic, tp.partition, offset, 0, 0, None, json.dumps(body).encode(), None, 0, 0, []
+    )
+
+
+async def test_a_replica_is_ready_once_it_read_up_to_the_ends_it_started_with() -> None:
+    a, b = TopicPartition("orders", 0), TopicPartition("orders", 1)
+    consumer = _ScriptedConsumer(
+        [{}, {a: [_record(a, 0, 1), _record(a, 1, 1)]}, {b: [_record(b, 0, 2)]}]
+    )
+    hub, ready = LiveHub(keep=10, keep_s=60), asyncio.Event()
+    follow = asyncio.create_task(_follow(cast(Any, consumer), hub, "sellers", {a: 2, b: 1}, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 1)
+        # Nothing it had to read is missing once it says it is ready.
+        assert hub.missed(1, "orders/0/1") == []
+        assert hub.missed(2, "orders/1/0") == []
+    finally:
+        follow.cancel()

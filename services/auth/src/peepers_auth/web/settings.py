@@ -57,6 +57,9 @@ class WebSettings(BaseSettings):
     live_replay_s: int = Field(default=600, ge=10)
     live_buffer_per_seller: int = Field(default=500, ge=10)
     live_heartbeat_s: float = Field(default=15.0, gt=0)
+    # How long a page that connects while this replica is still reading its replay window
+    # waits for it before being served (and told to reload if its Last-Event-ID is unknown).
+    live_catch_up_wait_s: float = Field(default=10.0, ge=0)
 
     @property
     def cookie_secure(self) -> bool:

@@ -532,6 +532,13 @@ async def live(request: web.Request) -> web.StreamResponse:
     seller = request[session_key].seller_id
     settings = request.app[web_settings_key]
     hub = request.app[hub_key]
+    feed = request.app.get(feed_key)
+    if feed is not None and not feed.is_set():
+        # A page reconnecting to a replica that is still reading its replay window waits
+        # for it (Kubernetes sends no traffic before /readyz, but a probe can lag): its
+        # Last-Event-ID may be in what is still to be read. Past the wait it reloads.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(feed.wait(), settings.live_catch_up_wait_s)
     async with (
         hub.follow(seller, request.headers.get("Last-Event-ID")) as (missed, queue),
         sse_response(request, ping_interval=settings.live_heartbeat_s) as stream,

@@ -44,8 +44,20 @@ async def _assign(
         await consumer.seek_to_beginning(*sellers)
 
 
+async def _caught_up(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Whether every partition has been read up to its end when the replica started."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
 async def _follow(
-    consumer: AIOKafkaConsumer, hub: LiveHub, sellers_topic: str, ready: asyncio.Event
+    consumer: AIOKafkaConsumer,
+    hub: LiveHub,
+    sellers_topic: str,
+    ends: Mapping[TopicPartition, int],
+    ready: asyncio.Event,
 ) -> None:
     while True:
         batches = await consumer.getmany(timeout_ms=500, max_records=500)
@@ -58,7 +70,10 @@ async def _follow(
                 event = parse_event(tp.topic, tp.partition, record.offset, record.value)
                 if event is not None:
                     hub.publish(event)
-        ready.set()
+        # Not on the first batch: a fetch may return before every partition is read,
+        # and a page resuming here then would be told to reload for an id still coming.
+        if not ready.is_set() and await _caught_up(consumer, ends):
+            ready.set()
 
 
 @asynccontextmanager
@@ -70,7 +85,11 @@ async def live_feed(
     sellers_topic: str,
     replay_s: int,
 ) -> AsyncIterator[asyncio.Event]:
-    """Follow the topics into ``hub`` until the context ends; the event is set once caught up."""
+    """Follow the topics into ``hub`` until the context ends.
+
+    The event it yields is set once every partition is read up to where it ended when
+    the replica started (its replay window is in the hub).
+    """
     # The partitions (and their ends) of every topic; raises if one does not exist.
     ends = await end_offsets(kafka, [*topics, sellers_topic])
     consumer = AIOKafkaConsumer(
@@ -90,7 +109,7 @@ async def live_feed(
         await consumer.stop()
         raise
     ready = asyncio.Event()
-    task = asyncio.create_task(_follow(consumer, hub, sellers_topic, ready))
+    task = asyncio.create_task(_follow(consumer, hub, sellers_topic, ends, ready))
     try:
         yield ready
     finally:
