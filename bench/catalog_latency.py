@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -116,6 +117,83 @@ def seq_of(price: str | float, total: int) -> int | None:
     return seq if 0 <= seq < total else None
 
 
+def bucket_quantile(buckets: dict[float, float], q: float) -> float:
+    """Prometheus's ``histogram_quantile``: ``buckets`` are cumulative counts by upper bound,
+    interpolated linearly within the bucket the rank falls in; NaN without samples."""
+    bounds = sorted(buckets)
+    if not bounds or not buckets[bounds[-1]]:
+        return math.nan
+    rank = q * buckets[bounds[-1]]
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank and count > below:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The worker's batch agent between two scrapes (``peepers_consumer_batch_*``)."""
+
+    batches: float = 0.0
+    records: float = 0.0
+    # Cumulative counts by upper bound (s): take -> done, and done -> the next take.
+    process: dict[float, float] = field(default_factory=dict)
+    wait: dict[float, float] = field(default_factory=dict)
+    process_s: float = 0.0
+    wait_s: float = 0.0
+
+    @classmethod
+    def scrape(cls, metrics: Scrape) -> Batches:
+        def buckets(phase: str) -> dict[float, float]:
+            by_le = metrics.by("peepers_consumer_batch_seconds_bucket", "le", phase=phase)
+            return {float(le): count for le, count in by_le.items()}
+
+        return cls(
+            batches=metrics.total("peepers_consumer_batch_records_count"),
+            records=metrics.total("peepers_consumer_batch_records_sum"),
+            process=buckets("process"),
+            wait=buckets("wait"),
+            process_s=metrics.total("peepers_consumer_batch_seconds_sum", phase="process"),
+            wait_s=metrics.total("peepers_consumer_batch_seconds_sum", phase="wait"),
+        )
+
+    def plus(self, other: Batches, sign: float = 1.0) -> Batches:
+        def add(a: dict[float, float], b: dict[float, float]) -> dict[float, float]:
+            return {k: a.get(k, 0.0) + sign * b.get(k, 0.0) for k in a.keys() | b.keys()}
+
+        return Batches(
+            self.batches + sign * other.batches,
+            self.records + sign * other.records,
+            add(self.process, other.process),
+            add(self.wait, other.wait),
+            self.process_s + sign * other.process_s,
+            self.wait_s + sign * other.wait_s,
+        )
+
+    def report(self) -> str:
+        """Mean size, the cycle's phases (p50 / p99 ms) and the cap they put on throughput."""
+        if not self.batches:
+            return "no batches"
+
+        def ms(buckets: dict[float, float]) -> str:
+            return " / ".join(f"{bucket_quantile(buckets, q) * 1000:,.1f}" for q in (0.5, 0.99))
+
+        per_s = self.records / max(self.process_s + self.wait_s, 1e-9)
+        return (
+            f"{self.batches:,.0f} batches of {self.records / self.batches:.1f} records on "
+            f"average; take -> done p50 / p99 {ms(self.process)} ms (mean "
+            f"{self.process_s / self.batches * 1000:.1f}), then until the next take (acks, "
+            f"window, waiting for records) {ms(self.wait)} ms (mean "
+            f"{self.wait_s / self.batches * 1000:.1f}): {per_s:,.0f} records "
+            f"per second of cycle"
+        )
+
+
 @dataclass
 class WorkerCosts:
     """Means over the driven changes, from the worker's own /metrics (before and after)."""
@@ -127,6 +205,7 @@ class WorkerCosts:
     limiter_s: float = 0.0
     leases: float = 0.0  # round trips to the shared outbound budget
     cpu_s: float = 0.0  # the worker processes' CPU time (from /proc, not /metrics)
+    batches: Batches = field(default_factory=Batches)
 
     @classmethod
     def scrape(cls, text: str) -> WorkerCosts:
@@ -144,6 +223,7 @@ class WorkerCosts:
             fetch_s=metrics.total("peepers_ml_request_duration_seconds_sum", family="items"),
             limiter_s=metrics.total("peepers_ml_limiter_wait_seconds_total", family="items"),
             leases=metrics.total("peepers_ml_limiter_leases_total"),
+            batches=Batches.scrape(metrics),
         )
 
     def plus(self, other: WorkerCosts) -> WorkerCosts:
@@ -155,6 +235,7 @@ class WorkerCosts:
             self.limiter_s + other.limiter_s,
             self.leases + other.leases,
             self.cpu_s + other.cpu_s,
+            self.batches.plus(other.batches),
         )
 
     def minus(self, before: WorkerCosts) -> WorkerCosts:
@@ -166,6 +247,7 @@ class WorkerCosts:
             self.limiter_s - before.limiter_s,
             self.leases - before.leases,
             self.cpu_s - before.cpu_s,
+            self.batches.plus(before.batches, -1.0),
         )
 
 
@@ -315,6 +397,7 @@ class Saturation:
     worker_cpu_s: float
     raw_s: float
     raw_cpu_s: float
+    batches: Batches
 
     @property
     def ratio(self) -> float:
@@ -364,9 +447,10 @@ async def backlog(
     await wait_until(drained, timeout_s=600, every_s=0.05)
     worker_s = time.perf_counter() - started
     worker_cpu_s = cpu_seconds(process.pid) - cpu_before
+    batches = (await scrape(http, run)).batches.plus(before.batches, -1.0)
     log(f"backlog: the worker drained it in {worker_s:.2f} s; now the raw aiokafka loop")
     raw_s, raw_cpu_s = await raw_loop(run, http, sandbox_url, token, start_offsets, count)
-    return Saturation(count, worker_s, worker_cpu_s, raw_s, raw_cpu_s)
+    return Saturation(count, worker_s, worker_cpu_s, raw_s, raw_cpu_s, batches)
 
 
 def _notification(
@@ -719,6 +803,7 @@ def _report(
             f"records of different items overlap within a batch); "
             f"worker CPU {costs.cpu_s / costs.records * 1000:.1f} ms per record"
         )
+        print(f"worker batches: {costs.batches.report()}")
     p99 = percentile(read, 0.99)
     verdict = "met" if p99 < TARGET_P99_MS and not lost else "NOT met"
     print(f"target p99 < {TARGET_P99_MS:g} ms (upper bound, event read): {verdict}")
@@ -742,6 +827,7 @@ def _report_saturation(sat: Saturation) -> None:
         f"process); ratio {sat.ratio:.2f} (target >= {TARGET_RAW_RATIO:g}: "
         f"{'met' if sat.ratio >= TARGET_RAW_RATIO else 'NOT met'})"
     )
+    print(f"worker batches draining it: {sat.batches.report()}")
 
 
 if __name__ == "__main__":

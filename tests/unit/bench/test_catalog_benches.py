@@ -6,10 +6,11 @@ import math
 
 import pytest
 
-from bench.catalog_latency import PRICE_BASE, seq_of
+from bench.catalog_latency import PRICE_BASE, Batches, bucket_quantile, seq_of
 from bench.catalog_rebuild import resync_bound_s
 from bench.catalog_support import percentile
 from bench.catalog_sync import minimum_s, multiget_requests, scan_requests
+from peepers_devstack.metrics import Scrape
 
 
 @pytest.mark.parametrize(
@@ -55,3 +56,40 @@ def test_a_resync_is_bounded_by_its_scan_and_multigets_at_the_limit() -> None:
     # 20,000 items: 201 scan pages and 1,000 multigets, at 1,200 a minute: 60.05 s.
     assert resync_bound_s(20_000, 200, 1200) == pytest.approx(60.05)
     assert resync_bound_s(100, 200, 60) == pytest.approx(minimum_s(2 + 5, 60))
+
+
+def test_a_quantile_interpolates_within_its_bucket_as_prometheus_does() -> None:
+    buckets = {0.01: 50.0, 0.05: 90.0, 0.1: 100.0, math.inf: 100.0}
+    assert bucket_quantile(buckets, 0.5) == pytest.approx(0.01)
+    assert bucket_quantile(buckets, 0.7) == pytest.approx(0.03)
+    assert bucket_quantile(buckets, 0.99) == pytest.approx(0.095)
+    assert math.isnan(bucket_quantile({}, 0.5))
+
+
+def _batches(batches: int, records: int, under_10ms: int) -> str:
+    name = "peepers_consumer_batch"
+    labels = 'consumer="catalog",agent="catalog.items"'
+    return "\n".join(
+        [
+            f"# TYPE {name}_records histogram",
+            f'{name}_records_bucket{{{labels},le="+Inf"}} {batches}',
+            f"{name}_records_count{{{labels}}} {batches}",
+            f"{name}_records_sum{{{labels}}} {records}",
+            f"# TYPE {name}_seconds histogram",
+            f'{name}_seconds_bucket{{{labels},phase="process",le="0.01"}} {under_10ms}',
+            f'{name}_seconds_bucket{{{labels},phase="process",le="+Inf"}} {batches}',
+            f'{name}_seconds_count{{{labels},phase="process"}} {batches}',
+            f'{name}_seconds_sum{{{labels},phase="process"}} {batches * 0.02}',
+            "",
+        ]
+    )
+
+
+def test_the_batches_of_a_run_are_the_difference_of_two_scrapes() -> None:
+    before = Batches.scrape(Scrape.parse(_batches(10, 100, 10)))
+    after = Batches.scrape(Scrape.parse(_batches(30, 900, 10)))
+    run = after.plus(before, -1.0)
+    assert (run.batches, run.records) == (20, 800)
+    assert run.process == {0.01: 0.0, math.inf: 20.0}
+    assert run.process_s == pytest.approx(0.4)
+    assert "20 batches of 40.0 records on average" in run.report()

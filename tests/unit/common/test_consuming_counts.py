@@ -1,15 +1,20 @@
-"""The consumer loop's bookkeeping: outcomes counted per batch, retries without tenacity."""
+"""The consumer loop's bookkeeping: outcomes and batch cycles observed per batch, retries without
+tenacity."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from prometheus_client import REGISTRY
 
 from peepers_common.consuming import (
+    BatchCycle,
     Fate,
     InboundRecord,
     RecordProcessor,
     RetryPolicy,
     process_batch,
+    process_batches,
 )
 from peepers_common.errors import MlUnavailable
 from peepers_common.testing import InMemoryEventPublisher
@@ -67,3 +72,36 @@ async def test_a_transient_failure_is_retried_in_place_with_backoff_then_counted
     assert await processor.process(records(topic, 1)[0], flaky) == Fate.DONE
     assert len(calls) == 3
     assert done(consumer, topic, "ok") == 1
+
+
+def batch_sample(name: str, consumer: str, **labels: str) -> float:
+    full = {"consumer": consumer, "agent": "demo.items", **labels}
+    return REGISTRY.get_sample_value(f"peepers_consumer_batch_{name}", full) or 0.0
+
+
+async def test_a_batch_loop_observes_each_batchs_size_and_cycle_once() -> None:
+    consumer, topic = unique("consumer"), unique("topic")
+    processor = RecordProcessor(consumer=consumer, publisher=InMemoryEventPublisher())
+    ticks = iter([10.0, 10.25, 10.5, 10.625])  # taken, processed, taken, processed
+    cycle = BatchCycle(consumer, "demo.items", clock=lambda: next(ticks))
+    handled: list[int] = []
+
+    async def handler(record: InboundRecord) -> str:
+        handled.append(record.offset)
+        return "done"
+
+    async def batches() -> AsyncIterator[list[InboundRecord]]:
+        yield records(topic, 3)
+        yield records(topic, 5)
+
+    await process_batches(processor, batches(), handler, cycle)
+    assert sorted(handled) == [0, 0, 1, 1, 2, 2, 3, 4]
+    assert done(consumer, topic, "done") == 8
+    assert batch_sample("records_count", consumer) == 2
+    assert batch_sample("records_sum", consumer) == 8
+    assert batch_sample("records_bucket", consumer, le="4.0") == 1
+    assert batch_sample("seconds_count", consumer, phase="process") == 2
+    assert batch_sample("seconds_sum", consumer, phase="process") == 0.375
+    # The wait runs from one batch done to the next taken: once between two batches.
+    assert batch_sample("seconds_count", consumer, phase="wait") == 1
+    assert batch_sample("seconds_sum", consumer, phase="wait") == 0.25

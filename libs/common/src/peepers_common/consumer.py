@@ -38,7 +38,7 @@ Ingest and auth do not import this module, so they do not install Faust.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar, cast
 
@@ -49,11 +49,12 @@ from pydantic_settings import BaseSettings
 
 from peepers_common.consumer_lag import DEFAULT_INTERVAL_S, ConsumerLagMonitor
 from peepers_common.consuming import (
+    BatchCycle,
     Handler,
     InboundRecord,
     RecordProcessor,
     RetryPolicy,
-    process_batch,
+    process_batches,
     record_key,
     sleep_until_due,
 )
@@ -233,18 +234,25 @@ class ConsumerKit:
         *,
         key: Callable[[InboundRecord], object] = record_key,
     ) -> None:
-        """Batches of records, concurrent across ``key`` and in order within one."""
+        """Batches of records, concurrent across ``key`` and in order within one.
+
+        Each batch's size and cycle go to ``peepers_consumer_batch_*`` (`BatchCycle`).
+        """
         settings = self.settings
 
         async def agent(stream: faust.StreamT[bytes]) -> None:
             processor = await self._ready()
             # StreamT does not declare take_events; the Stream Faust passes has it.
-            batches = cast(faust.Stream[bytes], stream).take_events(
+            events = cast(faust.Stream[bytes], stream).take_events(
                 settings.batch_max, within=settings.batch_within_s
             )
-            async for events in batches:
-                records = [inbound_record(event) for event in events]
-                await process_batch(processor, records, handler, key=key)
+
+            async def batches() -> AsyncIterator[Sequence[InboundRecord]]:
+                async for batch in events:
+                    yield [inbound_record(event) for event in batch]
+
+            cycle = BatchCycle(self.consumer, name)
+            await process_batches(processor, batches(), handler, cycle, key=key)
 
         self._agent(name, topics, agent, lag=True)
 

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -104,6 +104,27 @@ PROCESSING: Final = Histogram(
     "Time from taking a record to acking it, by consumer and source topic",
     ["consumer", "topic"],
     buckets=LATENCY_BUCKETS_S,
+)
+# A batch agent's batches: how many records each took, and how long its cycle ran. A
+# stop-and-wait batch agent takes at most batch_max records per cycle, so these show
+# whether it is capped (full batches, long cycles) or idle (small batches, short ones).
+BATCH_CYCLE_BUCKETS_S: Final = (
+    *(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1),
+    *(0.15, 0.2, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+BATCH_RECORDS: Final = Histogram(
+    "peepers_consumer_batch_records",
+    "Records per batch a batch agent took, by consumer and agent",
+    ["consumer", "agent"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+BATCH_SECONDS: Final = Histogram(
+    "peepers_consumer_batch_seconds",
+    "A batch agent's cycle, by consumer, agent and phase: process (from taking a batch to "
+    "its last record done; the acks follow at once) and wait (from then to taking the next "
+    "batch: the acks, the batch window and any wait for records)",
+    ["consumer", "agent", "phase"],
+    buckets=BATCH_CYCLE_BUCKETS_S,
 )
 
 
@@ -403,6 +424,46 @@ async def process_batch(
     await asyncio.gather(*(one_key(indexes) for indexes in by_key.values()))
     processor.count_done(done)
     return fates
+
+
+class BatchCycle:
+    """One batch agent's batch metrics: one observation of each per batch, not per record."""
+
+    def __init__(
+        self, consumer: str, agent: str, *, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self._records = BATCH_RECORDS.labels(consumer, agent)
+        self._process = BATCH_SECONDS.labels(consumer, agent, "process")
+        self._wait = BATCH_SECONDS.labels(consumer, agent, "wait")
+        self._clock = clock
+        self._done_at: float | None = None  # the end of the previous batch
+
+    def taken(self, records: int) -> float:
+        """A batch of ``records`` was taken; returns the time to pass to `processed`."""
+        now = self._clock()
+        if self._done_at is not None:
+            self._wait.observe(now - self._done_at)
+        self._records.observe(records)
+        return now
+
+    def processed(self, taken_at: float) -> None:
+        now = self._done_at = self._clock()
+        self._process.observe(now - taken_at)
+
+
+async def process_batches(
+    processor: RecordProcessor,
+    batches: AsyncIterable[Sequence[InboundRecord]],
+    handler: Handler,
+    cycle: BatchCycle,
+    *,
+    key: Callable[[InboundRecord], object] = record_key,
+) -> None:
+    """A batch agent's loop: each batch through `process_batch`, timed by ``cycle``."""
+    async for records in batches:
+        taken_at = cycle.taken(len(records))
+        await process_batch(processor, records, handler, key=key)
+        cycle.processed(taken_at)
 
 
 async def sleep_until_due(processor: RecordProcessor, record: InboundRecord) -> None:
