@@ -175,22 +175,28 @@ class Batches:
             self.wait_s + sign * other.wait_s,
         )
 
-    def report(self) -> str:
-        """Mean size, the cycle's phases (p50 / p99 ms) and the cap they put on throughput."""
-        if not self.batches:
+    def report(self, batch_max: int) -> str:
+        """Mean size, the cycle's phases (p50 / p99 ms) and the cap they put on throughput.
+
+        A stop-and-wait batch agent takes at most ``batch_max`` records per cycle: with its
+        median cycle it could take at most ``batch_max`` / (median take -> done + median
+        wait) a second. Medians, as the first wait of a phase holds the idle time before it.
+        """
+        waits = self.wait.get(math.inf, 0.0)  # one fewer than batches: none before the first
+        if not self.batches or not waits:
             return "no batches"
 
         def ms(buckets: dict[float, float]) -> str:
             return " / ".join(f"{bucket_quantile(buckets, q) * 1000:,.1f}" for q in (0.5, 0.99))
 
-        per_s = self.records / max(self.process_s + self.wait_s, 1e-9)
+        cycle_s = bucket_quantile(self.process, 0.5) + bucket_quantile(self.wait, 0.5)
         return (
             f"{self.batches:,.0f} batches of {self.records / self.batches:.1f} records on "
             f"average; take -> done p50 / p99 {ms(self.process)} ms (mean "
             f"{self.process_s / self.batches * 1000:.1f}), then until the next take (acks, "
             f"window, waiting for records) {ms(self.wait)} ms (mean "
-            f"{self.wait_s / self.batches * 1000:.1f}): {per_s:,.0f} records "
-            f"per second of cycle"
+            f"{self.wait_s / waits * 1000:.1f}): at most {batch_max / cycle_s:,.0f} records/s "
+            f"with full batches of {batch_max}"
         )
 
 
@@ -414,8 +420,12 @@ async def backlog(
     count: int,
     token: str,
     sandbox_url: str,
+    profile: Path | None = None,
 ) -> Saturation:
-    """Drain ``count`` notifications put on the worker's topic at once; then the raw loop."""
+    """Drain ``count`` notifications put on the worker's topic at once; then the raw loop.
+
+    ``profile``: py-spy the worker while it drains them.
+    """
     gate = asyncio.Semaphore(32)
 
     async def change(n: int) -> None:
@@ -429,7 +439,24 @@ async def backlog(
     before = await scrape(http, run)
     cpu_before = cpu_seconds(process.pid)
     log(f"backlog: {count:,} notifications on the worker's topic at once")
-    started = time.perf_counter()
+    with py_spy(process.pid, profile):
+        started = time.perf_counter()
+        await _flood(run, topic, seller, pool, count)
+
+        async def drained() -> bool:
+            return (await scrape(http, run)).records - before.records >= count
+
+        await wait_until(drained, timeout_s=600, every_s=0.05)
+        worker_s = time.perf_counter() - started
+    worker_cpu_s = cpu_seconds(process.pid) - cpu_before
+    batches = (await scrape(http, run)).batches.plus(before.batches, -1.0)
+    log(f"backlog: the worker drained it in {worker_s:.2f} s; now the raw aiokafka loop")
+    raw_s, raw_cpu_s = await raw_loop(run, http, sandbox_url, token, start_offsets, count)
+    return Saturation(count, worker_s, worker_cpu_s, raw_s, raw_cpu_s, batches)
+
+
+async def _flood(run: WorkerRun, topic: str, seller: int, pool: list[str], count: int) -> None:
+    """Put ``count`` price notifications of the pool's items on ``topic`` at once."""
     async with AIOKafkaEventPublisher(run.kafka) as publisher:
         now = datetime.now(UTC)
         await asyncio.gather(
@@ -440,17 +467,6 @@ async def backlog(
                 )
             )
         )
-
-    async def drained() -> bool:
-        return (await scrape(http, run)).records - before.records >= count
-
-    await wait_until(drained, timeout_s=600, every_s=0.05)
-    worker_s = time.perf_counter() - started
-    worker_cpu_s = cpu_seconds(process.pid) - cpu_before
-    batches = (await scrape(http, run)).batches.plus(before.batches, -1.0)
-    log(f"backlog: the worker drained it in {worker_s:.2f} s; now the raw aiokafka loop")
-    raw_s, raw_cpu_s = await raw_loop(run, http, sandbox_url, token, start_offsets, count)
-    return Saturation(count, worker_s, worker_cpu_s, raw_s, raw_cpu_s, batches)
 
 
 def _notification(
@@ -615,6 +631,7 @@ async def main(
                                 backlog_size,
                                 token,
                                 sandbox.url,
+                                profile and profile.with_suffix(".backlog" + profile.suffix),
                             )
                         for r, process in zip(runs, processes, strict=True):
                             if process.poll() is not None:
@@ -640,9 +657,14 @@ async def main(
                 }
             )
         )
-    _report(rate, duration, base, changes, achieved, costs, workers)
+    batch_max = int(
+        (worker_env or {}).get(
+            "CATALOG_BATCH_MAX", CatalogSettings.model_fields["batch_max"].default
+        )
+    )
+    _report(rate, duration, base, changes, achieved, costs, workers, batch_max)
     if saturation is not None:
-        _report_saturation(saturation)
+        _report_saturation(saturation, batch_max)
 
 
 @contextmanager
@@ -759,6 +781,7 @@ def _report(
     achieved: float,
     costs: WorkerCosts,
     workers: int,
+    batch_max: int,
 ) -> None:
     made, read = changes.latencies_ms(changes.made_at), changes.latencies_ms(changes.read_at)
 
@@ -803,7 +826,7 @@ def _report(
             f"records of different items overlap within a batch); "
             f"worker CPU {costs.cpu_s / costs.records * 1000:.1f} ms per record"
         )
-        print(f"worker batches: {costs.batches.report()}")
+        print(f"worker batches: {costs.batches.report(batch_max)}")
     p99 = percentile(read, 0.99)
     verdict = "met" if p99 < TARGET_P99_MS and not lost else "NOT met"
     print(f"target p99 < {TARGET_P99_MS:g} ms (upper bound, event read): {verdict}")
@@ -818,7 +841,7 @@ def worker_setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _report_saturation(sat: Saturation) -> None:
+def _report_saturation(sat: Saturation, batch_max: int) -> None:
     n = sat.records
     print(
         f"backlog of {n:,} notifications: worker {n / sat.worker_s:,.0f}/s "
@@ -827,7 +850,7 @@ def _report_saturation(sat: Saturation) -> None:
         f"process); ratio {sat.ratio:.2f} (target >= {TARGET_RAW_RATIO:g}: "
         f"{'met' if sat.ratio >= TARGET_RAW_RATIO else 'NOT met'})"
     )
-    print(f"worker batches draining it: {sat.batches.report()}")
+    print(f"worker batches draining it: {sat.batches.report(batch_max)}")
 
 
 if __name__ == "__main__":

@@ -77,9 +77,14 @@ def _batches(batches: int, records: int, under_10ms: int) -> str:
             f"{name}_records_sum{{{labels}}} {records}",
             f"# TYPE {name}_seconds histogram",
             f'{name}_seconds_bucket{{{labels},phase="process",le="0.01"}} {under_10ms}',
+            f'{name}_seconds_bucket{{{labels},phase="process",le="0.05"}} {batches}',
             f'{name}_seconds_bucket{{{labels},phase="process",le="+Inf"}} {batches}',
             f'{name}_seconds_count{{{labels},phase="process"}} {batches}',
             f'{name}_seconds_sum{{{labels},phase="process"}} {batches * 0.02}',
+            f'{name}_seconds_bucket{{{labels},phase="wait",le="0.02"}} {batches - 1}',
+            f'{name}_seconds_bucket{{{labels},phase="wait",le="+Inf"}} {batches - 1}',
+            f'{name}_seconds_count{{{labels},phase="wait"}} {batches - 1}',
+            f'{name}_seconds_sum{{{labels},phase="wait"}} {(batches - 1) * 0.012}',
             "",
         ]
     )
@@ -90,6 +95,9 @@ def test_the_batches_of_a_run_are_the_difference_of_two_scrapes() -> None:
     after = Batches.scrape(Scrape.parse(_batches(30, 900, 10)))
     run = after.plus(before, -1.0)
     assert (run.batches, run.records) == (20, 800)
-    assert run.process == {0.01: 0.0, math.inf: 20.0}
+    assert run.process == {0.01: 0.0, 0.05: 20.0, math.inf: 20.0}
     assert run.process_s == pytest.approx(0.4)
-    assert "20 batches of 40.0 records on average" in run.report()
+    report = run.report(64)
+    assert report.startswith("20 batches of 40.0 records on average")
+    # Median cycles of 30 ms (between 10 and 50) and 10 ms (under 20): 64 per 40 ms at most.
+    assert report.endswith("at most 1,600 records/s with full batches of 64")
