@@ -38,7 +38,14 @@ worker's throughput is reported as a ratio to the loop's (target >= 0.5).
 partitions); ``--keep-logs DIR`` keeps the processes' logs and every change's times;
 ``--worker-env CATALOG_NAME=VALUE`` (repeatable) sets a worker setting, e.g. the batch
 window ``CATALOG_BATCH_WITHIN_S`` or ``CATALOG_BATCH_MAX`` (the workers' environment is
-built by the bench: the shell's ``CATALOG_*`` variables do not reach them).
+built by the bench: the shell's ``CATALOG_*`` variables do not reach them);
+``--profile FILE`` samples the first worker with py-spy during the timed phase, and
+during the backlog drain into ``FILE`` with ``.backlog`` before its suffix.
+
+The report also gives the worker's batches, live and draining the backlog, from its
+``peepers_consumer_batch_*`` histograms: how many, their mean size, the two phases of
+their cycle (take -> last record done; then to the next take: acks, window, waiting for
+records) at p50 / p99, and the throughput full batches would allow at the median cycle.
 
 Needs the stack (``scripts/stack up``) with ``.stack/env`` sourced.
 """
