@@ -89,6 +89,11 @@ class TestCatalogWorker:
         changes = [e for e in await events(kafka, run) if e["type"] == "item.price_changed"]
         assert len(changes) == 1
         assert changes[0]["new_price"] in ("1234.5", 1234.5)
+        # The kit's batch agent timed the batches that took the notifications.
+        agent = 'agent="catalog.items",consumer="catalog"'  # as printed: labels sorted
+        assert await run.metric(f"peepers_consumer_batch_records_sum{{{agent}}}") >= 2
+        processed = f'peepers_consumer_batch_seconds_count{{{agent},phase="process"}}'
+        assert await run.metric(processed) >= 1
 
     async def test_a_malformed_record_is_dead_lettered_and_the_partition_moves_on(
         self,
