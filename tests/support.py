@@ -37,6 +37,11 @@ from peepers_common.topics import TopicSpec
 from peepers_sandbox.app import Sandbox
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 
+# How long a test's in-process server (auth, web) lets requests in flight finish when it
+# stops, before cancelling them: aiohttp's default, 60 s, let one handler still waiting
+# (its client killed mid-request) hold a test's teardown past the test's timeout.
+SERVER_STOP_WAIT_S = 2.0
+
 # In every name `unique` makes, so the session can delete its Kafka topics at the end.
 SESSION_TOKEN = uuid4().hex[:6]
 

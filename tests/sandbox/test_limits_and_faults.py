@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
 import pytest
 
-from peepers_sandbox import DEMO_APP_ID, DEMO_SELLER_ID, Sandbox
+from peepers_sandbox import DEMO_APP_ID, DEMO_SELLER_ID, Sandbox, SandboxConfig, run_sandbox
+from peepers_sandbox import app as sandbox_app
+from peepers_sandbox.config import FaultConfig
 from tests.sandbox.support import SmallSandbox, bearer
 
 USERS_ME = "/users/me"
@@ -158,3 +161,23 @@ class TestFaults:
                 "status": 401,
                 "cause": [],
             }
+
+
+async def test_a_stopping_sandbox_cancels_a_slow_request_it_still_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A request held by the latency fault, its client gone: the stop waits for it only
+    # STOP_WAIT_S (aiohttp's default, 60 s, held tests' teardowns past their timeouts).
+    monkeypatch.setattr(sandbox_app, "STOP_WAIT_S", 0.5)
+    config = SandboxConfig(faults=FaultConfig(latency_ms=30_000))
+    async with run_sandbox(config) as sb:
+
+        async def get() -> None:
+            async with aiohttp.ClientSession() as http, http.get(f"{sb.url}/sites/MLB") as r:
+                await r.read()
+
+        held = asyncio.create_task(get())
+        await asyncio.sleep(0.5)
+        held.cancel()
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 5

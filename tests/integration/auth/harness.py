@@ -36,7 +36,7 @@ from peepers_sandbox.config import (
     NotifierConfig,
     SandboxConfig,
 )
-from tests.support import create_topic, unique, wait_until
+from tests.support import SERVER_STOP_WAIT_S, create_topic, unique, wait_until
 
 SERVICE = "catalog"
 SERVICE_SECRET = "catalog-broker-secret-0123456789"  # noqa: S105 - a test credential
@@ -138,7 +138,7 @@ def auth_settings(
 async def _serve(app: web.Application, sock: socket.socket, stack: AsyncExitStack) -> None:
     # No access log: the callback's query carries an authorization code (and production
     # runs without one too, see __main__).
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SERVER_STOP_WAIT_S)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     await web.SockSite(runner, sock).start()

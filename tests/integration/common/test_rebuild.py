@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.namespaces import Namespace
-from peepers_common.rebuild import CacheGuard, GuardOptions, Resync
+from peepers_common.rebuild import CacheGuard, GuardOptions, Resync, epoch_began
 from tests.support import unique, wait_until
 
 FAST = GuardOptions(check_every_s=0.1, miss_check_every_s=0.0, lease_s=0.6, retry_after_s=0.1)
@@ -179,3 +179,23 @@ async def test_a_rebuild_that_swallows_a_cancellation_is_stopped_promptly(
     assert done == {stop}
     await stop
     never.set()
+
+
+async def test_the_epoch_began_when_the_cache_was_found_lost_not_when_its_rebuild_ended(
+    redis_admin: aioredis.Redis, namespace: Namespace, guards: list[CacheGuard]
+) -> None:
+    # Orders judge a first-seen order by it: one created while the rebuild ran is news
+    # (it was mailed as a new sale), not history from before the loss.
+    rebuilds = Rebuilds()
+    guard = CacheGuard(redis_admin, namespace, rebuilds, options=FAST)
+    guards.append(guard)
+    await guard.start()
+    began = await epoch_began(redis_admin, namespace)
+    await asyncio.sleep(0.3)  # the resync runs on
+    rebuilds.release.set()
+
+    async def ready() -> bool:
+        return (await marker(redis_admin, namespace) or {}).get("state") == "ready"
+
+    await wait_until(ready)
+    assert await epoch_began(redis_admin, namespace) == pytest.approx(began, abs=1e-3)

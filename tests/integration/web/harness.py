@@ -14,6 +14,7 @@ from peepers_auth.web.ports import Readers
 from peepers_auth.web.settings import WebSettings
 from peepers_common.namespaces import Namespace
 from tests.integration.auth.harness import AuthStack, bound_socket
+from tests.support import SERVER_STOP_WAIT_S
 
 
 @dataclass
@@ -45,7 +46,7 @@ async def web_process(
         sellers_topic=sellers_topic or stack.topic,
         follow_kafka=sellers_topic is not None or bool(live_topics),
     )
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SERVER_STOP_WAIT_S)
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()

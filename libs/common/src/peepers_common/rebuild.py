@@ -13,10 +13,12 @@ any time (``FLUSHALL``, a restart without persistence, a new node). `CacheGuard`
   further, at the price of a window where a lost cache's items are announced as new.
 
 The marker, ``<ns>epoch``, is JSON ``{"epoch": id, "state": "rebuilding" | "ready",
-"since": unix time}``. A replica that finds it missing writes a new epoch in state
-``rebuilding`` (only if still missing: one replica wins), takes the lease
-``<ns>epoch:lease`` and runs the service's rebuild in two phases: restore the state it
-owns (from its changelogs), then resync every seller from ML. When the rebuild returns,
+"since": unix time}``; ``since`` is when the epoch began, and stays so when it turns
+ready (`epoch_began`: what was created after it cannot have been announced before). A
+replica that finds it missing writes a new epoch in state ``rebuilding`` (only if still
+missing: one replica wins), takes the lease ``<ns>epoch:lease`` and runs the service's
+rebuild in two phases: restore the state it owns (from its changelogs), then resync every
+seller from ML. When the rebuild returns,
 the marker turns ``ready``, but only if it is still that epoch (a second loss during a
 rebuild starts another one). Every other replica reads ``rebuilding`` and says so too. A
 rebuild whose owner died lets its lease lapse (``lease_s``, renewed every third of it),
@@ -92,8 +94,10 @@ _LEASE: Final = "epoch:lease"
 _READY_SCRIPT: Final = """
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
-if cjson.decode(raw)['epoch'] ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
+local marker = cjson.decode(raw)
+if marker['epoch'] ~= ARGV[1] then return 0 end
+marker['state'] = 'ready'
+redis.call('SET', KEYS[1], cjson.encode(marker))
 redis.call('DEL', KEYS[2])
 return 1
 """
@@ -300,10 +304,9 @@ class CacheGuard:
                     continue
                 took = time.monotonic() - started
                 self._metrics.duration.set(took)
-                marker = _encode(epoch, "ready", self._clock())
                 with redis_errors("marking the cache epoch ready"):
                     current = await self._ready_script(
-                        keys=[self._marker, self._lease.key], args=[epoch, marker]
+                        keys=[self._marker, self._lease.key], args=[epoch]
                     )
                 self._metrics.finished.labels("done" if current else "superseded").inc()
                 if current and self.epoch == epoch:

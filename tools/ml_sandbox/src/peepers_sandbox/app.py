@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Final
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +24,9 @@ from peepers_sandbox.client import SandboxAdmin
 from peepers_sandbox.config import SandboxConfig
 from peepers_sandbox.routes.common import state_key
 from peepers_sandbox.state import SandboxState
+
+# How long a stopping sandbox lets requests in flight finish before cancelling them.
+STOP_WAIT_S: Final = 5.0
 
 
 def create_app(config: SandboxConfig, *, state: SandboxState | None = None) -> web.Application:
@@ -64,7 +68,12 @@ async def run_sandbox(config: SandboxConfig | None = None) -> AsyncIterator[Sand
     config = config if config is not None else SandboxConfig()
     app = create_app(config)
     runner = web.AppRunner(
-        app, access_log=logging.getLogger("aiohttp.access") if config.access_log else None
+        app,
+        access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
+        # A stopping sandbox (Ctrl-C, a test's end) cancels what is still in flight after
+        # a few seconds, not aiohttp's 60: a request held by the slow fault, or whose client
+        # was killed mid-request, would otherwise hold the stop for a minute.
+        shutdown_timeout=STOP_WAIT_S,
     )
     await runner.setup()
     try:
