@@ -9,9 +9,12 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_common.errors import ConfigurationError, ReauthRequired
+from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider, TokenBrokerSettings
-from peepers_common.settings import KafkaSettings
+from peepers_common.namespaces import connect_redis
+from peepers_common.settings import KafkaSettings, MlApiSettings
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 from tests.integration.auth.harness import (
     SELLER,
@@ -26,7 +29,7 @@ from tests.integration.auth.harness import (
     raw_values,
     read_all,
 )
-from tests.support import wait_until
+from tests.support import unique, wait_until
 
 SIX_HOURS = 21600
 
@@ -204,3 +207,37 @@ async def test_no_token_reaches_the_logs_raw_redis_or_the_raw_changelog(
     assert b"TG-" not in dump
     # Nor any other string shaped like an ML token or code (spent ones included).
     assert not re.search(r"\b(APP_USR|TG)-[0-9A-Za-z]{6,}", logged)
+
+
+async def test_a_call_holding_an_older_token_than_auth_survives_every_token_expiring_at_once(
+    kafka: KafkaSettings,
+) -> None:
+    # A worker's cached token is older than auth's current one (another replica's call
+    # refreshed meanwhile; ML keeps older tokens valid). Then every token expires at once:
+    # auth answers the worker's report of its old token with its current one, refused too.
+    async with auth_stack(kafka) as stack:
+        async with stack.browser() as browser:
+            await login(stack, browser)
+        settings = TokenBrokerSettings(
+            url=stack.url, service=SERVICE, secret=SecretStr(SERVICE_SECRET)
+        )
+        ml = MlApiSettings(
+            base_url=stack.sandbox.url, app_id=DEMO_APP_ID, app_limit=None, family_limits={}
+        )
+        async with ml_session(ml) as session:
+            worker, other = (
+                BrokerTokenProvider(session, settings),
+                BrokerTokenProvider(session, settings),
+            )
+            old = await worker.access_token(SELLER)
+            await stack.advance(SIX_HOURS + 1)
+            current = await other.access_token(SELLER)  # auth refreshed: a newer token
+            assert current != old
+            await stack.sandbox.admin.expire_token(current)  # and now every one is refused
+            redis = connect_redis(CatalogSettings().redis)
+            try:
+                api = HttpMlApi(session, ml, worker, OutboundLimiter(redis, ml, scope=unique("ml")))
+                me = await api.get_me(seller_id=SELLER)
+            finally:
+                await redis.aclose()
+        assert me.id == SELLER

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from peepers_common.errors import MlUnavailable
+from peepers_common.errors import MlUnavailable, ReauthRequired, TokenError, TokenUnavailable
 from peepers_common.ml.models import MlClaim, MlItem, MlQuestion, MlQuestionPage
 from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_common.namespaces import connect_redis
@@ -35,6 +35,21 @@ class FlakyMl(FakeMlApi):
         if self.pages == self.fail_after + 1:
             msg = "ML went away"
             raise MlUnavailable(msg)
+        return await super().search_questions(**kwargs)
+
+
+class NoTokenFor(FakeMlApi):
+    """ML as seen with no token for ``refused``'s question search (``error``)."""
+
+    def __init__(self, refused: int, error: type[TokenError]) -> None:
+        super().__init__()
+        self.refused: int | None = refused
+        self.error = error
+
+    async def search_questions(self, **kwargs: Any) -> MlQuestionPage:
+        if kwargs.get("seller_id") == self.refused:
+            msg = "no token for the seller"
+            raise self.error(msg, seller_id=kwargs["seller_id"])
         return await super().search_questions(**kwargs)
 
 
@@ -125,6 +140,31 @@ class TestBackfill:
         assert resync is not None
         await resync()
         assert {"search_questions", "search_orders"} <= {m for m, _ in ml.made}
+        state = await checkpoints.load(SELLER)
+        assert state is not None
+        assert (state.run_id, state.phase) == ("rebuild-e1", "done")
+
+    @pytest.mark.parametrize("error", [ReauthRequired, TokenUnavailable])
+    async def test_a_rebuild_skips_only_a_seller_gone_for_good(
+        self, redis: aioredis.Redis, error: type[TokenError]
+    ) -> None:
+        # A seller who must log in again is skipped (that login backfills them); one that
+        # cannot be read for now fails the attempt, and the guard's retry backfills them.
+        ml = NoTokenFor(SELLER, error)
+        marketplace(questions=20, items=2, claims=0, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        resync = await rebuild_messages(
+            "e1", deps, (), [SELLER], checkpoints, BackfillOptions(run_id="unused")
+        )
+        assert resync is not None
+        if error is ReauthRequired:
+            await resync()
+            assert await checkpoints.load(SELLER) is None
+            return
+        with pytest.raises(TokenUnavailable):
+            await resync()
+        ml.refused = None
+        await resync()
         state = await checkpoints.load(SELLER)
         assert state is not None
         assert (state.run_id, state.phase) == ("rebuild-e1", "done")

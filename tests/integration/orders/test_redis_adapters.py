@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.changelog import Changelog, RedisViewMarker
-from peepers_common.errors import InvalidQuery
+from peepers_common.errors import CacheUnavailable, InvalidQuery
 from peepers_common.events import OrderLine, OrderSummary
 from peepers_common.kafka import AIOKafkaEventPublisher, read_to_end
 from peepers_common.namespaces import Namespace, connect_redis
@@ -275,7 +275,37 @@ async def test_the_rebuild_command_replays_the_topic_into_a_new_generation(
     assert (figures.orders, figures.units, figures.revenue) == (1, 2, {"BRL": Decimal("120.5")})
 
 
+class FailingOnce(RedisMailView):
+    """The real view, whose next write fails as when Redis goes away."""
+
+    fail_next = False
+
+    async def set(self, ledger_key: str, value: bytes) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            msg = "Redis failed while writing the mail ledger"
+            raise CacheUnavailable(msg)
+        await super().set(ledger_key, value)
+
+
 class TestMailLedger:
+    async def test_a_send_whose_view_write_fails_is_kept_and_reads_as_sent(
+        self, orders_redis, namespace, kafka: KafkaSettings
+    ) -> None:
+        topic = await create_topic(kafka, like=topic_spec(ORDERS_EMAILS_CHANGELOG))
+        view = FailingOnce(orders_redis, namespace)
+        marker = RedisViewMarker(orders_redis, namespace, "emails")
+        async with Changelog(kafka, topic, view=view, marker=marker) as changelog:
+            ledger = ChangelogMailLedger(changelog, view)
+            view.fail_next = True  # Redis goes away right after the SMTP server's 250
+            with pytest.raises(CacheUnavailable):
+                await ledger.record("1:created", "<order-1-created@x>")
+            # The record's retry asks first: the mail went out, and the view now says so.
+            assert await ledger.sent("1:created")
+            assert await view.get("1:created") == b"<order-1-created@x>"
+        records = await read_to_end(kafka, [topic])
+        assert [(r.key, r.value) for r in records] == [(b"1:created", b"<order-1-created@x>")]
+
     async def test_a_send_cut_short_before_the_changelog_is_finished_by_the_next_lookup(
         self, orders_redis, namespace, kafka: KafkaSettings
     ) -> None:

@@ -11,7 +11,7 @@ from peepers_catalog.domain import snapshot
 from peepers_catalog.handlers import Catalog, Outcome, apply_item
 from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.sync import SyncOptions, full_sync
-from peepers_common.errors import ReauthRequired, ResourceBusy
+from peepers_common.errors import ReauthRequired, ResourceBusy, TokenError, TokenUnavailable
 from peepers_common.events import CATALOG_EVENT, ItemSnapshotted
 from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.catalog.fakes import (
@@ -123,16 +123,20 @@ async def test_a_retried_rebuild_skips_the_sellers_it_finished(
 
 
 class RefusingSeller(FakeItemSource):
-    """ML as seen with a seller's authorization gone: no token for ``refused``."""
+    """ML as seen with no token for ``refused``: its authorization gone (`ReauthRequired`)
+    or the token source down for now (`TokenUnavailable`)."""
 
-    def __init__(self, source: FakeItemSource, refused: int) -> None:
+    def __init__(
+        self, source: FakeItemSource, refused: int | None, error: type[TokenError] = ReauthRequired
+    ) -> None:
         super().__init__(source.items.values())
         self.refused = refused
+        self.error = error
 
     def iter_item_ids(self, *, seller_id: int, status: str | None = None) -> AsyncIterator[str]:
         if seller_id == self.refused:
-            msg = "the seller must log in again"
-            raise ReauthRequired(msg, seller_id=seller_id)
+            msg = "no token for the seller"
+            raise self.error(msg, seller_id=seller_id)
         return super().iter_item_ids(seller_id=seller_id, status=status)
 
 
@@ -146,6 +150,22 @@ async def test_a_seller_that_can_no_longer_be_read_is_skipped(
     assert resync is not None
     await resync()  # no error: retrying would fail the same way; the next login syncs it
     assert {item.seller_id for item in store.items.values()} == {7}
+
+
+async def test_a_seller_unreadable_for_now_fails_the_attempt_and_its_retry_syncs_them(
+    catalog: Catalog, ml: FakeItemSource, store: InMemoryItemStore
+) -> None:
+    down = RefusingSeller(ml, 8, TokenUnavailable)
+    refusing = dataclasses.replace(catalog, ml=down, epoch=Rebuilding(True))
+    resync = await rebuild_catalog(
+        "e1", Roster(*SELLERS), refusing, InMemorySyncCheckpoints(), OPTIONS
+    )
+    assert resync is not None
+    with pytest.raises(TokenUnavailable):
+        await resync()  # not skipped: skipping would leave seller 8 unmirrored
+    down.refused = None  # auth answers again; the guard retries the rebuild
+    await resync()
+    assert {item.seller_id for item in store.items.values()} == {7, 8}
 
 
 async def test_a_first_sync_after_seller_connected_says_created(

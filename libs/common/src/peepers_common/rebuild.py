@@ -50,9 +50,16 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
-from peepers_common.errors import CacheUnavailable
+from peepers_common.errors import CacheUnavailable, MlForbidden, ReauthRequired
 from peepers_common.lease import RedisLease
 from peepers_common.namespaces import Namespace, redis_errors
+
+# What a rebuild's resync skips a seller for: they can no longer be read (ML refused the
+# refresh, or the seller's data to this app) until they log in again, and that login
+# resyncs them. Anything else (auth or ML down for now, a 401 after the client's
+# refreshes) fails the attempt instead, retried after ``retry_after_s`` from the sellers'
+# checkpoints: a transient error must not leave a seller unmirrored.
+SELLER_GONE: Final = (ReauthRequired, MlForbidden)
 
 log = logging.getLogger(__name__)
 

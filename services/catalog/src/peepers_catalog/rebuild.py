@@ -13,8 +13,9 @@ Every sync of one rebuild has the run id ``rebuild-<epoch>``, so a rebuild retri
 failure, or taken over by another replica, resumes each seller from its checkpoint and
 skips the sellers already done. A seller whose sync another worker holds (its
 ``seller.connected`` being handled) is tried again after the others; a seller that can
-no longer be synced (its authorization revoked or refused) is logged and skipped: its
-next login syncs it.
+no longer be synced (`peepers_common.rebuild.SELLER_GONE`: its authorization revoked or
+refused) is logged and skipped: its next login syncs it. Any other error fails the
+attempt, and the guard retries it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from prometheus_client import Counter, Gauge
 from peepers_catalog.handlers import Catalog
 from peepers_catalog.ports import SellerRoster, SyncCheckpoints
 from peepers_catalog.sync import SyncOptions, full_sync
-from peepers_common.errors import MlForbidden, MlUnauthorized, ResourceBusy, TokenError
-from peepers_common.rebuild import Resync
+from peepers_common.errors import ResourceBusy
+from peepers_common.rebuild import SELLER_GONE, Resync
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ EXPECTED: Final = Gauge(
     "peepers_catalog_rebuild_sellers_expected", "Sellers the running rebuild resyncs"
 )
 # The seller can no longer be read: a retry would fail the same way.
-_SELLER_GONE: Final = (TokenError, MlForbidden, MlUnauthorized)
 
 
 async def rebuild_catalog(
@@ -90,7 +90,7 @@ async def _resync(
             log.warning("rebuild: seller %d is being synced elsewhere (%s)", seller_id, exc)
             busy.append(seller_id)
             continue
-        except _SELLER_GONE as exc:
+        except SELLER_GONE as exc:
             SELLERS.labels("skipped").inc()
             log.error("rebuild: seller %d cannot be synced, skipped: %r", seller_id, exc)
             continue

@@ -23,10 +23,9 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Final
 
-from peepers_common.errors import MlForbidden, MlUnauthorized, TokenError
 from peepers_common.events import event_type_of
 from peepers_common.kafka import batches_to, end_offsets
-from peepers_common.rebuild import Resync
+from peepers_common.rebuild import SELLER_GONE, Resync
 from peepers_common.settings import KafkaSettings
 from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
 from peepers_messages.handlers import Changelog, Messages
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 _CONNECTED: Final = frozenset({"seller.connected", "seller.reconnected"})
 _GONE: Final = frozenset({"seller.disconnected"})
 # The seller can no longer be read: a retry would fail the same way.
-_SELLER_GONE: Final = (TokenError, MlForbidden, MlUnauthorized)
 
 
 async def connected_sellers(kafka: KafkaSettings, topic: str) -> list[int]:
@@ -71,7 +69,7 @@ async def rebuild_messages(
         for seller_id in sellers:
             try:
                 state = await backfill(seller_id, deps, checkpoints, run)
-            except _SELLER_GONE as exc:
+            except SELLER_GONE as exc:
                 log.error("rebuild: seller %d cannot be read, skipped: %r", seller_id, exc)
                 continue
             log.info("rebuild: seller %d backfilled: %s", seller_id, state.counts)

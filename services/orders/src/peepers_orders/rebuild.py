@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from peepers_common.events import SELLER_EVENT
 from peepers_common.kafka import batches_to, end_offsets
-from peepers_common.rebuild import Resync
+from peepers_common.rebuild import SELLER_GONE, Resync
 from peepers_common.settings import KafkaSettings
 from peepers_orders import analytics
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
@@ -137,14 +137,17 @@ async def rebuild_orders(epoch: str, deps: OrdersRebuild) -> Resync:
         # covers the rebuild's; one running now makes this attempt retry (BackfillBusy).
         began = await deps.sellers.epoch_started_at()
         for seller_id in sellers:
-            await backfill(
-                seller_id,
-                deps.orders,
-                deps.checkpoints,
-                options=BackfillOptions(
-                    days=deps.backfill_days, run_id=f"rebuild-{epoch}", not_before=began
-                ),
-            )
+            try:
+                await backfill(
+                    seller_id,
+                    deps.orders,
+                    deps.checkpoints,
+                    options=BackfillOptions(
+                        days=deps.backfill_days, run_id=f"rebuild-{epoch}", not_before=began
+                    ),
+                )
+            except SELLER_GONE as exc:
+                log.error("rebuild: seller %d cannot be read, skipped: %r", seller_id, exc)
         generation = uuid.uuid4().hex[:12]
         await replay_analytics(
             deps.kafka,

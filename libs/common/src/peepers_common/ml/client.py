@@ -61,6 +61,9 @@ from peepers_common.ml.tokens import TokenProvider
 from peepers_common.settings import MlApiSettings
 
 MULTIGET_MAX_IDS: Final = 20
+# A call reports a refused token at most this often: the stale one it held, then the
+# current one the token source handed back if ML refuses that too (see `_call`).
+_REFRESHES_PER_CALL: Final = 2
 SCAN_PAGE_SIZE: Final = 100
 
 ML_REQUESTS: Final = Counter(
@@ -279,7 +282,7 @@ class HttpMlApi:
         family = endpoint_family(path, method)
         deadline = time.monotonic() + self._settings.call_budget_s
         token = await self._tokens.access_token(seller_id)
-        refreshed = False
+        refreshes = 0
 
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
@@ -287,7 +290,7 @@ class HttpMlApi:
             ML_RETRIES.labels(family, reason).inc()
 
         async def once() -> bytes:
-            nonlocal token, refreshed
+            nonlocal token, refreshes
             while True:
                 try:
                     return await self._attempt(
@@ -302,11 +305,14 @@ class HttpMlApi:
                         headers=headers,
                     )
                 except MlUnauthorized:
-                    if refreshed:
+                    if refreshes == _REFRESHES_PER_CALL:
                         raise
-                    # One refresh per call: ML said the token is no longer valid.
+                    # ML said the token is no longer valid. The token source refreshes
+                    # only if it is its current one; an older one gets the current one
+                    # back, which ML may refuse too (every token expired at once): that
+                    # one is reported in turn, and then refreshed.
                     token = await self._tokens.refresh(seller_id, token)
-                    refreshed = True
+                    refreshes += 1
 
         # Almost every call succeeds at once: tenacity's machinery is built only after a
         # transient failure, which it then treats as its own first attempt's.

@@ -17,6 +17,7 @@ from uuid import uuid4
 import redis.asyncio as aioredis
 
 from peepers_common.changelog import Changelog, ChangelogEntry
+from peepers_common.errors import CacheUnavailable
 from peepers_common.lease import RedisLease
 from peepers_common.namespaces import Namespace, redis_errors
 
@@ -81,13 +82,25 @@ class ChangelogMailLedger:
     record the mark goes. A lookup that finds a pending mark (a crash between the two)
     writes the changelog record then, so the system of record catches up before anyone
     relies on it.
+
+    If Redis fails right after the 250 (the first write), the changelog is written anyway,
+    and the process keeps the mail until the view takes it (its next lookup of that mail,
+    the record's retry): a Redis outage at that moment no longer sends the mail twice (the
+    proof met one: Redis restarted 1 s after a send).
     """
 
     def __init__(self, changelog: Changelog, view: RedisMailView) -> None:
         self._changelog = changelog
         self._view = view
+        # Mails in the changelog whose view write failed: Message-ID by ledger key.
+        self._unviewed: dict[str, bytes] = {}
 
     async def sent(self, key: str) -> bool:
+        unviewed = self._unviewed.get(key)
+        if unviewed is not None:
+            await self._view.set(key, unviewed)
+            del self._unviewed[key]
+            return True
         await self._changelog.available()
         value = await self._view.get(key)
         if value is None and await self._changelog.verify():  # the view was lost: restored
@@ -99,8 +112,14 @@ class ChangelogMailLedger:
         return True
 
     async def record(self, key: str, message_id: str) -> None:
-        await self._view.set(key, _PENDING + message_id.encode())
-        await self._durable(key, message_id.encode())
+        value = message_id.encode()
+        try:
+            await self._view.set(key, _PENDING + value)
+        except CacheUnavailable:
+            await self._changelog.write(key, value)
+            self._unviewed[key] = value
+            raise
+        await self._durable(key, value)
 
     async def _durable(self, key: str, message_id: bytes) -> None:
         await self._changelog.write(key, message_id)
