@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -195,11 +195,11 @@ class Stack:
             os.killpg(child.pid, signal.SIGTERM)
         await child.process.wait()
 
-    async def connect_sellers(self) -> None:
-        """Every seller logs in through auth's PKCE flow, as in a browser (devstack's way)."""
+    async def connect_sellers(self, sellers: Sequence[int]) -> None:
+        """``sellers`` log in through auth's PKCE flow, as in a browser (devstack's way)."""
         base = self.plan.devstack
         started = time.monotonic()
-        for seller in self.plan.sellers:
+        for seller in sellers:
             await self.admin.patch_api(auto_approve_user_id=seller)
             jar = aiohttp.CookieJar(unsafe=True)
             async with (
@@ -212,7 +212,7 @@ class Stack:
                     msg = f"the login of seller {seller} failed (HTTP {page.status} at {landed})"
                     raise StepFailed(msg)
         took = time.monotonic() - started
-        self.say(f"{len(self.plan.sellers)} sellers connected through auth's login in {took:.1f} s")
+        self.say(f"{len(sellers)} sellers connected through auth's login in {took:.1f} s")
 
     async def stop(self) -> None:
         # In reverse start order, restarted children included: the services before the
