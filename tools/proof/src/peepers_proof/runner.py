@@ -283,7 +283,8 @@ class Runner:
         """Each consumer of the run: its group and the topics it consumes."""
         plan, prefix = self.plan.devstack, self.plan.prefix
         return {
-            "catalog": (plan.catalog_group, [prefix + t for t in (*ITEM_TOPICS, PEEPERS_SELLERS)]),
+            "catalog": (plan.catalog_group, [prefix + t for t in ITEM_TOPICS]),
+            "catalog sync": (plan.catalog_sync_group, [prefix + PEEPERS_SELLERS]),
             "orders": (
                 plan.orders_group,
                 [prefix + t for t in (*NOTIFICATION_TOPICS, PEEPERS_SELLERS)],

@@ -26,6 +26,7 @@ from peepers_common.topics import TOPICS, TopicSpec, dlq_topic, retry_topic
 from peepers_devstack.errors import StepFailed
 from peepers_devstack.plan import LOOPBACK, ChildSpec
 from peepers_devstack.processes import Child, Probe, Supervisor
+from peepers_devstack.state import drop_data_dirs
 from peepers_devstack.watch import answers_200
 from peepers_proof.broker import STARTED_MARKER
 from peepers_proof.plan import WORKER_KINDS, ProofPlan, settings_prefix
@@ -221,8 +222,7 @@ class Stack:
         self.supervisor.children.sort(key=lambda child: order.get(child.name, len(order)))
         await self.supervisor.stop_all(self.say)
         # The workers' Faust data directories (in the shared working directory).
-        for data in self.supervisor.work_dir.glob(f"*-{self.plan.scope}-data"):
-            shutil.rmtree(data, ignore_errors=True)
+        drop_data_dirs(self.supervisor.work_dir, self.plan.scope)
         broker = self.plan.broker
         if broker is not None:
             # The run's broker is stopped with the rest: its topics go with its storage.
