@@ -221,7 +221,9 @@ class Runner:
         bound = fairness.sync_bound_s(
             huge_items, SyncSettings().chunk, plan.options.ml_requests_per_minute
         )
-        self.figures.update(fairness.figures(without, latencies, sync_s, bound))
+        found = fairness.figures(without, latencies, sync_s, bound)
+        self.say("fairness: " + "; ".join(f"{name}: {value}" for name, value in found.items()))
+        self.figures.update(found)
         return probing_s
 
     async def _progress(self, stack: Stack, since: float) -> None:
