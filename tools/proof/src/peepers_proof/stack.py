@@ -213,7 +213,7 @@ class Stack:
                     msg = f"the login of seller {seller} failed (HTTP {page.status} at {landed})"
                     raise StepFailed(msg)
         took = time.monotonic() - started
-        self.say(f"{len(sellers)} sellers connected through auth's login in {took:.1f} s")
+        self.say(f"sellers connected through auth's login: {len(sellers)} in {took:.1f} s")
 
     async def stop(self) -> None:
         # In reverse start order, restarted children included: the services before the
