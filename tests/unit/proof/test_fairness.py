@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import pytest
 
@@ -57,18 +58,29 @@ class TestFigures:
     def test_both_phases_their_p99_ratio_and_the_sync_against_its_bound(self):
         without = [float(v) for v in range(1, 101)]  # p50 50, p99 99
         during = [2 * v for v in without]
-        found = figures(without, during, 30.0, 20.0)
+        found = figures(without, during, 30.0, 20.0, 1_234.4)
         assert found[f"webhook->cache ms {WITHOUT} (n, p50, p99)"] == (100, 50, 99)
         assert found[f"webhook->cache ms {DURING} (n, p50, p99)"] == (100, 100, 198)
         assert found["webhook->cache p99 ratio during/without (target <= 2)"] == 2.0
         key = "huge sync s, bound s at the budget left to it, ratio (target <= 1.2)"
         assert found[key] == (30.0, 20.0, 1.5)
+        assert found["ML requests/min of the others during the huge sync"] == 1_234
 
     def test_a_sync_done_before_any_probe_gives_no_ratio(self):
-        found = figures([10.0, 20.0], [], None, 1.0)
-        assert list(found) == [f"webhook->cache ms {WITHOUT} (n, p50, p99)"]
+        found = figures([10.0, 20.0], [], None, 1.0, 0.0)
+        assert list(found) == [
+            f"webhook->cache ms {WITHOUT} (n, p50, p99)",
+            "ML requests/min of the others during the huge sync",
+        ]
 
     def test_the_bound_spreads_the_syncs_requests_over_what_bulk_leases_may_take(self):
         # 5,000 items: 51 scan pages and 250 multigets; bulk leases keep 5% for webhooks.
         assert sync_bound_s(5_000, 200, 30_000) == pytest.approx(301 / 28_500 * 60)
         assert sync_bound_s(100_000, 200, 6_000) == pytest.approx(6_001 / 5_700 * 60)
+
+    def test_what_the_others_take_of_the_budget_is_not_left_to_the_sync(self):
+        # 100,000 items: 1,001 scan pages and 5,000 multigets.
+        assert sync_bound_s(100_000, 200, 2_400, 1_600) == pytest.approx(6_001 / 800 * 60)
+        # Less than the webhooks' reserve: the reserve is what bulk leases leave anyway.
+        assert sync_bound_s(100_000, 200, 2_400, 50) == pytest.approx(6_001 / 2_280 * 60)
+        assert sync_bound_s(5_000, 200, 2_400, 2_400) == math.inf

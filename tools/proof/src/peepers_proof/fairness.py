@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from decimal import Decimal
@@ -42,18 +43,35 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def sync_bound_s(items: int, chunk: int, per_minute: int) -> float:
+def sync_requests(items: int, chunk: int) -> int:
+    """The ML requests of a first full sync of ``items``: its scan pages and multigets."""
+    return scan_requests(items) + multiget_requests(items, chunk)
+
+
+def sync_bound_s(items: int, chunk: int, per_minute: int, others_per_minute: float = 0) -> float:
     """The huge sync's time at the budget left to it.
 
-    Its scan pages and multigets spread evenly over what bulk leases may take of
-    ``per_minute`` (the rest, `LIVE_RESERVE`, is kept for webhooks).
+    Its requests spread evenly over what is left of ``per_minute`` once the others'
+    requests (webhooks, backfills: ``others_per_minute``, as measured) are served, and
+    at most what bulk leases may take (the rest, `LIVE_RESERVE`, is kept for webhooks).
     """
-    requests = scan_requests(items) + multiget_requests(items, chunk)
-    return requests / (per_minute * (1 - LIVE_RESERVE)) * WINDOW_S
+    left = min(per_minute * (1 - LIVE_RESERVE), per_minute - others_per_minute)
+    if left <= 0:
+        return math.inf
+    return sync_requests(items, chunk) / left * WINDOW_S
+
+
+async def ml_requests(stack: Stack) -> int:
+    """Every request the sandbox (ML) has counted so far, of every family."""
+    return sum(int(counter["total"]) for counter in await stack.admin.rate_limit_counters())
 
 
 def figures(
-    without: Sequence[float], during: Sequence[float], sync_s: float | None, bound_s: float
+    without: Sequence[float],
+    during: Sequence[float],
+    sync_s: float | None,
+    bound_s: float,
+    others_per_minute: float,
 ) -> dict[str, Any]:
     """Each phase's (n, p50, p99), the p99 ratio, the sync's time against its bound.
 
@@ -68,6 +86,7 @@ def figures(
     if without and during:
         ratio = percentile(during, 0.99) / percentile(without, 0.99)
         found["webhook->cache p99 ratio during/without (target <= 2)"] = round(ratio, 2)
+    found["ML requests/min of the others during the huge sync"] = round(others_per_minute)
     if sync_s is not None:
         found["huge sync s, bound s at the budget left to it, ratio (target <= 1.2)"] = (
             round(sync_s, 1),

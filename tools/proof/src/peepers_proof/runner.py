@@ -201,6 +201,7 @@ class Runner:
         without = await fairness.probe(stack, items, count=o.fairness)
         probing_s = time.monotonic() - began
         self.say(f"{len(without)} probes without a sync; the huge seller logs in")
+        requests_before, login = await fairness.ml_requests(stack), time.monotonic()
         await stack.connect_sellers([huge])
         done = asyncio.Event()
         during = asyncio.create_task(fairness.probe(stack, items, until=done))
@@ -212,16 +213,21 @@ class Runner:
         finally:
             done.set()
         latencies = await during
+        # What the others (probes' webhooks, the huge seller's backfills) asked of ML
+        # while it synced: the budget left to the sync is what they did not take.
+        huge_items = max(plan.options.huge_items, plan.options.items)
+        chunk = SyncSettings().chunk
+        asked = await fairness.ml_requests(stack) - requests_before
+        asked -= fairness.sync_requests(huge_items, chunk)
+        others_per_minute = max(asked, 0) / (time.monotonic() - login) * fairness.WINDOW_S
         sync_s = None
         if state is None or state.finished_at is None:
             self.say("the huge seller's sync was not done in time: no sync figure")
         else:
             sync_s = state.finished_at - state.started_at
-        huge_items = max(plan.options.huge_items, plan.options.items)
-        bound = fairness.sync_bound_s(
-            huge_items, SyncSettings().chunk, plan.options.ml_requests_per_minute
-        )
-        found = fairness.figures(without, latencies, sync_s, bound)
+        per_minute = plan.options.ml_requests_per_minute
+        bound = fairness.sync_bound_s(huge_items, chunk, per_minute, others_per_minute)
+        found = fairness.figures(without, latencies, sync_s, bound, others_per_minute)
         self.say("fairness: " + "; ".join(f"{name}: {value}" for name, value in found.items()))
         self.figures.update(found)
         return probing_s
