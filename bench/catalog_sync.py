@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ from peepers_catalog.handlers import Catalog
 from peepers_catalog.ports import SyncState
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import full_sync
+from peepers_catalog.sync import multiget_requests as multiget_requests
+from peepers_catalog.sync import scan_requests as scan_requests
 from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.ml import (
     HttpMlApi,
@@ -55,7 +56,6 @@ from peepers_common.ml import (
     TokenSet,
     ml_session,
 )
-from peepers_common.ml.client import MULTIGET_MAX_IDS, SCAN_PAGE_SIZE
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.settings import MlLimit
 from peepers_common.topic_admin import ensure_topics
@@ -65,16 +65,6 @@ from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 from tests.support import unique
 
 WINDOW_S = 60
-
-
-def scan_requests(items: int, page: int = SCAN_PAGE_SIZE) -> int:
-    """Pages of a scan: every page with ids, then the empty one that ends the scroll."""
-    return math.ceil(items / page) + 1
-
-
-def multiget_requests(items: int, chunk: int, batch: int = MULTIGET_MAX_IDS) -> int:
-    """Multigets of the apply phase: each chunk of ids split into batches of `batch`."""
-    return sum(math.ceil(min(chunk, items - start) / batch) for start in range(0, items, chunk))
 
 
 def minimum_s(requests: int, per_minute: int) -> float:

@@ -60,6 +60,8 @@ OTHER_WORKLOADS: dict[str, type[BaseSettings]] = {
     "peepers-topics": StackSettings,
     # The orders mailer: the orders image and settings, a process of its own.
     "peepers-orders-mailer": OrdersSettings,
+    # The catalog's syncs (CATALOG_ROLE=sync): the catalog image and settings.
+    "peepers-catalog-sync": CatalogSettings,
 }
 
 
@@ -354,7 +356,8 @@ class TestCatalogAutoscaling:
         assert group == CatalogSettings().app_id
         watched = [_lag_query(t["metadata"]["query"]) for t in triggers]
         assert {g for g, _ in watched} == {group}
-        assert {topic for _, topic in watched} == {*ITEM_TOPICS, PEEPERS_SELLERS}
+        # The items workload's topics: the seller events are the sync workload's.
+        assert {topic for _, topic in watched} == set(ITEM_TOPICS)
         for trigger in triggers:
             assert int(trigger["metadata"]["threshold"]) >= 1
             assert trigger["metadata"]["serverAddress"].startswith("http")
@@ -369,6 +372,35 @@ class TestCatalogAutoscaling:
     def test_budget_leaves_a_replica_of_the_minimum(self, scaled) -> None:
         budget = _one("PodDisruptionBudget", "peepers-catalog")["spec"]
         assert budget["maxUnavailable"] < scaled["spec"]["minReplicaCount"]
+
+
+class TestCatalogSync:
+    """The catalog's syncs in a workload of their own, as docs/catalog.md recommends."""
+
+    def _env(self, workload: dict[str, Any]) -> dict[str, str]:
+        return {v["name"]: v["value"] for v in _container(workload)["env"] if "value" in v}
+
+    def test_the_items_workload_takes_the_webhooks_and_one_sync_replica_the_syncs(self) -> None:
+        sync = _one("Deployment", "peepers-catalog-sync")
+        assert self._env(_workload("catalog"))["CATALOG_ROLE"] == "items"
+        assert self._env(sync)["CATALOG_ROLE"] == "sync"
+        assert sync["spec"]["replicas"] == 1
+        assert _container(sync)["command"] == _container(_workload("catalog"))["command"]
+
+    def test_it_has_a_smaller_cpu_share_and_mounts_its_roles_faust_directory(self) -> None:
+        sync = _container(_one("Deployment", "peepers-catalog-sync"))
+        items = _container(_workload("catalog"))
+        assert "cpu" in sync["resources"]["limits"]
+        millicores = [int(c["resources"]["requests"]["cpu"].rstrip("m")) for c in (sync, items)]
+        assert millicores[0] < millicores[1]
+        workdir = re.findall(r"^WORKDIR (\S+)$", DOCKERFILE.read_text(), re.MULTILINE)[-1]
+        mounts = {mount["mountPath"] for mount in sync["volumeMounts"]}
+        assert f"{workdir}/{_config('catalog')['CATALOG_APP_ID']}-sync-data" in mounts
+
+    def test_its_pods_get_the_catalogs_network_policy(self) -> None:
+        selector = _one("NetworkPolicy", "peepers-catalog")["spec"]["podSelector"]
+        (expression,) = selector["matchExpressions"]
+        assert set(expression["values"]) == {"peepers-catalog", "peepers-catalog-sync"}
 
 
 class TestOrdersAutoscaling:
@@ -436,7 +468,13 @@ class TestNetworkPolicies:
         pods = [peer["podSelector"] for peer in self._ingress("auth") if "podSelector" in peer]
         (only,) = pods
         (expression,) = only["matchExpressions"]
-        clients = {"peepers-catalog", "peepers-orders", "peepers-messages", "peepers-ingest"}
+        clients = {
+            "peepers-catalog",
+            "peepers-catalog-sync",
+            "peepers-orders",
+            "peepers-messages",
+            "peepers-ingest",
+        }
         assert set(expression["values"]) == clients
         assert not any("ipBlock" in peer for peer in self._ingress("auth"))
 

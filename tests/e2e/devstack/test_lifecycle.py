@@ -33,9 +33,12 @@ from tests.support import wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 ITEMS = 100
-NAMES = ["sandbox", "auth", "web", "ingest", "catalog", "mail", "orders", "mailer", "messages"]
+NAMES = [
+    "sandbox", "auth", "web", "ingest", "catalog", "catalog-sync", "mail", "orders", "mailer",
+    "messages",
+]  # fmt: skip
 # The orchestrator's line for each child it started: its name and pid.
-CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+)")
+CHILD = re.compile(r"run: ([\w-]+) ready on \S+ in [\d.]+ s \(pid (\d+)")
 # Printed once every child has started (the login came before the workers): the
 # orchestrator then follows the catalog's sync.
 STARTED = r"^sync: "
@@ -142,7 +145,9 @@ async def test_ctrl_c_under_tee_stops_every_child_in_order(tmp_path: Path) -> No
 
 
 async def test_a_second_run_converges_as_the_first_did(tmp_path: Path) -> None:
-    synced = rf"full sync of seller {DEMO_SELLER_ID} done by the catalog worker: {ITEMS} items"
+    synced = (
+        rf"full sync of seller {DEMO_SELLER_ID} done by the catalog's sync process: {ITEMS} items"
+    )
     outputs: list[list[str]] = []
     for _ in range(2):
         lines: list[str] = []

@@ -36,10 +36,10 @@ from tests.support import wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 ITEMS = 300
-CHILD = re.compile(r"run: (\w+) ready on \S+ in [\d.]+ s \(pid (\d+), log (\S+)\)")
-READY_AT = re.compile(r"run: (\w+) ready on (\S+) in ")
+CHILD = re.compile(r"run: ([\w-]+) ready on \S+ in [\d.]+ s \(pid (\d+), log (\S+)\)")
+READY_AT = re.compile(r"run: ([\w-]+) ready on (\S+) in ")
 # The children that serve /metrics.
-SERVICES = ("auth", "web", "ingest", "catalog", "orders", "mailer", "messages")
+SERVICES = ("auth", "web", "ingest", "catalog", "catalog-sync", "orders", "mailer", "messages")
 # scripts/test installs it; a bare `make run` goes on without it.
 CHILDREN = [
     "sandbox",
@@ -47,6 +47,7 @@ CHILDREN = [
     "web",
     "ingest",
     "catalog",
+    "catalog-sync",
     "mail",
     "orders",
     "mailer",
@@ -180,9 +181,12 @@ async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
     children = {m[1]: (int(m[2]), Path(m[3])) for m in map(CHILD.search, lines) if m}
     assert list(children) == CHILDREN, output
     assert f"seller {DEMO_SELLER_ID} connected through auth's PKCE login" in output
-    assert f"full sync of seller {DEMO_SELLER_ID} done by the catalog worker: {ITEMS}" in output
+    assert (
+        f"full sync of seller {DEMO_SELLER_ID} done by the catalog's sync process: {ITEMS}"
+        in output
+    )
     assert "SIGINT received" in output
-    stops = [m[1] for m in re.finditer(r"run: stopped (\w+) \(pid", output)]
+    stops = [m[1] for m in re.finditer(r"run: stopped ([\w-]+) \(pid", output)]
     assert stops == CHILDREN[::-1], output
     for name, (pid, log) in children.items():
         assert not _alive(pid), f"{name} (pid {pid}) still runs"

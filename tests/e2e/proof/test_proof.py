@@ -29,7 +29,10 @@ SMALL = ["--sellers", "3", "--items", "60", "--huge-items", "600", "--orders", "
 # full run in docs/benchmarks.md shows them): redis-flushall and kill:orders-* (orders
 # missing after the orders rebuild, their shipments dead-lettered as ShipmentNotLinked),
 # smtp-stop (a mail the sink kept but never acknowledged is sent again, same Message-ID).
-FAULTS = "kill:catalog-1,kill:messages-2,kill:ingest,kill:auth,token-expiry,ml-5xx,ml-429"
+FAULTS = (
+    "kill:catalog-1,kill:catalog-sync,kill:messages-2,kill:ingest,kill:auth,token-expiry,"
+    "ml-5xx,ml-429"
+)
 # A shipment going shipped -> not_verified left the orders cache at "shipped" when the
 # webhooks showed it, "paid" when a rebuild recomputed it. peepers_orders.lifecycle now
 # counts not_verified as shipped on both paths; the activity stays out of this CI variant
@@ -87,7 +90,7 @@ async def _run(
 async def test_a_short_run_under_faults_converges_and_loses_and_doubles_nothing(work_dir):
     results = work_dir / "results.json"
     args = [*SMALL, "--workers", "2", "--rate", "15", "--faults", FAULTS, "--without", WITHOUT,
-            "--known-failing", KNOWN,
+            "--known-failing", KNOWN, "--fairness", "3",
             "--hold", "4", "--gap", "2", "--settle", "8", "--quiet", "150",
             "--work-dir", str(work_dir), "--json", str(results)]  # fmt: skip
     status, output, pids = await _run(args)
@@ -98,6 +101,11 @@ async def test_a_short_run_under_faults_converges_and_loses_and_doubles_nothing(
     # Every fault ran, alone and in pairs, and a killed worker came back under a new pid.
     assert len(json.loads(results.read_text())["faults"]) > len(FAULTS.split(","))
     assert sum(name.startswith("catalog-1@") for name in pids) >= 2
+    assert sum(name.startswith("catalog-sync@") for name in pids) >= 2
+    # The fairness window: probes with no sync, then the huge seller's sync timed.
+    figures = json.loads(results.read_text())["figures"]
+    assert figures["webhook->cache ms without the sync (n, p50, p99)"][0] == 3
+    assert "huge sync s, bound s at the budget left to it, ratio (target <= 1.2)" in figures
     left = [name for name, pid in pids.items() if _alive(pid)]
     assert not left, f"still running after the run: {left}"
 

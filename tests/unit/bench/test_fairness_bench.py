@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from bench.catalog_sync import minimum_s
-from bench.fairness import Probes, p99_ratio, round_robin, sync_bound_s
+from bench.fairness import Probes, p99_ratio, round_robin
 
 
 def test_probes_are_timed_per_phase_and_an_overtaken_one_ends_with_its_successor() -> None:
@@ -25,11 +24,6 @@ def test_probes_are_timed_per_phase_and_an_overtaken_one_ends_with_its_successor
 def test_the_ratio_compares_p99s_and_is_nan_without_probes() -> None:
     assert p99_ratio([10.0, 200.0], [5.0, 100.0]) == pytest.approx(2.0)
     assert math.isnan(p99_ratio([10.0], []))
-
-
-def test_the_sync_bound_counts_its_scan_pages_and_multigets() -> None:
-    # 20,000 items: 201 scan pages and 1,000 multigets.
-    assert sync_bound_s(20_000, 200, 30_000) == pytest.approx(minimum_s(1_201, 30_000))
 
 
 def test_round_robin_alternates_the_sellers() -> None:

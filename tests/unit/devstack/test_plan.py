@@ -14,7 +14,7 @@ from peepers_auth.web.settings import WebSettings
 from peepers_catalog.settings import Settings as CatalogSettings
 from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
-from peepers_devstack.plan import Plan, Ports, Secrets, run_id_offset
+from peepers_devstack.plan import SYNC_NICE, Plan, Ports, Secrets, run_id_offset
 from peepers_devstack.state import swap_scope
 from peepers_ingest.settings import Settings as IngestSettings
 from peepers_messages.settings import Settings as MessagesSettings
@@ -73,11 +73,29 @@ def test_every_worker_runs_and_the_mail_sink_comes_before_the_orders_worker(
         "auth",
         "ingest",
         "catalog",
+        "catalog-sync",
         "mail",
         "orders",
         "mailer",
         "messages",
     ]
+
+
+def test_the_catalogs_syncs_run_in_a_process_of_their_own_at_a_lower_priority(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = _plan(tmp_path, "run-x")
+    items, sync = plan.catalog(), plan.catalog_sync()
+    assert items.env["CATALOG_ROLE"] == "items"
+    assert sync.argv == ["nice", "-n", str(SYNC_NICE), *items.argv]
+    for name, value in sync.env.items():
+        assert settings_field(CatalogSettings, name) is not None, name
+        monkeypatch.setenv(name, value)
+    settings = CatalogSettings()
+    assert (settings.role, settings.http_port) == ("sync", plan.ports.catalog_sync)
+    assert settings.app_id == plan.catalog_group
+    assert f"{settings.app_id}-sync" == plan.catalog_sync_group
+    assert plan.ports.catalog_sync not in (plan.ports.catalog, plan.ports.mailer)
 
 
 def test_the_web_app_starts_right_after_auth_and_a_login_lands_on_it(tmp_path: Path) -> None:

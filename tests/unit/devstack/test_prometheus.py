@@ -51,6 +51,7 @@ def test_every_service_with_an_http_port_is_scraped_and_the_sandbox_is_not(
         "peepers-auth": f"127.0.0.1:{plan.ports.auth}",
         "peepers-ingest": f"127.0.0.1:{plan.ports.ingest}",
         "peepers-catalog": f"127.0.0.1:{plan.ports.catalog}",
+        "peepers-catalog-sync": f"127.0.0.1:{plan.ports.catalog_sync}",
         "peepers-orders": f"127.0.0.1:{plan.ports.orders}",
         "peepers-mailer": f"127.0.0.1:{plan.ports.mailer}",
         "peepers-messages": f"127.0.0.1:{plan.ports.messages}",
@@ -77,6 +78,7 @@ def test_the_config_loads_the_repositorys_rules_and_is_written_where_the_child_r
         "peepers-auth",
         "peepers-ingest",
         "peepers-catalog",
+        "peepers-catalog-sync",
         "peepers-orders",
         "peepers-mailer",
         "peepers-messages",
@@ -87,7 +89,7 @@ def test_the_prometheus_port_stays_clear_of_the_others_and_of_prometheus_default
     ports = Ports.from_base(18080)
     others = {
         ports.sandbox, ports.auth, ports.ingest, ports.catalog, ports.orders, ports.smtp,
-        ports.messages, ports.web,
+        ports.messages, ports.web, ports.mailer, ports.catalog_sync,
     }  # fmt: skip
     assert ports.prometheus not in others | {9090}
 

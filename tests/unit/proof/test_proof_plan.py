@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from peepers_common.topics import PEEPERS_SELLERS, TOPICS, dlq_topic
+from peepers_devstack.plan import SYNC_NICE
 from peepers_proof.broker import kafka_libs
 from peepers_proof.checks import doubled
 from peepers_proof.fairness import percentile
@@ -32,13 +33,30 @@ class TestPlan:
     def test_consumers_read_the_runs_topics_in_groups_of_their_own(self, plan: ProofPlan):
         kinds = ("catalog", "orders", "messages")
         workers = [c for c in plan.children() if c.name.split("-")[0] in kinds]
-        assert [c.name for c in workers] == [f"{k}-{i}" for k in kinds for i in (1, 2, 3)]
+        expected = [f"{k}-{i}" for k in kinds for i in (1, 2, 3)]
+        assert [c.name for c in workers] == [*expected[:3], "catalog-sync", *expected[3:]]
         for child in workers:
             kind = child.name.split("-")[0].upper()
             assert child.env[f"{kind}_TOPIC_PREFIX"] == plan.prefix
             assert plan.run_id in child.env[f"{kind}_APP_ID"]
         ports = [c.env[f"{c.name.split('-')[0].upper()}_HTTP_PORT"] for c in workers]
         assert len(set(ports)) == len(ports)
+
+    def test_the_catalogs_syncs_run_in_one_process_of_their_own_at_a_lower_priority(
+        self, plan: ProofPlan
+    ):
+        catalog = [c for c in plan.children() if c.name.startswith("catalog-")]
+        roles = {c.name: c.env["CATALOG_ROLE"] for c in catalog}
+        assert roles == {"catalog-1": "items", "catalog-2": "items", "catalog-3": "items",
+                         "catalog-sync": "sync"}  # fmt: skip
+        items, sync = catalog[0], catalog[-1]
+        assert sync.argv == ["nice", "-n", str(SYNC_NICE), *items.argv]
+        # The run's settings, its own port: the rest as the item processes'.
+        same = ("CATALOG_HTTP_PORT", "CATALOG_ROLE")
+        assert {k: v for k, v in sync.env.items() if k not in same} == {
+            k: v for k, v in items.env.items() if k not in same
+        }
+        assert "kill:catalog-sync" in all_faults([c.name for c in plan.children()])
 
     def test_the_orders_mailer_runs_beside_the_orders_workers_with_their_settings(
         self, plan: ProofPlan

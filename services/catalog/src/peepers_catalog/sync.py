@@ -18,6 +18,7 @@ Phases, each checkpointed through `SyncCheckpoints`:
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -28,6 +29,7 @@ from peepers_catalog.handlers import Catalog, Outcome, apply_item
 from peepers_catalog.ports import SyncCheckpoints, SyncState
 from peepers_common.errors import ResourceBusy
 from peepers_common.ml import Multiget
+from peepers_common.ml.client import MULTIGET_MAX_IDS, SCAN_PAGE_SIZE
 from peepers_common.ml.ratelimit import bulk_lane
 
 _ID_PAGE: Final = 5_000
@@ -47,6 +49,17 @@ class SyncOptions:
 
 
 Progress = Callable[[SyncState], None]
+
+
+# A sync's ML requests, for the benches' and the proof's bound at a budget.
+def scan_requests(items: int, page: int = SCAN_PAGE_SIZE) -> int:
+    """Pages of a scan: every page with ids, then the empty one that ends the scroll."""
+    return math.ceil(items / page) + 1
+
+
+def multiget_requests(items: int, chunk: int, batch: int = MULTIGET_MAX_IDS) -> int:
+    """Multigets of the apply phase: each chunk of ids split into batches of `batch`."""
+    return sum(math.ceil(min(chunk, items - start) / batch) for start in range(0, items, chunk))
 
 
 async def full_sync(

@@ -67,15 +67,17 @@ from peepers_orders.app import NOTIFICATION_TOPICS as ORDERS_NOTIFICATIONS
 from peepers_orders.settings import Settings as OrdersSettings
 from peepers_sandbox.client import SandboxAdmin, SandboxAdminError
 
-# What the catalog worker consumes (peepers_catalog.app): a run's own consumer group
-# starts at these topics' current end, not at their first record.
-CATALOG_SOURCES = (notification_topic("items"), notification_topic("items_prices"), PEEPERS_SELLERS)
+# What the catalog's processes consume (peepers_catalog.app, by CATALOG_ROLE): a run's
+# own consumer groups start at these topics' current end, not at their first record.
+CATALOG_SOURCES = (notification_topic("items"), notification_topic("items_prices"))
+CATALOG_SYNC_SOURCES = (PEEPERS_SELLERS,)
 ORDERS_SOURCES = (*ORDERS_NOTIFICATIONS, PEEPERS_SELLERS, PEEPERS_ORDERS)
 READY_PATHS = {
     "sandbox": "/_admin/health",
     "auth": "/readyz",
     "ingest": "/readyz",
     "catalog": "/readyz",
+    "catalog-sync": "/readyz",
     "orders": "/readyz",
     "mailer": "/readyz",
     "messages": "/readyz",
@@ -176,7 +178,7 @@ class Orchestrator:
                     # groups start at the topics' end before the login, so the
                     # seller.connected event it publishes still reaches them.
                     await self._connect(session)
-            await self._follow_sync(session, started["catalog"])
+            await self._follow_sync(session, started["catalog-sync"])
             admin = SandboxAdmin(self.plan.sandbox_url, session)
             await admin.start_activity(self.options.activity_rate)
             self.say(f"sandbox activity on: {self.options.activity_rate:g} changes/s")
@@ -206,6 +208,7 @@ class Orchestrator:
             )
         groups = {
             plan.catalog_group: _with_retries(CATALOG_SOURCES),
+            plan.catalog_sync_group: _with_retries(CATALOG_SYNC_SOURCES),
             plan.orders_group: _with_retries(ORDERS_SOURCES),
             # The orders mailer's two loops: each its own group (peepers_orders.mailer).
             plan.mailer_group: [PEEPERS_ORDERS],
@@ -233,6 +236,7 @@ class Orchestrator:
             "auth": self.plan.auth_url,
             "ingest": self.plan.ingest_url,
             "catalog": self.plan.catalog_url,
+            "catalog-sync": self.plan.catalog_sync_url,
             "orders": self.plan.orders_url,
             "mailer": self.plan.mailer_url,
             "messages": self.plan.messages_url,
@@ -350,7 +354,7 @@ class Orchestrator:
         took = time.monotonic() - started
         counts = _sync_counts(progress.finished_line)
         self.say(
-            f"full sync of seller {self.plan.seller_id} done by the catalog worker: "
+            f"full sync of seller {self.plan.seller_id} done by the catalog's sync process: "
             f"{progress.expected or progress.processed} items in {took:.1f} s{counts}"
         )
 
@@ -367,11 +371,11 @@ class Orchestrator:
                 return progress
             seen_start = seen_start or progress.running or progress.expected > 0
             waited = time.monotonic() - started
-            catalog_log = self.log_dir / "catalog.log"
+            catalog_log = self.log_dir / "catalog-sync.log"
             if not seen_start and waited > SYNC_START_TIMEOUT_S:
                 msg = (
-                    f"the catalog worker started no sync within {SYNC_START_TIMEOUT_S:.0f} s "
-                    f"of the login; see {catalog_log} and {self.log_dir / 'auth.log'}"
+                    f"the catalog's sync process started no sync within {SYNC_START_TIMEOUT_S:.0f} "
+                    f"s of the login; see {catalog_log} and {self.log_dir / 'auth.log'}"
                 )
                 raise StepFailed(msg)
             if waited > self.options.sync_timeout_s:

@@ -26,6 +26,9 @@ LOOPBACK = "127.0.0.1"
 READER = "devstack"
 # ... and by the seller web app under this one.
 WEB_READER = "web"
+# The catalog's sync process runs at this niceness (`nice -n`): below the webhooks'
+# processes, as a deployment gives its sync pod a smaller CPU share (docs/catalog.md).
+SYNC_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Ports:
     web: int = 0
     # The orders mailer's probes and metrics (python -m peepers_orders mailer).
     mailer: int = 0
+    # The catalog's sync process (CATALOG_ROLE=sync): its probes and metrics.
+    catalog_sync: int = 0
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
@@ -58,6 +63,7 @@ class Ports:
                 messages=free_port(),
                 web=free_port(),
                 mailer=free_port(),
+                catalog_sync=free_port(),
             )
         return cls(
             sandbox=base + 10,
@@ -70,6 +76,7 @@ class Ports:
             messages=base + 4,
             web=base + 5,
             mailer=base + 6,
+            catalog_sync=base + 7,
         )
 
     def taken(self) -> list[int]:
@@ -85,6 +92,7 @@ class Ports:
             self.messages,
             self.web,
             self.mailer,
+            self.catalog_sync,
         )
         return [port for port in ports if in_use(port)]
 
@@ -191,6 +199,10 @@ class Plan:
         return f"http://{LOOPBACK}:{self.ports.catalog}"
 
     @property
+    def catalog_sync_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.catalog_sync}"
+
+    @property
     def prometheus_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.prometheus}"
 
@@ -246,6 +258,11 @@ class Plan:
         return f"peepers-catalog-{self.isolation}"
 
     @property
+    def catalog_sync_group(self) -> str:
+        """The sync process's group (peepers_catalog.app: ``<app id>-sync``)."""
+        return f"{self.catalog_group}-sync"
+
+    @property
     def mailer_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.mailer}"
 
@@ -269,6 +286,7 @@ class Plan:
             *front,
             self.ingest(),
             self.catalog(),
+            self.catalog_sync(),
             # Before the orders worker, which mails through it.
             self.mail_sink(),
             self.orders(),
@@ -389,8 +407,20 @@ class Plan:
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
             "CATALOG_SERVICE_CREDENTIALS": json.dumps(self._readers()),
             "CATALOG_REDIS_SCOPE": self.isolation,
+            # The webhooks here, the syncs in `catalog_sync` (docs/catalog.md, Full sync).
+            "CATALOG_ROLE": "items",
         }
         return ChildSpec("catalog", [*_python("peepers_catalog"), "worker"], env)
+
+    def catalog_sync(self) -> ChildSpec:
+        """The catalog's syncs in a process of their own, at a lower CPU priority."""
+        items = self.catalog()
+        env = {
+            **items.env,
+            "CATALOG_HTTP_PORT": str(self.ports.catalog_sync),
+            "CATALOG_ROLE": "sync",
+        }
+        return ChildSpec("catalog-sync", ["nice", "-n", str(SYNC_NICE), *items.argv], env)
 
     def _readers(self) -> dict[str, str]:
         """Who may call a read API: this tool and the seller web app."""

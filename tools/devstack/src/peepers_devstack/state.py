@@ -64,9 +64,13 @@ async def drop_scope(redis: RedisSettings, service: str, scope: str) -> int:
 def drop_data_dirs(work_dir: Path, scope: str) -> int:
     """Remove the Faust data directories of the run ``scope``; returns how many.
 
-    Each worker keeps one in its cwd, the work dir, named after its app id.
+    Each worker keeps one in its cwd, the work dir, named after its app id (the
+    catalog's sync process: ``<app id>-sync``).
     """
-    found = list(work_dir.glob(f"peepers-*-{scope}-data"))
+    found = [
+        *work_dir.glob(f"peepers-*-{scope}-data"),
+        *work_dir.glob(f"peepers-*-{scope}-sync-data"),
+    ]
     for directory in found:
         shutil.rmtree(directory, ignore_errors=True)
     return len(found)

@@ -53,7 +53,7 @@ async def scrape(session: aiohttp.ClientSession, url: str) -> Scrape:
 
 @dataclass
 class SyncProgress:
-    """The catalog worker's full sync of one seller, as its metrics and log tell it."""
+    """The catalog's full sync of one seller, as its sync process's metrics and log tell it."""
 
     running: bool = False
     expected: int = 0
@@ -68,7 +68,7 @@ class SyncProgress:
 
 
 class SyncWatcher:
-    """Follows the worker's sync metrics, and its log for the line a finished sync writes."""
+    """Follows the sync process's metrics, and its log for the line a finished sync writes."""
 
     def __init__(self, plan: Plan, session: aiohttp.ClientSession, worker_log: Path) -> None:
         self._plan = plan
@@ -78,7 +78,7 @@ class SyncWatcher:
         self._marker = f"full sync of seller {plan.seller_id}:"
 
     async def poll(self) -> SyncProgress:
-        metrics = await scrape(self._session, self._plan.catalog_url)
+        metrics = await scrape(self._session, self._plan.catalog_sync_url)
         seller = str(self._plan.seller_id)
         progress = SyncProgress(
             running=metrics.total("peepers_catalog_sync_running", seller=seller) > 0,
@@ -191,7 +191,10 @@ class SummaryCollector:
         summary.ingest = ingest.by("peepers_ingest_notifications_total", "outcome")
         summary.rejected = ingest.total("peepers_ingest_rejected_total")
         summary.spool_depth = ingest.total("peepers_ingest_spool_depth")
-        catalog = await scrape(self._session, self._plan.catalog_url)
+        # Webhooks' and syncs' counts: the catalog's two processes (CATALOG_ROLE).
+        urls = (self._plan.catalog_url, self._plan.catalog_sync_url)
+        scrapes = [await scrape(self._session, url) for url in urls]
+        catalog = Scrape([sample for one in scrapes for sample in one.samples])
         summary.applied = catalog.by("peepers_catalog_items_applied_total", "outcome")
         summary.events = catalog.by("peepers_catalog_events_published_total", "type")
         summary.dead_lettered = _dead_lettered(catalog)

@@ -68,8 +68,8 @@ def parse(argv: Sequence[str] | None = None) -> tuple[RunOptions, Path | None]:
         help="comma-separated words: a check whose name holds one is reported, not failed",
     )
     add("--fairness", type=int, default=0,
-        help="N webhook->cache probes on the other sellers during the huge seller's sync,\n"
-        "N after it (0: none)")  # fmt: skip
+        help="the other sellers synced first, N webhook->cache probes on them with no\n"
+        "sync, then probes during the huge seller's sync until it is done (0: none)")  # fmt: skip
     add("--faults", default="all",
         help="comma-separated: kill:<child> (kill:kafka with --own-broker),\n"
         "redis-flushall, redis-restart, smtp-stop, token-expiry, ml-5xx, ml-429,\n"

@@ -13,7 +13,8 @@ with what keeps the run to itself added on top:
 - the sandbox with many sellers in a process of its own (`peepers_proof.sandbox_host`),
   and auth on the prefixed topics (`peepers_proof.auth_host`);
 - ``workers`` processes each of catalog, orders and messages, one consumer group per
-  service.
+  service; the catalog's are its item processes (``CATALOG_ROLE=items``), beside one
+  sync process (``catalog-sync``, ``CATALOG_ROLE=sync``, niced) as devstack runs it.
 """
 
 from __future__ import annotations
@@ -276,7 +277,14 @@ class ProofPlan:
             env["ORDERS_BACKFILL__DAYS"] = "1000"
             env["ORDERS_SMTP__TIMEOUT_S"] = "2"
             env["ORDERS_MAIL__RETRY__PARK_DELAYS_S"] = json.dumps([1.0, 2.0, 4.0] + [5.0] * 60)
-        return [
+        specs = [
             ChildSpec(f"{kind}-{i + 1}", spec.argv, {**env, f"{up}_HTTP_PORT": str(port)})
             for i, port in enumerate(self.worker_ports(kind))
         ]
+        if kind == "catalog":
+            # devstack's split: ``workers`` item processes, one sync process at a lower
+            # CPU priority (docs/catalog.md, Full sync).
+            sync = base.catalog_sync()
+            changed = {k: v for k, v in sync.env.items() if spec.env.get(k) != v}
+            specs.append(dataclasses.replace(sync, env={**env, **changed}))
+        return specs

@@ -1,7 +1,9 @@
 """One proof run, start to end.
 
 1. start the stack (`Stack.start`), log every seller in, wait until the sellers' full
-   syncs and backfills have mirrored ML into Redis;
+   syncs and backfills have mirrored ML into Redis (with ``fairness``: the ordinary
+   sellers first, probes, then the huge seller with probes during its sync,
+   `peepers_proof.fairness`);
 2. turn the sandbox's notifier and its activity (every topic, at ``rate`` changes/s) on;
 3. inject the fault schedule while the load runs, printing progress;
 4. stop the activity, wait for a quiet system (the notifier idle, every consumer group at
@@ -23,6 +25,7 @@ import aiohttp
 from pydantic import SecretStr
 
 from peepers_catalog.app import ITEM_TOPICS
+from peepers_catalog.settings import SyncSettings
 from peepers_common.kafka import caught_up, lag
 from peepers_common.ml.broker_tokens import BrokerTokenProvider, TokenBrokerSettings
 from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS
@@ -54,7 +57,7 @@ class RunOptions:
     progress_every_s: float = 10.0
     # Checks whose name contains one of these: reported, not failing the run.
     known_failing: tuple[str, ...] = ()
-    # Latency probes during the huge seller's sync and after it (0: none).
+    # Latency probes with no sync going, then probes during the huge seller's sync (0: none).
     fairness: int = 0
     # Scale-out: seconds of activity while every worker is stopped, then the backlog is
     # drained by all of them started at once (0: the fault run instead).
@@ -121,28 +124,15 @@ class Runner:
         self.say(f"run {self.plan.run_id}: logs in {self.plan.run_dir / 'logs'}")
         await stack.start()
         started = time.monotonic()
-        await stack.connect_sellers()
-        synced_event = asyncio.Event()
-        during: asyncio.Task[list[float]] | None = None
-        if o.fairness:
-            # Webhooks flow while the huge seller's sync runs, and the probes time them.
-            await stack.admin.patch_notifier(enabled=True)
-            probed = await self._probe_items(stack)
-            during = asyncio.create_task(fairness.probe(stack, probed, o.fairness, synced_event))
-        try:
-            if not await _poll(
-                lambda: self._converged(stack, initial=True), timeout_s=o.sync_timeout_s, every_s=3
-            ):
-                self.say("the initial syncs did not converge in time; checking anyway")
-        except BaseException:
-            if during is not None:
-                during.cancel()
-            raise
-        finally:
-            synced_event.set()
-        synced = time.monotonic() - started
-        if during is not None:
-            await self._fairness(stack, await during)
+        # With fairness, the probes without a sync are not sync time.
+        probing_s = await self._fairness(stack) if o.fairness else 0.0
+        if not o.fairness:
+            await stack.connect_sellers(self.plan.sellers)
+        if not await _poll(
+            lambda: self._converged(stack, initial=True), timeout_s=o.sync_timeout_s, every_s=3
+        ):
+            self.say("the initial syncs did not converge in time; checking anyway")
+        synced = time.monotonic() - started - probing_s
         items, orders, _ = await self._mirror_checks(stack)
         self.figures["workers per service"] = self.plan.options.workers
         self.figures["ML latency ms"] = self.plan.options.ml_latency_ms
@@ -184,23 +174,63 @@ class Runner:
         return Result(await self._quiet_checks(stack), injected, self.figures)
 
     async def _probe_items(self, stack: Stack) -> dict[int, list[str]]:
-        """Up to 20 items of each ordinary seller (the huge one is syncing)."""
+        """Up to 20 items of each ordinary seller."""
         states = await self._states(stack, self.plan.sellers[1:])
         return {s["seller_id"]: list(s["items"])[:20] for s in states}
 
-    async def _fairness(self, stack: Stack, during: list[float]) -> None:
-        after = await fairness.probe(stack, await self._probe_items(stack), self.options.fairness)
-        for name, latencies in (("during the huge sync", during), ("without it", after)):
-            if latencies:
-                p50, p99 = (fairness.percentile(latencies, q) for q in (0.5, 0.99))
-                self.figures[f"webhook->cache ms {name} (n, p50, p99)"] = (
-                    len(latencies),
-                    round(p50),
-                    round(p99),
-                )
-        if during and after:
-            ratio = fairness.percentile(during, 0.99) / fairness.percentile(after, 0.99)
-            self.figures["webhook->cache p99 ratio (target <= 2)"] = round(ratio, 2)
+    async def _fairness(self, stack: Stack) -> float:
+        """The fairness window (`peepers_proof.fairness`); the seconds of probes without a sync.
+
+        The ordinary sellers log in and their syncs and backfills finish; ``fairness``
+        probes run then, with no sync; then the huge seller logs in, and probes run while
+        its catalog sync runs, until its checkpoint says done.
+        """
+        o, plan = self.options, self.plan
+        huge, others = plan.huge_seller, plan.sellers[1:]
+        await stack.connect_sellers(others)
+        if not await _poll(
+            lambda: self._converged(stack, initial=True, sellers=others),
+            timeout_s=o.sync_timeout_s,
+            every_s=3,
+        ):
+            msg = "the ordinary sellers' initial syncs did not converge in time"
+            raise StepFailed(msg)
+        await stack.admin.patch_notifier(enabled=True)
+        items = await self._probe_items(stack)
+        began = time.monotonic()
+        without = await fairness.probe(stack, items, count=o.fairness)
+        probing_s = time.monotonic() - began
+        self.say(f"{len(without)} probes without a sync; the huge seller logs in")
+        requests_before, login = await fairness.ml_requests(stack), time.monotonic()
+        await stack.connect_sellers([huge])
+        done = asyncio.Event()
+        during = asyncio.create_task(fairness.probe(stack, items, until=done))
+        try:
+            state = await fairness.sync_done(stack, huge, timeout_s=o.sync_timeout_s)
+        except BaseException:
+            during.cancel()
+            raise
+        finally:
+            done.set()
+        latencies = await during
+        # What the others (probes' webhooks, the huge seller's backfills) asked of ML
+        # while it synced: the budget left to the sync is what they did not take.
+        huge_items = max(plan.options.huge_items, plan.options.items)
+        chunk = SyncSettings().chunk
+        asked = await fairness.ml_requests(stack) - requests_before
+        asked -= fairness.sync_requests(huge_items, chunk)
+        others_per_minute = max(asked, 0) / (time.monotonic() - login) * fairness.WINDOW_S
+        sync_s = None
+        if state is None or state.finished_at is None:
+            self.say("the huge seller's sync was not done in time: no sync figure")
+        else:
+            sync_s = state.finished_at - state.started_at
+        per_minute = plan.options.ml_requests_per_minute
+        bound = fairness.sync_bound_s(huge_items, chunk, per_minute, others_per_minute)
+        found = fairness.figures(without, latencies, sync_s, bound, others_per_minute)
+        self.say("fairness: " + "; ".join(f"{name}: {value}" for name, value in found.items()))
+        self.figures.update(found)
+        return probing_s
 
     async def _progress(self, stack: Stack, since: float) -> None:
         while True:
@@ -225,22 +255,28 @@ class Runner:
                 states.append(await response.json())
         return states
 
-    async def _mirror_checks(self, stack: Stack) -> tuple[Check, Check, Check]:
+    async def _mirror_checks(
+        self, stack: Stack, sellers: Sequence[int] | None = None
+    ) -> tuple[Check, Check, Check]:
         client = stack.redis()
         try:
-            states = await self._states(stack)
+            states = await self._states(stack, sellers)
             return await checks.convergence(client, self.plan.scope, states)
         finally:
             await client.aclose()
 
-    async def _converged(self, stack: Stack, *, initial: bool = False) -> bool:
-        """Whether the mirrors equal ML; ``initial``: the syncs' and backfills' (items, orders).
+    async def _converged(
+        self, stack: Stack, *, initial: bool = False, sellers: Sequence[int] | None = None
+    ) -> bool:
+        """Whether the mirrors of ``sellers`` (all) equal ML.
+
+        ``initial``: only the syncs' and backfills' (items, orders).
 
         The messages backfill mirrors what a seller must act on, not every old question
         or conversation: its mirror is checked once the load has touched them.
         """
         try:
-            mirrors = await self._mirror_checks(stack)
+            mirrors = await self._mirror_checks(stack, sellers)
         except Exception as exc:  # Redis may be restarting, Kafka rebalancing: poll again
             self.say(f"convergence not readable yet: {exc}")
             return False
@@ -255,7 +291,8 @@ class Runner:
         """Each consumer of the run: its group and the topics it consumes."""
         plan, prefix = self.plan.devstack, self.plan.prefix
         return {
-            "catalog": (plan.catalog_group, [prefix + t for t in (*ITEM_TOPICS, PEEPERS_SELLERS)]),
+            "catalog": (plan.catalog_group, [prefix + t for t in ITEM_TOPICS]),
+            "catalog sync": (plan.catalog_sync_group, [prefix + PEEPERS_SELLERS]),
             "orders": (
                 plan.orders_group,
                 [prefix + t for t in (*NOTIFICATION_TOPICS, PEEPERS_SELLERS)],

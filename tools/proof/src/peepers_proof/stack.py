@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ from peepers_common.topics import TOPICS, TopicSpec, dlq_topic, retry_topic
 from peepers_devstack.errors import StepFailed
 from peepers_devstack.plan import LOOPBACK, ChildSpec
 from peepers_devstack.processes import Child, Probe, Supervisor
+from peepers_devstack.state import drop_data_dirs
 from peepers_devstack.watch import answers_200
 from peepers_proof.broker import STARTED_MARKER
 from peepers_proof.plan import WORKER_KINDS, ProofPlan, settings_prefix
@@ -195,11 +196,11 @@ class Stack:
             os.killpg(child.pid, signal.SIGTERM)
         await child.process.wait()
 
-    async def connect_sellers(self) -> None:
-        """Every seller logs in through auth's PKCE flow, as in a browser (devstack's way)."""
+    async def connect_sellers(self, sellers: Sequence[int]) -> None:
+        """``sellers`` log in through auth's PKCE flow, as in a browser (devstack's way)."""
         base = self.plan.devstack
         started = time.monotonic()
-        for seller in self.plan.sellers:
+        for seller in sellers:
             await self.admin.patch_api(auto_approve_user_id=seller)
             jar = aiohttp.CookieJar(unsafe=True)
             async with (
@@ -212,7 +213,7 @@ class Stack:
                     msg = f"the login of seller {seller} failed (HTTP {page.status} at {landed})"
                     raise StepFailed(msg)
         took = time.monotonic() - started
-        self.say(f"{len(self.plan.sellers)} sellers connected through auth's login in {took:.1f} s")
+        self.say(f"sellers connected through auth's login: {len(sellers)} in {took:.1f} s")
 
     async def stop(self) -> None:
         # In reverse start order, restarted children included: the services before the
@@ -221,8 +222,7 @@ class Stack:
         self.supervisor.children.sort(key=lambda child: order.get(child.name, len(order)))
         await self.supervisor.stop_all(self.say)
         # The workers' Faust data directories (in the shared working directory).
-        for data in self.supervisor.work_dir.glob(f"*-{self.plan.scope}-data"):
-            shutil.rmtree(data, ignore_errors=True)
+        drop_data_dirs(self.supervisor.work_dir, self.plan.scope)
         broker = self.plan.broker
         if broker is not None:
             # The run's broker is stopped with the rest: its topics go with its storage.
