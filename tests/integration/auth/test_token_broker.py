@@ -120,15 +120,18 @@ async def test_a_revoked_seller_ends_reauth_required_with_one_event(
         await wait_until(gauge_counts_the_seller)
 
 
+async def _logged_in(stack: AuthStack) -> TokenBrokerSettings:
+    """The seller logs in; the broker settings a worker of the stack would have."""
+    async with stack.browser() as browser:
+        await login(stack, browser)
+    return TokenBrokerSettings(url=stack.url, service=SERVICE, secret=SecretStr(SERVICE_SECRET))
+
+
 async def test_the_broker_provider_gets_a_token_ml_accepts_and_refreshes_after_a_401(
     kafka: KafkaSettings,
 ) -> None:
     async with auth_stack(kafka) as stack:
-        async with stack.browser() as browser:
-            await login(stack, browser)
-        settings = TokenBrokerSettings(
-            url=stack.url, service=SERVICE, secret=SecretStr(SERVICE_SECRET)
-        )
+        settings = await _logged_in(stack)
         async with aiohttp.ClientSession() as http:
             provider = BrokerTokenProvider(http, settings)
             token = await provider.access_token(SELLER)
@@ -216,11 +219,7 @@ async def test_a_call_holding_an_older_token_than_auth_survives_every_token_expi
     # refreshed meanwhile; ML keeps older tokens valid). Then every token expires at once:
     # auth answers the worker's report of its old token with its current one, refused too.
     async with auth_stack(kafka) as stack:
-        async with stack.browser() as browser:
-            await login(stack, browser)
-        settings = TokenBrokerSettings(
-            url=stack.url, service=SERVICE, secret=SecretStr(SERVICE_SECRET)
-        )
+        settings = await _logged_in(stack)
         ml = MlApiSettings(
             base_url=stack.sandbox.url, app_id=DEMO_APP_ID, app_limit=None, family_limits={}
         )
