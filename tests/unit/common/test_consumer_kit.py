@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from typing import Any, cast
 
 from peepers_common.consumer import (
     ConsumerKit,
@@ -81,3 +82,19 @@ def test_the_kit_watches_its_groups_lag_on_its_agents_topics_but_not_the_retry_t
     monitor = kit.lag_monitor()
     assert monitor.group == "peepers-demo"
     assert monitor.topics == ["t1.ml.notifications.orders_v2", "t1.peepers.sellers.v1"]
+
+
+async def test_the_workers_kafka_consumer_waits_for_a_fetch_as_set_not_faust_s_1500_ms() -> None:
+    class Settings(ConsumerSettings):
+        app_id: str = "peepers-demo"
+        fetch_wait_ms: int = 40
+
+    kit = ConsumerKit(Settings(), consumer="demo")
+    # The Kafka consumer the worker's agents read through, as its thread builds it.
+    thread = cast("Any", kit.app.consumer)._thread
+    consumer = thread._create_worker_consumer(kit.app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 40
+    finally:
+        await consumer.stop()
+        thread.thread_loop.close()  # never started: its own loop is closed here

@@ -43,6 +43,8 @@ from contextlib import AsyncExitStack
 from typing import Any, TypeVar, cast
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings
@@ -96,6 +98,14 @@ class ConsumerSettings(BaseSettings):
     # 400 changes/s where 5 ms kept up (docs/benchmarks.md, issue 19's paired runs).
     batch_max: int = Field(default=64, ge=1)
     batch_within_s: float = Field(default=0.005, gt=0)
+    # How long the broker may hold one of the worker's fetches waiting for data. Faust
+    # fixes it at 1,500 ms; with every partition on one broker, a fetch held for idle
+    # partitions (the retry topics, a quiet partition) keeps the busy ones from being
+    # fetched until it returns, so a worker that caught up stalled up to 1.5 s between
+    # batches and held a standing queue: at 400 changes/s webhook -> event p99 1,757 ms
+    # at 1,500 against 86 ms at 50 (docs/benchmarks.md, issue 19). An idle worker pays
+    # 20 empty fetches a second for it.
+    fetch_wait_ms: int = Field(default=50, ge=1)
     # The Kafka consumer group; replicas of one deployment share it.
     app_id: str
     # How fast the group notices a dead replica and hands its partitions on. Kafka's 45 s
@@ -162,6 +172,29 @@ class ConsumerRuntime(Service):
         return self._processor
 
 
+def _transport(fetch_wait_ms: int) -> type[faust_aiokafka.Transport]:
+    """Faust's aiokafka transport, its worker consumer's fetch wait set to ``fetch_wait_ms``.
+
+    Faust passes no setting for it (see `ConsumerSettings.fetch_wait_ms`).
+    """
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> AIOKafkaConsumer:
+            consumer = super()._create_worker_consumer(transport)
+            # aiokafka builds its fetcher from this at start().
+            consumer._fetch_max_wait_ms = fetch_wait_ms
+            return consumer
+
+    class WaitingConsumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        Consumer = WaitingConsumer
+
+    return Transport
+
+
 class ConsumerKit:
     """A Faust app for one consumer group, with raw topics and the three agent shapes."""
 
@@ -183,6 +216,9 @@ class ConsumerKit:
             broker_session_timeout=settings.session_timeout_s,
             broker_heartbeat_interval=settings.heartbeat_interval_s,
             **options,
+        )
+        self.app.transport = _transport(settings.fetch_wait_ms)(
+            self.app.conf.broker_consumer, self.app
         )
         self._runtime: ConsumerRuntime | None = None
         # The topics whose lag the group exports (prefixed, in the order agents name them).
