@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from peepers_common.errors import PublishError
-from peepers_common.kafka import AIOKafkaEventPublisher, Published, read_to_end
+from peepers_common.kafka import AIOKafkaEventPublisher, Published, end_offsets, read_to_end
 from peepers_common.settings import KafkaSettings
 from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import TopicSpec
@@ -315,3 +316,24 @@ async def test_a_record_just_under_the_limit_is_published(kafka: KafkaSettings) 
         (sent.offset, value),
         (after.offset, b"after"),
     ]
+
+
+async def test_a_topic_ending_on_a_transaction_marker_is_read_to_its_end(
+    kafka: KafkaSettings,
+) -> None:
+    # The commit marker takes the last offset and is never returned by a fetch: a reader
+    # waiting for a record at that offset (a changelog's restore) would wait forever.
+    topic = await create_topic(kafka)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, transactional_id=unique("tx")
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send_and_wait(topic, b"v", key=b"k")
+    finally:
+        await producer.stop()
+    ends = await end_offsets(kafka, [topic])
+    assert sum(ends.values()) == 2  # the record and the marker
+    records = await read_to_end(kafka, [topic], timeout_s=10)
+    assert [(r.key, r.value) for r in records] == [(b"k", b"v")]

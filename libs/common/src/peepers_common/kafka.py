@@ -395,6 +395,12 @@ async def batches_to(
                 last = got[-1].offset + 1 if got else await reader.position(tp)
                 if last >= ends[tp]:
                     remaining.discard(tp)
+            # A partition can reach its end with nothing left to return (its last offsets
+            # a transaction marker, or compacted away): getmany leaves it out, so ask
+            # where it stands, or the loop would wait for it forever.
+            for tp in remaining - fetched.keys():
+                if await reader.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
     except KafkaError as exc:
         msg = f"cannot read {sorted({tp.topic for tp in ends})}: {exc!r}"
         raise InfrastructureError(msg) from exc
