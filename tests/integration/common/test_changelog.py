@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -216,3 +217,40 @@ async def test_a_failed_restore_leaves_the_service_unready_and_is_retried(
 
 async def _failed(changelog: Changelog) -> bool:
     return changelog.state is ViewState.FAILED
+
+
+class StubbornView(KeyValueView):
+    """A view whose apply ignores one cancellation and holds on for ``hold_s`` more, as a
+    restore cancelled inside aiokafka's consumer stop can."""
+
+    hold_s = 14.0
+
+    async def apply(self, entries: Sequence[ChangelogEntry]) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(self.hold_s)
+            raise
+
+
+async def test_closing_does_not_wait_on_a_restore_that_will_not_stop(
+    kafka: KafkaSettings, topic: str, redis_admin: aioredis.Redis
+) -> None:
+    async with changelog_of(kafka, topic, redis_admin) as (writer, _, _):
+        await writer.write("a", b"1")
+    namespace = Namespace("auth", scope=unique())
+    marker = RedisViewMarker(redis_admin, namespace, "things")
+    changelog = Changelog(kafka, topic, view=StubbornView(redis_admin, namespace), marker=marker)
+    await changelog.start()
+
+    async def restoring() -> bool:
+        return changelog.state is ViewState.RESTORING
+
+    await wait_until(restoring)
+    stuck = changelog._restoring
+    assert stuck is not None
+    started = time.monotonic()
+    await changelog.aclose()
+    # Its own wait (5 s) and the cancel's (5 s), not the restore's 14 s more.
+    assert time.monotonic() - started < StubbornView.hold_s
+    await asyncio.wait({stuck})  # it ends by itself; nothing is left running

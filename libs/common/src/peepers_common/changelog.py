@@ -263,8 +263,19 @@ class Changelog(AsyncResource):
         for task in (self._watcher, self._restoring):
             if task is not None:
                 task.cancel()
-                with suppress(Exception, asyncio.CancelledError):
-                    await task
+                # Bounded: a restore cancelled inside aiokafka's consumer stop can hang
+                # there, and a service's shutdown must not hang with it.
+                done, _ = await asyncio.wait({task}, timeout=_CLOSE_WAIT_S)
+                if not done:
+                    log.warning(
+                        "changelog %s: %s did not stop within %.0f s; left behind",
+                        self.topic,
+                        task.get_name(),
+                        _CLOSE_WAIT_S,
+                    )
+                elif not task.cancelled():
+                    with suppress(Exception):
+                        task.result()
         await self._producer.stop()
 
     async def write(self, key: str | bytes, value: bytes | None) -> Published:
