@@ -233,11 +233,11 @@ class SummaryCollector:
         seller = str(self._plan.seller_id)
         summary.unanswered = metrics.total("peepers_messages_unanswered_questions", seller=seller)
         summary.open_tickets = metrics.total("peepers_messages_open_tickets", seller=seller)
-        summary.answered = metrics.total("peepers_messages_time_to_answer_median_seconds_count")
+        summary.answered = metrics.total("peepers_messages_time_to_answer_seconds_count")
         # The median: the sandbox's seeded history answers some questions months late,
         # which would swamp a mean of the answers made live.
         summary.time_to_answer_median_s = metrics.histogram_quantile(
-            "peepers_messages_time_to_answer_median_seconds", 0.5
+            "peepers_messages_time_to_answer_seconds", 0.5
         )
         summary.messages_dead_lettered = _dead_lettered(metrics)
 
