@@ -1,8 +1,12 @@
 # Quick start: `make run` (the main job) and `make test` (every test, real Kafka and Redis).
-.PHONY: run test test-unit lint stack-up stack-down
+.PHONY: run check test test-unit lint stack-up stack-down
 
 run:
 	scripts/run
+
+# Beside a running `make run`: does Peepers hold what the sandbox holds? (docs/proof.md)
+check:
+	scripts/check
 
 test:
 	scripts/test

@@ -12,6 +12,7 @@ first, and exit 0 with nothing left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -33,7 +34,7 @@ from tests.observability import (
 )
 from tests.support import wait_until
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 ITEMS = 300
 CHILD = re.compile(r"run: ([\w-]+) ready on \S+ in [\d.]+ s \(pid (\d+), log (\S+)\)")
@@ -120,6 +121,37 @@ def _moving(frame: dict[str, str]) -> bool:
     )
 
 
+async def _checked(
+    sandbox_url: str, work_dir: Path, run: asyncio.subprocess.Process, lines: list[str]
+) -> bool:
+    """`make check` beside the run (its output read on meanwhile): Peepers equals ML."""
+    assert run.stdout is not None
+    reader = asyncio.ensure_future(_read_lines(run.stdout, lines))
+    try:
+        check = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "peepers_proof.check",
+            "--sandbox-url", sandbox_url, "--work-dir", str(work_dir), "--timeout", "90",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        async with asyncio.timeout(150):
+            out, _ = await check.communicate()
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader  # the run's output is read on by the test itself after this
+    report = out.decode()
+    assert check.returncode == 0, report
+    assert "sandbox activity paused" in report
+    assert "sandbox activity on again" in report
+    return "check: Peepers equals the sandbox" in report
+
+
+async def _read_lines(stream: asyncio.StreamReader, lines: list[str]) -> None:
+    while raw := await stream.readline():
+        lines.append(raw.decode().rstrip())
+
+
 async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
     tmp_path: Path,
 ) -> None:
@@ -168,6 +200,8 @@ async def test_make_run_connects_syncs_shows_live_numbers_and_stops_every_child(
         # Each {__name__=~...} of the state rules matches a family a running service has.
         for pattern in NAME_PATTERNS:
             assert any(re.fullmatch(pattern, name) for name in exported), pattern
+        ready_at = {m[1]: m[2] for m in map(READY_AT.search, lines) if m}
+        assert await _checked(ready_at["sandbox"], tmp_path / "run", process, lines)
         os.killpg(process.pid, signal.SIGINT)
         async with asyncio.timeout(40):
             rest = await process.stdout.read()

@@ -34,11 +34,17 @@ _BATCH: Final = 1000
 
 def swap_scope(work_dir: Path, scope: str) -> str | None:
     """Record ``scope`` as this run's; returns the previous run's, if another."""
-    record = work_dir / _SCOPE_FILE
-    previous = record.read_text().strip() if record.exists() else ""
+    previous = current_scope(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(scope + "\n")
-    return previous if previous and previous != scope else None
+    (work_dir / _SCOPE_FILE).write_text(scope + "\n")
+    return previous if previous != scope else None
+
+
+def current_scope(work_dir: Path) -> str | None:
+    """The scope of the run that last started in ``work_dir`` (running or not)."""
+    record = work_dir / _SCOPE_FILE
+    scope = record.read_text().strip() if record.exists() else ""
+    return scope or None
 
 
 async def drop_scope(redis: RedisSettings, service: str, scope: str) -> int:
