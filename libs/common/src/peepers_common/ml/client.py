@@ -15,7 +15,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar
@@ -357,6 +357,25 @@ class HttpMlApi:
         msg = "unreachable: tenacity either returns or raises"
         raise AssertionError(msg)
 
+    @asynccontextmanager
+    async def _slot(self, deadline: float, path: str) -> AsyncIterator[None]:
+        """A connection slot (and a bulk one in the bulk lane), waited for by the deadline."""
+        gates = [self._bulk_slots, self._slots] if current_lane() is Lane.BULK else [self._slots]
+        taken: list[asyncio.Semaphore] = []
+        try:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                    for gate in gates:
+                        await gate.acquire()
+                        taken.append(gate)
+            except TimeoutError:
+                msg = f"the call's budget ran out waiting for a connection ({path})"
+                raise MlUnavailable(msg, path=path) from None
+            yield
+        finally:
+            for gate in reversed(taken):
+                gate.release()
+
     async def _attempt(
         self,
         method: str,
@@ -371,8 +390,7 @@ class HttpMlApi:
         headers: Mapping[str, str] | None,
     ) -> bytes:
         # The slot first, then the permit, then the request at once (the class's doc).
-        bulk = self._bulk_slots if current_lane() is Lane.BULK else nullcontext()
-        async with bulk, self._slots:
+        async with self._slot(deadline, path):
             _limiter_wait(family).inc(await self._limiter.acquire(family, seller_id))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
