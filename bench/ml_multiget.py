@@ -11,8 +11,12 @@ time against the minimum that the limit allows (ratio; target >= 0.9); each proc
 time shows the fair share. ``--live K`` puts K of the processes in the limiter's live
 lane (the rest fetch as a sync does, in the bulk lane): they finish first.
 
+``--slow-ms M --slow-s S`` makes the sandbox answer M ms late for the limited run's
+first S seconds, then at full speed (issue 18: permits must not queue for connections
+while ML is slow); ``--max-connections`` is each process's ``max_connections``.
+
     uv run python -m bench.ml_multiget [--items 10000] [--limit 300] [--window-s 60] \\
-        [--processes 4] [--live 0]
+        [--processes 4] [--live 0] [--max-connections 64] [--slow-ms 0 --slow-s 0]
 
 Needs Redis from scripts/stack (the limiter's state) with .stack/env sourced.
 """
@@ -68,6 +72,7 @@ async def child(spec: dict[str, Any]) -> dict[str, Any]:
         client_secret=SecretStr(DEMO_CLIENT_SECRET),
         call_budget_s=600.0,
         multiget_concurrency=8,
+        max_connections=spec["max_connections"],
         app_limit=MlLimit(amount=spec["limit"], per_s=spec["window_s"]),
         family_limits={},
     )
@@ -104,28 +109,38 @@ def _run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _limited(
-    sb: Sandbox, seller: int, ids: list[str], limit: int, window_s: int, processes: int, live: int
+    sb: Sandbox, seller: int, ids: list[str], args: argparse.Namespace
 ) -> tuple[float, list[dict[str, Any]]]:
     scope = unique("multiget")
+    processes = args.processes
     specs = [
         {
             "url": sb.url,
             "seller": seller,
             "token": await sb.admin.mint_token(seller),
             "ids": ids[n::processes],
-            "limit": limit,
-            "window_s": window_s,
+            "limit": args.limit,
+            "window_s": args.window_s,
+            "max_connections": args.max_connections,
             "scope": scope,
-            "live": n < live,
+            "live": n < args.live,
         }
         for n in range(processes)
     ]
-    results = await asyncio.gather(*(asyncio.to_thread(_run_child, spec) for spec in specs))
+    if args.slow_ms:
+        await sb.admin.set_faults(latency_ms=args.slow_ms)
+    running = asyncio.gather(*(asyncio.to_thread(_run_child, spec) for spec in specs))
+    if args.slow_ms:
+        await asyncio.sleep(args.slow_s)
+        await sb.admin.clear_faults()
+    results = await running
     # From the first request to the last answer (the processes' start-up left out).
     return max(r["end"] for r in results) - min(r["start"] for r in results), list(results)
 
 
-async def main(items: int, limit: int, window_s: int, processes: int, live: int) -> None:
+async def main(args: argparse.Namespace) -> None:
+    items, limit, window_s = args.items, args.limit, args.window_s
+    processes, live = args.processes, args.live
     if window_s not in (1, 60):
         msg = "the sandbox enforces 1 s or 60 s windows"
         raise SystemExit(msg)
@@ -143,15 +158,17 @@ async def main(items: int, limit: int, window_s: int, processes: int, live: int)
         rule = {"family": "items", "per_second" if window_s == 1 else "per_minute": limit}
         await sb.admin.set_rate_limits([rule])
         await sb.admin.reset_rate_limit_counters()
-        elapsed, results = await _limited(sb, seller, ids, limit, window_s, processes, live)
+        elapsed, results = await _limited(sb, seller, ids, args)
         counter = await _items_counter(sb)
         if sum(r["items"] for r in results) != len(ids):
             msg = "not every item came back"
             raise SystemExit(msg)
         # The limit lets `limit` requests go at once, then `limit` more each window.
         best = (requests - 1) // limit * window_s
+        slow = f", {args.slow_ms} ms slow for {args.slow_s} s" if args.slow_ms else ""
         print(
-            f"limited ({limit} per {window_s} s, {processes} processes, {live} live): "
+            f"limited ({limit} per {window_s} s, {processes} processes, {live} live, "
+            f"{args.max_connections} connections each{slow}): "
             f"{requests} requests in {elapsed:.2f} s; minimum the limit allows {best} s"
         )
         first = min(r["start"] for r in results)
@@ -179,9 +196,12 @@ if __name__ == "__main__":
     parser.add_argument("--window-s", type=int, default=60)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--live", type=int, default=0, help="processes in the live lane")
+    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--slow-ms", type=int, default=0, help="the sandbox's latency at first")
+    parser.add_argument("--slow-s", type=float, default=0.0, help="for how long")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(asyncio.run(child(json.loads(sys.stdin.read())))))
     else:
-        asyncio.run(main(args.items, args.limit, args.window_s, args.processes, args.live))
+        asyncio.run(main(args))

@@ -39,6 +39,10 @@ class TestRateLimits:
         assert users["total"] == 11
         assert users["limited"] == len(limited)
         assert users["max_per_minute"] >= 6
+        # When: each refusal under the calendar minute it fell in.
+        minutes = users["limited_minutes"]
+        assert sum(minutes.values()) == len(limited)
+        assert all(int(start) % 60 == 0 and int(start) <= time.time() for start in minutes)
 
     async def test_limits_are_per_endpoint_family(self, small_sandbox):
         sb, token = await started(small_sandbox)

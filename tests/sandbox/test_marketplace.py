@@ -169,5 +169,5 @@ class TestSellerState:
 
     async def test_an_unknown_seller_is_a_404_that_says_so(self, small_sandbox: SmallSandbox):
         sb: Sandbox = await small_sandbox()
-        with pytest.raises(SandboxAdminError, match="404.*no seller 999"):
+        with pytest.raises(SandboxAdminError, match=r"404.*no seller 999"):
             await sb.admin.seller_state(999)

@@ -24,7 +24,7 @@ from peepers_auth.models import SellerRecord
 from peepers_auth.settings import OAuthSettings, Settings
 from peepers_common.kafka import read_to_end
 from peepers_common.namespaces import Namespace, connect_redis
-from peepers_common.settings import KafkaSettings, MlApiSettings, RedisSettings
+from peepers_common.settings import KafkaSettings, MlApiSettings, MlLimit, RedisSettings
 from peepers_common.topics import AUTH_SELLERS_CHANGELOG, topic_spec
 from peepers_sandbox.app import Sandbox, run_sandbox
 from peepers_sandbox.config import (
@@ -122,6 +122,9 @@ def auth_settings(
             app_id=DEMO_APP_ID,
             client_secret=SecretStr(DEMO_CLIENT_SECRET),
             read_timeout_s=5.0,
+            # Auth takes permits of the app's budget; after a Redis loss its window is held
+            # (6.25 s counted on 5 s windows, not a minute's 62 s), as the e2e tests do.
+            app_limit=MlLimit(amount=300, per_s=5),
         ),
         oauth=OAuthSettings(
             redirect_uri=redirect_uri or f"{public_url}/auth/callback",

@@ -285,3 +285,31 @@ class TestSharedLimits:
         counter = await _counter(sandbox, "items")
         assert counter["total"] == 24
         assert counter["limited"] == 0
+
+    async def test_a_slow_ml_does_not_queue_permits_behind_busy_connections(
+        self, sandbox: Sandbox
+    ) -> None:
+        """ML slow, then fast again: no window at ML holds more than the limit.
+
+        With 2 connections and ML answering in 2 s, the budget grants faster than the
+        connections carry. Permits taken before a connection waited in the pool, then
+        went out together once ML was fast again, beside that window's own permits: the
+        sandbox counted 10 in a second under a limit of 5 and refused 5 (two runs of two).
+        """
+        seller, _ = _sellers(sandbox)
+        ids = sandbox.state.market.items_by_seller[seller][:30]
+        await sandbox.admin.set_rate_limits([{"family": "items", "per_second": 5}])
+        limit = {
+            "app_limit": MlLimit(amount=5, per_s=1),
+            "max_connections": 2,
+            "call_budget_s": 50.0,
+        }
+        await sandbox.admin.set_faults(latency_ms=2000)
+        async with ml_client(sandbox, [seller], **limit) as (api, _tokens):
+            calls = asyncio.gather(*(api.get_item(i, seller_id=seller) for i in ids))
+            await asyncio.sleep(8)
+            await sandbox.admin.clear_faults()
+            assert len(await calls) == 30
+        counter = await _counter(sandbox, "items")
+        assert counter["limited"] == 0
+        assert counter["max_per_second"] <= 5

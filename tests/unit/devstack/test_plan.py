@@ -188,6 +188,28 @@ def test_the_brokers_credentials_match_on_both_sides(tmp_path: Path) -> None:
     )
 
 
+def test_every_service_that_reaches_ml_shares_one_outbound_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same limit under the same scope: the sandbox counts them all as one app."""
+    plan = _plan(tmp_path, "run-x")
+    budgets = {}
+    for spec in plan.children():
+        if spec.name not in SETTINGS:
+            continue
+        with monkeypatch.context() as env:
+            for name, value in spec.env.items():
+                env.setenv(name, value)
+            settings = SETTINGS[spec.name]()
+        ml = settings.ml  # type: ignore[attr-defined]
+        # As the services name it: ML__LIMITER_SCOPE, else the consumers' REDIS_SCOPE.
+        scope = ml.limiter_scope or getattr(settings, "redis_scope", None) or "ml"
+        budgets[spec.name] = (ml.app_id, ml.app_limit.model_dump_json(), scope)
+    assert set(budgets) == set(SETTINGS)
+    assert len(set(budgets.values())) == 1, budgets
+    assert next(iter(budgets.values()))[2] == "run-x"
+
+
 def test_every_run_has_its_own_consumer_group_and_redis_scope(tmp_path: Path) -> None:
     named = _plan(tmp_path, "run-1").catalog().env
     assert named["CATALOG_APP_ID"] == "peepers-catalog-run-1"

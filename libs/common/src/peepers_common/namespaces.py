@@ -37,6 +37,7 @@ class Namespace:
             msg = f"a namespace scope must be non-empty and contain no ':' (got {scope!r})"
             raise ConfigurationError(msg)
         self.service = service
+        self.scope = scope
         self.prefix = f"{service}:" if scope is None else f"{service}:{scope}:"
 
     def key(self, *parts: str | int) -> str:

@@ -62,6 +62,11 @@ class MlApiSettings(BaseModel):
             "messages_write": MlLimit(amount=500, per_s=60),
         }
     )
+    # The shared budget's scope (``ratelimit:<scope>:<app_id>:...``). Every process of the
+    # app must name the same one, with the same limits, or its requests are budgeted
+    # apart from the others' while ML counts them together. None: the service's own
+    # (auth and ingest: "ml", or their test scope; the consumers: their REDIS_SCOPE).
+    limiter_scope: str | None = None
 
 
 class StackSettings(BaseSettings):

@@ -33,7 +33,7 @@ from peepers_common.changelog import Changelog, RedisViewMarker
 from peepers_common.errors import CacheUnavailable, ConfigurationError
 from peepers_common.kafka import AIOKafkaEventPublisher, EventPublisher
 from peepers_common.metrics import http_metrics_middleware
-from peepers_common.ml import ml_session
+from peepers_common.ml import OutboundLimiter, ml_session
 from peepers_common.namespaces import Namespace, connect_redis
 from peepers_common.topics import AUTH_SELLERS_CHANGELOG, PEEPERS_SELLERS
 
@@ -117,7 +117,15 @@ async def _dependencies_ctx(app: web.Application) -> AsyncIterator[None]:
                 raise ConfigurationError(msg)
             session = ml_session(settings.ml)
             stack.push_async_callback(session.close)
-            ml = HttpMlOAuth(session, settings.ml)
+            budget = app.get(redis_key)
+            if budget is None:  # the stores are fakes: a client for the budget alone
+                budget = connect_redis(settings.redis)
+                stack.push_async_callback(budget.aclose)
+            # The app's shared outbound budget, as every service's ML client takes it.
+            scope = settings.ml.limiter_scope or o.namespace.scope or "ml"
+            limiter = OutboundLimiter(budget, settings.ml, scope=scope)
+            stack.push_async_callback(limiter.aclose)
+            ml = HttpMlOAuth(session, settings.ml, limiter)
         publisher = o.publisher
         if publisher is None:
             publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))

@@ -196,7 +196,8 @@ async def _ml_missed_feeds(
             assert settings.token_broker is not None  # noqa: S101 - _reconciler_wanted checked
             tokens = BrokerTokenProvider(session, settings.token_broker)
         # Replicas of every service share the application's outbound limits ("ml").
-        limiter = OutboundLimiter(redis, settings.ml, scope=limiter_scope or "ml")
+        scope = settings.ml.limiter_scope or limiter_scope or "ml"
+        limiter = OutboundLimiter(redis, settings.ml, scope=scope)
         yield MlMissedFeedsSource(
             HttpMlApi(session, settings.ml, tokens, limiter),
             settings.reconcile_seller_ids,

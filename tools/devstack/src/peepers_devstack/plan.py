@@ -339,6 +339,7 @@ class Plan:
             "AUTH_ML__BASE_URL": self.sandbox_url,
             "AUTH_ML__APP_ID": str(DEMO_APP_ID),
             "AUTH_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
+            **self._ml_budget("AUTH"),
             "AUTH_OAUTH__REDIRECT_URI": self.redirect_uri,
             "AUTH_OAUTH__AUTH_BASE_URLS": json.dumps({"MLB": self.sandbox_url}),
             "AUTH_PUBLIC_BASE_URL": self.auth_url,
@@ -383,6 +384,7 @@ class Plan:
             "INGEST_ALLOWED_CIDRS": json.dumps(["127.0.0.0/8"]),
             "INGEST_SPOOL_DIR": str(self.spool_dir),
             "INGEST_ML__BASE_URL": self.sandbox_url,
+            **self._ml_budget("INGEST"),
             "INGEST_TOKEN_BROKER__URL": self.auth_url,
             "INGEST_TOKEN_BROKER__SERVICE": "ingest",
             "INGEST_TOKEN_BROKER__SECRET": self.secrets.ingest_broker,
@@ -398,10 +400,7 @@ class Plan:
             "CATALOG_ML__BASE_URL": self.sandbox_url,
             "CATALOG_ML__APP_ID": str(DEMO_APP_ID),
             "CATALOG_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
-            # The sandbox limits only messaging; ML's real quota is lower (docs/ml-client.md).
-            "CATALOG_ML__APP_LIMIT": json.dumps(
-                {"amount": self.ml_requests_per_minute, "per_s": 60}
-            ),
+            **self._ml_budget("CATALOG"),
             "CATALOG_TOKEN_BROKER__URL": self.auth_url,
             "CATALOG_TOKEN_BROKER__SERVICE": "catalog",
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
@@ -421,6 +420,21 @@ class Plan:
             "CATALOG_ROLE": "sync",
         }
         return ChildSpec("catalog-sync", ["nice", "-n", str(SYNC_NICE), *items.argv], env)
+
+    def _ml_budget(self, service: str) -> dict[str, str]:
+        """The app's one outbound budget, the same in every service that reaches ML.
+
+        The same limit under the same scope (the consumers take theirs from their
+        REDIS_SCOPE, the isolation): a service left at its default limit or scope was
+        budgeted apart while the sandbox counted its requests with everyone's. The sandbox
+        limits only messaging unless told (ML's real quota is lower: docs/ml-client.md).
+        """
+        return {
+            f"{service}_ML__APP_LIMIT": json.dumps(
+                {"amount": self.ml_requests_per_minute, "per_s": 60}
+            ),
+            f"{service}_ML__LIMITER_SCOPE": self.isolation,
+        }
 
     def _readers(self) -> dict[str, str]:
         """Who may call a read API: this tool and the seller web app."""
@@ -446,9 +460,7 @@ class Plan:
             "ORDERS_ML__BASE_URL": self.sandbox_url,
             "ORDERS_ML__APP_ID": str(DEMO_APP_ID),
             "ORDERS_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
-            "ORDERS_ML__APP_LIMIT": json.dumps(
-                {"amount": self.ml_requests_per_minute, "per_s": 60}
-            ),
+            **self._ml_budget("ORDERS"),
             "ORDERS_TOKEN_BROKER__URL": self.auth_url,
             "ORDERS_TOKEN_BROKER__SERVICE": "orders",
             "ORDERS_TOKEN_BROKER__SECRET": self.secrets.orders_broker,
@@ -473,9 +485,7 @@ class Plan:
             "MESSAGES_ML__BASE_URL": self.sandbox_url,
             "MESSAGES_ML__APP_ID": str(DEMO_APP_ID),
             "MESSAGES_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
-            "MESSAGES_ML__APP_LIMIT": json.dumps(
-                {"amount": self.ml_requests_per_minute, "per_s": 60}
-            ),
+            **self._ml_budget("MESSAGES"),
             "MESSAGES_TOKEN_BROKER__URL": self.auth_url,
             "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
             "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,

@@ -3,12 +3,17 @@
 Fixed one-second and one-minute windows: integrators report that ML's window "lasts
 seconds, not milliseconds", and fixed windows make a test's arithmetic exact. Every
 request is counted, including the ones answered 429, and the busiest window seen is
-kept so a test can assert that a client never went over a limit.
+kept so a test can assert that a client never went over a limit; the minutes in which
+requests were refused are kept too (``limited_minutes``), so a long run tells *when*.
+
+A request is counted when the API middleware runs, as soon as aiohttp has parsed it:
+real ML counts at its edge, and while the sandbox's event loop keeps up the two are the
+same moment. A sandbox starved of CPU reads requests late and counts them late.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from peepers_sandbox.config import RateLimitConfig, RateLimitRule
@@ -24,13 +29,17 @@ class Counter:
     minute_count: int = 0
     max_per_second: int = 0
     max_per_minute: int = 0
+    # Requests refused (429) in each calendar minute that had any, by the minute's index.
+    limited_minutes: dict[int, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "limited": self.limited,
             "max_per_second": self.max_per_second,
             "max_per_minute": self.max_per_minute,
+            # The minute's start (Unix seconds) -> requests refused in it.
+            "limited_minutes": {str(m * 60): n for m, n in self.limited_minutes.items()},
         }
 
 
@@ -103,6 +112,7 @@ class RateLimiter:
                 allowed = False
         if not allowed:
             counter.limited += 1
+            counter.limited_minutes[minute] = counter.limited_minutes.get(minute, 0) + 1
         return allowed
 
     def snapshot(self) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Error classification follows the original design: 401 → one token refresh, the
 once; 400/403/404 → a typed error, no retry; 429 → back off (exponential with jitter,
 ``Retry-After`` honoured) and retry; 5xx, dropped connections and timeouts → retry with
 backoff. Every retry stays inside the call's budget; past it the last typed error is
-raised, so no call hangs. Outbound limits are taken before each attempt leaves.
+raised, so no call hangs. Outbound limits are taken before each attempt leaves, once
+the attempt holds one of the client's connection slots, so that no permit waits for a
+connection (`HttpMlApi`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol, TypeVar
@@ -56,7 +59,7 @@ from peepers_common.ml.models import (
     MlShipmentStep,
     MlUser,
 )
-from peepers_common.ml.ratelimit import OutboundLimiter
+from peepers_common.ml.ratelimit import Lane, OutboundLimiter, current_lane
 from peepers_common.ml.tokens import TokenProvider
 from peepers_common.settings import MlApiSettings
 
@@ -197,9 +200,14 @@ class MlApi(Protocol):
 
 
 def ml_session(settings: MlApiSettings) -> aiohttp.ClientSession:
-    """The one ClientSession a process uses for ML; its lifecycle hook closes it."""
+    """The one ClientSession a process uses for ML; its lifecycle hook closes it.
+
+    Its connector has no limit of its own: `HttpMlApi` bounds its requests in flight at
+    ``max_connections`` *before* they take a permit. A connector limit queued requests
+    that held a permit already, to land at ML later than the budget counts them.
+    """
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=settings.max_connections),
+        connector=aiohttp.TCPConnector(limit=0),
         timeout=aiohttp.ClientTimeout(
             connect=settings.connect_timeout_s, sock_read=settings.read_timeout_s
         ),
@@ -241,7 +249,18 @@ def _classify(status: int, body: bytes, headers: Mapping[str, str], path: str) -
 
 
 class HttpMlApi:
-    """`MlApi` over one shared aiohttp session, the outbound limiter and a token provider."""
+    """`MlApi` over one shared aiohttp session, the outbound limiter and a token provider.
+
+    An attempt takes a connection slot (``max_connections`` of them) *before* its permit
+    and sends as soon as the permit comes: the budget counts a permit for the window, the
+    margin and the lease ttl from its grant (`peepers_common.ml.leases`), which holds
+    only if the request reaches ML within the margin of spending it. Permits taken before
+    waiting for a connection (aiohttp's connector queue) could wait there for as long as
+    ML was slow, then land together in ML's next window beside that window's own permits
+    (docs/ml-client.md, "Connection slots before permits"). Bulk attempts hold at most
+    half of the slots, so a sync waiting on the budget never keeps a webhook's fetch from
+    reaching the limiter, where live requests go first.
+    """
 
     def __init__(
         self,
@@ -255,6 +274,8 @@ class HttpMlApi:
         self._tokens = tokens
         self._limiter = limiter
         self._base = settings.base_url.rstrip("/")
+        self._slots = asyncio.Semaphore(settings.max_connections)
+        self._bulk_slots = asyncio.Semaphore(max(1, settings.max_connections // 2))
         self._backoff = wait_exponential_jitter(
             multiplier=settings.backoff_initial_s,
             max=settings.backoff_max_s,
@@ -336,6 +357,25 @@ class HttpMlApi:
         msg = "unreachable: tenacity either returns or raises"
         raise AssertionError(msg)
 
+    @asynccontextmanager
+    async def _slot(self, deadline: float, path: str) -> AsyncIterator[None]:
+        """A connection slot (and a bulk one in the bulk lane), waited for by the deadline."""
+        gates = [self._bulk_slots, self._slots] if current_lane() is Lane.BULK else [self._slots]
+        taken: list[asyncio.Semaphore] = []
+        try:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.0)):
+                    for gate in gates:
+                        await gate.acquire()
+                        taken.append(gate)
+            except TimeoutError:
+                msg = f"the call's budget ran out waiting for a connection ({path})"
+                raise MlUnavailable(msg, path=path) from None
+            yield
+        finally:
+            for gate in reversed(taken):
+                gate.release()
+
     async def _attempt(
         self,
         method: str,
@@ -349,37 +389,39 @@ class HttpMlApi:
         json: Any,
         headers: Mapping[str, str] | None,
     ) -> bytes:
-        _limiter_wait(family).inc(await self._limiter.acquire(family, seller_id))
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            msg = f"the call's budget ran out waiting for the rate limiter ({path})"
-            raise MlUnavailable(msg, path=path)
-        start = time.monotonic()
-        try:
-            async with self._session.request(
-                method,
-                self._base + path,
-                params=params,
-                json=json,
-                headers={"Authorization": f"Bearer {token}", **(headers or {})},
-                timeout=aiohttp.ClientTimeout(
-                    total=remaining,
-                    connect=self._settings.connect_timeout_s,
-                    sock_read=self._settings.read_timeout_s,
-                ),
-            ) as response:
-                body = await response.read()
-                status, response_headers = response.status, response.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            _requests(family, "connection_error").inc()
-            msg = f"ML did not answer {path}: {exc!r}"
-            raise MlUnavailable(msg, path=path) from exc
-        finally:
-            _latency(family).observe(time.monotonic() - start)
-        _requests(family, str(status)).inc()
-        if status < 300:
-            return body
-        raise _classify(status, body, response_headers, path)
+        # The slot first, then the permit, then the request at once (the class's doc).
+        async with self._slot(deadline, path):
+            _limiter_wait(family).inc(await self._limiter.acquire(family, seller_id))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                msg = f"the call's budget ran out waiting for the rate limiter ({path})"
+                raise MlUnavailable(msg, path=path)
+            start = time.monotonic()
+            try:
+                async with self._session.request(
+                    method,
+                    self._base + path,
+                    params=params,
+                    json=json,
+                    headers={"Authorization": f"Bearer {token}", **(headers or {})},
+                    timeout=aiohttp.ClientTimeout(
+                        total=remaining,
+                        connect=self._settings.connect_timeout_s,
+                        sock_read=self._settings.read_timeout_s,
+                    ),
+                ) as response:
+                    body = await response.read()
+                    status, response_headers = response.status, response.headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                _requests(family, "connection_error").inc()
+                msg = f"ML did not answer {path}: {exc!r}"
+                raise MlUnavailable(msg, path=path) from exc
+            finally:
+                _latency(family).observe(time.monotonic() - start)
+            _requests(family, str(status)).inc()
+            if status < 300:
+                return body
+            raise _classify(status, body, response_headers, path)
 
     async def _model(
         self, model: type[M], path: str, *, seller_id: int, method: str = "GET", **kwargs: Any

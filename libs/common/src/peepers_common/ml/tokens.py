@@ -16,7 +16,11 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from peepers_common.errors import MlApiError, ReauthRequired, TokenUnavailable
+from peepers_common.ml.ratelimit import OutboundLimiter
 from peepers_common.settings import MlApiSettings
+
+# The rate-limit family of ML's token endpoint (`endpoint_family("/oauth/token")`).
+OAUTH_FAMILY = "oauth"
 
 
 class TokenProvider(Protocol):
@@ -50,11 +54,23 @@ class TokenSet(BaseModel):
 
 
 class MlOAuthClient:
-    """ML's ``POST /oauth/token`` (parameters form-encoded in the body, as ML requires)."""
+    """ML's ``POST /oauth/token`` (parameters form-encoded in the body, as ML requires).
 
-    def __init__(self, session: aiohttp.ClientSession, settings: MlApiSettings) -> None:
+    ML limits requests per application (FACTS.md 7.1), and a token request names the
+    application (``client_id``): with a `limiter`, each takes a permit of the app's shared
+    budget as every other request does. The auth service passes one; without it (tools,
+    tests) the endpoint is not limited here.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: MlApiSettings,
+        limiter: OutboundLimiter | None = None,
+    ) -> None:
         self._session = session
         self._settings = settings
+        self._limiter = limiter
 
     async def exchange_code(
         self, code: str, *, redirect_uri: str, code_verifier: str | None
@@ -70,6 +86,9 @@ class MlOAuthClient:
         )
 
     async def _token(self, form: dict[str, str], *, seller_id: int) -> TokenSet:
+        """``seller_id`` 0: a code exchange, for a seller not known yet."""
+        if self._limiter is not None:
+            await self._limiter.acquire(OAUTH_FAMILY, seller_id or None)
         form = {
             **form,
             "client_id": str(self._settings.app_id),

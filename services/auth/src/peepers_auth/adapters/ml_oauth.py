@@ -2,7 +2,9 @@
 
 ``/users/me`` is called once per login, with the token just issued; it goes straight
 through the shared session instead of `HttpMlApi`, which asks a token provider for a
-seller that is not stored yet.
+seller that is not stored yet. Both endpoints take a permit of the app's shared outbound
+budget first, as every request of the app does: ML counts them against the application
+(docs/ml-client.md).
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import aiohttp
 from pydantic import ValidationError
 
 from peepers_common.errors import MlApiError, ReauthRequired, TokenUnavailable
-from peepers_common.ml import MlOAuthClient, TokenSet
+from peepers_common.ml import MlOAuthClient, OutboundLimiter, TokenSet, endpoint_family
 from peepers_common.ml.models import MlUser
 from peepers_common.settings import MlApiSettings
 
 
 class HttpMlOAuth:
-    def __init__(self, session: aiohttp.ClientSession, settings: MlApiSettings) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, settings: MlApiSettings, limiter: OutboundLimiter
+    ) -> None:
         self._session = session
-        self._oauth = MlOAuthClient(session, settings)
+        self._limiter = limiter
+        self._oauth = MlOAuthClient(session, settings, limiter)
         self._me_url = settings.base_url.rstrip("/") + "/users/me"
 
     async def exchange_code(self, *, code: str, verifier: str, redirect_uri: str) -> TokenSet:
@@ -31,6 +36,7 @@ class HttpMlOAuth:
         return await self._oauth.refresh(refresh_token, seller_id=seller_id)
 
     async def me(self, access_token: str) -> MlUser:
+        await self._limiter.acquire(endpoint_family("/users/me"))
         try:
             async with self._session.get(
                 self._me_url,
