@@ -254,6 +254,25 @@ async def until_done(clock: Clock, tasks: Sequence[asyncio.Task[object]], step_s
 
 
 class TestLimiter:
+    async def test_a_named_budget_scope_is_shared_whatever_the_services_own(
+        self, budget: CountingBudget, clock: Clock
+    ) -> None:
+        """``ML__LIMITER_SCOPE`` puts services of other Redis scopes under one budget."""
+        shared = MlApiSettings(
+            app_limit=MlLimit(amount=2, per_s=60), family_limits={}, limiter_scope="app"
+        )
+        catalog = OutboundLimiter(None, shared, scope="catalog-scope", budget=budget, clock=clock)  # type: ignore[arg-type]
+        orders = OutboundLimiter(None, shared, scope="orders-scope", budget=budget, clock=clock)  # type: ignore[arg-type]
+        await catalog.acquire("items")
+        await catalog.acquire("items")
+        waiting = asyncio.create_task(orders.acquire("orders"))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()  # the two permits of the one budget are spent
+        assert {level.key for r in budget.requests for level in r.levels} == {"ratelimit:app:0:app"}
+        waiting.cancel()
+        await catalog.aclose()
+        await orders.aclose()
+
     async def test_one_round_trip_serves_many_requests(
         self, budget: CountingBudget, clock: Clock
     ) -> None:

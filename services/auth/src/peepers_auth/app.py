@@ -122,8 +122,7 @@ async def _dependencies_ctx(app: web.Application) -> AsyncIterator[None]:
                 budget = connect_redis(settings.redis)
                 stack.push_async_callback(budget.aclose)
             # The app's shared outbound budget, as every service's ML client takes it.
-            scope = settings.ml.limiter_scope or o.namespace.scope or "ml"
-            limiter = OutboundLimiter(budget, settings.ml, scope=scope)
+            limiter = OutboundLimiter(budget, settings.ml, scope=o.namespace.scope)
             stack.push_async_callback(limiter.aclose)
             ml = HttpMlOAuth(session, settings.ml, limiter)
         publisher = o.publisher

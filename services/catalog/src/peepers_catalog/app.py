@@ -89,7 +89,7 @@ async def open_wiring(settings: Settings, *, worker: bool = True) -> AsyncIterat
         publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))
         namespace = Namespace("catalog", scope=settings.redis_scope)
         store = RedisItemStore(redis, namespace)
-        limiter = OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml")
+        limiter = OutboundLimiter(redis, settings.ml, scope=settings.redis_scope)
         # Unused leased permits go back to the shared budget before Redis closes.
         stack.push_async_callback(limiter.aclose)
         ml = HttpMlApi(

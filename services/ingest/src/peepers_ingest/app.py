@@ -196,8 +196,7 @@ async def _ml_missed_feeds(
             assert settings.token_broker is not None  # noqa: S101 - _reconciler_wanted checked
             tokens = BrokerTokenProvider(session, settings.token_broker)
         # Replicas of every service share the application's outbound limits ("ml").
-        scope = settings.ml.limiter_scope or limiter_scope or "ml"
-        limiter = OutboundLimiter(redis, settings.ml, scope=scope)
+        limiter = OutboundLimiter(redis, settings.ml, scope=limiter_scope)
         yield MlMissedFeedsSource(
             HttpMlApi(session, settings.ml, tokens, limiter),
             settings.reconcile_seller_ids,

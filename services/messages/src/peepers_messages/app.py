@@ -134,7 +134,7 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> Async
             session,
             settings.ml,
             BrokerTokenProvider(session, settings.token_broker),
-            OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml"),
+            OutboundLimiter(redis, settings.ml, scope=settings.redis_scope),
         )
 
         async def ping() -> None:

@@ -79,7 +79,7 @@ def ml_api(settings: Settings, session: aiohttp.ClientSession, redis: aioredis.R
         session,
         settings.ml,
         BrokerTokenProvider(session, settings.token_broker),
-        OutboundLimiter(redis, settings.ml, scope=settings.redis_scope or "ml"),
+        OutboundLimiter(redis, settings.ml, scope=settings.redis_scope),
     )
 
 

@@ -172,20 +172,22 @@ class OutboundLimiter:
         redis: aioredis.Redis,
         settings: MlApiSettings,
         *,
-        scope: str = "ml",
+        scope: str | None = None,
         budget: LeaseBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Limit over `redis`, a client the caller owns (logged in as the service's ACL user).
 
         `scope` separates limit sets: replicas of one app share one; tests use their own.
+        It is the service's own (its Redis scope; None: "ml"), unless the settings'
+        ``limiter_scope`` names the app's budget for every service alike.
         `budget` replaces the shared Redis budget (a `MemoryLeaseBudget` in unit tests),
         `clock` the monotonic clock leases expire on.
         """
         self._clock = clock
         self._budget = budget or RedisLeaseBudget(redis)
         self._settings = settings
-        self._scope = scope
+        self._scope = settings.limiter_scope or scope or "ml"
         self._holder = uuid.uuid4().hex[:12]
         self._epoch = ""  # the shared budget's epoch, once a lease told it
         self._seq = itertools.count()
