@@ -303,8 +303,17 @@ async def no_relogin(kafka: KafkaSettings, prefix: str, sellers: Sequence[int]) 
 def limits_kept(counters: Sequence[dict[str, Any]]) -> Check:
     check = Check("ML limits kept (sandbox counters)", checked=sum(c["total"] for c in counters))
     check.problems += [
-        f"{c['family']} (app {c['app_id']}): {c['limited']} requests over the limit"
+        f"{c['family']} (app {c['app_id']}): {c['limited']} requests over the limit, "
+        f"in the minutes {_minutes(c.get('limited_minutes', {}))}"
         for c in counters
         if c["limited"]
     ]
     return check
+
+
+def _minutes(limited: dict[str, int]) -> str:
+    """``{minute's unix start: refused}`` as ``10:42 UTC (12), ...``: when the 429s came."""
+    return ", ".join(
+        f"{datetime.fromtimestamp(int(start), UTC):%H:%M} UTC ({n})"
+        for start, n in sorted(limited.items(), key=lambda kv: int(kv[0]))
+    )
