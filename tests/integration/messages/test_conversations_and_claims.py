@@ -35,6 +35,7 @@ from peepers_messages.handlers import (
     on_order_event,
     order_timeline,
 )
+from peepers_messages.rebuild import rebuild_messages
 from tests.integration.messages.harness import (
     Stack,
     an_order,
@@ -223,19 +224,72 @@ class TestClaimsAndTickets:
             lambda t, now: move_ticket(t, "in_progress", now),
         ):
             await change_ticket(claim_id, messages.seller, change, messages.deps)
-        # Lose every key of this service scope, as a FLUSHALL would (the scope is the test's).
-        keys = [
-            k
-            async for k in redis_admin.scan_iter(match=messages.namespace.prefix + "*", count=20000)
-        ]
-        assert keys
-        await redis_admin.delete(*keys)
+        await lose_the_scope(messages, redis_admin)
         assert await messages.deps.tickets.get(claim_id) is None
         assert await messages.deps.ticket_log.verify()
         ticket = await messages.deps.tickets.get(claim_id)
         assert ticket is not None
         assert (ticket.status, ticket.assignee) == ("in_progress", "ana")
         assert [n.text for n in ticket.notes] == ["Pedi fotos ao comprador"]
+
+    async def test_a_rebuild_brings_back_every_claim_closed_ones_too(
+        self, messages: Stack, redis_admin: Any
+    ) -> None:
+        """Issue 18's full run: claims closed before a Redis loss stayed unmirrored."""
+        market = messages.sandbox.state.market
+        claims = list(market.claims_by_seller[messages.seller])
+        closed = claims[:2]
+        for claim_id in claims:
+            await claim_changed(messages, claim_id)
+        for claim_id in closed:
+            await messages.sandbox.admin.event("claim_close", claim_id=claim_id)
+            await claim_changed(messages, claim_id)
+        await lose_the_scope(messages, redis_admin)
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        resync = await rebuild_messages(
+            "e1",
+            messages.deps,
+            (messages.deps.ticket_log,),
+            [messages.seller],
+            checkpoints,
+            BackfillOptions(run_id="unused"),
+        )
+        assert resync is not None
+        await resync()
+        found = {}
+        for claim_id in claims:
+            claim = await messages.deps.mirror.claim(claim_id)
+            ticket = await messages.deps.tickets.get(claim_id)
+            assert claim is not None, f"claim {claim_id} ({market.claims[claim_id]['status']})"
+            assert ticket is not None
+            found[claim_id] = (claim.status, ticket.claim_status, ticket.status)
+        assert found == {
+            c: ("closed", "closed", "closed") if c in closed else ("opened", "opened", "open")
+            for c in claims
+        }
+
+    async def test_a_reconnection_brings_a_claim_closed_meanwhile(self, messages: Stack) -> None:
+        claim_id = messages.sandbox.state.market.claims_by_seller[messages.seller][0]
+        await claim_changed(messages, claim_id)
+        # Closed while the seller was away: its notification never reached Peepers.
+        await messages.sandbox.admin.event("claim_close", claim_id=claim_id)
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        options = BackfillOptions(run_id="reconnected", every_claim=True)
+        await backfill(messages.seller, messages.deps, checkpoints, options)
+        claim = await messages.deps.mirror.claim(claim_id)
+        ticket = await messages.deps.tickets.get(claim_id)
+        assert claim is not None
+        assert ticket is not None
+        assert (claim.status, ticket.status) == ("closed", "closed")
+
+
+async def lose_the_scope(messages: Stack, redis_admin: Any) -> None:
+    """Lose every key of this service scope, as a FLUSHALL would (the scope is the test's)."""
+    keys = [
+        k async for k in redis_admin.scan_iter(match=messages.namespace.prefix + "*", count=20000)
+    ]
+    assert keys
+    await redis_admin.delete(*keys)
 
 
 class TestOrderTimeline:

@@ -247,14 +247,17 @@ class Runtime(ConsumerRuntime):
         return (await on_order_event(record.value, self.wiring.deps)).value
 
     async def handle_seller(self, record: InboundRecord) -> str:
-        if event_type_of(record.value) not in _BACKFILL_TRIGGERS:
+        kind = event_type_of(record.value)
+        if kind not in _BACKFILL_TRIGGERS:
             return "ignored"
         event = SELLER_EVENT.validate_json(record.value)
+        # Back after a disconnection: claims may have closed meanwhile (backfill.py).
+        reconnected = kind == "seller.reconnected"
         state = await backfill(
             event.seller_id,
             self.wiring.deps,
             self.wiring.checkpoints,
-            backfill_options(self.settings, run_id=str(event.event_id)),
+            backfill_options(self.settings, run_id=str(event.event_id), every_claim=reconnected),
         )
         log.info("backfill of seller %d: %s", event.seller_id, state.counts)
         return "backfilled"

@@ -1,5 +1,11 @@
 """Backfill on ``seller.connected``: unanswered questions, open claims, conversations.
 
+A rebuild of a lost mirror and a ``seller.reconnected`` search claims of every status
+(``every_claim``): the mirror held the closed ones too (a rebuild that searched open
+claims only left every claim closed before the loss unmirrored), and a claim closed
+while the seller was away is still open in it. A first connection mirrors the open ones,
+what the seller must act on: years of closed claims would each open a closed ticket.
+
 ML's question search stops at 1,000 results (``offset + limit``; FACTS.md 5.1): a seller
 with more unanswered questions is searched item by item (the items from the scan search,
 each item's questions a search of its own). Claims are paged while ``offset + limit``
@@ -74,6 +80,8 @@ class BackfillOptions:
     item_concurrency: int = 8
     conversation_days: int | None = None
     restart: bool = False
+    # Claims of every status, not only the open ones (a rebuild, a reconnection).
+    every_claim: bool = False
 
 
 class RedisBackfillCheckpoints:
@@ -103,7 +111,7 @@ async def backfill(
     options: BackfillOptions,
     progress: Progress = lambda _state: None,
 ) -> BackfillState:
-    """Mirror the seller's unanswered questions and open claims (resuming a crashed run)."""
+    """Mirror the seller's unanswered questions, claims and conversations (resumable)."""
     state = await checkpoints.load(seller_id)
     if state is None or options.restart or state.run_id != options.run_id:
         state = BackfillState(seller_id=seller_id, run_id=options.run_id)
@@ -132,7 +140,7 @@ async def _run(
         if state.phase == "item_questions":
             await _item_questions(state, deps, checkpoints, options, progress)
         if state.phase == "claims":
-            await _claims(state, deps, checkpoints, progress)
+            await _claims(state, deps, checkpoints, options, progress)
         if state.phase == "conversations":
             await _conversations(state, deps, checkpoints, options, progress)
     finally:
@@ -244,11 +252,13 @@ async def _claims(
     state: BackfillState,
     deps: Messages,
     checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
     progress: Progress,
 ) -> None:
+    status = None if options.every_claim else "opened"
     while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
         page = await deps.ml.search_claims(
-            seller_id=state.seller_id, status="opened", offset=state.offset, limit=CLAIM_PAGE
+            seller_id=state.seller_id, status=status, offset=state.offset, limit=CLAIM_PAGE
         )
         state.total_claims = page.paging.total
         await asyncio.gather(*(_apply_claim(claim, state, deps) for claim in page.data))
@@ -260,7 +270,7 @@ async def _claims(
         if done:
             return
     log.warning(
-        "seller %d has more open claims than ML's search pages (%d): the rest come by webhook",
+        "seller %d has more claims than ML's search pages (%d): the rest come by webhook",
         state.seller_id,
         CLAIM_SEARCH_CAP,
     )
