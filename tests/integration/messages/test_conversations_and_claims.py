@@ -75,6 +75,41 @@ class TestConversations:
         received = {e.message_id for e in messages.events_of(MessageReceived)}
         assert received == {m for ids, _ in seeded.values() for m in ids}
 
+    async def test_a_rebuild_reads_only_the_packs_holding_a_conversation(
+        self, messages: Stack, redis_admin: Any
+    ) -> None:
+        """The index (a changelog) survives the loss; empty packs cost nothing."""
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        await backfill(messages.seller, messages.deps, checkpoints, BackfillOptions(run_id="c"))
+        # A conversation met after the scan, by webhook: indexed too.
+        await buyer_message(messages, int(an_order(messages)["pack_id"]))
+        seeded = seeded_conversations(messages)
+        orders = len(messages.sandbox.state.market.orders_by_seller[messages.seller])
+        assert len(seeded) < orders  # most packs are empty: the scan read each of them
+        await lose_the_scope(messages, redis_admin)
+        before = await messages.counter("messages")
+        await rebuild(messages, checkpoints)
+        assert await messages.counter("messages") - before == len(seeded)
+        assert {p: await mirrored(messages, p) for p in seeded} == seeded
+
+    async def test_a_rebuild_scans_the_orders_of_a_seller_never_scanned_whole(
+        self, messages: Stack, redis_admin: Any
+    ) -> None:
+        # Conversations mirrored before the index existed, or a backfill of a window only:
+        # the index cannot say it holds them all.
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        window = BackfillOptions(run_id="c", conversation_days=30)
+        await backfill(messages.seller, messages.deps, checkpoints, window)
+        assert not await messages.deps.conversations.scanned(messages.seller)
+        await lose_the_scope(messages, redis_admin)
+        before = await messages.counter("messages")
+        await rebuild(messages, checkpoints)
+        orders = len(messages.sandbox.state.market.orders_by_seller[messages.seller])
+        assert await messages.counter("messages") - before == orders
+        seeded = seeded_conversations(messages)
+        assert {p: await mirrored(messages, p) for p in seeded} == seeded
+        assert await messages.deps.conversations.scanned(messages.seller)
+
     async def test_a_message_webhook_mirrors_the_whole_conversation(self, messages: Stack) -> None:
         market = messages.sandbox.state.market
         pack_id, (before, _) = next(
@@ -245,17 +280,7 @@ class TestClaimsAndTickets:
             await messages.sandbox.admin.event("claim_close", claim_id=claim_id)
             await claim_changed(messages, claim_id)
         await lose_the_scope(messages, redis_admin)
-        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
-        resync = await rebuild_messages(
-            "e1",
-            messages.deps,
-            (messages.deps.ticket_log,),
-            [messages.seller],
-            checkpoints,
-            BackfillOptions(run_id="unused"),
-        )
-        assert resync is not None
-        await resync()
+        await rebuild(messages, RedisBackfillCheckpoints(messages.redis, messages.namespace))
         found = {}
         for claim_id in claims:
             claim = await messages.deps.mirror.claim(claim_id)
@@ -281,6 +306,21 @@ class TestClaimsAndTickets:
         assert claim is not None
         assert ticket is not None
         assert (claim.status, ticket.status) == ("closed", "closed")
+
+
+async def rebuild(messages: Stack, checkpoints: RedisBackfillCheckpoints) -> None:
+    """What the cache guard runs after a loss (its changelogs, then the sellers)."""
+    deps = messages.deps
+    resync = await rebuild_messages(
+        "e1",
+        deps,
+        (deps.ticket_log, deps.conversation_log),
+        [messages.seller],
+        checkpoints,
+        BackfillOptions(run_id="unused"),
+    )
+    assert resync is not None
+    await resync()
 
 
 async def lose_the_scope(messages: Stack, redis_admin: Any) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -38,12 +38,14 @@ from peepers_common.ml.models import ORDER_STATUSES, MlClaim, MlQuestion
 from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
+from peepers_messages.adapters.redis_views import ConversationRecord
 from peepers_messages.domain import UNANSWERED, claim_snapshot
 from peepers_messages.handlers import (
     Messages,
     Outcome,
     apply_claim,
     apply_questions,
+    index_conversation,
     sync_conversation,
 )
 
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 
 QUESTION_SEARCH_CAP: Final = 1000
 CLAIM_SEARCH_CAP: Final = 10_000
-CLAIM_PAGE: Final = 50
+CLAIM_PAGE: Final = 100  # ML's largest (FACTS.md 5.3)
 # Questions written in one transaction (and read in one pipeline).
 APPLY_BATCH: Final = 200
 Phase = Literal["questions", "item_questions", "claims", "conversations", "done"]
@@ -70,6 +72,10 @@ class BackfillState:
     # The conversations phase's window start (ISO), fixed when it starts so a resumed run
     # pages the same search.
     orders_since: str | None = None
+    # Where the conversations phase finds the packs ("orders" or "index"), fixed when it
+    # starts: its offset counts orders or indexed packs.
+    conversations_from: str | None = None
+    total_packs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -82,6 +88,8 @@ class BackfillOptions:
     restart: bool = False
     # Claims of every status, not only the open ones (a rebuild, a reconnection).
     every_claim: bool = False
+    # Conversations from the index for a seller scanned whole once (a rebuild).
+    from_index: bool = False
 
 
 class RedisBackfillCheckpoints:
@@ -294,9 +302,9 @@ async def _conversations(
     options: BackfillOptions,
     progress: Progress,
 ) -> None:
-    if state.orders_since is None and options.conversation_days is not None:
-        state.orders_since = (deps.now() - timedelta(days=options.conversation_days)).isoformat()
-    since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
+    if state.conversations_from is None:
+        indexed = options.from_index and await deps.conversations.scanned(state.seller_id)
+        state.conversations_from = "index" if indexed else "orders"
     gate = asyncio.Semaphore(options.item_concurrency)
 
     async def one(pack_id: int) -> None:
@@ -307,6 +315,47 @@ async def _conversations(
                 return  # not a pack of this seller's any more
         _count(state, "conversation", outcome)
 
+    if state.conversations_from == "index":
+        await _indexed_conversations(state, deps, checkpoints, options, progress, one)
+    else:
+        await _orders_conversations(state, deps, checkpoints, options, progress, one)
+
+
+async def _indexed_conversations(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+    one: Callable[[int], Awaitable[None]],
+) -> None:
+    """The packs the conversations index holds: one pack page each, no empty pack read."""
+    packs = await deps.conversations.packs(state.seller_id)
+    state.total_packs = len(packs)
+    while True:
+        page = packs[state.offset : state.offset + options.page_size]
+        await asyncio.gather(*(one(pack_id) for pack_id in page))
+        state.offset += len(page)
+        done = state.offset >= len(packs)
+        if done:
+            state.phase = "done"
+        await _save(state, checkpoints, progress)
+        if done:
+            return
+
+
+async def _orders_conversations(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+    one: Callable[[int], Awaitable[None]],
+) -> None:
+    """Every pack of the seller's orders (of the window): ML lists no conversations."""
+    if state.orders_since is None and options.conversation_days is not None:
+        state.orders_since = (deps.now() - timedelta(days=options.conversation_days)).isoformat()
+    since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
     while True:
         # Oldest first: orders made meanwhile land after the offset, not before it.
         page = await deps.ml.search_orders(
@@ -324,6 +373,9 @@ async def _conversations(
         done = not page.results or state.offset >= page.paging.total
         if done:
             state.phase = "done"
+            if since is None:
+                # Every order's pack read: the index holds each conversation from now on.
+                await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
         await _save(state, checkpoints, progress)
         if done:
             return

@@ -66,8 +66,9 @@ async def rebuild_messages(
     log.warning("rebuilding the messages mirror (epoch %s): %d sellers", epoch, len(sellers))
 
     async def resync() -> None:
-        # Every claim: the lost mirror held the closed ones too.
-        run = replace(options, run_id=f"rebuild-{epoch}", every_claim=True)
+        # Every claim: the lost mirror held the closed ones too. Conversations: the packs
+        # the index holds (restored above), not every order's.
+        run = replace(options, run_id=f"rebuild-{epoch}", every_claim=True, from_index=True)
         for seller_id in sellers:
             try:
                 state = await backfill(seller_id, deps, checkpoints, run)
