@@ -5,6 +5,7 @@ import pytest
 
 from peepers_sandbox import DEMO_REDIRECT_URI, DEMO_SELLER_ID, Sandbox
 from peepers_sandbox.__main__ import build_config
+from peepers_sandbox.client import SandboxAdminError
 from tests.sandbox.support import SmallSandbox, bearer
 
 
@@ -139,3 +140,34 @@ async def test_an_id_offset_shifts_every_new_id_but_the_items(small_sandbox: Sma
     made = await plain.admin.event("new_order", seller_id=DEMO_SELLER_ID)
     order = await shifted.admin.event("new_order", seller_id=DEMO_SELLER_ID)
     assert order["id"] == made["id"] + 7_000_000
+
+
+class TestSellerState:
+    """``GET /_admin/sellers/{id}/state``: what `make check` compares a mirror with."""
+
+    async def test_it_is_what_the_seller_sees_and_follows_each_change(
+        self, small_sandbox: SmallSandbox
+    ):
+        sb: Sandbox = await small_sandbox()
+        token = (await sb.admin.mint_token(DEMO_SELLER_ID))["access_token"]
+        before = await sb.admin.seller_state(DEMO_SELLER_ID)
+        order = await sb.admin.event("new_order", seller_id=DEMO_SELLER_ID)
+        await sb.admin.event("payment", order_id=order["id"])
+        after = await sb.admin.seller_state(DEMO_SELLER_ID)
+        item_id = next(iter(after["items"]))
+        async with aiohttp.ClientSession(sb.url, headers=bearer(token)) as http:
+            async with http.get(f"/items/{item_id}") as resp:
+                assert after["items"][item_id] == await resp.json()
+            async with http.get(f"/orders/{order['id']}") as resp:
+                served = await resp.json()
+        orders = {entry["order"]["id"]: entry for entry in after["orders"]}
+        assert len(orders) == len(before["orders"]) + 1
+        assert orders[order["id"]]["order"]["status"] == served["status"] == "paid"
+        assert orders[order["id"]]["shipment"]["status"] == "ready_to_ship"
+        assert len(after["items"]) == 40
+        assert {"questions", "conversations", "claims"} <= after.keys()
+
+    async def test_an_unknown_seller_is_a_404_that_says_so(self, small_sandbox: SmallSandbox):
+        sb: Sandbox = await small_sandbox()
+        with pytest.raises(SandboxAdminError, match="404.*no seller 999"):
+            await sb.admin.seller_state(999)

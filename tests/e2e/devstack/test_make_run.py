@@ -115,6 +115,8 @@ def _moving(frame: dict[str, str]) -> bool:
         and int(frame.get("search_hits", "0")) > 0
         and frame["p99_ms"] != "-"
         and "web_pages" in frame
+        # The messages worker's histogram, read from its /metrics (answers seen so far).
+        and frame["time_to_answer_median_s"] != "-"
     )
 
 

@@ -79,6 +79,7 @@ async def open_wiring(settings: Settings, *, worker: bool = True) -> AsyncIterat
     The wiring's `CacheGuard` (not started: the worker starts it) rebuilds the cache after
     a loss, and the drift audit runs beside it. A shell's (``worker=False``) guard only
     observes: its syncs announce snapshots while the worker rebuilds, and it audits nothing.
+    So does the guard of an ``items`` worker: the ``sync`` role rebuilds (docs/catalog.md).
     """
     async with AsyncExitStack() as stack:
         redis = connect_redis(settings.redis)
@@ -112,7 +113,12 @@ async def open_wiring(settings: Settings, *, worker: bool = True) -> AsyncIterat
                 epoch, roster, catalog, checkpoints, sync_options(settings)
             )
 
-        guard = CacheGuard(redis, namespace, rebuild if worker else None, options=settings.rebuild)
+        # The rebuild is a resync of every seller: the role that runs the syncs runs it, so
+        # after a loss the webhooks' process (`items`) observes the epoch and stays light.
+        rebuilds = worker and settings.role != "items"
+        guard = CacheGuard(
+            redis, namespace, rebuild if rebuilds else None, options=settings.rebuild
+        )
         stack.push_async_callback(guard.aclose)
         catalog = Catalog(
             ml=ml,

@@ -128,12 +128,11 @@ def _orders(summary: Summary) -> Table:
 
 
 def _answer_time(summary: Summary) -> str:
-    took = summary.time_to_answer_s
+    took = summary.time_to_answer_median_s
     if took is None:
         return "-"
-    # The sandbox's seeded history answers questions days late; live answers take minutes.
     shown = f"{took / 3600:.1f} h" if took >= 3600 else f"{took / 60:.1f} min"
-    return f"{shown} (mean of {_n(summary.answered)})"
+    return f"{shown} (median of {_n(summary.answered)})"
 
 
 def _messages(summary: Summary) -> Table:
@@ -191,7 +190,7 @@ def plain(summary: Summary) -> str:
         "orders_dead_lettered": int(summary.orders_dead_lettered),
         "unanswered": int(summary.unanswered),
         "open_tickets": int(summary.open_tickets),
-        "time_to_answer_s": _num(summary.time_to_answer_s),
+        "time_to_answer_median_s": _num(summary.time_to_answer_median_s),
         "messages_dead_lettered": int(summary.messages_dead_lettered),
     }
     if summary.orders_by_state:

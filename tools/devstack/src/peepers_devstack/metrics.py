@@ -51,6 +51,30 @@ class Scrape:
                 out[key] = out.get(key, 0.0) + s.value
         return {k: v for k, v in out.items() if v}
 
+    def histogram_quantile(self, name: str, q: float) -> float | None:
+        """The ``q`` quantile (0-1) of histogram ``name``, as Prometheus's own function.
+
+        Linear within the bucket that holds it; a quantile in the ``+Inf`` bucket is the
+        highest finite bound. None when the histogram is empty.
+        """
+        buckets: dict[float, float] = {}
+        for s in self.samples:
+            if s.name == f"{name}_bucket":
+                le = float(s.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + s.value
+        count = buckets.get(math.inf, 0.0)
+        if not count:
+            return None
+        rank, lower, below = q * count, 0.0, 0.0
+        for le, cumulative in sorted(buckets.items()):
+            if cumulative >= rank:
+                if math.isinf(le):
+                    return lower
+                inside = cumulative - below
+                return lower + (le - lower) * ((rank - below) / inside if inside else 1.0)
+            lower, below = le, cumulative
+        return lower
+
 
 def percentiles(values: Sequence[float], points: Sequence[float]) -> dict[float, float]:
     """Nearest-rank percentiles (``points`` in 0-100); empty input gives nothing."""

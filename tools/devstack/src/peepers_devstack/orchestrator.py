@@ -165,10 +165,12 @@ class Orchestrator:
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             started: dict[str, Child] = {}
+            ready_at: dict[str, float] = {}
             # The login once the page it lands on answers.
             login_after = "web" if self.plan.web_app else "auth"
             for spec in self.plan.children():
                 started[spec.name] = await self._start(session, spec)
+                ready_at[spec.name] = time.monotonic()
                 if spec.name == login_after:
                     # The login before anything reads ML with the seller's token: auth may
                     # still hold the authorization an earlier run's login left (its Redis
@@ -178,7 +180,9 @@ class Orchestrator:
                     # groups start at the topics' end before the login, so the
                     # seller.connected event it publishes still reaches them.
                     await self._connect(session)
-            await self._follow_sync(session, started["catalog-sync"])
+            # The sync starts once its process is ready, often before the others are: the
+            # time is counted from then, not from when this begins to follow it.
+            await self._follow_sync(session, started["catalog-sync"], ready_at["catalog-sync"])
             admin = SandboxAdmin(self.plan.sandbox_url, session)
             await admin.start_activity(self.options.activity_rate)
             self.say(f"sandbox activity on: {self.options.activity_rate:g} changes/s")
@@ -320,9 +324,10 @@ class Orchestrator:
             f"(landed on {self.plan.landing_url})"
         )
 
-    async def _follow_sync(self, session: aiohttp.ClientSession, worker: Child) -> None:
+    async def _follow_sync(
+        self, session: aiohttp.ClientSession, worker: Child, started: float
+    ) -> None:
         watcher = SyncWatcher(self.plan, session, worker.log)
-        started = time.monotonic()
         if self.console.is_terminal:
             columns = (
                 TextColumn("[bold]{task.description}"),
@@ -355,7 +360,8 @@ class Orchestrator:
         counts = _sync_counts(progress.finished_line)
         self.say(
             f"full sync of seller {self.plan.seller_id} done by the catalog's sync process: "
-            f"{progress.expected or progress.processed} items in {took:.1f} s{counts}"
+            f"{progress.expected or progress.processed} items within {took:.1f} s of its "
+            f"start{counts}"
         )
 
     async def _wait_sync(

@@ -160,7 +160,7 @@ class Summary:
     unanswered: float = 0.0
     open_tickets: float = 0.0
     answered: float = 0.0
-    time_to_answer_s: float | None = None
+    time_to_answer_median_s: float | None = None
     messages_dead_lettered: float = 0.0
     # The seller web app (None: not run).
     web: WebFigures | None = None
@@ -234,9 +234,11 @@ class SummaryCollector:
         summary.unanswered = metrics.total("peepers_messages_unanswered_questions", seller=seller)
         summary.open_tickets = metrics.total("peepers_messages_open_tickets", seller=seller)
         summary.answered = metrics.total("peepers_messages_time_to_answer_seconds_count")
-        if summary.answered:
-            took = metrics.total("peepers_messages_time_to_answer_seconds_sum")
-            summary.time_to_answer_s = took / summary.answered
+        # The median: the sandbox's seeded history answers some questions months late,
+        # which would swamp a mean of the answers made live.
+        summary.time_to_answer_median_s = metrics.histogram_quantile(
+            "peepers_messages_time_to_answer_seconds", 0.5
+        )
         summary.messages_dead_lettered = _dead_lettered(metrics)
 
     async def _notifier(self, summary: Summary) -> None:

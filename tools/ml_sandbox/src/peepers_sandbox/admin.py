@@ -15,6 +15,7 @@ from peepers_sandbox.config import AppConfig, RateLimitConfig
 from peepers_sandbox.errors import SandboxError, json_response
 from peepers_sandbox.marketplace import Marketplace
 from peepers_sandbox.routes.common import state_key
+from peepers_sandbox.snapshot import seller_state
 from peepers_sandbox.state import SandboxState
 
 
@@ -257,6 +258,14 @@ async def tokens_expire(request: web.Request) -> web.StreamResponse:
     return json_response({"expired": True})
 
 
+async def sellers_state(request: web.Request) -> web.StreamResponse:
+    market = _st(request).market
+    seller_id = int(request.match_info["user_id"])
+    if seller_id not in market.sellers:
+        raise SandboxError(404, "not_found", f"no seller {seller_id} in this sandbox")
+    return json_response(seller_state(market, seller_id))
+
+
 async def sellers_revoke(request: web.Request) -> web.StreamResponse:
     st = _st(request)
     body = await _body(request)
@@ -324,6 +333,7 @@ def setup_admin_routes(app: web.Application) -> None:
     r.add_patch("/_admin/apps/{app_id}", apps_patch)
     r.add_post("/_admin/tokens", tokens_post)
     r.add_post("/_admin/tokens/expire", tokens_expire)
+    r.add_get("/_admin/sellers/{user_id:\\d+}/state", sellers_state)
     r.add_post("/_admin/sellers/{user_id}/revoke", sellers_revoke)
     r.add_post("/_admin/clock/advance", clock_advance)
     r.add_post("/_admin/events/{kind}", events_post)

@@ -86,8 +86,18 @@ class SandboxAdmin:
     async def start_activity(self, rate: float, mix: dict[str, float] | None = None) -> None:
         await self._call("POST", "/activity", {"rate": rate, "mix": mix})
 
+    async def activity(self) -> dict[str, Any]:
+        """Whether the activity runs, and its rate and mix."""
+        result: dict[str, Any] = await self._call("GET", "/activity")
+        return result
+
     async def stop_activity(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("DELETE", "/activity")
+        return result
+
+    async def seller_state(self, seller_id: int) -> dict[str, Any]:
+        """Everything the sandbox holds for the seller (`peepers_sandbox.snapshot`)."""
+        result: dict[str, Any] = await self._call("GET", f"/sellers/{seller_id}/state")
         return result
 
     async def notifier_summary(self) -> dict[str, Any]:

@@ -22,55 +22,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from peepers_sandbox.app import run_sandbox
 from peepers_sandbox.config import SandboxConfig
+from peepers_sandbox.snapshot import seller_state
 from peepers_sandbox.state import SandboxState
 
 state_key = web.AppKey("state_key", SandboxState)
 
 
-def seller_state(state: SandboxState, seller_id: int) -> dict[str, Any]:
-    market = state.market
-    items = {
-        item_id: json.loads(market.item_json(item_id, owner=True))
-        for item_id in market.items_by_seller.get(seller_id, [])
-    }
-    orders = []
-    for order_id in market.orders_by_seller.get(seller_id, []):
-        order = market.orders[order_id]
-        orders.append({"order": order, "shipment": market.shipments[order["shipping"]["id"]]})
-    questions = [market.questions[q] for q in market.questions_by_seller.get(seller_id, [])]
-    conversations = [
-        {
-            "pack_id": pack_id,
-            "message_ids": list(ids),
-            "unread": market.unread.get(seller_id, {}).get(pack_id, 0),
-        }
-        for pack_id, ids in market.messages_by_pack.items()
-        if ids and market.pack_parties(pack_id)[0] == seller_id
-    ]
-    claims = [market.claims[c] for c in market.claims_by_seller.get(seller_id, [])]
-    return {
-        "seller_id": seller_id,
-        "items": items,
-        "orders": orders,
-        "questions": questions,
-        "conversations": conversations,
-        "claims": claims,
-    }
-
-
 async def _state(request: web.Request) -> web.Response:
     seller_id = int(request.match_info["seller_id"])
-    return web.json_response(seller_state(request.app[state_key], seller_id))
+    return web.json_response(seller_state(request.app[state_key].market, seller_id))
 
 
 async def _acked(request: web.Request) -> web.Response:
