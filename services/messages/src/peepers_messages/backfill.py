@@ -169,6 +169,27 @@ async def _save(
     progress(state)
 
 
+async def _paged(
+    state: BackfillState,
+    count: int,
+    total: int,
+    then: Phase,
+    checkpoints: RedisBackfillCheckpoints,
+    progress: Progress,
+) -> bool:
+    """A page of ``count`` done: the offset moves on; the checkpoint is saved.
+
+    An empty page, or one that reaches ``total``, ends the phase: the next is ``then``.
+    Returns whether it ended.
+    """
+    state.offset += count
+    done = count == 0 or state.offset >= total
+    if done:
+        state.phase, state.offset = then, 0
+    await _save(state, checkpoints, progress)
+    return done
+
+
 async def _apply_questions(
     questions: Iterable[MlQuestion], state: BackfillState, deps: Messages
 ) -> None:
@@ -197,12 +218,7 @@ async def _questions(
             await _save(state, checkpoints, progress)
             return
         await _apply_questions(page.questions, state, deps)
-        state.offset += len(page.questions)
-        done = not page.questions or state.offset >= page.total
-        if done:
-            state.phase, state.offset = "claims", 0
-        await _save(state, checkpoints, progress)
-        if done:
+        if await _paged(state, len(page.questions), page.total, "claims", checkpoints, progress):
             return
 
 
@@ -270,12 +286,8 @@ async def _claims(
         )
         state.total_claims = page.paging.total
         await asyncio.gather(*(_apply_claim(claim, state, deps) for claim in page.data))
-        state.offset += len(page.data)
-        done = not page.data or state.offset >= page.paging.total
-        if done:
-            state.phase, state.offset = "conversations", 0
-        await _save(state, checkpoints, progress)
-        if done:
+        total = page.paging.total
+        if await _paged(state, len(page.data), total, "conversations", checkpoints, progress):
             return
     log.warning(
         "seller %d has more claims than ML's search pages (%d): the rest come by webhook",
@@ -335,12 +347,7 @@ async def _indexed_conversations(
     while True:
         page = packs[state.offset : state.offset + options.page_size]
         await asyncio.gather(*(one(pack_id) for pack_id in page))
-        state.offset += len(page)
-        done = state.offset >= len(packs)
-        if done:
-            state.phase = "done"
-        await _save(state, checkpoints, progress)
-        if done:
+        if await _paged(state, len(page), len(packs), "done", checkpoints, progress):
             return
 
 
@@ -369,13 +376,8 @@ async def _orders_conversations(
         state.total_orders = page.paging.total
         packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
         await asyncio.gather(*(one(pack_id) for pack_id in packs))
-        state.offset += len(page.results)
-        done = not page.results or state.offset >= page.paging.total
-        if done:
-            state.phase = "done"
+        if await _paged(state, len(page.results), page.paging.total, "done", checkpoints, progress):
             if since is None:
                 # Every order's pack read: the index holds each conversation from now on.
                 await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
-        await _save(state, checkpoints, progress)
-        if done:
             return
