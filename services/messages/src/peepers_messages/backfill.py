@@ -315,7 +315,9 @@ async def _conversations(
     progress: Progress,
 ) -> None:
     if state.conversations_from is None:
-        indexed = options.from_index and await deps.conversations.scanned(state.seller_id)
+        # A checkpoint of a run from before the index, midway, counts orders.
+        indexed = options.from_index and state.offset == 0
+        indexed = indexed and await deps.conversations.scanned(state.seller_id)
         state.conversations_from = "index" if indexed else "orders"
     gate = asyncio.Semaphore(options.item_concurrency)
 
