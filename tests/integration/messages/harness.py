@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from peepers_common.changelog import Changelog, RedisViewMarker
+from peepers_common.changelog import Changelog, ChangelogView
+from peepers_common.changelog import RedisViewMarker as Marker
 from peepers_common.errors import InfrastructureError
 from peepers_common.events import MESSAGES_EVENT, DomainEvent, MessagesEvent
 from peepers_common.kafka import Published, end_offsets
@@ -21,13 +22,19 @@ from peepers_common.settings import KafkaSettings
 from peepers_common.testing import InMemoryEventPublisher
 from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import (
+    MESSAGES_CONVERSATIONS_CHANGELOG,
     MESSAGES_SUBMISSIONS_CHANGELOG,
     MESSAGES_TICKETS_CHANGELOG,
     TOPICS,
     TopicSpec,
 )
 from peepers_messages import commands
-from peepers_messages.adapters import RedisMirror, RedisSubmissions, RedisTickets
+from peepers_messages.adapters import (
+    RedisConversations,
+    RedisMirror,
+    RedisSubmissions,
+    RedisTickets,
+)
 from peepers_messages.backfill import RedisBackfillCheckpoints
 from peepers_messages.handlers import Messages, Outcome, on_claim, on_message, on_question
 from peepers_messages.ports import MessagesSource
@@ -71,9 +78,13 @@ class Stack:
         return 0
 
 
-async def changelog_topics(kafka: KafkaSettings) -> tuple[str, str]:
+async def changelog_topics(kafka: KafkaSettings) -> tuple[str, str, str]:
     prefix = f"{unique('test')}."
-    names = (MESSAGES_TICKETS_CHANGELOG, MESSAGES_SUBMISSIONS_CHANGELOG)
+    names = (
+        MESSAGES_TICKETS_CHANGELOG,
+        MESSAGES_SUBMISSIONS_CHANGELOG,
+        MESSAGES_CONVERSATIONS_CHANGELOG,
+    )
     await ensure_topics(
         kafka,
         [
@@ -92,7 +103,16 @@ async def changelog_topics(kafka: KafkaSettings) -> tuple[str, str]:
         return True
 
     await wait_until(described, timeout_s=15)
-    return created[0], created[1]
+    return created[0], created[1], created[2]
+
+
+async def open_changelog(
+    stack: AsyncExitStack, kafka: KafkaSettings, topic: str, view: ChangelogView, marker: Marker
+) -> Changelog:
+    """A changelog of the service's own state, checking its view's marker often."""
+    return await stack.enter_async_context(
+        Changelog(kafka, topic, view=view, marker=marker, check_every_s=0.5)
+    )
 
 
 @asynccontextmanager
@@ -102,7 +122,7 @@ async def messages_stack(
     *,
     redis: aioredis.Redis | None = None,
     scope: str | None = None,
-    topics: tuple[str, str] | None = None,
+    topics: tuple[str, str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """The handlers for the sandbox's first seller, as one worker replica wires them."""
     seller = sandbox.state.market.sellers[0]
@@ -112,30 +132,21 @@ async def messages_stack(
             redis = connect_redis(settings.redis)
             stack.push_async_callback(redis.aclose)
         namespace = Namespace("messages", scope=scope or unique("msg"))
-        ticket_topic, submission_topic = topics or await changelog_topics(kafka)
+        ticket_topic, submission_topic, conversation_topic = topics or await changelog_topics(kafka)
         tickets = RedisTickets(redis, namespace)
         submissions = RedisSubmissions(redis, namespace)
-        ticket_log = await stack.enter_async_context(
-            Changelog(
-                kafka,
-                ticket_topic,
-                view=tickets,
-                marker=RedisViewMarker(redis, namespace, "tickets"),
-                check_every_s=0.5,
+        conversations = RedisConversations(redis, namespace)
+        ticket_log, submission_log, conversation_log = [
+            await open_changelog(stack, kafka, topic, view, Marker(redis, namespace, name))
+            for topic, view, name in (
+                (ticket_topic, tickets, "tickets"),
+                (submission_topic, submissions, "submissions"),
+                (conversation_topic, conversations, "conversations"),
             )
-        )
-        submission_log = await stack.enter_async_context(
-            Changelog(
-                kafka,
-                submission_topic,
-                view=submissions,
-                marker=RedisViewMarker(redis, namespace, "submissions"),
-                check_every_s=0.5,
-            )
-        )
+        ]
 
         async def restored() -> bool:
-            return ticket_log.ready and submission_log.ready
+            return ticket_log.ready and submission_log.ready and conversation_log.ready
 
         # As /readyz would: a test stopping mid-restore would cut its Kafka clients off.
         await wait_until(restored, timeout_s=20)
@@ -146,6 +157,8 @@ async def messages_stack(
             mirror=RedisMirror(redis, namespace),
             tickets=tickets,
             ticket_log=ticket_log,
+            conversations=conversations,
+            conversation_log=conversation_log,
             publisher=publisher,
             events_topic=EVENTS_TOPIC,
         )
@@ -237,6 +250,8 @@ def wired(ml: MessagesSource, redis: aioredis.Redis) -> tuple[Messages, RedisBac
         mirror=RedisMirror(redis, namespace),
         tickets=RedisTickets(redis, namespace),
         ticket_log=NoChangelog(),
+        conversations=RedisConversations(redis, namespace),
+        conversation_log=NoChangelog(),
         publisher=InMemoryEventPublisher(),
         events_topic="events",
     )

@@ -13,7 +13,8 @@ from peepers_common.ml.models import MlClaim, MlItem, MlQuestion, MlQuestionPage
 from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_common.namespaces import connect_redis
 from peepers_common.testing import FakeMlApi
-from peepers_messages.backfill import BackfillOptions, backfill
+from peepers_messages.adapters.redis_views import ConversationRecord
+from peepers_messages.backfill import BackfillOptions, BackfillState, backfill
 from peepers_messages.rebuild import rebuild_messages
 from peepers_messages.settings import Settings
 from tests.integration.messages.harness import wired
@@ -168,6 +169,22 @@ class TestBackfill:
         state = await checkpoints.load(SELLER)
         assert state is not None
         assert (state.run_id, state.phase) == ("rebuild-e1", "done")
+
+    async def test_a_checkpoint_from_before_the_index_resumes_through_the_orders(
+        self, redis: aioredis.Redis
+    ) -> None:
+        # Saved midway by a run that counted orders: its offset means nothing in the index.
+        ml = RecordingMl()
+        marketplace(questions=0, items=1, claims=0, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        await deps.conversations.put([ConversationRecord(seller_id=SELLER)])
+        old = BackfillState(seller_id=SELLER, run_id="r", phase="conversations", offset=50)
+        await checkpoints.save(old)
+        await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r", from_index=True))
+        state = await checkpoints.load(SELLER)
+        assert state is not None
+        assert (state.phase, state.conversations_from) == ("done", "orders")
+        assert "search_orders" in {m for m, _ in ml.made}
 
     async def test_a_page_of_questions_costs_a_few_redis_round_trips_not_ten_each(
         self,

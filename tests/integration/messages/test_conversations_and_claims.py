@@ -35,6 +35,7 @@ from peepers_messages.handlers import (
     on_order_event,
     order_timeline,
 )
+from peepers_messages.rebuild import rebuild_messages
 from tests.integration.messages.harness import (
     Stack,
     an_order,
@@ -73,6 +74,41 @@ class TestConversations:
         assert {p: await mirrored(messages, p) for p in seeded} == seeded
         received = {e.message_id for e in messages.events_of(MessageReceived)}
         assert received == {m for ids, _ in seeded.values() for m in ids}
+
+    async def test_a_rebuild_reads_only_the_packs_holding_a_conversation(
+        self, messages: Stack, redis_admin: Any
+    ) -> None:
+        """The index (a changelog) survives the loss; empty packs cost nothing."""
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        await backfill(messages.seller, messages.deps, checkpoints, BackfillOptions(run_id="c"))
+        # A conversation met after the scan, by webhook: indexed too.
+        await buyer_message(messages, int(an_order(messages)["pack_id"]))
+        seeded = seeded_conversations(messages)
+        orders = len(messages.sandbox.state.market.orders_by_seller[messages.seller])
+        assert len(seeded) < orders  # most packs are empty: the scan read each of them
+        await lose_the_scope(messages, redis_admin)
+        before = await messages.counter("messages")
+        await rebuild(messages, checkpoints)
+        assert await messages.counter("messages") - before == len(seeded)
+        assert {p: await mirrored(messages, p) for p in seeded} == seeded
+
+    async def test_a_rebuild_scans_the_orders_of_a_seller_never_scanned_whole(
+        self, messages: Stack, redis_admin: Any
+    ) -> None:
+        # Conversations mirrored before the index existed, or a backfill of a window only:
+        # the index cannot say it holds them all.
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        window = BackfillOptions(run_id="c", conversation_days=30)
+        await backfill(messages.seller, messages.deps, checkpoints, window)
+        assert not await messages.deps.conversations.scanned(messages.seller)
+        await lose_the_scope(messages, redis_admin)
+        before = await messages.counter("messages")
+        await rebuild(messages, checkpoints)
+        orders = len(messages.sandbox.state.market.orders_by_seller[messages.seller])
+        assert await messages.counter("messages") - before == orders
+        seeded = seeded_conversations(messages)
+        assert {p: await mirrored(messages, p) for p in seeded} == seeded
+        assert await messages.deps.conversations.scanned(messages.seller)
 
     async def test_a_message_webhook_mirrors_the_whole_conversation(self, messages: Stack) -> None:
         market = messages.sandbox.state.market
@@ -223,19 +259,77 @@ class TestClaimsAndTickets:
             lambda t, now: move_ticket(t, "in_progress", now),
         ):
             await change_ticket(claim_id, messages.seller, change, messages.deps)
-        # Lose every key of this service scope, as a FLUSHALL would (the scope is the test's).
-        keys = [
-            k
-            async for k in redis_admin.scan_iter(match=messages.namespace.prefix + "*", count=20000)
-        ]
-        assert keys
-        await redis_admin.delete(*keys)
+        await lose_the_scope(messages, redis_admin)
         assert await messages.deps.tickets.get(claim_id) is None
         assert await messages.deps.ticket_log.verify()
         ticket = await messages.deps.tickets.get(claim_id)
         assert ticket is not None
         assert (ticket.status, ticket.assignee) == ("in_progress", "ana")
         assert [n.text for n in ticket.notes] == ["Pedi fotos ao comprador"]
+
+    async def test_a_rebuild_brings_back_every_claim_closed_ones_too(
+        self, messages: Stack, redis_admin: Any
+    ) -> None:
+        """Issue 18's full run: claims closed before a Redis loss stayed unmirrored."""
+        market = messages.sandbox.state.market
+        claims = list(market.claims_by_seller[messages.seller])
+        closed = claims[:2]
+        for claim_id in claims:
+            await claim_changed(messages, claim_id)
+        for claim_id in closed:
+            await messages.sandbox.admin.event("claim_close", claim_id=claim_id)
+            await claim_changed(messages, claim_id)
+        await lose_the_scope(messages, redis_admin)
+        await rebuild(messages, RedisBackfillCheckpoints(messages.redis, messages.namespace))
+        found = {}
+        for claim_id in claims:
+            claim = await messages.deps.mirror.claim(claim_id)
+            ticket = await messages.deps.tickets.get(claim_id)
+            assert claim is not None, f"claim {claim_id} ({market.claims[claim_id]['status']})"
+            assert ticket is not None
+            found[claim_id] = (claim.status, ticket.claim_status, ticket.status)
+        assert found == {
+            c: ("closed", "closed", "closed") if c in closed else ("opened", "opened", "open")
+            for c in claims
+        }
+
+    async def test_a_reconnection_brings_a_claim_closed_meanwhile(self, messages: Stack) -> None:
+        claim_id = messages.sandbox.state.market.claims_by_seller[messages.seller][0]
+        await claim_changed(messages, claim_id)
+        # Closed while the seller was away: its notification never reached Peepers.
+        await messages.sandbox.admin.event("claim_close", claim_id=claim_id)
+        checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
+        options = BackfillOptions(run_id="reconnected", every_claim=True)
+        await backfill(messages.seller, messages.deps, checkpoints, options)
+        claim = await messages.deps.mirror.claim(claim_id)
+        ticket = await messages.deps.tickets.get(claim_id)
+        assert claim is not None
+        assert ticket is not None
+        assert (claim.status, ticket.status) == ("closed", "closed")
+
+
+async def rebuild(messages: Stack, checkpoints: RedisBackfillCheckpoints) -> None:
+    """What the cache guard runs after a loss (its changelogs, then the sellers)."""
+    deps = messages.deps
+    resync = await rebuild_messages(
+        "e1",
+        deps,
+        (deps.ticket_log, deps.conversation_log),
+        [messages.seller],
+        checkpoints,
+        BackfillOptions(run_id="unused"),
+    )
+    assert resync is not None
+    await resync()
+
+
+async def lose_the_scope(messages: Stack, redis_admin: Any) -> None:
+    """Lose every key of this service scope, as a FLUSHALL would (the scope is the test's)."""
+    keys = [
+        k async for k in redis_admin.scan_iter(match=messages.namespace.prefix + "*", count=20000)
+    ]
+    assert keys
+    await redis_admin.delete(*keys)
 
 
 class TestOrderTimeline:

@@ -3,12 +3,16 @@ through Kafka, reading ML (the sandbox) with tokens from the auth service's brok
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from peepers_common.consuming import H_ERROR_KIND
+from peepers_common.events import SellerReconnected, seller_event_key
+from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import PEEPERS_SELLERS, dlq_topic
 from tests.integration.auth.harness import SELLER, AuthStack, auth_stack, login, read_all
@@ -64,6 +68,44 @@ class TestMessagesWorker:
         assert types.count("ticket.opened") == 1
         assert types.count("claim.opened") == 1
         assert types.count("question.received") >= 1
+
+    async def test_a_reconnected_seller_gets_the_claims_closed_while_away(
+        self, deployed: tuple[AuthStack, WorkerRun], kafka: KafkaSettings
+    ) -> None:
+        auth, run = deployed
+        admin = auth.sandbox.admin
+        async with auth.browser() as browser:
+            await login(auth, browser)
+        order = await admin.event("new_order", seller_id=SELLER)
+        await admin.event("payment", order_id=order["id"])
+        claim = await admin.event("claim", order_id=order["id"])
+        resource = f"/post-purchase/v1/claims/{claim['id']}"
+        await notify(kafka, run, "post_purchase", resource, actions=["claims"])
+
+        def ticket_is(status: str) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                ticket = await run.get(f"/tickets/{claim['id']}")
+                return bool(ticket.get("status") == status)
+
+            return check
+
+        await wait_until(ticket_is("open"), timeout_s=20, every_s=0.2)
+        # Closed while the seller was away: no notification reaches Peepers.
+        await admin.event("claim_close", claim_id=claim["id"])
+        event = SellerReconnected(
+            event_id=uuid4(),
+            occurred_at=datetime.now(UTC),
+            seller_id=SELLER,
+            nickname="BACK",
+            site_id="MLB",
+        )
+        async with AIOKafkaEventPublisher(kafka) as publisher:
+            await publisher.publish(
+                run.topic(PEEPERS_SELLERS),
+                key=seller_event_key(event),
+                value=event.model_dump_json().encode(),
+            )
+        await wait_until(ticket_is("closed"), timeout_s=30, every_s=0.2)
 
     async def test_a_malformed_record_goes_to_the_dlq(
         self, deployed: tuple[AuthStack, WorkerRun], kafka: KafkaSettings

@@ -15,6 +15,7 @@ import aiohttp
 from peepers_common.events import MESSAGES_EVENT, MessagesEvent
 from peepers_common.settings import KafkaSettings
 from peepers_common.topics import (
+    MESSAGES_CONVERSATIONS_CHANGELOG,
     MESSAGES_SUBMISSIONS_CHANGELOG,
     MESSAGES_TICKETS_CHANGELOG,
     PEEPERS_MESSAGES,
@@ -36,7 +37,12 @@ async def messages_topics(kafka: KafkaSettings, prefix: str | None = None) -> st
     """Registry-shaped topics for the messages worker behind a fresh prefix (or ``prefix``,
     shared with another service's topics); the prefix."""
     prefix = prefix or f"{unique('test')}."
-    produced = [PEEPERS_MESSAGES, MESSAGES_TICKETS_CHANGELOG, MESSAGES_SUBMISSIONS_CHANGELOG]
+    produced = [
+        PEEPERS_MESSAGES,
+        MESSAGES_TICKETS_CHANGELOG,
+        MESSAGES_SUBMISSIONS_CHANGELOG,
+        MESSAGES_CONVERSATIONS_CHANGELOG,
+    ]
     await worker_topics(kafka, prefix, CONSUMED, produced)
     return prefix
 

@@ -41,6 +41,8 @@ CATALOG_SELLERS_CHANGELOG: Final = "peepers.catalog.sellers.changelog"
 MESSAGES_TICKETS_CHANGELOG: Final = "peepers.messages.tickets.changelog"
 # Answers and messages a seller submitted, by idempotency key.
 MESSAGES_SUBMISSIONS_CHANGELOG: Final = "peepers.messages.submissions.changelog"
+# Which packs of a seller hold a conversation: what a lost mirror's rebuild reads again.
+MESSAGES_CONVERSATIONS_CHANGELOG: Final = "peepers.messages.conversations.changelog"
 DLQ_SUFFIX: Final = ".dlq"
 RETRY_SUFFIX: Final = ".retry"
 
@@ -144,6 +146,7 @@ def _registry() -> dict[str, TopicSpec]:
         (CATALOG_SELLERS_CHANGELOG, "the sellers whose items the catalog keeps"),
         (MESSAGES_TICKETS_CHANGELOG, "the messages service's support tickets"),
         (MESSAGES_SUBMISSIONS_CHANGELOG, "answers and messages sellers submitted"),
+        (MESSAGES_CONVERSATIONS_CHANGELOG, "the packs holding a conversation, per seller"),
     ):
         specs.append(
             TopicSpec(name, _CHANGELOG_PARTITIONS, f"changelog of {what}", _CHANGELOG_CONFIG)

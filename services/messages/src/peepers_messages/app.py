@@ -10,8 +10,9 @@ consumer kit (`peepers_common.consumer`). Topics (``settings.topic_prefix`` befo
 * ``peepers.sellers.v1`` → a backfill on ``seller.connected`` / ``seller.reconnected``
 * the ``.retry`` topics of all of them → the same handlers once a parked record is due
 
-The worker also serves the API (`peepers_messages.api`) and owns the two changelogs
-(tickets, submissions), whose Redis views it restores whenever they are found lost.
+The worker also serves the API (`peepers_messages.api`) and owns three changelogs
+(tickets, submissions, the conversations index), whose Redis views it restores whenever
+they are found lost.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, Final
 
 import faust
 
-from peepers_common.changelog import Changelog, RedisViewMarker
+from peepers_common.changelog import Changelog, ChangelogView, RedisViewMarker
 from peepers_common.consumer import ConsumerKit, ConsumerRuntime
 from peepers_common.consuming import Handler, InboundRecord, RecordProcessor
 from peepers_common.errors import PeepersError
@@ -40,6 +41,7 @@ from peepers_common.notifications import decode_value
 from peepers_common.read_api import serve
 from peepers_common.rebuild import CacheGuard, Resync
 from peepers_common.topics import (
+    MESSAGES_CONVERSATIONS_CHANGELOG,
     MESSAGES_SUBMISSIONS_CHANGELOG,
     MESSAGES_TICKETS_CHANGELOG,
     PEEPERS_MESSAGES,
@@ -48,7 +50,12 @@ from peepers_common.topics import (
     notification_topic,
 )
 from peepers_messages import commands
-from peepers_messages.adapters import RedisMirror, RedisSubmissions, RedisTickets
+from peepers_messages.adapters import (
+    RedisConversations,
+    RedisMirror,
+    RedisSubmissions,
+    RedisTickets,
+)
 from peepers_messages.api import create_api, seller_stats
 from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
 from peepers_messages.handlers import Messages, on_claim, on_message, on_order_event, on_question
@@ -112,23 +119,23 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> Async
         tickets = RedisTickets(redis, namespace)
         submissions = RedisSubmissions(redis, namespace)
         prefix = settings.topic_prefix
-        ticket_log = await stack.enter_async_context(
-            Changelog(
-                settings.kafka,
-                prefix + MESSAGES_TICKETS_CHANGELOG,
-                view=tickets,
-                marker=RedisViewMarker(redis, namespace, "tickets"),
-                check_every_s=settings.changelog_check_every_s,
+
+        async def changelog(topic: str, view: ChangelogView, name: str) -> Changelog:
+            return await stack.enter_async_context(
+                Changelog(
+                    settings.kafka,
+                    prefix + topic,
+                    view=view,
+                    marker=RedisViewMarker(redis, namespace, name),
+                    check_every_s=settings.changelog_check_every_s,
+                )
             )
-        )
-        submission_log = await stack.enter_async_context(
-            Changelog(
-                settings.kafka,
-                prefix + MESSAGES_SUBMISSIONS_CHANGELOG,
-                view=submissions,
-                marker=RedisViewMarker(redis, namespace, "submissions"),
-                check_every_s=settings.changelog_check_every_s,
-            )
+
+        ticket_log = await changelog(MESSAGES_TICKETS_CHANGELOG, tickets, "tickets")
+        submission_log = await changelog(MESSAGES_SUBMISSIONS_CHANGELOG, submissions, "submissions")
+        conversations = RedisConversations(redis, namespace)
+        conversation_log = await changelog(
+            MESSAGES_CONVERSATIONS_CHANGELOG, conversations, "conversations"
         )
         ml = HttpMlApi(
             session,
@@ -146,6 +153,8 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> Async
             mirror=RedisMirror(redis, namespace),
             tickets=tickets,
             ticket_log=ticket_log,
+            conversations=conversations,
+            conversation_log=conversation_log,
             publisher=publisher,
             events_topic=prefix + PEEPERS_MESSAGES,
         )
@@ -158,7 +167,7 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> Async
                 return await rebuild_messages(
                     epoch,
                     deps,
-                    (ticket_log, submission_log),
+                    (ticket_log, submission_log, conversation_log),
                     sellers,
                     checkpoints,
                     backfill_options(settings, run_id=epoch),
@@ -181,7 +190,7 @@ async def open_wiring(settings: Settings, *, watch_cache: bool = False) -> Async
             processor=RecordProcessor(
                 consumer=CONSUMER, publisher=publisher, policy=settings.retry.policy()
             ),
-            changelogs=(ticket_log, submission_log),
+            changelogs=(ticket_log, submission_log, conversation_log),
             ping=ping,
         )
 
@@ -247,14 +256,17 @@ class Runtime(ConsumerRuntime):
         return (await on_order_event(record.value, self.wiring.deps)).value
 
     async def handle_seller(self, record: InboundRecord) -> str:
-        if event_type_of(record.value) not in _BACKFILL_TRIGGERS:
+        kind = event_type_of(record.value)
+        if kind not in _BACKFILL_TRIGGERS:
             return "ignored"
         event = SELLER_EVENT.validate_json(record.value)
+        # Back after a disconnection: claims may have closed meanwhile (backfill.py).
+        reconnected = kind == "seller.reconnected"
         state = await backfill(
             event.seller_id,
             self.wiring.deps,
             self.wiring.checkpoints,
-            backfill_options(self.settings, run_id=str(event.event_id)),
+            backfill_options(self.settings, run_id=str(event.event_id), every_claim=reconnected),
         )
         log.info("backfill of seller %d: %s", event.seller_id, state.counts)
         return "backfilled"

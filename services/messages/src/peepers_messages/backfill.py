@@ -1,5 +1,11 @@
 """Backfill on ``seller.connected``: unanswered questions, open claims, conversations.
 
+A rebuild of a lost mirror and a ``seller.reconnected`` search claims of every status
+(``every_claim``): the mirror held the closed ones too (a rebuild that searched open
+claims only left every claim closed before the loss unmirrored), and a claim closed
+while the seller was away is still open in it. A first connection mirrors the open ones,
+what the seller must act on: years of closed claims would each open a closed ticket.
+
 ML's question search stops at 1,000 results (``offset + limit``; FACTS.md 5.1): a seller
 with more unanswered questions is searched item by item (the items from the scan search,
 each item's questions a search of its own). Claims are paged while ``offset + limit``
@@ -20,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Final, Literal
@@ -32,12 +38,14 @@ from peepers_common.ml.models import ORDER_STATUSES, MlClaim, MlQuestion
 from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
+from peepers_messages.adapters.redis_views import ConversationRecord
 from peepers_messages.domain import UNANSWERED, claim_snapshot
 from peepers_messages.handlers import (
     Messages,
     Outcome,
     apply_claim,
     apply_questions,
+    index_conversation,
     sync_conversation,
 )
 
@@ -45,7 +53,7 @@ log = logging.getLogger(__name__)
 
 QUESTION_SEARCH_CAP: Final = 1000
 CLAIM_SEARCH_CAP: Final = 10_000
-CLAIM_PAGE: Final = 50
+CLAIM_PAGE: Final = 100  # ML's largest (FACTS.md 5.3)
 # Questions written in one transaction (and read in one pipeline).
 APPLY_BATCH: Final = 200
 Phase = Literal["questions", "item_questions", "claims", "conversations", "done"]
@@ -64,6 +72,10 @@ class BackfillState:
     # The conversations phase's window start (ISO), fixed when it starts so a resumed run
     # pages the same search.
     orders_since: str | None = None
+    # Where the conversations phase finds the packs ("orders" or "index"), fixed when it
+    # starts: its offset counts orders or indexed packs.
+    conversations_from: str | None = None
+    total_packs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -74,6 +86,10 @@ class BackfillOptions:
     item_concurrency: int = 8
     conversation_days: int | None = None
     restart: bool = False
+    # Claims of every status, not only the open ones (a rebuild, a reconnection).
+    every_claim: bool = False
+    # Conversations from the index for a seller scanned whole once (a rebuild).
+    from_index: bool = False
 
 
 class RedisBackfillCheckpoints:
@@ -103,7 +119,7 @@ async def backfill(
     options: BackfillOptions,
     progress: Progress = lambda _state: None,
 ) -> BackfillState:
-    """Mirror the seller's unanswered questions and open claims (resuming a crashed run)."""
+    """Mirror the seller's unanswered questions, claims and conversations (resumable)."""
     state = await checkpoints.load(seller_id)
     if state is None or options.restart or state.run_id != options.run_id:
         state = BackfillState(seller_id=seller_id, run_id=options.run_id)
@@ -132,7 +148,7 @@ async def _run(
         if state.phase == "item_questions":
             await _item_questions(state, deps, checkpoints, options, progress)
         if state.phase == "claims":
-            await _claims(state, deps, checkpoints, progress)
+            await _claims(state, deps, checkpoints, options, progress)
         if state.phase == "conversations":
             await _conversations(state, deps, checkpoints, options, progress)
     finally:
@@ -151,6 +167,27 @@ async def _save(
 ) -> None:
     await checkpoints.save(state)
     progress(state)
+
+
+async def _paged(
+    state: BackfillState,
+    count: int,
+    total: int,
+    then: Phase,
+    checkpoints: RedisBackfillCheckpoints,
+    progress: Progress,
+) -> bool:
+    """A page of ``count`` done: the offset moves on; the checkpoint is saved.
+
+    An empty page, or one that reaches ``total``, ends the phase: the next is ``then``.
+    Returns whether it ended.
+    """
+    state.offset += count
+    done = count == 0 or state.offset >= total
+    if done:
+        state.phase, state.offset = then, 0
+    await _save(state, checkpoints, progress)
+    return done
 
 
 async def _apply_questions(
@@ -181,12 +218,7 @@ async def _questions(
             await _save(state, checkpoints, progress)
             return
         await _apply_questions(page.questions, state, deps)
-        state.offset += len(page.questions)
-        done = not page.questions or state.offset >= page.total
-        if done:
-            state.phase, state.offset = "claims", 0
-        await _save(state, checkpoints, progress)
-        if done:
+        if await _paged(state, len(page.questions), page.total, "claims", checkpoints, progress):
             return
 
 
@@ -244,23 +276,21 @@ async def _claims(
     state: BackfillState,
     deps: Messages,
     checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
     progress: Progress,
 ) -> None:
+    status = None if options.every_claim else "opened"
     while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
         page = await deps.ml.search_claims(
-            seller_id=state.seller_id, status="opened", offset=state.offset, limit=CLAIM_PAGE
+            seller_id=state.seller_id, status=status, offset=state.offset, limit=CLAIM_PAGE
         )
         state.total_claims = page.paging.total
         await asyncio.gather(*(_apply_claim(claim, state, deps) for claim in page.data))
-        state.offset += len(page.data)
-        done = not page.data or state.offset >= page.paging.total
-        if done:
-            state.phase, state.offset = "conversations", 0
-        await _save(state, checkpoints, progress)
-        if done:
+        total = page.paging.total
+        if await _paged(state, len(page.data), total, "conversations", checkpoints, progress):
             return
     log.warning(
-        "seller %d has more open claims than ML's search pages (%d): the rest come by webhook",
+        "seller %d has more claims than ML's search pages (%d): the rest come by webhook",
         state.seller_id,
         CLAIM_SEARCH_CAP,
     )
@@ -284,9 +314,11 @@ async def _conversations(
     options: BackfillOptions,
     progress: Progress,
 ) -> None:
-    if state.orders_since is None and options.conversation_days is not None:
-        state.orders_since = (deps.now() - timedelta(days=options.conversation_days)).isoformat()
-    since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
+    if state.conversations_from is None:
+        # A checkpoint of a run from before the index, midway, counts orders.
+        indexed = options.from_index and state.offset == 0
+        indexed = indexed and await deps.conversations.scanned(state.seller_id)
+        state.conversations_from = "index" if indexed else "orders"
     gate = asyncio.Semaphore(options.item_concurrency)
 
     async def one(pack_id: int) -> None:
@@ -297,6 +329,42 @@ async def _conversations(
                 return  # not a pack of this seller's any more
         _count(state, "conversation", outcome)
 
+    if state.conversations_from == "index":
+        await _indexed_conversations(state, deps, checkpoints, options, progress, one)
+    else:
+        await _orders_conversations(state, deps, checkpoints, options, progress, one)
+
+
+async def _indexed_conversations(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+    one: Callable[[int], Awaitable[None]],
+) -> None:
+    """The packs the conversations index holds: one pack page each, no empty pack read."""
+    packs = await deps.conversations.packs(state.seller_id)
+    state.total_packs = len(packs)
+    while True:
+        page = packs[state.offset : state.offset + options.page_size]
+        await asyncio.gather(*(one(pack_id) for pack_id in page))
+        if await _paged(state, len(page), len(packs), "done", checkpoints, progress):
+            return
+
+
+async def _orders_conversations(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    options: BackfillOptions,
+    progress: Progress,
+    one: Callable[[int], Awaitable[None]],
+) -> None:
+    """Every pack of the seller's orders (of the window): ML lists no conversations."""
+    if state.orders_since is None and options.conversation_days is not None:
+        state.orders_since = (deps.now() - timedelta(days=options.conversation_days)).isoformat()
+    since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
     while True:
         # Oldest first: orders made meanwhile land after the offset, not before it.
         page = await deps.ml.search_orders(
@@ -310,10 +378,8 @@ async def _conversations(
         state.total_orders = page.paging.total
         packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
         await asyncio.gather(*(one(pack_id) for pack_id in packs))
-        state.offset += len(page.results)
-        done = not page.results or state.offset >= page.paging.total
-        if done:
-            state.phase = "done"
-        await _save(state, checkpoints, progress)
-        if done:
+        if await _paged(state, len(page.results), page.paging.total, "done", checkpoints, progress):
+            if since is None:
+                # Every order's pack read: the index holds each conversation from now on.
+                await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
             return

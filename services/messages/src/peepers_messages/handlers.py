@@ -61,7 +61,12 @@ from peepers_common.notifications import Notification
 from peepers_common.rebuild import STEADY_CACHE, CacheEpoch
 from peepers_messages import metrics
 from peepers_messages.adapters.redis_mirror import QuestionWrite, RedisMirror
-from peepers_messages.adapters.redis_views import RedisTickets, TicketRecord
+from peepers_messages.adapters.redis_views import (
+    ConversationRecord,
+    RedisConversations,
+    RedisTickets,
+    TicketRecord,
+)
 from peepers_messages.domain import (
     InvalidNotification,
     NotFound,
@@ -117,6 +122,9 @@ class Messages:
     mirror: RedisMirror
     tickets: RedisTickets
     ticket_log: Changelog
+    # The packs holding a conversation, per seller (Peepers-owned, restored after a loss).
+    conversations: RedisConversations
+    conversation_log: Changelog
     publisher: EventPublisher
     events_topic: str
     clock: Callable[[], float] = time.time
@@ -360,6 +368,7 @@ async def sync_conversation(
         messages.append(also)
     if not messages:
         return Outcome.UNCHANGED
+    await index_conversation(ConversationRecord(seller_id=seller_id, pack_id=pack_id), deps)
     views = [message_view(m, pack_id) for m in messages]
     first = views[0]
     head = ConversationView(
@@ -375,6 +384,21 @@ async def sync_conversation(
         if outcome in outcomes:
             return outcome
     return Outcome.UNCHANGED
+
+
+async def index_conversation(record: ConversationRecord, deps: Messages) -> None:
+    """Note a pack holding a conversation (or a seller scanned whole) in the index.
+
+    Changelog first, then the view, as tickets: a conversation in the mirror is in the
+    changelog, so a rebuild after a loss reads it again (`backfill`). Noted once: a pack
+    the view holds already costs one Redis read.
+    """
+    if record.pack_id is not None and await deps.conversations.holds(
+        record.seller_id, record.pack_id
+    ):
+        return
+    await deps.conversation_log.write(record.key, record.model_dump_json().encode())
+    await deps.conversations.put([record])
 
 
 async def apply_message(head: ConversationView, view: MessageView, deps: Messages) -> Outcome:

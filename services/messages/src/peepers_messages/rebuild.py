@@ -6,7 +6,8 @@
    changelogs (`Changelog.verify` restores a view whose marker is gone).
 2. **Resync the mirror from ML**: the backfill of every connected seller, the same as on
    ``seller.connected``, with the run id ``rebuild-<epoch>`` (a retried or taken-over
-   rebuild resumes each seller from its checkpoint). Questions and claims it meets are
+   rebuild resumes each seller from its checkpoint), searching claims of every status
+   (the mirror held the closed ones too). Questions and claims it meets are
    announced as ``question.snapshot`` / ``claim.snapshot``: whether they were announced
    before cannot be proven. The limiter's budget was lost with Redis while ML's count
    was not: the limiter itself holds every request back for that window
@@ -65,7 +66,9 @@ async def rebuild_messages(
     log.warning("rebuilding the messages mirror (epoch %s): %d sellers", epoch, len(sellers))
 
     async def resync() -> None:
-        run = replace(options, run_id=f"rebuild-{epoch}")
+        # Every claim: the lost mirror held the closed ones too. Conversations: the packs
+        # the index holds (restored above), not every order's.
+        run = replace(options, run_id=f"rebuild-{epoch}", every_claim=True, from_index=True)
         for seller_id in sellers:
             try:
                 state = await backfill(seller_id, deps, checkpoints, run)

@@ -1,4 +1,8 @@
 from peepers_messages.adapters.redis_mirror import RedisMirror
-from peepers_messages.adapters.redis_views import RedisSubmissions, RedisTickets
+from peepers_messages.adapters.redis_views import (
+    RedisConversations,
+    RedisSubmissions,
+    RedisTickets,
+)
 
-__all__ = ["RedisMirror", "RedisSubmissions", "RedisTickets"]
+__all__ = ["RedisConversations", "RedisMirror", "RedisSubmissions", "RedisTickets"]

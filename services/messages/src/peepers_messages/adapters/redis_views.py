@@ -208,3 +208,63 @@ class RedisSubmissions:
             current = await self._redis.hget(self._key(submission.id), "data")
             if current == submission.model_dump_json().encode():
                 await self._redis.delete(self._key(submission.id))
+
+
+class ConversationRecord(BaseModel):
+    """A record of the conversations index: a pack holding a conversation, or a scan.
+
+    ``pack_id`` None says every conversation of the seller was indexed by a scan of all
+    their orders: from then on the index alone says which packs a rebuild reads again.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    seller_id: int
+    pack_id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"scanned:{self.seller_id}" if self.pack_id is None else f"pack:{self.pack_id}"
+
+
+class RedisConversations:
+    """The conversations index's view: ``conversations:{s}:packs`` (set), ``:scanned``."""
+
+    def __init__(self, redis: aioredis.Redis, namespace: Namespace) -> None:
+        self._redis = redis
+        self._ns = namespace
+
+    async def apply(self, entries: Sequence[ChangelogEntry]) -> None:
+        records = [ConversationRecord.model_validate_json(e.value) for e in entries if e.value]
+        if records:
+            await self.put(records)
+
+    async def put(self, records: Sequence[ConversationRecord]) -> None:
+        """Add ``records`` (sets only grow: applying one again or out of order is harmless)."""
+        with redis_errors("writing the conversations index"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for record in records:
+                    if record.pack_id is None:
+                        pipe.set(self._ns.key("conversations", record.seller_id, "scanned"), 1)
+                    else:
+                        key = self._ns.key("conversations", record.seller_id, "packs")
+                        pipe.sadd(key, record.pack_id)
+                await pipe.execute()
+
+    async def holds(self, seller_id: int, pack_id: int) -> bool:
+        key = self._ns.key("conversations", seller_id, "packs")
+        with redis_errors("reading the conversations index"):
+            return bool(await self._redis.sismember(key, str(pack_id)))
+
+    async def scanned(self, seller_id: int) -> bool:
+        with redis_errors("reading the conversations index"):
+            return bool(
+                await self._redis.exists(self._ns.key("conversations", seller_id, "scanned"))
+            )
+
+    async def packs(self, seller_id: int) -> list[int]:
+        """The seller's indexed packs, in id order."""
+        key = self._ns.key("conversations", seller_id, "packs")
+        with redis_errors("reading the conversations index"):
+            members = cast(set[bytes], await self._redis.smembers(key))
+        return sorted(int(m) for m in members)
