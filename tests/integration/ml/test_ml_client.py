@@ -226,6 +226,24 @@ class TestResilience:
                 await api.get_me(seller_id=seller)
         assert time.monotonic() - start < 2.0
 
+    async def test_a_permit_granted_after_the_budget_ran_out_is_spent_on_its_request(
+        self, sandbox: Sandbox
+    ) -> None:
+        # One request per 2 s window: the second call waits about 3 s for its permit, past
+        # its 1 s budget (as every call does for a window after a lost budget). Failing
+        # then would waste the permit ML counts and fail the record for another one.
+        seller, _ = _sellers(sandbox)
+        limit = MlLimit(amount=1, per_s=2)
+        async with ml_client(sandbox, [seller], call_budget_s=1.0, app_limit=limit) as (
+            api,
+            _tokens,
+        ):
+            await api.get_me(seller_id=seller)
+            start = time.monotonic()
+            me = await api.get_me(seller_id=seller)
+        assert me.id == seller
+        assert time.monotonic() - start > 2.0  # it did wait past its budget, then went out
+
     async def test_slow_answers_time_out_typed_instead_of_hanging(self, sandbox: Sandbox) -> None:
         seller, _ = _sellers(sandbox)
         await sandbox.admin.set_faults(latency_ms=800)

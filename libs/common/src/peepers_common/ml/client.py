@@ -392,10 +392,12 @@ class HttpMlApi:
         # The slot first, then the permit, then the request at once (the class's doc).
         async with self._slot(deadline, path):
             _limiter_wait(family).inc(await self._limiter.acquire(family, seller_id))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                msg = f"the call's budget ran out waiting for the rate limiter ({path})"
-                raise MlUnavailable(msg, path=path)
+            # A permit held is a request ML will count: it is spent on the request, which
+            # gets at least its read timeout even when the wait used up the call's budget
+            # (a lost budget holds every permit for a full window, longer than the
+            # budget). Failing here wasted the permit and failed the record for a retry
+            # that took another. The budget still ends the call's retries.
+            remaining = max(deadline - time.monotonic(), self._settings.read_timeout_s)
             start = time.monotonic()
             try:
                 async with self._session.request(
