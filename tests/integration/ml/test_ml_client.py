@@ -244,6 +244,24 @@ class TestResilience:
         assert me.id == seller
         assert time.monotonic() - start > 2.0  # it did wait past its budget, then went out
 
+    async def test_no_retry_goes_out_after_the_calls_budget_ran_out(self, sandbox: Sandbox) -> None:
+        # The second call's permit comes ~3 s in, past its 1 s budget: its one request is
+        # sent and answered 5xx, and the call ends there instead of retrying for another
+        # second of tenacity's own clock (which starts at the first failure).
+        seller, _ = _sellers(sandbox)
+        limit = MlLimit(amount=1, per_s=2)
+        async with ml_client(sandbox, [seller], call_budget_s=1.0, app_limit=limit) as (
+            api,
+            _tokens,
+        ):
+            await api.get_me(seller_id=seller)
+            await sandbox.admin.reset_rate_limit_counters()
+            await sandbox.admin.set_faults(error_rate=1.0)
+            with pytest.raises(MlUnavailable):
+                await api.get_me(seller_id=seller)
+        sent = sum(c["total"] for c in await sandbox.admin.rate_limit_counters())
+        assert sent == 1
+
     async def test_slow_answers_time_out_typed_instead_of_hanging(self, sandbox: Sandbox) -> None:
         seller, _ = _sellers(sandbox)
         await sandbox.admin.set_faults(latency_ms=800)

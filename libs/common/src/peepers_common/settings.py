@@ -44,7 +44,8 @@ class MlApiSettings(BaseModel):
     client_secret: SecretStr = SecretStr("")
     connect_timeout_s: float = Field(default=3.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0)
-    # Total time one call may take, retries and waits for our own limiter included.
+    # Total time one call may take, retries and waits for our own limiter included; a
+    # permit granted at its end still sends its request (at most read_timeout_s more).
     call_budget_s: float = Field(default=60.0, gt=0)
     backoff_initial_s: float = Field(default=1.0, gt=0)
     backoff_max_s: float = Field(default=16.0, gt=0)

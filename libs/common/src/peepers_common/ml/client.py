@@ -27,7 +27,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
-    stop_before_delay,
     wait_exponential_jitter,
 )
 
@@ -344,7 +343,9 @@ class HttpMlApi:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type((MlRateLimited, MlUnavailable)),
             wait=self._wait,
-            stop=stop_before_delay(self._settings.call_budget_s),
+            # The call's own deadline, not tenacity's clock (which starts at the first
+            # failure, after the first attempt's waits): no retry sleeps past it.
+            stop=lambda state: time.monotonic() + (state.upcoming_sleep or 0.0) >= deadline,
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -389,6 +390,9 @@ class HttpMlApi:
         json: Any,
         headers: Mapping[str, str] | None,
     ) -> bytes:
+        if time.monotonic() >= deadline:  # a 401's refresh, or a retry, used it up
+            msg = f"the call's budget ran out ({path})"
+            raise MlUnavailable(msg, path=path)
         # The slot first, then the permit, then the request at once (the class's doc).
         async with self._slot(deadline, path):
             _limiter_wait(family).inc(await self._limiter.acquire(family, seller_id))
