@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from peepers_auth.adapters.ml_oauth import HttpMlOAuth
 from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.errors import TokenUnavailable
 from peepers_common.ml import OutboundLimiter, ml_session
 from peepers_common.namespaces import connect_redis
 from peepers_common.settings import MlApiSettings, MlLimit
@@ -48,16 +49,18 @@ async def test_the_token_endpoint_and_users_me_wait_for_a_permit() -> None:
         try:
             async with ml_session(settings) as session:
                 limiter = OutboundLimiter(redis, settings, scope=unique("auth"))
-                oauth = HttpMlOAuth(session, settings, limiter)
+                # As auth builds it: a refresh waits for its permit within its lock only.
+                oauth = HttpMlOAuth(session, settings, limiter, refresh_permit_wait_s=0.5)
                 minted = await sb.admin.mint_token(seller)
                 tokens = await oauth.refresh(minted["refresh_token"], seller_id=seller)
                 access = tokens.access_token.get_secret_value()
                 assert (await oauth.me(access)).id == seller
-                # The budget of 2 is spent: both wait for the window instead of going out.
+                # The budget of 2 is spent: both wait for the window instead of going out,
+                # and the refresh gives up unspent once its lock would have lapsed.
                 assert tokens.refresh_token is not None
                 refresh_token = tokens.refresh_token.get_secret_value()
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(oauth.refresh(refresh_token, seller_id=seller), 1.0)
+                with pytest.raises(TokenUnavailable, match="left unspent"):
+                    await asyncio.wait_for(oauth.refresh(refresh_token, seller_id=seller), 5.0)
                 with pytest.raises(TimeoutError):
                     await asyncio.wait_for(oauth.me(access), 1.0)
                 await limiter.aclose()

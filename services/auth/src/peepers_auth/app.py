@@ -124,7 +124,9 @@ async def _dependencies_ctx(app: web.Application) -> AsyncIterator[None]:
             # The app's shared outbound budget, as every service's ML client takes it.
             limiter = OutboundLimiter(budget, settings.ml, scope=o.namespace.scope)
             stack.push_async_callback(limiter.aclose)
-            ml = HttpMlOAuth(session, settings.ml, limiter)
+            ml = HttpMlOAuth(
+                session, settings.ml, limiter, refresh_permit_wait_s=settings.refresh_permit_wait_s
+            )
         publisher = o.publisher
         if publisher is None:
             publisher = await stack.enter_async_context(AIOKafkaEventPublisher(settings.kafka))

@@ -84,6 +84,17 @@ class Settings(BaseSettings):
     # peepers_auth_sellers_reauth_required, which PeepersAuthSellersNeedReauth watches).
     status_count_every_s: float = Field(default=60.0, gt=0)
 
+    @property
+    def refresh_permit_wait_s(self) -> float:
+        """How long a refresh may wait for its outbound permit, inside its lock.
+
+        What the lock's ttl leaves after the request's own timeouts, less a second: a
+        permit that came later would spend the refresh token after the lock lapsed,
+        while another replica holding it by then spends the same one.
+        """
+        spare = self.refresh_lock_ttl_s - self.ml.connect_timeout_s - self.ml.read_timeout_s
+        return max(spare - 1.0, 0.0)
+
     @model_validator(mode="after")
     def _lock_outlives_a_refresh(self) -> Settings:
         if self.refresh_lock_ttl_s <= self.ml.read_timeout_s + self.ml.connect_timeout_s:

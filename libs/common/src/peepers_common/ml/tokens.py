@@ -67,10 +67,20 @@ class MlOAuthClient:
         session: aiohttp.ClientSession,
         settings: MlApiSettings,
         limiter: OutboundLimiter | None = None,
+        *,
+        refresh_permit_wait_s: float | None = None,
     ) -> None:
+        """``refresh_permit_wait_s`` bounds a refresh's wait for its permit (None: none).
+
+        A refresh runs under a lock that lapses (auth's `refresh_lock_ttl_s`); a permit
+        that came after it would spend the refresh token while another replica, holding
+        the lock by then, spends it too. Past the bound the refresh fails unspent
+        (`TokenUnavailable`), and a later ask refreshes.
+        """
         self._session = session
         self._settings = settings
         self._limiter = limiter
+        self._refresh_permit_wait_s = refresh_permit_wait_s
 
     async def exchange_code(
         self, code: str, *, redirect_uri: str, code_verifier: str | None
@@ -78,17 +88,27 @@ class MlOAuthClient:
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         if code_verifier is not None:
             form["code_verifier"] = code_verifier
+        if self._limiter is not None:
+            await self._limiter.acquire(OAUTH_FAMILY, None)
         return await self._token(form, seller_id=0)
 
     async def refresh(self, refresh_token: str, *, seller_id: int) -> TokenSet:
+        if self._limiter is not None:
+            try:
+                async with asyncio.timeout(self._refresh_permit_wait_s):
+                    await self._limiter.acquire(OAUTH_FAMILY, seller_id)
+            except TimeoutError:
+                msg = (
+                    f"no permit of the outbound budget within {self._refresh_permit_wait_s} s: "
+                    "the refresh token is left unspent for a later refresh"
+                )
+                raise TokenUnavailable(msg, seller_id=seller_id) from None
         return await self._token(
             {"grant_type": "refresh_token", "refresh_token": refresh_token}, seller_id=seller_id
         )
 
     async def _token(self, form: dict[str, str], *, seller_id: int) -> TokenSet:
-        """``seller_id`` 0: a code exchange, for a seller not known yet."""
-        if self._limiter is not None:
-            await self._limiter.acquire(OAUTH_FAMILY, seller_id or None)
+        """``seller_id`` 0: a code exchange, for a seller not known yet (its permit taken)."""
         form = {
             **form,
             "client_id": str(self._settings.app_id),

@@ -20,11 +20,19 @@ from peepers_common.settings import MlApiSettings
 
 class HttpMlOAuth:
     def __init__(
-        self, session: aiohttp.ClientSession, settings: MlApiSettings, limiter: OutboundLimiter
+        self,
+        session: aiohttp.ClientSession,
+        settings: MlApiSettings,
+        limiter: OutboundLimiter,
+        *,
+        refresh_permit_wait_s: float | None = None,
     ) -> None:
+        """``refresh_permit_wait_s``: see `MlOAuthClient` (auth: inside its refresh lock)."""
         self._session = session
         self._limiter = limiter
-        self._oauth = MlOAuthClient(session, settings, limiter)
+        self._oauth = MlOAuthClient(
+            session, settings, limiter, refresh_permit_wait_s=refresh_permit_wait_s
+        )
         self._me_url = settings.base_url.rstrip("/") + "/users/me"
 
     async def exchange_code(self, *, code: str, verifier: str, redirect_uri: str) -> TokenSet:
