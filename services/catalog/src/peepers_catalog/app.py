@@ -79,7 +79,8 @@ async def open_wiring(settings: Settings, *, worker: bool = True) -> AsyncIterat
     The wiring's `CacheGuard` (not started: the worker starts it) rebuilds the cache after
     a loss, and the drift audit runs beside it. A shell's (``worker=False``) guard only
     observes: its syncs announce snapshots while the worker rebuilds, and it audits nothing.
-    So does the guard of an ``items`` worker: the ``sync`` role rebuilds (docs/catalog.md).
+    The guard of an ``items`` worker observes too (it still audits): the ``sync`` role
+    rebuilds (docs/catalog.md).
     """
     async with AsyncExitStack() as stack:
         redis = connect_redis(settings.redis)

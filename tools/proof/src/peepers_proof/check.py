@@ -9,7 +9,8 @@ the activity is then turned on again at its rate. What still differs is printed,
 five lines per check.
 
 Exit status: 0 when Peepers equals the sandbox, 1 when something differs, 2 when there is
-no run to compare (nothing answers on the sandbox's port, or no run's scope is recorded).
+no run to compare (nothing answers on the sandbox's port, or no run's scope is recorded)
+or the comparison could not finish (Redis or the sandbox failed under it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from typing import Final
 
 import aiohttp
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from peepers_common.errors import CacheUnavailable
 from peepers_common.namespaces import connect_redis
 from peepers_common.settings import StackSettings
 from peepers_devstack.plan import Ports
@@ -50,7 +53,7 @@ class Options:
 
 
 class NoRun(Exception):
-    """Nothing to compare: no make run answers, or none recorded its scope."""
+    """Nothing to compare (no make run answers, none recorded its scope), or no way to."""
 
 
 def _say(line: str) -> None:
@@ -89,8 +92,6 @@ async def check(options: Options) -> int:
         msg = f"no make run recorded its scope in {work_dir}: start one with make run"
         raise NoRun(msg)
     url = options.sandbox_url or f"http://127.0.0.1:{Ports.from_base(options.port_base).sandbox}"
-    # Redis's default user (the stack's, for operations): it reads every service's keys.
-    redis = connect_redis(StackSettings().redis)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         admin = SandboxAdmin(url, session)
         try:
@@ -102,14 +103,19 @@ async def check(options: Options) -> int:
         if activity["running"]:
             await admin.stop_activity()
             _say("sandbox activity paused while Peepers catches up")
+        # Redis's default user (the stack's, for operations): it reads every service's keys.
+        redis = connect_redis(StackSettings().redis)
         try:
             started = time.monotonic()
             checks = await compare(admin, redis, scope, options)
+        except (aiohttp.ClientError, SandboxAdminError, CacheUnavailable, RedisError) as exc:
+            msg = f"the comparison could not finish: {exc}"
+            raise NoRun(msg) from exc
         finally:
+            await redis.aclose()
             if activity["running"]:
                 await admin.start_activity(float(activity["rate"]), activity["mix"])
                 _say(f"sandbox activity on again: {activity['rate']:g} changes/s")
-            await redis.aclose()
     for one in checks:
         _say(one.line())
     held = all(one.ok for one in checks)

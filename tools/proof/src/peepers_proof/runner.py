@@ -248,12 +248,10 @@ class Runner:
     async def _states(
         self, stack: Stack, sellers: Sequence[int] | None = None
     ) -> list[dict[str, Any]]:
-        states = []
-        for seller in self.plan.sellers if sellers is None else sellers:
-            async with stack.session.get(f"{self.plan.state_url}/state/{seller}") as response:
-                response.raise_for_status()
-                states.append(await response.json())
-        return states
+        return [
+            await stack.admin.seller_state(seller)
+            for seller in (self.plan.sellers if sellers is None else sellers)
+        ]
 
     async def _mirror_checks(
         self, stack: Stack, sellers: Sequence[int] | None = None

@@ -2,12 +2,10 @@
 
 ``python -m peepers_proof.sandbox_host --config sandbox.json --state-port P``.
 
-The sandbox is the truth the checks compare Peepers against. Its public API would make
-the checks call ML as a seller does (paged searches that hide cancelled orders, ...),
-so this process serves beside it, on a second port, what the sandbox holds:
+The sandbox is the truth the checks compare Peepers against; what it holds for a seller
+comes from its admin API (``GET /_admin/sellers/{id}/state``). This process serves
+beside it, on a second port, what that API has no route for:
 
-- ``GET /state/{seller_id}``: the seller's items (as the owner sees them), orders with
-  their shipments, questions, conversations (message ids, unread count) and claims;
 - ``GET /acked``: the ids of the notifications whose delivery ingest acknowledged (200
   within the deadline), from the notifier's attempt log;
 - ``POST /expire-tokens``: expire every access token now (ML's 6-hour expiry for every
@@ -30,15 +28,9 @@ from aiohttp import web
 
 from peepers_sandbox.app import run_sandbox
 from peepers_sandbox.config import SandboxConfig
-from peepers_sandbox.snapshot import seller_state
 from peepers_sandbox.state import SandboxState
 
 state_key = web.AppKey("state_key", SandboxState)
-
-
-async def _state(request: web.Request) -> web.Response:
-    seller_id = int(request.match_info["seller_id"])
-    return web.json_response(seller_state(request.app[state_key].market, seller_id))
 
 
 async def _acked(request: web.Request) -> web.Response:
@@ -56,7 +48,6 @@ async def _expire_tokens(request: web.Request) -> web.Response:
 def state_app(state: SandboxState) -> web.Application:
     app = web.Application()
     app[state_key] = state
-    app.router.add_get("/state/{seller_id}", _state)
     app.router.add_get("/acked", _acked)
     app.router.add_post("/expire-tokens", _expire_tokens)
     return app
