@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings
 from peepers_auth.settings import Settings as AuthSettings
 from peepers_auth.web.settings import WebSettings
 from peepers_catalog.settings import Settings as CatalogSettings
+from peepers_common.ml import OutboundLimiter
+from peepers_common.ml.leases import MemoryLeaseBudget
 from peepers_devstack.__main__ import parse_options
 from peepers_devstack.metrics import Scrape, percentiles
 from peepers_devstack.plan import SYNC_NICE, Plan, Ports, Secrets, run_id_offset
@@ -202,9 +204,10 @@ def test_every_service_that_reaches_ml_shares_one_outbound_budget(
                 env.setenv(name, value)
             settings = SETTINGS[spec.name]()
         ml = settings.ml  # type: ignore[attr-defined]
-        # As the services name it: ML__LIMITER_SCOPE, else the consumers' REDIS_SCOPE.
-        scope = ml.limiter_scope or getattr(settings, "redis_scope", None) or "ml"
-        budgets[spec.name] = (ml.app_id, ml.app_limit.model_dump_json(), scope)
+        # As the services' limiters resolve it, their own Redis scope the fallback.
+        own = getattr(settings, "redis_scope", None)
+        limiter = OutboundLimiter(None, ml, scope=own, budget=MemoryLeaseBudget())  # type: ignore[arg-type]
+        budgets[spec.name] = (ml.app_id, ml.app_limit.model_dump_json(), limiter.scope)
     assert set(budgets) == set(SETTINGS)
     assert len(set(budgets.values())) == 1, budgets
     assert next(iter(budgets.values()))[2] == "run-x"

@@ -195,6 +195,11 @@ class OutboundLimiter:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
+    def scope(self) -> str:
+        """The shared budget's scope, as resolved from the settings and the service's own."""
+        return self._scope
+
+    @property
     def _app(self) -> str:
         return f"{KEY_PREFIX}:{self._scope}:{self._settings.app_id}"
 
