@@ -186,6 +186,21 @@ class TestBackfill:
         assert (state.phase, state.conversations_from) == ("done", "orders")
         assert "search_orders" in {m for m, _ in ml.made}
 
+    async def test_a_run_resumed_from_before_the_index_does_not_mark_the_seller_scanned(
+        self, redis: aioredis.Redis
+    ) -> None:
+        # The orders before its offset were read by code that indexed nothing.
+        ml = marketplace(questions=0, items=1, claims=0)
+        deps, checkpoints = wired(ml, redis)
+        old = BackfillState(seller_id=SELLER, run_id="r", phase="conversations", offset=50)
+        await checkpoints.save(old)
+        state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r"))
+        assert (state.phase, state.conversations_from) == ("done", "orders")
+        assert not await deps.conversations.scanned(SELLER)
+        # A run of its own from the first order does.
+        await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r2"))
+        assert await deps.conversations.scanned(SELLER)
+
     async def test_a_page_of_questions_costs_a_few_redis_round_trips_not_ten_each(
         self,
     ) -> None:

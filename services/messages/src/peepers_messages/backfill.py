@@ -75,6 +75,10 @@ class BackfillState:
     # Where the conversations phase finds the packs ("orders" or "index"), fixed when it
     # starts: its offset counts orders or indexed packs.
     conversations_from: str | None = None
+    # Whether this code read the orders from the first one: a run resumed from a checkpoint
+    # of before the index read the orders before its offset without indexing them, so it
+    # must not mark the seller scanned (a rebuild from the index would miss them).
+    orders_from_start: bool = False
     total_packs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -319,6 +323,7 @@ async def _conversations(
         indexed = options.from_index and state.offset == 0
         indexed = indexed and await deps.conversations.scanned(state.seller_id)
         state.conversations_from = "index" if indexed else "orders"
+        state.orders_from_start = state.offset == 0
     gate = asyncio.Semaphore(options.item_concurrency)
 
     async def one(pack_id: int) -> None:
@@ -379,7 +384,7 @@ async def _orders_conversations(
         packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
         await asyncio.gather(*(one(pack_id) for pack_id in packs))
         if await _paged(state, len(page.results), page.paging.total, "done", checkpoints, progress):
-            if since is None:
+            if since is None and state.orders_from_start:
                 # Every order's pack read: the index holds each conversation from now on.
                 await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
             return
