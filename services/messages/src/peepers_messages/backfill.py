@@ -82,6 +82,11 @@ class BackfillState:
     total_packs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def conversations_total(self) -> int:
+        """What the conversations phase's offset runs up to: indexed packs, or orders."""
+        return self.total_packs if self.conversations_from == "index" else self.total_orders
+
 
 @dataclass(frozen=True)
 class BackfillOptions:
