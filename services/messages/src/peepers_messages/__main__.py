@@ -71,7 +71,7 @@ async def _backfill(settings: Settings, seller_id: int, run_id: str) -> Backfill
         def show(state: BackfillState) -> None:
             applied = sum(n for k, n in state.counts.items() if k.startswith("questions_"))
             progress.update(questions, completed=applied, total=state.total_questions or None)
-            if state.phase in ("claims", "conversations", "done"):
+            if state.phase not in ("questions", "item_questions"):
                 done = sum(n for k, n in state.counts.items() if k.startswith("claims_"))
                 progress.update(claims, visible=True, completed=done, total=state.total_claims)
             if state.phase in ("conversations", "done"):
