@@ -324,9 +324,10 @@ async def _claims(
         if await _paged(state, len(page.data), page.paging.total, then, checkpoints, progress):
             return
     log.warning(
-        "seller %d has more %s claims than ML's search pages (%d): the newest come by webhook",
+        "seller %d has more claims (status %s) than ML's search pages (%d): the newest come"
+        " by webhook",
         state.seller_id,
-        status or "",
+        status or "any",
         CLAIM_SEARCH_CAP,
     )
     state.phase, state.offset = then, 0
