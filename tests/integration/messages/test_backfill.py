@@ -75,17 +75,29 @@ def marketplace(questions: int, items: int, claims: int, ml: FakeMlApi | None = 
             }
         )
     for c in range(claims):
-        ml.claims[5000000000 + c] = MlClaim.model_validate(
-            {
-                "id": 5000000000 + c,
-                "resource_id": 2000000000 + c,
-                "status": "opened",
-                "stage": "claim",
-                "players": [{"role": "respondent", "user_id": SELLER}],
-                "last_updated": T0.isoformat(),
-            }
-        )
+        add_claim(ml, 5000000000 + c, "opened")
     return ml
+
+
+def add_claim(ml: FakeMlApi, claim_id: int, status: str) -> None:
+    ml.claims[claim_id] = MlClaim.model_validate(
+        {
+            "id": claim_id,
+            "resource_id": claim_id - 3000000000,
+            "status": status,
+            "stage": "claim",
+            "players": [{"role": "respondent", "user_id": SELLER}],
+            "last_updated": T0.isoformat(),
+        }
+    )
+
+
+def closed_claims(ml: FakeMlApi, count: int) -> list[int]:
+    """``count`` claims closed long ago (ids below the open ones: older in ML's search)."""
+    ids = [4000000000 + c for c in range(count)]
+    for claim_id in ids:
+        add_claim(ml, claim_id, "closed")
+    return ids
 
 
 class RecordingMl(FakeMlApi):
@@ -185,6 +197,56 @@ class TestBackfill:
         assert state is not None
         assert (state.phase, state.conversations_from) == ("done", "orders")
         assert "search_orders" in {m for m, _ in ml.made}
+
+    async def test_a_run_resumed_from_before_the_index_does_not_mark_the_seller_scanned(
+        self, redis: aioredis.Redis
+    ) -> None:
+        # The orders before its offset were read by code that indexed nothing.
+        ml = marketplace(questions=0, items=1, claims=0)
+        deps, checkpoints = wired(ml, redis)
+        old = BackfillState(seller_id=SELLER, run_id="r", phase="conversations", offset=50)
+        await checkpoints.save(old)
+        state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r"))
+        assert (state.phase, state.conversations_from) == ("done", "orders")
+        assert not await deps.conversations.scanned(SELLER)
+        # A run of its own from the first order does.
+        await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r2"))
+        assert await deps.conversations.scanned(SELLER)
+
+    async def test_a_reconnection_rereads_the_open_claims_not_the_closed_history(
+        self, redis: aioredis.Redis
+    ) -> None:
+        ml = RecordingMl()
+        marketplace(questions=0, items=1, claims=3, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="first"))
+        away = 5000000000
+        ml.claims[away] = ml.claims[away].model_copy(update={"status": "closed"})
+        history = closed_claims(ml, 50)
+        ml.made.clear()
+        options = BackfillOptions(run_id="again", claims="reconnected")
+        await backfill(SELLER, deps, checkpoints, options)
+        held = await deps.mirror.claim(away)
+        assert held is not None
+        assert held.status == "closed"
+        assert [c for c in history if await deps.mirror.claim(c) is not None] == []
+        made = [m for m, _ in ml.made]
+        # The 2 still open from the search, the one closed meanwhile from its re-read.
+        assert (made.count("get_claim"), made.count("get_claim_detail")) == (3, 3)
+
+    async def test_a_rebuild_whose_claims_pass_the_search_cap_keeps_the_open_ones(
+        self, redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # ML pages claims oldest first: a cap on every status cuts the newest, the open ones.
+        monkeypatch.setattr("peepers_messages.backfill.CLAIM_SEARCH_CAP", 300)
+        ml = marketplace(questions=0, items=1, claims=5)
+        closed_claims(ml, 250)
+        deps, checkpoints = wired(ml, redis)
+        options = BackfillOptions(run_id="rebuild", claims="every")
+        await backfill(SELLER, deps, checkpoints, options)
+        for c in range(5):
+            assert await deps.mirror.claim(5000000000 + c) is not None
+        assert await deps.mirror.claim(4000000000) is not None  # the closed, up to the cap
 
     async def test_a_page_of_questions_costs_a_few_redis_round_trips_not_ten_each(
         self,

@@ -299,7 +299,7 @@ class TestClaimsAndTickets:
         # Closed while the seller was away: its notification never reached Peepers.
         await messages.sandbox.admin.event("claim_close", claim_id=claim_id)
         checkpoints = RedisBackfillCheckpoints(messages.redis, messages.namespace)
-        options = BackfillOptions(run_id="reconnected", every_claim=True)
+        options = BackfillOptions(run_id="reconnected", claims="reconnected")
         await backfill(messages.seller, messages.deps, checkpoints, options)
         claim = await messages.deps.mirror.claim(claim_id)
         ticket = await messages.deps.tickets.get(claim_id)

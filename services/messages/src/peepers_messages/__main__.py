@@ -66,17 +66,20 @@ async def _backfill(settings: Settings, seller_id: int, run_id: str) -> Backfill
     with Progress(*columns, transient=False) as progress:
         questions = progress.add_task("unanswered questions", total=None)
         claims = progress.add_task("open claims", total=None, visible=False)
-        orders = progress.add_task("orders' conversations", total=None, visible=False)
+        conversations = progress.add_task("conversations", total=None, visible=False)
 
         def show(state: BackfillState) -> None:
             applied = sum(n for k, n in state.counts.items() if k.startswith("questions_"))
             progress.update(questions, completed=applied, total=state.total_questions or None)
-            if state.phase in ("claims", "conversations", "done"):
+            if state.phase not in ("questions", "item_questions"):
                 done = sum(n for k, n in state.counts.items() if k.startswith("claims_"))
                 progress.update(claims, visible=True, completed=done, total=state.total_claims)
             if state.phase in ("conversations", "done"):
                 progress.update(
-                    orders, visible=True, completed=state.offset, total=state.total_orders
+                    conversations,
+                    visible=True,
+                    completed=state.offset,
+                    total=state.conversations_total,
                 )
 
         async with open_wiring(settings) as wiring:

@@ -57,7 +57,12 @@ from peepers_messages.adapters import (
     RedisTickets,
 )
 from peepers_messages.api import create_api, seller_stats
-from peepers_messages.backfill import BackfillOptions, RedisBackfillCheckpoints, backfill
+from peepers_messages.backfill import (
+    BackfillOptions,
+    ClaimScope,
+    RedisBackfillCheckpoints,
+    backfill,
+)
 from peepers_messages.handlers import Messages, on_claim, on_message, on_order_event, on_question
 from peepers_messages.rebuild import connected_sellers, rebuild_messages
 from peepers_messages.settings import Settings
@@ -261,12 +266,12 @@ class Runtime(ConsumerRuntime):
             return "ignored"
         event = SELLER_EVENT.validate_json(record.value)
         # Back after a disconnection: claims may have closed meanwhile (backfill.py).
-        reconnected = kind == "seller.reconnected"
+        claims: ClaimScope = "reconnected" if kind == "seller.reconnected" else "open"
         state = await backfill(
             event.seller_id,
             self.wiring.deps,
             self.wiring.checkpoints,
-            backfill_options(self.settings, run_id=str(event.event_id), every_claim=reconnected),
+            backfill_options(self.settings, run_id=str(event.event_id), claims=claims),
         )
         log.info("backfill of seller %d: %s", event.seller_id, state.counts)
         return "backfilled"

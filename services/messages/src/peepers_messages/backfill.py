@@ -1,10 +1,13 @@
 """Backfill on ``seller.connected``: unanswered questions, open claims, conversations.
 
-A rebuild of a lost mirror and a ``seller.reconnected`` search claims of every status
-(``every_claim``): the mirror held the closed ones too (a rebuild that searched open
-claims only left every claim closed before the loss unmirrored), and a claim closed
-while the seller was away is still open in it. A first connection mirrors the open ones,
-what the seller must act on: years of closed claims would each open a closed ticket.
+Claims (``BackfillOptions.claims``): a first connection mirrors the open ones, what the
+seller must act on (years of closed claims would each open a closed ticket). A
+``seller.reconnected`` (every login of a known seller) does the same, then re-reads the
+claims the mirror still holds as open, to catch those closed while the seller was away:
+one ``get_claim`` each, nothing for the closed history. A rebuild of a lost mirror also
+searches claims of every status (the mirror held the closed ones too), after the open
+ones: ML's claim search has no sort but oldest first, so a cap on it cuts the newest
+claims, the open ones, and the open search goes first so that no cap drops them.
 
 ML's question search stops at 1,000 results (``offset + limit``; FACTS.md 5.1): a seller
 with more unanswered questions is searched item by item (the items from the scan search,
@@ -56,7 +59,22 @@ CLAIM_SEARCH_CAP: Final = 10_000
 CLAIM_PAGE: Final = 100  # ML's largest (FACTS.md 5.3)
 # Questions written in one transaction (and read in one pipeline).
 APPLY_BATCH: Final = 200
-Phase = Literal["questions", "item_questions", "claims", "conversations", "done"]
+Phase = Literal[
+    "questions",
+    "item_questions",
+    "claims",  # the open claims' search
+    "recheck_claims",  # the claims the mirror holds as open, re-read (a reconnection)
+    "every_claim",  # the search of every status (a rebuild)
+    "conversations",
+    "done",
+]
+# Which claims a backfill reads (the module's docstring).
+ClaimScope = Literal["open", "reconnected", "every"]
+_AFTER_OPEN_CLAIMS: Final[dict[ClaimScope, Phase]] = {
+    "open": "conversations",
+    "reconnected": "recheck_claims",
+    "every": "every_claim",
+}
 
 
 @dataclass
@@ -75,8 +93,17 @@ class BackfillState:
     # Where the conversations phase finds the packs ("orders" or "index"), fixed when it
     # starts: its offset counts orders or indexed packs.
     conversations_from: str | None = None
+    # Whether this code read the orders from the first one: a run resumed from a checkpoint
+    # of before the index read the orders before its offset without indexing them, so it
+    # must not mark the seller scanned (a rebuild from the index would miss them).
+    orders_from_start: bool = False
     total_packs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def conversations_total(self) -> int:
+        """What the conversations phase's offset runs up to: indexed packs, or orders."""
+        return self.total_packs if self.conversations_from == "index" else self.total_orders
 
 
 @dataclass(frozen=True)
@@ -86,8 +113,7 @@ class BackfillOptions:
     item_concurrency: int = 8
     conversation_days: int | None = None
     restart: bool = False
-    # Claims of every status, not only the open ones (a rebuild, a reconnection).
-    every_claim: bool = False
+    claims: ClaimScope = "open"
     # Conversations from the index for a seller scanned whole once (a rebuild).
     from_index: bool = False
 
@@ -148,7 +174,12 @@ async def _run(
         if state.phase == "item_questions":
             await _item_questions(state, deps, checkpoints, options, progress)
         if state.phase == "claims":
-            await _claims(state, deps, checkpoints, options, progress)
+            then = _AFTER_OPEN_CLAIMS[options.claims]
+            await _claims(state, deps, checkpoints, progress, status="opened", then=then)
+        if state.phase == "recheck_claims":
+            await _recheck_claims(state, deps, checkpoints, progress)
+        if state.phase == "every_claim":
+            await _claims(state, deps, checkpoints, progress, status=None, then="conversations")
         if state.phase == "conversations":
             await _conversations(state, deps, checkpoints, options, progress)
     finally:
@@ -276,26 +307,77 @@ async def _claims(
     state: BackfillState,
     deps: Messages,
     checkpoints: RedisBackfillCheckpoints,
-    options: BackfillOptions,
     progress: Progress,
+    *,
+    status: str | None,
+    then: Phase,
 ) -> None:
-    status = None if options.every_claim else "opened"
+    """The claims of ``status`` (every one for None), paged oldest first as ML sorts them."""
     while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
         page = await deps.ml.search_claims(
             seller_id=state.seller_id, status=status, offset=state.offset, limit=CLAIM_PAGE
         )
         state.total_claims = page.paging.total
-        await asyncio.gather(*(_apply_claim(claim, state, deps) for claim in page.data))
-        total = page.paging.total
-        if await _paged(state, len(page.data), total, "conversations", checkpoints, progress):
+        # The search of every status follows the open claims' (a rebuild).
+        apply = _apply_claim if status is not None else _unless_held
+        await asyncio.gather(*(apply(claim, state, deps) for claim in page.data))
+        if await _paged(state, len(page.data), page.paging.total, then, checkpoints, progress):
             return
     log.warning(
-        "seller %d has more claims than ML's search pages (%d): the rest come by webhook",
+        "seller %d has more claims (status %s) than ML's search pages (%d): the newest come"
+        " by webhook",
         state.seller_id,
+        status or "any",
         CLAIM_SEARCH_CAP,
     )
+    state.phase, state.offset = then, 0
+    await _save(state, checkpoints, progress)
+
+
+async def _unless_held(claim: MlClaim, state: BackfillState, deps: Messages) -> None:
+    """A claim applied unless the mirror holds it as new already (no second detail read)."""
+    held = await deps.mirror.claim(claim.id)
+    found = claim_snapshot(claim, None, state.seller_id)
+    if held is None or held.last_updated < found.last_updated:
+        await _apply_claim(claim, state, deps)
+
+
+async def _recheck_claims(
+    state: BackfillState,
+    deps: Messages,
+    checkpoints: RedisBackfillCheckpoints,
+    progress: Progress,
+) -> None:
+    """The claims the mirror holds as open, re-read: those closed meanwhile are applied.
+
+    In claim id order; the offset is the last id re-read (a claim applied closed leaves the
+    open ones, so an index into them would skip some after a resume). One ``get_claim``
+    each: the open ones were just applied from the search.
+    """
+    held = sorted(
+        c.id
+        for c in await deps.mirror.claims(state.seller_id)
+        if c.status == "opened" and c.id > state.offset
+    )
+    for start in range(0, len(held), CLAIM_PAGE):
+        page = held[start : start + CLAIM_PAGE]
+        await asyncio.gather(*(_recheck_claim(claim_id, state, deps) for claim_id in page))
+        state.offset = page[-1]
+        await _save(state, checkpoints, progress)
     state.phase, state.offset = "conversations", 0
     await _save(state, checkpoints, progress)
+
+
+async def _recheck_claim(claim_id: int, state: BackfillState, deps: Messages) -> None:
+    try:
+        claim = await deps.ml.get_claim(claim_id, seller_id=state.seller_id)
+    except MlNotFound:
+        log.warning(
+            "claim %d of seller %d is gone from ML: left as held", claim_id, state.seller_id
+        )
+        return
+    if claim.status != "opened":
+        await _apply_claim(claim, state, deps)
 
 
 async def _apply_claim(claim: MlClaim, state: BackfillState, deps: Messages) -> None:
@@ -319,6 +401,7 @@ async def _conversations(
         indexed = options.from_index and state.offset == 0
         indexed = indexed and await deps.conversations.scanned(state.seller_id)
         state.conversations_from = "index" if indexed else "orders"
+        state.orders_from_start = state.offset == 0
     gate = asyncio.Semaphore(options.item_concurrency)
 
     async def one(pack_id: int) -> None:
@@ -379,7 +462,7 @@ async def _orders_conversations(
         packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
         await asyncio.gather(*(one(pack_id) for pack_id in packs))
         if await _paged(state, len(page.results), page.paging.total, "done", checkpoints, progress):
-            if since is None:
+            if since is None and state.orders_from_start:
                 # Every order's pack read: the index holds each conversation from now on.
                 await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
             return

@@ -68,7 +68,7 @@ async def rebuild_messages(
     async def resync() -> None:
         # Every claim: the lost mirror held the closed ones too. Conversations: the packs
         # the index holds (restored above), not every order's.
-        run = replace(options, run_id=f"rebuild-{epoch}", every_claim=True, from_index=True)
+        run = replace(options, run_id=f"rebuild-{epoch}", claims="every", from_index=True)
         for seller_id in sellers:
             try:
                 state = await backfill(seller_id, deps, checkpoints, run)
