@@ -3,6 +3,7 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from peepers_common.errors import (
     MlUnavailable,
     ReauthRequired,
 )
-from peepers_common.ml import endpoint_family
+from peepers_common.ml import HttpMlApi, endpoint_family
 from peepers_common.settings import MlLimit
 from peepers_sandbox.app import Sandbox, run_sandbox
 from peepers_sandbox.config import MarketplaceConfig, NotifierConfig, SandboxConfig
@@ -229,16 +230,8 @@ class TestResilience:
     async def test_a_permit_granted_after_the_budget_ran_out_is_spent_on_its_request(
         self, sandbox: Sandbox
     ) -> None:
-        # One request per 2 s window: the second call waits about 3 s for its permit, past
-        # its 1 s budget (as every call does for a window after a lost budget). Failing
-        # then would waste the permit ML counts and fail the record for another one.
-        seller, _ = _sellers(sandbox)
-        limit = MlLimit(amount=1, per_s=2)
-        async with ml_client(sandbox, [seller], call_budget_s=1.0, app_limit=limit) as (
-            api,
-            _tokens,
-        ):
-            await api.get_me(seller_id=seller)
+        # Failing then would waste the permit ML counts and fail the record for another.
+        async with _next_permit_past_the_budget(sandbox) as (api, seller):
             start = time.monotonic()
             me = await api.get_me(seller_id=seller)
         assert me.id == seller
@@ -248,13 +241,7 @@ class TestResilience:
         # The second call's permit comes ~3 s in, past its 1 s budget: its one request is
         # sent and answered 5xx, and the call ends there instead of retrying for another
         # second of tenacity's own clock (which starts at the first failure).
-        seller, _ = _sellers(sandbox)
-        limit = MlLimit(amount=1, per_s=2)
-        async with ml_client(sandbox, [seller], call_budget_s=1.0, app_limit=limit) as (
-            api,
-            _tokens,
-        ):
-            await api.get_me(seller_id=seller)
+        async with _next_permit_past_the_budget(sandbox) as (api, seller):
             await sandbox.admin.reset_rate_limit_counters()
             await sandbox.admin.set_faults(error_rate=1.0)
             with pytest.raises(MlUnavailable):
@@ -349,3 +336,15 @@ class TestSharedLimits:
         counter = await _counter(sandbox, "items")
         assert counter["limited"] == 0
         assert counter["max_per_second"] <= 5
+
+
+@asynccontextmanager
+async def _next_permit_past_the_budget(sandbox: Sandbox) -> AsyncIterator[tuple[HttpMlApi, int]]:
+    """A client of one request per 2 s window, its first permit spent: the next call waits
+    about 3 s for its permit, past its 1 s budget (as every call does for a window after a
+    lost budget)."""
+    seller, _ = _sellers(sandbox)
+    limit = MlLimit(amount=1, per_s=2)
+    async with ml_client(sandbox, [seller], call_budget_s=1.0, app_limit=limit) as (api, _):
+        await api.get_me(seller_id=seller)
+        yield api, seller
