@@ -164,7 +164,7 @@ async def test_a_second_run_converges_as_the_first_did(tmp_path: Path) -> None:
         # found the first run's newer versions and counted every item stale.) Some items
         # may come first from the notifications ingest reconciles at start: stale to the
         # sync, which then read the version they brought.
-        counts = re.search(synced + r" in [\d.]+ s \((\{.*\})\)", output)
+        counts = re.search(synced + r" within [\d.]+ s of its start \((\{.*\})\)", output)
         assert counts is not None, output
         outcomes = ast.literal_eval(counts[1])
         assert outcomes.get("created", 0) > 0, outcomes
