@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -34,6 +33,7 @@ from peepers_common.namespaces import connect_redis
 from peepers_common.settings import KafkaSettings, MlApiSettings
 from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import TopicSpec
+from peepers_devstack.plan import free_port
 from peepers_sandbox.app import Sandbox
 from peepers_sandbox.config import DEMO_APP_ID, DEMO_CLIENT_SECRET
 
@@ -223,9 +223,7 @@ async def private_redis(directory: Path, users: Sequence[str] = ("catalog",)) ->
     For tests that lose Redis (FLUSHALL, a restart): never the shared one. ``users`` are
     the ACL users the services log in as (any password), allowed everything.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     log = (directory / f"redis-{port}.log").open("wb")
     process = await asyncio.create_subprocess_exec(
         "redis-server",

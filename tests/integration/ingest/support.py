@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,7 @@ from peepers_common.kafka import read_to_end
 from peepers_common.ml import TokenProvider
 from peepers_common.notifications import parse_cloudevent_headers
 from peepers_common.settings import KafkaSettings
+from peepers_devstack.plan import free_port as free_port  # as make run picks ports
 from peepers_ingest.app import create_app
 from peepers_ingest.settings import Settings as IngestSettings
 from tests.support import unique
@@ -68,12 +68,6 @@ def value(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
     assert record.value is not None
     parsed: dict[str, Any] = json.loads(record.value)
     return parsed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

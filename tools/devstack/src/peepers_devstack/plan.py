@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import secrets
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 from uuid import uuid4
 
 from pydantic import BaseModel, Field
@@ -111,11 +113,25 @@ def run_id_offset(now_s: float | None = None) -> int:
     return (seconds % 1_000_000) * 1_000_000
 
 
+# Where a free port for a child is picked: below the kernel's ephemeral range (32768-60999
+# by default). A port the kernel hands out for binding 0 is one of those, and once
+# released, any process's next outbound connection (a Kafka or Redis client) may take it
+# before the child binds it: CI met a worker failing on "address already in use" so.
+_PICK_FROM: Final = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port on loopback nothing listens on now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.choice(_PICK_FROM)  # noqa: S311 - not a secret
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    msg = f"no free port on {LOOPBACK} in {_PICK_FROM.start}-{_PICK_FROM.stop - 1}"
+    raise OSError(msg)
 
 
 def in_use(port: int) -> bool:
