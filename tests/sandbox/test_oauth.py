@@ -19,6 +19,7 @@ from tests.sandbox.support import (
     NO_PKCE_REDIRECT,
     NO_PKCE_SECRET,
     OTHER_SELLER_ID,
+    SmallSandbox,
     bearer,
 )
 
@@ -289,3 +290,17 @@ class TestRefreshTokenRotation:
             assert status == 200
             async with http.get("/users/me", headers=bearer(renewed["access_token"])) as again:
                 assert again.status == 200
+
+
+async def test_the_consent_pages_are_the_sellers_browser_not_the_apps_quota(
+    small_sandbox: SmallSandbox,
+) -> None:
+    """ML's per-application quota counts API calls; the consent page is its website."""
+    sb: Sandbox = await small_sandbox()
+    await sb.admin.set_rate_limits([{"family": "*", "per_minute": 2}])
+    async with aiohttp.ClientSession(sb.url) as http:
+        codes = [await authorize(http) for _ in range(3)]  # six page views and forms
+        status, _ = await exchange(http, code=codes[0], code_verifier=RFC7636_VERIFIER)
+    assert status == 200
+    counters = await sb.admin.rate_limit_counters()
+    assert [(c["family"], c["total"], c["limited"]) for c in counters] == [("oauth", 1, 0)]

@@ -8,7 +8,8 @@ requests were refused are kept too (``limited_minutes``), so a long run tells *w
 
 A request is counted when the API middleware runs, as soon as aiohttp has parsed it:
 real ML counts at its edge, and while the sandbox's event loop keeps up the two are the
-same moment. A sandbox starved of CPU reads requests late and counts them late.
+same moment. A sandbox starved of CPU reads requests late and counts them late. The
+consent page and its form are not counted: they are ML's website, not API calls.
 """
 
 from __future__ import annotations
