@@ -191,6 +191,11 @@ class CacheGuard:
         self.epoch: str | None = None
 
     @property
+    def rebuilds(self) -> bool:
+        """Whether this guard rebuilds a lost cache, or only observes (``rebuild=None``)."""
+        return self._rebuild is not None
+
+    @property
     def rebuilding(self) -> bool:
         """True while the cache is being rebuilt, here or by another replica."""
         return self.status == "rebuilding"
