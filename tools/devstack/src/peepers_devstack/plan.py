@@ -120,16 +120,26 @@ def run_id_offset(now_s: float | None = None) -> int:
 _PICK_FROM: Final = range(20000, 32768)
 
 
+_GIVEN: set[int] = set()  # handed out by this process: a plan's children bind later
+
+
 def free_port() -> int:
-    """A port on loopback nothing listens on now, outside the ephemeral range."""
+    """A port on loopback nothing listens on now, outside the ephemeral range.
+
+    Never the same one twice in a process: the ports of one plan are all picked before
+    any child binds them.
+    """
     for _ in range(200):
         port = random.choice(_PICK_FROM)  # noqa: S311 - not a secret
+        if port in _GIVEN:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind((LOOPBACK, port))
             except OSError:
                 continue
-            return port
+        _GIVEN.add(port)
+        return port
     msg = f"no free port on {LOOPBACK} in {_PICK_FROM.start}-{_PICK_FROM.stop - 1}"
     raise OSError(msg)
 
