@@ -25,7 +25,7 @@ def worker() -> None:
     # libuv's loop, as ingest's: mode makes its loops through the policy. Under
     # bench.catalog_latency it cut the worker's CPU per record (docs/benchmarks.md).
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    run_worker("catalog", create_app(settings), settings.log_level)
+    run_worker("catalog", create_app(settings), settings)
 
 
 @cli.command()

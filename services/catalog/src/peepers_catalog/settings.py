@@ -36,7 +36,6 @@ class Settings(ConsumerSettings):
 
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
     http_port: int = 8083
-    log_level: str = "INFO"
     kafka: KafkaSettings = KafkaSettings(client_id="peepers-catalog")
     redis: RedisSettings = RedisSettings(username="catalog")
     ml: MlApiSettings = MlApiSettings()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from typing import Annotated
 
-import faust
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from peepers_common.errors import PeepersError
+from peepers_common.faust_worker import run_worker
 from peepers_common.logs import configure_logging
 from peepers_messages.app import backfill_options, create_app, open_wiring
 from peepers_messages.backfill import BackfillState, backfill
@@ -20,21 +19,11 @@ from peepers_messages.settings import Settings
 cli = typer.Typer(add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 
 
-class _Worker(faust.Worker):
-    """Faust's worker, logging JSON lines like every other Peepers service."""
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        configure_logging("messages", logging.getLevelName(level))
-
-
 @cli.command()
 def worker() -> None:
     """Consume questions, messages, claims, order and seller events; serve the API."""
     settings = Settings()
-    app = create_app(settings)
-    runner = _Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
-    runner.execute_from_commandline()
+    run_worker("messages", create_app(settings), settings)
 
 
 @cli.command(name="backfill")

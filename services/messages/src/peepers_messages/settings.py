@@ -31,7 +31,6 @@ class Settings(ConsumerSettings):
 
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
     http_port: int = 8084
-    log_level: str = "INFO"
     kafka: KafkaSettings = KafkaSettings(client_id="peepers-messages")
     redis: RedisSettings = RedisSettings(username="messages")
     ml: MlApiSettings = MlApiSettings()

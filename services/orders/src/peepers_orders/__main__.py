@@ -32,7 +32,7 @@ cli.add_typer(analytics_cli, name="analytics")
 def worker() -> None:
     """Consume order notifications and seller events; serve the read API."""
     settings = Settings()
-    run_worker("orders", create_app(settings), settings.log_level)
+    run_worker("orders", create_app(settings), settings)
 
 
 @cli.command()

@@ -80,7 +80,6 @@ class Settings(ConsumerSettings):
 
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
     http_port: int = 8082
-    log_level: str = "INFO"
     kafka: KafkaSettings = KafkaSettings(client_id="peepers-orders")
     redis: RedisSettings = RedisSettings(username="orders")
     ml: MlApiSettings = MlApiSettings()
