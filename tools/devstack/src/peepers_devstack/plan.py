@@ -31,6 +31,8 @@ WEB_READER = "web"
 # The catalog's sync process runs at this niceness (`nice -n`): below the webhooks'
 # processes, as a deployment gives its sync pod a smaller CPU share (docs/catalog.md).
 SYNC_NICE = 10
+# How long a child has to stop after SIGTERM before the orchestrator kills it.
+STOP_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -427,6 +429,7 @@ class Plan:
             "CATALOG_ML__APP_ID": str(DEMO_APP_ID),
             "CATALOG_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
             **self._ml_budget("CATALOG"),
+            **_stop_within("CATALOG"),
             "CATALOG_TOKEN_BROKER__URL": self.auth_url,
             "CATALOG_TOKEN_BROKER__SERVICE": "catalog",
             "CATALOG_TOKEN_BROKER__SECRET": self.secrets.catalog_broker,
@@ -487,6 +490,7 @@ class Plan:
             "ORDERS_ML__APP_ID": str(DEMO_APP_ID),
             "ORDERS_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
             **self._ml_budget("ORDERS"),
+            **_stop_within("ORDERS"),
             "ORDERS_TOKEN_BROKER__URL": self.auth_url,
             "ORDERS_TOKEN_BROKER__SERVICE": "orders",
             "ORDERS_TOKEN_BROKER__SECRET": self.secrets.orders_broker,
@@ -512,6 +516,7 @@ class Plan:
             "MESSAGES_ML__APP_ID": str(DEMO_APP_ID),
             "MESSAGES_ML__CLIENT_SECRET": DEMO_CLIENT_SECRET,
             **self._ml_budget("MESSAGES"),
+            **_stop_within("MESSAGES"),
             "MESSAGES_TOKEN_BROKER__URL": self.auth_url,
             "MESSAGES_TOKEN_BROKER__SERVICE": "messages",
             "MESSAGES_TOKEN_BROKER__SECRET": self.secrets.messages_broker,
@@ -519,6 +524,15 @@ class Plan:
             "MESSAGES_REDIS_SCOPE": self.isolation,
         }
         return ChildSpec("messages", [*_python("peepers_messages"), "worker"], env)
+
+
+def _stop_within(service: str) -> dict[str, str]:
+    """A Faust worker's own stop deadline, under the orchestrator's.
+
+    It also holds when only the kernel's SIGTERM reaches the worker (the orchestrator
+    was killed, so nothing follows that signal up).
+    """
+    return {f"{service}_STOP_WITHIN_S": str(STOP_TIMEOUT_S - 5)}
 
 
 def _python(module: str) -> list[str]:

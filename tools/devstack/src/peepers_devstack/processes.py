@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from peepers_devstack.errors import ChildFailed
-from peepers_devstack.plan import ChildSpec
+from peepers_devstack.plan import STOP_TIMEOUT_S, ChildSpec
 
 Probe = Callable[[], Awaitable[bool]]
 
@@ -62,7 +62,7 @@ class Supervisor:
     log_dir: Path
     work_dir: Path
     base_env: dict[str, str]
-    stop_timeout_s: float = 20.0
+    stop_timeout_s: float = STOP_TIMEOUT_S
     children: list[Child] = field(default_factory=list)
 
     @property
