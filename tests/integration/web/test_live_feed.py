@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import aiohttp
@@ -43,14 +45,32 @@ async def _next_event(response: aiohttp.ClientResponse) -> dict[str, str]:
             return fields
 
 
+@asynccontextmanager
+async def step(name: str, within_s: float = 20) -> AsyncIterator[None]:
+    """Fail naming the step that hung (CI once hit the 60 s test timeout, no step named)."""
+    try:
+        async with asyncio.timeout(within_s):
+            yield
+    except TimeoutError:
+        msg = f"{name}: not done within {within_s:.0f} s"
+        raise AssertionError(msg) from None
+
+
 async def test_an_event_reaches_its_sellers_page_and_a_restarted_replica_resumes_it(
     kafka: KafkaSettings,
 ) -> None:
-    orders_topic = await create_topic(kafka)
-    async with auth_stack(kafka) as stack, stack.browser() as browser:
-        await login(stack, browser)
+    async with step("creating the topic"):
+        orders_topic = await create_topic(kafka)
+    async with (
+        step("the auth stack's start or stop, or the publisher's", 55),
+        auth_stack(kafka) as stack,
+        stack.browser() as browser,
+    ):
+        async with step("logging in"):
+            await login(stack, browser)
         async with AIOKafkaEventPublisher(kafka) as publisher:
             async with (
+                step("the first replica"),
                 web_process(stack, live_topics=[orders_topic]) as pages,
                 browser.get(f"{pages.url}/app/live") as stream,
             ):
@@ -65,10 +85,14 @@ async def test_an_event_reaches_its_sellers_page_and_a_restarted_replica_resumes
                 assert first["event"] == "orders"
                 assert json.loads(first["data"])["ref"] == "1"
             # The page was away while another order came; a new replica resumes it.
-            await publisher.publish(
-                orders_topic, key=b"3", value=_event(SELLER, "order.paid", order_id=3)
-            )
-            async with web_process(stack, live_topics=[orders_topic]) as restarted:
+            async with step("publishing while no replica runs"):
+                await publisher.publish(
+                    orders_topic, key=b"3", value=_event(SELLER, "order.paid", order_id=3)
+                )
+            async with (
+                step("the restarted replica"),
+                web_process(stack, live_topics=[orders_topic]) as restarted,
+            ):
                 headers = {"Last-Event-ID": first["id"]}
                 async with browser.get(f"{restarted.url}/app/live", headers=headers) as stream:
                     missed = await _next_event(stream)
