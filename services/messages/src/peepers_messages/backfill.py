@@ -154,116 +154,92 @@ async def backfill(
     label = str(seller_id)
     metrics.BACKFILL_RUNNING.labels(label).set(1)
     # Behind webhook-driven requests for the ML budget (the limiter's bulk lane).
-    with bulk_lane():
-        await _run(state, deps, checkpoints, options, progress, label)
+    try:
+        with bulk_lane():
+            await _Run(state, deps, checkpoints, options, progress).phases()
+    finally:
+        metrics.BACKFILL_RUNNING.labels(label).set(0)
     log.info("backfill of seller %d done: %s", seller_id, state.counts)
     return state
 
 
-async def _run(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    options: BackfillOptions,
-    progress: Progress,
-    label: str,
-) -> None:
-    try:
+@dataclass
+class _Run:
+    """One backfill run: its checkpoint, what it calls, and its phases in order."""
+
+    state: BackfillState
+    deps: Messages
+    checkpoints: RedisBackfillCheckpoints
+    options: BackfillOptions
+    progress: Progress
+
+    async def phases(self) -> None:
+        state = self.state
         if state.phase == "questions":
-            await _questions(state, deps, checkpoints, options, progress)
+            await self._questions()
         if state.phase == "item_questions":
-            await _item_questions(state, deps, checkpoints, options, progress)
+            await self._item_questions()
         if state.phase == "claims":
-            then = _AFTER_OPEN_CLAIMS[options.claims]
-            await _claims(state, deps, checkpoints, progress, status="opened", then=then)
+            then = _AFTER_OPEN_CLAIMS[self.options.claims]
+            await self._claims(status="opened", then=then)
         if state.phase == "recheck_claims":
-            await _recheck_claims(state, deps, checkpoints, progress)
+            await self._recheck_claims()
         if state.phase == "every_claim":
-            await _claims(state, deps, checkpoints, progress, status=None, then="conversations")
+            await self._claims(status=None, then="conversations")
         if state.phase == "conversations":
-            await _conversations(state, deps, checkpoints, options, progress)
-    finally:
-        metrics.BACKFILL_RUNNING.labels(label).set(0)
+            await self._conversations()
 
+    def _count(self, entity: str, outcome: Outcome) -> None:
+        """One entity applied: its outcome in the checkpoint's counts (``questions_created``)."""
+        counts = self.state.counts
+        key = f"{entity}s_{outcome.value}"
+        counts[key] = counts.get(key, 0) + 1
+        metrics.BACKFILL.labels(str(self.state.seller_id), entity).inc()
 
-def _count(state: BackfillState, entity: str, outcome: Outcome) -> None:
-    """One entity applied: its outcome in the checkpoint's counts (``questions_created``)."""
-    key = f"{entity}s_{outcome.value}"
-    state.counts[key] = state.counts.get(key, 0) + 1
-    metrics.BACKFILL.labels(str(state.seller_id), entity).inc()
+    async def _save(self) -> None:
+        await self.checkpoints.save(self.state)
+        self.progress(self.state)
 
+    async def _next_phase(self, then: Phase) -> None:
+        self.state.phase, self.state.offset = then, 0
+        await self._save()
 
-async def _save(
-    state: BackfillState, checkpoints: RedisBackfillCheckpoints, progress: Progress
-) -> None:
-    await checkpoints.save(state)
-    progress(state)
+    async def _paged(self, count: int, total: int, then: Phase) -> bool:
+        """A page of ``count`` done: the offset moves on; the checkpoint is saved.
 
+        An empty page, or one that reaches ``total``, ends the phase: the next is ``then``.
+        Returns whether it ended.
+        """
+        self.state.offset += count
+        if count == 0 or self.state.offset >= total:
+            await self._next_phase(then)
+            return True
+        await self._save()
+        return False
 
-async def _paged(
-    state: BackfillState,
-    count: int,
-    total: int,
-    then: Phase,
-    checkpoints: RedisBackfillCheckpoints,
-    progress: Progress,
-) -> bool:
-    """A page of ``count`` done: the offset moves on; the checkpoint is saved.
+    async def _apply_questions(self, questions: Iterable[MlQuestion]) -> None:
+        mine = [q for q in questions if q.seller_id == self.state.seller_id]
+        for start in range(0, len(mine), APPLY_BATCH):
+            for outcome in await apply_questions(mine[start : start + APPLY_BATCH], self.deps):
+                self._count("question", outcome)
 
-    An empty page, or one that reaches ``total``, ends the phase: the next is ``then``.
-    Returns whether it ended.
-    """
-    state.offset += count
-    done = count == 0 or state.offset >= total
-    if done:
-        state.phase, state.offset = then, 0
-    await _save(state, checkpoints, progress)
-    return done
+    async def _questions(self) -> None:
+        state, size = self.state, self.options.page_size
+        while True:
+            page = await self.deps.ml.search_questions(
+                seller_id=state.seller_id, status=UNANSWERED, offset=state.offset, limit=size
+            )
+            state.total_questions = page.total
+            if page.total > QUESTION_SEARCH_CAP:
+                # More than ML's search shows: item by item instead (what was applied stays).
+                await self._next_phase("item_questions")
+                return
+            await self._apply_questions(page.questions)
+            if await self._paged(len(page.questions), page.total, "claims"):
+                return
 
-
-async def _apply_questions(
-    questions: Iterable[MlQuestion], state: BackfillState, deps: Messages
-) -> None:
-    mine = [q for q in questions if q.seller_id == state.seller_id]
-    for start in range(0, len(mine), APPLY_BATCH):
-        for outcome in await apply_questions(mine[start : start + APPLY_BATCH], deps):
-            _count(state, "question", outcome)
-
-
-async def _questions(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    options: BackfillOptions,
-    progress: Progress,
-) -> None:
-    size = options.page_size
-    while True:
-        page = await deps.ml.search_questions(
-            seller_id=state.seller_id, status=UNANSWERED, offset=state.offset, limit=size
-        )
-        state.total_questions = page.total
-        if page.total > QUESTION_SEARCH_CAP:
-            # More than ML's search shows: item by item instead (what was applied stays).
-            state.phase, state.offset = "item_questions", 0
-            await _save(state, checkpoints, progress)
-            return
-        await _apply_questions(page.questions, state, deps)
-        if await _paged(state, len(page.questions), page.total, "claims", checkpoints, progress):
-            return
-
-
-async def _item_questions(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    options: BackfillOptions,
-    progress: Progress,
-) -> None:
-    batch: list[str] = []
-    index = 0
-
-    async def flush() -> None:
+    async def _item_questions(self) -> None:
+        state, options = self.state, self.options
         gate = asyncio.Semaphore(options.item_concurrency)
 
         async def one(item_id: str) -> list[MlQuestion]:
@@ -271,7 +247,7 @@ async def _item_questions(
             offset = 0
             async with gate:
                 while offset + options.page_size <= QUESTION_SEARCH_CAP:
-                    page = await deps.ml.search_questions(
+                    page = await self.deps.ml.search_questions(
                         seller_id=state.seller_id,
                         item_id=item_id,
                         status=UNANSWERED,
@@ -284,185 +260,150 @@ async def _item_questions(
                         break
             return found
 
-        pages = await asyncio.gather(*(one(item_id) for item_id in batch))
-        await _apply_questions((q for page in pages for q in page), state, deps)
-        state.items_done += len(batch)
-        batch.clear()
-        await _save(state, checkpoints, progress)
+        async def flush(batch: list[str]) -> None:
+            pages = await asyncio.gather(*(one(item_id) for item_id in batch))
+            await self._apply_questions(q for page in pages for q in page)
+            state.items_done += len(batch)
+            batch.clear()
+            await self._save()
 
-    async for item_id in deps.ml.iter_item_ids(seller_id=state.seller_id):
-        index += 1
-        if index <= state.items_done:
-            continue  # done before a crash
-        batch.append(item_id)
-        if len(batch) >= options.item_concurrency * 4:
-            await flush()
-    if batch:
-        await flush()
-    state.phase, state.offset = "claims", 0
-    await _save(state, checkpoints, progress)
+        batch: list[str] = []
+        index = 0
+        async for item_id in self.deps.ml.iter_item_ids(seller_id=state.seller_id):
+            index += 1
+            if index <= state.items_done:
+                continue  # done before a crash
+            batch.append(item_id)
+            if len(batch) >= options.item_concurrency * 4:
+                await flush(batch)
+        if batch:
+            await flush(batch)
+        await self._next_phase("claims")
 
-
-async def _claims(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    progress: Progress,
-    *,
-    status: str | None,
-    then: Phase,
-) -> None:
-    """The claims of ``status`` (every one for None), paged oldest first as ML sorts them."""
-    while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
-        page = await deps.ml.search_claims(
-            seller_id=state.seller_id, status=status, offset=state.offset, limit=CLAIM_PAGE
-        )
-        state.total_claims = page.paging.total
+    async def _claims(self, *, status: str | None, then: Phase) -> None:
+        """The claims of ``status`` (every one for None), paged oldest first as ML sorts them."""
+        state = self.state
         # The search of every status follows the open claims' (a rebuild).
-        apply = _apply_claim if status is not None else _unless_held
-        await asyncio.gather(*(apply(claim, state, deps) for claim in page.data))
-        if await _paged(state, len(page.data), page.paging.total, then, checkpoints, progress):
-            return
-    log.warning(
-        "seller %d has more claims (status %s) than ML's search pages (%d): the newest come"
-        " by webhook",
-        state.seller_id,
-        status or "any",
-        CLAIM_SEARCH_CAP,
-    )
-    state.phase, state.offset = then, 0
-    await _save(state, checkpoints, progress)
-
-
-async def _unless_held(claim: MlClaim, state: BackfillState, deps: Messages) -> None:
-    """A claim applied unless the mirror holds it as new already (no second detail read)."""
-    held = await deps.mirror.claim(claim.id)
-    found = claim_snapshot(claim, None, state.seller_id)
-    if held is None or held.last_updated < found.last_updated:
-        await _apply_claim(claim, state, deps)
-
-
-async def _recheck_claims(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    progress: Progress,
-) -> None:
-    """The claims the mirror holds as open, re-read: those closed meanwhile are applied.
-
-    In claim id order; the offset is the last id re-read (a claim applied closed leaves the
-    open ones, so an index into them would skip some after a resume). One ``get_claim``
-    each: the open ones were just applied from the search.
-    """
-    held = sorted(
-        c.id
-        for c in await deps.mirror.claims(state.seller_id)
-        if c.status == "opened" and c.id > state.offset
-    )
-    for start in range(0, len(held), CLAIM_PAGE):
-        page = held[start : start + CLAIM_PAGE]
-        await asyncio.gather(*(_recheck_claim(claim_id, state, deps) for claim_id in page))
-        state.offset = page[-1]
-        await _save(state, checkpoints, progress)
-    state.phase, state.offset = "conversations", 0
-    await _save(state, checkpoints, progress)
-
-
-async def _recheck_claim(claim_id: int, state: BackfillState, deps: Messages) -> None:
-    try:
-        claim = await deps.ml.get_claim(claim_id, seller_id=state.seller_id)
-    except MlNotFound:
+        apply = self._apply_claim if status is not None else self._unless_held
+        while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
+            page = await self.deps.ml.search_claims(
+                seller_id=state.seller_id, status=status, offset=state.offset, limit=CLAIM_PAGE
+            )
+            state.total_claims = page.paging.total
+            await asyncio.gather(*(apply(claim) for claim in page.data))
+            if await self._paged(len(page.data), page.paging.total, then):
+                return
         log.warning(
-            "claim %d of seller %d is gone from ML: left as held", claim_id, state.seller_id
+            "seller %d has more claims (status %s) than ML's search pages (%d): the newest"
+            " come by webhook",
+            state.seller_id,
+            status or "any",
+            CLAIM_SEARCH_CAP,
         )
-        return
-    if claim.status != "opened":
-        await _apply_claim(claim, state, deps)
+        await self._next_phase(then)
 
+    async def _unless_held(self, claim: MlClaim) -> None:
+        """A claim applied unless the mirror holds it as new already (no second detail read)."""
+        held = await self.deps.mirror.claim(claim.id)
+        found = claim_snapshot(claim, None, self.state.seller_id)
+        if held is None or held.last_updated < found.last_updated:
+            await self._apply_claim(claim)
 
-async def _apply_claim(claim: MlClaim, state: BackfillState, deps: Messages) -> None:
-    try:
-        detail = await deps.ml.get_claim_detail(claim.id, seller_id=state.seller_id)
-    except MlNotFound:
-        detail = None
-    outcome = await apply_claim(claim_snapshot(claim, detail, state.seller_id), deps)
-    _count(state, "claim", outcome)
+    async def _recheck_claims(self) -> None:
+        """The claims the mirror holds as open, re-read: those closed meanwhile are applied.
 
-
-async def _conversations(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    options: BackfillOptions,
-    progress: Progress,
-) -> None:
-    if state.conversations_from is None:
-        # A checkpoint of a run from before the index, midway, counts orders.
-        indexed = options.from_index and state.offset == 0
-        indexed = indexed and await deps.conversations.scanned(state.seller_id)
-        state.conversations_from = "index" if indexed else "orders"
-        state.orders_from_start = state.offset == 0
-    gate = asyncio.Semaphore(options.item_concurrency)
-
-    async def one(pack_id: int) -> None:
-        async with gate:
-            try:
-                outcome = await sync_conversation(pack_id, state.seller_id, deps)
-            except MlNotFound:
-                return  # not a pack of this seller's any more
-        _count(state, "conversation", outcome)
-
-    if state.conversations_from == "index":
-        await _indexed_conversations(state, deps, checkpoints, options, progress, one)
-    else:
-        await _orders_conversations(state, deps, checkpoints, options, progress, one)
-
-
-async def _indexed_conversations(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    options: BackfillOptions,
-    progress: Progress,
-    one: Callable[[int], Awaitable[None]],
-) -> None:
-    """The packs the conversations index holds: one pack page each, no empty pack read."""
-    packs = await deps.conversations.packs(state.seller_id)
-    state.total_packs = len(packs)
-    while True:
-        page = packs[state.offset : state.offset + options.page_size]
-        await asyncio.gather(*(one(pack_id) for pack_id in page))
-        if await _paged(state, len(page), len(packs), "done", checkpoints, progress):
-            return
-
-
-async def _orders_conversations(
-    state: BackfillState,
-    deps: Messages,
-    checkpoints: RedisBackfillCheckpoints,
-    options: BackfillOptions,
-    progress: Progress,
-    one: Callable[[int], Awaitable[None]],
-) -> None:
-    """Every pack of the seller's orders (of the window): ML lists no conversations."""
-    if state.orders_since is None and options.conversation_days is not None:
-        state.orders_since = (deps.now() - timedelta(days=options.conversation_days)).isoformat()
-    since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
-    while True:
-        # Oldest first: orders made meanwhile land after the offset, not before it.
-        page = await deps.ml.search_orders(
-            seller_id=state.seller_id,
-            offset=state.offset,
-            limit=options.page_size,
-            sort="date_asc",
-            created_from=since,
-            statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
+        In claim id order; the offset is the last id re-read (a claim applied closed leaves
+        the open ones, so an index into them would skip some after a resume). One
+        ``get_claim`` each: the open ones were just applied from the search.
+        """
+        state = self.state
+        held = sorted(
+            c.id
+            for c in await self.deps.mirror.claims(state.seller_id)
+            if c.status == "opened" and c.id > state.offset
         )
-        state.total_orders = page.paging.total
-        packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
-        await asyncio.gather(*(one(pack_id) for pack_id in packs))
-        if await _paged(state, len(page.results), page.paging.total, "done", checkpoints, progress):
-            if since is None and state.orders_from_start:
-                # Every order's pack read: the index holds each conversation from now on.
-                await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
+        for start in range(0, len(held), CLAIM_PAGE):
+            page = held[start : start + CLAIM_PAGE]
+            await asyncio.gather(*(self._recheck_claim(claim_id) for claim_id in page))
+            state.offset = page[-1]
+            await self._save()
+        await self._next_phase("conversations")
+
+    async def _recheck_claim(self, claim_id: int) -> None:
+        seller_id = self.state.seller_id
+        try:
+            claim = await self.deps.ml.get_claim(claim_id, seller_id=seller_id)
+        except MlNotFound:
+            log.warning("claim %d of seller %d is gone from ML: left as held", claim_id, seller_id)
             return
+        if claim.status != "opened":
+            await self._apply_claim(claim)
+
+    async def _apply_claim(self, claim: MlClaim) -> None:
+        seller_id = self.state.seller_id
+        try:
+            detail = await self.deps.ml.get_claim_detail(claim.id, seller_id=seller_id)
+        except MlNotFound:
+            detail = None
+        outcome = await apply_claim(claim_snapshot(claim, detail, seller_id), self.deps)
+        self._count("claim", outcome)
+
+    async def _conversations(self) -> None:
+        state = self.state
+        if state.conversations_from is None:
+            # A checkpoint of a run from before the index, midway, counts orders.
+            indexed = self.options.from_index and state.offset == 0
+            indexed = indexed and await self.deps.conversations.scanned(state.seller_id)
+            state.conversations_from = "index" if indexed else "orders"
+            state.orders_from_start = state.offset == 0
+        gate = asyncio.Semaphore(self.options.item_concurrency)
+
+        async def one(pack_id: int) -> None:
+            async with gate:
+                try:
+                    outcome = await sync_conversation(pack_id, state.seller_id, self.deps)
+                except MlNotFound:
+                    return  # not a pack of this seller's any more
+            self._count("conversation", outcome)
+
+        if state.conversations_from == "index":
+            await self._indexed_conversations(one)
+        else:
+            await self._orders_conversations(one)
+
+    async def _indexed_conversations(self, one: Callable[[int], Awaitable[None]]) -> None:
+        """The packs the conversations index holds: one pack page each, no empty pack read."""
+        state = self.state
+        packs = await self.deps.conversations.packs(state.seller_id)
+        state.total_packs = len(packs)
+        while True:
+            page = packs[state.offset : state.offset + self.options.page_size]
+            await asyncio.gather(*(one(pack_id) for pack_id in page))
+            if await self._paged(len(page), len(packs), "done"):
+                return
+
+    async def _orders_conversations(self, one: Callable[[int], Awaitable[None]]) -> None:
+        """Every pack of the seller's orders (of the window): ML lists no conversations."""
+        state, options, deps = self.state, self.options, self.deps
+        if state.orders_since is None and options.conversation_days is not None:
+            since_days = timedelta(days=options.conversation_days)
+            state.orders_since = (deps.now() - since_days).isoformat()
+        since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
+        while True:
+            # Oldest first: orders made meanwhile land after the offset, not before it.
+            page = await deps.ml.search_orders(
+                seller_id=state.seller_id,
+                offset=state.offset,
+                limit=options.page_size,
+                sort="date_asc",
+                created_from=since,
+                statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
+            )
+            state.total_orders = page.paging.total
+            packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
+            await asyncio.gather(*(one(pack_id) for pack_id in packs))
+            if await self._paged(len(page.results), page.paging.total, "done"):
+                if since is None and state.orders_from_start:
+                    # Every order's pack read: the index holds each conversation from now on.
+                    await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
+                return
