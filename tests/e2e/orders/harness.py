@@ -18,7 +18,7 @@ from peepers_common.events import ORDERS_EVENT, OrdersEvent
 from peepers_common.kafka import caught_up
 from peepers_common.ml.models import MlOrder, MlShipment
 from peepers_common.settings import KafkaSettings
-from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS
+from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, retry_topic
 from peepers_orders import lifecycle
 from peepers_orders.app import NOTIFICATION_TOPICS
 from peepers_orders.mail import transition_of
@@ -157,13 +157,20 @@ class Deployment:
             raise AssertionError(msg) from None
 
     async def wait_consumed(self, *, timeout_s: float = 30) -> None:
-        """Until the worker's and the mailer's groups committed everything on their topics."""
+        """Until the worker's and the mailer's groups committed everything on their topics.
+
+        The mailer's parked mails too: a mail whose claim a killed mailer still held is
+        parked, and sent once the claim lapses (CI once audited before it was).
+        """
         notifications = [self.run.topic(t) for t in NOTIFICATION_TOPICS]
         events = [self.run.topic(PEEPERS_ORDERS)]
+        parked = [self.run.topic(retry_topic(PEEPERS_ORDERS))]
 
         async def consumed() -> bool:
-            return await caught_up(self.kafka, self.run.app_id, notifications) and await caught_up(
-                self.kafka, self.run.mailer_id, events
+            return (
+                await caught_up(self.kafka, self.run.app_id, notifications)
+                and await caught_up(self.kafka, self.run.mailer_id, events)
+                and await caught_up(self.kafka, f"{self.run.mailer_id}-retry", parked)
             )
 
         await wait_until(consumed, timeout_s=timeout_s, every_s=0.5)

@@ -21,7 +21,7 @@ from tests.integration.orders.worker import ready_worker
 from tests.support import unique, wait_until
 
 # Several worker starts, a backfill and a kill on a shared, loaded machine.
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ async def test_a_worker_killed_mid_stream_is_replaced_and_nothing_is_announced_o
             await admin.stop_activity()
             await admin.wait_notifier_idle(within_s=60)
             await d.wait_converged()
-            await d.wait_consumed(timeout_s=60)
+            # Up to the claim's lapse (2 x the SMTP timeout + 10 s) and two parks (10 s, 30 s).
+            await d.wait_consumed(timeout_s=120)
             audit = await d.audit()
     log.info("%s", audit)
     assert audit.problems == []
