@@ -31,8 +31,10 @@ backfills) sets aside every other holder's, so live demand is served first. A pr
 one holder per lane, so this orders its own sync behind its own webhooks too. And bulk
 leases leave ``LIVE_RESERVE`` of every window unused: a webhook that arrives after a
 quiet spell, while a sync has filled the window, finds permits at once instead of
-waiting for the sync's leases to slide out (up to a minute on ML's limits). A sync thus
-runs at most 1 / (1 - LIVE_RESERVE) = 1.05x slower than the bound of its budget.
+waiting for the sync's leases to slide out (up to a minute on ML's limits). The reserve
+is kept free above what the others hold, so what a sync can take is
+``amount * (1 - LIVE_RESERVE)`` per counted window less the others' use
+(`ratelimit.bulk_rate`).
 
 **A lost budget.** The budget lives in Redis, ML's count of the same requests does not:
 after a FLUSHALL or a restart without persistence a fresh budget would grant a full

@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 
 from peepers_common.ml.leases import (
+    LIVE_RESERVE,
     Lane,
     LeaseBudget,
     LeaseGrant,
@@ -47,7 +48,7 @@ from peepers_common.ml.leases import (
 )
 from peepers_common.settings import MlApiSettings, MlLimit
 
-__all__ = ["KEY_PREFIX", "Lane", "OutboundLimiter", "bulk_lane", "current_lane"]
+__all__ = ["KEY_PREFIX", "Lane", "OutboundLimiter", "bulk_lane", "bulk_rate", "current_lane"]
 
 log = logging.getLogger(__name__)
 
@@ -352,3 +353,17 @@ class OutboundLimiter:
 
 def _ttl_s(limit: MlLimit) -> float:
     return min(LEASE_TTL_S, limit.per_s / 20)
+
+
+def bulk_rate(limit: MlLimit, others_per_s: float) -> float:
+    """The permits a second bulk leases can take of ``limit`` while others take theirs.
+
+    The budget counts each lease for the limit's window plus ``MARGIN_S`` and the lease
+    ttl (what keeps ML's own count under the limit: `leases`), and bulk leases leave
+    `LIVE_RESERVE` of it free above what the others hold, for webhooks: so a sync gets
+    ``amount * (1 - LIVE_RESERVE)`` per counted window less the others' share, not
+    ``amount`` per window less it. Where the others take most of the budget, these fixed
+    costs are a large part of what is left (bench.limiter_pace, docs/benchmarks.md).
+    """
+    counted_s = limit.per_s + MARGIN_S + _ttl_s(limit)
+    return max(limit.amount * (1 - LIVE_RESERVE) / counted_s - others_per_s, 0.0)
