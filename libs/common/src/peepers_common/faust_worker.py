@@ -22,7 +22,7 @@ OVERSTAYED_EXIT_CODE = 70
 
 
 class StopDeadline:
-    """Ends the process ``within_s`` after a stop was asked, however the stop is doing.
+    """Ends the process ``within_s`` after a stop was asked, whether the stop finished or not.
 
     Faust's graceful stop can hang (a stop that lands mid-rebalance waits on it, and a
     stuck agent is awaited without a bound). Kubernetes ends such a pod with SIGKILL
@@ -78,8 +78,8 @@ def run_worker(service: str, app: faust.App, settings: ConsumerSettings) -> None
             configure_logging(service, logging.getLevelName(level))
             init_error_tracking(service, ErrorTrackingSettings())
 
-        # mode's one entry for both signals' handlers (pinned by the unit test, which
-        # fails if mode renames it).
+        # mode's one entry for both signals' handlers (a private method: pinned by
+        # tests/integration/common/test_faust_worker.py, which fails if mode renames it).
         def _schedule_shutdown(self, signum: signal.Signals) -> None:
             deadline.arm(signum.name)
             super()._schedule_shutdown(signum)
