@@ -27,6 +27,7 @@ from typing import cast
 import looptime
 import redis.asyncio as aioredis
 
+from bench.catalog_support import percentile
 from peepers_common.ml.leases import MemoryLeaseBudget
 from peepers_common.ml.ratelimit import OutboundLimiter, bulk_lane, bulk_rate
 from peepers_common.settings import MlApiSettings, MlLimit
@@ -57,10 +58,8 @@ class Result:
         return self.others / self.sync_s * 60
 
     def live_wait_ms(self, q: float) -> float:
-        if not self.live_waits:
-            return 0.0
-        ordered = sorted(self.live_waits)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        """The ``q`` quantile of the live requests' waits (0 when none came)."""
+        return percentile(self.live_waits, q) * 1000 if self.live_waits else 0.0
 
 
 async def _run(scenario: Scenario) -> Result:
