@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from peepers_common.faust_worker import OVERSTAYED_EXIT_CODE
+from peepers_common.process import OVERSTAYED_EXIT_CODE
 from peepers_common.settings import KafkaSettings
 from tests.support import unique
 
@@ -63,6 +63,8 @@ async def test_a_worker_whose_stop_hangs_ends_at_its_deadline_and_says_so(
     assert "stuck in its stop" in output
     assert process.returncode == OVERSTAYED_EXIT_CODE, output
     assert "still stopping 3 s after SIGTERM" in output
+    # The line names where the stop hangs: the stuck service's on_stop.
+    assert "stuck_worker.py:" in output.split("waiting on:")[1]
     assert took >= 3.0
 
 

@@ -119,7 +119,7 @@ class ConsumerSettings(BaseSettings):
     redis_scope: str | None = None
     # How often the group's lag gauges are measured (KEDA polls every 15 s).
     lag_interval_s: float = Field(default=DEFAULT_INTERVAL_S, gt=0)
-    # A stop asked by signal ends within this, finished or not (faust_worker.StopDeadline):
+    # A stop asked by signal ends within this, finished or not (process.StopDeadline):
     # under the 30 s grace period of the smallest worker deployments in deploy/k8s.
     stop_within_s: float = Field(default=25.0, gt=0)
     log_level: str = "INFO"

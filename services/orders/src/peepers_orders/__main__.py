@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import uuid
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -13,6 +11,7 @@ import typer
 from peepers_common.faust_worker import run_worker
 from peepers_common.logs import configure_logging
 from peepers_common.namespaces import Namespace, connect_redis
+from peepers_common.process import run_until_signalled
 from peepers_common.shell import counts_line, progress_bar, run_command
 from peepers_common.topics import PEEPERS_ORDERS
 from peepers_orders.adapters.redis_analytics import RedisAnalytics
@@ -40,15 +39,9 @@ def mailer() -> None:
     """Mail sellers on each order transition (its own consumer group); stop on SIGTERM."""
     settings = Settings()
     configure_logging("orders", settings.log_level)
-    asyncio.run(_mailer(settings))
-
-
-async def _mailer(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await run_mailer(settings, stop)
+    run_until_signalled(
+        lambda stop: run_mailer(settings, stop), stop_within_s=settings.stop_within_s
+    )
 
 
 @cli.command()

@@ -145,7 +145,10 @@ class Supervisor:
             try:
                 await asyncio.wait_for(process.wait(), self.stop_timeout_s)
                 took = time.monotonic() - started
-                report(f"stopped {child.name} (pid {child.pid}) in {took:.1f} s")
+                code = process.returncode
+                # Not 0: its stop did not finish (70: it overstayed and ended itself).
+                how = f" with exit code {code}, see {child.log}" if code else ""
+                report(f"stopped {child.name} (pid {child.pid}) in {took:.1f} s{how}")
             except TimeoutError:
                 _signal_group(child.pid, signal.SIGKILL)
                 await process.wait()

@@ -1,0 +1,58 @@
+"""How ``make run`` reports each child's stop: clean, overstayed, or killed (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from peepers_devstack.plan import ChildSpec
+from peepers_devstack.processes import Supervisor
+
+# Each child prints "up" once its SIGTERM handler is set, then waits.
+_ON_SIGTERM = {
+    "clean": "sys.exit(0)",
+    "overstayed": "sys.exit(70)",  # what a service whose stop hangs exits with
+    "deaf": "None",  # ignores SIGTERM: only SIGKILL ends it
+}
+
+
+def _spec(name: str) -> ChildSpec:
+    code = (
+        "import signal, sys, time\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: {_ON_SIGTERM[name]})\n"
+        "print('up', flush=True)\n"
+        "while True: time.sleep(0.05)\n"
+    )
+    return ChildSpec(name, [sys.executable, "-c", code], {})
+
+
+@pytest.mark.timeout(60)
+async def test_each_stop_is_reported_with_how_it_ended(tmp_path: Path) -> None:
+    supervisor = Supervisor(
+        log_dir=tmp_path / "logs",
+        work_dir=tmp_path / "run",
+        base_env={},
+        stop_timeout_s=1.0,
+    )
+    for name in _ON_SIGTERM:
+        child = await supervisor.start(_spec(name))
+
+        async def up(log: Path = child.log) -> bool:
+            return "up" in await asyncio.to_thread(log.read_text)
+
+        await supervisor.wait_ready(child, up, timeout_s=20)
+    reports: list[str] = []
+
+    await supervisor.stop_all(reports.append)
+
+    deaf, overstayed, clean = reports
+    assert clean.startswith("stopped clean (pid ")
+    assert clean.endswith(" s")
+    assert overstayed.startswith("stopped overstayed (pid ")
+    assert overstayed.endswith(f" with exit code 70, see {tmp_path / 'logs' / 'overstayed.log'}")
+    assert deaf.startswith("killed deaf (pid ")
+    assert deaf.endswith("still running 1 s after SIGTERM")
+    assert not (tmp_path / "run" / "children.pids").exists()
