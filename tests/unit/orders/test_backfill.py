@@ -11,6 +11,7 @@ from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_orders.backfill import BackfillOptions, backfill
 from peepers_orders.errors import BackfillBusy
 from peepers_orders.handlers import Orders
+from peepers_orders.ports import BackfillState
 from tests.unit.orders.fakes import SELLER, T0, Market, ml_order
 from tests.unit.orders.test_handlers import store, types
 
@@ -69,6 +70,33 @@ async def test_an_interrupted_backfill_resumes_from_its_checkpoint(
     state = await backfill(SELLER, orders, sellers, options=options)
     assert (state.phase, state.offset) == ("done", 12)
     assert len(types(orders)) == 12
+
+
+async def test_orders_confirmed_mid_backfill_pass_over_no_other_order(
+    market: Market, orders: Orders, sellers
+) -> None:
+    # A seller's search sorts by date_closed (FACTS.md 4.3): a payment moves an order to
+    # the newest end. Read oldest first, the order after it slid back across the page
+    # boundary and was never cached. The orders paid meanwhile are their webhooks' job.
+    sellers.connections[SELLER] = T0 + timedelta(days=2)
+    _history(market, 12)
+    unpaid = [o.id for o in market.ml.orders.values() if o.status == "confirmed"]
+    search = market.ml.search_orders
+
+    async def paid_after_the_first_page(**kwargs):
+        page = await search(**kwargs)
+        if kwargs["offset"] == 0:
+            for order_id in unpaid:
+                market.pay(order_id, at=T0 + timedelta(days=1))
+        return page
+
+    market.ml.search_orders = paid_after_the_first_page  # type: ignore[method-assign]
+    await backfill(SELLER, orders, sellers, options=BackfillOptions(page_size=5, run_id="r1"))
+
+    records = store(orders).records
+    cached = {o for o in market.ml.orders if o in records and records[o].order is not None}
+    assert len(unpaid) >= 4
+    assert set(market.ml.orders) - set(unpaid) <= cached
 
 
 async def test_a_redelivered_seller_event_does_not_run_its_backfill_again(
@@ -130,3 +158,19 @@ async def test_its_ml_requests_wait_in_the_limiters_bulk_lane(
     await backfill(SELLER, orders, sellers, options=BackfillOptions(page_size=5, run_id="r1"))
     assert lanes == [Lane.BULK]
     assert current_lane() is Lane.LIVE
+
+
+async def test_an_oldest_first_checkpoint_starts_its_pages_over_newest_first(
+    market: Market, orders: Orders, sellers
+) -> None:
+    sellers.connections[SELLER] = T0 + timedelta(days=2)
+    _history(market, 12)
+    old = BackfillState(
+        seller_id=SELLER, run_id="r1", created_from=T0 - timedelta(days=30), offset=10
+    )
+    await sellers.save(old)
+    state = await backfill(
+        SELLER, orders, sellers, options=BackfillOptions(page_size=5, run_id="r1")
+    )
+    assert (state.phase, state.offset, state.newest_first) == ("done", 12, True)
+    assert len(types(orders)) == 12  # every order, not the 2 past the old offset

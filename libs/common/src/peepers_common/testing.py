@@ -145,15 +145,20 @@ class FakeMlApi:
         limit: int = 50,
         sort: str = "date_desc",
         created_from: datetime | None = None,
+        closed_from: datetime | None = None,
         statuses: Sequence[str] = (),
     ) -> MlOrderPage:
-        """As ML: the seller's orders by date, cancelled ones only when asked for."""
+        """As ML: the seller's orders by date closed, cancelled ones only when asked for."""
         self._take("search_orders", offset)
         found = [
             order
             for order in self.orders.values()
             if order.seller.id == seller_id
             and (created_from is None or order.date_created >= created_from)
+            and (
+                closed_from is None
+                or (order.date_closed is not None and order.date_closed >= closed_from)
+            )
             and (order.status in statuses if statuses else order.status != "cancelled")
         ]
         found.sort(key=lambda o: (o.date_closed or o.date_created, o.id))

@@ -15,8 +15,10 @@ each item's questions a search of its own). Claims are paged while ``offset + li
 stays under ML's 10,000 (FACTS.md 5.3). ML lists no seller's conversations, so they are
 found through the seller's orders (all of them, or those of the last
 ``conversation_days``; every status: ML's search hides cancelled ones unless asked), one
-pack page each. Every question, claim and conversation goes through the same apply path
-as a notification, so a backfill racing the webhooks changes nothing twice.
+pack page each, in two passes, because a seller's order search sorts by ``date_closed``
+and an order confirmed mid-pass moves (FACTS.md 4.3; `_Run._orders_conversations`).
+Every question, claim and conversation goes through the same apply path as a
+notification, so a backfill racing the webhooks changes nothing twice.
 
 Its ML requests wait in the outbound limiter's bulk lane, behind webhook-driven ones. The
 backfill is resumable: its checkpoint (``backfill:{seller}``: phase, offset, items
@@ -37,7 +39,7 @@ from typing import Final, Literal
 import redis.asyncio as aioredis
 
 from peepers_common.errors import MlNotFound
-from peepers_common.ml.models import ORDER_STATUSES, MlClaim, MlQuestion
+from peepers_common.ml.models import ORDER_STATUSES, MlClaim, MlOrder, MlQuestion
 from peepers_common.ml.ratelimit import bulk_lane
 from peepers_common.namespaces import Namespace, redis_errors
 from peepers_messages import metrics
@@ -59,6 +61,10 @@ CLAIM_SEARCH_CAP: Final = 10_000
 CLAIM_PAGE: Final = 100  # ML's largest (FACTS.md 5.3)
 # Questions written in one transaction (and read in one pipeline).
 APPLY_BATCH: Final = 200
+# How far ML's clock may be behind ours: the catch-up pass over the orders closed since
+# the conversations pass began starts this much earlier, and on the hour before (ML's
+# date filters use "up to the hour", FACTS.md 4.3).
+MOVED_MARGIN: Final = timedelta(minutes=10)
 Phase = Literal[
     "questions",
     "item_questions",
@@ -66,6 +72,7 @@ Phase = Literal[
     "recheck_claims",  # the claims the mirror holds as open, re-read (a reconnection)
     "every_claim",  # the search of every status (a rebuild)
     "conversations",
+    "moved_conversations",  # the orders closed since the conversations pass began
     "done",
 ]
 # Which claims a backfill reads (the module's docstring).
@@ -97,6 +104,10 @@ class BackfillState:
     # of before the index read the orders before its offset without indexing them, so it
     # must not mark the seller scanned (a rebuild from the index would miss them).
     orders_from_start: bool = False
+    # Where the catch-up pass starts (ISO): the orders closed from then on are read
+    # again. Fixed when the pass over the orders starts; None in a checkpoint saved by
+    # the oldest-first code of before, whose offset the newest-first pass cannot use.
+    moved_since: str | None = None
     total_packs: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -172,6 +183,8 @@ class _Run:
     checkpoints: RedisBackfillCheckpoints
     options: BackfillOptions
     progress: Progress
+    # The packs this process read in this run (a resumed run may read some again).
+    packs_read: set[int] = field(default_factory=set)
 
     async def phases(self) -> None:
         state = self.state
@@ -186,7 +199,7 @@ class _Run:
             await self._recheck_claims()
         if state.phase == "every_claim":
             await self._claims(status=None, then="conversations")
-        if state.phase == "conversations":
+        if state.phase in ("conversations", "moved_conversations"):
             await self._conversations()
 
     def _count(self, entity: str, outcome: Outcome) -> None:
@@ -368,8 +381,11 @@ class _Run:
 
         if state.conversations_from == "index":
             await self._indexed_conversations(one)
-        else:
+            return
+        if state.phase == "conversations":
             await self._orders_conversations(one)
+        if state.phase == "moved_conversations":
+            await self._moved_conversations(one)
 
     async def _indexed_conversations(self, one: Callable[[int], Awaitable[None]]) -> None:
         """The packs the conversations index holds: one pack page each, no empty pack read."""
@@ -382,28 +398,76 @@ class _Run:
             if await self._paged(len(page), len(packs), "done"):
                 return
 
-    async def _orders_conversations(self, one: Callable[[int], Awaitable[None]]) -> None:
-        """Every pack of the seller's orders (of the window): ML lists no conversations."""
-        state, options, deps = self.state, self.options, self.deps
+    def _orders_window(self) -> datetime | None:
+        """The conversations phase's window start (fixed in the checkpoint when it starts)."""
+        state, options = self.state, self.options
         if state.orders_since is None and options.conversation_days is not None:
             since_days = timedelta(days=options.conversation_days)
-            state.orders_since = (deps.now() - since_days).isoformat()
-        since = None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
+            state.orders_since = (self.deps.now() - since_days).isoformat()
+        return None if state.orders_since is None else datetime.fromisoformat(state.orders_since)
+
+    async def _orders_conversations(self, one: Callable[[int], Awaitable[None]]) -> None:
+        """Every pack of the seller's orders (of the window): ML lists no conversations.
+
+        A seller's search sorts by ``date_closed``, so an order confirmed while the pages
+        are read moves to the newest end. Oldest first, every order after it shifts one
+        place back, and the one across the page boundary is never read (`make check`
+        found two packs lost so, session 10). Newest first, an order not confirmed
+        meanwhile only ever moves further on (an order confirmed or created lands in
+        front of it): it is read, perhaps twice. Only the orders confirmed meanwhile may
+        be passed over; `_moved_conversations` reads them after this pass.
+        """
+        state, options, deps = self.state, self.options, self.deps
+        since = self._orders_window()
+        if state.moved_since is None:
+            began = (deps.now() - MOVED_MARGIN).replace(minute=0, second=0, microsecond=0)
+            state.moved_since = began.isoformat()
+            state.offset = 0  # an oldest-first checkpoint's offset: start the pass over
         while True:
-            # Oldest first: orders made meanwhile land after the offset, not before it.
+            page = await deps.ml.search_orders(
+                seller_id=state.seller_id,
+                offset=state.offset,
+                limit=options.page_size,
+                sort="date_desc",
+                created_from=since,
+                statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
+            )
+            state.total_orders = page.paging.total
+            await self._orders_packs(page.results, one)
+            if await self._paged(len(page.results), page.paging.total, "moved_conversations"):
+                return
+
+    async def _moved_conversations(self, one: Callable[[int], Awaitable[None]]) -> None:
+        """The orders closed since the pass over the orders began, oldest first.
+
+        Orders closed from then on are added at the newest end of this search, and none
+        leaves it, so an offset read oldest first passes over none of them.
+        """
+        state, options, deps = self.state, self.options, self.deps
+        since = self._orders_window()
+        moved_since = datetime.fromisoformat(state.moved_since or "")
+        while True:
             page = await deps.ml.search_orders(
                 seller_id=state.seller_id,
                 offset=state.offset,
                 limit=options.page_size,
                 sort="date_asc",
                 created_from=since,
-                statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
+                closed_from=moved_since,
+                statuses=ORDER_STATUSES,
             )
-            state.total_orders = page.paging.total
-            packs = dict.fromkeys(order.pack_id or order.id for order in page.results)
-            await asyncio.gather(*(one(pack_id) for pack_id in packs))
+            await self._orders_packs(page.results, one)
             if await self._paged(len(page.results), page.paging.total, "done"):
                 if since is None and state.orders_from_start:
                     # Every order's pack read: the index holds each conversation from now on.
                     await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
                 return
+
+    async def _orders_packs(
+        self, orders: Iterable[MlOrder], one: Callable[[int], Awaitable[None]]
+    ) -> None:
+        """Each order's pack, once per run (an order read twice, or in both passes)."""
+        packs = dict.fromkeys(order.pack_id or order.id for order in orders)
+        fresh = [pack_id for pack_id in packs if pack_id not in self.packs_read]
+        self.packs_read.update(fresh)
+        await asyncio.gather(*(one(pack_id) for pack_id in fresh))

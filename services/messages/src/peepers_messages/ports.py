@@ -53,6 +53,7 @@ class MessagesSource(Protocol):
         limit: int = 50,
         sort: str = "date_desc",
         created_from: datetime | None = None,
+        closed_from: datetime | None = None,
         statuses: Sequence[str] = (),
     ) -> MlOrderPage: ...
     async def get_claim_detail(self, claim_id: int, *, seller_id: int) -> MlClaimDetail: ...

@@ -1,13 +1,18 @@
 """Backfill on ``seller.connected``: the seller's orders of the last N days, into the cache.
 
-`/orders/search` pages by offset, oldest first (``sort=date_asc``) from a creation date
-fixed when the run starts, so orders created while it runs land after the pages already
-read and offsets stay put. Every status is asked for: a plain search hides cancelled
-orders (FACTS.md 4.1). Each page's orders go through `handlers.apply_order`, the same
-mapping as webhooks, from the search's own order bodies (no extra fetch per order); the
-checkpoint (offset, counts) is saved after each page, so a run interrupted by a restart
-or a rebalance resumes where it stopped. The orders are announced as ``order.snapshot``
-(they predate the connection) and send no email.
+`/orders/search` pages by offset, newest first (``sort=date_desc``), from a creation
+date fixed when the run starts. A seller's search sorts by ``date_closed`` (FACTS.md
+4.3), so an order confirmed while the run reads it moves to the newest end, as an order
+created meanwhile lands there. Oldest first, each such move slid the orders after it
+back one place and one across the page boundary was never read (session 10); newest
+first, an order not changed meanwhile only moves further on, so it is read (perhaps
+twice: the apply is idempotent). The orders confirmed or created meanwhile may be passed
+over, and are their own notifications' to cache. Every status is asked for: a plain
+search hides cancelled orders (FACTS.md 4.1). Each page's orders go through
+`handlers.apply_order`, the same mapping as webhooks, from the search's own order bodies
+(no extra fetch per order); the checkpoint (offset, counts) is saved after each page, so
+a run interrupted by a restart or a rebalance resumes where it stopped. The orders are
+announced as ``order.snapshot`` (they predate the connection) and send no email.
 
 One run per seller at a time: a run holds the seller's lease (`BackfillCheckpoints.claim`,
 renewed each page). A second request meanwhile (a seller connecting while a rebuild
@@ -90,8 +95,13 @@ async def _run(
         return state  # this very run is done (a redelivered event), or a later one
     if state is None or state.phase == "done" or options.restart:
         since = occurred(orders.clock()) - timedelta(days=options.days)
-        state = BackfillState(seller_id=seller_id, run_id=options.run_id, created_from=since)
+        state = BackfillState(
+            seller_id=seller_id, run_id=options.run_id, created_from=since, newest_first=True
+        )
         await checkpoints.save(state)
+    elif not state.newest_first:
+        # Saved by the oldest-first code of before: its offset means nothing newest first.
+        state = replace(state, offset=0, newest_first=True)
     label = str(seller_id)
     metrics.BACKFILL_RUNNING.labels(label).set(1)
     gate = asyncio.Semaphore(options.apply_concurrency)
@@ -108,7 +118,7 @@ async def _run(
                 seller_id=seller_id,
                 offset=state.offset,
                 limit=options.page_size,
-                sort="date_asc",
+                sort="date_desc",
                 created_from=state.created_from,
                 statuses=sorted(ORDER_STATUSES),
             )

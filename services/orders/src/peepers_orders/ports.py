@@ -188,6 +188,8 @@ class BackfillState:
     counts: dict[str, int] = field(default_factory=dict)
     # When it was done (a later request for the seller's history is covered by it).
     finished_at: datetime | None = None
+    # Read newest first (backfill.py); False in a checkpoint of the oldest-first code.
+    newest_first: bool = False
 
 
 class BackfillCheckpoints(Protocol):

@@ -152,6 +152,7 @@ class MlApi(Protocol):
         limit: int = 50,
         sort: str = "date_desc",
         created_from: datetime | None = None,
+        closed_from: datetime | None = None,
         statuses: Sequence[str] = (),
     ) -> MlOrderPage: ...
     async def get_shipment(self, shipment_id: int, *, seller_id: int) -> MlShipment: ...
@@ -516,12 +517,14 @@ class HttpMlApi:
         limit: int = 50,
         sort: str = "date_desc",
         created_from: datetime | None = None,
+        closed_from: datetime | None = None,
         statuses: Sequence[str] = (),
     ) -> MlOrderPage:
         """One page of the seller's orders; ML hides cancelled ones unless ``statuses`` asks.
 
-        ``created_from`` filters on ``order.date_created.from`` (ML's own format, with
-        milliseconds and an offset: FACTS.md 4.3).
+        ``created_from`` filters on ``order.date_created.from``, ``closed_from`` on
+        ``order.date_closed.from`` (ML's own format, with milliseconds and an offset:
+        FACTS.md 4.3). A seller's search sorts by ``date_closed`` (FACTS.md 4.3).
         """
         params: dict[str, str | int] = {
             "seller": seller_id,
@@ -531,6 +534,8 @@ class HttpMlApi:
         }
         if created_from is not None:
             params["order.date_created.from"] = created_from.isoformat(timespec="milliseconds")
+        if closed_from is not None:
+            params["order.date_closed.from"] = closed_from.isoformat(timespec="milliseconds")
         if statuses:
             params["order.status"] = ",".join(statuses)
         return await self._model(MlOrderPage, "/orders/search", seller_id=seller_id, params=params)
