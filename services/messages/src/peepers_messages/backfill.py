@@ -417,25 +417,12 @@ class _Run:
         front of it): it is read, perhaps twice. Only the orders confirmed meanwhile may
         be passed over; `_moved_conversations` reads them after this pass.
         """
-        state, options, deps = self.state, self.options, self.deps
-        since = self._orders_window()
+        state, deps = self.state, self.deps
         if state.moved_since is None:
             began = (deps.now() - MOVED_MARGIN).replace(minute=0, second=0, microsecond=0)
             state.moved_since = began.isoformat()
             state.offset = 0  # an oldest-first checkpoint's offset: start the pass over
-        while True:
-            page = await deps.ml.search_orders(
-                seller_id=state.seller_id,
-                offset=state.offset,
-                limit=options.page_size,
-                sort="date_desc",
-                created_from=since,
-                statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
-            )
-            state.total_orders = page.paging.total
-            await self._orders_packs(page.results, one)
-            if await self._paged(len(page.results), page.paging.total, "moved_conversations"):
-                return
+        await self._orders_pass(one, sort="date_desc", closed_from=None, then="moved_conversations")
 
     async def _moved_conversations(self, one: Callable[[int], Awaitable[None]]) -> None:
         """The orders closed since the pass over the orders began, oldest first.
@@ -443,24 +430,37 @@ class _Run:
         Orders closed from then on are added at the newest end of this search, and none
         leaves it, so an offset read oldest first passes over none of them.
         """
-        state, options, deps = self.state, self.options, self.deps
-        since = self._orders_window()
+        state = self.state
         moved_since = datetime.fromisoformat(state.moved_since or "")
+        await self._orders_pass(one, sort="date_asc", closed_from=moved_since, then="done")
+        if self._orders_window() is None and state.orders_from_start:
+            # Every order's pack read: the index holds each conversation from now on.
+            await index_conversation(ConversationRecord(seller_id=state.seller_id), self.deps)
+
+    async def _orders_pass(
+        self,
+        one: Callable[[int], Awaitable[None]],
+        *,
+        sort: str,
+        closed_from: datetime | None,
+        then: Phase,
+    ) -> None:
+        """Page the seller's orders (of the window) from the checkpoint's offset to the end."""
+        state = self.state
+        since = self._orders_window()
         while True:
-            page = await deps.ml.search_orders(
+            page = await self.deps.ml.search_orders(
                 seller_id=state.seller_id,
                 offset=state.offset,
-                limit=options.page_size,
-                sort="date_asc",
+                limit=self.options.page_size,
+                sort=sort,
                 created_from=since,
-                closed_from=moved_since,
-                statuses=ORDER_STATUSES,
+                closed_from=closed_from,
+                statuses=ORDER_STATUSES,  # a cancelled order's pack has a conversation too
             )
+            state.total_orders = page.paging.total
             await self._orders_packs(page.results, one)
-            if await self._paged(len(page.results), page.paging.total, "done"):
-                if since is None and state.orders_from_start:
-                    # Every order's pack read: the index holds each conversation from now on.
-                    await index_conversation(ConversationRecord(seller_id=state.seller_id), deps)
+            if await self._paged(len(page.results), page.paging.total, then):
                 return
 
     async def _orders_packs(
