@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -13,16 +14,17 @@ from peepers_devstack.processes import Supervisor
 
 # Each child prints "up" once its SIGTERM handler is set, then waits.
 _ON_SIGTERM = {
-    "clean": "sys.exit(0)",
-    "overstayed": "sys.exit(70)",  # what a service whose stop hangs exits with
-    "deaf": "None",  # ignores SIGTERM: only SIGKILL ends it
+    "clean": "lambda *_: sys.exit(0)",
+    "killed": "signal.SIG_DFL",  # no handler: SIGTERM ends it (as the mail sink)
+    "overstayed": "lambda *_: sys.exit(70)",  # what a service whose stop hangs exits with
+    "deaf": "signal.SIG_IGN",  # only SIGKILL ends it
 }
 
 
 def _spec(name: str) -> ChildSpec:
     code = (
         "import signal, sys, time\n"
-        f"signal.signal(signal.SIGTERM, lambda *_: {_ON_SIGTERM[name]})\n"
+        f"signal.signal(signal.SIGTERM, {_ON_SIGTERM[name]})\n"
         "print('up', flush=True)\n"
         "while True: time.sleep(0.05)\n"
     )
@@ -48,9 +50,9 @@ async def test_each_stop_is_reported_with_how_it_ended(tmp_path: Path) -> None:
 
     await supervisor.stop_all(reports.append)
 
-    deaf, overstayed, clean = reports
-    assert clean.startswith("stopped clean (pid ")
-    assert clean.endswith(" s")
+    deaf, overstayed, killed, clean = reports
+    for plain in (clean, killed):  # ended by the SIGTERM itself: a stop as any other
+        assert re.fullmatch(r"stopped (clean|killed) \(pid \d+\) in [\d.]+ s", plain), plain
     assert overstayed.startswith("stopped overstayed (pid ")
     assert overstayed.endswith(f" with exit code 70, see {tmp_path / 'logs' / 'overstayed.log'}")
     assert deaf.startswith("killed deaf (pid ")

@@ -146,8 +146,10 @@ class Supervisor:
                 await asyncio.wait_for(process.wait(), self.stop_timeout_s)
                 took = time.monotonic() - started
                 code = process.returncode
-                # Not 0: its stop did not finish (70: it overstayed and ended itself).
-                how = f" with exit code {code}, see {child.log}" if code else ""
+                # Neither 0 nor ended by the SIGTERM itself (a child without a handler, as
+                # the mail sink): its stop did not finish (70: it overstayed, ended itself).
+                clean = code in (0, -signal.SIGTERM)
+                how = "" if clean else f" with exit code {code}, see {child.log}"
                 report(f"stopped {child.name} (pid {child.pid}) in {took:.1f} s{how}")
             except TimeoutError:
                 _signal_group(child.pid, signal.SIGKILL)
