@@ -100,6 +100,22 @@ def closed_claims(ml: FakeMlApi, count: int) -> list[int]:
     return ids
 
 
+class AnsweringAfterFirstPage(FakeMlApi):
+    """ML where the seller answers three questions of the first page once it was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered: list[int] = []
+
+    async def search_questions(self, **kwargs: Any) -> MlQuestionPage:
+        page = await super().search_questions(**kwargs)
+        if not self.answered and kwargs.get("item_id") is None:
+            for question in page.questions[-3:]:
+                self.questions[question.id] = question.model_copy(update={"status": "ANSWERED"})
+                self.answered.append(question.id)
+        return page
+
+
 class RecordingMl(FakeMlApi):
     """ML that notes in which limiter lane each call was made."""
 
@@ -277,6 +293,21 @@ class TestBackfill:
         assert [q.id for q in inbox] == sorted(q.id for q in unanswered)  # oldest first
         assert {c.claim_id for c in await deps.tickets.of_seller(SELLER)} == set(ml.claims)
 
+    async def test_questions_answered_mid_backfill_pass_over_no_other_question(
+        self, redis: aioredis.Redis
+    ) -> None:
+        # An answered question leaves the search: the ones after it move back, and paged
+        # by offset alone the one across the page boundary was never read.
+        ml = AnsweringAfterFirstPage()
+        marketplace(questions=160, items=5, claims=0, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r"))
+        unanswered = [q.id for q in ml.questions.values() if q.status == "UNANSWERED"]
+        missing = [q for q in unanswered if await deps.mirror.question(q) is None]
+        assert ml.answered  # on the first page: the pages after it moved back
+        assert missing == []
+        assert len(unanswered) > 100
+
     async def test_a_backfill_that_failed_midway_resumes_where_it_stopped(
         self, redis: aioredis.Redis
     ) -> None:
@@ -287,10 +318,14 @@ class TestBackfill:
             await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r2"))
         saved = await checkpoints.load(SELLER)
         assert saved is not None
-        assert (saved.phase, saved.offset) == ("questions", 150)
+        # Each page after the first starts at the last question read: 50 + 49 + 49 read.
+        assert (saved.phase, saved.offset) == ("questions", 148)
+        unanswered = sorted(q.id for q in ml.questions.values() if q.status == "UNANSWERED")
+        assert saved.last_question == unanswered[147]
         state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r2"))
         assert state.phase == "done"
-        # Resumed at offset 150: 3 pages, the failed one, then 3 more (150, 200, 250).
+        # Resumed after the 148th of 270: 3 pages, the failed one, then 3 more (from 147,
+        # 196 and 245).
         assert ml.pages == 3 + 1 + 3
         _, total = await deps.mirror.inbox(SELLER, offset=0, limit=500)
         assert total == 270

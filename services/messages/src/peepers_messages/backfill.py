@@ -92,6 +92,9 @@ class BackfillState:
     offset: int = 0
     items_done: int = 0
     total_questions: int = 0
+    # The id of the last question read, the questions' pass resumes after it
+    # (`_Run._questions`); None before the first page, and in older checkpoints.
+    last_question: int | None = None
     total_claims: int = 0
     total_orders: int = 0
     # The conversations phase's window start (ISO), fixed when it starts so a resumed run
@@ -237,18 +240,39 @@ class _Run:
                 self._count("question", outcome)
 
     async def _questions(self) -> None:
+        """The unanswered questions, oldest first, each read once though some are answered.
+
+        A question answered meanwhile leaves the search, and the ones after it move one
+        place back: paged by offset alone, the question that moved across the page
+        boundary was never read (as the orders' pass, `_orders_conversations`). ML's
+        question search has no date filter to page by, so each page starts at the last
+        question read (one place before the offset) and goes on after it; where that
+        question is not in the page (answered, or more than one place moved), it steps
+        back, twice as far each time, until it finds it or reaches the first question.
+        """
         state, size = self.state, self.options.page_size
         while True:
-            page = await self.deps.ml.search_questions(
-                seller_id=state.seller_id, status=UNANSWERED, offset=state.offset, limit=size
-            )
+            back = 1 if state.last_question is not None else 0
+            while True:
+                start = max(0, state.offset - back)
+                page = await self.deps.ml.search_questions(
+                    seller_id=state.seller_id, status=UNANSWERED, offset=start, limit=size
+                )
+                ids = [question.id for question in page.questions]
+                if state.last_question in ids or start == 0 or not ids:
+                    break
+                back *= 2
             state.total_questions = page.total
             if page.total > QUESTION_SEARCH_CAP:
                 # More than ML's search shows: item by item instead (what was applied stays).
                 await self._next_phase("item_questions")
                 return
-            await self._apply_questions(page.questions)
-            if await self._paged(len(page.questions), page.total, "claims"):
+            after = ids.index(state.last_question) + 1 if state.last_question in ids else 0
+            await self._apply_questions(page.questions[after:])
+            if ids:
+                state.last_question = ids[-1]
+            state.offset = start
+            if await self._paged(len(ids), page.total, "claims"):
                 return
 
     async def _item_questions(self) -> None:
