@@ -9,12 +9,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from peepers_common.errors import MlUnavailable, ReauthRequired, TokenError, TokenUnavailable
-from peepers_common.ml.models import MlClaim, MlItem, MlQuestion, MlQuestionPage
+from peepers_common.ml.models import MlClaim, MlClaimPage, MlItem, MlQuestion, MlQuestionPage
 from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_common.namespaces import connect_redis
 from peepers_common.testing import FakeMlApi
 from peepers_messages.adapters.redis_views import ConversationRecord
-from peepers_messages.backfill import BackfillOptions, BackfillState, backfill
+from peepers_messages.backfill import CLAIM_PAGE, BackfillOptions, BackfillState, backfill
 from peepers_messages.rebuild import rebuild_messages
 from peepers_messages.settings import Settings
 from tests.integration.messages.harness import wired
@@ -100,12 +100,14 @@ def closed_claims(ml: FakeMlApi, count: int) -> list[int]:
     return ids
 
 
-class AnsweringAfterFirstPage(FakeMlApi):
-    """ML where the seller answers three questions of the first page once it was read."""
+class LeavingAfterFirstPage(FakeMlApi):
+    """ML where the last three of the first page of unanswered questions are answered,
+    and of open claims closed, once that page was read: they leave their search."""
 
     def __init__(self) -> None:
         super().__init__()
         self.answered: list[int] = []
+        self.closed: list[int] = []
 
     async def search_questions(self, **kwargs: Any) -> MlQuestionPage:
         page = await super().search_questions(**kwargs)
@@ -113,6 +115,14 @@ class AnsweringAfterFirstPage(FakeMlApi):
             for question in page.questions[-3:]:
                 self.questions[question.id] = question.model_copy(update={"status": "ANSWERED"})
                 self.answered.append(question.id)
+        return page
+
+    async def search_claims(self, **kwargs: Any) -> MlClaimPage:
+        page = await super().search_claims(**kwargs)
+        if not self.closed and kwargs.get("status") == "opened":
+            for claim in page.data[-3:]:
+                self.claims[claim.id] = claim.model_copy(update={"status": "closed"})
+                self.closed.append(claim.id)
         return page
 
 
@@ -293,20 +303,24 @@ class TestBackfill:
         assert [q.id for q in inbox] == sorted(q.id for q in unanswered)  # oldest first
         assert {c.claim_id for c in await deps.tickets.of_seller(SELLER)} == set(ml.claims)
 
-    async def test_questions_answered_mid_backfill_pass_over_no_other_question(
+    async def test_questions_answered_and_claims_closed_mid_backfill_hide_no_other(
         self, redis: aioredis.Redis
     ) -> None:
-        # An answered question leaves the search: the ones after it move back, and paged
-        # by offset alone the one across the page boundary was never read.
-        ml = AnsweringAfterFirstPage()
-        marketplace(questions=160, items=5, claims=0, ml=ml)
+        # An answered question (a closed claim) leaves its search: the entries after it
+        # move back, and paged by offset alone the one across the page boundary was
+        # never read.
+        ml = LeavingAfterFirstPage()
+        marketplace(questions=160, items=5, claims=250, ml=ml)
         deps, checkpoints = wired(ml, redis)
         await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r"))
         unanswered = [q.id for q in ml.questions.values() if q.status == "UNANSWERED"]
-        missing = [q for q in unanswered if await deps.mirror.question(q) is None]
-        assert ml.answered  # on the first page: the pages after it moved back
-        assert missing == []
+        still_open = [c for c, claim in ml.claims.items() if claim.status == "opened"]
+        assert ml.answered
+        assert ml.closed
+        assert [q for q in unanswered if await deps.mirror.question(q) is None] == []
+        assert [c for c in still_open if await deps.mirror.claim(c) is None] == []
         assert len(unanswered) > 100
+        assert len(still_open) > CLAIM_PAGE
 
     async def test_a_backfill_that_failed_midway_resumes_where_it_stopped(
         self, redis: aioredis.Redis
@@ -321,7 +335,7 @@ class TestBackfill:
         # Each page after the first starts at the last question read: 50 + 49 + 49 read.
         assert (saved.phase, saved.offset) == ("questions", 148)
         unanswered = sorted(q.id for q in ml.questions.values() if q.status == "UNANSWERED")
-        assert saved.last_question == unanswered[147]
+        assert saved.last_read == unanswered[147]
         state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r2"))
         assert state.phase == "done"
         # Resumed after the 148th of 270: 3 pages, the failed one, then 3 more (from 147,

@@ -31,10 +31,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -55,6 +55,8 @@ from peepers_messages.handlers import (
 )
 
 log = logging.getLogger(__name__)
+
+_Read = TypeVar("_Read", MlQuestion, MlClaim)
 
 QUESTION_SEARCH_CAP: Final = 1000
 CLAIM_SEARCH_CAP: Final = 10_000
@@ -92,9 +94,10 @@ class BackfillState:
     offset: int = 0
     items_done: int = 0
     total_questions: int = 0
-    # The id of the last question read, the questions' pass resumes after it
-    # (`_Run._questions`); None before the first page, and in older checkpoints.
-    last_question: int | None = None
+    # The id of the last question or claim read in this phase: its next page starts
+    # there (`_Run._page_after_last`); None before a phase's first page, and in older
+    # checkpoints.
+    last_read: int | None = None
     total_claims: int = 0
     total_orders: int = 0
     # The conversations phase's window start (ISO), fixed when it starts so a resumed run
@@ -217,7 +220,7 @@ class _Run:
         self.progress(self.state)
 
     async def _next_phase(self, then: Phase) -> None:
-        self.state.phase, self.state.offset = then, 0
+        self.state.phase, self.state.offset, self.state.last_read = then, 0, None
         await self._save()
 
     async def _paged(self, count: int, total: int, then: Phase) -> bool:
@@ -239,40 +242,55 @@ class _Run:
             for outcome in await apply_questions(mine[start : start + APPLY_BATCH], self.deps):
                 self._count("question", outcome)
 
-    async def _questions(self) -> None:
-        """The unanswered questions, oldest first, each read once though some are answered.
+    async def _page_after_last(
+        self,
+        search: Callable[[int], Awaitable[tuple[Sequence[_Read], int]]],
+        ident: Callable[[_Read], int],
+    ) -> tuple[Sequence[_Read], int, int]:
+        """The next page of a search whose entries may leave it: (unread, page size, total).
 
-        A question answered meanwhile leaves the search, and the ones after it move one
-        place back: paged by offset alone, the question that moved across the page
-        boundary was never read (as the orders' pass, `_orders_conversations`). ML's
-        question search has no date filter to page by, so each page starts at the last
-        question read (one place before the offset) and goes on after it; where that
-        question is not in the page (answered, or more than one place moved), it steps
-        back, twice as far each time, until it finds it or reaches the first question.
+        A question answered (or a claim closed) meanwhile leaves its search, and the
+        entries after it move one place back: paged by offset alone, the entry that
+        moved across the page boundary was never read, and nothing would bring it later
+        (as the orders' pass, `_orders_conversations`). ML's searches here have no date
+        filter to page by, so a page starts at the last entry read (one place before the
+        offset) and what follows it is unread; where that entry is not in the page (gone,
+        or moved further), it steps back, twice as far each time, until it finds it or
+        reaches the first entry. ``search(offset)`` gives a page and the search's total.
         """
-        state, size = self.state, self.options.page_size
+        state = self.state
+        back = 1 if state.last_read is not None else 0
         while True:
-            back = 1 if state.last_question is not None else 0
-            while True:
-                start = max(0, state.offset - back)
-                page = await self.deps.ml.search_questions(
-                    seller_id=state.seller_id, status=UNANSWERED, offset=start, limit=size
-                )
-                ids = [question.id for question in page.questions]
-                if state.last_question in ids or start == 0 or not ids:
-                    break
-                back *= 2
-            state.total_questions = page.total
-            if page.total > QUESTION_SEARCH_CAP:
+            start = max(0, state.offset - back)
+            page, total = await search(start)
+            ids = [ident(entry) for entry in page]
+            if state.last_read in ids or start == 0 or not ids:
+                break
+            back *= 2
+        after = ids.index(state.last_read) + 1 if state.last_read in ids else 0
+        if ids:
+            state.last_read = ids[-1]
+        state.offset = start
+        return page[after:], len(ids), total
+
+    async def _questions(self) -> None:
+        state, size = self.state, self.options.page_size
+
+        async def search(offset: int) -> tuple[Sequence[MlQuestion], int]:
+            page = await self.deps.ml.search_questions(
+                seller_id=state.seller_id, status=UNANSWERED, offset=offset, limit=size
+            )
+            return page.questions, page.total
+
+        while True:
+            unread, count, total = await self._page_after_last(search, lambda q: q.id)
+            state.total_questions = total
+            if total > QUESTION_SEARCH_CAP:
                 # More than ML's search shows: item by item instead (what was applied stays).
                 await self._next_phase("item_questions")
                 return
-            after = ids.index(state.last_question) + 1 if state.last_question in ids else 0
-            await self._apply_questions(page.questions[after:])
-            if ids:
-                state.last_question = ids[-1]
-            state.offset = start
-            if await self._paged(len(ids), page.total, "claims"):
+            await self._apply_questions(unread)
+            if await self._paged(count, total, "claims"):
                 return
 
     async def _item_questions(self) -> None:
@@ -322,13 +340,19 @@ class _Run:
         state = self.state
         # The search of every status follows the open claims' (a rebuild).
         apply = self._apply_claim if status is not None else self._unless_held
-        while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
+
+        async def search(offset: int) -> tuple[Sequence[MlClaim], int]:
             page = await self.deps.ml.search_claims(
-                seller_id=state.seller_id, status=status, offset=state.offset, limit=CLAIM_PAGE
+                seller_id=state.seller_id, status=status, offset=offset, limit=CLAIM_PAGE
             )
-            state.total_claims = page.paging.total
-            await asyncio.gather(*(apply(claim) for claim in page.data))
-            if await self._paged(len(page.data), page.paging.total, then):
+            return page.data, page.paging.total
+
+        # An open claim closed meanwhile leaves the open search (`_page_after_last`).
+        while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
+            unread, count, total = await self._page_after_last(search, lambda c: c.id)
+            state.total_claims = total
+            await asyncio.gather(*(apply(claim) for claim in unread))
+            if await self._paged(count, total, then):
                 return
         log.warning(
             "seller %d has more claims (status %s) than ML's search pages (%d): the newest"
