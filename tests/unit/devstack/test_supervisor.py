@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
+from peepers_devstack.errors import ChildFailed
 from peepers_devstack.plan import ChildSpec
 from peepers_devstack.processes import Supervisor
 
@@ -58,3 +61,28 @@ async def test_each_stop_is_reported_with_how_it_ended(tmp_path: Path) -> None:
     assert deaf.startswith("killed deaf (pid ")
     assert deaf.endswith("still running 1 s after SIGTERM")
     assert not (tmp_path / "run" / "children.pids").exists()
+
+
+@pytest.mark.timeout(60)
+async def test_waiting_for_one_child_is_not_failed_by_another_dying(tmp_path: Path) -> None:
+    supervisor = Supervisor(log_dir=tmp_path / "logs", work_dir=tmp_path / "run", base_env={})
+    other = await supervisor.start(_spec("clean"))
+    coming = await supervisor.start(_spec("clean"))
+    polls: list[int] = []
+
+    async def ready() -> bool:
+        if not polls:
+            os.kill(other.pid, signal.SIGKILL)  # killed while the other comes up
+            await other.process.wait()
+        polls.append(1)
+        return "up" in await asyncio.to_thread(coming.log.read_text)
+
+    await supervisor.wait_ready(coming, ready, timeout_s=20)
+
+    assert other.process.returncode == -signal.SIGKILL
+    assert supervisor.exited() == [other]  # the caller's to start again
+    os.kill(coming.pid, signal.SIGKILL)
+    await coming.process.wait()
+    with pytest.raises(ChildFailed, match="exited with code -9"):
+        await supervisor.wait_ready(coming, ready, timeout_s=20)
+    await supervisor.stop_all(lambda _line: None)

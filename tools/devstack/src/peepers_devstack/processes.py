@@ -115,10 +115,17 @@ class Supervisor:
             raise child.failed(reason)
 
     async def wait_ready(self, child: Child, probe: Probe, *, timeout_s: float) -> float:
-        """Poll ``probe`` until it answers true; returns the seconds it took."""
+        """Poll ``probe`` until it answers true; returns the seconds it took.
+
+        Only ``child`` exiting fails the wait: another child that dies meanwhile is its
+        caller's to handle (a live run starts it again; a worker killed while another
+        was coming back ended the whole run).
+        """
         started = time.monotonic()
         while True:
-            self.check()
+            if child.process.returncode is not None:
+                reason = f"exited with code {child.process.returncode}"
+                raise child.failed(reason)
             if await probe():
                 return time.monotonic() - started
             if time.monotonic() - started > timeout_s:
