@@ -14,7 +14,13 @@ from peepers_common.ml.ratelimit import Lane, current_lane
 from peepers_common.namespaces import connect_redis
 from peepers_common.testing import FakeMlApi
 from peepers_messages.adapters.redis_views import ConversationRecord
-from peepers_messages.backfill import CLAIM_PAGE, BackfillOptions, BackfillState, backfill
+from peepers_messages.backfill import (
+    CLAIM_PAGE,
+    QUESTION_SEARCH_CAP,
+    BackfillOptions,
+    BackfillState,
+    backfill,
+)
 from peepers_messages.rebuild import rebuild_messages
 from peepers_messages.settings import Settings
 from tests.integration.messages.harness import wired
@@ -101,20 +107,23 @@ def closed_claims(ml: FakeMlApi, count: int) -> list[int]:
 
 
 class LeavingAfterFirstPage(FakeMlApi):
-    """ML where the last three of the first page of unanswered questions are answered,
-    and of open claims closed, once that page was read: they leave their search."""
+    """ML where the last three of the first page of unanswered questions (the seller's,
+    and each item's) are answered, and of open claims closed, once that page was read:
+    they leave their search."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.answered: list[int] = []
+        self.answered: dict[str | None, list[int]] = {}
         self.closed: list[int] = []
 
     async def search_questions(self, **kwargs: Any) -> MlQuestionPage:
         page = await super().search_questions(**kwargs)
-        if not self.answered and kwargs.get("item_id") is None:
+        search = kwargs.get("item_id")
+        if search not in self.answered:
+            self.answered[search] = []
             for question in page.questions[-3:]:
                 self.questions[question.id] = question.model_copy(update={"status": "ANSWERED"})
-                self.answered.append(question.id)
+                self.answered[search].append(question.id)
         return page
 
     async def search_claims(self, **kwargs: Any) -> MlClaimPage:
@@ -315,12 +324,26 @@ class TestBackfill:
         await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r"))
         unanswered = [q.id for q in ml.questions.values() if q.status == "UNANSWERED"]
         still_open = [c for c, claim in ml.claims.items() if claim.status == "opened"]
-        assert ml.answered
+        assert ml.answered[None]
         assert ml.closed
         assert [q for q in unanswered if await deps.mirror.question(q) is None] == []
         assert [c for c in still_open if await deps.mirror.claim(c) is None] == []
         assert len(unanswered) > 100
         assert len(still_open) > CLAIM_PAGE
+
+    async def test_an_items_questions_answered_mid_read_hide_none_of_its_others(
+        self, redis: aioredis.Redis
+    ) -> None:
+        # Past ML's 1,000 the questions are read item by item: 108 unanswered an item,
+        # three pages each, and three of each item's first page answered once it was read.
+        ml = LeavingAfterFirstPage()
+        marketplace(questions=1200, items=10, claims=0, ml=ml)
+        deps, checkpoints = wired(ml, redis)
+        state = await backfill(SELLER, deps, checkpoints, BackfillOptions(run_id="r"))
+        unanswered = [q.id for q in ml.questions.values() if q.status == "UNANSWERED"]
+        assert state.total_questions > QUESTION_SEARCH_CAP
+        assert len([item for item in ml.answered if item is not None]) == 10
+        assert [q for q in unanswered if await deps.mirror.question(q) is None] == []
 
     async def test_a_backfill_that_failed_midway_resumes_where_it_stopped(
         self, redis: aioredis.Redis

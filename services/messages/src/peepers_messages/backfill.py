@@ -95,7 +95,7 @@ class BackfillState:
     items_done: int = 0
     total_questions: int = 0
     # The id of the last question or claim read in this phase: its next page starts
-    # there (`_Run._page_after_last`); None before a phase's first page, and in older
+    # there (`_page_after_last`); None before a phase's first page, and in older
     # checkpoints.
     last_read: int | None = None
     total_claims: int = 0
@@ -133,6 +133,46 @@ class BackfillOptions:
     claims: ClaimScope = "open"
     # Conversations from the index for a seller scanned whole once (a rebuild).
     from_index: bool = False
+
+
+@dataclass
+class _Cursor:
+    """How far a search was read: the offset after its last page, and that page's last id."""
+
+    offset: int = 0
+    last: int | None = None
+
+
+async def _page_after_last(
+    search: Callable[[int], Awaitable[tuple[Sequence[_Read], int]]],
+    ident: Callable[[_Read], int],
+    at: _Cursor,
+) -> tuple[Sequence[_Read], int, int]:
+    """The next page of a search whose entries may leave it: (unread, page size, total).
+
+    A question answered (or a claim closed) meanwhile leaves its search, and the entries
+    after it move one place back: paged by offset alone, the entry that moved across the
+    page boundary was never read, and nothing would bring it later (as the orders' pass,
+    `_Run._orders_conversations`). ML's searches here have no date filter to page by, so
+    a page starts at the last entry read (one place before the offset) and what follows
+    it is unread; where that entry is not in the page (gone, or moved further), it steps
+    back, twice as far each time, until it finds it or reaches the first entry.
+    ``search(offset)`` gives a page and the search's total; ``at`` moves to the page's
+    start and its last entry (add the page size to its offset once the page is applied).
+    """
+    back = 1 if at.last is not None else 0
+    while True:
+        start = max(0, at.offset - back)
+        page, total = await search(start)
+        ids = [ident(entry) for entry in page]
+        if at.last in ids or start == 0 or not ids:
+            break
+        back *= 2
+    after = ids.index(at.last) + 1 if at.last in ids else 0
+    if ids:
+        at.last = ids[-1]
+    at.offset = start
+    return page[after:], len(ids), total
 
 
 class RedisBackfillCheckpoints:
@@ -242,36 +282,16 @@ class _Run:
             for outcome in await apply_questions(mine[start : start + APPLY_BATCH], self.deps):
                 self._count("question", outcome)
 
-    async def _page_after_last(
+    async def _read_on(
         self,
         search: Callable[[int], Awaitable[tuple[Sequence[_Read], int]]],
         ident: Callable[[_Read], int],
     ) -> tuple[Sequence[_Read], int, int]:
-        """The next page of a search whose entries may leave it: (unread, page size, total).
-
-        A question answered (or a claim closed) meanwhile leaves its search, and the
-        entries after it move one place back: paged by offset alone, the entry that
-        moved across the page boundary was never read, and nothing would bring it later
-        (as the orders' pass, `_orders_conversations`). ML's searches here have no date
-        filter to page by, so a page starts at the last entry read (one place before the
-        offset) and what follows it is unread; where that entry is not in the page (gone,
-        or moved further), it steps back, twice as far each time, until it finds it or
-        reaches the first entry. ``search(offset)`` gives a page and the search's total.
-        """
-        state = self.state
-        back = 1 if state.last_read is not None else 0
-        while True:
-            start = max(0, state.offset - back)
-            page, total = await search(start)
-            ids = [ident(entry) for entry in page]
-            if state.last_read in ids or start == 0 or not ids:
-                break
-            back *= 2
-        after = ids.index(state.last_read) + 1 if state.last_read in ids else 0
-        if ids:
-            state.last_read = ids[-1]
-        state.offset = start
-        return page[after:], len(ids), total
+        """`_page_after_last` from the checkpoint's offset and last entry read."""
+        at = _Cursor(self.state.offset, self.state.last_read)
+        page = await _page_after_last(search, ident, at)
+        self.state.offset, self.state.last_read = at.offset, at.last
+        return page
 
     async def _questions(self) -> None:
         state, size = self.state, self.options.page_size
@@ -283,7 +303,7 @@ class _Run:
             return page.questions, page.total
 
         while True:
-            unread, count, total = await self._page_after_last(search, lambda q: q.id)
+            unread, count, total = await self._read_on(search, lambda q: q.id)
             state.total_questions = total
             if total > QUESTION_SEARCH_CAP:
                 # More than ML's search shows: item by item instead (what was applied stays).
@@ -298,20 +318,24 @@ class _Run:
         gate = asyncio.Semaphore(options.item_concurrency)
 
         async def one(item_id: str) -> list[MlQuestion]:
+            async def search(offset: int) -> tuple[Sequence[MlQuestion], int]:
+                page = await self.deps.ml.search_questions(
+                    seller_id=state.seller_id,
+                    item_id=item_id,
+                    status=UNANSWERED,
+                    offset=offset,
+                    limit=options.page_size,
+                )
+                return page.questions, page.total
+
             found: list[MlQuestion] = []
-            offset = 0
+            at = _Cursor()  # an item's questions: as the seller's (`_page_after_last`)
             async with gate:
-                while offset + options.page_size <= QUESTION_SEARCH_CAP:
-                    page = await self.deps.ml.search_questions(
-                        seller_id=state.seller_id,
-                        item_id=item_id,
-                        status=UNANSWERED,
-                        offset=offset,
-                        limit=options.page_size,
-                    )
-                    found += page.questions
-                    offset += len(page.questions)
-                    if not page.questions or offset >= page.total:
+                while at.offset + options.page_size <= QUESTION_SEARCH_CAP:
+                    unread, count, total = await _page_after_last(search, lambda q: q.id, at)
+                    found += unread
+                    at.offset += count
+                    if not count or at.offset >= total:
                         break
             return found
 
@@ -349,7 +373,7 @@ class _Run:
 
         # An open claim closed meanwhile leaves the open search (`_page_after_last`).
         while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
-            unread, count, total = await self._page_after_last(search, lambda c: c.id)
+            unread, count, total = await self._read_on(search, lambda c: c.id)
             state.total_claims = total
             await asyncio.gather(*(apply(claim) for claim in unread))
             if await self._paged(count, total, then):
