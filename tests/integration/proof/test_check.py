@@ -1,4 +1,4 @@
-"""`make check` says which backfill is still running when Peepers differs (real Redis)."""
+"""`make check` says which backfill has not finished when Peepers differs (real Redis)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ async def test_a_running_backfill_is_named_and_a_done_one_is_not(
     lines = await unfinished_backfills(redis_admin, scope, [SELLER, DONE, 3000000003])
 
     assert lines == [
-        f"the orders backfill of seller {SELLER} is still running (100 of 250 orders)",
-        f"the messages backfill of seller {SELLER} is still running "
+        f"the orders backfill of seller {SELLER} has not finished (100 of 250 orders)",
+        f"the messages backfill of seller {SELLER} has not finished "
         "(phase conversations, offset 50)",
     ]

@@ -19,6 +19,7 @@ from peepers_devstack.processes import Supervisor
 _ON_SIGTERM = {
     "clean": "lambda *_: sys.exit(0)",
     "killed": "signal.SIG_DFL",  # no handler: SIGTERM ends it (as the mail sink)
+    "jvm": "lambda *_: sys.exit(143)",  # as a JVM exits on SIGTERM (the proof's Kafka)
     "overstayed": "lambda *_: sys.exit(70)",  # what a service whose stop hangs exits with
     "deaf": "signal.SIG_IGN",  # only SIGKILL ends it
 }
@@ -53,9 +54,9 @@ async def test_each_stop_is_reported_with_how_it_ended(tmp_path: Path) -> None:
 
     await supervisor.stop_all(reports.append)
 
-    deaf, overstayed, killed, clean = reports
-    for plain in (clean, killed):  # ended by the SIGTERM itself: a stop as any other
-        assert re.fullmatch(r"stopped (clean|killed) \(pid \d+\) in [\d.]+ s", plain), plain
+    deaf, overstayed, jvm, killed, clean = reports
+    for plain in (clean, killed, jvm):  # ended by the SIGTERM itself: a stop as any other
+        assert re.fullmatch(r"stopped (clean|killed|jvm) \(pid \d+\) in [\d.]+ s", plain), plain
     assert overstayed.startswith("stopped overstayed (pid ")
     assert overstayed.endswith(f" with exit code 70, see {tmp_path / 'logs' / 'overstayed.log'}")
     assert deaf.startswith("killed deaf (pid ")

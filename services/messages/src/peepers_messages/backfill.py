@@ -56,7 +56,7 @@ from peepers_messages.handlers import (
 
 log = logging.getLogger(__name__)
 
-_Read = TypeVar("_Read", MlQuestion, MlClaim)
+_Read = TypeVar("_Read")  # an entry of a search (a question, a claim)
 
 QUESTION_SEARCH_CAP: Final = 1000
 CLAIM_SEARCH_CAP: Final = 10_000
@@ -144,9 +144,12 @@ class _Cursor:
 
 
 async def _page_after_last(
-    search: Callable[[int], Awaitable[tuple[Sequence[_Read], int]]],
+    search: Callable[[int, int], Awaitable[tuple[Sequence[_Read], int]]],
     ident: Callable[[_Read], int],
     at: _Cursor,
+    *,
+    size: int,
+    cap: int,
 ) -> tuple[Sequence[_Read], int, int]:
     """The next page of a search whose entries may leave it: (unread, page size, total).
 
@@ -155,24 +158,33 @@ async def _page_after_last(
     page boundary was never read, and nothing would bring it later (as the orders' pass,
     `_Run._orders_conversations`). ML's searches here have no date filter to page by, so
     a page starts at the last entry read (one place before the offset) and what follows
-    it is unread; where that entry is not in the page (gone, or moved further), it steps
-    back, twice as far each time, until it finds it or reaches the first entry.
-    ``search(offset)`` gives a page and the search's total; ``at`` moves to the page's
-    start and its last entry (add the page size to its offset once the page is applied).
+    it is unread. Where that entry is not in the page (gone, or moved further back; the
+    page may come back empty), it steps back, twice as far each time, until it finds it
+    or reaches the first entry: a checkpoint without a last entry (of older code) starts
+    over from there.
+
+    ``search(offset, limit)`` gives a page and the search's total; no page asks past
+    ``cap`` (``offset + limit``, ML's search limit). ``at`` moves to the page's start and
+    last entry; add the returned page size to its offset once the page is applied. The
+    size is 0 when the search holds nothing after the last entry read (a short page with
+    nothing unread), whatever its total says: the caller's pages end there.
     """
-    back = 1 if at.last is not None else 0
+    back = 1 if at.offset > 0 else 0
     while True:
         start = max(0, at.offset - back)
-        page, total = await search(start)
+        limit = min(size, cap - start)
+        page, total = await search(start, limit)
         ids = [ident(entry) for entry in page]
-        if at.last in ids or start == 0 or not ids:
+        if start == 0 or (at.last is not None and at.last in ids):
             break
         back *= 2
     after = ids.index(at.last) + 1 if at.last in ids else 0
+    unread = page[after:]
     if ids:
         at.last = ids[-1]
     at.offset = start
-    return page[after:], len(ids), total
+    done = not unread and len(ids) < limit
+    return unread, 0 if done else len(ids), total
 
 
 class RedisBackfillCheckpoints:
@@ -284,26 +296,31 @@ class _Run:
 
     async def _read_on(
         self,
-        search: Callable[[int], Awaitable[tuple[Sequence[_Read], int]]],
+        search: Callable[[int, int], Awaitable[tuple[Sequence[_Read], int]]],
         ident: Callable[[_Read], int],
+        *,
+        size: int,
+        cap: int,
     ) -> tuple[Sequence[_Read], int, int]:
         """`_page_after_last` from the checkpoint's offset and last entry read."""
         at = _Cursor(self.state.offset, self.state.last_read)
-        page = await _page_after_last(search, ident, at)
+        page = await _page_after_last(search, ident, at, size=size, cap=cap)
         self.state.offset, self.state.last_read = at.offset, at.last
         return page
 
     async def _questions(self) -> None:
         state, size = self.state, self.options.page_size
 
-        async def search(offset: int) -> tuple[Sequence[MlQuestion], int]:
+        async def search(offset: int, limit: int) -> tuple[Sequence[MlQuestion], int]:
             page = await self.deps.ml.search_questions(
-                seller_id=state.seller_id, status=UNANSWERED, offset=offset, limit=size
+                seller_id=state.seller_id, status=UNANSWERED, offset=offset, limit=limit
             )
             return page.questions, page.total
 
         while True:
-            unread, count, total = await self._read_on(search, lambda q: q.id)
+            unread, count, total = await self._read_on(
+                search, lambda q: q.id, size=size, cap=QUESTION_SEARCH_CAP
+            )
             state.total_questions = total
             if total > QUESTION_SEARCH_CAP:
                 # More than ML's search shows: item by item instead (what was applied stays).
@@ -318,13 +335,13 @@ class _Run:
         gate = asyncio.Semaphore(options.item_concurrency)
 
         async def one(item_id: str) -> list[MlQuestion]:
-            async def search(offset: int) -> tuple[Sequence[MlQuestion], int]:
+            async def search(offset: int, limit: int) -> tuple[Sequence[MlQuestion], int]:
                 page = await self.deps.ml.search_questions(
                     seller_id=state.seller_id,
                     item_id=item_id,
                     status=UNANSWERED,
                     offset=offset,
-                    limit=options.page_size,
+                    limit=limit,
                 )
                 return page.questions, page.total
 
@@ -332,7 +349,9 @@ class _Run:
             at = _Cursor()  # an item's questions: as the seller's (`_page_after_last`)
             async with gate:
                 while at.offset + options.page_size <= QUESTION_SEARCH_CAP:
-                    unread, count, total = await _page_after_last(search, lambda q: q.id, at)
+                    unread, count, total = await _page_after_last(
+                        search, lambda q: q.id, at, size=options.page_size, cap=QUESTION_SEARCH_CAP
+                    )
                     found += unread
                     at.offset += count
                     if not count or at.offset >= total:
@@ -365,15 +384,17 @@ class _Run:
         # The search of every status follows the open claims' (a rebuild).
         apply = self._apply_claim if status is not None else self._unless_held
 
-        async def search(offset: int) -> tuple[Sequence[MlClaim], int]:
+        async def search(offset: int, limit: int) -> tuple[Sequence[MlClaim], int]:
             page = await self.deps.ml.search_claims(
-                seller_id=state.seller_id, status=status, offset=offset, limit=CLAIM_PAGE
+                seller_id=state.seller_id, status=status, offset=offset, limit=limit
             )
             return page.data, page.paging.total
 
         # An open claim closed meanwhile leaves the open search (`_page_after_last`).
         while state.offset + CLAIM_PAGE < CLAIM_SEARCH_CAP:
-            unread, count, total = await self._read_on(search, lambda c: c.id)
+            unread, count, total = await self._read_on(
+                search, lambda c: c.id, size=CLAIM_PAGE, cap=CLAIM_SEARCH_CAP
+            )
             state.total_claims = total
             await asyncio.gather(*(apply(claim) for claim in unread))
             if await self._paged(count, total, then):
@@ -486,8 +507,10 @@ class _Run:
         place back, and the one across the page boundary is never read (`make check`
         found two packs lost so, session 10). Newest first, an order not confirmed
         meanwhile only ever moves further on (an order confirmed or created lands in
-        front of it): it is read, perhaps twice. Only the orders confirmed meanwhile may
-        be passed over; `_moved_conversations` reads them after this pass.
+        front of it): it is read, perhaps twice. Only the orders confirmed or created
+        meanwhile may be passed over: `_moved_conversations` reads the confirmed ones
+        after this pass; one created meanwhile had no conversation when the backfill
+        began, and its messages come by notification as every new one does.
         """
         state, deps = self.state, self.deps
         if state.moved_since is None:

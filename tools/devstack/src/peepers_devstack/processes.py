@@ -154,8 +154,9 @@ class Supervisor:
                 took = time.monotonic() - started
                 code = process.returncode
                 # Neither 0 nor ended by the SIGTERM itself (a child without a handler, as
-                # the mail sink): its stop did not finish (70: it overstayed, ended itself).
-                clean = code in (0, -signal.SIGTERM)
+                # the mail sink; 143, as a JVM such as the proof's Kafka exits on it): its
+                # stop did not finish (70: it overstayed and ended itself).
+                clean = code in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
                 how = "" if clean else f" with exit code {code}, see {child.log}"
                 report(f"stopped {child.name} (pid {child.pid}) in {took:.1f} s{how}")
             except TimeoutError:

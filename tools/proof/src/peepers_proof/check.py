@@ -92,6 +92,9 @@ async def unfinished_backfills(
 ) -> list[str]:
     """A line for each seller whose orders or messages backfill has not finished.
 
+    Running, or stopped midway (its worker will resume it, or a crash left it so): its
+    checkpoint cannot tell which.
+
     What a backfill has not reached yet shows as "not cached" or "not mirrored": a check
     run right after `make run` started (or after Redis was flushed under it) says so
     rather than leave it to be read as lost.
@@ -103,13 +106,13 @@ async def unfinished_backfills(
         order_run = await orders.load(seller)
         if order_run is not None and order_run.phase != "done":
             lines.append(
-                f"the orders backfill of seller {seller} is still running "
+                f"the orders backfill of seller {seller} has not finished "
                 f"({order_run.offset} of {order_run.total} orders)"
             )
         messages_run = await messages.load(seller)
         if messages_run is not None and messages_run.phase != "done":
             lines.append(
-                f"the messages backfill of seller {seller} is still running "
+                f"the messages backfill of seller {seller} has not finished "
                 f"(phase {messages_run.phase}, offset {messages_run.offset})"
             )
     return lines
