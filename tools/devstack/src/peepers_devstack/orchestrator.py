@@ -249,11 +249,19 @@ class Orchestrator:
         }
         return urls[name]
 
-    async def _ready(self, session: aiohttp.ClientSession, child: Child) -> float:
-        """Waits until ``child`` answers its readiness probe; returns the seconds it took."""
+    async def _ready(
+        self, session: aiohttp.ClientSession, child: Child, *, starting: bool = False
+    ) -> float:
+        """Waits until ``child`` answers its readiness probe; returns the seconds it took.
+
+        ``starting`` (the run's start): any child that exits meanwhile ends the run at
+        once, naming it. Once the run is up, another child's exit is `_heal`'s to handle.
+        """
         name = child.name
 
         async def ready() -> bool:
+            if starting:
+                self.supervisor.check()
             if name == "mail":  # an SMTP server: ready once it accepts a connection
                 return await accepts(LOOPBACK, self.plan.ports.smtp)
             return await answers_200(session, self._url(name) + READY_PATHS[name])
@@ -264,7 +272,7 @@ class Orchestrator:
 
     async def _start(self, session: aiohttp.ClientSession, spec: ChildSpec) -> Child:
         child = await self.supervisor.start(spec)
-        took = await self._ready(session, child)
+        took = await self._ready(session, child, starting=True)
         url = self._url(spec.name)
         self.say(f"{spec.name} ready on {url} in {took:.1f} s (pid {child.pid}, log {child.log})")
         return child
