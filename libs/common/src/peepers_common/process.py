@@ -105,7 +105,8 @@ def awaits(coro: Any) -> str:
     while isinstance(coro, CoroutineType | GeneratorType):
         frame = coro.cr_frame if isinstance(coro, CoroutineType) else coro.gi_frame
         if frame is None:  # finished
-            return " > ".join(steps) or "(no frame)"
+            coro = None
+            break
         code = frame.f_code
         steps.append(f"{os.path.basename(code.co_filename)}:{frame.f_lineno} {code.co_name}")
         coro = coro.cr_await if isinstance(coro, CoroutineType) else coro.gi_yieldfrom

@@ -308,18 +308,28 @@ class _Run:
         self.state.offset, self.state.last_read = at.offset, at.last
         return page
 
-    async def _questions(self) -> None:
-        state, size = self.state, self.options.page_size
+    def _unanswered(
+        self, item_id: str | None = None
+    ) -> Callable[[int, int], Awaitable[tuple[Sequence[MlQuestion], int]]]:
+        """The unanswered questions' search, the seller's or one item's, for the pager."""
 
         async def search(offset: int, limit: int) -> tuple[Sequence[MlQuestion], int]:
             page = await self.deps.ml.search_questions(
-                seller_id=state.seller_id, status=UNANSWERED, offset=offset, limit=limit
+                seller_id=self.state.seller_id,
+                item_id=item_id,
+                status=UNANSWERED,
+                offset=offset,
+                limit=limit,
             )
             return page.questions, page.total
 
+        return search
+
+    async def _questions(self) -> None:
+        state, size = self.state, self.options.page_size
         while True:
             unread, count, total = await self._read_on(
-                search, lambda q: q.id, size=size, cap=QUESTION_SEARCH_CAP
+                self._unanswered(), lambda q: q.id, size=size, cap=QUESTION_SEARCH_CAP
             )
             state.total_questions = total
             if total > QUESTION_SEARCH_CAP:
@@ -335,16 +345,7 @@ class _Run:
         gate = asyncio.Semaphore(options.item_concurrency)
 
         async def one(item_id: str) -> list[MlQuestion]:
-            async def search(offset: int, limit: int) -> tuple[Sequence[MlQuestion], int]:
-                page = await self.deps.ml.search_questions(
-                    seller_id=state.seller_id,
-                    item_id=item_id,
-                    status=UNANSWERED,
-                    offset=offset,
-                    limit=limit,
-                )
-                return page.questions, page.total
-
+            search = self._unanswered(item_id)
             found: list[MlQuestion] = []
             at = _Cursor()  # an item's questions: as the seller's (`_page_after_last`)
             async with gate:
