@@ -20,6 +20,7 @@ from peepers_common.notifications import Notification, cloudevent_headers, encod
 from peepers_common.settings import KafkaSettings
 from peepers_common.topic_admin import ensure_topics
 from peepers_common.topics import TOPICS, TopicSpec, dlq_topic, retry_topic
+from peepers_devstack.child import bound
 from peepers_sandbox.config import DEMO_APP_ID
 from tests.integration.auth.harness import SELLER
 from tests.support import unique
@@ -57,10 +58,14 @@ async def answers_ready(url: str) -> bool:
 def worker_process(
     package: str, env: dict[str, str], log: Path, command: str = "worker"
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m <package> <command>``, its output in ``log``; stopped on exit."""
+    """``python -m <package> <command>``, its output in ``log``; stopped on exit.
+
+    Bound to this process's life (`peepers_devstack.child`): a pytest killed outright
+    takes its workers with it.
+    """
     with log.open("ab") as out:
         process = subprocess.Popen(  # noqa: S603 - our own worker, by package name
-            [sys.executable, "-m", package, command],
+            bound([sys.executable, "-m", package, command]),
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from peepers_common.settings import RedisSettings
+from peepers_devstack.child import bound
 from peepers_devstack.plan import free_port
 
 
@@ -35,19 +36,21 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         assert binary is not None, "redis-server is missing (scripts/stack installs it)"
         self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - our own command; returns at once
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
+            bound(
+                [
+                    binary,
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                ]
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from peepers_catalog.adapters import RedisItemStore
 from peepers_common.namespaces import Namespace
+from peepers_devstack.child import bound
 from tests.integration.catalog.conftest import MakeItem
 from tests.integration.ingest.support import free_port
 from tests.support import unique, wait_until
@@ -62,7 +63,7 @@ def redis_server(port: int) -> Iterator[None]:
     binary = shutil.which("redis-server")
     assert binary is not None, "redis-server is not installed"
     server = subprocess.Popen(  # noqa: S603
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no"],
+        bound([binary, "--port", str(port), "--save", "", "--appendonly", "no"]),
         stdout=subprocess.DEVNULL,
     )
     try:

@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from peepers_devstack.child import bound
 from peepers_proof.broker import STARTED_MARKER, Broker, kafka_libs
 
 __all__ = ["PrivateBroker", "kafka_libs"]
@@ -35,7 +36,7 @@ class PrivateBroker:
     def start(self, timeout_s: float = 60.0) -> None:
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603
-                self._broker.command(),
+                bound(self._broker.command()),  # a pytest killed outright takes it along
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

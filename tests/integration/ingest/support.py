@@ -17,6 +17,7 @@ from peepers_common.kafka import read_to_end
 from peepers_common.ml import TokenProvider
 from peepers_common.notifications import parse_cloudevent_headers
 from peepers_common.settings import KafkaSettings
+from peepers_devstack.child import bound
 from peepers_devstack.plan import free_port as free_port  # as make run picks ports
 from peepers_ingest.app import create_app
 from peepers_ingest.settings import Settings as IngestSettings
@@ -81,6 +82,7 @@ def ingest_process(
     application_id: int = APP_ID,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m peepers_ingest`` on loopback, configured through its environment only."""
     redis = IngestSettings().redis
     assert redis.password is not None, "source .stack/env"
     env = {
@@ -99,10 +101,12 @@ def ingest_process(
         "INGEST_REDIS__PASSWORD": redis.password.get_secret_value(),
         **(extra_env or {}),
     }
-    """``python -m peepers_ingest`` on loopback, configured through its environment only."""
     with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "peepers_ingest"], env=env, stdout=out, stderr=subprocess.STDOUT
+        process = subprocess.Popen(  # noqa: S603 - our own service, bound to this process's life
+            bound([sys.executable, "-m", "peepers_ingest"]),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         yield process

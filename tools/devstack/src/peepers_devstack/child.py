@@ -35,6 +35,16 @@ def bind_to_parent(parent: int) -> None:
         sys.exit(0)
 
 
+def bound(argv: Sequence[str], parent: int | None = None) -> list[str]:
+    """``argv`` started through this launcher, bound to ``parent`` (by default, the caller).
+
+    Start it from the thread that stays: the kernel signals the child when the thread that
+    started it ends, not only the process.
+    """
+    owner = os.getpid() if parent is None else parent
+    return [sys.executable, "-m", "peepers_devstack.child", str(owner), *argv]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2 or not args[0].isdigit():

@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from peepers_devstack.child import bound
 from peepers_devstack.errors import ChildFailed
 from peepers_devstack.plan import STOP_TIMEOUT_S, ChildSpec
 
@@ -95,9 +95,8 @@ class Supervisor:
         log = self.log_dir / f"{spec.name}.log"
         with log.open(mode) as out:
             process = await asyncio.create_subprocess_exec(
-                # Through the launcher that binds the child to our life (peepers_devstack.child).
-                *(sys.executable, "-m", "peepers_devstack.child", str(os.getpid())),
-                *spec.argv,
+                # Through the launcher that binds the child to our life.
+                *bound(spec.argv),
                 env={**self.base_env, **spec.env},
                 # The catalog worker's Faust keeps a data directory in its cwd.
                 cwd=self.work_dir,
