@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from peepers_proof.checks import doubled
 from peepers_proof.fairness import percentile
 from peepers_proof.faults import Fault, all_faults, schedule, validate
 from peepers_proof.plan import Options, ProofPlan, settings_prefix
-from peepers_proof.runner import Result
+from peepers_proof.runner import CPU, READY, Result, drain_figure, machine_cpu
 from peepers_proof.scaleout import table
 from peepers_proof.stack import registry_topics
 
@@ -163,17 +164,45 @@ class TestPercentile:
 
 class TestScaleOutTable:
     def test_each_consumer_has_its_rate_per_count_and_the_ratio_to_one_process(self):
-        def result(rates: dict[str, tuple[int, float | None]]) -> Result:
-            figures = {f"drain {k}: records, records/s": v for k, v in rates.items()}
-            return Result(checks=[], faults=[], figures=dict(figures))
+        def result(
+            rates: dict[str, tuple[int, float | None]],
+            after_ready: dict[str, tuple[int, float | None]],
+            cpu: dict[str, int],
+        ) -> Result:
+            figures: dict[str, object] = {drain_figure(k): v for k, v in rates.items()}
+            figures |= {drain_figure(k, READY): v for k, v in after_ready.items()}
+            figures |= {drain_figure(k, CPU): v for k, v in cpu.items()}
+            return Result(checks=[], faults=[], figures=figures)
 
         printed = table(
             {
-                1: result({"catalog": (900, 30.0), "orders": (600, 20.0)}),
-                4: result({"catalog": (900, 105.0), "orders": (600, None)}),
+                1: result(
+                    {"catalog": (900, 30.0), "orders": (600, 20.0)},
+                    {"catalog": (0, None), "orders": (500, 25.0)},
+                    {"catalog": 97},
+                ),
+                4: result(
+                    {"catalog": (900, 105.0), "orders": (600, None)},
+                    {"catalog": (0, None), "orders": (450, 90.0)},
+                    {"catalog": 99},
+                ),
             }
         )
-        assert "| catalog | 30.0 of 900 | 105.0 of 900 (3.50x) |" in printed
-        assert "| orders | 20.0 of 600 | - of 600 |" in printed
-        assert "| messages | - of 0 | - of 0 |" in printed
+        rates, after_ready = printed.split(READY)
+        assert "| catalog | 30.0 of 900, CPU 97% | 105.0 of 900 (3.50x), CPU 99% |" in rates
+        assert "| orders | 20.0 of 600 | - of 600 |" in rates
+        assert "| messages | - of 0 | - of 0 |" in rates
+        assert "| catalog | - of 0 | - of 0 |" in after_ready
+        assert "| orders | 25.0 of 500 | 90.0 of 450 (3.60x) |" in after_ready
         assert "1: PASSED, 4: PASSED" in printed
+
+
+def test_machine_cpu_counts_busy_ticks_within_the_total() -> None:
+    busy, total = machine_cpu()
+    assert 0 < busy < total
+    until = time.monotonic() + 0.1
+    while time.monotonic() < until:  # a core busy for ten ticks at least
+        pass
+    later_busy, later_total = machine_cpu()
+    assert later_busy > busy
+    assert later_total > total

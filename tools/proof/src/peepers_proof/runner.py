@@ -42,6 +42,33 @@ from peepers_proof.stack import Say, Stack
 
 # The scale-out's yardstick figure (`peepers_proof.baseline`).
 BASELINE = "plain aiokafka loop, the catalog's fetches: records, records/s"
+# The scale-out's figures of one consumer's drain besides its rate (`drain_figure`).
+READY = "after every worker was ready"
+CPU = "machine CPU busy %"
+
+
+def drain_figure(kind: str, measure: str = "") -> str:
+    """The name of a consumer's drain figure: its rate, or ``READY``'s, or ``CPU``."""
+    if measure == CPU:
+        return f"drain {kind}: {CPU}"
+    return f"drain {kind}{' ' + measure if measure else ''}: records, records/s"
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine since boot, in ticks (/proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle and iowait; guest time is in user already
+    return sum(ticks) - idle, sum(ticks)
+
+
+@dataclass(frozen=True)
+class Drain:
+    """One consumer's drain of its backlog in a scale-out run (None: not measured)."""
+
+    rate: float | None
+    left_at_ready: int = 0  # records still to drain once every worker was ready
+    rate_after_ready: float | None = None
+    cpu_busy_pct: int | None = None  # of all the machine's cores, over the drain
 
 
 @dataclass(frozen=True)
@@ -309,9 +336,11 @@ class Runner:
         """Scale-out: a backlog made while no worker runs, drained by all of them at once.
 
         Each consumer's rate is the records it drained over the time from its group's
-        first commit to the end of its topics (the processes' start is not counted). The
-        workers start together, so their groups rebalance while they drain; the checks
-        afterwards show whether that lost or doubled anything.
+        first commit to the end of its topics (its processes' start is not counted), and
+        again from when every worker was ready; and how busy the machine's cores were
+        meanwhile (a drain that keeps them busy shows what more processes cannot add on
+        this machine). The workers start together, so their groups rebalance while they
+        drain; the checks afterwards show whether that lost or doubled anything.
         """
         o = self.options
         workers = [n for n in stack.names() if n.partition("-")[0] in WORKER_KINDS]
@@ -327,13 +356,24 @@ class Runner:
         groups = {kind: g for kind, g in self._groups().items() if kind in WORKER_KINDS}
         backlog = {kind: await lag(stack.kafka, *g) for kind, g in groups.items()}
         self.say(f"backlog: {backlog}; starting {len(workers)} workers at once")
-        starting = asyncio.gather(*(stack.restart_child(name) for name in workers))
-        rates = await asyncio.gather(
-            *(self._drain_rate(stack, kind, *g, backlog[kind]) for kind, g in groups.items())
+        all_ready = asyncio.Event()
+
+        async def start_all() -> None:
+            await asyncio.gather(*(stack.restart_child(name) for name in workers))
+            all_ready.set()
+
+        starting = asyncio.ensure_future(start_all())
+        drains = await asyncio.gather(
+            *(
+                self._drain_rate(stack, kind, *g, backlog[kind], all_ready)
+                for kind, g in groups.items()
+            )
         )
         await starting
-        for kind, rate in zip(groups, rates, strict=True):
-            self.figures[f"drain {kind}: records, records/s"] = (backlog[kind], rate)
+        for kind, drain in zip(groups, drains, strict=True):
+            self.figures[drain_figure(kind)] = (backlog[kind], drain.rate)
+            self.figures[drain_figure(kind, READY)] = (drain.left_at_ready, drain.rate_after_ready)
+            self.figures[drain_figure(kind, CPU)] = drain.cpu_busy_pct
         if self.plan.options.workers == 1:
             await self._baseline(stack)
         return await self._quiet_checks(stack)
@@ -352,25 +392,47 @@ class Runner:
         self.figures[BASELINE] = (records, rate)
 
     async def _drain_rate(
-        self, stack: Stack, kind: str, group: str, topics: list[str], backlog: int
-    ) -> float | None:
-        """Records/s from the last look before the group's first commit to its last one.
+        self,
+        stack: Stack,
+        kind: str,
+        group: str,
+        topics: list[str],
+        backlog: int,
+        all_ready: asyncio.Event,
+    ) -> Drain:
+        """How fast ``group`` drained ``backlog``, two ways.
 
-        The processes' start is not counted; the first batch's work is (the group commits
-        a batch once it is done), and up to one look (0.25 s) more.
+        From the last look before its first commit to its last one, and from the first
+        look after every worker was ready. The processes' start is not counted in the
+        first; the first batch's work is (the group commits a batch once it is done), and
+        up to one look (0.25 s) more. The second leaves out the other processes' start
+        too, which shares the machine's cores with the drain, and the rebalances as they
+        join.
         """
         deadline = time.monotonic() + self.options.quiet_s + self.options.stack.ready_timeout_s
-        idle = time.monotonic()
+        idle, cpu_at_idle = time.monotonic(), machine_cpu()
+        at_ready: tuple[int, float] | None = None
         while time.monotonic() < deadline:
             left = await lag(stack.kafka, group, topics)
             now = time.monotonic()
             if left >= backlog:
-                idle = now
-            elif left == 0:
-                return round(backlog / (now - idle), 1)
+                idle, cpu_at_idle = now, machine_cpu()
+            if at_ready is None and all_ready.is_set():
+                at_ready = (left, now)
+            if left == 0:
+                busy, total = (a - b for a, b in zip(machine_cpu(), cpu_at_idle, strict=True))
+                left_at_ready, ready_at = at_ready if at_ready is not None else (0, now)
+                return Drain(
+                    rate=round(backlog / (now - idle), 1),
+                    left_at_ready=left_at_ready,
+                    rate_after_ready=(
+                        round(left_at_ready / (now - ready_at), 1) if left_at_ready else None
+                    ),
+                    cpu_busy_pct=round(100 * busy / total) if total else None,
+                )
             await asyncio.sleep(0.25)
         self.say(f"{kind} did not drain its backlog in time")
-        return None
+        return Drain(rate=None, left_at_ready=at_ready[0] if at_ready else 0)
 
     async def _quiet_checks(self, stack: Stack) -> list[Check]:
         o = self.options

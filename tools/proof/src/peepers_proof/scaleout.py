@@ -26,26 +26,38 @@ from collections.abc import Sequence
 
 from peepers_proof.__main__ import parse, report, say
 from peepers_proof.plan import WORKER_KINDS
-from peepers_proof.runner import BASELINE, Result, Runner
+from peepers_proof.runner import BASELINE, CPU, READY, Result, Runner, drain_figure
 
 TARGET = 3.5  # issue 18: 4 processes against 1
 
 
+def _rates(results: dict[int, Result], kind: str, measure: str = "") -> list[str]:
+    """One consumer's cells: its rate per count, each with its ratio to the first count."""
+    counts = sorted(results)
+    cells = []
+    base: float | None = None
+    for n in counts:
+        records, rate = results[n].figures.get(drain_figure(kind, measure), (0, None))
+        if n == counts[0]:
+            base = rate
+        ratio = f" ({rate / base:.2f}x)" if rate and base and n != counts[0] else ""
+        cpu = results[n].figures.get(drain_figure(kind, CPU)) if not measure else None
+        busy = f", CPU {cpu}%" if cpu is not None else ""
+        cells.append(f"{rate} of {records}{ratio}{busy}" if rate else f"- of {records}")
+    return cells
+
+
 def table(results: dict[int, Result]) -> str:
     counts = sorted(results)
-    lines = ["", "== scale-out (records/s; ratio to 1 process)"]
-    lines.append("| consumer | " + " | ".join(f"{n} proc." for n in counts) + " |")
-    lines.append("|---|" + "---|" * len(counts))
-    for kind in WORKER_KINDS:
-        cells = []
-        base: float | None = None
-        for n in counts:
-            records, rate = results[n].figures.get(f"drain {kind}: records, records/s", (0, None))
-            if n == counts[0]:
-                base = rate
-            ratio = f" ({rate / base:.2f}x)" if rate and base and n != counts[0] else ""
-            cells.append(f"{rate} of {records}{ratio}" if rate else f"- of {records}")
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    header = "| consumer | " + " | ".join(f"{n} proc." for n in counts) + " |"
+    lines = ["", "== scale-out (records/s; ratio to 1 process; the machine's CPU busy)"]
+    lines += [header, "|---|" + "---|" * len(counts)]
+    lines += [f"| {kind} | " + " | ".join(_rates(results, kind)) + " |" for kind in WORKER_KINDS]
+    lines += ["", f"== the same, {READY} (records left then, and their rate)"]
+    lines += [header, "|---|" + "---|" * len(counts)]
+    lines += [
+        f"| {kind} | " + " | ".join(_rates(results, kind, READY)) + " |" for kind in WORKER_KINDS
+    ]
     checks = ", ".join(f"{n}: {'PASSED' if results[n].ok else 'FAILED'}" for n in counts)
     lines.append(f"checks (lost, doubled, converged) per count: {checks}")
     for n in counts:
