@@ -4,6 +4,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from peepers_catalog.domain import snapshot
 from peepers_catalog.handlers import (
@@ -11,11 +12,13 @@ from peepers_catalog.handlers import (
     InvalidItemNotification,
     Outcome,
     apply_item,
+    item_changed,
     item_of_record_key,
     on_item_notification,
 )
+from peepers_common.consuming import InboundRecord
 from peepers_common.errors import CacheUnavailable, PublishError
-from peepers_common.notifications import Notification
+from peepers_common.notifications import Notification, encode_value
 from peepers_common.testing import InMemoryEventPublisher
 from tests.unit.catalog.fakes import T0, FakeItemSource, InMemoryItemStore, ml_item
 
@@ -179,3 +182,18 @@ def test_items_and_prices_records_of_one_item_share_a_batch_key(
     key: bytes | None, item: bytes | None
 ) -> None:
     assert item_of_record_key(key) == item
+
+
+def _record(resource: str, user_id: int = SELLER) -> InboundRecord:
+    value = encode_value(notification(resource, user_id).model_dump(by_alias=True), T0)
+    return InboundRecord.from_kafka("ml.notifications.items", 0, 0, None, value, [])
+
+
+def test_items_and_prices_records_of_one_item_ask_for_one_read_and_coalesce() -> None:
+    assert item_changed(_record(f"/items/{ITEM}")) == (SELLER, ITEM)
+    assert item_changed(_record(f"/items/{ITEM}/prices")) == (SELLER, ITEM)
+    assert item_changed(_record(f"/items/{ITEM}", user_id=8)) == (8, ITEM)  # not coalesced
+    with pytest.raises(InvalidItemNotification):
+        item_changed(_record("/orders/123"))  # handled alone, then dead-lettered
+    with pytest.raises(ValidationError):
+        item_changed(InboundRecord.from_kafka("t", 0, 0, None, b"\xffnot json", []))

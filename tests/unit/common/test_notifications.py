@@ -5,9 +5,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from peepers_common.consuming import InboundRecord
 from peepers_common.notifications import (
     CE_SPECVERSION,
     Notification,
+    changed_resource,
     cloudevent_headers,
     decode_value,
     encode_value,
@@ -184,3 +186,15 @@ def test_headers_without_cloudevents_attributes_are_refused() -> None:
         parse_cloudevent_headers(
             [("ce_type", b"x"), ("ce_source", b"y"), ("ce_specversion", b"1.0")]
         )
+
+
+def test_a_records_changed_resource_is_its_seller_and_resource_path() -> None:
+    def record(value: bytes | None) -> InboundRecord:
+        return InboundRecord.from_kafka("ml.notifications.questions", 0, 0, None, value, [])
+
+    asked = changed_resource(record(encode_value(QUESTIONS, NOW)))
+    again = changed_resource(record(encode_value({**QUESTIONS, "_id": "other"}, NOW)))
+    assert asked == again == (123456789, Notification.model_validate(QUESTIONS).resource_path)
+    for malformed in (b"\xffnot json", None):
+        with pytest.raises(ValidationError):
+            changed_resource(record(malformed))

@@ -53,6 +53,7 @@ from peepers_common.consumer_lag import DEFAULT_INTERVAL_S, ConsumerLagMonitor
 from peepers_common.consuming import (
     BatchCycle,
     Handler,
+    Identity,
     InboundRecord,
     RecordProcessor,
     RetryPolicy,
@@ -273,9 +274,13 @@ class ConsumerKit:
         handler: Handler,
         *,
         key: Callable[[InboundRecord], object] = record_key,
+        coalesce: Identity | None = None,
     ) -> None:
         """Batches of records, concurrent across ``key`` and in order within one.
 
+        ``coalesce``: what a record asks its handler to read; of a key's records asking
+        for the same, only the newest is handled (ML's thin notifications, whose handlers
+        read the resource as it is now; see `peepers_common.consuming.process_batch`).
         Each batch's size and cycle go to ``peepers_consumer_batch_*`` (`BatchCycle`).
         """
         settings = self.settings
@@ -292,7 +297,7 @@ class ConsumerKit:
                     yield [inbound_record(event) for event in batch]
 
             cycle = BatchCycle(self.consumer, name)
-            await process_batches(processor, batches(), handler, cycle, key=key)
+            await process_batches(processor, batches(), handler, cycle, key=key, coalesce=coalesce)
 
         self._agent(name, topics, agent, lag=True)
 

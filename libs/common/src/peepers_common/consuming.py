@@ -27,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -45,6 +45,7 @@ from peepers_common.errors import (
     InfrastructureError,
     MlRateLimited,
     MlUnavailable,
+    PeepersError,
     ResourceBusy,
     TokenUnavailable,
 )
@@ -391,12 +392,19 @@ def record_key(record: InboundRecord) -> bytes | None:
     return record.key
 
 
+# The outcome counted for a record left to a newer one of its key (`process_batch`).
+COALESCED = "coalesced"
+# What a record asks its handler to read (`process_batch`'s ``coalesce``).
+Identity = Callable[[InboundRecord], Hashable]
+
+
 async def process_batch(
     processor: RecordProcessor,
     records: Sequence[InboundRecord],
     handler: Handler,
     *,
     key: Callable[[InboundRecord], object] = record_key,
+    coalesce: Identity | None = None,
 ) -> list[Fate]:
     """Process a batch concurrently across keys, in order within each key.
 
@@ -406,6 +414,17 @@ async def process_batch(
     waits of different keys (ML, Redis, Kafka acks) overlap. ``key`` names what must
     not be handled twice at once (the record key by default; catalog uses the item,
     which ``items`` and ``items_prices`` records share).
+
+    With ``coalesce``, a key's records are handled newest first, and a record asking for
+    what a newer one of the batch was handled for (the same ``coalesce(record)``) is done
+    with it, unhandled (counted as ``coalesced``). That is for ML's notifications only:
+    each says no more than "this resource changed", and its handler reads the resource as
+    it is now, so one read after the newest notification arrived covers every older one.
+    A backlog (after an outage, ML's retries) holds many of one order or item, each an ML
+    call saved. A newer record covers older ones once handled or parked (its retry reads
+    the resource later still), not when it failed for good: then the one before it is
+    handled, so coalescing never leaves a change unhandled. A record ``coalesce`` cannot
+    read (malformed) is handled alone, and so dead-lettered as without coalescing.
     """
     by_key: dict[object, list[int]] = {}
     for index, record in enumerate(records):
@@ -413,15 +432,39 @@ async def process_batch(
     fates: list[Fate] = [Fate.DONE] * len(records)
     done: dict[tuple[str, str], int] = {}
 
+    def count(record: InboundRecord, outcome: str) -> None:
+        series = (record.source_topic, outcome)
+        done[series] = done.get(series, 0) + 1
+
+    async def handle(index: int) -> Fate:
+        fates[index], outcome = await processor._process(records[index], handler)
+        if outcome is not None:
+            count(records[index], outcome)
+        return fates[index]
+
     async def one_key(indexes: list[int]) -> None:
         for index in indexes:
-            record = records[index]
-            fates[index], outcome = await processor._process(record, handler)
-            if outcome is not None:
-                series = (record.source_topic, outcome)
-                done[series] = done.get(series, 0) + 1
+            await handle(index)
 
-    await asyncio.gather(*(one_key(indexes) for indexes in by_key.values()))
+    async def newest_first(indexes: list[int], identity: Identity) -> None:
+        covered: set[Hashable] = set()
+        for index in reversed(indexes):
+            try:
+                wanted = identity(records[index])
+            except (ValueError, PeepersError):  # malformed: its handler will say so
+                await handle(index)
+                continue
+            if wanted in covered:
+                count(records[index], COALESCED)
+            elif await handle(index) in (Fate.DONE, Fate.PARKED):
+                covered.add(wanted)
+
+    await asyncio.gather(
+        *(
+            one_key(indexes) if coalesce is None else newest_first(indexes, coalesce)
+            for indexes in by_key.values()
+        )
+    )
     processor.count_done(done)
     return fates
 
@@ -458,11 +501,12 @@ async def process_batches(
     cycle: BatchCycle,
     *,
     key: Callable[[InboundRecord], object] = record_key,
+    coalesce: Identity | None = None,
 ) -> None:
     """A batch agent's loop: each batch through `process_batch`, timed by ``cycle``."""
     async for records in batches:
         taken_at = cycle.taken(len(records))
-        await process_batch(processor, records, handler, key=key)
+        await process_batch(processor, records, handler, key=key, coalesce=coalesce)
         cycle.processed(taken_at)
 
 

@@ -23,7 +23,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import orjson
 from pydantic import (
@@ -36,6 +36,9 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+
+if TYPE_CHECKING:
+    from peepers_common.consuming import InboundRecord
 
 CE_SPECVERSION: Final = "1.0"
 CE_TYPE_PREFIX: Final = "com.mercadolibre.notification."
@@ -146,6 +149,16 @@ def encode_value(body: Mapping[str, Any], received_at: datetime) -> bytes:
 def decode_value(value: bytes) -> Notification:
     """A record value back into a `Notification` (raises `pydantic.ValidationError`)."""
     return Notification.model_validate_json(value)
+
+
+def changed_resource(record: InboundRecord) -> tuple[int, str]:
+    """What a notification record asks its consumer to read: the seller and resource path.
+
+    The identity by which a batch coalesces notifications
+    (`peepers_common.consuming.process_batch`); raises ``ValidationError`` if malformed.
+    """
+    notification = decode_value(record.value or b"")
+    return notification.user_id, notification.resource_path
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,12 @@ from peepers_catalog.adapters.redis_store import RedisItemStore
 from peepers_catalog.adapters.redis_sync import RedisSyncCheckpoints
 from peepers_catalog.api import create_api
 from peepers_catalog.audit import CatalogAudit
-from peepers_catalog.handlers import Catalog, item_of_record_key, on_item_notification
+from peepers_catalog.handlers import (
+    Catalog,
+    item_changed,
+    item_of_record_key,
+    on_item_notification,
+)
 from peepers_catalog.rebuild import rebuild_catalog
 from peepers_catalog.settings import Settings
 from peepers_catalog.sync import SyncOptions, full_sync
@@ -228,6 +233,7 @@ def create_app(settings: Settings) -> faust.App:
             ITEM_TOPICS,
             runtime.handle_item,
             key=lambda record: item_of_record_key(record.key),
+            coalesce=item_changed,  # each reads the item as it is now
         )
         retried += ITEM_TOPICS
     if settings.role != "items":

@@ -32,6 +32,7 @@ from pydantic import TypeAdapter
 from peepers_catalog import metrics
 from peepers_catalog.domain import changes, is_newer, same_content, snapshot
 from peepers_catalog.ports import CachedItem, ItemSource, ItemStore
+from peepers_common.consuming import InboundRecord
 from peepers_common.errors import CacheUnavailable, MlNotFound, PeepersError
 from peepers_common.events import (
     CatalogEvent,
@@ -42,7 +43,7 @@ from peepers_common.events import (
 )
 from peepers_common.kafka import EventPublisher
 from peepers_common.ml.models import MlItem
-from peepers_common.notifications import Notification
+from peepers_common.notifications import Notification, decode_value
 from peepers_common.rebuild import STEADY_CACHE, CacheEpoch
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,16 @@ def item_id_of(notification: Notification) -> str:
         msg = f"resource {notification.resource_path!r} does not name an item"
         raise InvalidItemNotification(msg)
     return match.group(1)
+
+
+def item_changed(record: InboundRecord) -> tuple[int, str]:
+    """The seller and item an ``items`` or ``items_prices`` record asks to read.
+
+    Both topics' records of one item ask for the same read, so a batch coalesces them
+    (`peepers_common.consuming.process_batch`).
+    """
+    notification = decode_value(record.value or b"")
+    return notification.user_id, item_id_of(notification)
 
 
 def item_of_record_key(key: bytes | None) -> bytes | None:

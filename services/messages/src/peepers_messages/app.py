@@ -37,7 +37,7 @@ from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
-from peepers_common.notifications import decode_value
+from peepers_common.notifications import changed_resource, decode_value
 from peepers_common.read_api import serve
 from peepers_common.rebuild import CacheGuard, Resync
 from peepers_common.topics import (
@@ -300,9 +300,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def create_app(settings: Settings) -> faust.App:
     kit = ConsumerKit(settings, consumer=CONSUMER)
     runtime = kit.serve(Runtime(settings, loop=kit.app.loop, beacon=kit.app.beacon))
-    kit.batch_agent("messages.questions", [QUESTIONS], runtime.handle_question)
-    kit.batch_agent("messages.messages", [MESSAGES], runtime.handle_message)
-    kit.batch_agent("messages.claims", [CLAIMS], runtime.handle_claim)
+    # ML's notifications, each read as it is now, are coalesced (a call of the messaging
+    # quota saved each); Peepers' own order events each carry a transition: never.
+    kit.batch_agent(
+        "messages.questions", [QUESTIONS], runtime.handle_question, coalesce=changed_resource
+    )
+    kit.batch_agent(
+        "messages.messages", [MESSAGES], runtime.handle_message, coalesce=changed_resource
+    )
+    kit.batch_agent("messages.claims", [CLAIMS], runtime.handle_claim, coalesce=changed_resource)
     kit.batch_agent("messages.orders", [PEEPERS_ORDERS], runtime.handle_order)
     kit.record_agent("messages.sellers", [PEEPERS_SELLERS], runtime.handle_seller)
     kit.retry_agent("messages.retries", CONSUMED, runtime.handler_for)

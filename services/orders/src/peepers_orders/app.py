@@ -34,7 +34,7 @@ from peepers_common.kafka import AIOKafkaEventPublisher
 from peepers_common.ml import HttpMlApi, OutboundLimiter, ml_session
 from peepers_common.ml.broker_tokens import BrokerTokenProvider
 from peepers_common.namespaces import Namespace, connect_redis, redis_errors
-from peepers_common.notifications import decode_value
+from peepers_common.notifications import changed_resource, decode_value
 from peepers_common.read_api import serve
 from peepers_common.rebuild import CacheGuard, GuardOptions, Resync
 from peepers_common.topics import PEEPERS_ORDERS, PEEPERS_SELLERS, notification_topic
@@ -269,7 +269,13 @@ class Runtime(ConsumerRuntime):
 def create_app(settings: Settings) -> faust.App:
     kit = ConsumerKit(settings, consumer=CONSUMER)
     runtime = kit.serve(Runtime(settings, loop=kit.app.loop, beacon=kit.app.beacon))
-    kit.batch_agent("orders.notifications", NOTIFICATION_TOPICS, runtime.handle_notification)
+    # Each notification reads its order (payment, shipment) as it is now: coalesced.
+    kit.batch_agent(
+        "orders.notifications",
+        NOTIFICATION_TOPICS,
+        runtime.handle_notification,
+        coalesce=changed_resource,
+    )
     kit.record_agent("orders.sellers", [PEEPERS_SELLERS], runtime.handle_seller)
     kit.record_agent("orders.analytics", [PEEPERS_ORDERS], runtime.handle_analytics)
     kit.retry_agent(
