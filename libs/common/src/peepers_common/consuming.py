@@ -461,7 +461,11 @@ async def process_batch(
 
     await asyncio.gather(
         *(
-            one_key(indexes) if coalesce is None else newest_first(indexes, coalesce)
+            # A key's lone record has nothing to coalesce with: its value is decoded
+            # once, by its handler (live, most keys of a batch hold one record).
+            one_key(indexes)
+            if coalesce is None or len(indexes) == 1
+            else newest_first(indexes, coalesce)
             for indexes in by_key.values()
         )
     )
